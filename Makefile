@@ -1,0 +1,35 @@
+# The two commands of the README: `make run` and `make test`. Everything else is set up here.
+PYTHON ?= python3
+VENV ?= .venv
+BIN := $(VENV)/bin
+HOST ?= 127.0.0.1
+PORT ?= 8000
+
+# The suite runs against real PostgreSQL and Redis (local defaults; override as needed).
+TEST_DATABASE_URL ?= postgres://postgres@127.0.0.1:5432/test
+TEST_REDIS_URL ?= redis://127.0.0.1:6379/15
+TEST_ENV := DATABASE_URL=$(TEST_DATABASE_URL) REDIS_URL=$(TEST_REDIS_URL) \
+	SECRET_KEY=test-only-secret-key \
+	ROUTER_ENCRYPTION_KEYS=A8xkVaa1nVl7KDppCml_KeREI_n2hNgvJejhGkTXCz8=
+
+.PHONY: install run test lint
+
+install: $(VENV)/.installed
+
+$(VENV)/.installed: pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install -q --upgrade pip
+	$(BIN)/pip install -q -e '.[dev]'
+	touch $@
+
+run: install
+	$(BIN)/python manage.py migrate --noinput
+	$(BIN)/python manage.py router demo
+	$(BIN)/uvicorn router_admin.asgi:application --host $(HOST) --port $(PORT)
+
+test: install
+	$(TEST_ENV) $(BIN)/pytest $(PYTEST_ARGS)
+	$(BIN)/ruff check .
+
+lint: install
+	$(BIN)/ruff check .

@@ -1,0 +1,84 @@
+"""Writes for users and API keys. Each function is one transaction."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import datetime
+
+from django.core.exceptions import ValidationError
+from django.core.validators import validate_email
+from django.db import IntegrityError, transaction
+from django.utils import timezone
+
+from accounts.errors import AccountsError, ApiKeyNotFound, UserAlreadyExists
+from accounts.keys import key_generate
+from accounts.models import ApiKey, User
+
+
+def user_create(
+    *,
+    email: str,
+    password: str | None = None,
+    name: str = "",
+    is_staff: bool = False,
+    is_superuser: bool = False,
+) -> User:
+    email = User.objects.normalize_email(email.strip()).lower()
+    try:
+        validate_email(email)
+    except ValidationError:
+        raise AccountsError(f"{email!r} is not a valid email address.") from None
+    if User.objects.filter(email=email).exists():
+        raise UserAlreadyExists(f"A user with the email {email} already exists.")
+    try:
+        with transaction.atomic():
+            return User.objects.create_user(
+                email, password, name=name, is_staff=is_staff, is_superuser=is_superuser
+            )
+    except IntegrityError:
+        # Lost a race with another creation of the same address: the unique index decided.
+        raise UserAlreadyExists(f"A user with the email {email} already exists.") from None
+
+
+@dataclass(frozen=True)
+class CreatedApiKey:
+    api_key: ApiKey
+    secret: str  # shown once; nothing keeps it after this object is gone
+
+
+def api_key_create(
+    *, user: User, name: str = "", expires_at: datetime | None = None
+) -> CreatedApiKey:
+    if expires_at is not None and expires_at <= timezone.now():
+        raise AccountsError("An API key cannot expire in the past.")
+    generated = key_generate()
+    api_key = ApiKey.objects.create(
+        user=user, name=name.strip()[:100], prefix=generated.prefix, digest=generated.digest,
+        expires_at=expires_at,
+    )
+    return CreatedApiKey(api_key=api_key, secret=generated.secret)
+
+
+def api_key_revoke(*, prefix: str) -> ApiKey:
+    """Revoke a key by its visible prefix. Revoking twice keeps the first revocation time."""
+    with transaction.atomic():
+        api_key = ApiKey.objects.select_for_update().filter(prefix=prefix.strip()).first()
+        if api_key is None:
+            raise ApiKeyNotFound(f"No API key has the prefix {prefix!r}.")
+        if api_key.revoked_at is None:
+            api_key.revoked_at = timezone.now()
+            api_key.save(update_fields=["revoked_at"])
+        return api_key
+
+
+def api_key_touch(*, api_key: ApiKey, now: datetime | None = None) -> None:
+    """Record that a key was used, at most once a minute per key.
+
+    Writing on every request would turn each call into a row update that serialises on the
+    key; a minute's resolution is all ``last_used_at`` promises.
+    """
+    now = now or timezone.now()
+    if api_key.last_used_at is not None and (now - api_key.last_used_at).total_seconds() < 60:
+        return
+    ApiKey.objects.filter(pk=api_key.pk).update(last_used_at=now)
+    api_key.last_used_at = now

@@ -1,0 +1,31 @@
+"""Domain errors of billing; the API layer maps them to OpenAI-shaped responses."""
+
+from __future__ import annotations
+
+from billing.money import format_usd
+
+
+class BillingError(Exception):
+    pass
+
+
+class InsufficientFunds(BillingError):
+    def __init__(self, *, needed_micros: int, available_micros: int) -> None:
+        self.needed_micros = needed_micros
+        self.available_micros = available_micros
+        super().__init__(
+            f"This request needs up to ${format_usd(needed_micros)} but the available balance "
+            f"is ${format_usd(available_micros)}."
+        )
+
+
+class IdempotencyConflict(BillingError):
+    """The idempotency key was already used for a different operation."""
+
+
+class HoldNotFound(BillingError):
+    pass
+
+
+class InvalidAmount(BillingError):
+    pass

@@ -1,0 +1,7 @@
+from billing.models.holds import Hold
+from billing.models.ledger import LedgerEntry
+from billing.models.prices import ModelPrice
+from billing.models.usage import UsageRecord
+from billing.models.wallets import Wallet
+
+__all__ = ["Hold", "LedgerEntry", "ModelPrice", "UsageRecord", "Wallet"]

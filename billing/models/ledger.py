@@ -1,0 +1,50 @@
+from __future__ import annotations
+
+from django.conf import settings
+from django.db import models
+from django.db.models import Q
+
+
+class LedgerEntry(models.Model):
+    """One movement of a wallet's posted balance. Append-only: the database refuses UPDATE
+    and DELETE on this table (see migration 0002), so history cannot be rewritten."""
+
+    class Kind(models.TextChoices):
+        TOPUP = "topup", "Top-up"
+        CHARGE = "charge", "Charge"
+        REFUND = "refund", "Refund"
+        ADJUSTMENT = "adjustment", "Adjustment"
+        VOUCHER = "voucher", "Voucher"
+
+    wallet = models.ForeignKey("billing.Wallet", on_delete=models.PROTECT, related_name="entries")
+    kind = models.CharField(max_length=16, choices=Kind.choices)
+    amount_micros = models.BigIntegerField()
+    balance_after_micros = models.BigIntegerField()
+    idempotency_key = models.CharField(max_length=200, unique=True)
+    memo = models.CharField(max_length=500, blank=True)
+    hold = models.ForeignKey("billing.Hold", on_delete=models.PROTECT, null=True, blank=True,
+                             related_name="entries")
+    created_by = models.ForeignKey(settings.AUTH_USER_MODEL, on_delete=models.PROTECT,
+                                   null=True, blank=True, related_name="+")
+    created_at = models.DateTimeField(auto_now_add=True)
+
+    class Meta:
+        verbose_name_plural = "ledger entries"
+        ordering = ["-id"]
+        indexes = [models.Index(fields=["wallet", "-id"])]
+        constraints = [
+            models.CheckConstraint(condition=~Q(amount_micros=0),
+                                   name="billing_ledger_amount_not_zero"),
+            models.CheckConstraint(condition=Q(balance_after_micros__gte=0),
+                                   name="billing_ledger_balance_after_not_negative"),
+            # The sign follows the kind: only charges take money, only adjustments go both ways.
+            models.CheckConstraint(
+                condition=Q(kind="charge", amount_micros__lt=0)
+                | Q(kind__in=["topup", "refund", "voucher"], amount_micros__gt=0)
+                | Q(kind="adjustment"),
+                name="billing_ledger_sign_matches_kind",
+            ),
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.kind} {self.amount_micros:+d}µ$ ({self.idempotency_key})"

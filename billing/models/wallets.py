@@ -1,0 +1,36 @@
+from __future__ import annotations
+
+from django.conf import settings
+from django.db import models
+from django.db.models import F, Q
+
+
+class Wallet(models.Model):
+    """A user's prepaid balance in micro-USD.
+
+    ``posted_micros`` is what the ledger says the user has; ``pending_micros`` is what requests
+    in flight have reserved. The CHECK constraints make ``posted - pending >= 0`` a fact the
+    database guarantees, whatever code writes to it.
+    """
+
+    user = models.OneToOneField(settings.AUTH_USER_MODEL, on_delete=models.PROTECT,
+                                related_name="wallet")
+    posted_micros = models.BigIntegerField(default=0)
+    pending_micros = models.BigIntegerField(default=0)
+    created_at = models.DateTimeField(auto_now_add=True)
+    updated_at = models.DateTimeField(auto_now=True)
+
+    class Meta:
+        constraints = [
+            models.CheckConstraint(condition=Q(pending_micros__gte=0),
+                                   name="billing_wallet_pending_not_negative"),
+            models.CheckConstraint(condition=Q(posted_micros__gte=F("pending_micros")),
+                                   name="billing_wallet_available_not_negative"),
+        ]
+
+    def __str__(self) -> str:
+        return f"wallet of {self.user}"
+
+    @property
+    def available_micros(self) -> int:
+        return self.posted_micros - self.pending_micros

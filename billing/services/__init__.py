@@ -1,0 +1,16 @@
+"""Every write to money goes through these functions; each is one database transaction."""
+
+from billing.services.holds import UsageReport, hold_create, hold_expire, hold_settle, hold_void
+from billing.services.prices import price_set
+from billing.services.wallets import wallet_credit, wallet_get_or_create
+
+__all__ = [
+    "UsageReport",
+    "hold_create",
+    "hold_expire",
+    "hold_settle",
+    "hold_void",
+    "price_set",
+    "wallet_credit",
+    "wallet_get_or_create",
+]

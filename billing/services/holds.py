@@ -1,0 +1,201 @@
+"""Reserve -> settle: the money side of one request.
+
+Lock order, everywhere: the hold row, then the wallet row. ``hold_create`` only locks the
+wallet (its hold does not exist yet), so no two of these can wait on each other in a cycle.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+
+from django.conf import settings
+from django.db import IntegrityError, transaction
+from django.utils import timezone
+
+from accounts.models import ApiKey, User
+from billing.errors import HoldNotFound, IdempotencyConflict, InsufficientFunds, InvalidAmount
+from billing.models import Hold, LedgerEntry, ModelPrice, UsageRecord, Wallet
+from billing.services.ledger import ledger_post
+from billing.services.wallets import wallet_get_or_create
+
+logger = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class UsageReport:
+    """What a finished request used, as the proxy measured or the upstream reported it."""
+
+    prompt_tokens: int
+    completion_tokens: int
+    cached_tokens: int = 0
+    source: str = UsageRecord.Source.PROVIDER
+    status: str = UsageRecord.Status.OK
+    worker: str = ""
+    latency_ms: int | None = None
+    ttft_ms: int | None = None
+
+
+def hold_create(
+    *,
+    user: User,
+    hold_id: str,
+    amount_micros: int,
+    price: ModelPrice,
+    model: str,
+    api_key: ApiKey | None = None,
+    expires_at: datetime | None = None,
+) -> Hold:
+    """Reserve ``amount_micros`` of the user's available balance for request ``hold_id``.
+
+    Raises InsufficientFunds when the available balance cannot cover it. Calling it again
+    with the same id returns the existing hold and reserves nothing more.
+    """
+    if amount_micros <= 0:
+        raise InvalidAmount("A hold must reserve a positive amount.")
+    expires_at = expires_at or timezone.now() + timedelta(
+        seconds=settings.ROUTER_HOLD_TTL_SECONDS
+    )
+    wallet_get_or_create(user=user)
+    try:
+        with transaction.atomic():
+            # The row lock serialises every reservation against this wallet, so the check
+            # below and the increment after it see the same balance.
+            wallet = Wallet.objects.select_for_update().get(user=user)
+            existing = Hold.objects.filter(pk=hold_id).first()
+            if existing is not None:
+                return _same_hold_or_conflict(existing, wallet=wallet, amount=amount_micros)
+            if wallet.available_micros < amount_micros:
+                raise InsufficientFunds(needed_micros=amount_micros,
+                                        available_micros=wallet.available_micros)
+            wallet.pending_micros += amount_micros
+            wallet.save(update_fields=["pending_micros", "updated_at"])
+            return Hold.objects.create(
+                id=hold_id, wallet=wallet, api_key=api_key, price=price, model=model,
+                amount_micros=amount_micros, expires_at=expires_at,
+            )
+    except IntegrityError:
+        # The same id was reserved concurrently against another wallet.
+        existing = Hold.objects.filter(pk=hold_id).first()
+        if existing is None:
+            raise
+        raise IdempotencyConflict(f"The hold id {hold_id!r} is already in use.") from None
+
+
+def _same_hold_or_conflict(hold: Hold, *, wallet: Wallet, amount: int) -> Hold:
+    if hold.wallet_id != wallet.pk or hold.amount_micros != amount:
+        raise IdempotencyConflict(f"The hold id {hold.pk!r} is already in use.")
+    return hold
+
+
+@dataclass(frozen=True)
+class HoldOutcome:
+    hold: Hold
+    usage_record: UsageRecord | None
+    charged_micros: int
+    already_resolved: bool  # True when an earlier call resolved it and this one did nothing
+
+
+def hold_settle(*, hold_id: str, usage: UsageReport) -> HoldOutcome:
+    """Charge what the request actually cost and release the rest of its reservation.
+
+    Only a pending hold is settled; settling a resolved one is a no-op that reports what the
+    first settlement did, so retries and concurrent settlers cannot charge twice.
+    """
+    with transaction.atomic():
+        hold = _lock_hold(hold_id)
+        if hold.status != Hold.Status.PENDING:
+            return _resolved(hold)
+        cost = hold.price.cost_micros(
+            prompt_tokens=usage.prompt_tokens, completion_tokens=usage.completion_tokens,
+            cached_tokens=usage.cached_tokens,
+        )
+        charged = min(cost, hold.amount_micros)
+        if cost > hold.amount_micros:
+            # The estimate is a worst case by construction, so this means a bug or an upstream
+            # that ignored max_tokens. The user never pays past what they agreed to reserve.
+            logger.error("hold %s: cost %d exceeds the hold of %d; charging the hold",
+                         hold.pk, cost, hold.amount_micros)
+        wallet = Wallet.objects.select_for_update().get(pk=hold.wallet_id)
+        wallet.pending_micros -= hold.amount_micros
+        if charged:
+            ledger_post(
+                wallet=wallet, kind=LedgerEntry.Kind.CHARGE, amount_micros=-charged,
+                idempotency_key=f"charge:{hold.pk}", memo=f"{hold.model} request {hold.pk}",
+                hold=hold,
+            )
+        else:
+            wallet.save(update_fields=["pending_micros", "updated_at"])
+        _resolve(hold, Hold.Status.POSTED, charged_micros=charged)
+        record = _usage_record_create(hold, wallet=wallet, usage=usage, cost_micros=charged)
+        return HoldOutcome(hold=hold, usage_record=record, charged_micros=charged,
+                           already_resolved=False)
+
+
+def hold_void(*, hold_id: str, usage: UsageReport | None = None) -> HoldOutcome:
+    """Release a reservation without charging: the request produced nothing billable."""
+    return _release(hold_id, Hold.Status.VOIDED, usage)
+
+
+def hold_expire(*, hold_id: str, usage: UsageReport | None = None) -> HoldOutcome:
+    """Release a reservation that nobody settled in time (a crashed process, say)."""
+    return _release(hold_id, Hold.Status.EXPIRED, usage)
+
+
+def _release(hold_id: str, status: str, usage: UsageReport | None) -> HoldOutcome:
+    with transaction.atomic():
+        hold = _lock_hold(hold_id)
+        if hold.status != Hold.Status.PENDING:
+            return _resolved(hold)
+        wallet = Wallet.objects.select_for_update().get(pk=hold.wallet_id)
+        wallet.pending_micros -= hold.amount_micros
+        wallet.save(update_fields=["pending_micros", "updated_at"])
+        _resolve(hold, status, charged_micros=0)
+        record = (
+            _usage_record_create(hold, wallet=wallet, usage=usage, cost_micros=0)
+            if usage is not None
+            else None
+        )
+        return HoldOutcome(hold=hold, usage_record=record, charged_micros=0,
+                           already_resolved=False)
+
+
+def _lock_hold(hold_id: str) -> Hold:
+    hold = (
+        Hold.objects.select_for_update(of=("self",))
+        .select_related("price")
+        .filter(pk=hold_id)
+        .first()
+    )
+    if hold is None:
+        raise HoldNotFound(f"No hold has the id {hold_id!r}.")
+    return hold
+
+
+def _resolve(hold: Hold, status: str, *, charged_micros: int) -> None:
+    hold.status = status
+    hold.charged_micros = charged_micros
+    hold.resolved_at = timezone.now()
+    hold.save(update_fields=["status", "charged_micros", "resolved_at"])
+
+
+def _resolved(hold: Hold) -> HoldOutcome:
+    return HoldOutcome(
+        hold=hold,
+        usage_record=UsageRecord.objects.filter(request_id=hold.pk).first(),
+        charged_micros=hold.charged_micros,
+        already_resolved=True,
+    )
+
+
+def _usage_record_create(
+    hold: Hold, *, wallet: Wallet, usage: UsageReport, cost_micros: int
+) -> UsageRecord:
+    return UsageRecord.objects.create(
+        request_id=hold.pk, user_id=wallet.user_id, api_key_id=hold.api_key_id, model=hold.model,
+        worker=usage.worker, prompt_tokens=usage.prompt_tokens,
+        completion_tokens=usage.completion_tokens, cached_tokens=usage.cached_tokens,
+        cost_micros=cost_micros, price=hold.price, source=usage.source, status=usage.status,
+        latency_ms=usage.latency_ms, ttft_ms=usage.ttft_ms,
+    )

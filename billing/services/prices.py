@@ -1,0 +1,65 @@
+from __future__ import annotations
+
+from datetime import datetime
+from decimal import Decimal, InvalidOperation
+
+from django.db import IntegrityError, transaction
+from django.utils import timezone
+
+from accounts.models import User
+from billing.errors import InvalidAmount
+from billing.models import ModelPrice
+from billing.selectors import price_current
+
+DEFAULT_MAX_OUTPUT_TOKENS = 4096
+
+
+def _price(value: Decimal | str, *, field: str) -> Decimal:
+    try:
+        price = Decimal(str(value).strip())
+    except InvalidOperation:
+        raise InvalidAmount(f"{field} {value!r} is not a number.") from None
+    if not price.is_finite() or price < 0:
+        raise InvalidAmount(f"{field} must be a price of zero or more USD per 1M tokens.")
+    if price != price.quantize(Decimal("0.000001")) or price >= Decimal("1000000"):
+        raise InvalidAmount(f"{field} {value} has more than 6 decimals or is too large.")
+    return price
+
+
+def price_set(
+    *,
+    model: str,
+    input_usd_per_mtok: Decimal | str,
+    output_usd_per_mtok: Decimal | str,
+    cached_input_usd_per_mtok: Decimal | str | None = None,
+    max_output_tokens: int | None = None,
+    effective_from: datetime | None = None,
+    created_by: User | None = None,
+) -> ModelPrice:
+    """Add a new price version for ``model``; earlier versions stay for the records using them."""
+    model = model.strip()
+    if not model or len(model) > 200:
+        raise InvalidAmount("A model name of 1 to 200 characters is required.")
+    if max_output_tokens is None:
+        current = price_current(model=model)
+        max_output_tokens = current.max_output_tokens if current else DEFAULT_MAX_OUTPUT_TOKENS
+    if max_output_tokens < 1:
+        raise InvalidAmount("max_output_tokens must be at least 1.")
+    try:
+        with transaction.atomic():
+            return ModelPrice.objects.create(
+                model=model,
+                input_usd_per_mtok=_price(input_usd_per_mtok, field="input"),
+                output_usd_per_mtok=_price(output_usd_per_mtok, field="output"),
+                cached_input_usd_per_mtok=(
+                    None if cached_input_usd_per_mtok is None
+                    else _price(cached_input_usd_per_mtok, field="cached input")
+                ),
+                max_output_tokens=max_output_tokens,
+                effective_from=effective_from or timezone.now(),
+                created_by=created_by,
+            )
+    except IntegrityError:
+        raise InvalidAmount(
+            f"{model} already has a price taking effect at that instant."
+        ) from None

@@ -1,0 +1,75 @@
+from __future__ import annotations
+
+from django.db import IntegrityError, transaction
+
+from accounts.models import User
+from billing.errors import IdempotencyConflict, InsufficientFunds, InvalidAmount
+from billing.models import LedgerEntry, Wallet
+from billing.services.ledger import ledger_post
+
+CREDIT_KINDS = {
+    LedgerEntry.Kind.TOPUP,
+    LedgerEntry.Kind.ADJUSTMENT,
+    LedgerEntry.Kind.VOUCHER,
+    LedgerEntry.Kind.REFUND,
+}
+
+
+def wallet_get_or_create(*, user: User) -> Wallet:
+    wallet, _ = Wallet.objects.get_or_create(user=user)
+    return wallet
+
+
+def wallet_credit(
+    *,
+    user: User,
+    amount_micros: int,
+    idempotency_key: str,
+    memo: str,
+    kind: str = LedgerEntry.Kind.ADJUSTMENT,
+    created_by: User | None = None,
+) -> LedgerEntry:
+    """Add (or, for an adjustment, remove) money. Calling it again with the same key returns
+    the entry the first call wrote and moves nothing."""
+    if kind not in CREDIT_KINDS:
+        raise InvalidAmount(f"{kind!r} is not a kind of credit.")
+    if amount_micros == 0:
+        raise InvalidAmount("The amount cannot be zero.")
+    if amount_micros < 0 and kind != LedgerEntry.Kind.ADJUSTMENT:
+        raise InvalidAmount(f"A {kind} must add money; use an adjustment to remove it.")
+    if not idempotency_key:
+        raise InvalidAmount("An idempotency key is required.")
+
+    existing = _entry_for_key(idempotency_key, user=user, amount_micros=amount_micros)
+    if existing is not None:
+        return existing
+    wallet_get_or_create(user=user)
+    try:
+        with transaction.atomic():
+            wallet = Wallet.objects.select_for_update().get(user=user)
+            if wallet.available_micros + amount_micros < 0:
+                raise InsufficientFunds(needed_micros=-amount_micros,
+                                        available_micros=wallet.available_micros)
+            return ledger_post(
+                wallet=wallet, kind=kind, amount_micros=amount_micros,
+                idempotency_key=idempotency_key, memo=memo,
+                created_by_id=created_by.pk if created_by else None,
+            )
+    except IntegrityError:
+        # A concurrent call with the same key committed first; the unique index decided
+        # which one wrote, and this one returns that entry.
+        existing = _entry_for_key(idempotency_key, user=user, amount_micros=amount_micros)
+        if existing is None:
+            raise
+        return existing
+
+
+def _entry_for_key(key: str, *, user: User, amount_micros: int) -> LedgerEntry | None:
+    entry = LedgerEntry.objects.select_related("wallet").filter(idempotency_key=key).first()
+    if entry is None:
+        return None
+    if entry.wallet.user_id != user.pk or entry.amount_micros != amount_micros:
+        raise IdempotencyConflict(
+            f"The idempotency key {key!r} was already used for a different credit."
+        )
+    return entry

@@ -1,0 +1,32 @@
+from __future__ import annotations
+
+import itertools
+
+import pytest
+
+from accounts.models import User
+from accounts.services import user_create
+from billing.models import ModelPrice
+from billing.services import price_set
+
+_emails = itertools.count(1)
+
+
+@pytest.fixture
+def make_user(db):
+    def make(email: str | None = None, **kwargs) -> User:
+        return user_create(email=email or f"user{next(_emails)}@example.com", **kwargs)
+
+    return make
+
+
+@pytest.fixture
+def user(make_user) -> User:
+    return make_user()
+
+
+@pytest.fixture
+def price(db) -> ModelPrice:
+    # 1 USD / 1M input tokens and 2 USD / 1M output tokens: 1 and 2 micro-USD per token.
+    return price_set(model="test-model", input_usd_per_mtok="1", output_usd_per_mtok="2",
+                     max_output_tokens=1000)
