@@ -5,7 +5,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 from datetime import datetime
 
-from django.db.models import Sum
+from django.db.models import OuterRef, Subquery, Sum, Value
+from django.db.models.functions import Coalesce
 from django.utils import timezone
 
 from accounts.models import User
@@ -61,13 +62,31 @@ class WalletAudit:
                 and self.pending_micros == self.pending_holds_micros)
 
 
-def wallet_audit(*, wallet: Wallet) -> WalletAudit:
-    """Compare a wallet with the ledger and holds it is derived from."""
-    ledger_sum = LedgerEntry.objects.filter(wallet=wallet).aggregate(s=Sum("amount_micros"))["s"]
-    holds_sum = Hold.objects.filter(wallet=wallet, status=Hold.Status.PENDING).aggregate(
-        s=Sum("amount_micros"))["s"]
-    return WalletAudit(
-        wallet_id=wallet.pk, posted_micros=wallet.posted_micros,
-        ledger_sum_micros=ledger_sum or 0, pending_micros=wallet.pending_micros,
-        pending_holds_micros=holds_sum or 0,
+def wallet_audit(*, wallet_id: int) -> WalletAudit:
+    """Compare a wallet with the ledger and holds it is derived from, in one query so that
+    all four numbers come from the same snapshot."""
+    ledger_sum = (
+        LedgerEntry.objects.filter(wallet=OuterRef("pk"))
+        .values("wallet").annotate(s=Sum("amount_micros")).values("s")
     )
+    holds_sum = (
+        Hold.objects.filter(wallet=OuterRef("pk"), status=Hold.Status.PENDING)
+        .values("wallet").annotate(s=Sum("amount_micros")).values("s")
+    )
+    row = Wallet.objects.filter(pk=wallet_id).values(
+        "posted_micros", "pending_micros",
+        ledger_sum=Coalesce(Subquery(ledger_sum), Value(0)),
+        holds_sum=Coalesce(Subquery(holds_sum), Value(0)),
+    ).get()
+    return WalletAudit(
+        wallet_id=wallet_id, posted_micros=row["posted_micros"],
+        ledger_sum_micros=row["ledger_sum"], pending_micros=row["pending_micros"],
+        pending_holds_micros=row["holds_sum"],
+    )
+
+
+def wallet_balance_of(*, user_id: int) -> int:
+    """The available balance in micro-USD of a user, by id, in one query."""
+    row = Wallet.objects.filter(user_id=user_id).values_list("posted_micros",
+                                                             "pending_micros").first()
+    return row[0] - row[1] if row else 0

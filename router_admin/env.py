@@ -21,7 +21,9 @@ def _raw(name: str, environ: Mapping[str, str] | None) -> str | None:
     return (os.environ if environ is None else environ).get(name)
 
 
-def env_str(name: str, default: object = _UNSET, *, environ: Mapping[str, str] | None = None) -> str:
+def env_str(
+    name: str, default: object = _UNSET, *, environ: Mapping[str, str] | None = None
+) -> str:
     value = _raw(name, environ)
     if value is None:
         if default is _UNSET:
@@ -61,7 +63,9 @@ def env_int(
     return parsed
 
 
-def env_list(name: str, default: list[str], *, environ: Mapping[str, str] | None = None) -> list[str]:
+def env_list(
+    name: str, default: list[str], *, environ: Mapping[str, str] | None = None
+) -> list[str]:
     value = _raw(name, environ)
     if value is None:
         return list(default)

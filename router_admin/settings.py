@@ -22,7 +22,9 @@ DEBUG = env_bool("DEBUG", EMBEDDED)
 # Only the embedded default may run without a real secret; a deployment that forgot it
 # must not come up with a guessable session-signing key.
 SECRET_KEY = (
-    env_str("SECRET_KEY", "embedded-insecure-key-do-not-deploy") if EMBEDDED else env_str("SECRET_KEY")
+    env_str("SECRET_KEY", "embedded-insecure-key-do-not-deploy")
+    if EMBEDDED
+    else env_str("SECRET_KEY")
 )
 ALLOWED_HOSTS = env_list("ALLOWED_HOSTS", ["127.0.0.1", "localhost", "[::1]"] if EMBEDDED else [])
 
@@ -66,6 +68,9 @@ MIDDLEWARE = [
     "django.middleware.clickjacking.XFrameOptionsMiddleware",
 ]
 
+# The /v1 API runs under its own handler with only these (async-only) middleware.
+ROUTER_API_MIDDLEWARE = ["proxy.middleware.RequestIdMiddleware"]
+
 ROOT_URLCONF = "router_admin.urls"
 WSGI_APPLICATION = "router_admin.wsgi.application"
 ASGI_APPLICATION = "router_admin.asgi.application"
@@ -85,9 +90,8 @@ TEMPLATES = [
     },
 ]
 
-DATABASES = {
-    "default": parse_database_url(DATABASE_URL or f"sqlite:///{BASE_DIR / 'var' / 'router.sqlite3'}")
-}
+EMBEDDED_DATABASE_URL = f"sqlite:///{BASE_DIR / 'var' / 'router.sqlite3'}"
+DATABASES = {"default": parse_database_url(DATABASE_URL or EMBEDDED_DATABASE_URL)}
 if DATABASES["default"]["ENGINE"] == "django.db.backends.postgresql":
     DATABASES["default"]["CONN_MAX_AGE"] = env_int("DB_CONN_MAX_AGE", 60, minimum=0)
     DATABASES["default"]["CONN_HEALTH_CHECKS"] = True
@@ -130,6 +134,11 @@ if not DEBUG:
     SESSION_COOKIE_SECURE = env_bool("SESSION_COOKIE_SECURE", True)
     CSRF_COOKIE_SECURE = env_bool("CSRF_COOKIE_SECURE", True)
 CSRF_TRUSTED_ORIGINS = env_list("CSRF_TRUSTED_ORIGINS", [])
+
+# Largest request body accepted (413 past it), and how long key, price and worker lookups
+# are cached in each process (a revoked key stops working within this many seconds).
+DATA_UPLOAD_MAX_MEMORY_SIZE = env_int("ROUTER_MAX_BODY_BYTES", 10 * 1024 * 1024, minimum=1024)
+ROUTER_LOOKUP_TTL_SECONDS = env_int("ROUTER_LOOKUP_TTL_SECONDS", 5, minimum=0)
 
 # Billing: how long a request's hold may stay pending before the sweeper resolves it.
 ROUTER_HOLD_TTL_SECONDS = env_int("ROUTER_HOLD_TTL_SECONDS", 900, minimum=30)

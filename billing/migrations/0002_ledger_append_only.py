@@ -46,7 +46,8 @@ def _run(statements_by_vendor):
                 f"No append-only ledger trigger for {schema_editor.connection.vendor}."
             )
         for statement in [statements] if isinstance(statements, str) else statements:
-            schema_editor.execute(statement)
+            # params=None: the PL/pgSQL body has a literal % that is not a placeholder.
+            schema_editor.execute(statement, params=None)
 
     return run
 

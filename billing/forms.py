@@ -1,0 +1,57 @@
+"""Forms for staff operations on money. They parse input; billing.services decide."""
+
+from __future__ import annotations
+
+import uuid
+from decimal import Decimal
+
+from django import forms
+from django.core.exceptions import ValidationError
+
+from billing.models import LedgerEntry
+from billing.money import MoneyError, usd_to_micros
+
+# A typo guard, not a business rule: a billion dollars is far past any real credit, and
+# anything that could overflow the BigIntegerField is refused here rather than by the database.
+MAX_CREDIT_USD = Decimal("1000000000")
+
+
+class WalletCreditForm(forms.Form):
+    """Credit (or, as an adjustment, debit) the selected wallets, with a reason for the ledger."""
+
+    amount_usd = forms.CharField(
+        label="Amount (USD)", max_length=32,
+        help_text="Up to 6 decimals, e.g. 10 or 0.25. A negative amount removes money and "
+        "is only allowed as an adjustment.",
+    )
+    kind = forms.ChoiceField(
+        choices=[(LedgerEntry.Kind.TOPUP, LedgerEntry.Kind.TOPUP.label),
+                 (LedgerEntry.Kind.ADJUSTMENT, LedgerEntry.Kind.ADJUSTMENT.label)],
+        initial=LedgerEntry.Kind.ADJUSTMENT,
+    )
+    reason = forms.CharField(
+        max_length=500, widget=forms.Textarea(attrs={"rows": 3, "cols": 60}),
+        help_text="Kept on the ledger entry as its memo.",
+    )
+    # Fixed when the form is first shown and sent back with it, so submitting the same form
+    # twice (a double click, a browser retry) reuses the idempotency key and credits once.
+    operation_id = forms.UUIDField(widget=forms.HiddenInput, initial=uuid.uuid4)
+
+    def clean_amount_usd(self) -> str:
+        raw = self.cleaned_data["amount_usd"].strip()
+        try:
+            micros = usd_to_micros(raw)
+        except MoneyError as exc:
+            raise ValidationError(str(exc), code="invalid") from None
+        if abs(micros) > usd_to_micros(MAX_CREDIT_USD):
+            raise ValidationError(f"The amount cannot exceed {MAX_CREDIT_USD} USD either way.",
+                                  code="too_large")
+        return raw
+
+    @property
+    def amount_micros(self) -> int:
+        return usd_to_micros(self.cleaned_data["amount_usd"])
+
+    def idempotency_key(self, wallet_id: int) -> str:
+        # One key per wallet: a single submission may credit several wallets.
+        return f"admin:{self.cleaned_data['operation_id']}:{wallet_id}"

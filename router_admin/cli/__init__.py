@@ -1,0 +1,1 @@
+"""The subcommand groups of ``manage.py router``; ``registry`` lists them."""

@@ -1,0 +1,131 @@
+"""``router demo``: the data the embedded default (``make run``) starts with.
+
+Safe to run on every start: each step creates its thing only if missing, except the API
+key, which is new each run because a key's secret cannot be shown again.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from django.conf import settings
+from django.core.management.base import CommandError
+
+from accounts.errors import UserNotFound
+from accounts.models import User
+from accounts.selectors import user_get_by_email
+from accounts.services import CreatedApiKey, api_key_create, user_create
+from billing.models import LedgerEntry, ModelPrice
+from billing.money import format_usd, usd_to_micros
+from billing.selectors import price_current, wallet_balance
+from billing.services import price_set, wallet_credit
+from router_admin.cli.base import Options, Subparsers, subcommand
+
+ADMIN_EMAIL = "admin@example.com"
+ADMIN_PASSWORD = "admin"  # the point of a demo login; set only when the admin is created
+DEMO_EMAIL = "demo@example.com"
+DEMO_CREDIT_USD = "10"
+# A fixed key: the ledger's unique index makes a second run's credit a no-op, even if the
+# demo user has since spent some of it.
+DEMO_CREDIT_KEY = "demo:initial-credit"
+DEMO_MODEL = "mock-gpt"
+DEMO_INPUT_USD_PER_MTOK = "0.5"
+DEMO_OUTPUT_USD_PER_MTOK = "1.5"
+DEMO_MAX_OUTPUT_TOKENS = 4096
+DEFAULT_BASE_URL = "http://127.0.0.1:8000"
+
+
+@dataclass(frozen=True)
+class DemoSeed:
+    admin: User
+    admin_password: str | None  # only when this run created the admin
+    demo_user: User
+    available_micros: int
+    price: ModelPrice
+    price_created: bool
+    api_key: CreatedApiKey
+
+
+def demo_seed() -> DemoSeed:
+    """Ensure the demo admin, user, credit and price exist; create a new demo API key."""
+    admin, admin_created = _user_ensure(
+        email=ADMIN_EMAIL, password=ADMIN_PASSWORD, is_staff=True, is_superuser=True
+    )
+    demo_user, _ = _user_ensure(email=DEMO_EMAIL)
+    wallet_credit(
+        user=demo_user, amount_micros=usd_to_micros(DEMO_CREDIT_USD),
+        kind=LedgerEntry.Kind.ADJUSTMENT, idempotency_key=DEMO_CREDIT_KEY,
+        memo="demo credit",
+    )
+    price, price_created = _price_ensure()
+    # The mock upstream worker serving DEMO_MODEL is ensured here too, once workers exist.
+    api_key = api_key_create(user=demo_user, name="demo")
+    return DemoSeed(
+        admin=admin, admin_password=ADMIN_PASSWORD if admin_created else None,
+        demo_user=demo_user, available_micros=wallet_balance(user=demo_user).available_micros,
+        price=price, price_created=price_created, api_key=api_key,
+    )
+
+
+def _user_ensure(
+    *, email: str, password: str | None = None, is_staff: bool = False,
+    is_superuser: bool = False,
+) -> tuple[User, bool]:
+    try:
+        # An existing user is left as it is: a changed password must survive a restart.
+        return user_get_by_email(email=email), False
+    except UserNotFound:
+        return user_create(email=email, password=password, is_staff=is_staff,
+                           is_superuser=is_superuser), True
+
+
+def _price_ensure() -> tuple[ModelPrice, bool]:
+    current = price_current(model=DEMO_MODEL)
+    if current is not None:
+        return current, False  # staff may have changed it; a restart must not undo that
+    return price_set(
+        model=DEMO_MODEL, input_usd_per_mtok=DEMO_INPUT_USD_PER_MTOK,
+        output_usd_per_mtok=DEMO_OUTPUT_USD_PER_MTOK, max_output_tokens=DEMO_MAX_OUTPUT_TOKENS,
+    ), True
+
+
+def add_parsers(subparsers: Subparsers) -> None:
+    demo = subcommand(subparsers, "demo", handler=demo_command,
+                      help="Seed demo data (admin, demo user with credit, mock-gpt price) and "
+                      "print a new demo API key. Safe to re-run.")
+    demo.add_argument("--base-url", default=DEFAULT_BASE_URL,
+                      help=f"Where the router listens, for the curl example "
+                      f"(default {DEFAULT_BASE_URL}).")
+    demo.add_argument("--force", action="store_true",
+                      help="Seed even with DEBUG off (the demo admin's password is 'admin').")
+
+
+def demo_command(options: Options) -> list[str]:
+    # A deployment must not gain a superuser whose password is "admin" by a stray command.
+    if not settings.DEBUG and not options["force"]:
+        raise CommandError(
+            f"router demo creates {ADMIN_EMAIL} with the password {ADMIN_PASSWORD!r}, so it "
+            "only runs with DEBUG on (the embedded default); pass --force to seed anyway."
+        )
+    seed = demo_seed()
+    base_url = options["base_url"].rstrip("/")
+    secret = seed.api_key.secret
+    admin_line = (
+        f"Admin: {seed.admin.email} / password {seed.admin_password} (created)"
+        if seed.admin_password
+        else f"Admin: {seed.admin.email} (exists; password unchanged)"
+    )
+    price_note = "created" if seed.price_created else "exists"
+    return [
+        admin_line,
+        f"Demo user: {seed.demo_user.email}, available balance "
+        f"{format_usd(seed.available_micros)} USD",
+        f"Model: {seed.price} ({price_note})",
+        f"Demo API key (new, shown once): {secret}",
+        "Try it:",
+        f"  curl {base_url}/v1/chat/completions \\",
+        f'    -H "Authorization: Bearer {secret}" \\',
+        '    -H "Content-Type: application/json" \\',
+        f"""    -d '{{"model": "{DEMO_MODEL}", "messages": """
+        """[{"role": "user", "content": "Hello!"}]}'""",
+    ]

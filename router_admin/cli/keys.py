@@ -1,0 +1,37 @@
+"""``router key create`` and ``router key revoke``."""
+
+from __future__ import annotations
+
+from accounts.selectors import user_get_by_email
+from accounts.services import api_key_create, api_key_revoke
+from router_admin.cli.base import Options, Subparsers, group, subcommand
+
+
+def add_parsers(subparsers: Subparsers) -> None:
+    key = group(subparsers, "key", help="Manage API keys.")
+    create = subcommand(key, "create", handler=key_create_command,
+                        help="Create an API key; its secret is printed once, on the last line.")
+    create.add_argument("email")
+    create.add_argument("--name", default="", help="A label the owner recognises the key by.")
+
+    revoke = subcommand(key, "revoke", handler=key_revoke_command,
+                        help="Revoke an API key by its prefix (sk-br- and 12 characters).")
+    revoke.add_argument("prefix")
+
+
+def key_create_command(options: Options) -> list[str]:
+    user = user_get_by_email(email=options["email"])
+    created = api_key_create(user=user, name=options["name"])
+    return [
+        f"Created API key {created.api_key.prefix} for {user.email}"
+        + (f" ({created.api_key.name})." if created.api_key.name else "."),
+        "The secret below is shown only now; store it somewhere safe.",
+        # Alone on the last line, so a script can take it with ``tail -n 1``.
+        created.secret,
+    ]
+
+
+def key_revoke_command(options: Options) -> list[str]:
+    api_key = api_key_revoke(prefix=options["prefix"])
+    return [f"Revoked API key {api_key.prefix} of {api_key.user.email} "
+            f"(since {api_key.revoked_at:%Y-%m-%d %H:%M:%S %Z})."]
