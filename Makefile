@@ -23,6 +23,7 @@ $(VENV)/.installed: pyproject.toml
 	touch $@
 
 run: install
+	mkdir -p var
 	$(BIN)/python manage.py migrate --noinput
 	$(BIN)/python manage.py router demo
 	$(BIN)/uvicorn router_admin.asgi:application --host $(HOST) --port $(PORT)

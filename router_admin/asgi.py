@@ -1,7 +1,47 @@
+"""ASGI entry point: /v1 goes to the lean API handler, everything else to the full site."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
 import os
+from typing import Any
 
 from django.core.asgi import get_asgi_application
 
 os.environ.setdefault("DJANGO_SETTINGS_MODULE", "router_admin.settings")
 
-application = get_asgi_application()
+site_application = get_asgi_application()  # sets Django up before the API handler loads
+
+from proxy.asgi import ApiASGIHandler  # noqa: E402
+from proxy.charging import wait_for_settlements  # noqa: E402
+from proxy.http_client import close_upstream_sessions  # noqa: E402
+from proxy.tokens import preload  # noqa: E402
+
+api_application = ApiASGIHandler()
+logger = logging.getLogger(__name__)
+
+
+async def _lifespan(receive: Any, send: Any) -> None:
+    while True:
+        message = await receive()
+        if message["type"] == "lifespan.startup":
+            # Load the tokenizer's vocabularies now, not in the first request's event loop.
+            await asyncio.to_thread(preload)
+            await send({"type": "lifespan.startup.complete"})
+        elif message["type"] == "lifespan.shutdown":
+            # The server has drained its requests; let their settlements reach the database
+            # before the process goes, so no hold waits for the sweeper.
+            await wait_for_settlements()
+            await close_upstream_sessions()
+            await send({"type": "lifespan.shutdown.complete"})
+            return
+
+
+async def application(scope: dict[str, Any], receive: Any, send: Any) -> None:
+    if scope["type"] == "http" and (scope["path"] == "/v1" or scope["path"].startswith("/v1/")):
+        await api_application(scope, receive, send)
+    elif scope["type"] == "lifespan":
+        await _lifespan(receive, send)
+    else:
+        await site_application(scope, receive, send)

@@ -19,6 +19,8 @@ from billing.models import LedgerEntry, ModelPrice
 from billing.money import format_usd, usd_to_micros
 from billing.selectors import price_current, wallet_balance
 from billing.services import price_set, wallet_credit
+from proxy.models import Worker
+from proxy.services import worker_create
 from router_admin.cli.base import Options, Subparsers, subcommand
 
 ADMIN_EMAIL = "admin@example.com"
@@ -32,6 +34,7 @@ DEMO_MODEL = "mock-gpt"
 DEMO_INPUT_USD_PER_MTOK = "0.5"
 DEMO_OUTPUT_USD_PER_MTOK = "1.5"
 DEMO_MAX_OUTPUT_TOKENS = 4096
+DEMO_WORKER = "mock"
 DEFAULT_BASE_URL = "http://127.0.0.1:8000"
 
 
@@ -43,11 +46,14 @@ class DemoSeed:
     available_micros: int
     price: ModelPrice
     price_created: bool
+    worker: Worker
+    worker_created: bool
     api_key: CreatedApiKey
 
 
 def demo_seed() -> DemoSeed:
-    """Ensure the demo admin, user, credit and price exist; create a new demo API key."""
+    """Ensure the demo admin, user, credit, price and mock worker exist; create a new demo
+    API key."""
     admin, admin_created = _user_ensure(
         email=ADMIN_EMAIL, password=ADMIN_PASSWORD, is_staff=True, is_superuser=True
     )
@@ -58,12 +64,13 @@ def demo_seed() -> DemoSeed:
         memo="demo credit",
     )
     price, price_created = _price_ensure()
-    # The mock upstream worker serving DEMO_MODEL is ensured here too, once workers exist.
+    worker, worker_created = _worker_ensure()
     api_key = api_key_create(user=demo_user, name="demo")
     return DemoSeed(
         admin=admin, admin_password=ADMIN_PASSWORD if admin_created else None,
         demo_user=demo_user, available_micros=wallet_balance(user=demo_user).available_micros,
-        price=price, price_created=price_created, api_key=api_key,
+        price=price, price_created=price_created, worker=worker,
+        worker_created=worker_created, api_key=api_key,
     )
 
 
@@ -89,10 +96,18 @@ def _price_ensure() -> tuple[ModelPrice, bool]:
     ), True
 
 
+def _worker_ensure() -> tuple[Worker, bool]:
+    existing = Worker.objects.filter(name=DEMO_WORKER).first()
+    if existing is not None:
+        return existing, False  # staff may have disabled or changed it; leave it so
+    return worker_create(name=DEMO_WORKER, kind=Worker.Kind.MOCK,
+                         models=[(DEMO_MODEL, "")]), True
+
+
 def add_parsers(subparsers: Subparsers) -> None:
     demo = subcommand(subparsers, "demo", handler=demo_command,
-                      help="Seed demo data (admin, demo user with credit, mock-gpt price) and "
-                      "print a new demo API key. Safe to re-run.")
+                      help="Seed demo data (admin, demo user with credit, mock-gpt price, the "
+                      "mock worker) and print a new demo API key. Safe to re-run.")
     demo.add_argument("--base-url", default=DEFAULT_BASE_URL,
                       help=f"Where the router listens, for the curl example "
                       f"(default {DEFAULT_BASE_URL}).")
@@ -116,11 +131,13 @@ def demo_command(options: Options) -> list[str]:
         else f"Admin: {seed.admin.email} (exists; password unchanged)"
     )
     price_note = "created" if seed.price_created else "exists"
+    worker_note = "created" if seed.worker_created else "exists"
     return [
         admin_line,
         f"Demo user: {seed.demo_user.email}, available balance "
         f"{format_usd(seed.available_micros)} USD",
         f"Model: {seed.price} ({price_note})",
+        f"Worker: {seed.worker} ({worker_note})",
         f"Demo API key (new, shown once): {secret}",
         "Try it:",
         f"  curl {base_url}/v1/chat/completions \\",

@@ -1,0 +1,122 @@
+"""The proxy's side of reserve -> relay -> settle: how much to hold, and the async calls
+into billing's services."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from dataclasses import dataclass
+
+from asgiref.sync import sync_to_async
+
+from billing.errors import InsufficientFunds
+from billing.models import ModelPrice
+from billing.money import format_usd
+from billing.selectors import wallet_balance_of
+from billing.services import UsageReport, hold_create, hold_settle, hold_void
+from billing.services.holds import HoldOutcome
+from proxy.errors import ApiError, bad_request, insufficient_quota
+from proxy.selectors import Caller
+from proxy.tokens import estimate_request_prompt_tokens
+from proxy.validation import ChatRequest
+
+logger = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class ChargePlan:
+    prompt_tokens: int  # a safe upper bound of what the upstream will count
+    max_tokens: int  # the output cap sent upstream, per choice
+    amount_micros: int  # the worst case, which is what the hold reserves
+
+
+def _worst_case(price: ModelPrice, prompt_tokens: int, max_tokens: int, n: int) -> int:
+    # A hold must reserve something: a free model still proves the caller has a wallet.
+    return max(1, price.cost_micros(prompt_tokens=prompt_tokens,
+                                    completion_tokens=max_tokens * n))
+
+
+def _refusal(needed: int, available: int) -> ApiError:
+    return insufficient_quota(
+        f"You exceeded your current quota: this request needs up to ${format_usd(needed)} "
+        f"but your available balance is ${format_usd(available)}. Add funds to continue."
+    )
+
+
+async def plan_charge(*, caller: Caller, chat: ChatRequest, price: ModelPrice) -> ChargePlan:
+    prompt = estimate_request_prompt_tokens(chat.body)
+    if chat.max_tokens is not None:
+        if chat.max_tokens > price.max_output_tokens:
+            param = "max_completion_tokens" if "max_completion_tokens" in chat.body else (
+                "max_tokens")
+            raise bad_request(
+                f"{param} is too large: {chat.max_tokens}. This model supports at most "
+                f"{price.max_output_tokens} completion tokens.", param=param,
+                code="invalid_value")
+        return ChargePlan(prompt, chat.max_tokens,
+                          _worst_case(price, prompt, chat.max_tokens, chat.n))
+
+    # No cap from the client: the largest answer the balance affords, up to the model's
+    # maximum. It is sent upstream, so the real cost can never pass the hold.
+    available = await sync_to_async(wallet_balance_of, thread_sensitive=False)(
+        user_id=caller.user_id)
+    max_tokens = price.max_output_tokens
+    if price.output_usd_per_mtok > 0:
+        input_cost = price.cost_micros(prompt_tokens=prompt, completion_tokens=0)
+        affordable = int((available - input_cost) // (price.output_usd_per_mtok * chat.n))
+        max_tokens = min(max_tokens, affordable)
+        # The one rounding of the combined cost can add a micro-USD; step down past it.
+        while max_tokens >= 1 and _worst_case(price, prompt, max_tokens, chat.n) > available:
+            max_tokens -= 1
+    if max_tokens < 1:
+        raise _refusal(_worst_case(price, prompt, 1, chat.n), available)
+    return ChargePlan(prompt, max_tokens, _worst_case(price, prompt, max_tokens, chat.n))
+
+
+async def reserve(*, request_id: str, caller: Caller, chat: ChatRequest, price: ModelPrice,
+                  plan: ChargePlan) -> None:
+    try:
+        await sync_to_async(_hold_create, thread_sensitive=False)(
+            request_id, caller, chat.model, price, plan.amount_micros)
+    except InsufficientFunds as refused:
+        raise _refusal(refused.needed_micros, refused.available_micros) from None
+
+
+def _hold_create(request_id: str, caller: Caller, model: str, price: ModelPrice,
+                 amount: int) -> None:
+    from accounts.models import User
+
+    hold_create(user=User(pk=caller.user_id), hold_id=request_id, amount_micros=amount,
+                price=price, model=model, api_key=_api_key_ref(caller))
+
+
+def _api_key_ref(caller: Caller):
+    from accounts.models import ApiKey
+
+    return ApiKey(pk=caller.api_key_id)
+
+
+# Settling must finish even when the client's disconnect cancels the request task: it runs
+# as its own task, shielded, and this set keeps a reference until it is done.
+_settling: set[asyncio.Task[HoldOutcome]] = set()
+
+
+async def _shielded(call, **kwargs) -> HoldOutcome:
+    task = asyncio.ensure_future(sync_to_async(call, thread_sensitive=False)(**kwargs))
+    _settling.add(task)
+    task.add_done_callback(_settling.discard)
+    return await asyncio.shield(task)
+
+
+async def settle(*, request_id: str, usage: UsageReport) -> HoldOutcome:
+    return await _shielded(hold_settle, hold_id=request_id, usage=usage)
+
+
+async def void(*, request_id: str, usage: UsageReport) -> HoldOutcome:
+    return await _shielded(hold_void, hold_id=request_id, usage=usage)
+
+
+async def wait_for_settlements() -> None:
+    """Let every settlement in flight finish (tests; graceful shutdown)."""
+    while _settling:
+        await asyncio.gather(*list(_settling), return_exceptions=True)

@@ -1,0 +1,144 @@
+"""Any OpenAI-compatible server: OpenAI itself, vLLM, llama.cpp, Ollama, LiteLLM, ..."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from typing import Any
+
+import aiohttp
+import orjson
+
+from proxy.http_client import upstream_session
+from proxy.providers.base import UpstreamError, UpstreamTarget
+
+
+def _retryable_status(status: int) -> bool:
+    return status == 429 or status >= 500
+
+
+def _error_from(status: int, raw: bytes) -> UpstreamError:
+    try:
+        body = orjson.loads(raw)
+    except orjson.JSONDecodeError:
+        body = None
+    if not (isinstance(body, dict) and isinstance(body.get("error"), dict)):
+        body = None
+    message = (body or {}).get("error", {}).get("message") or raw[:200].decode("utf-8", "replace")
+    return UpstreamError(f"upstream answered {status}: {message}",
+                         retryable=_retryable_status(status), status=status, body=body)
+
+
+class OpenAIProvider:
+    def __init__(self, target: UpstreamTarget) -> None:
+        self.target = target
+
+    def _url(self) -> str:
+        base = self.target.base_url.rstrip("/")
+        return f"{base}/chat/completions"
+
+    def _headers(self) -> dict[str, str]:
+        headers = {"Content-Type": "application/json"}
+        if self.target.api_key:
+            headers["Authorization"] = f"Bearer {self.target.api_key}"
+        return headers
+
+    def _timeout(self, *, total: float | None) -> aiohttp.ClientTimeout:
+        # sock_read bounds every wait for bytes: the first byte and each later chunk.
+        return aiohttp.ClientTimeout(total=total, sock_connect=self.target.connect_timeout_s,
+                                     sock_read=self.target.first_byte_timeout_s)
+
+    async def _post(self, body: dict[str, Any], *, total: float | None
+                    ) -> aiohttp.ClientResponse:
+        try:
+            response = await upstream_session().post(
+                self._url(), data=orjson.dumps(body), headers=self._headers(),
+                timeout=self._timeout(total=total),
+            )
+        except (aiohttp.ClientConnectionError, aiohttp.ClientPayloadError) as exc:
+            raise UpstreamError(f"cannot reach {self.target.worker_name}: "
+                                f"{exc.__class__.__name__}", retryable=True) from None
+        except TimeoutError:
+            raise UpstreamError(f"{self.target.worker_name} did not answer in time",
+                                retryable=True) from None
+        if response.status != 200:
+            try:
+                raw = await response.read()
+            except (aiohttp.ClientError, TimeoutError):
+                raw = b""
+            finally:
+                response.release()
+            raise _error_from(response.status, raw)
+        return response
+
+    async def complete(self, body: dict[str, Any]) -> dict[str, Any]:
+        response = await self._post(body, total=self.target.total_timeout_s)
+        try:
+            raw = await response.read()
+        except (aiohttp.ClientError, TimeoutError) as exc:
+            raise UpstreamError(f"{self.target.worker_name} broke off its answer: "
+                                f"{exc.__class__.__name__}", retryable=True) from None
+        finally:
+            response.release()
+        try:
+            answer = orjson.loads(raw)
+        except orjson.JSONDecodeError:
+            raise UpstreamError(f"{self.target.worker_name} sent a body that is not JSON",
+                                retryable=True, status=200) from None
+        if not isinstance(answer, dict) or not isinstance(answer.get("choices"), list):
+            raise UpstreamError(f"{self.target.worker_name} sent no chat completion",
+                                retryable=True, status=200)
+        return answer
+
+    async def open_stream(self, body: dict[str, Any]) -> OpenAIStream:
+        # No total timeout on a stream: a long answer is fine while bytes keep coming.
+        response = await self._post(body, total=None)
+        return OpenAIStream(response, self.target)
+
+
+class OpenAIStream:
+    def __init__(self, response: aiohttp.ClientResponse, target: UpstreamTarget) -> None:
+        self._response = response
+        self._target = target
+
+    async def aclose(self) -> None:
+        # Closing (not releasing) drops the connection, which is how an upstream learns
+        # that nobody is reading and stops generating.
+        self._response.close()
+
+    async def __aiter__(self) -> AsyncIterator[dict[str, Any]]:
+        try:
+            async for line in self._lines():
+                if not line.startswith(b"data:"):
+                    continue  # comments, event names, keep-alives
+                data = line[5:].strip()
+                if data == b"[DONE]":
+                    return
+                try:
+                    chunk = orjson.loads(data)
+                except orjson.JSONDecodeError:
+                    raise UpstreamError(f"{self._target.worker_name} sent a malformed chunk",
+                                        retryable=False) from None
+                if isinstance(chunk, dict) and isinstance(chunk.get("error"), dict):
+                    raise UpstreamError(
+                        f"{self._target.worker_name}: {chunk['error'].get('message')}",
+                        retryable=False, body=chunk)
+                yield chunk
+            # The body ended without [DONE]: the upstream went away mid-answer.
+            raise UpstreamError(f"{self._target.worker_name} ended the stream early",
+                                retryable=False)
+        except (TimeoutError, aiohttp.ClientError) as exc:
+            raise UpstreamError(f"{self._target.worker_name} broke off the stream: "
+                                f"{exc.__class__.__name__}", retryable=False) from None
+        finally:
+            self._response.close()
+
+    async def _lines(self) -> AsyncIterator[bytes]:
+        # readline splits on \n; SSE events are separated by blank lines we simply skip.
+        content = self._response.content
+        while True:
+            line = await content.readline()
+            if not line:
+                return
+            line = line.rstrip(b"\r\n")
+            if line:
+                yield line

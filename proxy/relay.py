@@ -1,0 +1,269 @@
+"""Relay one chat completion: pick a worker, call it, charge what it used.
+
+Both paths keep to the design's protocol: the hold exists before the upstream is called;
+no transaction is open while it runs; the hold is settled or voided in a ``finally`` that a
+client disconnect cannot skip.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import AsyncIterator
+from dataclasses import dataclass, field
+from typing import Any
+
+import orjson
+from django.http import HttpResponse, StreamingHttpResponse
+
+from billing.models import ModelPrice, UsageRecord
+from billing.money import format_usd
+from billing.services import UsageReport
+from proxy import charging
+from proxy.errors import (
+    ApiError,
+    model_not_found,
+    no_available_workers,
+    upstream_error,
+)
+from proxy.providers import UpstreamError, UpstreamTarget, provider_for
+from proxy.providers.base import UpstreamStream
+from proxy.selectors import Caller, price_for_model, targets_for_model
+from proxy.tokens import count_text_tokens, exact_prompt_tokens
+from proxy.validation import ChatRequest
+
+logger = logging.getLogger(__name__)
+
+JSON = "application/json"
+
+
+def json_response(body: dict[str, Any], *, status: int = 200) -> HttpResponse:
+    return HttpResponse(orjson.dumps(body), status=status, content_type=JSON)
+
+
+def error_response(error: ApiError) -> HttpResponse:
+    response = HttpResponse(error.json_bytes(), status=error.status, content_type=JSON)
+    for name, value in error.headers.items():
+        response[name] = value
+    return response
+
+
+@dataclass
+class Call:
+    """One request on its way through the router."""
+
+    request_id: str
+    caller: Caller
+    chat: ChatRequest
+    price: ModelPrice
+    plan: charging.ChargePlan
+    started: float = field(default_factory=time.monotonic)
+    first_token_at: float | None = None
+    worker: str = ""
+
+    def upstream_body(self, target: UpstreamTarget) -> dict[str, Any]:
+        body = dict(self.chat.body)
+        body["model"] = target.upstream_model
+        cap = "max_completion_tokens" if "max_completion_tokens" in body else "max_tokens"
+        body[cap] = self.plan.max_tokens
+        if self.chat.stream:
+            # Forced so the charge comes from the upstream's own count; the usage chunk is
+            # dropped on the way back unless the client asked for it.
+            body["stream_options"] = {**(body.get("stream_options") or {}),
+                                      "include_usage": True}
+        return body
+
+    def elapsed_ms(self, since: float | None = None) -> int | None:
+        if since is None:
+            return None
+        return int((since - self.started) * 1000)
+
+    def report(self, usage: dict[str, Any] | None, *, produced_text: str = "",
+               status: str = UsageRecord.Status.OK) -> UsageReport:
+        now = time.monotonic()
+        common = {"status": status, "worker": self.worker, "latency_ms": self.elapsed_ms(now),
+                  "ttft_ms": self.elapsed_ms(self.first_token_at)}
+        if usage and isinstance(usage.get("prompt_tokens"), int):
+            details = usage.get("prompt_tokens_details") or {}
+            cached = details.get("cached_tokens") if isinstance(details, dict) else 0
+            prompt = usage["prompt_tokens"]
+            return UsageReport(prompt_tokens=prompt,
+                               completion_tokens=int(usage.get("completion_tokens") or 0),
+                               cached_tokens=min(int(cached or 0), prompt),
+                               source=UsageRecord.Source.PROVIDER, **common)
+        # No usage from the upstream (cut off, or it never sends any): the prompt counted the
+        # way OpenAI counts chat messages, and the tokens that were actually produced.
+        return UsageReport(prompt_tokens=exact_prompt_tokens(self.chat.messages),
+                           completion_tokens=count_text_tokens(produced_text),
+                           source=UsageRecord.Source.ESTIMATED, **common)
+
+
+async def chat_completion(*, request_id: str, caller: Caller, chat: ChatRequest
+                          ) -> HttpResponse | StreamingHttpResponse:
+    price = await price_for_model(chat.model)
+    if price is None:
+        raise model_not_found(chat.model)
+    targets = await targets_for_model(chat.model)
+    if not targets:
+        raise no_available_workers(chat.model)
+    plan = await charging.plan_charge(caller=caller, chat=chat, price=price)
+    await charging.reserve(request_id=request_id, caller=caller, chat=chat, price=price,
+                           plan=plan)
+    call = Call(request_id=request_id, caller=caller, chat=chat, price=price, plan=plan)
+    if chat.stream:
+        return await _stream(call, targets)
+    return await _complete(call, targets)
+
+
+async def _void_and_raise(call: Call, failure: UpstreamError | None) -> None:
+    await charging.void(request_id=call.request_id, usage=call.report(
+        {"prompt_tokens": 0, "completion_tokens": 0},
+        status=UsageRecord.Status.UPSTREAM_ERROR))
+    if failure is not None and not failure.retryable and failure.status and failure.body:
+        # The client's own mistake as the upstream saw it (e.g. context too long): returned
+        # as it is, in OpenAI's format, and not charged.
+        raise ApiError(failure.status, **_error_fields(failure.body))
+    raise upstream_error(f"The upstream failed and no other worker could take the request: "
+                         f"{failure}" if failure else "The upstream failed.")
+
+
+def _error_fields(body: dict[str, Any]) -> dict[str, Any]:
+    error = body.get("error") or {}
+    return {"message": str(error.get("message") or "The upstream refused the request."),
+            "type": str(error.get("type") or "invalid_request_error"),
+            "code": error.get("code") if isinstance(error.get("code"), str) else None,
+            "param": error.get("param") if isinstance(error.get("param"), str) else None}
+
+
+async def _complete(call: Call, targets: list[UpstreamTarget]) -> HttpResponse:
+    failure: UpstreamError | None = None
+    for target in targets:
+        call.worker = target.worker_name
+        try:
+            answer = await provider_for(target).complete(call.upstream_body(target))
+        except UpstreamError as exc:
+            logger.warning("request %s: worker %s failed: %s", call.request_id,
+                           target.worker_name, exc)
+            failure = exc
+            if exc.retryable:
+                continue
+            break
+        except BaseException:
+            await charging.void(request_id=call.request_id, usage=call.report(
+                None, status=UsageRecord.Status.UPSTREAM_ERROR))
+            raise
+        call.first_token_at = time.monotonic()
+        text = "".join(
+            (choice.get("message") or {}).get("content") or ""
+            for choice in answer.get("choices", []) if isinstance(choice, dict))
+        outcome = await charging.settle(request_id=call.request_id,
+                                        usage=call.report(answer.get("usage"),
+                                                          produced_text=text))
+        answer["model"] = call.chat.model
+        usage = answer.get("usage") if isinstance(answer.get("usage"), dict) else None
+        if usage is None:
+            record = outcome.usage_record
+            usage = {"prompt_tokens": record.prompt_tokens,
+                     "completion_tokens": record.completion_tokens,
+                     "total_tokens": record.prompt_tokens + record.completion_tokens}
+            answer["usage"] = usage
+        usage["cost"] = orjson.Fragment(format_usd(outcome.charged_micros).encode())
+        response = json_response(answer)
+        response["x-router-cost-micros"] = str(outcome.charged_micros)
+        return response
+    await _void_and_raise(call, failure)
+    raise AssertionError("unreachable")  # pragma: no cover
+
+
+async def _stream(call: Call, targets: list[UpstreamTarget]) -> StreamingHttpResponse:
+    failure: UpstreamError | None = None
+    for target in targets:
+        call.worker = target.worker_name
+        try:
+            upstream = await provider_for(target).open_stream(call.upstream_body(target))
+            chunks = aiter(upstream)
+            first = await anext(chunks)
+        except UpstreamError as exc:
+            logger.warning("request %s: worker %s failed before the first byte: %s",
+                           call.request_id, target.worker_name, exc)
+            failure = exc
+            if exc.retryable:
+                continue
+            break
+        except StopAsyncIteration:
+            failure = UpstreamError(f"{target.worker_name} sent an empty stream",
+                                    retryable=True)
+            continue
+        except BaseException:
+            await charging.void(request_id=call.request_id, usage=call.report(
+                None, status=UsageRecord.Status.UPSTREAM_ERROR))
+            raise
+        response = StreamingHttpResponse(_relay(call, upstream, chunks, first),
+                                         content_type="text/event-stream")
+        response["Cache-Control"] = "no-cache"
+        response["X-Accel-Buffering"] = "no"
+        return response
+    await _void_and_raise(call, failure)
+    raise AssertionError("unreachable")  # pragma: no cover
+
+
+def _sse(payload: dict[str, Any]) -> bytes:
+    return b"data: " + orjson.dumps(payload) + b"\n\n"
+
+
+def _produced(chunk: dict[str, Any], into: list[str]) -> None:
+    for choice in chunk.get("choices") or ():
+        delta = choice.get("delta") if isinstance(choice, dict) else None
+        if not isinstance(delta, dict):
+            continue
+        for key in ("content", "refusal", "reasoning_content"):
+            if isinstance(delta.get(key), str):
+                into.append(delta[key])
+        for call in delta.get("tool_calls") or ():
+            function = call.get("function") if isinstance(call, dict) else None
+            if isinstance(function, dict):
+                into.append(str(function.get("name") or ""))
+                into.append(str(function.get("arguments") or ""))
+
+
+async def _relay(call: Call, upstream: UpstreamStream, chunks: AsyncIterator[dict[str, Any]],
+                 first: dict[str, Any]) -> AsyncIterator[bytes]:
+    produced: list[str] = []
+    usage: dict[str, Any] | None = None
+    settled = False
+    status = UsageRecord.Status.CANCELLED  # until the stream is seen to the end
+    call.first_token_at = time.monotonic()
+    try:
+        chunk: dict[str, Any] | None = first
+        while chunk is not None:
+            if chunk.get("usage") and not chunk.get("choices"):
+                # The last chunk: settle now, so the client's usage chunk can carry the cost.
+                usage = chunk["usage"]
+                outcome = await charging.settle(request_id=call.request_id,
+                                                usage=call.report(usage))
+                settled = True
+                if call.chat.include_usage:
+                    chunk["model"] = call.chat.model
+                    usage["cost"] = orjson.Fragment(format_usd(outcome.charged_micros).encode())
+                    yield _sse(chunk)
+            else:
+                _produced(chunk, produced)
+                chunk["model"] = call.chat.model
+                if not call.chat.include_usage:
+                    chunk.pop("usage", None)
+                yield _sse(chunk)
+            chunk = await anext(chunks, None)
+        status = UsageRecord.Status.OK
+        yield b"data: [DONE]\n\n"
+    except UpstreamError as exc:
+        status = UsageRecord.Status.UPSTREAM_ERROR
+        logger.warning("request %s: worker %s failed mid-stream: %s", call.request_id,
+                       call.worker, exc)
+        yield _sse(upstream_error(f"The upstream failed mid-stream: {exc}").body())
+    finally:
+        await upstream.aclose()
+        if not settled:
+            # Cut off (client gone, upstream dead) or no usage sent: charge the prompt and
+            # the tokens actually produced, never more than was delivered.
+            await charging.settle(request_id=call.request_id, usage=call.report(
+                usage, produced_text="".join(produced), status=status))

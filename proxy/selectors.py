@@ -1,0 +1,99 @@
+"""Cached reads the request path needs: the caller's key, the model's price, its workers.
+
+Each is one short synchronous query run off the event loop on a miss, and kept for a few
+seconds: a revoked key stops working, and a new price or worker takes effect, within
+``ROUTER_LOOKUP_TTL_SECONDS`` (5 s by default).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import datetime
+
+from asgiref.sync import sync_to_async
+from django.conf import settings
+from django.utils import timezone
+
+from accounts.keys import key_digest
+from accounts.selectors import api_key_authenticate
+from accounts.services import api_key_touch
+from billing.models import ModelPrice
+from billing.selectors import price_current, prices_current
+from proxy.cache import TTLCache
+from proxy.models import Worker, WorkerModel
+from proxy.providers.base import UpstreamTarget
+
+
+@dataclass(frozen=True)
+class Caller:
+    """The authenticated key, as the request path needs it."""
+
+    user_id: int
+    api_key_id: int
+    key_prefix: str
+    expires_at: datetime | None
+
+
+def _ttl() -> float:
+    return float(getattr(settings, "ROUTER_LOOKUP_TTL_SECONDS", 5))
+
+
+_callers: TTLCache[str, Caller | None] = TTLCache(ttl=_ttl)
+_prices: TTLCache[str, ModelPrice | None] = TTLCache(ttl=_ttl)
+_targets: TTLCache[str, list[UpstreamTarget]] = TTLCache(ttl=_ttl)
+
+
+def _load_caller(raw_key: str) -> Caller | None:
+    api_key = api_key_authenticate(raw_key=raw_key)
+    if api_key is None:
+        return None
+    api_key_touch(api_key=api_key)
+    return Caller(user_id=api_key.user_id, api_key_id=api_key.pk, key_prefix=api_key.prefix,
+                  expires_at=api_key.expires_at)
+
+
+async def caller_for_key(raw_key: str) -> Caller | None:
+    caller = await _callers.get_or_load(
+        key_digest(raw_key),
+        sync_to_async(lambda: _load_caller(raw_key), thread_sensitive=False),
+    )
+    if caller is not None and caller.expires_at is not None and caller.expires_at <= timezone.now():
+        return None  # expired while cached
+    return caller
+
+
+async def price_for_model(model: str) -> ModelPrice | None:
+    return await _prices.get_or_load(
+        model, sync_to_async(lambda: price_current(model=model), thread_sensitive=False))
+
+
+def _load_targets(model: str) -> list[UpstreamTarget]:
+    rows = (
+        WorkerModel.objects.select_related("worker")
+        .filter(model=model, worker__enabled=True)
+        .order_by("-worker__priority", "worker__name")
+    )
+    return [_target(row.worker, row.upstream_name) for row in rows]
+
+
+def _target(worker: Worker, upstream_model: str) -> UpstreamTarget:
+    return UpstreamTarget(
+        worker_id=worker.pk, worker_name=worker.name, kind=worker.kind,
+        base_url=worker.base_url, api_key=worker.get_api_key(), upstream_model=upstream_model,
+        connect_timeout_s=worker.connect_timeout_s,
+        first_byte_timeout_s=worker.first_byte_timeout_s,
+        total_timeout_s=worker.total_timeout_s,
+    )
+
+
+async def targets_for_model(model: str) -> list[UpstreamTarget]:
+    """The enabled workers serving ``model``, highest priority first."""
+    return await _targets.get_or_load(
+        model, sync_to_async(lambda: _load_targets(model), thread_sensitive=False))
+
+
+def routable_prices() -> list[ModelPrice]:
+    """Priced models that at least one enabled worker serves: what /v1/models lists."""
+    served = set(WorkerModel.objects.filter(worker__enabled=True)
+                 .values_list("model", flat=True))
+    return sorted((p for p in prices_current() if p.model in served), key=lambda p: p.model)

@@ -1,0 +1,152 @@
+"""Writes for upstream workers. Each function is one transaction.
+
+A change is seen by this process at once (its lookup caches are cleared, again after the
+commit) and by other processes within ``ROUTER_LOOKUP_TTL_SECONDS``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from urllib.parse import urlsplit
+
+from django.core.exceptions import ValidationError
+from django.core.validators import URLValidator
+from django.db import IntegrityError, transaction
+
+from proxy.cache import clear_all_caches
+from proxy.models import Worker, WorkerModel
+
+# The columns' limits, checked here so a bad value is a clear refusal, not a database error.
+_NAME_MAX = Worker._meta.get_field("name").max_length
+_BASE_URL_MAX = Worker._meta.get_field("base_url").max_length
+_MODEL_MAX = WorkerModel._meta.get_field("model").max_length
+_INT_MAX = 2**31 - 1  # PostgreSQL integer
+
+_validate_http_url = URLValidator(schemes=["http", "https"])
+
+
+class WorkerError(Exception):
+    """A change to workers that cannot be carried out; the message says why."""
+
+
+def workers_changed() -> None:
+    """Make this process forget cached workers now, and again once the change committed
+    (a request in between could otherwise cache the old rows for a whole TTL)."""
+    clear_all_caches()
+    transaction.on_commit(clear_all_caches)
+
+
+def worker_clean_name(name: str) -> str:
+    name = (name or "").strip()
+    if not name:
+        raise WorkerError("A worker needs a name.")
+    if len(name) > _NAME_MAX:
+        raise WorkerError(f"A worker name is at most {_NAME_MAX} characters.")
+    return name
+
+
+def worker_clean_endpoint(*, kind: str, base_url: str) -> str:
+    """Check the kind and its base URL; return the URL as it is to be stored."""
+    if kind not in Worker.Kind.values:
+        raise WorkerError(f"Unknown worker kind {kind!r}; choose one of "
+                          f"{', '.join(Worker.Kind.values)}.")
+    base_url = (base_url or "").strip()
+    if not base_url:
+        if kind == Worker.Kind.MOCK:
+            return ""  # the mock answers in-process
+        raise WorkerError(f"A worker of kind {kind} needs a base URL "
+                          "(e.g. https://api.openai.com/v1).")
+    if len(base_url) > _BASE_URL_MAX:
+        raise WorkerError(f"A base URL is at most {_BASE_URL_MAX} characters.")
+    try:
+        _validate_http_url(base_url)
+    except ValidationError:
+        raise WorkerError(f"{base_url!r} is not an http:// or https:// URL.") from None
+    split = urlsplit(base_url)
+    if split.username is not None or split.password is not None:
+        # The base URL is shown in the admin and the CLI; a secret belongs in the API key.
+        raise WorkerError("A base URL must not contain a user name or password; "
+                          "give the upstream's secret as the API key.")
+    return base_url.rstrip("/")
+
+
+def worker_clean_models(models: Iterable[tuple[str, str]]) -> list[tuple[str, str]]:
+    """Client and upstream model names, stripped; the upstream name is "" when it is the
+    same. At least one, and no client name twice."""
+    cleaned: list[tuple[str, str]] = []
+    seen: set[str] = set()
+    for model, upstream in models:
+        model, upstream = (model or "").strip(), (upstream or "").strip()
+        if not model:
+            raise WorkerError("A model name cannot be empty.")
+        for value in (model, upstream):
+            if len(value) > _MODEL_MAX:
+                raise WorkerError(f"A model name is at most {_MODEL_MAX} characters: "
+                                  f"{value[:40]!r}...")
+        if model in seen:
+            raise WorkerError(f"The model {model!r} is listed twice.")
+        seen.add(model)
+        cleaned.append((model, "" if upstream == model else upstream))
+    if not cleaned:
+        raise WorkerError("A worker must serve at least one model.")
+    return cleaned
+
+
+def _check_int(label: str, value: int, *, minimum: int) -> None:
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise WorkerError(f"The {label} must be a whole number.")
+    if not minimum <= value <= _INT_MAX:
+        raise WorkerError(f"The {label} must be between {minimum} and {_INT_MAX}; got {value}.")
+
+
+def worker_create(
+    *,
+    name: str,
+    kind: str,
+    base_url: str = "",
+    api_key: str = "",
+    models: Iterable[tuple[str, str]],
+    priority: int = 0,
+    weight: int = 1,
+    max_concurrency: int = 64,
+    enabled: bool = True,
+) -> Worker:
+    """Create a worker and the models it serves. ``models`` are (client name, upstream
+    name) pairs; an empty upstream name means the same as the client's. The API key is
+    stored only encrypted."""
+    name = worker_clean_name(name)
+    base_url = worker_clean_endpoint(kind=kind, base_url=base_url)
+    cleaned_models = worker_clean_models(models)
+    _check_int("priority", priority, minimum=-_INT_MAX)
+    _check_int("weight", weight, minimum=1)
+    _check_int("max concurrency", max_concurrency, minimum=1)
+    if Worker.objects.filter(name=name).exists():
+        raise WorkerError(f"A worker named {name!r} already exists.")
+    worker = Worker(name=name, kind=kind, base_url=base_url, priority=priority, weight=weight,
+                    max_concurrency=max_concurrency, enabled=enabled)
+    worker.set_api_key((api_key or "").strip())
+    try:
+        with transaction.atomic():
+            worker.save()
+            WorkerModel.objects.bulk_create(
+                WorkerModel(worker=worker, model=model, upstream_model=upstream)
+                for model, upstream in cleaned_models
+            )
+    except IntegrityError:
+        # Lost a race with another creation of the same name: the unique index decided.
+        raise WorkerError(f"A worker named {name!r} already exists.") from None
+    workers_changed()
+    return worker
+
+
+def worker_set_enabled(*, name: str, enabled: bool) -> Worker:
+    """Enable or disable a worker by name; doing it twice is harmless."""
+    with transaction.atomic():
+        worker = Worker.objects.select_for_update().filter(name=(name or "").strip()).first()
+        if worker is None:
+            raise WorkerError(f"No worker is named {name!r}.")
+        if worker.enabled != enabled:
+            worker.enabled = enabled
+            worker.save(update_fields=["enabled", "updated_at"])
+    workers_changed()
+    return worker

@@ -1,0 +1,104 @@
+"""``router worker add``, ``list``, ``enable`` and ``disable``: the upstream workers."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+
+from django.core.management.base import CommandError
+
+from proxy.models import Worker
+from proxy.services import WorkerError, worker_create, worker_set_enabled
+from router_admin.cli.base import Options, Subparsers, group, subcommand
+
+
+def add_parsers(subparsers: Subparsers) -> None:
+    worker = group(subparsers, "worker", help="Manage upstream workers.")
+    add = subcommand(worker, "add", handler=worker_add_command,
+                     help="Add an upstream worker and the models it serves.")
+    add.add_argument("name")
+    add.add_argument("--kind", required=True, choices=Worker.Kind.values,
+                     help="openai: an OpenAI-compatible server; mock: the offline mock.")
+    add.add_argument("--base-url", default="", metavar="URL",
+                     help="e.g. https://api.openai.com/v1; required for openai, not for mock.")
+    add.add_argument("--api-key", default="", metavar="KEY",
+                     help="The upstream's secret; stored encrypted, never shown again.")
+    add.add_argument("--models", required=True, metavar="LIST",
+                     help="Comma-separated model names clients send; NAME=UPSTREAM when the "
+                     "upstream calls it otherwise, e.g. gpt-4o,fast=gpt-4o-mini.")
+    add.add_argument("--priority", type=int, default=0, metavar="N",
+                     help="Higher tiers are tried first (default 0).")
+    add.add_argument("--weight", type=int, default=1, metavar="N",
+                     help="Share of traffic within its priority tier (default 1).")
+    add.add_argument("--max-concurrency", type=int, default=64, metavar="N",
+                     help="Requests in flight at most (default 64).")
+
+    subcommand(worker, "list", handler=worker_list_command,
+               help="List workers and their models (never their keys).")
+
+    for name, enabled in (("enable", True), ("disable", False)):
+        toggle = subcommand(worker, name, handler=_toggle_command(enabled),
+                            help=f"{name.capitalize()} a worker by name.")
+        toggle.add_argument("name")
+
+
+@contextmanager
+def _refusals() -> Iterator[None]:
+    # The command turns CommandError into one line and a non-zero exit; the transaction it
+    # opened is rolled back, so nothing is written.
+    try:
+        yield
+    except WorkerError as exc:
+        raise CommandError(" ".join(str(exc).split())) from exc
+
+
+def parse_models(spec: str) -> list[tuple[str, str]]:
+    """``a,b=upstream-b`` -> ``[("a", ""), ("b", "upstream-b")]``."""
+    pairs = []
+    for item in spec.split(","):
+        model, sep, upstream = (part.strip() for part in item.partition("="))
+        if not model or (sep and not upstream):
+            raise CommandError(f"--models: {item.strip()!r} is not NAME or NAME=UPSTREAM "
+                               "(comma-separated, e.g. gpt-4o,fast=gpt-4o-mini).")
+        pairs.append((model, upstream))
+    return pairs
+
+
+def _models_text(worker: Worker) -> str:
+    names = [row.model if not row.upstream_model else f"{row.model}={row.upstream_model}"
+             for row in sorted(worker.models.all(), key=lambda row: row.model)]
+    return ",".join(names) or "-"
+
+
+def _describe(worker: Worker) -> str:
+    return (
+        f"{worker.name}: kind {worker.kind}, {'enabled' if worker.enabled else 'disabled'}, "
+        f"priority {worker.priority}, weight {worker.weight}, "
+        f"max concurrency {worker.max_concurrency}, base url {worker.base_url or '-'}, "
+        f"key: {'set' if worker.has_api_key else 'none'}, models: {_models_text(worker)}"
+    )
+
+
+def worker_add_command(options: Options) -> list[str]:
+    models = parse_models(options["models"])
+    with _refusals():
+        worker = worker_create(
+            name=options["name"], kind=options["kind"], base_url=options["base_url"],
+            api_key=options["api_key"], models=models, priority=options["priority"],
+            weight=options["weight"], max_concurrency=options["max_concurrency"],
+        )
+    return [f"Added worker {_describe(worker)}"]
+
+
+def worker_list_command(options: Options) -> list[str]:
+    workers = Worker.objects.prefetch_related("models").order_by("-priority", "name")
+    return [_describe(worker) for worker in workers] or ["No workers."]
+
+
+def _toggle_command(enabled: bool) -> Callable[[Options], list[str]]:
+    def command(options: Options) -> list[str]:
+        with _refusals():
+            worker = worker_set_enabled(name=options["name"], enabled=enabled)
+        return [f"{'Enabled' if enabled else 'Disabled'} worker {worker.name}."]
+
+    return command
