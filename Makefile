@@ -25,7 +25,7 @@ $(VENV)/.installed: pyproject.toml
 run: install
 	mkdir -p var
 	$(BIN)/python manage.py migrate --noinput
-	$(BIN)/python manage.py router demo
+	$(BIN)/python manage.py router demo --base-url http://$(HOST):$(PORT)
 	$(BIN)/uvicorn router_admin.asgi:application --host $(HOST) --port $(PORT)
 
 test: install

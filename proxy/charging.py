@@ -1,20 +1,22 @@
-"""The proxy's side of reserve -> relay -> settle: how much to hold, and the async calls
-into billing's services."""
+"""The proxy's side of reserve -> relay -> settle: how much to hold, and the calls into
+billing's request-path services."""
 
 from __future__ import annotations
 
 import asyncio
 import logging
+from collections.abc import Awaitable
 from dataclasses import dataclass
+from datetime import timedelta
 
-from asgiref.sync import sync_to_async
+from django.conf import settings
+from django.utils import timezone
 
 from billing.errors import InsufficientFunds
 from billing.models import ModelPrice
 from billing.money import format_usd
-from billing.selectors import wallet_balance_of
-from billing.services import UsageReport, hold_create, hold_settle, hold_void
-from billing.services.holds import HoldOutcome
+from billing.services import UsageReport
+from billing.services.hot_path import hold_reserve, hold_resolve, wallet_available
 from proxy.errors import ApiError, bad_request, insufficient_quota
 from proxy.selectors import Caller
 from proxy.tokens import estimate_request_prompt_tokens
@@ -47,8 +49,8 @@ async def plan_charge(*, caller: Caller, chat: ChatRequest, price: ModelPrice) -
     prompt = estimate_request_prompt_tokens(chat.body)
     if chat.max_tokens is not None:
         if chat.max_tokens > price.max_output_tokens:
-            param = "max_completion_tokens" if "max_completion_tokens" in chat.body else (
-                "max_tokens")
+            param = ("max_completion_tokens" if "max_completion_tokens" in chat.body
+                     else "max_tokens")
             raise bad_request(
                 f"{param} is too large: {chat.max_tokens}. This model supports at most "
                 f"{price.max_output_tokens} completion tokens.", param=param,
@@ -58,8 +60,7 @@ async def plan_charge(*, caller: Caller, chat: ChatRequest, price: ModelPrice) -
 
     # No cap from the client: the largest answer the balance affords, up to the model's
     # maximum. It is sent upstream, so the real cost can never pass the hold.
-    available = await sync_to_async(wallet_balance_of, thread_sensitive=False)(
-        user_id=caller.user_id)
+    available = await wallet_available(user_id=caller.user_id)
     max_tokens = price.max_output_tokens
     if price.output_usd_per_mtok > 0:
         input_cost = price.cost_micros(prompt_tokens=prompt, completion_tokens=0)
@@ -76,44 +77,48 @@ async def plan_charge(*, caller: Caller, chat: ChatRequest, price: ModelPrice) -
 async def reserve(*, request_id: str, caller: Caller, chat: ChatRequest, price: ModelPrice,
                   plan: ChargePlan) -> None:
     try:
-        await sync_to_async(_hold_create, thread_sensitive=False)(
-            request_id, caller, chat.model, price, plan.amount_micros)
+        await hold_reserve(
+            user_id=caller.user_id, hold_id=request_id, amount_micros=plan.amount_micros,
+            price_id=price.pk, model=chat.model, api_key_id=caller.api_key_id,
+            expires_at=timezone.now() + timedelta(seconds=settings.ROUTER_HOLD_TTL_SECONDS),
+        )
     except InsufficientFunds as refused:
         raise _refusal(refused.needed_micros, refused.available_micros) from None
 
 
-def _hold_create(request_id: str, caller: Caller, model: str, price: ModelPrice,
-                 amount: int) -> None:
-    from accounts.models import User
-
-    hold_create(user=User(pk=caller.user_id), hold_id=request_id, amount_micros=amount,
-                price=price, model=model, api_key=_api_key_ref(caller))
-
-
-def _api_key_ref(caller: Caller):
-    from accounts.models import ApiKey
-
-    return ApiKey(pk=caller.api_key_id)
-
-
 # Settling must finish even when the client's disconnect cancels the request task: it runs
 # as its own task, shielded, and this set keeps a reference until it is done.
-_settling: set[asyncio.Task[HoldOutcome]] = set()
+_settling: set[asyncio.Future[int | None]] = set()
 
 
-async def _shielded(call, **kwargs) -> HoldOutcome:
-    task = asyncio.ensure_future(sync_to_async(call, thread_sensitive=False)(**kwargs))
+async def _shielded(work: Awaitable[int | None]) -> int | None:
+    task = asyncio.ensure_future(work)
     _settling.add(task)
     task.add_done_callback(_settling.discard)
     return await asyncio.shield(task)
 
 
-async def settle(*, request_id: str, usage: UsageReport) -> HoldOutcome:
-    return await _shielded(hold_settle, hold_id=request_id, usage=usage)
+async def settle(*, request_id: str, price: ModelPrice, plan: ChargePlan,
+                 usage: UsageReport) -> int:
+    """Charge what the request used; returns the micro-USD charged."""
+    cost = price.cost_micros(prompt_tokens=usage.prompt_tokens,
+                             completion_tokens=usage.completion_tokens,
+                             cached_tokens=usage.cached_tokens)
+    if cost > plan.amount_micros:
+        # The hold is a worst case by construction, so this is a bug or an upstream that
+        # ignored max_tokens. The user never pays past what was reserved.
+        logger.error("request %s cost %d, over its hold of %d; charging the hold",
+                     request_id, cost, plan.amount_micros)
+    charged = await _shielded(hold_resolve(hold_id=request_id, usage=usage, cost_micros=cost))
+    if charged is None:
+        logger.warning("request %s was resolved by someone else before it settled", request_id)
+        return 0
+    return charged
 
 
-async def void(*, request_id: str, usage: UsageReport) -> HoldOutcome:
-    return await _shielded(hold_void, hold_id=request_id, usage=usage)
+async def void(*, request_id: str, usage: UsageReport) -> None:
+    """Release the hold, charging nothing: the upstream produced nothing billable."""
+    await _shielded(hold_resolve(hold_id=request_id, usage=usage, cost_micros=None))
 
 
 async def wait_for_settlements() -> None:

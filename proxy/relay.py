@@ -73,6 +73,10 @@ class Call:
                                       "include_usage": True}
         return body
 
+    async def settle(self, usage: UsageReport) -> int:
+        return await charging.settle(request_id=self.request_id, price=self.price,
+                                     plan=self.plan, usage=usage)
+
     def elapsed_ms(self, since: float | None = None) -> int | None:
         if since is None:
             return None
@@ -156,20 +160,18 @@ async def _complete(call: Call, targets: list[UpstreamTarget]) -> HttpResponse:
         text = "".join(
             (choice.get("message") or {}).get("content") or ""
             for choice in answer.get("choices", []) if isinstance(choice, dict))
-        outcome = await charging.settle(request_id=call.request_id,
-                                        usage=call.report(answer.get("usage"),
-                                                          produced_text=text))
+        report = call.report(answer.get("usage"), produced_text=text)
+        charged = await call.settle(report)
         answer["model"] = call.chat.model
         usage = answer.get("usage") if isinstance(answer.get("usage"), dict) else None
         if usage is None:
-            record = outcome.usage_record
-            usage = {"prompt_tokens": record.prompt_tokens,
-                     "completion_tokens": record.completion_tokens,
-                     "total_tokens": record.prompt_tokens + record.completion_tokens}
+            usage = {"prompt_tokens": report.prompt_tokens,
+                     "completion_tokens": report.completion_tokens,
+                     "total_tokens": report.prompt_tokens + report.completion_tokens}
             answer["usage"] = usage
-        usage["cost"] = orjson.Fragment(format_usd(outcome.charged_micros).encode())
+        usage["cost"] = _usd(charged)
         response = json_response(answer)
-        response["x-router-cost-micros"] = str(outcome.charged_micros)
+        response["x-router-cost-micros"] = str(charged)
         return response
     await _void_and_raise(call, failure)
     raise AssertionError("unreachable")  # pragma: no cover
@@ -207,6 +209,11 @@ async def _stream(call: Call, targets: list[UpstreamTarget]) -> StreamingHttpRes
     raise AssertionError("unreachable")  # pragma: no cover
 
 
+def _usd(micros: int) -> orjson.Fragment:
+    # Exact decimal text in the JSON, never a float on our side.
+    return orjson.Fragment(format_usd(micros).encode())
+
+
 def _sse(payload: dict[str, Any]) -> bytes:
     return b"data: " + orjson.dumps(payload) + b"\n\n"
 
@@ -239,12 +246,11 @@ async def _relay(call: Call, upstream: UpstreamStream, chunks: AsyncIterator[dic
             if chunk.get("usage") and not chunk.get("choices"):
                 # The last chunk: settle now, so the client's usage chunk can carry the cost.
                 usage = chunk["usage"]
-                outcome = await charging.settle(request_id=call.request_id,
-                                                usage=call.report(usage))
+                charged = await call.settle(call.report(usage))
                 settled = True
                 if call.chat.include_usage:
                     chunk["model"] = call.chat.model
-                    usage["cost"] = orjson.Fragment(format_usd(outcome.charged_micros).encode())
+                    usage["cost"] = _usd(charged)
                     yield _sse(chunk)
             else:
                 _produced(chunk, produced)
@@ -265,5 +271,5 @@ async def _relay(call: Call, upstream: UpstreamStream, chunks: AsyncIterator[dic
         if not settled:
             # Cut off (client gone, upstream dead) or no usage sent: charge the prompt and
             # the tokens actually produced, never more than was delivered.
-            await charging.settle(request_id=call.request_id, usage=call.report(
-                usage, produced_text="".join(produced), status=status))
+            await call.settle(call.report(usage, produced_text="".join(produced),
+                                          status=status))

@@ -13,6 +13,7 @@ os.environ.setdefault("DJANGO_SETTINGS_MODULE", "router_admin.settings")
 
 site_application = get_asgi_application()  # sets Django up before the API handler loads
 
+from billing.services.hot_path import close_pools  # noqa: E402
 from proxy.asgi import ApiASGIHandler  # noqa: E402
 from proxy.charging import wait_for_settlements  # noqa: E402
 from proxy.http_client import close_upstream_sessions  # noqa: E402
@@ -34,6 +35,7 @@ async def _lifespan(receive: Any, send: Any) -> None:
             # before the process goes, so no hold waits for the sweeper.
             await wait_for_settlements()
             await close_upstream_sessions()
+            await close_pools()
             await send({"type": "lifespan.shutdown.complete"})
             return
 

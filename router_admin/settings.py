@@ -1,8 +1,9 @@
 """Settings for Binom Router, read from the environment.
 
-Without ``DATABASE_URL`` the router runs on its embedded default: an SQLite file, no
-Redis, a local-memory cache and limiter, and development-friendly secrets.  With
-``DATABASE_URL`` set it is a production deployment and the secrets become required.
+Without ``DATABASE_URL`` (or with a ``sqlite:///`` one) the router runs on its embedded
+default: an SQLite file, no Redis, a local-memory cache, and development-friendly secrets.
+With a PostgreSQL ``DATABASE_URL`` it is a production deployment and the secrets become
+required.
 """
 
 from __future__ import annotations
@@ -16,7 +17,8 @@ from router_admin.env import env_bool, env_int, env_list, env_str, parse_databas
 BASE_DIR = Path(__file__).resolve().parent.parent
 
 DATABASE_URL = env_str("DATABASE_URL", "")
-EMBEDDED = DATABASE_URL == ""
+# The embedded default is any SQLite database: one machine, development-friendly secrets.
+EMBEDDED = DATABASE_URL == "" or DATABASE_URL.startswith("sqlite:")
 
 DEBUG = env_bool("DEBUG", EMBEDDED)
 # Only the embedded default may run without a real secret; a deployment that forgot it
@@ -95,6 +97,8 @@ DATABASES = {"default": parse_database_url(DATABASE_URL or EMBEDDED_DATABASE_URL
 if DATABASES["default"]["ENGINE"] == "django.db.backends.postgresql":
     DATABASES["default"]["CONN_MAX_AGE"] = env_int("DB_CONN_MAX_AGE", 60, minimum=0)
     DATABASES["default"]["CONN_HEALTH_CHECKS"] = True
+# Connections each router process keeps for reserving and settling requests.
+ROUTER_DB_POOL_SIZE = env_int("ROUTER_DB_POOL_SIZE", 10, minimum=1)
 
 DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
 AUTH_USER_MODEL = "accounts.User"

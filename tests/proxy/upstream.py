@@ -381,6 +381,9 @@ class UpstreamServer:
                     events):
                 _drop_connection(request)  # everything sent but [DONE]
                 return response
+            # Counted before [DONE] goes out, so a client that has read [DONE] sees the count.
+            with self._lock:
+                self.completed_streams += 1
             await response.write(b"data: [DONE]\n\n")
             await response.write_eof()
         except ConnectionError:
@@ -393,8 +396,6 @@ class UpstreamServer:
             with self._lock:
                 self.client_disconnects += 1
             raise
-        with self._lock:
-            self.completed_streams += 1
         return response
 
 

@@ -1,0 +1,165 @@
+"""The request-path statements keep the same rules as the ORM services, under concurrency.
+
+They run on their own pooled async connections, so these tests use committed data
+(``transactional_db``) and a loop of their own in a background thread.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import threading
+from collections.abc import Coroutine, Iterator
+from datetime import timedelta
+from typing import Any
+
+import pytest
+from django.utils import timezone
+
+from billing.errors import InsufficientFunds
+from billing.models import Hold, LedgerEntry, UsageRecord, Wallet
+from billing.selectors import wallet_audit
+from billing.services import UsageReport, hold_create, hold_settle, wallet_credit
+from billing.services.hot_path import (
+    close_pools,
+    hold_reserve,
+    hold_resolve,
+    wallet_available,
+)
+
+pytestmark = pytest.mark.django_db(transaction=True)
+
+
+class Loop:
+    """One event loop for the module, so the connection pool lives as long as the tests."""
+
+    def __init__(self) -> None:
+        self.loop = asyncio.new_event_loop()
+        self.thread = threading.Thread(target=self.loop.run_forever, daemon=True)
+        self.thread.start()
+
+    def run(self, coroutine: Coroutine[Any, Any, Any]) -> Any:
+        return asyncio.run_coroutine_threadsafe(coroutine, self.loop).result(60)
+
+    def close(self) -> None:
+        self.run(close_pools())
+        self.loop.call_soon_threadsafe(self.loop.stop)
+        self.thread.join(5)
+
+
+@pytest.fixture(scope="module")
+def loop(django_db_setup, django_db_blocker) -> Iterator[Loop]:
+    loop = Loop()
+    yield loop
+    with django_db_blocker.unblock():
+        loop.close()
+
+
+@pytest.fixture(autouse=True)
+def _big_pool(settings) -> None:
+    settings.ROUTER_DB_POOL_SIZE = 40
+
+
+def _reserve(user, price, hold_id: str, amount: int):
+    return hold_reserve(user_id=user.pk, hold_id=hold_id, amount_micros=amount,
+                        price_id=price.pk, model=price.model, api_key_id=None,
+                        expires_at=timezone.now() + timedelta(minutes=5))
+
+
+def _usage(prompt: int = 100, completion: int = 100) -> UsageReport:
+    return UsageReport(prompt_tokens=prompt, completion_tokens=completion, worker="w")
+
+
+@pytest.mark.parametrize("round_", range(3))
+def test_200_concurrent_reserves_against_a_wallet_covering_33_let_exactly_33_through(
+    loop, user, price, round_
+):
+    wallet_credit(user=user, amount_micros=33 * 3_000 + 2_999, idempotency_key=f"f{round_}",
+                  memo="")
+
+    async def attempt_all() -> list[Any]:
+        return await asyncio.gather(
+            *(_reserve(user, price, f"r{round_}-{i}", 3_000) for i in range(200)),
+            return_exceptions=True)
+
+    results = loop.run(attempt_all())
+    assert sum(r is None for r in results) == 33, [r for r in results if r is not None][:3]
+    refused = [r for r in results if isinstance(r, InsufficientFunds)]
+    assert len(refused) == 167
+    # Each refusal reports a balance that really could not cover it.
+    assert all(0 <= r.available_micros < 3_000 for r in refused)
+    wallet = Wallet.objects.get(user=user)
+    assert (wallet.pending_micros, wallet.available_micros) == (33 * 3_000, 2_999)
+    assert wallet_audit(wallet_id=wallet.pk).consistent
+
+
+def test_a_refusal_says_what_is_available(loop, user, price):
+    wallet_credit(user=user, amount_micros=500, idempotency_key="f", memo="")
+    with pytest.raises(InsufficientFunds) as refused:
+        loop.run(_reserve(user, price, "big", 501))
+    assert (refused.value.needed_micros, refused.value.available_micros) == (501, 500)
+    assert loop.run(wallet_available(user_id=user.pk)) == 500
+    assert not Hold.objects.exists()
+
+
+def test_a_user_without_a_wallet_is_refused(loop, make_user, price):
+    with pytest.raises(InsufficientFunds):
+        loop.run(_reserve(make_user(), price, "nowallet", 1))
+
+
+def test_10_concurrent_settles_of_one_hold_charge_once(loop, user, price):
+    wallet_credit(user=user, amount_micros=10_000, idempotency_key="f", memo="")
+    loop.run(_reserve(user, price, "one", 5_000))
+
+    async def settle_all() -> list[Any]:
+        return await asyncio.gather(*(hold_resolve(hold_id="one", usage=_usage(),
+                                                   cost_micros=300) for _ in range(10)))
+
+    results = loop.run(settle_all())
+    assert sorted(results, key=str) == [300] + [None] * 9
+    assert LedgerEntry.objects.filter(kind="charge").get().amount_micros == -300
+    record = UsageRecord.objects.get()
+    assert (record.cost_micros, record.prompt_tokens, record.worker) == (300, 100, "w")
+    wallet = Wallet.objects.get(user=user)
+    assert (wallet.posted_micros, wallet.pending_micros) == (9_700, 0)
+    assert wallet_audit(wallet_id=wallet.pk).consistent
+
+
+def test_a_cost_above_the_hold_is_capped_and_a_void_charges_nothing(loop, user, price):
+    wallet_credit(user=user, amount_micros=10_000, idempotency_key="f", memo="")
+    loop.run(_reserve(user, price, "capped", 100))
+    loop.run(_reserve(user, price, "voided", 100))
+    assert loop.run(hold_resolve(hold_id="capped", usage=_usage(), cost_micros=999)) == 100
+    assert loop.run(hold_resolve(hold_id="voided", usage=_usage(0, 0), cost_micros=None)) == 0
+    assert Hold.objects.get(pk="voided").status == "voided"
+    assert UsageRecord.objects.get(request_id="voided").cost_micros == 0
+    wallet = Wallet.objects.get(user=user)
+    assert (wallet.posted_micros, wallet.pending_micros) == (9_900, 0)
+
+
+def test_both_paths_interleave_on_one_wallet_and_the_books_balance(loop, user, price):
+    """ORM services in threads and request-path statements at once, on one wallet."""
+    from tests.concurrency import run_concurrently
+
+    wallet_credit(user=user, amount_micros=1_000_000, idempotency_key="f", memo="")
+
+    async def fast(i: int) -> None:
+        await _reserve(user, price, f"fast-{i}", 2_000)
+        await hold_resolve(hold_id=f"fast-{i}", usage=_usage(10, 10), cost_micros=30)
+
+    def orm(i: int) -> None:
+        hold_create(user=user, hold_id=f"orm-{i}", amount_micros=2_000, price=price,
+                    model=price.model)
+        hold_settle(hold_id=f"orm-{i}", usage=_usage(10, 10))
+
+    async def fast_all() -> None:
+        await asyncio.gather(*(fast(i) for i in range(100)))
+
+    fast_done = threading.Thread(target=loop.run, args=(fast_all(),))
+    fast_done.start()
+    results = run_concurrently(orm, [(i,) for i in range(100)], threads=16)
+    fast_done.join(60)
+    assert all(r is None for r in results), results[:3]
+    wallet = Wallet.objects.get(user=user)
+    assert (wallet.posted_micros, wallet.pending_micros) == (1_000_000 - 200 * 30, 0)
+    assert LedgerEntry.objects.filter(kind="charge").count() == 200
+    assert wallet_audit(wallet_id=wallet.pk).consistent
