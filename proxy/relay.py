@@ -7,6 +7,7 @@ client disconnect cannot skip.
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import time
 from collections.abc import AsyncIterator
@@ -119,16 +120,17 @@ async def chat_completion(*, request_id: str, caller: Caller, chat: ChatRequest
     return await _complete(call, targets)
 
 
-async def _void_and_raise(call: Call, failure: UpstreamError | None) -> None:
+async def _failed(call: Call, failure: UpstreamError | None) -> ApiError:
+    """Void the hold of a request no upstream answered, and say what to tell the client."""
     await charging.void(request_id=call.request_id, usage=call.report(
         {"prompt_tokens": 0, "completion_tokens": 0},
         status=UsageRecord.Status.UPSTREAM_ERROR))
     if failure is not None and not failure.retryable and failure.status and failure.body:
         # The client's own mistake as the upstream saw it (e.g. context too long): returned
         # as it is, in OpenAI's format, and not charged.
-        raise ApiError(failure.status, **_error_fields(failure.body))
-    raise upstream_error(f"The upstream failed and no other worker could take the request: "
-                         f"{failure}" if failure else "The upstream failed.")
+        return ApiError(failure.status, **_error_fields(failure.body))
+    return upstream_error("The upstream failed and no other worker could take the request"
+                          + (f": {failure}" if failure else "."))
 
 
 def _error_fields(body: dict[str, Any]) -> dict[str, Any]:
@@ -139,6 +141,24 @@ def _error_fields(body: dict[str, Any]) -> dict[str, Any]:
             "param": error.get("param") if isinstance(error.get("param"), str) else None}
 
 
+async def _abandoned(call: Call, error: BaseException) -> None:
+    """Resolve the hold of a request that stopped before any output reached the client.
+
+    A client that hung up while the upstream was already working pays for the prompt it
+    sent (the upstream bills us for it); a bug of ours charges nothing.
+    """
+    if isinstance(error, asyncio.CancelledError):
+        await call.settle(call.report(None, status=UsageRecord.Status.CANCELLED))
+    else:
+        await charging.void(request_id=call.request_id, usage=call.report(
+            None, status=UsageRecord.Status.UPSTREAM_ERROR))
+
+
+def _log_failure(call: Call, target: UpstreamTarget, exc: UpstreamError) -> None:
+    logger.warning("request %s: worker %s failed before any output: %s", call.request_id,
+                   target.worker_name, exc)
+
+
 async def _complete(call: Call, targets: list[UpstreamTarget]) -> HttpResponse:
     failure: UpstreamError | None = None
     for target in targets:
@@ -146,35 +166,35 @@ async def _complete(call: Call, targets: list[UpstreamTarget]) -> HttpResponse:
         try:
             answer = await provider_for(target).complete(call.upstream_body(target))
         except UpstreamError as exc:
-            logger.warning("request %s: worker %s failed: %s", call.request_id,
-                           target.worker_name, exc)
+            _log_failure(call, target, exc)
             failure = exc
             if exc.retryable:
                 continue
             break
-        except BaseException:
-            await charging.void(request_id=call.request_id, usage=call.report(
-                None, status=UsageRecord.Status.UPSTREAM_ERROR))
+        except BaseException as exc:
+            await _abandoned(call, exc)
             raise
-        call.first_token_at = time.monotonic()
-        text = "".join(
-            (choice.get("message") or {}).get("content") or ""
-            for choice in answer.get("choices", []) if isinstance(choice, dict))
-        report = call.report(answer.get("usage"), produced_text=text)
-        charged = await call.settle(report)
-        answer["model"] = call.chat.model
-        usage = answer.get("usage") if isinstance(answer.get("usage"), dict) else None
-        if usage is None:
-            usage = {"prompt_tokens": report.prompt_tokens,
-                     "completion_tokens": report.completion_tokens,
-                     "total_tokens": report.prompt_tokens + report.completion_tokens}
-            answer["usage"] = usage
-        usage["cost"] = _usd(charged)
-        response = json_response(answer)
-        response["x-router-cost-micros"] = str(charged)
-        return response
-    await _void_and_raise(call, failure)
-    raise AssertionError("unreachable")  # pragma: no cover
+        return await _answer(call, answer)
+    raise await _failed(call, failure)
+
+
+async def _answer(call: Call, answer: dict[str, Any]) -> HttpResponse:
+    call.first_token_at = time.monotonic()
+    text = "".join((choice.get("message") or {}).get("content") or ""
+                   for choice in answer.get("choices", []) if isinstance(choice, dict))
+    report = call.report(answer.get("usage"), produced_text=text)
+    charged = await call.settle(report)
+    answer["model"] = call.chat.model
+    usage = answer.get("usage") if isinstance(answer.get("usage"), dict) else None
+    if usage is None:
+        usage = {"prompt_tokens": report.prompt_tokens,
+                 "completion_tokens": report.completion_tokens,
+                 "total_tokens": report.prompt_tokens + report.completion_tokens}
+        answer["usage"] = usage
+    usage["cost"] = _usd(charged)
+    response = json_response(answer)
+    response["x-router-cost-micros"] = str(charged)
+    return response
 
 
 async def _stream(call: Call, targets: list[UpstreamTarget]) -> StreamingHttpResponse:
@@ -186,8 +206,7 @@ async def _stream(call: Call, targets: list[UpstreamTarget]) -> StreamingHttpRes
             chunks = aiter(upstream)
             first = await anext(chunks)
         except UpstreamError as exc:
-            logger.warning("request %s: worker %s failed before the first byte: %s",
-                           call.request_id, target.worker_name, exc)
+            _log_failure(call, target, exc)
             failure = exc
             if exc.retryable:
                 continue
@@ -196,17 +215,15 @@ async def _stream(call: Call, targets: list[UpstreamTarget]) -> StreamingHttpRes
             failure = UpstreamError(f"{target.worker_name} sent an empty stream",
                                     retryable=True)
             continue
-        except BaseException:
-            await charging.void(request_id=call.request_id, usage=call.report(
-                None, status=UsageRecord.Status.UPSTREAM_ERROR))
+        except BaseException as exc:
+            await _abandoned(call, exc)
             raise
         response = StreamingHttpResponse(_relay(call, upstream, chunks, first),
                                          content_type="text/event-stream")
         response["Cache-Control"] = "no-cache"
         response["X-Accel-Buffering"] = "no"
         return response
-    await _void_and_raise(call, failure)
-    raise AssertionError("unreachable")  # pragma: no cover
+    raise await _failed(call, failure)
 
 
 def _usd(micros: int) -> orjson.Fragment:

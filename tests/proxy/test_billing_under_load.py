@@ -6,6 +6,7 @@ import time
 
 import httpx
 import openai
+import pytest
 
 from billing.models import Hold, LedgerEntry, UsageRecord, Wallet
 from billing.selectors import wallet_audit
@@ -105,3 +106,23 @@ def test_the_mock_worker_answers_offline_with_true_token_counts(make_key, client
     assert chunks[-1].usage.completion_tokens == answer.usage.completion_tokens
     short = client.chat.completions.create(model="mock-gpt", messages=MESSAGES, max_tokens=3)
     assert (short.usage.completion_tokens, short.choices[0].finish_reason) == (3, "length")
+
+
+def test_a_client_that_hangs_up_before_a_json_answer_pays_for_its_prompt_only(
+    openai_worker, upstream, make_key, router
+):
+    from proxy.tokens import exact_prompt_tokens
+
+    user_id, secret = make_key()
+    upstream.configure(first_byte_delay=3)
+    body = {"model": "test-model", "messages": MESSAGES, "max_tokens": 50}
+    with pytest.raises(httpx.TimeoutException):
+        httpx.post(f"{router.base_url}/chat/completions", json=body, timeout=0.5,
+                   headers={"Authorization": f"Bearer {secret}"})
+    router.drain()
+    record = UsageRecord.objects.get()
+    assert (record.status, record.source) == ("cancelled", "estimated")
+    assert (record.prompt_tokens, record.completion_tokens) == (exact_prompt_tokens(MESSAGES), 0)
+    wallet = Wallet.objects.get(user_id=user_id)
+    assert (wallet.posted_micros, wallet.pending_micros) == (
+        1_000_000 - record.prompt_tokens, 0)

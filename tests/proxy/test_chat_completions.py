@@ -202,3 +202,57 @@ def test_an_upstream_that_dies_mid_stream_sends_an_error_event_and_charges_what_
     assert record.completion_tokens == count_text_tokens(produced) == 3
     assert record.cost_micros == record.prompt_tokens + 2 * 3
     assert _wallet(user_id).pending_micros == 0
+
+
+def test_fields_the_router_does_not_know_are_passed_through_upstream(
+    openai_worker, upstream, make_key, client_for
+):
+    _, secret = make_key()
+    tools = [{"type": "function", "function": {"name": "lookup", "parameters": {
+        "type": "object", "properties": {"q": {"type": "string"}}}}}]
+    client_for(secret).chat.completions.create(
+        model="test-model", messages=MESSAGES, max_completion_tokens=30, tools=tools,
+        response_format={"type": "json_object"}, seed=7, top_p=0.5, stop=["\n\n"],
+        extra_body={"repetition_penalty": 1.1, "vendor": {"x": 1}})
+    sent = upstream.bodies[-1]
+    assert sent["tools"] == tools
+    assert sent["response_format"] == {"type": "json_object"}
+    assert (sent["seed"], sent["top_p"], sent["stop"]) == (7, 0.5, ["\n\n"])
+    assert (sent["repetition_penalty"], sent["vendor"]) == (1.1, {"x": 1})
+    # The client's choice of cap field is kept, and no second one is added.
+    assert sent["max_completion_tokens"] == 30
+    assert "max_tokens" not in sent
+
+
+def test_an_upstream_slower_than_its_first_byte_timeout_fails_fast_and_free(
+    openai_worker, upstream, make_key, client_for
+):
+    import time
+
+    openai_worker.first_byte_timeout_s = 0.3
+    openai_worker.save()
+    user_id, secret = make_key()
+    upstream.configure(first_byte_delay=3)
+    started = time.monotonic()
+    with pytest.raises(openai.APIStatusError) as failed:
+        client_for(secret).chat.completions.create(model="test-model", messages=MESSAGES)
+    assert failed.value.status_code == 502
+    assert time.monotonic() - started < 2
+    assert _wallet(user_id).posted_micros == 1_000_000
+    assert _wallet(user_id).pending_micros == 0
+
+
+def test_an_error_event_from_the_upstream_mid_stream_is_passed_on_as_an_sse_error(
+    openai_worker, upstream, make_key, client_for, router
+):
+    user_id, secret = make_key()
+    upstream.configure(error_after_chunks=3)
+    stream = client_for(secret).chat.completions.create(model="test-model",
+                                                        messages=MESSAGES, stream=True)
+    with pytest.raises(openai.APIError):
+        list(stream)
+    router.drain()
+    record = UsageRecord.objects.get()
+    assert (record.status, record.source, record.completion_tokens) == (
+        "upstream_error", "estimated", 2)
+    assert _wallet(user_id).pending_micros == 0

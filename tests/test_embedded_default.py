@@ -1,0 +1,79 @@
+"""The README's first command works: the embedded default (SQLite, mock worker, demo key)
+serves OpenAI clients, as a separate process with nothing but Python."""
+
+from __future__ import annotations
+
+import os
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import openai
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def _free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+@pytest.fixture(scope="module")
+def embedded(tmp_path_factory) -> Iterator[tuple[str, str]]:
+    database = tmp_path_factory.mktemp("embedded") / "router.sqlite3"
+    env = {k: v for k, v in os.environ.items()
+           if k not in {"DATABASE_URL", "REDIS_URL", "SECRET_KEY", "ROUTER_ENCRYPTION_KEYS",
+                        "DJANGO_SETTINGS_MODULE"}}
+    env["DATABASE_URL"] = f"sqlite:///{database}"
+    manage = [sys.executable, str(ROOT / "manage.py")]
+    subprocess.run([*manage, "migrate", "--noinput", "-v0"], env=env, check=True, cwd=ROOT)
+    port = _free_port()
+    demo = subprocess.run([*manage, "router", "demo", "--base-url", f"http://127.0.0.1:{port}"],
+                          env=env, check=True, cwd=ROOT, capture_output=True, text=True)
+    key = next(word for word in demo.stdout.split() if word.startswith("sk-br-"))
+    server = subprocess.Popen(
+        [sys.executable, "-m", "uvicorn", "router_admin.asgi:application", "--host",
+         "127.0.0.1", "--port", str(port), "--log-level", "warning"],
+        env=env, cwd=ROOT)
+    try:
+        deadline = time.monotonic() + 30
+        while True:
+            try:
+                socket.create_connection(("127.0.0.1", port), timeout=1).close()
+                break
+            except OSError:
+                if time.monotonic() > deadline or server.poll() is not None:
+                    raise RuntimeError("the embedded router did not start") from None
+                time.sleep(0.1)
+        yield f"http://127.0.0.1:{port}/v1", key
+    finally:
+        server.terminate()
+        server.wait(10)
+
+
+def test_the_demo_key_gets_answers_from_the_mock_model_and_is_charged(embedded):
+    base_url, key = embedded
+    client = openai.OpenAI(base_url=base_url, api_key=key, max_retries=0)
+    assert [m.id for m in client.models.list()] == ["mock-gpt"]
+    answer = client.chat.completions.with_raw_response.create(
+        model="mock-gpt", messages=[{"role": "user", "content": "Hello!"}])
+    assert "Hello!" in answer.parse().choices[0].message.content
+    assert int(answer.headers["x-router-cost-micros"]) > 0
+    chunks = list(client.chat.completions.create(
+        model="mock-gpt", messages=[{"role": "user", "content": "Hello!"}], stream=True,
+        stream_options={"include_usage": True}))
+    assert chunks[-1].usage.completion_tokens == answer.parse().usage.completion_tokens
+
+
+def test_the_embedded_default_answers_errors_in_openai_format(embedded):
+    base_url, key = embedded
+    client = openai.OpenAI(base_url=base_url, api_key=key, max_retries=0)
+    with pytest.raises(openai.BadRequestError):
+        client.chat.completions.create(model="mock-gpt", messages=[], max_tokens=5)
+    with pytest.raises(openai.AuthenticationError):
+        openai.OpenAI(base_url=base_url, api_key="sk-br-nope", max_retries=0).models.list()
