@@ -19,7 +19,9 @@ from __future__ import annotations
 import argparse
 import asyncio
 import base64
+import contextlib
 import hashlib
+import itertools
 import json
 import math
 import os
@@ -79,6 +81,7 @@ class Options:
     pin: bool
     profile_seconds: float
     upstream_chunk_delay_ms: float
+    router_env: list[str]
 
 
 def parse_options(argv: list[str] | None = None) -> Options:
@@ -105,12 +108,17 @@ def parse_options(argv: list[str] | None = None) -> Options:
     parser.add_argument("--out", type=Path, default=TMP / "proxy_bench.json")
     parser.add_argument("--no-pin", dest="pin", action="store_false",
                         help="do not pin router / upstream+load generator to CPUs 0 / 1")
-    parser.add_argument("--profile-seconds", type=float, default=5.0,
+    parser.add_argument("--profile-seconds", type=float, default=16.0,
                         help="after the measured phases, sample the router with py-spy "
                              "under the concurrent load for this long (0: skip)")
     parser.add_argument("--upstream-chunk-delay-ms", type=float, default=0.0,
                         help="pause the upstream between stream events (default 0)")
+    parser.add_argument("--router-env", action="append", default=[], metavar="NAME=VALUE",
+                        help="extra environment for the router, e.g. ROUTER_DB_POOL_SIZE=40 "
+                             "(repeatable)")
     args = parser.parse_args(argv)
+    if any("=" not in item for item in args.router_env):
+        parser.error("--router-env takes NAME=VALUE")
     for name in ("requests", "stream_requests", "concurrency", "block", "rounds", "users"):
         if getattr(args, name) < 1:
             parser.error(f"--{name.replace('_', '-')} must be at least 1")
@@ -136,12 +144,13 @@ def prepare_database(url: str) -> None:
         conn.execute(sql.SQL("CREATE DATABASE {}").format(sql.Identifier(name)))
 
 
-def router_env(database_url: str) -> dict[str, str]:
+def router_env(database_url: str, extra: list[str]) -> dict[str, str]:
     env = {k: v for k, v in os.environ.items()
            if k not in {"REDIS_URL", "DJANGO_SETTINGS_MODULE"}}
     env.update(DATABASE_URL=database_url, SECRET_KEY="bench-secret",
                ROUTER_ENCRYPTION_KEYS=FERNET_KEY, DEBUG="0",
                ALLOWED_HOSTS="127.0.0.1,localhost", PYTHONUNBUFFERED="1")
+    env.update(item.split("=", 1) for item in extra)
     return env
 
 
@@ -206,6 +215,27 @@ def check_billing(database_url: str, expected: int) -> BillingCheck:
             if check.ok(expected) or time.monotonic() > deadline:
                 return check
             time.sleep(0.5)
+
+
+def probe_commits(database_url: str, count: int = 300) -> dict[str, float]:
+    """Round trip of a one-row autocommit UPDATE, one after the other.
+
+    Every reserve and every settle updates the caller's wallet row and keeps its lock until
+    the commit (a WAL flush) is done, so for one wallet this is roughly the shortest time
+    between two of them: 1 / (2 * p50) requests/s is what one wallet can take at most.
+    """
+    with psycopg.connect(database_url, autocommit=True, connect_timeout=10) as conn:
+        conn.execute("CREATE TABLE IF NOT EXISTS bench_probe (id int PRIMARY KEY, "
+                     "n bigint NOT NULL)")
+        conn.execute("INSERT INTO bench_probe VALUES (1, 0) ON CONFLICT DO NOTHING")
+        seconds = []
+        for _ in range(count):
+            start = time.perf_counter()
+            conn.execute("UPDATE bench_probe SET n = n + 1 WHERE id = 1")
+            seconds.append(time.perf_counter() - start)
+    p50 = pct(seconds, 50) or 0.0
+    return {"p50_ms": p50, "p99_ms": pct(seconds, 99) or 0.0,
+            "one_wallet_max_rps": 1000 / (2 * p50) if p50 else 0.0}
 
 
 def router_backend_pids(database_url: str) -> list[int]:
@@ -353,6 +383,8 @@ class Run:
     postgres_cpu: float = 0.0  # CPU seconds of the bench database's backends
     busy: int = 0  # machine-wide busy jiffies during the blocks
     ticks: int = 0  # machine-wide jiffies during the blocks
+    db_samples: int = 0  # looks at pg_stat_activity (concurrent router blocks only)
+    db_waits: Counter[str] = field(default_factory=Counter)  # what active backends wait on
 
     def record(self, error: str | None, seconds: float, ttft: float | None = None) -> None:
         if error is None:
@@ -364,7 +396,7 @@ class Run:
             self.errors[error] += 1
 
 
-_request_counter = iter(range(1 << 62))
+_request_counter = itertools.count()  # rotates the router's keys over requests
 
 
 async def timed_request(session: aiohttp.ClientSession, target: Target
@@ -439,27 +471,55 @@ async def closed_loop(session: aiohttp.ClientSession, target: Target, concurrenc
     await asyncio.gather(*(client() for _ in range(concurrency)))
 
 
-class Meter:
-    """Measures one block: wall time, router and PostgreSQL CPU, machine load."""
+WAITS_SQL = """
+SELECT coalesce(wait_event_type || ':' || wait_event, 'running') FROM pg_stat_activity
+ WHERE datname = %s AND state = 'active' AND pid <> pg_backend_pid()
+"""
 
-    def __init__(self, router_pid: int, postgres_pids: list[int]) -> None:
+
+class Meter:
+    """Measures one block: wall time, router and PostgreSQL CPU, machine load, and on request
+    what the bench database's busy backends are waiting for."""
+
+    def __init__(self, router_pid: int, database_url: str) -> None:
         self.router_pid = router_pid
-        self.postgres_pids = postgres_pids
+        self.database_url = database_url
+        self.postgres_pids: list[int] = []
 
     def _snapshot(self) -> tuple[float, float, float, int, int]:
         busy, total = machine_busy_ticks()
         return (time.perf_counter(), process_cpu_seconds(self.router_pid),
                 sum(process_cpu_seconds(p) for p in self.postgres_pids), busy, total)
 
-    async def measure(self, run: Run, block: Awaitable[None]) -> None:
+    async def measure(self, run: Run, block: Awaitable[None], *, db_waits: bool = False
+                      ) -> None:
+        stop = asyncio.Event()
+        sampler = asyncio.ensure_future(self._sample_waits(run, stop)) if db_waits else None
         before = self._snapshot()
-        await block
-        after = self._snapshot()
+        try:
+            await block
+        finally:
+            after = self._snapshot()
+            stop.set()
+            if sampler is not None:
+                await sampler
         run.wall += after[0] - before[0]
         run.router_cpu += after[1] - before[1]
         run.postgres_cpu += after[2] - before[2]
         run.busy += after[3] - before[3]
         run.ticks += after[4] - before[4]
+
+    async def _sample_waits(self, run: Run, stop: asyncio.Event) -> None:
+        # Every 20 ms; only under concurrent load, where it cannot shift a latency much.
+        name = urlsplit(self.database_url).path.lstrip("/")
+        async with await psycopg.AsyncConnection.connect(self.database_url,
+                                                         autocommit=True) as conn:
+            while not stop.is_set():
+                cursor = await conn.execute(WAITS_SQL, (name,))
+                run.db_samples += 1
+                run.db_waits.update(row[0] for row in await cursor.fetchall())
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(stop.wait(), 0.02)
 
 
 def abba(targets: tuple[Target, Target], rounds: int) -> Iterator[Target]:
@@ -482,6 +542,7 @@ class Results:
     stream: dict[str, Run] = field(default_factory=dict)
     warmup: dict[str, Run] = field(default_factory=dict)
     profile: Run = field(default_factory=Run)
+    commit_probe: dict[str, dict[str, float]] = field(default_factory=dict)
 
     def router_ok(self) -> int:
         runs = [self.c1, self.cn, self.stream, self.warmup]
@@ -497,7 +558,7 @@ class Results:
 
 
 async def run_load(options: Options, direct: Target, router: Target, meter: Meter,
-                   profile: Callable[[float], Awaitable[dict[str, Any] | None]]
+                   profile: Callable[[float, Run], Awaitable[dict[str, Any] | None]]
                    ) -> tuple[Results, dict[str, Any] | None]:
     results = Results()
     pair = (direct, router)
@@ -513,6 +574,7 @@ async def run_load(options: Options, direct: Target, router: Target, meter: Mete
             await sequential(session, target, max(10, options.warmup // 4), run, stream=True)
             await closed_loop(session, target, options.concurrency, 1.0, run)
         meter.postgres_pids = router_backend_pids(options.database_url)
+        results.commit_probe["start"] = probe_commits(options.database_url)
 
         print(f"concurrency 1: {options.requests} requests per target ...", flush=True)
         blocks = split(options.requests, options.block)
@@ -522,29 +584,41 @@ async def run_load(options: Options, direct: Target, router: Target, meter: Mete
 
         print(f"concurrency {options.concurrency}: {options.duration:g} s per target ...",
               flush=True)
+        # The pool may have opened more connections since: measure all of them.
+        meter.postgres_pids = router_backend_pids(options.database_url)
         for target in abba(pair, options.rounds):
             run = results.cn.setdefault(target.name, Run())
             await meter.measure(run, closed_loop(session, target, options.concurrency,
-                                                 options.duration / options.rounds, run))
+                                                 options.duration / options.rounds, run),
+                                db_waits=target is router)
 
         print(f"streaming: {options.stream_requests} requests per target ...", flush=True)
+        meter.postgres_pids = router_backend_pids(options.database_url)
         blocks = split(options.stream_requests, options.block)
         for i, target in enumerate(abba(pair, len(blocks))):
             run = results.stream.setdefault(target.name, Run())
             await meter.measure(run, sequential(session, target, blocks[i // 2], run,
                                                 stream=True))
 
+        results.commit_probe["end"] = probe_commits(options.database_url)
+
         report = None
         if options.profile_seconds > 0:
             print(f"profiling the router under concurrency {options.concurrency} for "
                   f"{options.profile_seconds:g} s (not measured) ...", flush=True)
-            load = closed_loop(session, router, options.concurrency, options.profile_seconds,
-                               results.profile)
-            report, _ = await asyncio.gather(profile(options.profile_seconds), load)
+            # Longer than the two py-spy passes, which take a moment each to attach.
+            load = closed_loop(session, router, options.concurrency,
+                               options.profile_seconds + 6, results.profile)
+            report, _ = await asyncio.gather(profile(options.profile_seconds, results.profile),
+                                             load)
     return results, report
 
 
 # --------------------------------------------------------------------------- profile
+
+# Leaf frames of threads that are only waiting: py-spy does not always see them as idle.
+WAITING_LEAVES = ("_worker (concurrent/futures/thread.py)", "Condition.wait (threading.py)",
+                  "Event.wait (threading.py)", "Thread._wait_for_tstate_lock (threading.py)")
 
 
 def classify(frame: str) -> str:
@@ -555,11 +629,10 @@ def classify(frame: str) -> str:
                          ("aiohttp", "aiohttp (upstream client)"),
                          ("uvicorn", "uvicorn / httptools (server)"),
                          ("asgiref", "asgiref (sync_to_async)"),
-                         ("concurrent/futures", "thread pool"),
-                         ("threading.py", "thread pool"),
+                         ("concurrent/futures", "threads"), ("threading.py", "threads"),
                          ("django/", "django (request, response, other)"),
                          ("adrf", "adrf / DRF"), ("rest_framework", "adrf / DRF"),
-                         ("asyncio", "asyncio"), ("uvloop", "asyncio"),
+                         ("asyncio", "asyncio / uvloop"), ("uvloop", "asyncio / uvloop"),
                          ("quicktok", "token counting"), ("proxy/tokens", "token counting"),
                          ("proxy/", "proxy app"), ("billing/", "billing app"),
                          ("accounts/", "accounts app"), ("orjson", "orjson"),
@@ -569,51 +642,106 @@ def classify(frame: str) -> str:
     return "other"
 
 
-def summarize_profile(raw: str, seconds: float, rate: int) -> dict[str, Any]:
-    """Top frames from py-spy's raw (collapsed) output: ``frame;frame;...;leaf count``."""
-    leaf: Counter[str] = Counter()
-    inclusive: Counter[str] = Counter()
-    areas: Counter[str] = Counter()
-    threads: Counter[str] = Counter()
-    total = 0
+def thread_kind(root: str) -> str:
+    """What a thread is, from py-spy's ``thread (tid): name`` root frame."""
+    name = root.rpartition(": ")[2]
+    if name == "MainThread":
+        return "event loop"
+    if name.startswith(("uvloop_", "asyncio_")):
+        return "default executor (sync_to_async)"
+    if name.startswith("ThreadPoolExecutor-"):
+        return "one-off executors (asgiref ThreadSensitiveContext)"
+    if name.endswith("(join)"):
+        return "executor joiners (asgiref)"
+    return "other threads"
+
+
+def parse_raw(raw: str) -> Iterator[tuple[list[str], int]]:
+    """py-spy's raw (collapsed) output: ``frame;frame;...;leaf count`` per line."""
     for line in raw.splitlines():
-        stack, _, count_text = line.rpartition(" ")
-        if not stack or not count_text.isdigit():
+        stack, _, count = line.rpartition(" ")
+        if stack and count.isdigit():
+            yield stack.split(";"), int(count)
+
+
+def _shares(counter: Counter[str], total: int, n: int) -> list[tuple[str, float]]:
+    return [(key, round(100 * c / total, 1)) for key, c in counter.most_common(n)] if total \
+        else []
+
+
+def summarize_cpu(raw: str) -> dict[str, Any]:
+    """From a ``--gil`` profile: where the router's Python CPU goes."""
+    leaf: Counter[str] = Counter()
+    own: Counter[str] = Counter()
+    areas: Counter[str] = Counter()
+    total = 0
+    for frames, count in parse_raw(raw):
+        frames = frames[1:] if frames[0].startswith("thread (") else frames
+        if not frames:
             continue
-        count = int(count_text)
-        frames = stack.split(";")
         total += count
         leaf[frames[-1]] += count
         areas[classify(frames[-1])] += count
         for frame in set(frames):
-            inclusive[frame] += count
-        in_pool = any("concurrent/futures/thread.py" in f for f in frames)
-        threads["thread pool (sync_to_async)" if in_pool else "event loop"] += count
+            if any(p in frame for p in ("(proxy/", "(billing/", "(accounts/")):
+                own[frame] += count
+    return {"samples": total, "areas_pct": _shares(areas, total, 20),
+            "top_self_pct": _shares(leaf, total, 20),
+            "top_own_inclusive_pct": _shares(own, total, 20)}
 
-    def top(counter: Counter[str], n: int) -> list[tuple[str, float]]:
-        return [(frame, round(100 * c / total, 1)) for frame, c in counter.most_common(n)]
 
-    own = Counter({f: c for f, c in inclusive.items()
-                   if any(p in f for p in ("proxy/", "billing/", "accounts/"))})
-    return {"seconds": seconds, "rate_hz": rate, "samples": total,
-            "threads_pct": top(threads, 5), "areas_pct": top(areas, 20),
-            "top_self_pct": top(leaf, 20), "top_own_inclusive_pct": top(own, 20)}
+def summarize_threads(raw: str) -> dict[str, Any]:
+    """From an all-threads profile: which threads are busy."""
+    kinds: Counter[str] = Counter()
+    total = 0
+    for frames, count in parse_raw(raw):
+        if frames[-1] in WAITING_LEAVES:
+            continue
+        kinds[thread_kind(frames[0])] += count
+        total += count
+    return {"samples": total, "threads_pct": _shares(kinds, total, 10)}
+
+
+async def count_thread_creations(pid: int, seconds: float) -> int | None:
+    """Threads the router's existing threads create in ``seconds`` (perf, if installed).
+
+    Exact where py-spy can only guess: short-lived threads are rarely sampled.
+    """
+    perf = shutil.which("perf")
+    if perf is None:
+        return None
+    proc = await asyncio.create_subprocess_exec(
+        perf, "stat", "-x", ",", "-e", "sched:sched_process_fork", "-p", str(pid), "--",
+        "sleep", f"{seconds:g}", stdout=asyncio.subprocess.DEVNULL,
+        stderr=asyncio.subprocess.PIPE)
+    try:
+        _, err = await asyncio.wait_for(proc.communicate(), seconds + 30)
+    except TimeoutError:
+        proc.kill()
+        await proc.wait()
+        return None
+    for line in err.decode(errors="replace").splitlines():
+        fields = line.split(",")
+        if len(fields) > 2 and fields[2] == "sched:sched_process_fork" and fields[0].isdigit():
+            return int(fields[0])
+    return None
 
 
 def make_profiler(router_pid: int, cpu: int | None
-                  ) -> Callable[[float], Awaitable[dict[str, Any] | None]]:
+                  ) -> Callable[[float, Run], Awaitable[dict[str, Any] | None]]:
     py_spy = shutil.which("py-spy") or (str(BIN / "py-spy") if (BIN / "py-spy").exists()
                                         else None)
+    rate = 67
 
-    async def profile(seconds: float) -> dict[str, Any] | None:
-        if py_spy is None:
-            print("  py-spy is not installed: no profile (pip install py-spy)", flush=True)
-            return None
-        out = TMP / "proxy_bench-router.pyspy.txt"
-        rate = 200
-        argv = [py_spy, "record", "--pid", str(router_pid), "--duration", str(int(seconds)),
-                "--rate", str(rate), "--format", "raw", "--nolineno", "--nonblocking",
-                "--output", str(out)]
+    async def record(name: str, seconds: int, *flags: str) -> str | dict[str, str]:
+        assert py_spy is not None
+        out = TMP / f"proxy_bench-router.pyspy-{name}.txt"
+        # Blocking (py-spy pauses the router for each sample): --nonblocking reads stacks
+        # while they change and returned long runs of one stale stack. A low rate keeps the
+        # pauses from changing the regime too much; the router still slows down somewhat.
+        argv = [py_spy, "record", "--pid", str(router_pid), "--duration", str(seconds),
+                "--rate", str(rate), "--format", "raw", "--nolineno", "--threads",
+                *flags, "--output", str(out)]
         if cpu is not None:
             argv = ["taskset", "-c", str(cpu), *argv]
         proc = await asyncio.create_subprocess_exec(*argv, stdout=asyncio.subprocess.PIPE,
@@ -626,7 +754,30 @@ def make_profiler(router_pid: int, cpu: int | None
             return {"error": "py-spy did not finish"}
         if proc.returncode != 0 or not out.exists():
             return {"error": output.decode(errors="replace")[-500:]}
-        return summarize_profile(out.read_text(), seconds, rate) | {"raw": str(out)}
+        return out.read_text()
+
+    async def profile(seconds: float, load: Run) -> dict[str, Any] | None:
+        """Half the time only the thread holding the GIL (where Python CPU goes), half all
+        busy threads (which threads work, and how many are created)."""
+        if py_spy is None:
+            print("  py-spy is not installed: no profile (pip install py-spy)", flush=True)
+            return None
+        half = max(1, round(seconds / 2))
+        # perf first, alone: py-spy's pauses would slow the router but not change this count.
+        before = load.ok + sum(load.errors.values())
+        forks = await count_thread_creations(router_pid, 2)
+        requests = load.ok + sum(load.errors.values()) - before
+        cpu_raw = await record("gil", half, "--gil")
+        threads_raw = await record("threads", half)
+        report: dict[str, Any] = {
+            "seconds_each": half, "rate_hz": rate,
+            "threads_created_per_request": (forks / requests if forks is not None and requests
+                                            else None)}
+        report["cpu"] = cpu_raw if isinstance(cpu_raw, dict) else summarize_cpu(cpu_raw)
+        report["threads"] = (threads_raw if isinstance(threads_raw, dict)
+                             else summarize_threads(threads_raw))
+        report["raw"] = str(TMP / "proxy_bench-router.pyspy-{gil,threads}.txt")
+        return report
 
     return profile
 
@@ -666,7 +817,10 @@ def run_summary(run: Run) -> dict[str, Any]:
             "router_cpu_pct": 100 * run.router_cpu / run.wall if run.wall else None,
             "router_cpu_us_per_request": 1e6 * run.router_cpu / n if n else None,
             "postgres_cpu_us_per_request": 1e6 * run.postgres_cpu / n if n else None,
-            "machine_busy_pct": 100 * run.busy / run.ticks if run.ticks else None}
+            "machine_busy_pct": 100 * run.busy / run.ticks if run.ticks else None,
+            "db_active_backends_mean": (sum(run.db_waits.values()) / run.db_samples
+                                        if run.db_samples else None),
+            "db_waits_pct": _shares(run.db_waits, sum(run.db_waits.values()), 8)}
 
 
 def build_report(options: Options, results: Results, billing: BillingCheck,
@@ -701,6 +855,7 @@ def build_report(options: Options, results: Results, billing: BillingCheck,
             "ttft_added_p50_ms": [TARGET_TTFT_ADDED_P50_MS,
                                   verdict(ttft_added, TARGET_TTFT_ADDED_P50_MS, at_most=True)],
         },
+        "postgres_commit_probe": results.commit_probe,
         "errors": dict(results.errors()),
         "billing": vars(billing) | {"expected": expected, "ok": billing.ok(expected)},
         "profile": profile,
@@ -739,6 +894,8 @@ def print_report(report: dict[str, Any], concurrency: int) -> None:
     for row in [header, *rows]:
         print("  ".join(str(cell).ljust(w) for cell, w in zip(row, widths, strict=True)))
 
+    print("\n(direct requests/s is bounded by the load generator, which shares a CPU with the "
+          "upstream: the ratio is an upper bound)")
     print("\nwhere the time goes (router process; PostgreSQL = the bench database's backends)")
     for label, runs in (("c=1", c1), (f"c={concurrency}", cn), ("stream", st)):
         router = runs[r]
@@ -747,6 +904,15 @@ def print_report(report: dict[str, Any], concurrency: int) -> None:
               f"{fmt(router['postgres_cpu_us_per_request'], 'us', 0):>7}/request; machine busy "
               f"{fmt(router['machine_busy_pct'], '%', 0)} (direct blocks: "
               f"{fmt(runs[d]['machine_busy_pct'], '%', 0)})")
+
+    waits = cn[r]
+    if waits["db_active_backends_mean"] is not None:
+        print(f"  c={concurrency} PostgreSQL: {waits['db_active_backends_mean']:.1f} busy backends "
+              f"on average, each: " + ", ".join(f"{n} {p}%" for n, p in waits["db_waits_pct"]))
+    for when, probe in report["postgres_commit_probe"].items():
+        print(f"  PostgreSQL one-row autocommit UPDATE at the {when}: p50 {probe['p50_ms']:.2f} "
+              f"ms, p99 {probe['p99_ms']:.2f} ms -> one wallet takes at most "
+              f"~{probe['one_wallet_max_rps']:,.0f} requests/s (2 wallet updates each)")
 
     errors = report["errors"]
     print(f"\nerrors: {sum(errors.values())}" + (f" {errors}" if errors else ""))
@@ -758,20 +924,32 @@ def print_report(report: dict[str, Any], concurrency: int) -> None:
           f"{billing['ledger_matches_wallets']}  -> {'OK' if billing['ok'] else 'MISMATCH'}")
 
     profile = report["profile"]
-    if profile and "error" not in profile:
-        print(f"\npy-spy: {profile['samples']} samples over {profile['seconds']:g} s at "
-              f"{profile['rate_hz']} Hz under c={concurrency} (idle threads excluded)")
-        print("  threads: " + ", ".join(f"{n} {p}%" for n, p in profile["threads_pct"]))
-        print("  by area (self time): " + ", ".join(f"{n} {p}%"
-                                                   for n, p in profile["areas_pct"][:10]))
-        print("  top self frames:")
-        for frame, p in profile["top_self_pct"][:12]:
-            print(f"    {p:5.1f}%  {frame}")
-        print("  top inclusive frames in proxy/billing/accounts:")
-        for frame, p in profile["top_own_inclusive_pct"][:12]:
-            print(f"    {p:5.1f}%  {frame}")
-    elif profile:
-        print(f"\npy-spy failed: {profile['error']}")
+    if profile:
+        print_profile(profile, concurrency)
+
+
+def print_profile(profile: dict[str, Any], concurrency: int) -> None:
+    cpu, threads = profile["cpu"], profile["threads"]
+    print(f"\npy-spy on the router under c={concurrency}, {profile['seconds_each']} s each at "
+          f"{profile['rate_hz']} Hz ({profile['raw']})")
+    if "error" in threads:
+        print(f"  threads: py-spy failed: {threads['error']}")
+    else:
+        print("  busy threads: " + ", ".join(f"{n} {p}%" for n, p in threads["threads_pct"]))
+    if profile.get("threads_created_per_request") is not None:
+        print(f"  threads created per request (perf, over 2 s before py-spy): "
+              f"{profile['threads_created_per_request']:.2f}")
+    if "error" in cpu:
+        print(f"  GIL: py-spy failed: {cpu['error']}")
+        return
+    print(f"  holding the GIL ({cpu['samples']} samples), by area: " + ", ".join(
+        f"{n} {p}%" for n, p in cpu["areas_pct"][:10]))
+    print("  top self frames:")
+    for frame, p in cpu["top_self_pct"][:12]:
+        print(f"    {p:5.1f}%  {frame}")
+    print("  top inclusive frames in proxy/billing/accounts:")
+    for frame, p in cpu["top_own_inclusive_pct"][:12]:
+        print(f"    {p:5.1f}%  {frame}")
 
 
 def git_state() -> dict[str, str]:
@@ -793,7 +971,7 @@ def main(argv: list[str] | None = None) -> int:
     options = parse_options(argv)
     pin = options.pin and can_pin()
     router_cpu, side_cpu = (0, 1) if pin else (None, None)
-    env = router_env(options.database_url)
+    env = router_env(options.database_url, options.router_env)
     upstream_port, router_port = free_port(), free_port()
 
     print(f"database {options.database_url}: recreate, migrate, seed ...", flush=True)
@@ -831,7 +1009,7 @@ def main(argv: list[str] | None = None) -> int:
                              UPSTREAM_MODEL, [])
         routed = make_target("router", f"http://127.0.0.1:{router_port}/v1/chat/completions",
                              ROUTER_MODEL, keys)
-        meter = Meter(router.proc.pid, [])
+        meter = Meter(router.proc.pid, options.database_url)
         results, profile = _run_async(run_load(options, direct, routed, meter,
                                                make_profiler(router.proc.pid, side_cpu)))
         environment["loadavg_end"] = os.getloadavg()

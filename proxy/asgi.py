@@ -1,15 +1,27 @@
-"""A Django ASGI handler for /v1 with its own, async-only middleware.
+"""A Django ASGI handler for /v1: its own async-only middleware, and no thread hops.
 
-The site's MIDDLEWARE (sessions, CSRF, messages, ...) is built from sync-capable classes;
-in an async handler each of them runs through ``sync_to_async`` on one shared thread, which
-would serialise every API request through that thread. The API needs none of them.
+Django's ASGIHandler is built for sites whose views and middleware are mostly sync. Per
+request it opens a ThreadSensitiveContext (a thread started and joined for each request),
+sends request_started and request_finished through ``sync_to_async``, and closes the
+response in a thread; the site's MIDDLEWARE (sessions, CSRF, messages, ...) runs through
+``sync_to_async`` on one shared thread. Together they serialise every API request through
+threads it has no use for: the API's views are async, use no session, and never touch the
+ORM on the event loop's thread (the signals exist to recycle that thread's connections).
+This handler keeps Django's request parsing, URL resolution, view calling and response
+sending, and drops the rest.
 """
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
+from typing import Any
+
 from django.conf import settings
-from django.core.handlers.asgi import ASGIHandler
+from django.core.exceptions import RequestAborted
+from django.core.handlers.asgi import ASGIHandler, get_script_prefix
 from django.core.handlers.exception import convert_exception_to_response
+from django.urls import set_script_prefix
 from django.utils.module_loading import import_string
 
 
@@ -24,3 +36,41 @@ class ApiASGIHandler(ASGIHandler):
         self._template_response_middleware = []
         self._exception_middleware = []
         self._middleware_chain = handler
+
+    async def __call__(self, scope: dict[str, Any], receive: Any, send: Any) -> None:
+        if scope["type"] != "http":
+            raise ValueError(f"The API handler serves HTTP only, not {scope['type']}.")
+        await self.handle(scope, receive, send)
+
+    async def handle(self, scope: dict[str, Any], receive: Any, send: Any) -> None:
+        try:
+            body_file = await self.read_body(receive)
+        except RequestAborted:
+            return
+        try:
+            set_script_prefix(get_script_prefix(scope))
+            request, error_response = self.create_request(scope, body_file)
+            if request is None:
+                await self.send_response(error_response, send)
+                return
+
+            async def respond() -> None:
+                response = await self.run_get_response(request)
+                with contextlib.suppress(asyncio.CancelledError):
+                    # Cancelled: the client went away while the response was being sent.
+                    await self.send_response(response, send)
+
+            # A client that disconnects cancels its request: a stream's relay then stops
+            # the upstream and settles what was produced (see proxy.relay).
+            tasks = [asyncio.create_task(self.listen_for_disconnect(receive)),
+                     asyncio.create_task(respond())]
+            try:
+                await asyncio.wait(tasks, return_when=asyncio.FIRST_COMPLETED)
+            finally:
+                for task in tasks:
+                    if not task.done():
+                        task.cancel()
+                    with contextlib.suppress(asyncio.CancelledError, RequestAborted):
+                        await task
+        finally:
+            body_file.close()

@@ -15,10 +15,12 @@ class Hold(models.Model):
 
     id = models.CharField(primary_key=True, max_length=64)
     wallet = models.ForeignKey("billing.Wallet", on_delete=models.PROTECT, related_name="holds")
+    # No single-column indexes on these: every hold is written on the request path, and
+    # nothing looks holds up by key or price (deleting either is refused anyway).
     api_key = models.ForeignKey("accounts.ApiKey", on_delete=models.PROTECT, null=True,
-                                blank=True, related_name="+")
+                                blank=True, related_name="+", db_index=False)
     price = models.ForeignKey("billing.ModelPrice", on_delete=models.PROTECT,
-                              related_name="+")
+                              related_name="+", db_index=False)
     model = models.CharField(max_length=200)
     amount_micros = models.BigIntegerField()
     charged_micros = models.BigIntegerField(default=0)

@@ -19,17 +19,20 @@ class UsageRecord(models.Model):
         EXPIRED = "expired", "Expired unsettled"
 
     request_id = models.CharField(max_length=64, unique=True)
+    # Indexed by (user, -created_at) and (api_key, -created_at) below; one row is written per
+    # request, so no index is kept that those two do not already serve.
     user = models.ForeignKey(settings.AUTH_USER_MODEL, on_delete=models.PROTECT,
-                             related_name="usage_records")
+                             related_name="usage_records", db_index=False)
     api_key = models.ForeignKey("accounts.ApiKey", on_delete=models.PROTECT, null=True,
-                                blank=True, related_name="usage_records")
+                                blank=True, related_name="usage_records", db_index=False)
     model = models.CharField(max_length=200)
     worker = models.CharField(max_length=200, blank=True)
     prompt_tokens = models.PositiveIntegerField(default=0)
     completion_tokens = models.PositiveIntegerField(default=0)
     cached_tokens = models.PositiveIntegerField(default=0)
     cost_micros = models.BigIntegerField(default=0)
-    price = models.ForeignKey("billing.ModelPrice", on_delete=models.PROTECT, related_name="+")
+    price = models.ForeignKey("billing.ModelPrice", on_delete=models.PROTECT, related_name="+",
+                              db_index=False)
     source = models.CharField(max_length=10, choices=Source.choices, default=Source.PROVIDER)
     status = models.CharField(max_length=16, choices=Status.choices, default=Status.OK)
     latency_ms = models.PositiveIntegerField(null=True, blank=True)
