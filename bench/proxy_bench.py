@@ -288,23 +288,15 @@ def start_service(name: str, argv: list[str], env: dict[str, str], cpu: int | No
 def stop_service(service: Service) -> None:
     if service.proc.poll() is None:
         # SIGTERM first: uvicorn then drains and lets the last settlements reach the database.
-        with _ignore_missing():
+        with contextlib.suppress(ProcessLookupError):  # it is already gone
             os.killpg(service.proc.pid, signal.SIGTERM)
         try:
             service.proc.wait(timeout=15)
         except subprocess.TimeoutExpired:
-            with _ignore_missing():
+            with contextlib.suppress(ProcessLookupError):  # it is already gone
                 os.killpg(service.proc.pid, signal.SIGKILL)
             service.proc.wait(timeout=5)
     service.log.close()
-
-
-class _ignore_missing:
-    def __enter__(self) -> None:
-        return None
-
-    def __exit__(self, kind: type[BaseException] | None, *rest: object) -> bool:
-        return kind is not None and issubclass(kind, ProcessLookupError)
 
 
 def wait_ready(service: Service, url: str, headers: dict[str, str], timeout: float = 60

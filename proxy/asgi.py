@@ -15,14 +15,19 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import io
 from typing import Any
 
 from django.conf import settings
-from django.core.exceptions import RequestAborted
+from django.core.exceptions import RequestAborted, RequestDataTooBig
 from django.core.handlers.asgi import ASGIHandler, get_script_prefix
 from django.core.handlers.exception import convert_exception_to_response
 from django.urls import set_script_prefix
 from django.utils.module_loading import import_string
+
+from proxy.errors import request_too_large
+from proxy.middleware import new_request_id
+from proxy.relay import error_response
 
 
 class ApiASGIHandler(ASGIHandler):
@@ -42,16 +47,39 @@ class ApiASGIHandler(ASGIHandler):
             raise ValueError(f"The API handler serves HTTP only, not {scope['type']}.")
         await self.handle(scope, receive, send)
 
+    async def read_body(self, receive: Any) -> io.BytesIO:
+        """The body in memory, refusing it as soon as it passes the configured limit.
+
+        Django spools any body to a temporary file before the view can refuse it; the API
+        only takes JSON under ``DATA_UPLOAD_MAX_MEMORY_SIZE``, so it stops reading there.
+        """
+        limit = settings.DATA_UPLOAD_MAX_MEMORY_SIZE
+        body = bytearray()
+        while True:
+            message = await receive()
+            if message["type"] == "http.disconnect":
+                raise RequestAborted()
+            body += message.get("body", b"")
+            if len(body) > limit:
+                raise RequestDataTooBig()
+            if not message.get("more_body", False):
+                return io.BytesIO(bytes(body))
+
     async def handle(self, scope: dict[str, Any], receive: Any, send: Any) -> None:
         try:
             body_file = await self.read_body(receive)
         except RequestAborted:
             return
+        except RequestDataTooBig:
+            response = error_response(request_too_large(settings.DATA_UPLOAD_MAX_MEMORY_SIZE))
+            response["x-request-id"] = new_request_id()
+            await self.send_response(response, send)
+            return
         try:
             set_script_prefix(get_script_prefix(scope))
-            request, error_response = self.create_request(scope, body_file)
+            request, refusal = self.create_request(scope, body_file)
             if request is None:
-                await self.send_response(error_response, send)
+                await self.send_response(refusal, send)
                 return
 
             async def respond() -> None:

@@ -8,15 +8,18 @@ import uuid
 from collections.abc import Awaitable, Callable
 
 from asgiref.sync import markcoroutinefunction
-from django.conf import settings
 from django.http import HttpRequest, HttpResponseBase
 
-from proxy.errors import request_too_large, server_error
+from proxy.errors import server_error
 from proxy.relay import error_response
 
 logger = logging.getLogger("proxy.requests")
 
 GetResponse = Callable[[HttpRequest], Awaitable[HttpResponseBase]]
+
+
+def new_request_id() -> str:
+    return f"req_{uuid.uuid4().hex}"
 
 
 class RequestIdMiddleware:
@@ -31,20 +34,12 @@ class RequestIdMiddleware:
         markcoroutinefunction(self)
 
     async def __call__(self, request: HttpRequest) -> HttpResponseBase:
-        request_id = f"req_{uuid.uuid4().hex}"
+        request_id = new_request_id()
         request.request_id = request_id  # type: ignore[attr-defined]
         try:
-            length = int(request.META.get("CONTENT_LENGTH") or 0)
-        except ValueError:
-            length = 0
-        if length > settings.DATA_UPLOAD_MAX_MEMORY_SIZE:
-            response: HttpResponseBase = error_response(
-                request_too_large(settings.DATA_UPLOAD_MAX_MEMORY_SIZE))
-        else:
-            try:
-                response = await self.get_response(request)
-            except Exception:
-                logger.exception("request %s failed", request_id)
-                response = error_response(server_error(request_id))
+            response = await self.get_response(request)
+        except Exception:
+            logger.exception("request %s failed", request_id)
+            response = error_response(server_error(request_id))
         response["x-request-id"] = request_id
         return response

@@ -10,7 +10,6 @@ from __future__ import annotations
 from dataclasses import dataclass
 from datetime import datetime
 
-from asgiref.sync import sync_to_async
 from django.conf import settings
 from django.utils import timezone
 
@@ -41,6 +40,7 @@ def _ttl() -> float:
 _callers: TTLCache[str, Caller | None] = TTLCache(ttl=_ttl)
 _prices: TTLCache[str, ModelPrice | None] = TTLCache(ttl=_ttl)
 _targets: TTLCache[str, list[UpstreamTarget]] = TTLCache(ttl=_ttl)
+_routable: TTLCache[str, list[ModelPrice]] = TTLCache(ttl=_ttl)
 
 
 def _load_caller(raw_key: str) -> Caller | None:
@@ -53,18 +53,14 @@ def _load_caller(raw_key: str) -> Caller | None:
 
 
 async def caller_for_key(raw_key: str) -> Caller | None:
-    caller = await _callers.get_or_load(
-        key_digest(raw_key),
-        sync_to_async(lambda: _load_caller(raw_key), thread_sensitive=False),
-    )
+    caller = await _callers.get_or_load(key_digest(raw_key), lambda: _load_caller(raw_key))
     if caller is not None and caller.expires_at is not None and caller.expires_at <= timezone.now():
         return None  # expired while cached
     return caller
 
 
 async def price_for_model(model: str) -> ModelPrice | None:
-    return await _prices.get_or_load(
-        model, sync_to_async(lambda: price_current(model=model), thread_sensitive=False))
+    return await _prices.get_or_load(model, lambda: price_current(model=model))
 
 
 def _load_targets(model: str) -> list[UpstreamTarget]:
@@ -88,12 +84,15 @@ def _target(worker: Worker, upstream_model: str) -> UpstreamTarget:
 
 async def targets_for_model(model: str) -> list[UpstreamTarget]:
     """The enabled workers serving ``model``, highest priority first."""
-    return await _targets.get_or_load(
-        model, sync_to_async(lambda: _load_targets(model), thread_sensitive=False))
+    return await _targets.get_or_load(model, lambda: _load_targets(model))
 
 
-def routable_prices() -> list[ModelPrice]:
-    """Priced models that at least one enabled worker serves: what /v1/models lists."""
+def _load_routable_prices() -> list[ModelPrice]:
     served = set(WorkerModel.objects.filter(worker__enabled=True)
                  .values_list("model", flat=True))
     return sorted((p for p in prices_current() if p.model in served), key=lambda p: p.model)
+
+
+async def routable_prices() -> list[ModelPrice]:
+    """Priced models that at least one enabled worker serves: what /v1/models lists."""
+    return await _routable.get_or_load("all", _load_routable_prices)

@@ -5,7 +5,6 @@ from __future__ import annotations
 from typing import Any
 
 from adrf.views import APIView
-from asgiref.sync import sync_to_async
 from django.conf import settings
 from django.core.exceptions import RequestDataTooBig
 from django.http import HttpRequest, HttpResponse, StreamingHttpResponse
@@ -65,7 +64,7 @@ def _model_object(price: Any) -> dict[str, Any]:
 class ModelListView(OpenAIView):
     async def get(self, request: HttpRequest) -> HttpResponse:
         await authenticate(request)
-        prices = await sync_to_async(routable_prices, thread_sensitive=False)()
+        prices = await routable_prices()
         return relay.json_response({"object": "list",
                                     "data": [_model_object(p) for p in prices]})
 
@@ -73,7 +72,7 @@ class ModelListView(OpenAIView):
 class ModelDetailView(OpenAIView):
     async def get(self, request: HttpRequest, model: str) -> HttpResponse:
         await authenticate(request)
-        prices = await sync_to_async(routable_prices, thread_sensitive=False)()
+        prices = await routable_prices()
         for price in prices:
             if price.model == model:
                 return relay.json_response(_model_object(price))

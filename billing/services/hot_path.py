@@ -111,7 +111,8 @@ async def _pool() -> AsyncConnectionPool:
     if pool is None:
         pool = AsyncConnectionPool(
             _conninfo(), min_size=1, max_size=settings.ROUTER_DB_POOL_SIZE, open=False,
-            kwargs={"autocommit": True}, name="billing-hot-path",
+            # Prepared from the first use: these few statements run on every request.
+            kwargs={"autocommit": True, "prepare_threshold": 0}, name="billing-hot-path",
         )
         _pools[loop] = pool
         await pool.open()

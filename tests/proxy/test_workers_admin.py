@@ -280,7 +280,7 @@ def test_removing_every_model_is_refused(staff_client, worker):
 
 def test_saving_clears_the_lookup_caches_after_the_commit(
         staff_client, worker, django_capture_on_commit_callbacks):
-    async def stale() -> str:
+    def stale() -> str:
         return "stale"
 
     asyncio.run(_probe.get_or_load("k", stale))

@@ -143,7 +143,7 @@ def test_worker_set_enabled_toggles_and_refuses_an_unknown_name():
         worker_set_enabled(name="nope", enabled=True)
 
 
-async def _stale() -> str:
+def _stale() -> str:
     return "stale"
 
 
