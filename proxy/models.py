@@ -11,6 +11,7 @@ class Worker(models.Model):
 
     class Kind(models.TextChoices):
         OPENAI = "openai", "OpenAI-compatible"
+        ANTHROPIC = "anthropic", "Anthropic Messages API"
         MOCK = "mock", "Built-in mock (offline)"
 
     name = models.CharField(max_length=100, unique=True)
@@ -20,6 +21,13 @@ class Worker(models.Model):
     # Fernet token; the plaintext never reaches the database, the admin or a log line.
     api_key_encrypted = models.TextField(blank=True, editable=False)
     enabled = models.BooleanField(default=True)
+    # Draining: no new requests are routed here; those in flight finish.
+    draining = models.BooleanField(default=False)
+    # Written by the periodic probe (proxy.tasks.workers_probe); routing skips unhealthy ones.
+    healthy = models.BooleanField(default=True)
+    last_probe_at = models.DateTimeField(null=True, blank=True, editable=False)
+    last_probe_latency_ms = models.PositiveIntegerField(null=True, blank=True, editable=False)
+    last_probe_error = models.CharField(max_length=500, blank=True, editable=False)
     priority = models.IntegerField(default=0, help_text="Higher tiers are tried first.")
     weight = models.PositiveIntegerField(default=1)
     max_concurrency = models.PositiveIntegerField(default=64)

@@ -190,7 +190,7 @@ def test_a_mock_worker_is_added_without_url_or_key(staff_client):
     ({"base_url": "ftp://files.example.com"}, "not an http:// or https:// URL"),
     ({"base_url": "https://u:p@api.example.com"}, "must not contain a user name"),
     ({"name": "  "}, "This field is required"),
-    ({"kind": "anthropic"}, "Select a valid choice"),
+    ({"kind": "gemini"}, "Select a valid choice"),
     ({"weight": "0"}, "greater than or equal to 1"),
     ({"max_concurrency": "0"}, "greater than or equal to 1"),
     ({"total_timeout_s": "0"}, "more than 0 seconds"),

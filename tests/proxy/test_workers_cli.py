@@ -99,7 +99,7 @@ def test_the_key_is_encrypted_at_rest_and_round_trips():
 @pytest.mark.parametrize(("kwargs", "match"), [
     ({"name": "  "}, "needs a name"),
     ({"name": "x" * 101}, "at most 100 characters"),
-    ({"kind": "anthropic"}, "Unknown worker kind 'anthropic'; choose one of openai, mock"),
+    ({"kind": "gemini"}, "Unknown worker kind 'gemini'; choose one of openai, anthropic, mock"),
     ({"base_url": ""}, "needs a base URL"),
     ({"base_url": "api.example.com/v1"}, "not an http:// or https:// URL"),
     ({"base_url": "ftp://api.example.com/v1"}, "not an http:// or https:// URL"),
@@ -202,7 +202,7 @@ def test_worker_add_mock_needs_only_models():
 @pytest.mark.parametrize(("args", "match"), [
     (["--kind", "openai", "--models", "a"], "needs a base URL"),
     (["--kind", "openai", "--base-url", "not a url", "--models", "a"], "not an http"),
-    (["--kind", "anthropic", "--models", "a"], "invalid choice: 'anthropic'"),
+    (["--kind", "gemini", "--models", "a"], "invalid choice: 'gemini'"),
     (["--kind", "mock"], "--models"),
     (["--kind", "mock", "--models", ""], "'' is not NAME or NAME=UPSTREAM"),
     (["--kind", "mock", "--models", "a,,b"], "'' is not NAME or NAME=UPSTREAM"),
