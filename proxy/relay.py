@@ -29,6 +29,7 @@ from proxy.errors import (
 )
 from proxy.providers import UpstreamError, UpstreamTarget, provider_for
 from proxy.providers.base import UpstreamStream
+from proxy.routing import Candidates, Lease
 from proxy.selectors import Caller, price_for_model, targets_for_model
 from proxy.tokens import count_text_tokens, exact_prompt_tokens
 from proxy.validation import ChatRequest
@@ -115,9 +116,10 @@ async def chat_completion(*, request_id: str, caller: Caller, chat: ChatRequest
     await charging.reserve(request_id=request_id, caller=caller, chat=chat, price=price,
                            plan=plan)
     call = Call(request_id=request_id, caller=caller, chat=chat, price=price, plan=plan)
+    candidates = Candidates(targets, request_id)
     if chat.stream:
-        return await _stream(call, targets)
-    return await _complete(call, targets)
+        return await _stream(call, candidates)
+    return await _complete(call, candidates)
 
 
 async def _failed(call: Call, failure: UpstreamError | None) -> ApiError:
@@ -125,12 +127,15 @@ async def _failed(call: Call, failure: UpstreamError | None) -> ApiError:
     await charging.void(request_id=call.request_id, usage=call.report(
         {"prompt_tokens": 0, "completion_tokens": 0},
         status=UsageRecord.Status.UPSTREAM_ERROR))
-    if failure is not None and not failure.retryable and failure.status and failure.body:
+    if failure is None:
+        # Nothing was tried: every worker was at capacity, or its circuit open.
+        return no_available_workers(call.chat.model)
+    if not failure.retryable and failure.status and failure.body:
         # The client's own mistake as the upstream saw it (e.g. context too long): returned
         # as it is, in OpenAI's format, and not charged.
         return ApiError(failure.status, **_error_fields(failure.body))
     return upstream_error("The upstream failed and no other worker could take the request"
-                          + (f": {failure}" if failure else "."))
+                          f": {failure}")
 
 
 def _error_fields(body: dict[str, Any]) -> dict[str, Any]:
@@ -154,26 +159,37 @@ async def _abandoned(call: Call, error: BaseException) -> None:
             None, status=UsageRecord.Status.UPSTREAM_ERROR))
 
 
-def _log_failure(call: Call, target: UpstreamTarget, exc: UpstreamError) -> None:
+async def _attempt_failed(call: Call, lease: Lease, exc: UpstreamError) -> bool:
+    """Account for a failed attempt; True when another worker may be tried."""
     logger.warning("request %s: worker %s failed before any output: %s", call.request_id,
-                   target.worker_name, exc)
+                   lease.target.worker_name, exc)
+    await lease.release()
+    if exc.retryable:
+        await lease.failed()
+        return True
+    # The upstream answered, only to refuse this request: the worker itself is fine.
+    await lease.succeeded()
+    return False
 
 
-async def _complete(call: Call, targets: list[UpstreamTarget]) -> HttpResponse:
+async def _complete(call: Call, candidates: Candidates) -> HttpResponse:
     failure: UpstreamError | None = None
-    for target in targets:
-        call.worker = target.worker_name
+    while (lease := await candidates.next()) is not None:
+        call.worker = lease.target.worker_name
         try:
-            answer = await provider_for(target).complete(call.upstream_body(target))
+            answer = await provider_for(lease.target).complete(
+                call.upstream_body(lease.target))
         except UpstreamError as exc:
-            _log_failure(call, target, exc)
             failure = exc
-            if exc.retryable:
+            if await _attempt_failed(call, lease, exc):
                 continue
             break
         except BaseException as exc:
+            await lease.release()
             await _abandoned(call, exc)
             raise
+        await lease.release()
+        await lease.succeeded()
         return await _answer(call, answer)
     raise await _failed(call, failure)
 
@@ -197,28 +213,31 @@ async def _answer(call: Call, answer: dict[str, Any]) -> HttpResponse:
     return response
 
 
-async def _stream(call: Call, targets: list[UpstreamTarget]) -> StreamingHttpResponse:
+async def _stream(call: Call, candidates: Candidates) -> StreamingHttpResponse:
     failure: UpstreamError | None = None
-    for target in targets:
-        call.worker = target.worker_name
+    while (lease := await candidates.next()) is not None:
+        call.worker = lease.target.worker_name
         try:
-            upstream = await provider_for(target).open_stream(call.upstream_body(target))
+            upstream = await provider_for(lease.target).open_stream(
+                call.upstream_body(lease.target))
             chunks = aiter(upstream)
             first = await anext(chunks)
         except UpstreamError as exc:
-            _log_failure(call, target, exc)
             failure = exc
-            if exc.retryable:
+            if await _attempt_failed(call, lease, exc):
                 continue
             break
         except StopAsyncIteration:
-            failure = UpstreamError(f"{target.worker_name} sent an empty stream",
+            failure = UpstreamError(f"{lease.target.worker_name} sent an empty stream",
                                     retryable=True)
+            await _attempt_failed(call, lease, failure)
             continue
         except BaseException as exc:
+            await lease.release()
             await _abandoned(call, exc)
             raise
-        response = StreamingHttpResponse(_relay(call, upstream, chunks, first),
+        await lease.succeeded()
+        response = StreamingHttpResponse(_relay(call, lease, upstream, chunks, first),
                                          content_type="text/event-stream")
         response["Cache-Control"] = "no-cache"
         response["X-Accel-Buffering"] = "no"
@@ -250,8 +269,9 @@ def _produced(chunk: dict[str, Any], into: list[str]) -> None:
                 into.append(str(function.get("arguments") or ""))
 
 
-async def _relay(call: Call, upstream: UpstreamStream, chunks: AsyncIterator[dict[str, Any]],
-                 first: dict[str, Any]) -> AsyncIterator[bytes]:
+async def _relay(call: Call, lease: Lease, upstream: UpstreamStream,
+                 chunks: AsyncIterator[dict[str, Any]], first: dict[str, Any]
+                 ) -> AsyncIterator[bytes]:
     produced: list[str] = []
     usage: dict[str, Any] | None = None
     settled = False
@@ -282,9 +302,11 @@ async def _relay(call: Call, upstream: UpstreamStream, chunks: AsyncIterator[dic
         status = UsageRecord.Status.UPSTREAM_ERROR
         logger.warning("request %s: worker %s failed mid-stream: %s", call.request_id,
                        call.worker, exc)
+        await lease.failed()
         yield _sse(upstream_error(f"The upstream failed mid-stream: {exc}").body())
     finally:
         await upstream.aclose()
+        await lease.release()
         if not settled:
             # Cut off (client gone, upstream dead) or no usage sent: charge the prompt and
             # the tokens actually produced, never more than was delivered.

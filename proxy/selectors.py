@@ -66,7 +66,8 @@ async def price_for_model(model: str) -> ModelPrice | None:
 def _load_targets(model: str) -> list[UpstreamTarget]:
     rows = (
         WorkerModel.objects.select_related("worker")
-        .filter(model=model, worker__enabled=True)
+        .filter(model=model, worker__enabled=True, worker__draining=False,
+                worker__healthy=True)
         .order_by("-worker__priority", "worker__name")
     )
     return [_target(row.worker, row.upstream_name) for row in rows]
@@ -78,12 +79,14 @@ def _target(worker: Worker, upstream_model: str) -> UpstreamTarget:
         base_url=worker.base_url, api_key=worker.get_api_key(), upstream_model=upstream_model,
         connect_timeout_s=worker.connect_timeout_s,
         first_byte_timeout_s=worker.first_byte_timeout_s,
-        total_timeout_s=worker.total_timeout_s,
+        total_timeout_s=worker.total_timeout_s, priority=worker.priority,
+        weight=worker.weight, max_concurrency=worker.max_concurrency,
     )
 
 
 async def targets_for_model(model: str) -> list[UpstreamTarget]:
-    """The enabled workers serving ``model``, highest priority first."""
+    """The workers that may take new requests for ``model``: enabled, healthy at the last
+    probe, not draining; highest priority first."""
     return await _targets.get_or_load(model, lambda: _load_targets(model))
 
 

@@ -17,6 +17,7 @@ from billing.services.hot_path import close_pools  # noqa: E402
 from proxy.asgi import ApiASGIHandler  # noqa: E402
 from proxy.charging import wait_for_settlements  # noqa: E402
 from proxy.http_client import close_upstream_sessions  # noqa: E402
+from proxy.shared_state import close_redis_clients  # noqa: E402
 from proxy.tokens import preload  # noqa: E402
 
 api_application = ApiASGIHandler()
@@ -36,6 +37,7 @@ async def _lifespan(receive: Any, send: Any) -> None:
             await wait_for_settlements()
             await close_upstream_sessions()
             await close_pools()
+            await close_redis_clients()
             await send({"type": "lifespan.shutdown.complete"})
             return
 

@@ -144,6 +144,13 @@ CSRF_TRUSTED_ORIGINS = env_list("CSRF_TRUSTED_ORIGINS", [])
 DATA_UPLOAD_MAX_MEMORY_SIZE = env_int("ROUTER_MAX_BODY_BYTES", 10 * 1024 * 1024, minimum=1024)
 ROUTER_LOOKUP_TTL_SECONDS = env_int("ROUTER_LOOKUP_TTL_SECONDS", 5, minimum=0)
 
+# Worker pool: failures in a row that open a worker's circuit, and for how long; how long a
+# request waits for a worker with free capacity before 503; workers tried per request.
+ROUTER_BREAKER_FAILURES = env_int("ROUTER_BREAKER_FAILURES", 5, minimum=1)
+ROUTER_BREAKER_COOLDOWN_SECONDS = env_int("ROUTER_BREAKER_COOLDOWN_SECONDS", 30, minimum=1)
+ROUTER_CAPACITY_WAIT_MS = env_int("ROUTER_CAPACITY_WAIT_MS", 2000, minimum=0)
+ROUTER_MAX_ATTEMPTS = env_int("ROUTER_MAX_ATTEMPTS", 3, minimum=1)
+
 # Billing: how long a request's hold may stay pending before the sweeper resolves it.
 ROUTER_HOLD_TTL_SECONDS = env_int("ROUTER_HOLD_TTL_SECONDS", 900, minimum=30)
 

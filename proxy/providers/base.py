@@ -18,6 +18,9 @@ class UpstreamTarget:
     connect_timeout_s: float = 5.0
     first_byte_timeout_s: float = 60.0
     total_timeout_s: float = 600.0
+    priority: int = 0
+    weight: int = 1
+    max_concurrency: int = 64
 
 
 class UpstreamError(Exception):

@@ -5,12 +5,15 @@ from collections.abc import Callable, Iterator
 
 import openai
 import pytest
+import redis
 from django.db import connection
 
 from accounts.services import api_key_create, user_create
 from billing.models import ModelPrice
 from billing.services import price_set, wallet_credit
+from proxy.breaker import reset_local_breakers
 from proxy.cache import clear_all_caches
+from proxy.capacity import reset_local_slots
 from proxy.models import Worker, WorkerModel
 from tests.live_router import LiveRouter
 from tests.proxy.upstream import UpstreamServer, upstream  # noqa: F401 - a fixture
@@ -32,10 +35,21 @@ def live_router(django_db_setup, django_db_blocker) -> Iterator[LiveRouter]:
 
 @pytest.fixture(autouse=True)
 def _fresh_lookups() -> Iterator[None]:
-    # Cached keys, prices and workers must not leak from one test's database to the next.
-    clear_all_caches()
+    # Cached keys, prices and workers, and breaker and capacity state, must not leak from
+    # one test's database to the next.
+    _forget_shared_state()
     yield
+    _forget_shared_state()
+
+
+def _forget_shared_state() -> None:
+    from django.conf import settings
+
     clear_all_caches()
+    reset_local_breakers()
+    reset_local_slots()
+    if settings.REDIS_URL:
+        redis.Redis.from_url(settings.REDIS_URL).flushdb()
 
 
 @pytest.fixture
