@@ -201,3 +201,21 @@ def test_when_no_worker_is_enabled_or_healthy_the_answer_is_503(add_worker, serv
         _call(client_for(make_key()[1]))
     assert refused.value.status_code == 503
     assert not LedgerEntry.objects.filter(kind="charge").exists()
+
+
+def test_an_upstream_key_never_reaches_a_log_line(servers, add_worker, make_key, client_for,
+                                                  caplog, router):
+    import logging
+
+    failing = servers(status=500)
+    worker = add_worker("keyed", failing.base_url)
+    worker.set_api_key("sk-upstream-very-secret")
+    worker.save()
+    clear_all_caches()
+    with caplog.at_level(logging.DEBUG):
+        with pytest.raises(openai.APIStatusError):
+            _call(client_for(make_key()[1]))
+        router.drain()
+    assert failing.requests[-1].headers["Authorization"] == "Bearer sk-upstream-very-secret"
+    assert caplog.records, "the failure was logged"
+    assert "sk-upstream-very-secret" not in caplog.text
