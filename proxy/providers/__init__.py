@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+from proxy.providers.anthropic import AnthropicProvider
 from proxy.providers.base import Provider, UpstreamError, UpstreamTarget
 from proxy.providers.mock import MockProvider
 from proxy.providers.openai import OpenAIProvider
 
-_BY_KIND: dict[str, type[Provider]] = {"mock": MockProvider, "openai": OpenAIProvider}
+_BY_KIND: dict[str, type[Provider]] = {"mock": MockProvider, "openai": OpenAIProvider,
+                                        "anthropic": AnthropicProvider}
 
 
 def provider_for(target: UpstreamTarget) -> Provider:

@@ -13,7 +13,9 @@ from proxy.providers.base import UpstreamError, UpstreamTarget
 
 
 def _retryable_status(status: int) -> bool:
-    return status == 429 or status >= 500
+    # 401 and 403 mean the worker's own key or account is wrong, not the client's: another
+    # worker may succeed, and the client must not be told its key was refused.
+    return status in (401, 403, 429) or status >= 500
 
 
 def _error_from(status: int, raw: bytes) -> UpstreamError:

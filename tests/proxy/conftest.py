@@ -43,11 +43,14 @@ def _fresh_lookups() -> Iterator[None]:
 
 
 def _forget_shared_state() -> None:
-    from django.conf import settings
-
     clear_all_caches()
     reset_local_breakers()
     reset_local_slots()
+
+
+def _flush_redis() -> None:
+    from django.conf import settings
+
     if settings.REDIS_URL:
         redis.Redis.from_url(settings.REDIS_URL).flushdb()
 
@@ -85,6 +88,7 @@ def make_key(transactional_db) -> Callable[..., tuple[int, str]]:
 @pytest.fixture
 def router(live_router: LiveRouter, transactional_db) -> Iterator[LiveRouter]:
     """The live router, drained after the test so no late settlement races the teardown."""
+    _flush_redis()  # breaker and slot state of earlier tests' workers
     yield live_router
     live_router.drain()
 

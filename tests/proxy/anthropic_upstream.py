@@ -1,0 +1,491 @@
+"""A real Anthropic Messages API for tests: an aiohttp server on 127.0.0.1.
+
+Like ``tests.proxy.upstream`` it runs in a background thread with its own event loop::
+
+    with AnthropicServer(reply="Hi there.") as server:
+        ...  # a Worker(kind="anthropic", base_url=server.base_url)
+        assert server.requests[-1].headers["anthropic-version"] == "2023-06-01"
+        assert server.bodies[-1]["system"] == "Be brief."
+
+It answers ``POST /v1/messages`` in Anthropic's wire format: a ``message`` object, or with
+``"stream": true`` the server-sent events ``message_start``, ``content_block_start``,
+``ping``, ``content_block_delta`` (``text_delta``, one token each; ``input_json_delta`` for a
+tool call), ``content_block_stop``, ``message_delta`` and ``message_stop``, each as
+``event: <type>\\ndata: {...}\\n\\n``. It checks what the real API checks and a translation
+could get wrong: ``x-api-key`` and ``anthropic-version`` headers, ``model`` and
+``max_tokens``, roles that alternate, ``temperature`` within 0..1, and that every
+``tool_result`` answers a ``tool_use`` of the assistant turn just before it.
+
+Usage is true to what it produced: ``output_tokens`` are the ``o200k_base`` tokens of the
+reply (cut at ``max_tokens``, or at a stop sequence) plus those of a tool call's input JSON;
+the prompt is counted from the texts of the request (below what the router reserves for),
+and split as Anthropic does into ``input_tokens``, ``cache_creation_input_tokens`` and
+``cache_read_input_tokens`` as configured. Every message it answered (with its usage) is
+kept in ``answers``, so a test can check the router's usage and charge against it.
+``GET /v1/models`` lists ``MODELS`` the way Anthropic does (what the health probe calls).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import dataclasses
+import threading
+import uuid
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+import orjson
+from aiohttp import web
+
+from proxy.tokens import count_text_tokens, encode_text, token_pieces
+
+DEFAULT_REPLY = ("This is a deterministic reply from the local Anthropic upstream. It has a "
+                 "handful of plain words, so its tokens are easy to count.")
+API_VERSION = "2023-06-01"
+MODELS = ("claude-3-5-haiku-latest", "claude-sonnet-4-5")
+
+# What Anthropic answers for each status, used unless ``error_type``/``error_message`` say.
+_ERRORS: dict[int, tuple[str, str]] = {
+    400: ("invalid_request_error", "The request was invalid."),
+    401: ("authentication_error", "invalid x-api-key"),
+    403: ("permission_error", "Your API key does not have permission to use the specified "
+                              "resource."),
+    404: ("not_found_error", "The requested resource could not be found."),
+    413: ("request_too_large", "Request exceeds the maximum allowed number of bytes."),
+    429: ("rate_limit_error", "Number of request tokens has exceeded your per-minute rate "
+                              "limit."),
+    500: ("api_error", "An unexpected error has occurred internal to Anthropic's systems."),
+    529: ("overloaded_error", "Overloaded"),
+}
+
+
+def anthropic_error(status: int, message: str | None = None, *, type_: str | None = None
+                    ) -> dict[str, Any]:
+    """An Anthropic error body for ``status``."""
+    default_type, default_message = _ERRORS.get(
+        status, ("api_error" if status >= 500 else "invalid_request_error", f"HTTP {status}"))
+    return {"type": "error", "error": {"type": type_ or default_type,
+                                       "message": message or default_message}}
+
+
+@dataclass(frozen=True)
+class ToolUse:
+    """A tool call the model makes (after the reply text, if any)."""
+
+    name: str
+    input: dict[str, Any]
+    id: str = "toolu_01A09q90qw90lq917835lq9"
+
+
+@dataclass(frozen=True)
+class AnthropicBehaviour:
+    """How the server answers; every field can be set per server or changed between calls."""
+
+    # The reply text ("" for none), or a function of the request body that returns it.
+    reply: str | Callable[[dict[str, Any]], str] = DEFAULT_REPLY
+    tool_use: ToolUse | None = None  # also call this tool (stop_reason "tool_use")
+    # Of the prompt's tokens, this many are reported as written to / read from the cache.
+    cache_creation_input_tokens: int = 0
+    cache_read_input_tokens: int = 0
+    # Answer every request with this HTTP status and an Anthropic error body.
+    status: int | None = None
+    error_type: str | None = None
+    error_message: str | None = None
+    # Seconds before the status line, and between stream events.
+    first_byte_delay: float = 0.0
+    chunk_delay: float = 0.0
+    # Stream: send this many events, then drop the connection (no message_stop). Not
+    # streamed: drop the connection without any response.
+    die_after_events: int | None = None
+    # Stream: after this many events send an ``error`` event (``overloaded_error``) and end.
+    error_after_events: int | None = None
+    require_api_key: str | None = "sk-ant-test"
+    response_model: str | None = None  # the model named in answers; the request's by default
+
+
+@dataclass(frozen=True)
+class RecordedRequest:
+    method: str
+    path: str
+    headers: dict[str, str]
+    body: Any  # the parsed JSON, or None
+    raw: bytes
+
+
+@dataclass
+class Answer:
+    """One message the server answered with (its final form, also for streams)."""
+
+    message: dict[str, Any]
+    text_pieces: list[str] = field(default_factory=list)
+    json_pieces: list[str] = field(default_factory=list)
+
+    @property
+    def text(self) -> str:
+        return "".join(self.text_pieces)
+
+    @property
+    def usage(self) -> dict[str, int]:
+        return self.message["usage"]
+
+    @property
+    def prompt_tokens(self) -> int:
+        """The whole prompt, as the OpenAI side reports it (cache reads and writes included)."""
+        usage = self.usage
+        return (usage["input_tokens"] + usage["cache_creation_input_tokens"]
+                + usage["cache_read_input_tokens"])
+
+
+def _texts(content: Any) -> list[str]:
+    if isinstance(content, str):
+        return [content]
+    texts: list[str] = []
+    for block in content if isinstance(content, list) else ():
+        if not isinstance(block, dict):
+            continue
+        if block.get("type") == "text":
+            texts.append(str(block.get("text", "")))
+        elif block.get("type") == "tool_use":
+            texts += [str(block.get("name", "")), orjson.dumps(block.get("input")).decode()]
+        elif block.get("type") == "tool_result":
+            texts += [str(block.get("tool_use_id", "")), *_texts(block.get("content"))]
+    return texts
+
+
+def count_prompt_tokens(body: dict[str, Any]) -> int:
+    """The prompt's tokens: the texts of system, messages and tool names and descriptions,
+    3 per message and 3 for the reply (the framing OpenAI counts, which the router's
+    estimate bounds)."""
+    texts = _texts(body.get("system"))
+    for message in body.get("messages") or ():
+        texts += [str(message.get("role", "")), *_texts(message.get("content"))]
+    for tool in body.get("tools") or ():
+        texts += [str(tool.get("name", "")), str(tool.get("description", ""))]
+    return 3 + 3 * len(body.get("messages") or ()) + sum(count_text_tokens(t) for t in texts)
+
+
+def plan_answer(body: dict[str, Any], behaviour: AnthropicBehaviour) -> Answer:
+    """The message the server answers ``body`` with."""
+    text = behaviour.reply(body) if callable(behaviour.reply) else behaviour.reply
+    stop_reason, stop_sequence = "end_turn", None
+    for sequence in body.get("stop_sequences") or ():
+        if sequence in text:
+            text, stop_reason, stop_sequence = text[:text.index(sequence)], "stop_sequence", (
+                sequence)
+    tokens = encode_text(text)
+    limit = body["max_tokens"]
+    tool = behaviour.tool_use
+    if len(tokens) > limit:
+        tokens, stop_reason, stop_sequence, tool = tokens[:limit], "max_tokens", None, None
+    text_pieces = token_pieces(tokens)
+    content: list[dict[str, Any]] = []
+    if text_pieces:
+        content.append({"type": "text", "text": "".join(text_pieces)})
+    json_pieces: list[str] = []
+    output_tokens = len(tokens)
+    if tool is not None and stop_reason == "end_turn":
+        content.append({"type": "tool_use", "id": tool.id, "name": tool.name,
+                        "input": tool.input})
+        arguments = orjson.dumps(tool.input).decode()
+        json_pieces = [arguments[i:i + 7] for i in range(0, len(arguments), 7)]
+        output_tokens += count_text_tokens(tool.name) + count_text_tokens(arguments)
+        stop_reason = "tool_use"
+    prompt = count_prompt_tokens(body)
+    created = behaviour.cache_creation_input_tokens
+    read = behaviour.cache_read_input_tokens
+    if created + read > prompt:
+        raise ValueError(f"cache tokens {created} + {read} exceed the prompt's {prompt}")
+    message = {
+        "id": f"msg_{uuid.uuid4().hex[:24]}",
+        "type": "message",
+        "role": "assistant",
+        "model": behaviour.response_model or body["model"],
+        "content": content,
+        "stop_reason": stop_reason,
+        "stop_sequence": stop_sequence,
+        "usage": {"input_tokens": prompt - created - read,
+                  "cache_creation_input_tokens": created, "cache_read_input_tokens": read,
+                  "output_tokens": output_tokens, "service_tier": "standard"},
+    }
+    return Answer(message=message, text_pieces=text_pieces, json_pieces=json_pieces)
+
+
+def stream_events(answer: Answer) -> list[dict[str, Any]]:
+    """The events of ``answer`` as Anthropic streams them."""
+    message = answer.message
+    usage = message["usage"]
+    start_usage = {**usage, "output_tokens": 1}  # Anthropic reports 1 until message_delta
+    events: list[dict[str, Any]] = [{"type": "message_start", "message": {
+        **message, "content": [], "stop_reason": None, "stop_sequence": None,
+        "usage": start_usage}}]
+    for index, block in enumerate(message["content"]):
+        if block["type"] == "text":
+            events.append({"type": "content_block_start", "index": index,
+                           "content_block": {"type": "text", "text": ""}})
+            events += [{"type": "content_block_delta", "index": index,
+                        "delta": {"type": "text_delta", "text": piece}}
+                       for piece in answer.text_pieces]
+        else:
+            events.append({"type": "content_block_start", "index": index, "content_block": {
+                "type": "tool_use", "id": block["id"], "name": block["name"], "input": {}}})
+            events += [{"type": "content_block_delta", "index": index,
+                        "delta": {"type": "input_json_delta", "partial_json": piece}}
+                       for piece in ["", *answer.json_pieces]]
+        events.append({"type": "content_block_stop", "index": index})
+    if message["content"]:
+        events.insert(2, {"type": "ping"})  # Anthropic pings after the first block's start
+    events.append({"type": "message_delta",
+                   "delta": {"stop_reason": message["stop_reason"],
+                             "stop_sequence": message["stop_sequence"]},
+                   "usage": {"output_tokens": usage["output_tokens"]}})
+    events.append({"type": "message_stop"})
+    return events
+
+
+def _request_problem(body: Any) -> tuple[str, str] | None:
+    """(error type, message) of a body the real API would refuse, or None."""
+    if not isinstance(body, dict):
+        return "invalid_request_error", "There was an issue with the format of your request"
+    if not isinstance(body.get("model"), str) or not body["model"]:
+        return "invalid_request_error", "model: Field required"
+    if not isinstance(body.get("max_tokens"), int) or body["max_tokens"] < 1:
+        return "invalid_request_error", "max_tokens: Field required"
+    messages = body.get("messages")
+    if not isinstance(messages, list) or not messages:
+        return "invalid_request_error", "messages: at least one message is required"
+    temperature = body.get("temperature")
+    if temperature is not None and not 0 <= temperature <= 1:
+        return "invalid_request_error", "temperature: Input should be less than or equal to 1"
+    previous_tool_uses: set[str] = set()
+    for i, message in enumerate(messages):
+        role = message.get("role") if isinstance(message, dict) else None
+        if role not in ("user", "assistant"):
+            return "invalid_request_error", f"messages.{i}.role: Input should be 'user' or " \
+                                            "'assistant'"
+        if i and messages[i - 1].get("role") == role:
+            return "invalid_request_error", ("messages: roles must alternate between \"user\" "
+                                             "and \"assistant\"")
+        content = message.get("content")
+        if content in ("", []):
+            return "invalid_request_error", f"messages.{i}: all messages must have " \
+                                            "non-empty content"
+        blocks = content if isinstance(content, list) else []
+        results = {b.get("tool_use_id") for b in blocks if b.get("type") == "tool_result"}
+        if results - previous_tool_uses:
+            return "invalid_request_error", (f"messages.{i}.content: unexpected tool_use_id "
+                                             "found in tool_result blocks")
+        if previous_tool_uses - results:
+            return "invalid_request_error", ("messages: tool_use ids were found without "
+                                             "tool_result blocks immediately after")
+        previous_tool_uses = {b.get("id") for b in blocks if b.get("type") == "tool_use"}
+    return None
+
+
+class AnthropicServer:
+    """The server; a context manager that starts it in a thread and stops it on exit."""
+
+    def __init__(self, behaviour: AnthropicBehaviour | None = None, **changes: Any) -> None:
+        self.behaviour = dataclasses.replace(behaviour or AnthropicBehaviour(), **changes)
+        self._requests: list[RecordedRequest] = []
+        self._answers: list[Answer] = []
+        self._lock = threading.Lock()
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._thread: threading.Thread | None = None
+        self.port = 0
+        self.client_disconnects = 0
+
+    # --- what tests read and change ---
+
+    @property
+    def base_url(self) -> str:
+        """Anthropic's base URL form, ``http://127.0.0.1:<port>/v1``."""
+        return f"http://127.0.0.1:{self.port}/v1"
+
+    @property
+    def requests(self) -> list[RecordedRequest]:
+        with self._lock:
+            return list(self._requests)
+
+    @property
+    def bodies(self) -> list[Any]:
+        """The JSON body of every ``POST /v1/messages`` received, in order."""
+        return [r.body for r in self.requests if r.path == "/v1/messages"]
+
+    @property
+    def answers(self) -> list[Answer]:
+        """Every message answered (streams included, even those cut off), in order."""
+        with self._lock:
+            return list(self._answers)
+
+    def configure(self, **changes: Any) -> None:
+        self.behaviour = dataclasses.replace(self.behaviour, **changes)
+
+    # --- lifecycle ---
+
+    def start(self) -> AnthropicServer:
+        started = threading.Event()
+        failure: list[BaseException] = []
+        self._thread = threading.Thread(target=self._serve, args=(started, failure),
+                                        name="test-anthropic", daemon=True)
+        self._thread.start()
+        if not started.wait(timeout=10):
+            raise RuntimeError("the Anthropic test server did not start in 10 s")
+        if failure:
+            raise failure[0]
+        return self
+
+    def stop(self) -> None:
+        loop, thread = self._loop, self._thread
+        if loop is None or thread is None:
+            return
+        loop.call_soon_threadsafe(loop.stop)
+        thread.join(timeout=10)
+        self._thread = None
+
+    def __enter__(self) -> AnthropicServer:
+        return self.start()
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.stop()
+
+    def _serve(self, started: threading.Event, failure: list[BaseException]) -> None:
+        loop = asyncio.new_event_loop()
+        self._loop = loop
+        asyncio.set_event_loop(loop)
+        app = web.Application(client_max_size=64 * 1024 * 1024)
+        app.router.add_post("/v1/messages", self._messages)
+        app.router.add_get("/v1/models", self._models)
+        app.router.add_route("*", "/{tail:.*}", self._not_found)
+        runner = web.AppRunner(app, access_log=None, shutdown_timeout=1.0)
+        try:
+            loop.run_until_complete(runner.setup())
+            site = web.TCPSite(runner, "127.0.0.1", 0)
+            loop.run_until_complete(site.start())
+            self.port = runner.addresses[0][1]
+        except BaseException as exc:  # handed to start(), which raises it in the test
+            failure.append(exc)
+            started.set()
+            loop.close()
+            return
+        started.set()
+        try:
+            loop.run_forever()
+        finally:
+            loop.run_until_complete(runner.cleanup())
+            # A handler still sleeping (a slow first byte whose client gave up) would be
+            # destroyed pending by close(): cancel and await it first.
+            pending = asyncio.all_tasks(loop)
+            for task in pending:
+                task.cancel()
+            loop.run_until_complete(asyncio.gather(*pending, return_exceptions=True))
+            loop.close()
+
+    # --- the handler ---
+
+    @staticmethod
+    def _error(status: int, error_type: str | None = None, message: str | None = None
+               ) -> web.Response:
+        return web.Response(body=orjson.dumps(anthropic_error(status, message, type_=error_type)),
+                            status=status, content_type="application/json",
+                            headers={"request-id": f"req_{uuid.uuid4().hex[:24]}"})
+
+    async def _record(self, request: web.Request) -> Any:
+        raw = await request.read()
+        try:
+            body = orjson.loads(raw) if raw else None
+        except orjson.JSONDecodeError:
+            body = None
+        with self._lock:
+            self._requests.append(RecordedRequest(request.method, request.path,
+                                                  dict(request.headers), body, raw))
+        return body
+
+    def _refused_headers(self, request: web.Request, behaviour: AnthropicBehaviour
+                         ) -> web.Response | None:
+        if (behaviour.require_api_key is not None
+                and request.headers.get("x-api-key") != behaviour.require_api_key):
+            return self._error(401)
+        if request.headers.get("anthropic-version") != API_VERSION:
+            return self._error(400, message="anthropic-version: header is required")
+        return None
+
+    async def _not_found(self, request: web.Request) -> web.Response:
+        await self._record(request)
+        return self._error(404, message=f"Not found: {request.method} {request.path}")
+
+    async def _models(self, request: web.Request) -> web.Response:
+        """Anthropic's model list (what the workers' health probe calls)."""
+        await self._record(request)
+        refused = self._refused_headers(request, self.behaviour)
+        if refused is not None:
+            return refused
+        data = [{"type": "model", "id": model, "display_name": model,
+                 "created_at": "2024-10-22T00:00:00Z"} for model in MODELS]
+        return web.Response(body=orjson.dumps({"data": data, "has_more": False,
+                                               "first_id": MODELS[0],
+                                               "last_id": MODELS[-1]}),
+                            content_type="application/json")
+
+    async def _messages(self, request: web.Request) -> web.StreamResponse:
+        body = await self._record(request)
+        behaviour = self.behaviour  # one consistent behaviour for the whole request
+        if behaviour.first_byte_delay:
+            await asyncio.sleep(behaviour.first_byte_delay)
+        refused = self._refused_headers(request, behaviour)
+        if refused is not None:
+            return refused
+        if behaviour.status is not None:
+            return self._error(behaviour.status, behaviour.error_type, behaviour.error_message)
+        problem = _request_problem(body)
+        if problem is not None:
+            return self._error(400, *problem)
+        if behaviour.die_after_events is not None and not body.get("stream"):
+            _drop_connection(request)
+            return web.Response()  # never sent: the connection is gone
+        answer = plan_answer(body, behaviour)
+        with self._lock:
+            self._answers.append(answer)
+        headers = {"request-id": f"req_{uuid.uuid4().hex[:24]}"}
+        if not body.get("stream"):
+            return web.Response(body=orjson.dumps(answer.message), headers=headers,
+                                content_type="application/json")
+        response = web.StreamResponse(headers={**headers, "Content-Type": "text/event-stream",
+                                               "Cache-Control": "no-cache"})
+        try:
+            await response.prepare(request)
+            for sent, event in enumerate(stream_events(answer)):
+                if sent == behaviour.die_after_events:
+                    _drop_connection(request)
+                    return response
+                if sent == behaviour.error_after_events:
+                    await response.write(_sse(anthropic_error(529)))
+                    await response.write_eof()
+                    return response
+                if sent and behaviour.chunk_delay:
+                    await asyncio.sleep(behaviour.chunk_delay)
+                await response.write(_sse(event))
+            await response.write_eof()
+        except ConnectionError:
+            # The client went away (as the router does to stop a stream it no longer needs);
+            # returning lets aiohttp drop the connection without logging.
+            with self._lock:
+                self.client_disconnects += 1
+            return response
+        except asyncio.CancelledError:
+            with self._lock:
+                self.client_disconnects += 1
+            raise
+        return response
+
+
+def _sse(event: dict[str, Any]) -> bytes:
+    return f"event: {event['type']}\ndata: ".encode() + orjson.dumps(event) + b"\n\n"
+
+
+def _drop_connection(request: web.Request) -> None:
+    # Sends what is written, then a FIN without the chunked body's end: a process that died.
+    transport = request.transport
+    if transport is not None:
+        transport.close()
+
