@@ -4,17 +4,45 @@ caches, so the router uses the change at once here and within the lookup TTL els
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any
 
 from django.contrib import admin, messages
 from django.db import transaction
 from django.db.models import QuerySet
 from django.forms import BaseFormSet, ModelForm
-from django.http import HttpRequest
+from django.http import HttpRequest, HttpResponse
+from django.template.response import TemplateResponse
+from django.utils import timezone
+from django.utils.html import format_html, format_html_join
+from django.utils.text import Truncator
+from django.utils.timesince import timesince
 
 from proxy.forms import WorkerAdminForm, WorkerModelInlineForm, WorkerModelInlineFormSet
 from proxy.models import Worker, WorkerModel
-from proxy.services import WorkerError, worker_set_enabled, workers_changed
+from proxy.services import (
+    WorkerError,
+    worker_set_draining,
+    worker_set_enabled,
+    workers_changed,
+    workers_probe_all,
+)
+from proxy.stats import RECENT_WINDOW, WorkerStats, workers_recent_stats
+
+_WINDOW = f"{int(RECENT_WINDOW.total_seconds() // 60)} min"
+_BADGE_COLOURS = {"healthy": "#2e7d32", "unhealthy": "#c62828", "draining": "#b26a00",
+                  "disabled": "#757575"}
+
+
+def _badges(*labels: str) -> str:
+    return format_html_join(
+        " ", '<span style="display:inline-block;padding:1px 6px;border-radius:8px;'
+        'color:#fff;background:{}">{}</span>',
+        ((_BADGE_COLOURS[label], label) for label in labels))
+
+
+def _plural(count: int, noun: str) -> str:
+    return f"{count} {noun}{'s' if count != 1 else ''}"
 
 
 class WorkerModelInline(admin.TabularInline):
@@ -31,30 +59,93 @@ class WorkerModelInline(admin.TabularInline):
 class WorkerAdmin(admin.ModelAdmin):
     form = WorkerAdminForm
     inlines = (WorkerModelInline,)
-    list_display = ("name", "kind", "enabled", "priority", "weight", "max_concurrency",
-                    "base_url", "key_set", "served_models")
-    list_filter = ("kind", "enabled")
+    list_display = ("name", "kind", "enabled", "health", "last_probe", "probe_error",
+                    "recent_requests", "recent_error_rate", "recent_p50", "priority", "weight",
+                    "max_concurrency", "base_url", "key_set", "served_models")
+    list_filter = ("kind", "enabled", "healthy", "draining")
     search_fields = ("name", "models__model")
     ordering = ("-priority", "name")
-    actions = ("enable_workers", "disable_workers")
+    actions = ("enable_workers", "disable_workers", "drain_workers", "undrain_workers",
+               "probe_workers")
+    readonly_fields = ("healthy", "last_probe_at", "last_probe_latency_ms", "last_probe_error")
     fieldsets = (
         (None, {"fields": ("name", "kind", "base_url", "api_key", "clear_api_key",
                            "enabled")}),
-        ("Routing", {"fields": ("priority", "weight", "max_concurrency")}),
+        ("Routing", {"fields": ("priority", "weight", "max_concurrency", "draining")}),
         ("Timeouts (seconds)", {"fields": ("connect_timeout_s", "first_byte_timeout_s",
                                            "total_timeout_s"), "classes": ("collapse",)}),
+        ("Health (written by the periodic probe)", {"fields": readonly_fields}),
     )
 
     def get_fieldsets(self, request: HttpRequest, obj: Worker | None = None) -> Any:
         if obj is not None:
             return self.fieldsets
-        # Adding: there is no stored key to remove.
-        (name, options), *rest = self.fieldsets
+        # Adding: there is no stored key to remove, and nothing has been probed.
+        (name, options), *rest = self.fieldsets[:-1]
         fields = tuple(f for f in options["fields"] if f != "clear_api_key")
         return ((name, {**options, "fields": fields}), *rest)
 
     def get_queryset(self, request: HttpRequest) -> QuerySet[Worker]:
         return super().get_queryset(request).prefetch_related("models")
+
+    def changelist_view(self, request: HttpRequest,
+                        extra_context: dict[str, Any] | None = None) -> HttpResponse:
+        response = super().changelist_view(request, extra_context)
+        cl = response.context_data.get("cl") if isinstance(response, TemplateResponse) else None
+        if cl is not None:
+            # One read of the usage records for the whole page, not one per row: the rows
+            # are loaded here, carry their stats, and the template renders these same
+            # objects (the page's queryset keeps its results).
+            page = list(cl.result_list)
+            stats = workers_recent_stats(names=[worker.name for worker in page])
+            for worker in page:
+                worker.recent_stats = stats.get(worker.name, WorkerStats())
+        return response
+
+    @admin.display(description="Health")
+    def health(self, obj: Worker) -> str:
+        labels = ["healthy" if obj.healthy else "unhealthy"]
+        if obj.draining:
+            labels.append("draining")
+        if not obj.enabled:
+            labels.append("disabled")
+        return _badges(*labels)
+
+    @admin.display(description="Last probe", ordering="last_probe_at")
+    def last_probe(self, obj: Worker) -> str:
+        if obj.last_probe_at is None:
+            return "never"
+        seconds = max(0, int((timezone.now() - obj.last_probe_at).total_seconds()))
+        ago = (f"{seconds} s ago" if seconds < 120
+               else f"{timesince(obj.last_probe_at, depth=1)} ago")
+        if obj.last_probe_latency_ms is None:
+            return ago
+        return f"{ago}, {obj.last_probe_latency_ms} ms"
+
+    @admin.display(description="Probe error")
+    def probe_error(self, obj: Worker) -> str:
+        if not obj.last_probe_error:
+            return "-"
+        return format_html('<span title="{}">{}</span>', obj.last_probe_error,
+                           Truncator(obj.last_probe_error).chars(60))
+
+    @staticmethod
+    def _stats(obj: Worker) -> WorkerStats:
+        return getattr(obj, "recent_stats", None) or WorkerStats()
+
+    @admin.display(description=f"Requests ({_WINDOW})")
+    def recent_requests(self, obj: Worker) -> int:
+        return self._stats(obj).requests
+
+    @admin.display(description=f"Upstream errors ({_WINDOW})")
+    def recent_error_rate(self, obj: Worker) -> str:
+        rate = self._stats(obj).error_rate
+        return "-" if rate is None else f"{rate:.1%}"
+
+    @admin.display(description=f"p50 latency ({_WINDOW})")
+    def recent_p50(self, obj: Worker) -> str:
+        p50 = self._stats(obj).p50_latency_ms
+        return "-" if p50 is None else f"{p50} ms"
 
     @admin.display(description="Key set", boolean=True)
     def key_set(self, obj: Worker) -> bool:
@@ -92,14 +183,45 @@ class WorkerAdmin(admin.ModelAdmin):
 
     def _set_enabled(self, request: HttpRequest, queryset: QuerySet[Worker], *,
                      enabled: bool) -> None:
+        self._set_each(request, queryset, verb="Enabled" if enabled else "Disabled",
+                       change=lambda name: worker_set_enabled(name=name, enabled=enabled))
+
+    @admin.action(description="Drain the selected workers (no new requests)",
+                  permissions=["change"])
+    def drain_workers(self, request: HttpRequest, queryset: QuerySet[Worker]) -> None:
+        self._set_each(request, queryset, verb="Draining",
+                       change=lambda name: worker_set_draining(name=name, draining=True))
+
+    @admin.action(description="Undrain the selected workers", permissions=["change"])
+    def undrain_workers(self, request: HttpRequest, queryset: QuerySet[Worker]) -> None:
+        self._set_each(request, queryset, verb="Undrained",
+                       change=lambda name: worker_set_draining(name=name, draining=False))
+
+    def _set_each(self, request: HttpRequest, queryset: QuerySet[Worker], *, verb: str,
+                  change: Callable[[str], Worker]) -> None:
         names = list(queryset.order_by("name").values_list("name", flat=True))
         try:
             with transaction.atomic():
                 for name in names:
-                    worker_set_enabled(name=name, enabled=enabled)
+                    change(name)
         except WorkerError as exc:  # e.g. deleted meanwhile by someone else
             self.message_user(request, str(exc), messages.ERROR)
             return
-        self.message_user(request, f"{'Enabled' if enabled else 'Disabled'} "
-                          f"{len(names)} worker{'s' if len(names) != 1 else ''}.",
+        self.message_user(request, f"{verb} {_plural(len(names), 'worker')}.",
                           messages.SUCCESS)
+
+    @admin.action(description="Probe the selected workers now", permissions=["change"])
+    def probe_workers(self, request: HttpRequest, queryset: QuerySet[Worker]) -> None:
+        # No transaction here: the probes wait on the network (up to their timeout) first.
+        names = list(queryset.values_list("name", flat=True))
+        outcomes = workers_probe_all(names=names)
+        failed = [f"{worker.name}: {result.error}" for worker, result in outcomes
+                  if not result.ok]
+        text = (f"Probed {_plural(len(outcomes), 'worker')}: "
+                f"{len(outcomes) - len(failed)} healthy, {len(failed)} unhealthy.")
+        skipped = len(names) - len(outcomes)
+        if skipped:
+            text += f" Skipped {_plural(skipped, 'disabled worker')}."
+        if failed:
+            text += " " + "; ".join(failed)
+        self.message_user(request, text, messages.WARNING if failed else messages.SUCCESS)

@@ -1,4 +1,5 @@
-"""Writes for upstream workers. Each function is one transaction.
+"""Writes for upstream workers. Each function is one transaction, except
+``workers_probe_all``, which waits on the network first and then writes row by row.
 
 A change is seen by this process at once (its lookup caches are cleared, again after the
 commit) and by other processes within ``ROUTER_LOOKUP_TTL_SECONDS``.
@@ -6,21 +7,24 @@ commit) and by other processes within ``ROUTER_LOOKUP_TTL_SECONDS``.
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Collection, Iterable
 from urllib.parse import urlsplit
 
 from django.core.exceptions import ValidationError
 from django.core.validators import URLValidator
 from django.db import IntegrityError, transaction
+from django.utils import timezone
 
 from proxy.cache import clear_all_caches
 from proxy.models import Worker, WorkerModel
+from proxy.probes import ProbeResult, probe_workers
 
 # The columns' limits, checked here so a bad value is a clear refusal, not a database error.
 _NAME_MAX = Worker._meta.get_field("name").max_length
 _BASE_URL_MAX = Worker._meta.get_field("base_url").max_length
 _MODEL_MAX = WorkerModel._meta.get_field("model").max_length
 _INT_MAX = 2**31 - 1  # PostgreSQL integer
+_PROBE_ERROR_MAX = Worker._meta.get_field("last_probe_error").max_length
 
 _validate_http_url = URLValidator(schemes=["http", "https"])
 
@@ -139,14 +143,57 @@ def worker_create(
     return worker
 
 
-def worker_set_enabled(*, name: str, enabled: bool) -> Worker:
-    """Enable or disable a worker by name; doing it twice is harmless."""
+def _worker_set_flag(*, name: str, field: str, value: bool) -> Worker:
     with transaction.atomic():
         worker = Worker.objects.select_for_update().filter(name=(name or "").strip()).first()
         if worker is None:
             raise WorkerError(f"No worker is named {name!r}.")
-        if worker.enabled != enabled:
-            worker.enabled = enabled
-            worker.save(update_fields=["enabled", "updated_at"])
+        if getattr(worker, field) != value:
+            setattr(worker, field, value)
+            worker.save(update_fields=[field, "updated_at"])
     workers_changed()
     return worker
+
+
+def worker_set_enabled(*, name: str, enabled: bool) -> Worker:
+    """Enable or disable a worker by name; doing it twice is harmless."""
+    return _worker_set_flag(name=name, field="enabled", value=enabled)
+
+
+def worker_set_draining(*, name: str, draining: bool) -> Worker:
+    """Drain a worker (no new requests; those in flight finish) or put it back; doing it
+    twice is harmless."""
+    return _worker_set_flag(name=name, field="draining", value=draining)
+
+
+def workers_probe_all(*, names: Collection[str] | None = None
+                      ) -> list[tuple[Worker, ProbeResult]]:
+    """Probe every enabled worker (or the enabled ones among ``names``) and record each
+    outcome on its row: healthy, when, how fast, and why not.
+
+    The network I/O comes first, with no lock taken and no write pending; then each outcome
+    is one UPDATE of its own row. Probing inside a write transaction would hold row locks
+    for up to the probe timeout, blocking staff edits and the other probes' writes. The
+    lookup caches are cleared only when a worker's health flipped, so a routine probe costs
+    the request path nothing.
+    """
+    workers = Worker.objects.filter(enabled=True)
+    if names is not None:
+        workers = workers.filter(name__in=list(names))
+    probed = list(workers.order_by("-priority", "name"))
+    results = probe_workers(probed)
+    now = timezone.now()
+    flipped = False
+    for worker, result in zip(probed, results, strict=True):
+        fields = {"healthy": result.ok, "last_probe_at": now,
+                  "last_probe_latency_ms": result.latency_ms,
+                  "last_probe_error": result.error[:_PROBE_ERROR_MAX]}
+        # Not save(): updated_at records staff changes, and a concurrent edit of another
+        # field (priority, say) must not be overwritten with what we read before probing.
+        updated = Worker.objects.filter(pk=worker.pk).update(**fields)
+        flipped = flipped or (updated > 0 and worker.healthy != result.ok)
+        for field, value in fields.items():
+            setattr(worker, field, value)
+    if flipped:
+        workers_changed()
+    return list(zip(probed, results, strict=True))

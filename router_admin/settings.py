@@ -160,3 +160,24 @@ LOGGING = {
     "handlers": {"console": {"class": "logging.StreamHandler"}},
     "root": {"handlers": ["console"], "level": env_str("LOG_LEVEL", "INFO")},
 }
+
+# --- Celery: background tasks and the beat schedule (proxy.tasks) ------------------------
+# Redis when there is one; otherwise an in-process broker that needs no server (the embedded
+# default), where tasks can still run eagerly (``.apply()``) or through ``router worker probe``.
+CELERY_BROKER_URL = REDIS_URL or "memory://"
+CELERY_BROKER_CONNECTION_RETRY_ON_STARTUP = True
+CELERY_RESULT_BACKEND = None  # nothing reads task results; a probe's outcome is on its row
+CELERY_TASK_IGNORE_RESULT = True
+CELERY_TASK_ALWAYS_EAGER = False
+CELERY_TIMEZONE = TIME_ZONE
+# How often beat probes every enabled worker (GET {base_url}/models) and records its health.
+ROUTER_PROBE_INTERVAL_SECONDS = env_int("ROUTER_PROBE_INTERVAL_SECONDS", 30, minimum=1)
+CELERY_BEAT_SCHEDULE = {
+    "workers-probe": {
+        "task": "proxy.tasks.workers_probe",
+        "schedule": float(ROUTER_PROBE_INTERVAL_SECONDS),
+        # A probe still queued when the next one is due is stale: drop it, do not pile up.
+        "options": {"expires": float(ROUTER_PROBE_INTERVAL_SECONDS)},
+    },
+}
+# --- end of Celery -----------------------------------------------------------------------

@@ -1,14 +1,23 @@
-"""``router worker add``, ``list``, ``enable`` and ``disable``: the upstream workers."""
+"""``router worker add``, ``list``, ``enable``, ``disable``, ``drain``, ``undrain`` and
+``probe``: the upstream workers."""
 
 from __future__ import annotations
 
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
+from datetime import UTC
 
 from django.core.management.base import CommandError
 
 from proxy.models import Worker
-from proxy.services import WorkerError, worker_create, worker_set_enabled
+from proxy.probes import ProbeResult
+from proxy.services import (
+    WorkerError,
+    worker_create,
+    worker_set_draining,
+    worker_set_enabled,
+    workers_probe_all,
+)
 from router_admin.cli.base import Options, Subparsers, group, subcommand
 
 
@@ -34,12 +43,22 @@ def add_parsers(subparsers: Subparsers) -> None:
                      help="Requests in flight at most (default 64).")
 
     subcommand(worker, "list", handler=worker_list_command,
-               help="List workers and their models (never their keys).")
+               help="List workers, their health and models (never their keys).")
 
     for name, enabled in (("enable", True), ("disable", False)):
         toggle = subcommand(worker, name, handler=_toggle_command(enabled),
                             help=f"{name.capitalize()} a worker by name.")
         toggle.add_argument("name")
+
+    drain = subcommand(worker, "drain", handler=_drain_command(True),
+                       help="Send a worker no new requests; those in flight finish.")
+    drain.add_argument("name")
+    undrain = subcommand(worker, "undrain", handler=_drain_command(False),
+                         help="Send a drained worker requests again.")
+    undrain.add_argument("name")
+
+    subcommand(worker, "probe", handler=worker_probe_command,
+               help="Probe every enabled worker now and record its health.")
 
 
 @contextmanager
@@ -70,13 +89,30 @@ def _models_text(worker: Worker) -> str:
     return ",".join(names) or "-"
 
 
-def _describe(worker: Worker) -> str:
-    return (
-        f"{worker.name}: kind {worker.kind}, {'enabled' if worker.enabled else 'disabled'}, "
+def _describe(worker: Worker, *, health: bool = False) -> str:
+    states = ["enabled" if worker.enabled else "disabled"]
+    if health:
+        if worker.draining:
+            states.append("draining")
+        states.append("healthy" if worker.healthy else "unhealthy")
+    text = (
+        f"{worker.name}: kind {worker.kind}, {', '.join(states)}, "
         f"priority {worker.priority}, weight {worker.weight}, "
         f"max concurrency {worker.max_concurrency}, base url {worker.base_url or '-'}, "
         f"key: {'set' if worker.has_api_key else 'none'}, models: {_models_text(worker)}"
     )
+    return f"{text}, {_last_probe(worker)}" if health else text
+
+
+def _last_probe(worker: Worker) -> str:
+    if worker.last_probe_at is None:
+        return "last probe: never"
+    parts = [worker.last_probe_at.astimezone(UTC).strftime("%Y-%m-%d %H:%M:%S UTC")]
+    if worker.last_probe_latency_ms is not None:
+        parts.append(f"{worker.last_probe_latency_ms} ms")
+    if worker.last_probe_error:
+        parts.append(worker.last_probe_error)
+    return f"last probe: {', '.join(parts)}"
 
 
 def worker_add_command(options: Options) -> list[str]:
@@ -92,7 +128,7 @@ def worker_add_command(options: Options) -> list[str]:
 
 def worker_list_command(options: Options) -> list[str]:
     workers = Worker.objects.prefetch_related("models").order_by("-priority", "name")
-    return [_describe(worker) for worker in workers] or ["No workers."]
+    return [_describe(worker, health=True) for worker in workers] or ["No workers."]
 
 
 def _toggle_command(enabled: bool) -> Callable[[Options], list[str]]:
@@ -102,3 +138,28 @@ def _toggle_command(enabled: bool) -> Callable[[Options], list[str]]:
         return [f"{'Enabled' if enabled else 'Disabled'} worker {worker.name}."]
 
     return command
+
+
+def _drain_command(draining: bool) -> Callable[[Options], list[str]]:
+    def command(options: Options) -> list[str]:
+        with _refusals():
+            worker = worker_set_draining(name=options["name"], draining=draining)
+        if draining:
+            return [f"Draining worker {worker.name}: no new requests; those in flight finish."]
+        return [f"Undrained worker {worker.name}: it takes new requests again."]
+
+    return command
+
+
+def _probe_line(worker: Worker, result: ProbeResult) -> str:
+    latency = "-" if result.latency_ms is None else f"{result.latency_ms} ms"
+    line = f"{worker.name}: {'ok' if result.ok else 'FAILED'}, {latency}"
+    return f"{line}, {result.error}" if result.error else line
+
+
+def worker_probe_command(options: Options) -> list[str]:
+    # The command's transaction holds no lock while the probes wait on the network: the
+    # service only reads until every probe is done, then writes one row per worker.
+    outcomes = workers_probe_all()
+    return [_probe_line(worker, result) for worker, result in outcomes] or [
+        "No enabled workers to probe."]

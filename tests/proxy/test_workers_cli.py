@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import asyncio
+import re
+import socket
 from io import StringIO
 
 import pytest
@@ -12,7 +14,14 @@ from django.db import connection
 
 from proxy.cache import TTLCache
 from proxy.models import Worker, WorkerModel
-from proxy.services import WorkerError, worker_create, worker_set_enabled
+from proxy.services import (
+    WorkerError,
+    worker_create,
+    worker_set_draining,
+    worker_set_enabled,
+    workers_probe_all,
+)
+from tests.proxy.upstream import UpstreamServer
 from tests.router_admin.test_cli import manage
 
 SECRET = "sk-upstream-PLAINTEXT-0123456789abcdef"
@@ -156,7 +165,8 @@ def _prime() -> None:
 def test_every_change_clears_the_lookup_caches_now_and_on_commit(
         django_capture_on_commit_callbacks):
     for change in (lambda: openai_worker(),
-                   lambda: worker_set_enabled(name="up", enabled=False)):
+                   lambda: worker_set_enabled(name="up", enabled=False),
+                   lambda: worker_set_draining(name="up", draining=True)):
         with django_capture_on_commit_callbacks(execute=False) as callbacks:
             _prime()
             change()
@@ -234,10 +244,11 @@ def test_worker_list_shows_everything_but_the_key():
     lines = router("worker", "list")
 
     assert lines == [
-        "up: kind openai, enabled, priority 1, weight 1, max concurrency 64, "
-        "base url https://up.example/v1, key: set, models: alias=real-name,gpt-x",
-        "mock: kind mock, disabled, priority 0, weight 1, max concurrency 64, base url -, "
-        "key: none, models: mock-gpt",
+        "up: kind openai, enabled, healthy, priority 1, weight 1, max concurrency 64, "
+        "base url https://up.example/v1, key: set, models: alias=real-name,gpt-x, "
+        "last probe: never",
+        "mock: kind mock, disabled, healthy, priority 0, weight 1, max concurrency 64, "
+        "base url -, key: none, models: mock-gpt, last probe: never",
     ]
     output = "\n".join(lines)
     assert SECRET not in output
@@ -260,15 +271,84 @@ def test_worker_disable_and_enable():
 
 
 @pytest.mark.django_db
-@pytest.mark.parametrize("action", ["enable", "disable"])
-def test_worker_enable_or_disable_refuses_an_unknown_name(action):
+def test_worker_set_draining_toggles_and_refuses_an_unknown_name():
+    openai_worker()
+
+    assert worker_set_draining(name="up", draining=True).draining is True
+    assert Worker.objects.get().draining is True
+    assert worker_set_draining(name="up", draining=True).draining is True  # twice is harmless
+    assert worker_set_draining(name=" up ", draining=False).draining is False
+    assert Worker.objects.get().enabled is True  # draining is not disabling
+    with pytest.raises(WorkerError, match="No worker is named 'nope'"):
+        worker_set_draining(name="nope", draining=True)
+
+
+@pytest.mark.django_db
+def test_worker_drain_and_undrain():
+    openai_worker()
+
+    assert router("worker", "drain", "up") == [
+        "Draining worker up: no new requests; those in flight finish."]
+    assert Worker.objects.get().draining is True
+    assert router("worker", "undrain", "up") == [
+        "Undrained worker up: it takes new requests again."]
+    assert Worker.objects.get().draining is False
+
+
+@pytest.mark.django_db
+def test_worker_list_shows_draining_unhealthy_and_the_last_probe():
+    openai_worker(base_url="http://127.0.0.1:9/v1")
+    worker_set_draining(name="up", draining=True)
+    workers_probe_all()  # nothing listens on port 9
+
+    (line,) = router("worker", "list")
+
+    assert line.startswith("up: kind openai, enabled, draining, unhealthy, priority 0, ")
+    assert re.search(r", last probe: \d{4}-\d\d-\d\d \d\d:\d\d:\d\d UTC, "
+                     r"cannot connect to 127\.0\.0\.1:9: Connection refused$", line), line
+    assert SECRET not in line
+
+
+@pytest.mark.django_db
+def test_worker_probe_prints_one_line_per_enabled_worker():
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        refused = f"http://127.0.0.1:{sock.getsockname()[1]}/v1"
+    with UpstreamServer(require_api_key=SECRET) as upstream:
+        openai_worker(name="good", base_url=upstream.base_url, priority=2)
+        openai_worker(name="gone", base_url=refused, priority=1)
+        worker_create(name="mock", kind="mock", models=[("m", "")])
+        worker_create(name="off", kind="mock", models=[("m", "")], enabled=False)
+
+        lines = router("worker", "probe")
+
+    assert len(lines) == 3
+    assert re.fullmatch(r"good: ok, \d+ ms", lines[0]), lines
+    assert re.fullmatch(r"gone: FAILED, -, cannot connect to 127\.0\.0\.1:\d+: "
+                        r"Connection refused", lines[1]), lines
+    assert lines[2] == "mock: ok, 0 ms"
+    assert dict(Worker.objects.values_list("name", "healthy")) == {
+        "good": True, "gone": False, "mock": True, "off": True}
+    assert Worker.objects.get(name="off").last_probe_at is None
+    assert SECRET not in "\n".join(lines)
+
+
+@pytest.mark.django_db
+def test_worker_probe_with_no_enabled_workers():
+    assert router("worker", "probe") == ["No enabled workers to probe."]
+
+
+@pytest.mark.django_db
+@pytest.mark.parametrize("action", ["enable", "disable", "drain", "undrain"])
+def test_worker_toggles_refuse_an_unknown_name(action):
     openai_worker()
 
     refused("worker", action, "nope", match="No worker is named 'nope'")
 
 
 @pytest.mark.django_db
-@pytest.mark.parametrize("args", [("worker",), ("worker", "frobnicate"), ("worker", "enable")])
+@pytest.mark.parametrize("args", [("worker",), ("worker", "frobnicate"), ("worker", "enable"),
+                                  ("worker", "drain"), ("worker", "probe", "extra")])
 def test_an_incomplete_worker_command_is_refused(args):
     refused(*args, match="Error:")
 

@@ -1,0 +1,20 @@
+"""Celery tasks of the proxy. Thin: the work is in proxy.services."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from celery import shared_task
+
+from proxy.services import workers_probe_all
+
+
+@shared_task
+def workers_probe() -> dict[str, Any]:
+    """Probe every enabled worker and record its health (run by beat; see settings)."""
+    outcomes = workers_probe_all()
+    return {
+        "probed": len(outcomes),
+        "healthy": sum(1 for _, result in outcomes if result.ok),
+        "unhealthy": sorted(worker.name for worker, result in outcomes if not result.ok),
+    }
