@@ -18,6 +18,7 @@ from django.utils.html import format_html, format_html_join
 from django.utils.text import Truncator
 from django.utils.timesince import timesince
 
+from proxy.breaker import breaker_states_now
 from proxy.forms import WorkerAdminForm, WorkerModelInlineForm, WorkerModelInlineFormSet
 from proxy.models import Worker, WorkerModel
 from proxy.services import (
@@ -31,7 +32,8 @@ from proxy.stats import RECENT_WINDOW, WorkerStats, workers_recent_stats
 
 _WINDOW = f"{int(RECENT_WINDOW.total_seconds() // 60)} min"
 _BADGE_COLOURS = {"healthy": "#2e7d32", "unhealthy": "#c62828", "draining": "#b26a00",
-                  "disabled": "#757575"}
+                  "disabled": "#757575", "circuit open": "#c62828",
+                  "circuit half-open": "#b26a00"}
 
 
 def _badges(*labels: str) -> str:
@@ -98,13 +100,18 @@ class WorkerAdmin(admin.ModelAdmin):
             # objects (the page's queryset keeps its results).
             page = list(cl.result_list)
             stats = workers_recent_stats(names=[worker.name for worker in page])
+            circuits = breaker_states_now([worker.pk for worker in page])
             for worker in page:
                 worker.recent_stats = stats.get(worker.name, WorkerStats())
+                worker.circuit = circuits.get(worker.pk, "closed")
         return response
 
     @admin.display(description="Health")
     def health(self, obj: Worker) -> str:
         labels = ["healthy" if obj.healthy else "unhealthy"]
+        circuit = getattr(obj, "circuit", "closed")
+        if circuit != "closed":
+            labels.append(f"circuit {circuit}")
         if obj.draining:
             labels.append("draining")
         if not obj.enabled:

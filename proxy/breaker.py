@@ -8,6 +8,7 @@ through (across all instances); its success closes the breaker, its failure open
 
 from __future__ import annotations
 
+import asyncio
 import time
 from dataclasses import dataclass
 
@@ -139,3 +140,16 @@ async def breaker_state(worker_id: int) -> str:
 
 def reset_local_breakers() -> None:
     _local.clear()
+
+
+def breaker_states_now(worker_ids: list[int]) -> dict[int, str]:
+    """The breaker state of each worker, from synchronous code (the admin)."""
+    from proxy.shared_state import close_redis_clients
+
+    async def read() -> dict[int, str]:
+        try:
+            return {worker_id: await breaker_state(worker_id) for worker_id in worker_ids}
+        finally:
+            await close_redis_clients()  # this loop ends here; so does its client
+
+    return asyncio.run(read())

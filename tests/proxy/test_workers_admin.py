@@ -482,3 +482,26 @@ def test_the_change_page_shows_health_read_only_and_saves_draining(staff_client,
     assert response.status_code == 302
     worker.refresh_from_db()
     assert (worker.draining, worker.healthy) == (True, False)
+
+
+def test_the_changelist_shows_an_open_circuit(staff_client, settings):
+    import asyncio
+
+    import redis
+
+    from proxy import shared_state
+    from proxy.breaker import breaker_failure
+
+    redis.Redis.from_url(settings.REDIS_URL).flushdb()
+    settings.ROUTER_BREAKER_FAILURES = 2
+    worker = Worker.objects.create(name="tripped", kind="mock")
+
+    async def trip() -> None:
+        await breaker_failure(worker.pk)
+        await breaker_failure(worker.pk)
+        await shared_state.close_redis_clients()
+
+    shared_state.reset_for_tests()
+    asyncio.run(trip())
+    page = staff_client.get("/admin/proxy/worker/").content.decode()
+    assert "circuit open" in page
