@@ -76,7 +76,8 @@ def _load_targets(model: str) -> list[UpstreamTarget]:
 def _target(worker: Worker, upstream_model: str) -> UpstreamTarget:
     return UpstreamTarget(
         worker_id=worker.pk, worker_name=worker.name, kind=worker.kind,
-        base_url=worker.base_url, api_key=worker.get_api_key(), upstream_model=upstream_model,
+        base_url=worker.base_url, api_key_encrypted=worker.api_key_encrypted,
+        upstream_model=upstream_model,
         connect_timeout_s=worker.connect_timeout_s,
         first_byte_timeout_s=worker.first_byte_timeout_s,
         total_timeout_s=worker.total_timeout_s, priority=worker.priority,

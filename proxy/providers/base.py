@@ -1,8 +1,10 @@
 from __future__ import annotations
 
 from collections.abc import AsyncIterator
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, Protocol
+
+from proxy.crypto import decrypt_secret
 
 
 @dataclass(frozen=True)
@@ -13,7 +15,9 @@ class UpstreamTarget:
     worker_name: str
     kind: str
     base_url: str
-    api_key: str = ""  # decrypted only when the target is built for a request
+    # The worker's key as stored (Fernet): it is decrypted only when a request is sent, so
+    # the cached targets, their repr and any log line that shows one hold no plaintext.
+    api_key_encrypted: str = field(default="", repr=False)
     upstream_model: str = ""
     connect_timeout_s: float = 5.0
     first_byte_timeout_s: float = 60.0
@@ -21,6 +25,10 @@ class UpstreamTarget:
     priority: int = 0
     weight: int = 1
     max_concurrency: int = 64
+
+    @property
+    def api_key(self) -> str:
+        return decrypt_secret(self.api_key_encrypted)
 
 
 class UpstreamError(Exception):

@@ -726,7 +726,7 @@ def test_an_overload_event_before_the_message_starts_fails_over_like_a_529(
 
 def test_the_provider_is_registered_for_the_anthropic_kind():
     target = UpstreamTarget(worker_id=1, worker_name="w", kind="anthropic",
-                            base_url="https://api.anthropic.com/v1", api_key="k")
+                            base_url="https://api.anthropic.com/v1")
     provider = provider_for(target)
     assert isinstance(provider, AnthropicProvider)
     assert provider._url() == "https://api.anthropic.com/v1/messages"
