@@ -8,8 +8,8 @@ from typing import Any
 import aiohttp
 import orjson
 
-from proxy.http_client import upstream_session
 from proxy.providers.base import UpstreamError, UpstreamTarget
+from proxy.providers.http import post_json, read_json
 
 
 def _retryable_status(status: int) -> bool:
@@ -44,48 +44,14 @@ class OpenAIProvider:
             headers["Authorization"] = f"Bearer {self.target.api_key}"
         return headers
 
-    def _timeout(self, *, total: float | None) -> aiohttp.ClientTimeout:
-        # sock_read bounds every wait for bytes: the first byte and each later chunk.
-        return aiohttp.ClientTimeout(total=total, sock_connect=self.target.connect_timeout_s,
-                                     sock_read=self.target.first_byte_timeout_s)
-
     async def _post(self, body: dict[str, Any], *, total: float | None
                     ) -> aiohttp.ClientResponse:
-        try:
-            response = await upstream_session().post(
-                self._url(), data=orjson.dumps(body), headers=self._headers(),
-                timeout=self._timeout(total=total),
-            )
-        except (aiohttp.ClientConnectionError, aiohttp.ClientPayloadError) as exc:
-            raise UpstreamError(f"cannot reach {self.target.worker_name}: "
-                                f"{exc.__class__.__name__}", retryable=True) from None
-        except TimeoutError:
-            raise UpstreamError(f"{self.target.worker_name} did not answer in time",
-                                retryable=True) from None
-        if response.status != 200:
-            try:
-                raw = await response.read()
-            except (aiohttp.ClientError, TimeoutError):
-                raw = b""
-            finally:
-                response.release()
-            raise _error_from(response.status, raw)
-        return response
+        return await post_json(self.target, self._url(), body, self._headers(), total=total,
+                               error_from=_error_from)
 
     async def complete(self, body: dict[str, Any]) -> dict[str, Any]:
         response = await self._post(body, total=self.target.total_timeout_s)
-        try:
-            raw = await response.read()
-        except (aiohttp.ClientError, TimeoutError) as exc:
-            raise UpstreamError(f"{self.target.worker_name} broke off its answer: "
-                                f"{exc.__class__.__name__}", retryable=True) from None
-        finally:
-            response.release()
-        try:
-            answer = orjson.loads(raw)
-        except orjson.JSONDecodeError:
-            raise UpstreamError(f"{self.target.worker_name} sent a body that is not JSON",
-                                retryable=True, status=200) from None
+        answer = await read_json(self.target, response)
         if not isinstance(answer, dict) or not isinstance(answer.get("choices"), list):
             raise UpstreamError(f"{self.target.worker_name} sent no chat completion",
                                 retryable=True, status=200)

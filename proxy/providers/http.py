@@ -1,0 +1,63 @@
+"""The HTTP call every upstream adapter makes: one POST of JSON, with the worker's timeouts,
+its failures turned into UpstreamErrors that say whether another worker could succeed."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+import aiohttp
+import orjson
+
+from proxy.http_client import upstream_session
+from proxy.providers.base import UpstreamError, UpstreamTarget
+
+ErrorFrom = Callable[[int, bytes], UpstreamError]
+
+
+def _timeout(target: UpstreamTarget, *, total: float | None) -> aiohttp.ClientTimeout:
+    # sock_read bounds every wait for bytes: the first byte and each later chunk.
+    return aiohttp.ClientTimeout(total=total, sock_connect=target.connect_timeout_s,
+                                 sock_read=target.first_byte_timeout_s)
+
+
+async def post_json(target: UpstreamTarget, url: str, payload: dict[str, Any],
+                    headers: dict[str, str], *, total: float | None, error_from: ErrorFrom
+                    ) -> aiohttp.ClientResponse:
+    """POST ``payload``; the response once its status is 200, or the UpstreamError that
+    ``error_from`` makes of any other status and its body."""
+    try:
+        response = await upstream_session().post(
+            url, data=orjson.dumps(payload), headers=headers,
+            timeout=_timeout(target, total=total))
+    except (aiohttp.ClientConnectionError, aiohttp.ClientPayloadError) as exc:
+        raise UpstreamError(f"cannot reach {target.worker_name}: {exc.__class__.__name__}",
+                            retryable=True) from None
+    except TimeoutError:
+        raise UpstreamError(f"{target.worker_name} did not answer in time",
+                            retryable=True) from None
+    if response.status != 200:
+        try:
+            raw = await response.read()
+        except (aiohttp.ClientError, TimeoutError):
+            raw = b""
+        finally:
+            response.release()
+        raise error_from(response.status, raw)
+    return response
+
+
+async def read_json(target: UpstreamTarget, response: aiohttp.ClientResponse) -> Any:
+    """The whole body of a 200 response, parsed; a broken or non-JSON body is retryable."""
+    try:
+        raw = await response.read()
+    except (aiohttp.ClientError, TimeoutError) as exc:
+        raise UpstreamError(f"{target.worker_name} broke off its answer: "
+                            f"{exc.__class__.__name__}", retryable=True) from None
+    finally:
+        response.release()
+    try:
+        return orjson.loads(raw)
+    except orjson.JSONDecodeError:
+        raise UpstreamError(f"{target.worker_name} sent a body that is not JSON",
+                            retryable=True, status=200) from None
