@@ -45,8 +45,9 @@ def redis_failed(error: RedisError) -> None:
     _down_until = time.monotonic() + RETRY_AFTER_SECONDS
     if time.monotonic() - _last_warning > 60:
         _last_warning = time.monotonic()
-        logger.warning("Redis is not answering (%s): circuit breakers and worker capacity "
-                       "are counted per process until it is back.", error.__class__.__name__)
+        logger.warning("Redis is not answering (%s): rate limits, circuit breakers and worker "
+                       "capacity are counted per process until it is back.",
+                       error.__class__.__name__)
 
 
 async def close_redis_clients() -> None:
@@ -56,6 +57,6 @@ async def close_redis_clients() -> None:
 
 
 def reset_for_tests() -> None:
-    global _down_until
-    _down_until = 0.0
+    global _down_until, _last_warning
+    _down_until = _last_warning = 0.0
     _clients.clear()

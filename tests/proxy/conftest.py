@@ -14,6 +14,7 @@ from billing.services import price_set, wallet_credit
 from proxy.breaker import reset_local_breakers
 from proxy.cache import clear_all_caches
 from proxy.capacity import reset_local_slots
+from proxy.limits import reset_local_limits
 from proxy.models import Worker, WorkerModel
 from tests.live_router import LiveRouter
 from tests.proxy.upstream import UpstreamServer, upstream  # noqa: F401 - a fixture
@@ -46,6 +47,7 @@ def _forget_shared_state() -> None:
     clear_all_caches()
     reset_local_breakers()
     reset_local_slots()
+    reset_local_limits()
 
 
 def _flush_redis() -> None:
