@@ -75,6 +75,7 @@ class UserAdmin(DjangoUserAdmin):
     fieldsets = (
         (None, {"fields": ("email", "password")}),
         ("Personal info", {"fields": ("name",)}),
+        ("Limits over all keys", {"fields": ("rpm", "tpm", "max_concurrency")}),
         ("Permissions", {"fields": ("is_active", "is_staff", "is_superuser", "groups",
                                     "user_permissions")}),
         ("Important dates", {"fields": ("last_login", "date_joined")}),
@@ -128,7 +129,8 @@ class ApiKeyAdmin(admin.ModelAdmin):
     actions = ("revoke_keys",)
     # The digest is in neither list: nothing staff do needs it, so it is never displayed.
     change_fields = ("prefix", "user", "name", "created_at", "last_used_at", "revoked_at",
-                     "expires_at")
+                     "expires_at", "rpm", "tpm", "max_concurrency", "allowed_models",
+                     "allowed_ips")
     change_readonly_fields = ("prefix", "user", "created_at", "last_used_at", "revoked_at")
 
     def get_form(self, request: HttpRequest, obj: ApiKey | None = None,
@@ -147,7 +149,7 @@ class ApiKeyAdmin(admin.ModelAdmin):
     def save_model(self, request: HttpRequest, obj: ApiKey, form: forms.ModelForm,
                    change: bool) -> None:
         if change:
-            # Only name and expiry are editable here; prefix and digest are not form fields.
+            # Name, expiry and policies are editable here; prefix and digest are not fields.
             super().save_model(request, obj, form, change)
             return
         created = api_key_create(user=obj.user, name=obj.name, expires_at=obj.expires_at)

@@ -30,6 +30,10 @@ class User(AbstractBaseUser, PermissionsMixin):
     is_active = models.BooleanField(default=True)
     is_staff = models.BooleanField(default=False)
     date_joined = models.DateTimeField(default=timezone.now)
+    # Limits over all of the user's keys together; empty means unlimited.
+    rpm = models.PositiveIntegerField("requests per minute", null=True, blank=True)
+    tpm = models.PositiveIntegerField("tokens per minute", null=True, blank=True)
+    max_concurrency = models.PositiveIntegerField("requests in flight", null=True, blank=True)
 
     objects = UserManager()
 
@@ -63,6 +67,16 @@ class ApiKey(models.Model):
     last_used_at = models.DateTimeField(null=True, blank=True, editable=False)
     revoked_at = models.DateTimeField(null=True, blank=True, editable=False)
     expires_at = models.DateTimeField(null=True, blank=True)
+    # Policies of this key; empty means unlimited, or any model, or any address.
+    rpm = models.PositiveIntegerField("requests per minute", null=True, blank=True)
+    tpm = models.PositiveIntegerField("tokens per minute", null=True, blank=True)
+    max_concurrency = models.PositiveIntegerField("requests in flight", null=True, blank=True)
+    allowed_models = models.JSONField(default=list, blank=True,
+                                      help_text='Model names this key may call, e.g. '
+                                      '["gpt-4o-mini"]; empty: all.')
+    allowed_ips = models.JSONField(default=list, blank=True,
+                                   help_text='Client networks in CIDR form, e.g. '
+                                   '["203.0.113.0/24"]; empty: any.')
 
     class Meta:
         verbose_name = "API key"
@@ -70,6 +84,19 @@ class ApiKey(models.Model):
 
     def __str__(self) -> str:
         return f"{self.prefix}… ({self.name})" if self.name else f"{self.prefix}…"
+
+    def clean(self) -> None:
+        super().clean()
+        from django.core.exceptions import ValidationError
+
+        from accounts.errors import AccountsError
+        from accounts.policies import clean_allowed_ips, clean_allowed_models
+
+        try:
+            self.allowed_models = clean_allowed_models(self.allowed_models)
+            self.allowed_ips = clean_allowed_ips(self.allowed_ips)
+        except AccountsError as error:
+            raise ValidationError(str(error)) from None
 
     def is_usable(self, now: timezone.datetime | None = None) -> bool:
         now = now or timezone.now()

@@ -13,6 +13,7 @@ from django.utils import timezone
 from accounts.errors import AccountsError, ApiKeyNotFound, UserAlreadyExists
 from accounts.keys import key_generate
 from accounts.models import ApiKey, User
+from accounts.policies import clean_allowed_ips, clean_allowed_models
 
 
 def user_create(
@@ -47,14 +48,27 @@ class CreatedApiKey:
 
 
 def api_key_create(
-    *, user: User, name: str = "", expires_at: datetime | None = None
+    *,
+    user: User,
+    name: str = "",
+    expires_at: datetime | None = None,
+    rpm: int | None = None,
+    tpm: int | None = None,
+    max_concurrency: int | None = None,
+    allowed_models: list[str] | None = None,
+    allowed_ips: list[str] | None = None,
 ) -> CreatedApiKey:
     if expires_at is not None and expires_at <= timezone.now():
         raise AccountsError("An API key cannot expire in the past.")
+    for label, limit in (("rpm", rpm), ("tpm", tpm), ("max concurrency", max_concurrency)):
+        if limit is not None and not 1 <= limit <= 2_147_483_647:
+            raise AccountsError(f"The {label} limit must be a positive whole number.")
     generated = key_generate()
     api_key = ApiKey.objects.create(
         user=user, name=name.strip()[:100], prefix=generated.prefix, digest=generated.digest,
-        expires_at=expires_at,
+        expires_at=expires_at, rpm=rpm, tpm=tpm, max_concurrency=max_concurrency,
+        allowed_models=clean_allowed_models(allowed_models),
+        allowed_ips=clean_allowed_ips(allowed_ips),
     )
     return CreatedApiKey(api_key=api_key, secret=generated.secret)
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from django.http import HttpRequest
 
-from proxy.errors import invalid_api_key
+from proxy.errors import invalid_api_key, permission_denied
 from proxy.selectors import Caller, caller_for_key
 
 
@@ -23,4 +23,7 @@ async def authenticate(request: HttpRequest) -> Caller:
         # Never echo the key back: not even its prefix tells an attacker anything useful.
         raise invalid_api_key("Incorrect API key provided. You can find your API keys in "
                               "the portal.")
+    address = request.META.get("REMOTE_ADDR") or ""
+    if not caller.allows_address(address):
+        raise permission_denied(f"This API key may not be used from {address or 'here'}.")
     return caller

@@ -8,6 +8,7 @@ import logging
 from collections.abc import Awaitable
 from dataclasses import dataclass
 from datetime import timedelta
+from typing import Any, TypeVar
 
 from django.conf import settings
 from django.utils import timezone
@@ -88,10 +89,12 @@ async def reserve(*, request_id: str, caller: Caller, chat: ChatRequest, price: 
 
 # Settling must finish even when the client's disconnect cancels the request task: it runs
 # as its own task, shielded, and this set keeps a reference until it is done.
-_settling: set[asyncio.Future[int | None]] = set()
+_settling: set[asyncio.Future[Any]] = set()
+T = TypeVar("T")
 
 
-async def _shielded(work: Awaitable[int | None]) -> int | None:
+async def shielded(work: Awaitable[T]) -> T:
+    """Run ``work`` to the end even if the awaiting request is cancelled."""
     task = asyncio.ensure_future(work)
     _settling.add(task)
     task.add_done_callback(_settling.discard)
@@ -109,7 +112,7 @@ async def settle(*, request_id: str, price: ModelPrice, plan: ChargePlan,
         # ignored max_tokens. The user never pays past what was reserved.
         logger.error("request %s cost %d, over its hold of %d; charging the hold",
                      request_id, cost, plan.amount_micros)
-    charged = await _shielded(hold_resolve(hold_id=request_id, usage=usage, cost_micros=cost))
+    charged = await shielded(hold_resolve(hold_id=request_id, usage=usage, cost_micros=cost))
     if charged is None:
         logger.warning("request %s was resolved by someone else before it settled", request_id)
         return 0
@@ -118,7 +121,7 @@ async def settle(*, request_id: str, price: ModelPrice, plan: ChargePlan,
 
 async def void(*, request_id: str, usage: UsageReport) -> None:
     """Release the hold, charging nothing: the upstream produced nothing billable."""
-    await _shielded(hold_resolve(hold_id=request_id, usage=usage, cost_micros=None))
+    await shielded(hold_resolve(hold_id=request_id, usage=usage, cost_micros=None))
 
 
 async def wait_for_settlements() -> None:

@@ -25,8 +25,10 @@ from proxy.errors import (
     ApiError,
     model_not_found,
     no_available_workers,
+    permission_denied,
     upstream_error,
 )
+from proxy.limits import Admission, limits_admit, limits_error, limits_release, limits_settle
 from proxy.providers import UpstreamError, UpstreamTarget, provider_for
 from proxy.providers.base import UpstreamStream
 from proxy.routing import Candidates, Lease
@@ -59,6 +61,7 @@ class Call:
     chat: ChatRequest
     price: ModelPrice
     plan: charging.ChargePlan
+    admission: Admission
     started: float = field(default_factory=time.monotonic)
     first_token_at: float | None = None
     worker: str = ""
@@ -76,8 +79,16 @@ class Call:
         return body
 
     async def settle(self, usage: UsageReport) -> int:
-        return await charging.settle(request_id=self.request_id, price=self.price,
-                                     plan=self.plan, usage=usage)
+        charged = await charging.settle(request_id=self.request_id, price=self.price,
+                                        plan=self.plan, usage=usage)
+        # The token counters learn the actual count; the concurrency slot is freed.
+        await charging.shielded(limits_settle(
+            self.admission, actual_tokens=usage.prompt_tokens + usage.completion_tokens))
+        return charged
+
+    async def void(self, usage: UsageReport) -> None:
+        await charging.void(request_id=self.request_id, usage=usage)
+        await charging.shielded(limits_release(self.admission))
 
     def elapsed_ms(self, since: float | None = None) -> int | None:
         if since is None:
@@ -106,6 +117,8 @@ class Call:
 
 async def chat_completion(*, request_id: str, caller: Caller, chat: ChatRequest
                           ) -> HttpResponse | StreamingHttpResponse:
+    if caller.allowed_models and chat.model not in caller.allowed_models:
+        raise permission_denied(f"This API key may not use the model `{chat.model}`.")
     price = await price_for_model(chat.model)
     if price is None:
         raise model_not_found(chat.model)
@@ -113,20 +126,33 @@ async def chat_completion(*, request_id: str, caller: Caller, chat: ChatRequest
     if not targets:
         raise no_available_workers(chat.model)
     plan = await charging.plan_charge(caller=caller, chat=chat, price=price)
-    await charging.reserve(request_id=request_id, caller=caller, chat=chat, price=price,
-                           plan=plan)
-    call = Call(request_id=request_id, caller=caller, chat=chat, price=price, plan=plan)
-    candidates = Candidates(targets, request_id)
-    if chat.stream:
-        return await _stream(call, candidates)
-    return await _complete(call, candidates)
+    admission = await limits_admit(scopes=caller.limit_scopes(), request_id=request_id,
+                                   tokens=plan.prompt_tokens + plan.max_tokens * chat.n)
+    if not admission.allowed:
+        raise limits_error(admission)
+    try:
+        await charging.reserve(request_id=request_id, caller=caller, chat=chat, price=price,
+                               plan=plan)
+        call = Call(request_id=request_id, caller=caller, chat=chat, price=price, plan=plan,
+                    admission=admission)
+        candidates = Candidates(targets, request_id)
+        response = await (_stream(call, candidates) if chat.stream
+                          else _complete(call, candidates))
+    except BaseException as error:
+        # A no-op when the request already settled; otherwise frees its slot at once.
+        await charging.shielded(limits_release(admission))
+        if isinstance(error, ApiError):
+            error.headers.update(admission.headers)
+        raise
+    for name, value in admission.headers.items():
+        response[name] = value
+    return response
 
 
 async def _failed(call: Call, failure: UpstreamError | None) -> ApiError:
     """Void the hold of a request no upstream answered, and say what to tell the client."""
-    await charging.void(request_id=call.request_id, usage=call.report(
-        {"prompt_tokens": 0, "completion_tokens": 0},
-        status=UsageRecord.Status.UPSTREAM_ERROR))
+    await call.void(call.report({"prompt_tokens": 0, "completion_tokens": 0},
+                                status=UsageRecord.Status.UPSTREAM_ERROR))
     if failure is None:
         # Nothing was tried: every worker was at capacity, or its circuit open.
         return no_available_workers(call.chat.model)
@@ -155,8 +181,7 @@ async def _abandoned(call: Call, error: BaseException) -> None:
     if isinstance(error, asyncio.CancelledError):
         await call.settle(call.report(None, status=UsageRecord.Status.CANCELLED))
     else:
-        await charging.void(request_id=call.request_id, usage=call.report(
-            None, status=UsageRecord.Status.UPSTREAM_ERROR))
+        await call.void(call.report(None, status=UsageRecord.Status.UPSTREAM_ERROR))
 
 
 async def _attempt_failed(call: Call, lease: Lease, exc: UpstreamError) -> bool:

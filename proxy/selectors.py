@@ -7,8 +7,9 @@ seconds: a revoked key stops working, and a new price or worker takes effect, wi
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import datetime
+from ipaddress import IPv4Network, IPv6Network, ip_address, ip_network
 
 from django.conf import settings
 from django.utils import timezone
@@ -19,6 +20,7 @@ from accounts.services import api_key_touch
 from billing.models import ModelPrice
 from billing.selectors import price_current, prices_current
 from proxy.cache import TTLCache
+from proxy.limits import Limits, Scope
 from proxy.models import Worker, WorkerModel
 from proxy.providers.base import UpstreamTarget
 
@@ -31,6 +33,23 @@ class Caller:
     api_key_id: int
     key_prefix: str
     expires_at: datetime | None
+    key_limits: Limits = field(default_factory=Limits)
+    user_limits: Limits = field(default_factory=Limits)
+    allowed_models: frozenset[str] = frozenset()
+    allowed_networks: tuple[IPv4Network | IPv6Network, ...] = ()
+
+    def limit_scopes(self) -> list[Scope]:
+        return [Scope(f"key:{self.api_key_id}", self.key_limits),
+                Scope(f"user:{self.user_id}", self.user_limits)]
+
+    def allows_address(self, address: str) -> bool:
+        if not self.allowed_networks:
+            return True
+        try:
+            ip = ip_address(address)
+        except ValueError:
+            return False
+        return any(ip in network for network in self.allowed_networks)
 
 
 def _ttl() -> float:
@@ -48,8 +67,16 @@ def _load_caller(raw_key: str) -> Caller | None:
     if api_key is None:
         return None
     api_key_touch(api_key=api_key)
-    return Caller(user_id=api_key.user_id, api_key_id=api_key.pk, key_prefix=api_key.prefix,
-                  expires_at=api_key.expires_at)
+    user = api_key.user
+    return Caller(
+        user_id=api_key.user_id, api_key_id=api_key.pk, key_prefix=api_key.prefix,
+        expires_at=api_key.expires_at,
+        key_limits=Limits(api_key.rpm, api_key.tpm, api_key.max_concurrency),
+        user_limits=Limits(user.rpm, user.tpm, user.max_concurrency),
+        allowed_models=frozenset(api_key.allowed_models or ()),
+        allowed_networks=tuple(ip_network(cidr, strict=False)
+                               for cidr in api_key.allowed_ips or ()),
+    )
 
 
 async def caller_for_key(raw_key: str) -> Caller | None:

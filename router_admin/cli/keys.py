@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+from datetime import UTC, datetime
+
+from accounts.errors import AccountsError
 from accounts.selectors import user_get_by_email
 from accounts.services import api_key_create, api_key_revoke
 from router_admin.cli.base import Options, Subparsers, group, subcommand
@@ -13,6 +16,13 @@ def add_parsers(subparsers: Subparsers) -> None:
                         help="Create an API key; its secret is printed once, on the last line.")
     create.add_argument("email")
     create.add_argument("--name", default="", help="A label the owner recognises the key by.")
+    create.add_argument("--rpm", type=int, help="Requests per minute.")
+    create.add_argument("--tpm", type=int, help="Tokens per minute.")
+    create.add_argument("--max-concurrency", type=int, help="Requests in flight.")
+    create.add_argument("--expires", help="Expiry, as an ISO date or date-time (UTC).")
+    create.add_argument("--models", default="", help="Allowed models, comma-separated.")
+    create.add_argument("--ips", default="", help="Allowed client networks (CIDR), "
+                        "comma-separated.")
 
     revoke = subcommand(key, "revoke", handler=key_revoke_command,
                         help="Revoke an API key by its prefix (sk-br- and 12 characters).")
@@ -21,7 +31,11 @@ def add_parsers(subparsers: Subparsers) -> None:
 
 def key_create_command(options: Options) -> list[str]:
     user = user_get_by_email(email=options["email"])
-    created = api_key_create(user=user, name=options["name"])
+    created = api_key_create(
+        user=user, name=options["name"], expires_at=_expiry(options["expires"]),
+        rpm=options["rpm"], tpm=options["tpm"], max_concurrency=options["max_concurrency"],
+        allowed_models=_items(options["models"]), allowed_ips=_items(options["ips"]),
+    )
     return [
         f"Created API key {created.api_key.prefix} for {user.email}"
         + (f" ({created.api_key.name})." if created.api_key.name else "."),
@@ -29,6 +43,20 @@ def key_create_command(options: Options) -> list[str]:
         # Alone on the last line, so a script can take it with ``tail -n 1``.
         created.secret,
     ]
+
+
+def _items(spec: str) -> list[str]:
+    return [item.strip() for item in spec.split(",") if item.strip()]
+
+
+def _expiry(value: str | None) -> datetime | None:
+    if not value:
+        return None
+    try:
+        moment = datetime.fromisoformat(value)
+    except ValueError:
+        raise AccountsError(f"--expires {value!r} is not an ISO date or date-time.") from None
+    return moment if moment.tzinfo else moment.replace(tzinfo=UTC)
 
 
 def key_revoke_command(options: Options) -> list[str]:

@@ -186,3 +186,24 @@ def test_non_staff_users_are_redirected_to_the_admin_login(client, user, name):
     response = client.get(url)
     assert response.status_code == 302
     assert response["Location"].startswith(reverse("admin:login"))
+
+
+def test_staff_set_a_keys_policies_and_bad_networks_are_refused(admin_client, make_user):
+    from accounts.services import api_key_create
+
+    key = api_key_create(user=make_user(), name="k").api_key
+    url = f"/admin/accounts/apikey/{key.pk}/change/"
+    form = {"name": "k", "expires_at_0": "", "expires_at_1": "", "rpm": "30", "tpm": "",
+            "max_concurrency": "2", "allowed_models": '["mock-gpt"]',
+            "allowed_ips": '["10.0.0.300/8"]'}
+    refused = admin_client.post(url, form)
+    assert refused.status_code == 200
+    assert "not an IP network in CIDR form" in refused.content.decode()
+    key.refresh_from_db()
+    assert key.rpm is None
+
+    saved = admin_client.post(url, {**form, "allowed_ips": '["192.168.1.7/24"]'})
+    assert saved.status_code == 302
+    key.refresh_from_db()
+    assert (key.rpm, key.max_concurrency, key.allowed_models, key.allowed_ips) == (
+        30, 2, ["mock-gpt"], ["192.168.1.0/24"])

@@ -389,3 +389,29 @@ def test_key_create_from_the_shell_ends_with_the_secret(user):
 
     assert result.returncode == 0, result.stderr
     assert api_key_authenticate(raw_key=result.stdout.splitlines()[-1]).user == user
+
+
+def test_key_create_sets_the_keys_policies(make_user):
+    user = make_user()
+    router("key", "create", user.email, "--rpm", "60", "--tpm", "9000", "--max-concurrency",
+           "4", "--models", "gpt-4o-mini, mock-gpt", "--ips", "10.1.2.3/8,2001:db8::/32",
+           "--expires", "2999-01-01")
+    key = ApiKey.objects.get(user=user)
+    assert (key.rpm, key.tpm, key.max_concurrency) == (60, 9000, 4)
+    assert key.allowed_models == ["gpt-4o-mini", "mock-gpt"]
+    assert key.allowed_ips == ["10.0.0.0/8", "2001:db8::/32"]
+    assert key.expires_at.year == 2999
+
+
+@pytest.mark.parametrize(
+    ("flags", "match"),
+    [
+        (["--ips", "10.0.0.300/8"], "not an IP network in CIDR form"),
+        (["--rpm", "0"], "positive whole number"),
+        (["--expires", "next tuesday"], "not an ISO date"),
+        (["--expires", "2001-01-01"], "cannot expire in the past"),
+    ],
+)
+def test_key_create_refuses_bad_policies_and_writes_nothing(make_user, flags, match):
+    user = make_user()
+    refused("key", "create", user.email, *flags, match=match)
