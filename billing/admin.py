@@ -18,7 +18,7 @@ from django.utils.html import format_html
 
 from billing.errors import BillingError, IdempotencyConflict
 from billing.forms import WalletCreditForm
-from billing.models import Hold, LedgerEntry, ModelPrice, UsageRecord, Wallet
+from billing.models import Hold, KeyBudget, LedgerEntry, ModelPrice, UsageRecord, Wallet
 from billing.money import format_usd
 from billing.selectors import wallet_audit
 from billing.services import price_set, wallet_credit
@@ -268,3 +268,36 @@ class ModelPriceAdmin(admin.ModelAdmin):
             setattr(obj, field.attname, getattr(created, field.attname))
         obj._state.adding = False
         obj._state.db = created._state.db
+
+
+@admin.register(KeyBudget)
+class KeyBudgetAdmin(admin.ModelAdmin):
+    """Spend caps per API key. Spent and pending move only with requests."""
+
+    list_display = ("api_key", "lifetime_limit", "monthly_limit", "spent", "pending",
+                    "month", "month_spent")
+    search_fields = ("api_key__prefix", "api_key__user__email")
+    autocomplete_fields = ("api_key",)
+    fields = ("api_key", "lifetime_limit_micros", "monthly_limit_micros", "spent_micros",
+              "pending_micros", "month", "month_spent_micros")
+    readonly_fields = ("spent_micros", "pending_micros", "month", "month_spent_micros")
+
+    @admin.display(description="Lifetime cap (USD)")
+    def lifetime_limit(self, obj: KeyBudget) -> str:
+        return "-" if obj.lifetime_limit_micros is None else format_usd(obj.lifetime_limit_micros)
+
+    @admin.display(description="Monthly cap (USD)")
+    def monthly_limit(self, obj: KeyBudget) -> str:
+        return "-" if obj.monthly_limit_micros is None else format_usd(obj.monthly_limit_micros)
+
+    @admin.display(description="Spent (USD)")
+    def spent(self, obj: KeyBudget) -> str:
+        return format_usd(obj.spent_micros)
+
+    @admin.display(description="Pending (USD)")
+    def pending(self, obj: KeyBudget) -> str:
+        return format_usd(obj.pending_micros)
+
+    @admin.display(description="Spent this month (USD)")
+    def month_spent(self, obj: KeyBudget) -> str:
+        return format_usd(obj.month_spent_micros)

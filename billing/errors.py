@@ -29,3 +29,17 @@ class HoldNotFound(BillingError):
 
 class InvalidAmount(BillingError):
     pass
+
+
+class KeySpendCapReached(BillingError):
+    """The key's own spend cap, not the wallet, cannot cover the request."""
+
+    def __init__(self, *, needed_micros: int, remaining_micros: int, period: str) -> None:
+        self.needed_micros = needed_micros
+        self.remaining_micros = max(0, remaining_micros)
+        self.period = period  # "lifetime" or "monthly"
+        super().__init__(
+            f"This API key has reached its {period} spend cap: this request needs up to "
+            f"${format_usd(needed_micros)} but ${format_usd(self.remaining_micros)} of the "
+            "cap remains."
+        )

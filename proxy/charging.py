@@ -13,7 +13,7 @@ from typing import Any, TypeVar
 from django.conf import settings
 from django.utils import timezone
 
-from billing.errors import InsufficientFunds
+from billing.errors import InsufficientFunds, KeySpendCapReached
 from billing.models import ModelPrice
 from billing.money import format_usd
 from billing.services import UsageReport
@@ -85,6 +85,8 @@ async def reserve(*, request_id: str, caller: Caller, chat: ChatRequest, price: 
         )
     except InsufficientFunds as refused:
         raise _refusal(refused.needed_micros, refused.available_micros) from None
+    except KeySpendCapReached as capped:
+        raise insufficient_quota(str(capped)) from None
 
 
 # Settling must finish even when the client's disconnect cancels the request task: it runs

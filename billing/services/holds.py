@@ -16,7 +16,8 @@ from django.utils import timezone
 
 from accounts.models import ApiKey, User
 from billing.errors import HoldNotFound, IdempotencyConflict, InsufficientFunds, InvalidAmount
-from billing.models import Hold, LedgerEntry, ModelPrice, UsageRecord, Wallet
+from billing.models import Hold, KeyBudget, LedgerEntry, ModelPrice, UsageRecord, Wallet
+from billing.services.budgets import budget_reserve, budget_resolve
 from billing.services.ledger import ledger_post
 from billing.services.wallets import wallet_get_or_create
 
@@ -69,6 +70,12 @@ def hold_create(
             if wallet.available_micros < amount_micros:
                 raise InsufficientFunds(needed_micros=amount_micros,
                                         available_micros=wallet.available_micros)
+            if api_key is not None:
+                # Lock order: wallet, then the key's budget (as in settle and the SQL path).
+                budget = KeyBudget.objects.select_for_update().filter(
+                    api_key_id=api_key.pk).first()
+                if budget is not None:
+                    budget_reserve(budget, amount_micros)
             wallet.pending_micros += amount_micros
             wallet.save(update_fields=["pending_micros", "updated_at"])
             return Hold.objects.create(
@@ -128,6 +135,7 @@ def hold_settle(*, hold_id: str, usage: UsageReport) -> HoldOutcome:
         else:
             wallet.save(update_fields=["pending_micros", "updated_at"])
         _resolve(hold, Hold.Status.POSTED, charged_micros=charged)
+        _budget_release(hold, charged_micros=charged)
         record = _usage_record_create(hold, wallet=wallet, usage=usage, cost_micros=charged)
         return HoldOutcome(hold=hold, usage_record=record, charged_micros=charged,
                            already_resolved=False)
@@ -152,6 +160,7 @@ def _release(hold_id: str, status: str, usage: UsageReport | None) -> HoldOutcom
         wallet.pending_micros -= hold.amount_micros
         wallet.save(update_fields=["pending_micros", "updated_at"])
         _resolve(hold, status, charged_micros=0)
+        _budget_release(hold, charged_micros=0)
         record = (
             _usage_record_create(hold, wallet=wallet, usage=usage, cost_micros=0)
             if usage is not None
@@ -159,6 +168,14 @@ def _release(hold_id: str, status: str, usage: UsageReport | None) -> HoldOutcom
         )
         return HoldOutcome(hold=hold, usage_record=record, charged_micros=0,
                            already_resolved=False)
+
+
+def _budget_release(hold: Hold, *, charged_micros: int) -> None:
+    if hold.api_key_id is None:
+        return
+    budget = KeyBudget.objects.select_for_update().filter(api_key_id=hold.api_key_id).first()
+    if budget is not None:
+        budget_resolve(budget, amount_micros=hold.amount_micros, charged_micros=charged_micros)
 
 
 def _lock_hold(hold_id: str) -> Hold:

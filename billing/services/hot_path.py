@@ -18,11 +18,14 @@ from __future__ import annotations
 import asyncio
 from datetime import datetime
 
+import psycopg
 from asgiref.sync import sync_to_async
 from django.conf import settings
 from psycopg_pool import AsyncConnectionPool
 
-from billing.errors import InsufficientFunds
+from billing.errors import InsufficientFunds, KeySpendCapReached
+from billing.models import KeyBudget
+from billing.services.budgets import cap_shortfall, current_month
 from billing.services.holds import HoldOutcome, UsageReport, hold_create, hold_settle, hold_void
 
 RESERVE_SQL = """
@@ -38,6 +41,16 @@ WITH wallet AS (
            0, 'pending', now(), %(expires_at)s
       FROM wallet
  RETURNING id
+), budget AS (
+    -- Only once the wallet had room; a cap it would pass breaks a CHECK on the budget
+    -- row and fails the whole statement (see KeyBudget).
+    UPDATE billing_keybudget AS b
+       SET pending_micros = b.pending_micros + %(amount)s,
+           month_spent_micros = CASE WHEN b.month = %(month)s THEN b.month_spent_micros
+                                     ELSE 0 END,
+           month = %(month)s
+      FROM wallet
+     WHERE b.api_key_id = %(api_key_id)s
 )
 SELECT count(*) FROM hold
 """
@@ -66,6 +79,15 @@ WITH hold AS (
            'charge:' || hold.id, hold.model || ' request ' || hold.id, hold.id, now()
       FROM hold, wallet
      WHERE hold.charged_micros > 0
+), budget AS (
+    UPDATE billing_keybudget AS b
+       SET pending_micros = b.pending_micros - hold.amount_micros,
+           spent_micros = b.spent_micros + hold.charged_micros,
+           month_spent_micros = CASE WHEN b.month = %(month)s THEN b.month_spent_micros
+                                     ELSE 0 END + hold.charged_micros,
+           month = %(month)s
+      FROM hold
+     WHERE b.api_key_id = hold.api_key_id
 ), usage AS (
     INSERT INTO billing_usagerecord (request_id, user_id, api_key_id, model, worker,
                                      prompt_tokens, completion_tokens, cached_tokens,
@@ -128,9 +150,20 @@ async def close_pools() -> None:
 
 async def _fetchone(sql: str, params: dict[str, object]) -> tuple | None:
     pool = await _pool()
-    async with pool.connection() as conn:
-        cursor = await conn.execute(sql, params)
-        return await cursor.fetchone()
+    try:
+        async with pool.connection() as conn:
+            cursor = await conn.execute(sql, params)
+            return await cursor.fetchone()
+    except psycopg.OperationalError:
+        # A pooled connection that died (PostgreSQL restarted, an admin ended it): the pool
+        # drops it, checks the idle ones (they likely died with it) and the statement runs
+        # once more on a live connection. Every statement here
+        # is safe to repeat: a repeated reserve hits its own hold's primary key (below),
+        # and a repeated resolve finds its hold no longer pending.
+        await pool.check()
+        async with pool.connection() as conn:
+            cursor = await conn.execute(sql, params)
+            return await cursor.fetchone()
 
 
 async def wallet_available(*, user_id: int) -> int:
@@ -152,17 +185,47 @@ async def hold_reserve(
         await sync_to_async(_hold_create_orm, thread_sensitive=False)(
             user_id, hold_id, amount_micros, price_id, model, api_key_id, expires_at)
         return
-    row = await _fetchone(RESERVE_SQL, {
-        "user_id": user_id, "hold_id": hold_id, "amount": amount_micros,
-        "price_id": price_id, "model": model, "api_key_id": api_key_id,
-        "expires_at": expires_at,
-    })
+    try:
+        row = await _fetchone(RESERVE_SQL, {
+            "user_id": user_id, "hold_id": hold_id, "amount": amount_micros,
+            "price_id": price_id, "model": model, "api_key_id": api_key_id,
+            "expires_at": expires_at, "month": current_month(),
+        })
+    except psycopg.errors.CheckViolation as violation:
+        if not (violation.diag.constraint_name or "").startswith("billing_keybudget"):
+            raise
+        raise await _cap_refusal(api_key_id, amount_micros) from None
+    except psycopg.errors.UniqueViolation as violation:
+        if violation.diag.constraint_name != "billing_hold_pkey":
+            raise
+        return  # the first try committed before its connection died: this hold is ours
     if not row or not row[0]:
         # Read the balance again, in a statement of its own: the refused statement's
         # snapshot may predate the reservations that made it fail, and the message must not
         # claim more money than there is.
         available = await wallet_available(user_id=user_id)
         raise InsufficientFunds(needed_micros=amount_micros, available_micros=available)
+
+
+BUDGET_SQL = """
+SELECT lifetime_limit_micros, monthly_limit_micros, spent_micros, pending_micros, month,
+       month_spent_micros
+  FROM billing_keybudget WHERE api_key_id = %(api_key_id)s
+"""
+
+
+async def _cap_refusal(api_key_id: int | None, amount_micros: int) -> KeySpendCapReached:
+    """Which cap a refused reservation would have passed, read back on the same pool."""
+    row = await _fetchone(BUDGET_SQL, {"api_key_id": api_key_id})
+    refusal = None
+    if row is not None:
+        budget = KeyBudget(api_key_id=api_key_id, lifetime_limit_micros=row[0],
+                           monthly_limit_micros=row[1], spent_micros=row[2],
+                           pending_micros=row[3], month=row[4], month_spent_micros=row[5])
+        refusal = cap_shortfall(budget, amount_micros)
+    # The cap had room again when read back: a concurrent request settled meanwhile.
+    return refusal or KeySpendCapReached(needed_micros=amount_micros, remaining_micros=0,
+                                         period="lifetime")
 
 
 def _hold_create_orm(user_id: int, hold_id: str, amount: int, price_id: int, model: str,
@@ -192,7 +255,7 @@ async def hold_resolve(*, hold_id: str, usage: UsageReport, cost_micros: int | N
         "prompt_tokens": usage.prompt_tokens, "completion_tokens": usage.completion_tokens,
         "cached_tokens": usage.cached_tokens, "source": usage.source,
         "usage_status": usage.status, "latency_ms": usage.latency_ms,
-        "ttft_ms": usage.ttft_ms,
+        "ttft_ms": usage.ttft_ms, "month": current_month(),
     })
     return row[0] if row else None
 

@@ -7,6 +7,8 @@ from datetime import UTC, datetime
 from accounts.errors import AccountsError
 from accounts.selectors import user_get_by_email
 from accounts.services import api_key_create, api_key_revoke
+from billing.money import usd_to_micros
+from billing.services import key_budget_set
 from router_admin.cli.base import Options, Subparsers, group, subcommand
 
 
@@ -20,6 +22,8 @@ def add_parsers(subparsers: Subparsers) -> None:
     create.add_argument("--tpm", type=int, help="Tokens per minute.")
     create.add_argument("--max-concurrency", type=int, help="Requests in flight.")
     create.add_argument("--expires", help="Expiry, as an ISO date or date-time (UTC).")
+    create.add_argument("--spend-limit", help="Spend cap over the key's lifetime, in USD.")
+    create.add_argument("--monthly-spend-limit", help="Spend cap per calendar month, in USD.")
     create.add_argument("--models", default="", help="Allowed models, comma-separated.")
     create.add_argument("--ips", default="", help="Allowed client networks (CIDR), "
                         "comma-separated.")
@@ -36,6 +40,12 @@ def key_create_command(options: Options) -> list[str]:
         rpm=options["rpm"], tpm=options["tpm"], max_concurrency=options["max_concurrency"],
         allowed_models=_items(options["models"]), allowed_ips=_items(options["ips"]),
     )
+    lifetime, monthly = options["spend_limit"], options["monthly_spend_limit"]
+    if lifetime is not None or monthly is not None:
+        key_budget_set(
+            api_key=created.api_key,
+            lifetime_limit_micros=None if lifetime is None else usd_to_micros(lifetime),
+            monthly_limit_micros=None if monthly is None else usd_to_micros(monthly))
     return [
         f"Created API key {created.api_key.prefix} for {user.email}"
         + (f" ({created.api_key.name})." if created.api_key.name else "."),

@@ -163,3 +163,18 @@ def test_both_paths_interleave_on_one_wallet_and_the_books_balance(loop, user, p
     assert (wallet.posted_micros, wallet.pending_micros) == (1_000_000 - 200 * 30, 0)
     assert LedgerEntry.objects.filter(kind="charge").count() == 200
     assert wallet_audit(wallet_id=wallet.pk).consistent
+
+
+def test_pooled_connections_killed_by_the_server_are_replaced_without_an_error(
+    loop, user, price
+):
+    from django.db import connection
+
+    wallet_credit(user=user, amount_micros=10_000, idempotency_key="f", memo="")
+    loop.run(_reserve(user, price, "before", 100))
+    with connection.cursor() as cursor:  # what a PostgreSQL restart does to the pool
+        cursor.execute("SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE "
+                       "datname = current_database() AND pid <> pg_backend_pid()")
+    loop.run(_reserve(user, price, "after", 100))
+    assert loop.run(hold_resolve(hold_id="after", usage=_usage(), cost_micros=50)) == 50
+    assert Hold.objects.filter(status="pending").count() == 1

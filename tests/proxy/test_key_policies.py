@@ -139,3 +139,26 @@ def test_an_expired_key_is_refused_with_401(openai_worker, make_key, router):
     _, secret = make_key()
     _policy(secret, expires_at=timezone.now() - timedelta(seconds=1))
     assert _post(router, secret).status_code == 401
+
+
+def test_a_keys_spend_cap_refuses_with_402_saying_it_is_the_keys_cap(
+    openai_worker, make_key, client_for, router
+):
+    from billing.models import KeyBudget
+    from billing.services import key_budget_set
+
+    _, secret = make_key()
+    key = ApiKey.objects.get(prefix=secret[:18])
+    key_budget_set(api_key=key, lifetime_limit_micros=400, monthly_limit_micros=None)
+    assert _post(router, secret, max_tokens=100).status_code == 200  # hold ~ 230 µ$
+    router.drain()
+    with pytest.raises(openai.APIStatusError) as capped:
+        client_for(secret).chat.completions.create(model="test-model", messages=MESSAGES,
+                                                   max_tokens=200)
+    assert capped.value.status_code == 402
+    assert capped.value.code == "insufficient_quota"
+    assert "API key has reached its lifetime spend cap" in capped.value.message
+    budget = KeyBudget.objects.get(api_key=key)
+    assert budget.pending_micros == 0
+    assert budget.spent_micros == -sum(e.amount_micros for e in
+                                       LedgerEntry.objects.filter(kind="charge"))

@@ -143,3 +143,26 @@ def test_with_redis_stopped_mid_test_calls_still_succeed_and_are_charged_exactly
     assert charged == sum(r.cost_micros for r in UsageRecord.objects.all())
     assert not Hold.objects.filter(status="pending").exists()
     shared_state.reset_for_tests()
+
+
+def test_two_router_processes_together_keep_a_keys_spend_cap_exactly(two_routers, make_key):
+    from billing.models import KeyBudget
+    from billing.services import key_budget_set
+    from proxy.tokens import estimate_request_prompt_tokens
+
+    _, calibration = make_key()
+    first = httpx.post(f"{two_routers[0]}/chat/completions", json=BODY, timeout=20,
+                       headers={"Authorization": f"Bearer {calibration}"})
+    cost = int(first.headers["x-router-cost-micros"])
+    hold = estimate_request_prompt_tokens(BODY) + BODY["max_tokens"]  # 1 µ$ per token
+    _, secret = make_key()
+    key = ApiKey.objects.get(prefix=secret[:18])
+    # Room for exactly five: after four settled requests a fifth hold still fits.
+    key_budget_set(api_key=key, lifetime_limit_micros=4 * cost + hold,
+                   monthly_limit_micros=None)
+    statuses = [httpx.post(f"{two_routers[i % 2]}/chat/completions", json=BODY, timeout=20,
+                           headers={"Authorization": f"Bearer {secret}"}).status_code
+                for i in range(8)]
+    assert statuses == [200] * 5 + [402] * 3
+    budget = KeyBudget.objects.get(api_key=key)
+    assert budget.spent_micros == 5 * cost <= budget.lifetime_limit_micros

@@ -1,0 +1,79 @@
+"""Spend caps on API keys: setting them, and moving a key's budget with its holds."""
+
+from __future__ import annotations
+
+from datetime import date
+
+from django.db import IntegrityError, transaction
+from django.utils import timezone
+
+from accounts.models import ApiKey
+from billing.errors import InvalidAmount, KeySpendCapReached
+from billing.models import KeyBudget
+
+
+def current_month() -> date:
+    """The calendar month (UTC) that monthly caps count, as its first day."""
+    return timezone.now().date().replace(day=1)
+
+
+def key_budget_set(*, api_key: ApiKey, lifetime_limit_micros: int | None,
+                   monthly_limit_micros: int | None) -> KeyBudget:
+    """Set (or clear, with None) a key's caps; a cap below what the key has already spent or
+    reserved is refused."""
+    for limit in (lifetime_limit_micros, monthly_limit_micros):
+        if limit is not None and limit < 0:
+            raise InvalidAmount("A spend cap cannot be negative.")
+    try:
+        with transaction.atomic():
+            budget, _ = KeyBudget.objects.select_for_update().get_or_create(api_key=api_key)
+            budget.lifetime_limit_micros = lifetime_limit_micros
+            budget.monthly_limit_micros = monthly_limit_micros
+            budget.save(update_fields=["lifetime_limit_micros", "monthly_limit_micros"])
+            return budget
+    except IntegrityError:
+        raise InvalidAmount("A spend cap cannot be below what the key has already spent or "
+                            "reserved this period.") from None
+
+
+def _month_spent(budget: KeyBudget, month: date) -> int:
+    return budget.month_spent_micros if budget.month == month else 0
+
+
+def cap_shortfall(budget: KeyBudget, amount_micros: int) -> KeySpendCapReached | None:
+    """The cap that ``amount_micros`` more would pass, as the refusal to raise, or None."""
+    if budget.lifetime_limit_micros is not None:
+        remaining = budget.lifetime_limit_micros - budget.spent_micros - budget.pending_micros
+        if amount_micros > remaining:
+            return KeySpendCapReached(needed_micros=amount_micros, remaining_micros=remaining,
+                                      period="lifetime")
+    if budget.monthly_limit_micros is not None:
+        remaining = (budget.monthly_limit_micros - _month_spent(budget, current_month())
+                     - budget.pending_micros)
+        if amount_micros > remaining:
+            return KeySpendCapReached(needed_micros=amount_micros, remaining_micros=remaining,
+                                      period="monthly")
+    return None
+
+
+def budget_reserve(budget: KeyBudget, amount_micros: int) -> None:
+    """Count a new hold against a locked budget row, or refuse it."""
+    refusal = cap_shortfall(budget, amount_micros)
+    if refusal is not None:
+        raise refusal
+    month = current_month()
+    budget.month_spent_micros = _month_spent(budget, month)
+    budget.month = month
+    budget.pending_micros += amount_micros
+    budget.save(update_fields=["pending_micros", "month_spent_micros", "month"])
+
+
+def budget_resolve(budget: KeyBudget, *, amount_micros: int, charged_micros: int) -> None:
+    """Release a hold from a locked budget row, counting what it charged as spent."""
+    month = current_month()
+    budget.pending_micros -= amount_micros
+    budget.spent_micros += charged_micros
+    budget.month_spent_micros = _month_spent(budget, month) + charged_micros
+    budget.month = month
+    budget.save(update_fields=["pending_micros", "spent_micros", "month_spent_micros",
+                               "month"])
