@@ -179,5 +179,10 @@ CELERY_BEAT_SCHEDULE = {
         # A probe still queued when the next one is due is stale: drop it, do not pile up.
         "options": {"expires": float(ROUTER_PROBE_INTERVAL_SECONDS)},
     },
+    # Holds left pending by a process that died: released once past their expiry.
+    "holds-sweep": {"task": "billing.tasks.holds_sweep_task", "schedule": 60.0,
+                    "options": {"expires": 60.0}},
+    "wallets-reconcile": {"task": "billing.tasks.wallets_reconcile_task",
+                          "schedule": 3600.0, "options": {"expires": 3600.0}},
 }
 # --- end of Celery -----------------------------------------------------------------------

@@ -6,7 +6,7 @@ from __future__ import annotations
 import argparse
 from collections.abc import Callable
 
-from router_admin.cli import demo, keys, money, prices, users, workers
+from router_admin.cli import demo, keys, money, prices, sweep, users, workers
 from router_admin.cli.base import Subparsers
 
 GROUPS: tuple[Callable[[Subparsers], None], ...] = (
@@ -15,6 +15,7 @@ GROUPS: tuple[Callable[[Subparsers], None], ...] = (
     keys.add_parsers,
     prices.add_parsers,
     workers.add_parsers,
+    sweep.add_parsers,
     demo.add_parsers,
 )
 

@@ -1,0 +1,17 @@
+"""Periodic billing work, run by Celery beat (see CELERY_BEAT_SCHEDULE)."""
+
+from __future__ import annotations
+
+from celery import shared_task
+
+from billing.services.sweeper import holds_sweep, wallets_reconcile
+
+
+@shared_task
+def holds_sweep_task() -> dict[str, int]:
+    return {"expired": len(holds_sweep().expired)}
+
+
+@shared_task
+def wallets_reconcile_task() -> dict[str, list[int]]:
+    return {"mismatched_wallets": [audit.wallet_id for audit in wallets_reconcile()]}
