@@ -18,7 +18,15 @@ from django.utils.html import format_html
 
 from billing.errors import BillingError, IdempotencyConflict
 from billing.forms import WalletCreditForm
-from billing.models import Hold, KeyBudget, LedgerEntry, ModelPrice, UsageRecord, Wallet
+from billing.models import (
+    Hold,
+    KeyBudget,
+    LedgerEntry,
+    ModelPrice,
+    UsageRecord,
+    UsageRollup,
+    Wallet,
+)
 from billing.money import format_usd
 from billing.selectors import wallet_audit
 from billing.services import price_set, wallet_credit
@@ -301,3 +309,28 @@ class KeyBudgetAdmin(admin.ModelAdmin):
     @admin.display(description="Spent this month (USD)")
     def month_spent(self, obj: KeyBudget) -> str:
         return format_usd(obj.month_spent_micros)
+
+
+@admin.register(UsageRollup)
+class UsageRollupAdmin(admin.ModelAdmin):
+    """Usage per hour and per day, per user, key and model; written by the roll-up job."""
+
+    list_display = ("period", "bucket_start", "user", "api_key", "model", "requests",
+                    "failed_requests", "prompt_tokens", "completion_tokens", "cost")
+    list_filter = ("period", "model", ("bucket_start", admin.DateFieldListFilter))
+    search_fields = ("user__email", "model", "api_key__prefix")
+    list_select_related = ("user", "api_key")
+    date_hierarchy = "bucket_start"
+
+    @admin.display(description="Cost (USD)", ordering="cost_micros")
+    def cost(self, obj: UsageRollup) -> str:
+        return format_usd(obj.cost_micros)
+
+    def has_add_permission(self, request: HttpRequest) -> bool:
+        return False
+
+    def has_change_permission(self, request: HttpRequest, obj: object = None) -> bool:
+        return False
+
+    def has_delete_permission(self, request: HttpRequest, obj: object = None) -> bool:
+        return False

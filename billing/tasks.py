@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from celery import shared_task
 
+from billing.services.rollups import usage_rollup_recent
 from billing.services.sweeper import holds_sweep, wallets_reconcile
 
 
@@ -15,3 +16,8 @@ def holds_sweep_task() -> dict[str, int]:
 @shared_task
 def wallets_reconcile_task() -> dict[str, list[int]]:
     return {"mismatched_wallets": [audit.wallet_id for audit in wallets_reconcile()]}
+
+
+@shared_task
+def usage_rollup_task() -> dict[str, int]:
+    return {"rows": usage_rollup_recent()}

@@ -182,6 +182,8 @@ CELERY_BEAT_SCHEDULE = {
     # Holds left pending by a process that died: released once past their expiry.
     "holds-sweep": {"task": "billing.tasks.holds_sweep_task", "schedule": 60.0,
                     "options": {"expires": 60.0}},
+    "usage-rollup": {"task": "billing.tasks.usage_rollup_task", "schedule": 300.0,
+                     "options": {"expires": 300.0}},
     "wallets-reconcile": {"task": "billing.tasks.wallets_reconcile_task",
                           "schedule": 3600.0, "options": {"expires": 3600.0}},
 }

@@ -2,7 +2,9 @@ from billing.models.budgets import KeyBudget
 from billing.models.holds import Hold
 from billing.models.ledger import LedgerEntry
 from billing.models.prices import ModelPrice
+from billing.models.rollups import UsageRollup
 from billing.models.usage import UsageRecord
 from billing.models.wallets import Wallet
 
-__all__ = ["Hold", "KeyBudget", "LedgerEntry", "ModelPrice", "UsageRecord", "Wallet"]
+__all__ = ["Hold", "KeyBudget", "LedgerEntry", "ModelPrice", "UsageRecord", "UsageRollup",
+           "Wallet"]

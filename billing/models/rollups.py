@@ -1,0 +1,40 @@
+from __future__ import annotations
+
+from django.conf import settings
+from django.db import models
+
+
+class UsageRollup(models.Model):
+    """Usage summed per hour or per day (UTC), user, key and model.
+
+    Charts and reports read these instead of the raw usage records. Rows are recomputed
+    from the records for a window at a time (``billing.services.rollups``), never
+    incremented, so running the job twice, or late, gives the same numbers.
+    """
+
+    class Period(models.TextChoices):
+        HOUR = "hour", "Hour"
+        DAY = "day", "Day"
+
+    period = models.CharField(max_length=4, choices=Period.choices)
+    bucket_start = models.DateTimeField()
+    user = models.ForeignKey(settings.AUTH_USER_MODEL, on_delete=models.CASCADE,
+                             related_name="+", db_index=False)
+    api_key = models.ForeignKey("accounts.ApiKey", on_delete=models.CASCADE, null=True,
+                                blank=True, related_name="+", db_index=False)
+    model = models.CharField(max_length=200)
+    requests = models.PositiveIntegerField(default=0)
+    failed_requests = models.PositiveIntegerField(default=0)
+    prompt_tokens = models.BigIntegerField(default=0)
+    completion_tokens = models.BigIntegerField(default=0)
+    cached_tokens = models.BigIntegerField(default=0)
+    cost_micros = models.BigIntegerField(default=0)
+
+    class Meta:
+        indexes = [
+            models.Index(fields=["user", "period", "bucket_start"]),
+            models.Index(fields=["period", "bucket_start"]),
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.period} {self.bucket_start:%Y-%m-%d %H:00} {self.model}"
