@@ -39,6 +39,7 @@ import orjson
 from aiohttp import web
 
 from proxy.tokens import count_text_tokens, encode_text, token_pieces
+from tests.threaded_server import ThreadedServer
 
 DEFAULT_REPLY = ("This is a deterministic reply from the local Anthropic upstream. It has a "
                  "handful of plain words, so its tokens are easy to count.")
@@ -282,25 +283,20 @@ def _request_problem(body: Any) -> tuple[str, str] | None:
     return None
 
 
-class AnthropicServer:
+class AnthropicServer(ThreadedServer):
     """The server; a context manager that starts it in a thread and stops it on exit."""
 
+    name = "Anthropic test server"
+
     def __init__(self, behaviour: AnthropicBehaviour | None = None, **changes: Any) -> None:
+        super().__init__()
         self.behaviour = dataclasses.replace(behaviour or AnthropicBehaviour(), **changes)
         self._requests: list[RecordedRequest] = []
         self._answers: list[Answer] = []
         self._lock = threading.Lock()
-        self._loop: asyncio.AbstractEventLoop | None = None
-        self._thread: threading.Thread | None = None
-        self.port = 0
         self.client_disconnects = 0
 
     # --- what tests read and change ---
-
-    @property
-    def base_url(self) -> str:
-        """Anthropic's base URL form, ``http://127.0.0.1:<port>/v1``."""
-        return f"http://127.0.0.1:{self.port}/v1"
 
     @property
     def requests(self) -> list[RecordedRequest]:
@@ -321,65 +317,12 @@ class AnthropicServer:
     def configure(self, **changes: Any) -> None:
         self.behaviour = dataclasses.replace(self.behaviour, **changes)
 
-    # --- lifecycle ---
-
-    def start(self) -> AnthropicServer:
-        started = threading.Event()
-        failure: list[BaseException] = []
-        self._thread = threading.Thread(target=self._serve, args=(started, failure),
-                                        name="test-anthropic", daemon=True)
-        self._thread.start()
-        if not started.wait(timeout=10):
-            raise RuntimeError("the Anthropic test server did not start in 10 s")
-        if failure:
-            raise failure[0]
-        return self
-
-    def stop(self) -> None:
-        loop, thread = self._loop, self._thread
-        if loop is None or thread is None:
-            return
-        loop.call_soon_threadsafe(loop.stop)
-        thread.join(timeout=10)
-        self._thread = None
-
-    def __enter__(self) -> AnthropicServer:
-        return self.start()
-
-    def __exit__(self, *exc_info: object) -> None:
-        self.stop()
-
-    def _serve(self, started: threading.Event, failure: list[BaseException]) -> None:
-        loop = asyncio.new_event_loop()
-        self._loop = loop
-        asyncio.set_event_loop(loop)
+    def _app(self) -> web.Application:
         app = web.Application(client_max_size=64 * 1024 * 1024)
         app.router.add_post("/v1/messages", self._messages)
         app.router.add_get("/v1/models", self._models)
         app.router.add_route("*", "/{tail:.*}", self._not_found)
-        runner = web.AppRunner(app, access_log=None, shutdown_timeout=1.0)
-        try:
-            loop.run_until_complete(runner.setup())
-            site = web.TCPSite(runner, "127.0.0.1", 0)
-            loop.run_until_complete(site.start())
-            self.port = runner.addresses[0][1]
-        except BaseException as exc:  # handed to start(), which raises it in the test
-            failure.append(exc)
-            started.set()
-            loop.close()
-            return
-        started.set()
-        try:
-            loop.run_forever()
-        finally:
-            loop.run_until_complete(runner.cleanup())
-            # A handler still sleeping (a slow first byte whose client gave up) would be
-            # destroyed pending by close(): cancel and await it first.
-            pending = asyncio.all_tasks(loop)
-            for task in pending:
-                task.cancel()
-            loop.run_until_complete(asyncio.gather(*pending, return_exceptions=True))
-            loop.close()
+        return app
 
     # --- the handler ---
 

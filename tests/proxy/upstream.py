@@ -38,6 +38,7 @@ import pytest
 from aiohttp import web
 
 from proxy.tokens import encode_text, exact_prompt_tokens, token_pieces
+from tests.threaded_server import ThreadedServer
 
 DEFAULT_REPLY = ("This is a deterministic reply from the local test upstream. It has a "
                  "handful of plain words, so its tokens are easy to count.")
@@ -139,32 +140,21 @@ def plan_completion(body: dict[str, Any], reply: str | Callable[[dict[str, Any]]
                       completion_tokens=len(tokens))
 
 
-class UpstreamServer:
+class UpstreamServer(ThreadedServer):
     """The server; a context manager that starts it in a thread and stops it on exit."""
 
+    name = "test upstream"
+
     def __init__(self, behaviour: UpstreamBehaviour | None = None, **changes: Any) -> None:
+        super().__init__()
         self.behaviour = dataclasses.replace(behaviour or UpstreamBehaviour(), **changes)
         self._requests: list[RecordedRequest] = []
         self._lock = threading.Lock()
-        self._loop: asyncio.AbstractEventLoop | None = None
-        self._thread: threading.Thread | None = None
-        self._runner: web.AppRunner | None = None
-        self.port: int = 0
         # Streams that the client closed before the server finished writing them.
         self.client_disconnects = 0
         self.completed_streams = 0
 
     # --- what tests read and change ---
-
-    @property
-    def url(self) -> str:
-        """``http://127.0.0.1:<port>`` (no ``/v1``)."""
-        return f"http://127.0.0.1:{self.port}"
-
-    @property
-    def base_url(self) -> str:
-        """The OpenAI base URL, ``http://127.0.0.1:<port>/v1``."""
-        return f"{self.url}/v1"
 
     @property
     def requests(self) -> list[RecordedRequest]:
@@ -188,63 +178,6 @@ class UpstreamServer:
             self._requests.clear()
             self.client_disconnects = 0
             self.completed_streams = 0
-
-    # --- lifecycle ---
-
-    def start(self) -> UpstreamServer:
-        if self._thread is not None:
-            raise RuntimeError("the upstream server is already running")
-        started = threading.Event()
-        failure: list[BaseException] = []
-        self._thread = threading.Thread(target=self._serve, args=(started, failure),
-                                        name="test-upstream", daemon=True)
-        self._thread.start()
-        if not started.wait(timeout=10):
-            raise RuntimeError("the upstream server did not start in 10 s")
-        if failure:
-            self._thread.join(timeout=5)
-            self._thread = None
-            raise failure[0]
-        return self
-
-    def stop(self) -> None:
-        loop, thread = self._loop, self._thread
-        if loop is None or thread is None:
-            return
-        loop.call_soon_threadsafe(loop.stop)
-        thread.join(timeout=10)
-        self._thread = None
-
-    def __enter__(self) -> UpstreamServer:
-        return self.start()
-
-    def __exit__(self, *exc_info: object) -> None:
-        self.stop()
-
-    def _serve(self, started: threading.Event, failure: list[BaseException]) -> None:
-        loop = asyncio.new_event_loop()
-        self._loop = loop
-        asyncio.set_event_loop(loop)
-        # A short shutdown: a test may leave a slow stream open when it stops the server.
-        runner = web.AppRunner(self._app(), access_log=None, shutdown_timeout=1.0)
-        try:
-            loop.run_until_complete(runner.setup())
-            site = web.TCPSite(runner, "127.0.0.1", 0)  # port 0: the OS picks a free one
-            loop.run_until_complete(site.start())
-            self.port = runner.addresses[0][1]
-            self._runner = runner
-        except BaseException as exc:  # handed to start(), which raises it in the test
-            failure.append(exc)
-            started.set()
-            loop.run_until_complete(runner.cleanup())
-            loop.close()
-            return
-        started.set()
-        try:
-            loop.run_forever()
-        finally:
-            loop.run_until_complete(runner.cleanup())
-            loop.close()
 
     def _app(self) -> web.Application:
         app = web.Application(client_max_size=64 * 1024 * 1024)
