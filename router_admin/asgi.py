@@ -1,4 +1,5 @@
-"""ASGI entry point: /v1 goes to the lean API handler, everything else to the full site."""
+"""ASGI entry point: /v1 and the health checks go to the lean API handler, everything else
+to the full site."""
 
 from __future__ import annotations
 
@@ -43,7 +44,8 @@ async def _lifespan(receive: Any, send: Any) -> None:
 
 
 async def application(scope: dict[str, Any], receive: Any, send: Any) -> None:
-    if scope["type"] == "http" and (scope["path"] == "/v1" or scope["path"].startswith("/v1/")):
+    if scope["type"] == "http" and (scope["path"] == "/v1" or scope["path"].startswith("/v1/")
+                                    or scope["path"] in ("/healthz", "/readyz")):
         await api_application(scope, receive, send)
     elif scope["type"] == "lifespan":
         await _lifespan(receive, send)

@@ -1,7 +1,11 @@
 from django.contrib import admin
 from django.urls import include, path
 
+from proxy.health import healthz, readyz
+
 urlpatterns = [
     path("admin/", admin.site.urls),
     path("v1/", include("proxy.urls")),
+    path("healthz", healthz),
+    path("readyz", readyz),
 ]

@@ -113,7 +113,8 @@ def _on_postgresql() -> bool:
     return settings.DATABASES["default"]["ENGINE"] == "django.db.backends.postgresql"
 
 
-def _conninfo() -> str:
+def conninfo() -> str:
+    """libpq connection string of the default database, from Django's settings."""
     db = settings.DATABASES["default"]
     parts = {"dbname": db["NAME"], "user": db.get("USER"), "password": db.get("PASSWORD"),
              "host": db.get("HOST"), "port": db.get("PORT")}
@@ -132,7 +133,7 @@ async def _pool() -> AsyncConnectionPool:
     pool = _pools.get(loop)
     if pool is None:
         pool = AsyncConnectionPool(
-            _conninfo(), min_size=1, max_size=settings.ROUTER_DB_POOL_SIZE, open=False,
+            conninfo(), min_size=1, max_size=settings.ROUTER_DB_POOL_SIZE, open=False,
             # Prepared from the first use: these few statements run on every request.
             kwargs={"autocommit": True, "prepare_threshold": 0}, name="billing-hot-path",
         )
