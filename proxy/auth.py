@@ -23,6 +23,7 @@ async def authenticate(request: HttpRequest) -> Caller:
         # Never echo the key back: not even its prefix tells an attacker anything useful.
         raise invalid_api_key("Incorrect API key provided. You can find your API keys in "
                               "the portal.")
+    request.caller = caller  # type: ignore[attr-defined]  # for the access log
     address = request.META.get("REMOTE_ADDR") or ""
     if not caller.allows_address(address):
         raise permission_denied(f"This API key may not be used from {address or 'here'}.")

@@ -4,12 +4,14 @@ thread hop per request (see ``proxy.asgi``)."""
 from __future__ import annotations
 
 import logging
+import time
 import uuid
 from collections.abc import Awaitable, Callable
 
 from asgiref.sync import markcoroutinefunction
 from django.http import HttpRequest, HttpResponseBase
 
+from proxy.access_log import access_log
 from proxy.errors import server_error
 from proxy.relay import error_response
 
@@ -36,10 +38,20 @@ class RequestIdMiddleware:
     async def __call__(self, request: HttpRequest) -> HttpResponseBase:
         request_id = new_request_id()
         request.request_id = request_id  # type: ignore[attr-defined]
+        started = time.monotonic()
         try:
             response = await self.get_response(request)
         except Exception:
             logger.exception("request %s failed", request_id)
             response = error_response(server_error(request_id))
         response["x-request-id"] = request_id
+        if response.status_code != 200 or request.path != "/v1/chat/completions":
+            # A completion that was answered logs itself when it settles, with its tokens
+            # and cost; everything else (refusals, errors, other routes) is logged here.
+            caller = getattr(request, "caller", None)
+            access_log(request_id=request_id, method=request.method, path=request.path,
+                       status=response.status_code,
+                       user_id=caller.user_id if caller else None,
+                       key_prefix=caller.key_prefix if caller else None,
+                       latency_ms=int((time.monotonic() - started) * 1000))
         return response

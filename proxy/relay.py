@@ -21,6 +21,7 @@ from billing.models import ModelPrice, UsageRecord
 from billing.money import format_usd
 from billing.services import UsageReport
 from proxy import charging
+from proxy.access_log import access_log
 from proxy.errors import (
     ApiError,
     model_not_found,
@@ -84,11 +85,26 @@ class Call:
         # The token counters learn the actual count; the concurrency slot is freed.
         await charging.shielded(limits_settle(
             self.admission, actual_tokens=usage.prompt_tokens + usage.completion_tokens))
+        self.log(usage, charged)
         return charged
 
     async def void(self, usage: UsageReport) -> None:
         await charging.void(request_id=self.request_id, usage=usage)
         await charging.shielded(limits_release(self.admission))
+
+    def log(self, usage: UsageReport, charged: int) -> None:
+        """The request's access-log line, written when its money is settled (for a stream,
+        that is when it ends, which is after its HTTP status was sent)."""
+        access_log(request_id=self.request_id, method="POST", path="/v1/chat/completions",
+                   # 200 once the answer or the stream's first chunk went out; none when
+                   # the client hung up before any output.
+                   status=200 if self.first_token_at is not None else None,
+                   user_id=self.caller.user_id, key_prefix=self.caller.key_prefix,
+                   model=self.chat.model, worker=usage.worker, outcome=usage.status,
+                   prompt_tokens=usage.prompt_tokens,
+                   completion_tokens=usage.completion_tokens,
+                   cached_tokens=usage.cached_tokens, cost_micros=charged,
+                   latency_ms=usage.latency_ms, ttft_ms=usage.ttft_ms)
 
     def elapsed_ms(self, since: float | None = None) -> int | None:
         if since is None:

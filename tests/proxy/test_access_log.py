@@ -1,0 +1,56 @@
+"""One JSON line per request, with every field and no secret."""
+
+from __future__ import annotations
+
+import logging
+
+import httpx
+import orjson
+
+from proxy.access_log import FIELDS
+
+MESSAGES = [{"role": "user", "content": "a very private sentence"}]
+
+
+def _lines(caplog) -> list[dict]:
+    return [orjson.loads(r.getMessage()) for r in caplog.records if r.name == "proxy.access"]
+
+
+def test_each_request_logs_one_json_line_with_every_field_and_no_secret(
+    openai_worker, make_key, router, caplog
+):
+    user_id, secret = make_key()
+    with caplog.at_level(logging.INFO, logger="proxy.access"):
+        for stream in (False, True):
+            with httpx.stream("POST", f"{router.base_url}/chat/completions", timeout=20,
+                              headers={"Authorization": f"Bearer {secret}"},
+                              json={"model": "test-model", "messages": MESSAGES,
+                                    "stream": stream}) as response:
+                response.read()
+        httpx.post(f"{router.base_url}/chat/completions", json={"model": "x"},
+                   headers={"Authorization": f"Bearer {secret}"})
+        router.drain()
+
+    lines = _lines(caplog)
+    assert len(lines) == 3
+    answered = [line for line in lines if line["status"] == 200]
+    assert len(answered) == 2
+    for line in answered:
+        assert set(line) == set(FIELDS)
+        assert line["user_id"] == user_id
+        assert line["key_prefix"] == secret[:18]
+        assert (line["model"], line["worker"], line["outcome"]) == (
+            "test-model", openai_worker.name, "ok")
+        assert line["prompt_tokens"] > 0
+        assert line["completion_tokens"] > 0
+        assert line["cost_micros"] == line["prompt_tokens"] + 2 * line["completion_tokens"]
+        assert line["latency_ms"] is not None
+        assert line["ttft_ms"] is not None
+        assert line["request_id"].startswith("req_")
+    refused = [line for line in lines if line["status"] == 400]
+    assert refused[0]["key_prefix"] == secret[:18]
+    text = caplog.text
+    assert secret not in text
+    assert secret[18:] not in text
+    assert "private sentence" not in text
+    assert "upstream-secret" not in text
