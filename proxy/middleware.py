@@ -13,6 +13,7 @@ from django.http import HttpRequest, HttpResponseBase
 
 from proxy.access_log import access_log
 from proxy.errors import server_error
+from proxy.metrics import refusal_observed
 from proxy.relay import error_response
 
 logger = logging.getLogger("proxy.requests")
@@ -54,4 +55,5 @@ class RequestIdMiddleware:
                        user_id=caller.user_id if caller else None,
                        key_prefix=caller.key_prefix if caller else None,
                        latency_ms=int((time.monotonic() - started) * 1000))
+            refusal_observed(status=response.status_code)
         return response

@@ -30,6 +30,7 @@ from proxy.errors import (
     upstream_error,
 )
 from proxy.limits import Admission, limits_admit, limits_error, limits_release, limits_settle
+from proxy.metrics import UPSTREAM_ERRORS, completion_observed
 from proxy.providers import UpstreamError, UpstreamTarget, provider_for
 from proxy.providers.base import UpstreamStream
 from proxy.routing import Candidates, Lease
@@ -105,6 +106,10 @@ class Call:
                    completion_tokens=usage.completion_tokens,
                    cached_tokens=usage.cached_tokens, cost_micros=charged,
                    latency_ms=usage.latency_ms, ttft_ms=usage.ttft_ms)
+        completion_observed(model=self.chat.model, worker=usage.worker, outcome=usage.status,
+                            prompt_tokens=usage.prompt_tokens,
+                            completion_tokens=usage.completion_tokens, charged_micros=charged,
+                            latency_ms=usage.latency_ms, ttft_ms=usage.ttft_ms)
 
     def elapsed_ms(self, since: float | None = None) -> int | None:
         if since is None:
@@ -205,6 +210,7 @@ async def _attempt_failed(call: Call, lease: Lease, exc: UpstreamError) -> bool:
     logger.warning("request %s: worker %s failed before any output: %s", call.request_id,
                    lease.target.worker_name, exc)
     await lease.release()
+    UPSTREAM_ERRORS.labels(lease.target.worker_name).inc()
     if exc.retryable:
         await lease.failed()
         return True

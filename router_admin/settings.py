@@ -151,6 +151,10 @@ ROUTER_BREAKER_COOLDOWN_SECONDS = env_int("ROUTER_BREAKER_COOLDOWN_SECONDS", 30,
 ROUTER_CAPACITY_WAIT_MS = env_int("ROUTER_CAPACITY_WAIT_MS", 2000, minimum=0)
 ROUTER_MAX_ATTEMPTS = env_int("ROUTER_MAX_ATTEMPTS", 3, minimum=1)
 
+# Who may read /metrics without a staff login (CIDR, comma-separated).
+ROUTER_METRICS_ALLOWED_NETWORKS = env_list("ROUTER_METRICS_ALLOWED_NETWORKS",
+                                           ["127.0.0.1/32", "::1/128"])
+
 # Billing: how long a request's hold may stay pending before the sweeper resolves it.
 ROUTER_HOLD_TTL_SECONDS = env_int("ROUTER_HOLD_TTL_SECONDS", 900, minimum=30)
 

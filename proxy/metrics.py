@@ -1,0 +1,109 @@
+"""Prometheus metrics of this router process, served at /metrics to staff and to the
+networks in ROUTER_METRICS_ALLOWED_NETWORKS.
+
+Counters are per process (each uvicorn worker keeps its own, as Prometheus expects one
+target per process); the pending-holds and circuit gauges are read from the database and
+Redis when scraped, so every instance reports the same shared numbers.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Iterator
+from ipaddress import ip_address, ip_network
+
+from django.conf import settings
+from django.db.models import Count, Sum
+from django.http import HttpRequest, HttpResponse
+from prometheus_client import CONTENT_TYPE_LATEST, Counter, Histogram, generate_latest
+from prometheus_client.core import REGISTRY, GaugeMetricFamily
+from prometheus_client.registry import Collector
+
+from billing.models import Hold
+from proxy.breaker import breaker_state
+from proxy.models import Worker
+
+REQUESTS = Counter("router_requests", "API requests answered, by model, status and worker",
+                   ["model", "status", "worker"])
+LATENCY = Histogram("router_request_latency_seconds", "Time to the whole answer", ["model"],
+                    buckets=(0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 120, 300))
+TTFT = Histogram("router_time_to_first_token_seconds", "Time to the first output",
+                 ["model"], buckets=(0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30))
+TOKENS = Counter("router_tokens", "Tokens billed, by model and kind", ["model", "kind"])
+CHARGED = Counter("router_charged_micros", "Micro-USD charged, by model", ["model"])
+UPSTREAM_ERRORS = Counter("router_upstream_errors", "Failed upstream attempts, by worker",
+                          ["worker"])
+
+
+def completion_observed(*, model: str, worker: str, outcome: str, prompt_tokens: int,
+                        completion_tokens: int, charged_micros: int,
+                        latency_ms: int | None, ttft_ms: int | None) -> None:
+    REQUESTS.labels(model, outcome, worker).inc()
+    TOKENS.labels(model, "prompt").inc(prompt_tokens)
+    TOKENS.labels(model, "completion").inc(completion_tokens)
+    CHARGED.labels(model).inc(charged_micros)
+    if latency_ms is not None:
+        LATENCY.labels(model).observe(latency_ms / 1000)
+    if ttft_ms is not None:
+        TTFT.labels(model).observe(ttft_ms / 1000)
+
+
+def refusal_observed(*, status: int) -> None:
+    REQUESTS.labels("", str(status), "").inc()
+
+
+class _SharedState(Collector):
+    """Gauges read at scrape time: holds pending (count and micro-USD), circuit states."""
+
+    def describe(self) -> list[GaugeMetricFamily]:
+        # Without this the registry would call collect(), and query, when registering.
+        return [GaugeMetricFamily("router_holds_pending", ""),
+                GaugeMetricFamily("router_holds_pending_micros", ""),
+                GaugeMetricFamily("router_circuit_open", "", labels=["worker"])]
+
+    def collect(self) -> Iterator[GaugeMetricFamily]:
+        pending = Hold.objects.filter(status=Hold.Status.PENDING).aggregate(
+            n=Count("pk"), micros=Sum("amount_micros"))
+        holds = GaugeMetricFamily("router_holds_pending", "Holds of requests in flight")
+        holds.add_metric([], pending["n"] or 0)
+        yield holds
+        money = GaugeMetricFamily("router_holds_pending_micros", "Micro-USD held in flight")
+        money.add_metric([], pending["micros"] or 0)
+        yield money
+        circuits = GaugeMetricFamily("router_circuit_open",
+                                     "1 when a worker's circuit is open or half-open",
+                                     labels=["worker"])
+        workers = list(Worker.objects.filter(enabled=True).values_list("pk", "name"))
+        states = asyncio.run(_states([pk for pk, _ in workers]))
+        for pk, name in workers:
+            circuits.add_metric([name], 0 if states[pk] == "closed" else 1)
+        yield circuits
+
+
+async def _states(worker_ids: list[int]) -> dict[int, str]:
+    from proxy.shared_state import close_redis_clients
+
+    try:
+        return {pk: await breaker_state(pk) for pk in worker_ids}
+    finally:
+        await close_redis_clients()
+
+
+REGISTRY.register(_SharedState())
+
+
+def _allowed(request: HttpRequest) -> bool:
+    if request.user.is_authenticated and request.user.is_staff:
+        return True
+    try:
+        address = ip_address(request.META.get("REMOTE_ADDR", ""))
+    except ValueError:
+        return False
+    return any(address in ip_network(cidr, strict=False)
+               for cidr in settings.ROUTER_METRICS_ALLOWED_NETWORKS)
+
+
+def metrics_view(request: HttpRequest) -> HttpResponse:
+    if not _allowed(request):
+        return HttpResponse("Forbidden\n", status=403, content_type="text/plain")
+    return HttpResponse(generate_latest(REGISTRY), content_type=CONTENT_TYPE_LATEST)
