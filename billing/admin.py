@@ -19,10 +19,12 @@ from django.utils.html import format_html
 from billing.errors import BillingError, IdempotencyConflict
 from billing.forms import WalletCreditForm
 from billing.models import (
+    BalanceAlert,
     Hold,
     KeyBudget,
     LedgerEntry,
     ModelPrice,
+    OutboxMessage,
     UsageRecord,
     UsageRollup,
     Wallet,
@@ -333,4 +335,31 @@ class UsageRollupAdmin(admin.ModelAdmin):
         return False
 
     def has_delete_permission(self, request: HttpRequest, obj: object = None) -> bool:
+        return False
+
+
+@admin.register(BalanceAlert)
+class BalanceAlertAdmin(admin.ModelAdmin):
+    list_display = ("user", "threshold", "email", "webhook_url")
+    search_fields = ("user__email",)
+    autocomplete_fields = ("user",)
+
+    @admin.display(description="Threshold (USD)", ordering="threshold_micros")
+    def threshold(self, obj: BalanceAlert) -> str:
+        return format_usd(obj.threshold_micros)
+
+
+@admin.register(OutboxMessage)
+class OutboxMessageAdmin(admin.ModelAdmin):
+    """What is waiting to go out, and what failed; written and sent by the system only."""
+
+    list_display = ("id", "kind", "user", "created_at", "attempts", "delivered_at",
+                    "next_attempt_at", "last_error")
+    list_filter = ("kind", ("delivered_at", admin.EmptyFieldListFilter))
+    search_fields = ("user__email",)
+
+    def has_add_permission(self, request: HttpRequest) -> bool:
+        return False
+
+    def has_change_permission(self, request: HttpRequest, obj: object = None) -> bool:
         return False

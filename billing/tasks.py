@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from celery import shared_task
 
+from billing.services.outbox import outbox_drain
 from billing.services.rollups import usage_rollup_recent
 from billing.services.sweeper import holds_sweep, wallets_reconcile
 
@@ -21,3 +22,9 @@ def wallets_reconcile_task() -> dict[str, list[int]]:
 @shared_task
 def usage_rollup_task() -> dict[str, int]:
     return {"rows": usage_rollup_recent()}
+
+
+@shared_task
+def outbox_drain_task() -> dict[str, int]:
+    result = outbox_drain()
+    return {"delivered": len(result.delivered), "failed": len(result.failed)}

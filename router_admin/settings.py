@@ -155,6 +155,13 @@ ROUTER_MAX_ATTEMPTS = env_int("ROUTER_MAX_ATTEMPTS", 3, minimum=1)
 ROUTER_METRICS_ALLOWED_NETWORKS = env_list("ROUTER_METRICS_ALLOWED_NETWORKS",
                                            ["127.0.0.1/32", "::1/128"])
 
+# Email: the console by default (the embedded default prints alerts and password resets).
+EMAIL_BACKEND = env_str("EMAIL_BACKEND", "django.core.mail.backends.console.EmailBackend")
+EMAIL_FILE_PATH = env_str("EMAIL_FILE_PATH", str(BASE_DIR / "var" / "mail"))
+EMAIL_HOST = env_str("EMAIL_HOST", "localhost")
+EMAIL_PORT = env_int("EMAIL_PORT", 25, minimum=1)
+DEFAULT_FROM_EMAIL = env_str("DEFAULT_FROM_EMAIL", "Binom Router <router@localhost>")
+
 # Billing: how long a request's hold may stay pending before the sweeper resolves it.
 ROUTER_HOLD_TTL_SECONDS = env_int("ROUTER_HOLD_TTL_SECONDS", 900, minimum=30)
 
@@ -186,6 +193,8 @@ CELERY_BEAT_SCHEDULE = {
     # Holds left pending by a process that died: released once past their expiry.
     "holds-sweep": {"task": "billing.tasks.holds_sweep_task", "schedule": 60.0,
                     "options": {"expires": 60.0}},
+    "outbox-drain": {"task": "billing.tasks.outbox_drain_task", "schedule": 10.0,
+                     "options": {"expires": 10.0}},
     "usage-rollup": {"task": "billing.tasks.usage_rollup_task", "schedule": 300.0,
                      "options": {"expires": 300.0}},
     "wallets-reconcile": {"task": "billing.tasks.wallets_reconcile_task",

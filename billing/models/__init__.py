@@ -1,3 +1,4 @@
+from billing.models.alerts import BalanceAlert, OutboxMessage
 from billing.models.budgets import KeyBudget
 from billing.models.holds import Hold
 from billing.models.ledger import LedgerEntry
@@ -6,5 +7,14 @@ from billing.models.rollups import UsageRollup
 from billing.models.usage import UsageRecord
 from billing.models.wallets import Wallet
 
-__all__ = ["Hold", "KeyBudget", "LedgerEntry", "ModelPrice", "UsageRecord", "UsageRollup",
-           "Wallet"]
+__all__ = [
+    "BalanceAlert",
+    "Hold",
+    "KeyBudget",
+    "LedgerEntry",
+    "ModelPrice",
+    "OutboxMessage",
+    "UsageRecord",
+    "UsageRollup",
+    "Wallet",
+]
