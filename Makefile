@@ -22,10 +22,15 @@ $(VENV)/.installed: pyproject.toml
 	$(BIN)/pip install -q -e '.[dev]'
 	touch $@
 
+# The web server, and beside it a Celery worker with beat (the sweeper, roll-ups, alerts,
+# probes); Ctrl-C stops both.
 run: install
 	mkdir -p var
 	$(BIN)/python manage.py migrate --noinput
 	$(BIN)/python manage.py router demo --base-url http://$(HOST):$(PORT)
+	trap 'kill 0' EXIT; \
+	$(BIN)/celery -A router_admin worker -B --pool solo --loglevel warning \
+		--schedule var/celerybeat-schedule & \
 	$(BIN)/uvicorn router_admin.asgi:application --host $(HOST) --port $(PORT)
 
 test: install

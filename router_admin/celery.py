@@ -16,3 +16,8 @@ os.environ.setdefault("DJANGO_SETTINGS_MODULE", "router_admin.settings")
 app = Celery("router_admin")
 app.config_from_object("django.conf:settings", namespace="CELERY")
 app.autodiscover_tasks()
+
+_folders = (app.conf.broker_transport_options or {}).get("data_folder_in")
+if _folders:
+    # The filesystem transport of the embedded default needs its folder to exist.
+    os.makedirs(_folders, exist_ok=True)

@@ -173,9 +173,16 @@ LOGGING = {
 }
 
 # --- Celery: background tasks and the beat schedule (proxy.tasks) ------------------------
-# Redis when there is one; otherwise an in-process broker that needs no server (the embedded
-# default), where tasks can still run eagerly (``.apply()``) or through ``router worker probe``.
-CELERY_BROKER_URL = REDIS_URL or "memory://"
+# Redis when there is one; otherwise (the embedded default) kombu's filesystem transport:
+# messages are files under var/celery, so the web server, a worker and beat in separate
+# processes share them with no server at all.
+CELERY_BROKER_URL = REDIS_URL or "filesystem://"
+if not REDIS_URL:
+    _celery_queue = env_str("CELERY_FILESYSTEM_DIR", str(BASE_DIR / "var" / "celery"))
+    CELERY_BROKER_TRANSPORT_OPTIONS = {
+        "data_folder_in": str(_celery_queue), "data_folder_out": str(_celery_queue),
+        "store_processed": False,
+    }
 CELERY_BROKER_CONNECTION_RETRY_ON_STARTUP = True
 CELERY_RESULT_BACKEND = None  # nothing reads task results; a probe's outcome is on its row
 CELERY_TASK_IGNORE_RESULT = True

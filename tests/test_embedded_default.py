@@ -30,6 +30,7 @@ def embedded(tmp_path_factory) -> Iterator[tuple[str, str]]:
            if k not in {"DATABASE_URL", "REDIS_URL", "SECRET_KEY", "ROUTER_ENCRYPTION_KEYS",
                         "DJANGO_SETTINGS_MODULE"}}
     env["DATABASE_URL"] = f"sqlite:///{database}"
+    env["CELERY_FILESYSTEM_DIR"] = str(database.parent / "celery")
     manage = [sys.executable, str(ROOT / "manage.py")]
     subprocess.run([*manage, "migrate", "--noinput", "-v0"], env=env, check=True, cwd=ROOT)
     port = _free_port()
@@ -50,14 +51,14 @@ def embedded(tmp_path_factory) -> Iterator[tuple[str, str]]:
                 if time.monotonic() > deadline or server.poll() is not None:
                     raise RuntimeError("the embedded router did not start") from None
                 time.sleep(0.1)
-        yield f"http://127.0.0.1:{port}/v1", key
+        yield f"http://127.0.0.1:{port}/v1", key, env, database
     finally:
         server.terminate()
         server.wait(10)
 
 
 def test_the_demo_key_gets_answers_from_the_mock_model_and_is_charged(embedded):
-    base_url, key = embedded
+    base_url, key, _, _ = embedded
     client = openai.OpenAI(base_url=base_url, api_key=key, max_retries=0)
     assert [m.id for m in client.models.list()] == ["mock-gpt"]
     answer = client.chat.completions.with_raw_response.create(
@@ -71,9 +72,37 @@ def test_the_demo_key_gets_answers_from_the_mock_model_and_is_charged(embedded):
 
 
 def test_the_embedded_default_answers_errors_in_openai_format(embedded):
-    base_url, key = embedded
+    base_url, key, _, _ = embedded
     client = openai.OpenAI(base_url=base_url, api_key=key, max_retries=0)
     with pytest.raises(openai.BadRequestError):
         client.chat.completions.create(model="mock-gpt", messages=[], max_tokens=5)
     with pytest.raises(openai.AuthenticationError):
         openai.OpenAI(base_url=base_url, api_key="sk-br-nope", max_retries=0).models.list()
+
+
+def test_a_task_sent_by_one_process_is_run_by_a_worker_with_no_broker_server(embedded):
+    """What make run relies on: Celery over the filesystem transport, no Redis."""
+    import sqlite3
+
+    _, _, env, database = embedded
+    worker = subprocess.Popen(
+        [sys.executable, "-m", "celery", "-A", "router_admin", "worker", "--pool", "solo",
+         "--loglevel", "warning", "--without-gossip", "--without-mingle",
+         "--without-heartbeat"], env=env, cwd=ROOT)
+    try:
+        subprocess.run([sys.executable, "-c", "import django; django.setup(); "
+                        "from proxy.tasks import workers_probe; workers_probe.delay()"],
+                       env={**env, "DJANGO_SETTINGS_MODULE": "router_admin.settings"},
+                       cwd=ROOT, check=True)
+        deadline = time.monotonic() + 60
+        while True:
+            with sqlite3.connect(database) as db:
+                probed = db.execute("SELECT last_probe_at FROM proxy_worker "
+                                    "WHERE name = 'mock'").fetchone()[0]
+            if probed is not None:
+                break
+            assert time.monotonic() < deadline, "the worker never ran the probe"
+            time.sleep(0.3)
+    finally:
+        worker.terminate()
+        worker.wait(20)
