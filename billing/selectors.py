@@ -5,7 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from datetime import datetime
 
-from django.db.models import OuterRef, Subquery, Sum, Value
+from django.db.models import OuterRef, QuerySet, Subquery, Sum, Value
 from django.db.models.functions import Coalesce
 from django.utils import timezone
 
@@ -62,9 +62,9 @@ class WalletAudit:
                 and self.pending_micros == self.pending_holds_micros)
 
 
-def wallet_audit(*, wallet_id: int) -> WalletAudit:
-    """Compare a wallet with the ledger and holds it is derived from, in one query so that
-    all four numbers come from the same snapshot."""
+def wallets_with_sums() -> QuerySet[Wallet]:
+    """Wallets annotated with ``ledger_sum`` (their entries) and ``holds_sum`` (their pending
+    holds): what posted and pending must equal."""
     ledger_sum = (
         LedgerEntry.objects.filter(wallet=OuterRef("pk"))
         .values("wallet").annotate(s=Sum("amount_micros")).values("s")
@@ -73,16 +73,28 @@ def wallet_audit(*, wallet_id: int) -> WalletAudit:
         Hold.objects.filter(wallet=OuterRef("pk"), status=Hold.Status.PENDING)
         .values("wallet").annotate(s=Sum("amount_micros")).values("s")
     )
-    row = Wallet.objects.filter(pk=wallet_id).values(
-        "posted_micros", "pending_micros",
-        ledger_sum=Coalesce(Subquery(ledger_sum), Value(0)),
-        holds_sum=Coalesce(Subquery(holds_sum), Value(0)),
-    ).get()
+    return Wallet.objects.annotate(ledger_sum=Coalesce(Subquery(ledger_sum), Value(0)),
+                                   holds_sum=Coalesce(Subquery(holds_sum), Value(0)))
+
+
+def _audit(wallet: Wallet) -> WalletAudit:
     return WalletAudit(
-        wallet_id=wallet_id, posted_micros=row["posted_micros"],
-        ledger_sum_micros=row["ledger_sum"], pending_micros=row["pending_micros"],
-        pending_holds_micros=row["holds_sum"],
+        wallet_id=wallet.pk, posted_micros=wallet.posted_micros,
+        ledger_sum_micros=wallet.ledger_sum, pending_micros=wallet.pending_micros,
+        pending_holds_micros=wallet.holds_sum,
     )
+
+
+def wallet_audit(*, wallet_id: int) -> WalletAudit:
+    """Compare a wallet with the ledger and holds it is derived from, in one query so that
+    all four numbers come from the same snapshot."""
+    return _audit(wallets_with_sums().get(pk=wallet_id))
+
+
+def wallet_audits_failing() -> list[WalletAudit]:
+    """Every wallet that does not match its ledger or its pending holds."""
+    return [audit for audit in map(_audit, wallets_with_sums().iterator())
+            if not audit.consistent]
 
 
 def wallet_balance_of(*, user_id: int) -> int:

@@ -30,3 +30,14 @@ def price(db) -> ModelPrice:
     # 1 USD / 1M input tokens and 2 USD / 1M output tokens: 1 and 2 micro-USD per token.
     return price_set(model="test-model", input_usd_per_mtok="1", output_usd_per_mtok="2",
                      max_output_tokens=1000)
+
+
+@pytest.fixture
+def staff(make_user) -> User:
+    return make_user(email="admin@example.com", is_staff=True, is_superuser=True)
+
+
+@pytest.fixture
+def admin_client(client, staff):
+    client.force_login(staff)
+    return client

@@ -16,12 +16,10 @@ from dataclasses import dataclass, field
 from datetime import datetime
 
 from django.db import connection, transaction
-from django.db.models import OuterRef, Subquery, Sum, Value
-from django.db.models.functions import Coalesce
 from django.utils import timezone
 
-from billing.models import Hold, LedgerEntry, Wallet
-from billing.selectors import WalletAudit
+from billing.models import Hold
+from billing.selectors import WalletAudit, wallet_audits_failing
 from billing.services.holds import hold_expire
 
 logger = logging.getLogger(__name__)
@@ -67,20 +65,7 @@ def wallets_reconcile() -> list[WalletAudit]:
     """Every wallet whose posted balance is not the sum of its ledger, or whose pending
     balance is not the sum of its pending holds. Reported, never repaired: a mismatch is a
     bug or tampering, and a person must look at it."""
-    ledger_sum = (LedgerEntry.objects.filter(wallet=OuterRef("pk")).values("wallet")
-                  .annotate(s=Sum("amount_micros")).values("s"))
-    holds_sum = (Hold.objects.filter(wallet=OuterRef("pk"), status=Hold.Status.PENDING)
-                 .values("wallet").annotate(s=Sum("amount_micros")).values("s"))
-    rows = Wallet.objects.annotate(
-        ledger_sum=Coalesce(Subquery(ledger_sum), Value(0)),
-        holds_sum=Coalesce(Subquery(holds_sum), Value(0)),
-    ).values_list("pk", "posted_micros", "ledger_sum", "pending_micros", "holds_sum")
-    mismatches = [
-        WalletAudit(wallet_id=pk, posted_micros=posted, ledger_sum_micros=ledger,
-                    pending_micros=pending, pending_holds_micros=holds)
-        for pk, posted, ledger, pending, holds in rows.iterator()
-        if posted != ledger or pending != holds
-    ]
+    mismatches = wallet_audits_failing()
     for audit in mismatches:
         logger.error("wallet %d does not reconcile: posted %d vs ledger %d, pending %d vs "
                      "pending holds %d", audit.wallet_id, audit.posted_micros,

@@ -13,17 +13,6 @@ from billing.services import hold_create, wallet_credit
 SECRET_RE = re.compile(r"sk-br-[0-9A-Za-z]{55}")
 
 
-@pytest.fixture
-def staff(make_user) -> User:
-    return make_user(email="admin@example.com", is_staff=True, is_superuser=True)
-
-
-@pytest.fixture
-def admin_client(client, staff):
-    client.force_login(staff)
-    return client
-
-
 def _messages(response) -> list[str]:
     return [str(message) for message in response.context["messages"]]
 

@@ -5,7 +5,6 @@ import pytest
 from django.urls import reverse
 from django.utils import timezone
 
-from accounts.models import User
 from billing.models import Hold, LedgerEntry, ModelPrice, UsageRecord, Wallet
 from billing.selectors import wallet_balance
 from billing.services import (
@@ -18,17 +17,6 @@ from billing.services import (
 )
 
 BILLING_MODELS = ["wallet", "ledgerentry", "hold", "usagerecord", "modelprice"]
-
-
-@pytest.fixture
-def staff(make_user) -> User:
-    return make_user(email="admin@example.com", is_staff=True, is_superuser=True)
-
-
-@pytest.fixture
-def admin_client(client, staff):
-    client.force_login(staff)
-    return client
 
 
 @pytest.fixture
