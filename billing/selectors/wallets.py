@@ -1,4 +1,4 @@
-"""Reads of billing state."""
+"""Reads of wallets, prices and the ledger."""
 
 from __future__ import annotations
 
