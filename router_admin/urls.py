@@ -10,4 +10,7 @@ urlpatterns = [
     path("healthz", healthz),
     path("readyz", readyz),
     path("metrics", metrics_view),
+    path("billing/", include("billing.urls")),
+    path("api/", include("portal.api.urls")),
+    path("", include("portal.urls")),
 ]
