@@ -2,9 +2,10 @@
 
 from __future__ import annotations
 
+from django.db.models import QuerySet
 from django.utils import timezone
 
-from accounts.errors import UserNotFound
+from accounts.errors import ApiKeyNotFound, UserNotFound
 from accounts.keys import digests_match, key_digest, key_is_well_formed, key_prefix_of
 from accounts.models import ApiKey, User
 
@@ -27,4 +28,19 @@ def api_key_authenticate(*, raw_key: str) -> ApiKey | None:
         return None
     if not api_key.is_usable(timezone.now()):
         return None
+    return api_key
+
+
+def api_keys_of(*, user: User) -> QuerySet[ApiKey]:
+    """The user's keys, newest first, revoked ones included (they stay in the usage)."""
+    return ApiKey.objects.filter(user=user).select_related("budget").order_by("-created_at",
+                                                                              "-pk")
+
+
+def api_key_of(*, user: User, key_id: int) -> ApiKey:
+    """One of the user's own keys. Another user's key is as absent as a key that never was,
+    so its existence cannot be probed."""
+    api_key = api_keys_of(user=user).filter(pk=key_id).first()
+    if api_key is None:
+        raise ApiKeyNotFound("No such API key.")
     return api_key

@@ -58,11 +58,7 @@ def api_key_create(
     allowed_models: list[str] | None = None,
     allowed_ips: list[str] | None = None,
 ) -> CreatedApiKey:
-    if expires_at is not None and expires_at <= timezone.now():
-        raise AccountsError("An API key cannot expire in the past.")
-    for label, limit in (("rpm", rpm), ("tpm", tpm), ("max concurrency", max_concurrency)):
-        if limit is not None and not 1 <= limit <= 2_147_483_647:
-            raise AccountsError(f"The {label} limit must be a positive whole number.")
+    _check_policy(expires_at=expires_at, rpm=rpm, tpm=tpm, max_concurrency=max_concurrency)
     generated = key_generate()
     api_key = ApiKey.objects.create(
         user=user, name=name.strip()[:100], prefix=generated.prefix, digest=generated.digest,
@@ -71,6 +67,45 @@ def api_key_create(
         allowed_ips=clean_allowed_ips(allowed_ips),
     )
     return CreatedApiKey(api_key=api_key, secret=generated.secret)
+
+
+def api_key_update(
+    *,
+    api_key: ApiKey,
+    name: str,
+    expires_at: datetime | None,
+    rpm: int | None,
+    tpm: int | None,
+    max_concurrency: int | None,
+    allowed_models: list[str],
+    allowed_ips: list[str],
+) -> ApiKey:
+    """Change a key's name and policies (never its owner or secret). Other router instances
+    see the change when their key cache entry lapses (ROUTER_LOOKUP_TTL_SECONDS)."""
+    _check_policy(expires_at=expires_at, rpm=rpm, tpm=tpm, max_concurrency=max_concurrency,
+                  unchanged_expiry=api_key.expires_at)
+    with transaction.atomic():
+        locked = ApiKey.objects.select_for_update().get(pk=api_key.pk)
+        if locked.revoked_at is not None:
+            raise AccountsError("A revoked API key cannot be changed.")
+        locked.name = name.strip()[:100]
+        locked.expires_at = expires_at
+        locked.rpm, locked.tpm, locked.max_concurrency = rpm, tpm, max_concurrency
+        locked.allowed_models = clean_allowed_models(allowed_models)
+        locked.allowed_ips = clean_allowed_ips(allowed_ips)
+        locked.save(update_fields=["name", "expires_at", "rpm", "tpm", "max_concurrency",
+                                   "allowed_models", "allowed_ips"])
+        return locked
+
+
+def _check_policy(*, expires_at: datetime | None, rpm: int | None, tpm: int | None,
+                  max_concurrency: int | None, unchanged_expiry: datetime | None = None) -> None:
+    # An expiry already in the past may be kept as it is (the key stays expired), not set anew.
+    if expires_at is not None and expires_at <= timezone.now() and expires_at != unchanged_expiry:
+        raise AccountsError("An API key cannot expire in the past.")
+    for label, limit in (("rpm", rpm), ("tpm", tpm), ("max concurrency", max_concurrency)):
+        if limit is not None and not 1 <= limit <= 2_147_483_647:
+            raise AccountsError(f"The {label} limit must be a positive whole number.")
 
 
 def api_key_revoke(*, prefix: str) -> ApiKey:

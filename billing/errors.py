@@ -43,3 +43,7 @@ class KeySpendCapReached(BillingError):
             f"${format_usd(needed_micros)} but ${format_usd(self.remaining_micros)} of the "
             "cap remains."
         )
+
+
+class InvalidAlert(BillingError):
+    """Low-balance alert settings that cannot be saved; the message says why."""

@@ -1,8 +1,21 @@
 """Reads of billing state, by sub-domain; import from here."""
 
+from billing.selectors.alerts import balance_alert_of
+from billing.selectors.usage import (
+    DailyUsage,
+    ModelUsage,
+    SpendSummary,
+    UsageFilters,
+    api_key_spend_of,
+    usage_by_model,
+    usage_daily,
+    usage_records_of,
+    usage_spend_summary,
+)
 from billing.selectors.wallets import (
     Balance,
     WalletAudit,
+    ledger_entries_of,
     price_current,
     prices_current,
     wallet_audit,
@@ -14,9 +27,20 @@ from billing.selectors.wallets import (
 
 __all__ = [
     "Balance",
+    "DailyUsage",
+    "ModelUsage",
+    "SpendSummary",
+    "UsageFilters",
     "WalletAudit",
+    "api_key_spend_of",
+    "balance_alert_of",
+    "ledger_entries_of",
     "price_current",
     "prices_current",
+    "usage_by_model",
+    "usage_daily",
+    "usage_records_of",
+    "usage_spend_summary",
     "wallet_audit",
     "wallet_audits_failing",
     "wallet_balance",

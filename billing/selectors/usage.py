@@ -1,0 +1,153 @@
+"""Reads of a user's usage for the portal and the self-service API.
+
+Aggregates combine two sources: the daily roll-ups (``billing.models.UsageRollup``) for
+days before today, and the raw usage records for today. The roll-up job recomputes today
+and yesterday every few minutes, so finished days are complete in the roll-ups once it has
+run after midnight, and today's numbers are exact to the last request without waiting
+for it. Scanning raw records only for today keeps a busy user's 30-day chart cheap.
+"""
+
+from __future__ import annotations
+
+from collections import defaultdict
+from collections.abc import Iterable
+from dataclasses import dataclass
+from datetime import UTC, date, datetime, timedelta
+
+from django.db.models import Count, QuerySet, Sum
+from django.utils import timezone
+
+from accounts.models import User
+from billing.models import UsageRecord, UsageRollup
+
+
+@dataclass(frozen=True)
+class SpendSummary:
+    today_micros: int
+    month_micros: int
+    requests_today: int
+
+
+@dataclass(frozen=True)
+class DailyUsage:
+    day: date
+    requests: int
+    prompt_tokens: int
+    completion_tokens: int
+    cost_micros: int
+
+
+@dataclass(frozen=True)
+class ModelUsage:
+    model: str
+    requests: int
+    prompt_tokens: int
+    completion_tokens: int
+    cost_micros: int
+
+
+@dataclass(frozen=True)
+class UsageFilters:
+    model: str = ""
+    api_key_id: int | None = None
+    status: str = ""
+    since: datetime | None = None
+    until: datetime | None = None
+
+
+# Field names on UsageRollup and what they sum on UsageRecord.
+_ROLLUP_SUMS = {"requests": Sum("requests"), "prompt_tokens": Sum("prompt_tokens"),
+                "completion_tokens": Sum("completion_tokens"), "cost_micros": Sum("cost_micros")}
+_RECORD_SUMS = {"requests": Count("id"), "prompt_tokens": Sum("prompt_tokens"),
+                "completion_tokens": Sum("completion_tokens"), "cost_micros": Sum("cost_micros")}
+_FIELDS = tuple(_ROLLUP_SUMS)
+
+
+def _today_start(now: datetime) -> datetime:
+    return now.astimezone(UTC).replace(hour=0, minute=0, second=0, microsecond=0)
+
+
+def _totals(user: User, *, since: datetime, now: datetime, by: str | None) -> dict:
+    """Sums per ``by`` (a field both sources have, or None for one total) from ``since``
+    (a UTC midnight) to now: roll-ups before today, records for today."""
+    today = _today_start(now)
+    rollups = UsageRollup.objects.filter(user=user, period=UsageRollup.Period.DAY,
+                                         bucket_start__gte=since, bucket_start__lt=today)
+    records = UsageRecord.objects.filter(user=user, created_at__gte=max(since, today))
+    group = [by] if by else []
+    totals: dict = defaultdict(lambda: dict.fromkeys(_FIELDS, 0))
+    for source, sums in ((rollups, _ROLLUP_SUMS), (records, _RECORD_SUMS)):
+        rows: Iterable[dict] = (source.values(*group).annotate(**sums) if group
+                                else [source.aggregate(**sums)])
+        for row in rows:
+            bucket = totals[row[by] if by else None]
+            for field in _FIELDS:
+                bucket[field] += row[field] or 0
+    return totals
+
+
+def usage_spend_summary(*, user: User, now: datetime | None = None) -> SpendSummary:
+    now = now or timezone.now()
+    today = _today_start(now)
+    month = _totals(user, since=today.replace(day=1), now=now, by=None)[None]
+    today_totals = _totals(user, since=today, now=now, by=None)[None]
+    return SpendSummary(today_micros=today_totals["cost_micros"],
+                        month_micros=month["cost_micros"],
+                        requests_today=today_totals["requests"])
+
+
+def usage_daily(*, user: User, days: int = 30, now: datetime | None = None) -> list[DailyUsage]:
+    """One row per UTC day, the oldest first, days without use included as zeros."""
+    now = now or timezone.now()
+    today = _today_start(now)
+    first = today - timedelta(days=days - 1)
+    rollups = (UsageRollup.objects.filter(user=user, period=UsageRollup.Period.DAY,
+                                          bucket_start__gte=first, bucket_start__lt=today)
+               .values("bucket_start").annotate(**_ROLLUP_SUMS))
+    by_day = {row["bucket_start"].astimezone(UTC).date(): row for row in rollups}
+    by_day[today.date()] = UsageRecord.objects.filter(
+        user=user, created_at__gte=today).aggregate(**_RECORD_SUMS)
+    result = []
+    for offset in range(days):
+        day = (first + timedelta(days=offset)).date()
+        row = by_day.get(day, {})
+        result.append(DailyUsage(day=day, **{f: row.get(f) or 0 for f in _FIELDS}))
+    return result
+
+
+def usage_by_model(*, user: User, days: int = 30,
+                   now: datetime | None = None) -> list[ModelUsage]:
+    """Totals per model over the last ``days`` UTC days (today included), costliest first."""
+    now = now or timezone.now()
+    since = _today_start(now) - timedelta(days=days - 1)
+    totals = _totals(user, since=since, now=now, by="model")
+    rows = [ModelUsage(model=model, **sums) for model, sums in totals.items()]
+    return sorted(rows, key=lambda row: (-row.cost_micros, row.model))
+
+
+def api_key_spend_of(*, user: User, now: datetime | None = None) -> dict[int, int]:
+    """What each of the user's keys has spent, ever, in micro-USD (keys that spent nothing
+    are absent)."""
+    now = now or timezone.now()
+    epoch = datetime(2000, 1, 1, tzinfo=UTC)
+    totals = _totals(user, since=epoch, now=now, by="api_key_id")
+    return {key_id: sums["cost_micros"] for key_id, sums in totals.items()
+            if key_id is not None and sums["cost_micros"]}
+
+
+def usage_records_of(*, user: User,
+                     filters: UsageFilters | None = None) -> QuerySet[UsageRecord]:
+    """The user's requests, newest first, narrowed by ``filters``; only ever their own."""
+    filters = filters or UsageFilters()
+    records = UsageRecord.objects.filter(user=user).select_related("api_key")
+    if filters.model:
+        records = records.filter(model=filters.model)
+    if filters.api_key_id is not None:
+        records = records.filter(api_key_id=filters.api_key_id)
+    if filters.status:
+        records = records.filter(status=filters.status)
+    if filters.since is not None:
+        records = records.filter(created_at__gte=filters.since)
+    if filters.until is not None:
+        records = records.filter(created_at__lt=filters.until)
+    return records.order_by("-created_at", "-pk")
