@@ -47,3 +47,31 @@ class KeySpendCapReached(BillingError):
 
 class InvalidAlert(BillingError):
     """Low-balance alert settings that cannot be saved; the message says why."""
+
+
+class VoucherInvalid(BillingError):
+    """One message for an unknown, used or expired code, so redeeming tells a prober
+    nothing about which codes exist."""
+
+    MESSAGE = "This code is not valid, has expired or was already used."
+
+    def __init__(self) -> None:
+        super().__init__(self.MESSAGE)
+
+
+class TopUpsDisabled(BillingError):
+    """Card top-ups need both Stripe settings; without them the portal says top-ups are off."""
+
+    def __init__(self) -> None:
+        super().__init__("Card top-ups are not available: payments are not configured.")
+
+
+class PaymentProviderError(BillingError):
+    """Stripe refused or could not be reached. Nothing was charged; trying again may work."""
+
+    retryable = True
+
+
+class WebhookRejected(BillingError):
+    """A webhook delivery that is not verifiably from Stripe: bad signature, bad payload or
+    a timestamp past the tolerance. Nothing was processed."""

@@ -32,6 +32,22 @@ def usd_to_micros(value: Decimal | str | int) -> int:
     return int(micros)
 
 
+MICROS_PER_CENT = MICROS_PER_USD // 100
+
+
+def cents_to_micros(cents: int) -> int:
+    """Card payments count in cents (Stripe's ``amount_total``); the ledger in micro-USD."""
+    return cents * MICROS_PER_CENT
+
+
+def micros_to_cents(micros: int) -> int:
+    """Exact, for charging a card: an amount finer than a cent is refused, never rounded."""
+    cents, rest = divmod(micros, MICROS_PER_CENT)
+    if rest:
+        raise MoneyError(f"{format_usd(micros)} USD is not a whole number of cents.")
+    return cents
+
+
 def micros_to_usd(micros: int) -> Decimal:
     return Decimal(micros).scaleb(-6)
 

@@ -4,17 +4,21 @@ from billing.models.holds import Hold
 from billing.models.ledger import LedgerEntry
 from billing.models.prices import ModelPrice
 from billing.models.rollups import UsageRollup
+from billing.models.topups import CheckoutTopUp, StripeEvent, Voucher
 from billing.models.usage import UsageRecord
 from billing.models.wallets import Wallet
 
 __all__ = [
     "BalanceAlert",
+    "CheckoutTopUp",
     "Hold",
     "KeyBudget",
     "LedgerEntry",
     "ModelPrice",
     "OutboxMessage",
+    "StripeEvent",
     "UsageRecord",
     "UsageRollup",
+    "Voucher",
     "Wallet",
 ]

@@ -1,6 +1,7 @@
 """Reads of billing state, by sub-domain; import from here."""
 
 from billing.selectors.alerts import balance_alert_of
+from billing.selectors.topups import stripe_topups_enabled, topups_of
 from billing.selectors.usage import (
     DailyUsage,
     ModelUsage,
@@ -37,6 +38,8 @@ __all__ = [
     "ledger_entries_of",
     "price_current",
     "prices_current",
+    "stripe_topups_enabled",
+    "topups_of",
     "usage_by_model",
     "usage_daily",
     "usage_records_of",

@@ -1,0 +1,103 @@
+"""Where top-ups come from: vouchers and Stripe Checkout. The money itself moves only as
+ledger entries (kinds ``voucher`` and ``topup``); these rows say why, and make each source
+credit once."""
+
+from __future__ import annotations
+
+from django.conf import settings
+from django.db import models
+from django.db.models import Q
+
+
+class Voucher(models.Model):
+    """A single-use code worth ``amount_micros``. Codes are bearer credit, so only the
+    SHA-256 of the normalised code is stored (see billing/vouchers.py), with a short prefix
+    staff can recognise; the code itself is shown once, when the batch is generated."""
+
+    code_digest = models.CharField(max_length=64, unique=True)
+    code_prefix = models.CharField(max_length=16)
+    amount_micros = models.BigIntegerField()
+    # The codes generated together share a batch id and a memo (what they were for).
+    batch = models.UUIDField(db_index=True)
+    memo = models.CharField(max_length=200, blank=True)
+    expires_at = models.DateTimeField(null=True, blank=True)
+    created_by = models.ForeignKey(settings.AUTH_USER_MODEL, on_delete=models.PROTECT,
+                                   null=True, blank=True, related_name="+", db_index=False)
+    created_at = models.DateTimeField(auto_now_add=True)
+    redeemed_by = models.ForeignKey(settings.AUTH_USER_MODEL, on_delete=models.PROTECT,
+                                    null=True, blank=True, related_name="vouchers_redeemed")
+    redeemed_at = models.DateTimeField(null=True, blank=True)
+
+    class Meta:
+        ordering = ["-id"]
+        constraints = [
+            models.CheckConstraint(condition=Q(amount_micros__gt=0),
+                                   name="billing_voucher_amount_positive"),
+            models.CheckConstraint(
+                condition=Q(redeemed_by__isnull=True, redeemed_at__isnull=True)
+                | Q(redeemed_by__isnull=False, redeemed_at__isnull=False),
+                name="billing_voucher_redeemed_by_and_at_together"),
+        ]
+
+    def __str__(self) -> str:
+        return f"voucher {self.code_prefix}…"
+
+
+class CheckoutTopUp(models.Model):
+    """One Stripe Checkout Session we created for a user. The row is written before the
+    session exists so that its id can travel in the session's metadata; the webhook finds
+    it again by that id and credits the amount once (``credited_entry``)."""
+
+    class Status(models.TextChoices):
+        CREATING = "creating", "Creating"  # the call to Stripe has not returned yet
+        OPEN = "open", "Awaiting payment"
+        PAID = "paid", "Paid and credited"
+        EXPIRED = "expired", "Expired unpaid"
+        FAILED = "failed", "Failed"
+
+    user = models.ForeignKey(settings.AUTH_USER_MODEL, on_delete=models.PROTECT,
+                             related_name="checkout_topups", db_index=False)
+    amount_micros = models.BigIntegerField()
+    currency = models.CharField(max_length=3)
+    status = models.CharField(max_length=16, choices=Status.choices, default=Status.CREATING)
+    session_id = models.CharField(max_length=255, blank=True)
+    payment_intent_id = models.CharField(max_length=255, blank=True)
+    credited_entry = models.OneToOneField("billing.LedgerEntry", on_delete=models.PROTECT,
+                                          null=True, blank=True, related_name="+")
+    created_at = models.DateTimeField(auto_now_add=True)
+    updated_at = models.DateTimeField(auto_now=True)
+
+    class Meta:
+        ordering = ["-id"]
+        indexes = [models.Index(fields=["user", "-id"])]
+        constraints = [
+            models.CheckConstraint(condition=Q(amount_micros__gt=0),
+                                   name="billing_checkouttopup_amount_positive"),
+            models.UniqueConstraint(fields=["session_id"], condition=~Q(session_id=""),
+                                    name="billing_checkouttopup_session_unique"),
+            models.UniqueConstraint(fields=["payment_intent_id"],
+                                    condition=~Q(payment_intent_id=""),
+                                    name="billing_checkouttopup_payment_intent_unique"),
+            models.CheckConstraint(
+                condition=~Q(status="paid") | Q(credited_entry__isnull=False),
+                name="billing_checkouttopup_paid_is_credited"),
+        ]
+
+    def __str__(self) -> str:
+        return f"checkout top-up {self.pk} ({self.status})"
+
+
+class StripeEvent(models.Model):
+    """A Stripe event we processed. The UNIQUE event id is what makes a redelivery, even
+    one racing the first delivery, a no-op: the second insert waits for the first
+    transaction and then fails."""
+
+    event_id = models.CharField(max_length=255, unique=True)
+    type = models.CharField(max_length=100)
+    received_at = models.DateTimeField(auto_now_add=True)
+
+    class Meta:
+        ordering = ["-id"]
+
+    def __str__(self) -> str:
+        return f"{self.type} {self.event_id}"

@@ -1,0 +1,89 @@
+"""Vouchers: staff generate batches of single-use codes; a user redeems one for credit."""
+
+from __future__ import annotations
+
+import uuid
+from datetime import datetime
+
+from django.db import transaction
+from django.db.models import Q
+from django.utils import timezone
+
+from accounts.models import User
+from billing.errors import BillingError, InvalidAmount, VoucherInvalid
+from billing.models import LedgerEntry, Voucher
+from billing.money import format_usd
+from billing.services.wallets import wallet_credit
+from billing.topup_limits import VOUCHER_BATCH_MAX, VOUCHER_MAX_MICROS, VOUCHER_MIN_MICROS
+from billing.voucher_codes import code_digest, code_generate
+
+
+@transaction.atomic
+def voucher_batch_create(
+    *,
+    amount_micros: int,
+    count: int,
+    memo: str = "",
+    expires_at: datetime | None = None,
+    created_by: User | None = None,
+) -> list[str]:
+    """Create ``count`` vouchers worth ``amount_micros`` each and return their codes.
+
+    The codes exist only in the returned list: the caller shows them once (the admin page,
+    the CLI's output) and they cannot be recovered afterwards.
+    """
+    if not VOUCHER_MIN_MICROS <= amount_micros <= VOUCHER_MAX_MICROS:
+        raise InvalidAmount(f"A voucher is worth between {format_usd(VOUCHER_MIN_MICROS)} and "
+                            f"{format_usd(VOUCHER_MAX_MICROS)} USD.")
+    if not 1 <= count <= VOUCHER_BATCH_MAX:
+        raise InvalidAmount(f"A batch has between 1 and {VOUCHER_BATCH_MAX:,} vouchers.")
+    if expires_at is not None and expires_at <= timezone.now():
+        raise BillingError("The expiry must be in the future.")
+    batch = uuid.uuid4()
+    generated = [code_generate() for _ in range(count)]
+    # Two equal codes out of 30**16 are not going to happen; were they to, the UNIQUE
+    # digest refuses the batch instead of printing one code twice.
+    Voucher.objects.bulk_create(
+        Voucher(code_digest=code.digest, code_prefix=code.prefix, amount_micros=amount_micros,
+                batch=batch, memo=memo, expires_at=expires_at, created_by=created_by)
+        for code in generated
+    )
+    return [code.code for code in generated]
+
+
+@transaction.atomic
+def voucher_redeem(*, user: User, code: str) -> LedgerEntry:
+    """Credit the voucher's amount to ``user``, once ever.
+
+    The conditional UPDATE decides between concurrent redeemers: the first takes the row
+    lock; the others wait for it and, once it commits, find ``redeemed_at`` set and match
+    no row. The credit is in the same transaction, so a failed credit un-redeems the code.
+    """
+    digest = code_digest(code)
+    if digest is None:
+        raise VoucherInvalid
+    now = timezone.now()
+    claimed = (
+        Voucher.objects.filter(code_digest=digest, redeemed_at__isnull=True)
+        .filter(Q(expires_at__isnull=True) | Q(expires_at__gt=now))
+        .update(redeemed_by=user, redeemed_at=now)
+    )
+    if claimed != 1:
+        raise VoucherInvalid
+    voucher = Voucher.objects.get(code_digest=digest)
+    return wallet_credit(
+        user=user, amount_micros=voucher.amount_micros, kind=LedgerEntry.Kind.VOUCHER,
+        idempotency_key=f"voucher:{voucher.pk}", memo=f"Voucher {voucher.code_prefix}",
+    )
+
+
+@transaction.atomic
+def vouchers_expire(*, voucher_ids: list[int]) -> int:
+    """Void unused vouchers now (a lost or leaked batch); returns how many were voided.
+    Redeemed vouchers and those already expired keep their history."""
+    now = timezone.now()
+    return (
+        Voucher.objects.filter(pk__in=voucher_ids, redeemed_at__isnull=True)
+        .filter(Q(expires_at__isnull=True) | Q(expires_at__gt=now))
+        .update(expires_at=now)
+    )
