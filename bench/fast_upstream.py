@@ -1,6 +1,6 @@
 """A minimal, very cheap OpenAI-compatible upstream for benchmarks.
 
-    python bench/fast_upstream.py --port 9100 [--chunk-delay-ms 0]
+    python bench/fast_upstream.py --port 9100 [--chunk-delay-ms 0] [--answer-seconds 0]
 
 A raw asyncio HTTP/1.1 server (on uvloop when it is installed), so that the upstream costs
 as little CPU as possible and a benchmark measures the router, not this server. It answers
@@ -11,6 +11,10 @@ as little CPU as possible and a benchmark measures the router, not this server. 
   ``data: [DONE]``. Completion tokens are one per content chunk, cut at ``max_tokens``.
 * ``GET /v1/models``: one model, for readiness checks.
 
+With ``--answer-seconds S`` every answer takes S seconds, like a slow model: a stream sends
+its role chunk and first content chunk at once, then the rest S seconds after the request
+came; a JSON answer comes whole after S seconds (``bench/capacity.py``).
+
 Connections are kept alive (HTTP/1.1 default; ``Connection: close`` is honoured). Request
 bodies must carry ``Content-Length`` (aiohttp, httpx and the openai SDK all send it).
 Clients are assumed not to pipeline; the parser nonetheless keeps any extra bytes.
@@ -20,6 +24,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import functools
 import itertools
 import time
 from typing import Any, cast
@@ -106,6 +111,7 @@ class UpstreamProtocol(asyncio.Protocol):
     """One connection: parse requests off the buffer, answer each as soon as it is whole."""
 
     chunk_delay = 0.0  # seconds between stream events; set from --chunk-delay-ms
+    answer_seconds = 0.0  # how long every answer takes; set from --answer-seconds
 
     def __init__(self) -> None:
         self.buffer = bytearray()
@@ -178,11 +184,21 @@ class UpstreamProtocol(asyncio.Protocol):
                        close=close)
             return
         if not request.get("stream"):
-            self._send(_response("200 OK", completion_body(request), close=close),
-                       close=close)
+            answer = _response("200 OK", completion_body(request), close=close)
+            if self.answer_seconds > 0:
+                asyncio.get_running_loop().call_later(
+                    self.answer_seconds, functools.partial(self._send, answer, close=close))
+            else:
+                self._send(answer, close=close)
             return
         events = [_http_chunk(e) for e in stream_events(request)] + [b"0\r\n\r\n"]
-        if self.chunk_delay <= 0:
+        if self.answer_seconds > 0:
+            # The role chunk and the first content now, everything else when the time is up.
+            self._send(STREAM_HEAD + b"".join(events[:2]))
+            asyncio.get_running_loop().call_later(
+                self.answer_seconds, functools.partial(self._send, b"".join(events[2:]),
+                                                       close=close))
+        elif self.chunk_delay <= 0:
             # One write: the cheapest possible stream; the router still sees separate events.
             self._send(STREAM_HEAD + b"".join(events), close=close)
         else:
@@ -211,8 +227,12 @@ def main() -> None:
     parser.add_argument("--port", type=int, default=9100)
     parser.add_argument("--chunk-delay-ms", type=float, default=0.0,
                         help="pause between stream events (default 0: one write)")
+    parser.add_argument("--answer-seconds", type=float, default=0.0,
+                        help="every answer takes this long; a stream sends its first content "
+                             "at once (default 0)")
     args = parser.parse_args()
     UpstreamProtocol.chunk_delay = args.chunk_delay_ms / 1000
+    UpstreamProtocol.answer_seconds = args.answer_seconds
     try:
         import uvloop
     except ImportError:

@@ -11,50 +11,63 @@ both ways, streaming time to first token both ways, the targets next to them, an
 afterwards that the database charged every request the router answered. Everything stays
 on 127.0.0.1 and every phase is bounded in count or time.
 """
-# Running fixed commands (manage.py, uvicorn, taskset, py-spy, git) is this script's job.
-# ruff: noqa: S603, S607
-
 from __future__ import annotations
 
 import argparse
 import asyncio
-import base64
-import contextlib
-import hashlib
-import itertools
 import json
-import math
 import os
-import shutil
-import signal
-import socket
-import subprocess
 import sys
-import tempfile
 import time
-import urllib.error
-import urllib.request
 from collections import Counter
-from collections.abc import Awaitable, Callable, Iterator
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import IO, Any
-from urllib.parse import urlsplit, urlunsplit
+from typing import Any
+from urllib.parse import urlsplit
 
 import aiohttp
-import orjson
 import psycopg
-from psycopg import sql
+from harness import (
+    DEFAULT_SERVER,
+    ROUTER_MODEL,
+    SERVERS,
+    TMP,
+    UPSTREAM_MODEL,
+    BillingCheck,
+    Meter,
+    Service,
+    can_pin,
+    check_billing,
+    free_port,
+    git_state,
+    prepare_database,
+    router_argv,
+    router_env,
+    run_async,
+    seed,
+    start_service,
+    stop_service,
+    upstream_argv,
+    wait_ready,
+)
+from load import (
+    Run,
+    Target,
+    abba,
+    closed_loop,
+    diff,
+    fmt,
+    make_target,
+    pct,
+    sequential,
+    session_for,
+    split,
+    verdict,
+)
+from pyspy import make_profiler, shares
 
-ROOT = Path(__file__).resolve().parent.parent
-BIN = Path(sys.executable).parent  # the venv's bin: its python runs manage.py, and uvicorn
-# Fixed, so a run is reproducible; it only encrypts the (empty) upstream key of the bench.
-FERNET_KEY = base64.urlsafe_b64encode(hashlib.sha256(b"binom-router-bench").digest()).decode()
-TMP = Path(tempfile.gettempdir())  # logs, the py-spy samples, the JSON results
 DEFAULT_DATABASE_URL = "postgres://postgres@127.0.0.1:5432/binom_bench"
-ROUTER_MODEL, UPSTREAM_MODEL = "bench-model", "upstream-model"
-MESSAGES = [{"role": "user", "content": "Say hi"}]
-REQUEST_TIMEOUT_S = 30  # per request; a stuck request fails the run instead of hanging it
 RUN_TIMEOUT_S = 1800  # the whole load phase, whatever the options
 
 # The targets of the hot path (DESIGN.md), compared against in the report.
@@ -82,6 +95,7 @@ class Options:
     profile_seconds: float
     upstream_chunk_delay_ms: float
     router_env: list[str]
+    server: str
 
 
 def parse_options(argv: list[str] | None = None) -> Options:
@@ -116,6 +130,8 @@ def parse_options(argv: list[str] | None = None) -> Options:
     parser.add_argument("--router-env", action="append", default=[], metavar="NAME=VALUE",
                         help="extra environment for the router, e.g. ROUTER_DB_POOL_SIZE=40 "
                              "(repeatable)")
+    parser.add_argument("--server", choices=SERVERS, default=DEFAULT_SERVER,
+                        help=f"the ASGI server the router runs under (default {DEFAULT_SERVER})")
     args = parser.parse_args(argv)
     if any("=" not in item for item in args.router_env):
         parser.error("--router-env takes NAME=VALUE")
@@ -128,93 +144,6 @@ def parse_options(argv: list[str] | None = None) -> Options:
 
 
 # --------------------------------------------------------------------------- database
-
-
-def prepare_database(url: str) -> None:
-    """Drop and recreate the bench database: every run starts from the same empty state."""
-    parts = urlsplit(url)
-    name = parts.path.lstrip("/")
-    if "bench" not in name:
-        # It is dropped: never let a typo point this at a real database.
-        raise SystemExit(f"refusing to drop database {name!r}: its name must contain 'bench'")
-    admin_url = urlunsplit(parts._replace(path="/postgres"))
-    with psycopg.connect(admin_url, autocommit=True, connect_timeout=10) as conn:
-        conn.execute(sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(
-            sql.Identifier(name)))
-        conn.execute(sql.SQL("CREATE DATABASE {}").format(sql.Identifier(name)))
-
-
-def router_env(database_url: str, extra: list[str]) -> dict[str, str]:
-    env = {k: v for k, v in os.environ.items()
-           if k not in {"REDIS_URL", "DJANGO_SETTINGS_MODULE"}}
-    env.update(DATABASE_URL=database_url, SECRET_KEY="bench-secret",
-               ROUTER_ENCRYPTION_KEYS=FERNET_KEY, DEBUG="0",
-               ALLOWED_HOSTS="127.0.0.1,localhost", PYTHONUNBUFFERED="1")
-    env.update(item.split("=", 1) for item in extra)
-    return env
-
-
-def manage(env: dict[str, str], *args: str) -> str:
-    result = subprocess.run([str(BIN / "python"), "manage.py", *args], cwd=ROOT, env=env,
-                            capture_output=True, text=True, timeout=300, check=False)
-    if result.returncode != 0:
-        raise SystemExit(f"manage.py {' '.join(args)} failed:\n{result.stdout}{result.stderr}")
-    return result.stdout
-
-
-def seed(env: dict[str, str], upstream_port: int, users: int) -> list[str]:
-    """Migrate and seed through the ops CLI; returns one API key per user."""
-    manage(env, "migrate", "--no-input")
-    manage(env, "router", "price", "set", ROUTER_MODEL, "--input", "0.1", "--output", "0.2",
-           "--max-output-tokens", "256")
-    manage(env, "router", "worker", "add", "bench-up", "--kind", "openai",
-           "--base-url", f"http://127.0.0.1:{upstream_port}/v1",
-           "--models", f"{ROUTER_MODEL}={UPSTREAM_MODEL}", "--max-concurrency", "100000")
-    keys = []
-    for i in range(users):
-        email = "bench@example.com" if i == 0 else f"bench{i}@example.com"
-        manage(env, "router", "user", "create", email, "--credit", "1000000")
-        keys.append(manage(env, "router", "key", "create", email).strip().splitlines()[-1])
-    return keys
-
-
-@dataclass
-class BillingCheck:
-    usage_records: int
-    usage_ok: int
-    ledger_charges: int
-    pending_holds: int
-    charged_micros: int
-    ledger_matches_wallets: bool
-
-    def ok(self, expected: int) -> bool:
-        return (self.usage_records == expected and self.usage_ok == expected
-                and self.ledger_charges == expected and self.pending_holds == 0
-                and self.ledger_matches_wallets)
-
-
-def check_billing(database_url: str, expected: int) -> BillingCheck:
-    """What the database recorded; waits briefly for settlements still in flight."""
-    deadline = time.monotonic() + 10
-    with psycopg.connect(database_url, autocommit=True, connect_timeout=10) as conn:
-        while True:
-            row = conn.execute("""
-                SELECT (SELECT count(*) FROM billing_usagerecord),
-                       (SELECT count(*) FROM billing_usagerecord WHERE status = 'ok'),
-                       (SELECT count(*) FROM billing_ledgerentry WHERE kind = 'charge'),
-                       (SELECT count(*) FROM billing_hold WHERE status = 'pending'),
-                       (SELECT coalesce(-sum(amount_micros), 0) FROM billing_ledgerentry
-                         WHERE kind = 'charge'),
-                       (SELECT bool_and(w.posted_micros = (SELECT coalesce(sum(amount_micros), 0)
-                                        FROM billing_ledgerentry e WHERE e.wallet_id = w.id)
-                                        AND w.pending_micros = 0)
-                          FROM billing_wallet w)
-            """).fetchone()
-            assert row is not None
-            check = BillingCheck(*(int(v) for v in row[:5]), ledger_matches_wallets=bool(row[5]))
-            if check.ok(expected) or time.monotonic() > deadline:
-                return check
-            time.sleep(0.5)
 
 
 def probe_commits(database_url: str, count: int = 300) -> dict[str, float]:
@@ -247,285 +176,6 @@ def router_backend_pids(database_url: str) -> list[int]:
     return [int(r[0]) for r in rows]
 
 
-# --------------------------------------------------------------------------- processes
-
-
-@dataclass
-class Service:
-    name: str
-    proc: subprocess.Popen[bytes]
-    log_path: Path
-    log: IO[bytes]
-
-    def log_tail(self, lines: int = 30) -> str:
-        self.log.flush()
-        text = self.log_path.read_text(errors="replace").splitlines()
-        return "\n".join(text[-lines:])
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
-def can_pin() -> bool:
-    return shutil.which("taskset") is not None and len(os.sched_getaffinity(0)) >= 2
-
-
-def start_service(name: str, argv: list[str], env: dict[str, str], cpu: int | None
-                  ) -> Service:
-    if cpu is not None:
-        argv = ["taskset", "-c", str(cpu), *argv]  # taskset execs: the pid stays the server's
-    log_path = TMP / f"proxy_bench-{name}.log"
-    log = log_path.open("wb")
-    # Its own session, so stopping it kills its whole process group and nothing else.
-    proc = subprocess.Popen(argv, cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT,
-                            start_new_session=True)
-    return Service(name, proc, log_path, log)
-
-
-def stop_service(service: Service) -> None:
-    if service.proc.poll() is None:
-        # SIGTERM first: uvicorn then drains and lets the last settlements reach the database.
-        with contextlib.suppress(ProcessLookupError):  # it is already gone
-            os.killpg(service.proc.pid, signal.SIGTERM)
-        try:
-            service.proc.wait(timeout=15)
-        except subprocess.TimeoutExpired:
-            with contextlib.suppress(ProcessLookupError):  # it is already gone
-                os.killpg(service.proc.pid, signal.SIGKILL)
-            service.proc.wait(timeout=5)
-    service.log.close()
-
-
-def wait_ready(service: Service, url: str, headers: dict[str, str], timeout: float = 60
-               ) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if service.proc.poll() is not None:
-            raise SystemExit(f"{service.name} exited ({service.proc.returncode}):\n"
-                             f"{service.log_tail()}")
-        try:
-            request = urllib.request.Request(url, headers=headers)  # noqa: S310 (127.0.0.1)
-            with urllib.request.urlopen(request, timeout=2) as response:  # noqa: S310
-                if response.status == 200:
-                    return
-        except (urllib.error.URLError, ConnectionError, TimeoutError):
-            pass
-        time.sleep(0.1)
-    raise SystemExit(f"{service.name} did not answer {url} within {timeout:.0f} s:\n"
-                     f"{service.log_tail()}")
-
-
-CLOCK_TICK = os.sysconf("SC_CLK_TCK")
-
-
-def process_cpu_seconds(pid: int) -> float:
-    """User + system CPU of a process (all its threads), 0 if it is gone or not visible."""
-    try:
-        fields = Path(f"/proc/{pid}/stat").read_text().rpartition(")")[2].split()
-    except OSError:
-        return 0.0
-    return (int(fields[11]) + int(fields[12])) / CLOCK_TICK
-
-
-def machine_busy_ticks() -> tuple[int, int]:
-    """(busy, total) jiffies over all CPUs since boot: how loaded the shared machine is."""
-    values = [int(v) for v in Path("/proc/stat").read_text().split("\n")[0].split()[1:]]
-    idle = values[3] + values[4]  # idle + iowait
-    return sum(values) - idle, sum(values)
-
-
-# --------------------------------------------------------------------------- load
-
-
-@dataclass(frozen=True)
-class Target:
-    name: str  # "direct" or "router"
-    url: str
-    auth: tuple[str, ...]  # Authorization headers to rotate over (none for direct)
-    body: bytes
-    stream_body: bytes
-
-    def headers(self, i: int) -> dict[str, str]:
-        headers = {"Content-Type": "application/json"}
-        if self.auth:
-            headers["Authorization"] = self.auth[i % len(self.auth)]
-        return headers
-
-
-def make_target(name: str, url: str, model: str, keys: list[str]) -> Target:
-    body = {"model": model, "messages": MESSAGES, "max_tokens": 16}
-    stream = {**body, "stream": True, "stream_options": {"include_usage": True}}
-    return Target(name, url, tuple(f"Bearer {k}" for k in keys), orjson.dumps(body),
-                  orjson.dumps(stream))
-
-
-@dataclass
-class Run:
-    """One phase against one target, merged over its alternating blocks."""
-
-    latencies: list[float] = field(default_factory=list)  # seconds, successful requests
-    ttfts: list[float] = field(default_factory=list)  # seconds, streams only
-    errors: Counter[str] = field(default_factory=Counter)
-    ok: int = 0
-    wall: float = 0.0  # seconds the blocks took, summed
-    router_cpu: float = 0.0  # CPU seconds of the router process during the blocks
-    postgres_cpu: float = 0.0  # CPU seconds of the bench database's backends
-    busy: int = 0  # machine-wide busy jiffies during the blocks
-    ticks: int = 0  # machine-wide jiffies during the blocks
-    db_samples: int = 0  # looks at pg_stat_activity (concurrent router blocks only)
-    db_waits: Counter[str] = field(default_factory=Counter)  # what active backends wait on
-
-    def record(self, error: str | None, seconds: float, ttft: float | None = None) -> None:
-        if error is None:
-            self.ok += 1
-            self.latencies.append(seconds)
-            if ttft is not None:
-                self.ttfts.append(ttft)
-        else:
-            self.errors[error] += 1
-
-
-_request_counter = itertools.count()  # rotates the router's keys over requests
-
-
-async def timed_request(session: aiohttp.ClientSession, target: Target
-                        ) -> tuple[str | None, float]:
-    headers = target.headers(next(_request_counter))
-    start = time.perf_counter()
-    try:
-        async with session.post(target.url, data=target.body, headers=headers) as response:
-            await response.read()
-            status = response.status
-    except (aiohttp.ClientError, TimeoutError) as exc:
-        return type(exc).__name__, time.perf_counter() - start
-    return (None if status == 200 else f"HTTP {status}"), time.perf_counter() - start
-
-
-def _has_content(line: bytes) -> bool:
-    """Whether an SSE ``data:`` line carries generated text (the role chunk does not)."""
-    if not line.startswith(b"data:") or b'"content"' not in line:
-        return False
-    try:
-        chunk = orjson.loads(line[5:])
-    except orjson.JSONDecodeError:
-        return False
-    return any((c.get("delta") or {}).get("content") for c in chunk.get("choices") or ())
-
-
-async def timed_stream(session: aiohttp.ClientSession, target: Target
-                       ) -> tuple[str | None, float, float | None]:
-    """(error, seconds to [DONE], seconds to the first content chunk)."""
-    headers = target.headers(next(_request_counter))
-    start = time.perf_counter()
-    ttft: float | None = None
-    done = False
-    try:
-        async with session.post(target.url, data=target.stream_body,
-                                headers=headers) as response:
-            if response.status != 200:
-                await response.read()
-                return f"HTTP {response.status}", time.perf_counter() - start, None
-            async for line in response.content:
-                if ttft is None and _has_content(line):
-                    ttft = time.perf_counter() - start
-                if line.startswith(b"data: [DONE]"):
-                    done = True
-    except (aiohttp.ClientError, TimeoutError) as exc:
-        return type(exc).__name__, time.perf_counter() - start, None
-    elapsed = time.perf_counter() - start
-    if not done or ttft is None:
-        return ("stream without [DONE]" if not done else "stream without content"), elapsed, None
-    return None, elapsed, ttft
-
-
-async def sequential(session: aiohttp.ClientSession, target: Target, count: int, run: Run,
-                     *, stream: bool = False) -> None:
-    for _ in range(count):
-        if stream:
-            error, seconds, ttft = await timed_stream(session, target)
-            run.record(error, seconds, ttft)
-        else:
-            run.record(*await timed_request(session, target))
-
-
-async def closed_loop(session: aiohttp.ClientSession, target: Target, concurrency: int,
-                      seconds: float, run: Run) -> None:
-    """``concurrency`` clients, each sending its next request when the last one is answered."""
-    deadline = time.perf_counter() + seconds
-
-    async def client() -> None:
-        while time.perf_counter() < deadline:
-            run.record(*await timed_request(session, target))
-
-    await asyncio.gather(*(client() for _ in range(concurrency)))
-
-
-WAITS_SQL = """
-SELECT coalesce(wait_event_type || ':' || wait_event, 'running') FROM pg_stat_activity
- WHERE datname = %s AND state = 'active' AND pid <> pg_backend_pid()
-"""
-
-
-class Meter:
-    """Measures one block: wall time, router and PostgreSQL CPU, machine load, and on request
-    what the bench database's busy backends are waiting for."""
-
-    def __init__(self, router_pid: int, database_url: str) -> None:
-        self.router_pid = router_pid
-        self.database_url = database_url
-        self.postgres_pids: list[int] = []
-
-    def _snapshot(self) -> tuple[float, float, float, int, int]:
-        busy, total = machine_busy_ticks()
-        return (time.perf_counter(), process_cpu_seconds(self.router_pid),
-                sum(process_cpu_seconds(p) for p in self.postgres_pids), busy, total)
-
-    async def measure(self, run: Run, block: Awaitable[None], *, db_waits: bool = False
-                      ) -> None:
-        stop = asyncio.Event()
-        sampler = asyncio.ensure_future(self._sample_waits(run, stop)) if db_waits else None
-        before = self._snapshot()
-        try:
-            await block
-        finally:
-            after = self._snapshot()
-            stop.set()
-            if sampler is not None:
-                await sampler
-        run.wall += after[0] - before[0]
-        run.router_cpu += after[1] - before[1]
-        run.postgres_cpu += after[2] - before[2]
-        run.busy += after[3] - before[3]
-        run.ticks += after[4] - before[4]
-
-    async def _sample_waits(self, run: Run, stop: asyncio.Event) -> None:
-        # Every 20 ms; only under concurrent load, where it cannot shift a latency much.
-        name = urlsplit(self.database_url).path.lstrip("/")
-        async with await psycopg.AsyncConnection.connect(self.database_url,
-                                                         autocommit=True) as conn:
-            while not stop.is_set():
-                cursor = await conn.execute(WAITS_SQL, (name,))
-                run.db_samples += 1
-                run.db_waits.update(row[0] for row in await cursor.fetchall())
-                with contextlib.suppress(TimeoutError):
-                    await asyncio.wait_for(stop.wait(), 0.02)
-
-
-def abba(targets: tuple[Target, Target], rounds: int) -> Iterator[Target]:
-    """A B B A A B ...: each target goes first as often as second, so drift cancels out."""
-    for i in range(rounds):
-        yield from (targets if i % 2 == 0 else targets[::-1])
-
-
-def split(total: int, size: int) -> list[int]:
-    blocks = [size] * (total // size)
-    if total % size:
-        blocks.append(total % size)
-    return blocks
-
 
 @dataclass
 class Results:
@@ -554,11 +204,7 @@ async def run_load(options: Options, direct: Target, router: Target, meter: Mete
                    ) -> tuple[Results, dict[str, Any] | None]:
     results = Results()
     pair = (direct, router)
-    connector = aiohttp.TCPConnector(limit=options.concurrency,
-                                     limit_per_host=options.concurrency)
-    timeout = aiohttp.ClientTimeout(total=REQUEST_TIMEOUT_S)
-    async with aiohttp.ClientSession(connector=connector, timeout=timeout,
-                                     skip_auto_headers=("User-Agent",)) as session:
+    async with session_for(options.concurrency) as session:
         # Warm up: connections, the router's caches, thread pool and database connections.
         for target in pair:
             run = results.warmup.setdefault(target.name, Run())
@@ -608,196 +254,6 @@ async def run_load(options: Options, direct: Target, router: Target, meter: Mete
 
 # --------------------------------------------------------------------------- profile
 
-# Leaf frames of threads that are only waiting: py-spy does not always see them as idle.
-WAITING_LEAVES = ("_worker (concurrent/futures/thread.py)", "Condition.wait (threading.py)",
-                  "Event.wait (threading.py)", "Thread._wait_for_tstate_lock (threading.py)")
-
-
-def classify(frame: str) -> str:
-    """Which part of the stack a py-spy frame (``function (path)``) belongs to."""
-    path = frame.rpartition("(")[2]
-    for needle, area in (("psycopg", "psycopg (database driver)"),
-                         ("django/db", "django ORM"),
-                         ("aiohttp", "aiohttp (upstream client)"),
-                         ("uvicorn", "uvicorn / httptools (server)"),
-                         ("asgiref", "asgiref (sync_to_async)"),
-                         ("concurrent/futures", "threads"), ("threading.py", "threads"),
-                         ("django/", "django (request, response, other)"),
-                         ("adrf", "adrf / DRF"), ("rest_framework", "adrf / DRF"),
-                         ("asyncio", "asyncio / uvloop"), ("uvloop", "asyncio / uvloop"),
-                         ("quicktok", "token counting"), ("proxy/tokens", "token counting"),
-                         ("proxy/", "proxy app"), ("billing/", "billing app"),
-                         ("accounts/", "accounts app"), ("orjson", "orjson"),
-                         ("logging", "logging")):
-        if needle in path:
-            return area
-    return "other"
-
-
-def thread_kind(root: str) -> str:
-    """What a thread is, from py-spy's ``thread (tid): name`` root frame."""
-    name = root.rpartition(": ")[2]
-    if name == "MainThread":
-        return "event loop"
-    if name.startswith(("uvloop_", "asyncio_")):
-        return "default executor (sync_to_async)"
-    if name.startswith("ThreadPoolExecutor-"):
-        return "one-off executors (asgiref ThreadSensitiveContext)"
-    if name.endswith("(join)"):
-        return "executor joiners (asgiref)"
-    return "other threads"
-
-
-def parse_raw(raw: str) -> Iterator[tuple[list[str], int]]:
-    """py-spy's raw (collapsed) output: ``frame;frame;...;leaf count`` per line."""
-    for line in raw.splitlines():
-        stack, _, count = line.rpartition(" ")
-        if stack and count.isdigit():
-            yield stack.split(";"), int(count)
-
-
-def _shares(counter: Counter[str], total: int, n: int) -> list[tuple[str, float]]:
-    return [(key, round(100 * c / total, 1)) for key, c in counter.most_common(n)] if total \
-        else []
-
-
-def summarize_cpu(raw: str) -> dict[str, Any]:
-    """From a ``--gil`` profile: where the router's Python CPU goes."""
-    leaf: Counter[str] = Counter()
-    own: Counter[str] = Counter()
-    areas: Counter[str] = Counter()
-    total = 0
-    for frames, count in parse_raw(raw):
-        frames = frames[1:] if frames[0].startswith("thread (") else frames
-        if not frames:
-            continue
-        total += count
-        leaf[frames[-1]] += count
-        areas[classify(frames[-1])] += count
-        for frame in set(frames):
-            if any(p in frame for p in ("(proxy/", "(billing/", "(accounts/")):
-                own[frame] += count
-    return {"samples": total, "areas_pct": _shares(areas, total, 20),
-            "top_self_pct": _shares(leaf, total, 20),
-            "top_own_inclusive_pct": _shares(own, total, 20)}
-
-
-def summarize_threads(raw: str) -> dict[str, Any]:
-    """From an all-threads profile: which threads are busy."""
-    kinds: Counter[str] = Counter()
-    total = 0
-    for frames, count in parse_raw(raw):
-        if frames[-1] in WAITING_LEAVES:
-            continue
-        kinds[thread_kind(frames[0])] += count
-        total += count
-    return {"samples": total, "threads_pct": _shares(kinds, total, 10)}
-
-
-async def count_thread_creations(pid: int, seconds: float) -> int | None:
-    """Threads the router's existing threads create in ``seconds`` (perf, if installed).
-
-    Exact where py-spy can only guess: short-lived threads are rarely sampled.
-    """
-    perf = shutil.which("perf")
-    if perf is None:
-        return None
-    proc = await asyncio.create_subprocess_exec(
-        perf, "stat", "-x", ",", "-e", "sched:sched_process_fork", "-p", str(pid), "--",
-        "sleep", f"{seconds:g}", stdout=asyncio.subprocess.DEVNULL,
-        stderr=asyncio.subprocess.PIPE)
-    try:
-        _, err = await asyncio.wait_for(proc.communicate(), seconds + 30)
-    except TimeoutError:
-        proc.kill()
-        await proc.wait()
-        return None
-    for line in err.decode(errors="replace").splitlines():
-        fields = line.split(",")
-        if len(fields) > 2 and fields[2] == "sched:sched_process_fork" and fields[0].isdigit():
-            return int(fields[0])
-    return None
-
-
-def make_profiler(router_pid: int, cpu: int | None
-                  ) -> Callable[[float, Run], Awaitable[dict[str, Any] | None]]:
-    py_spy = shutil.which("py-spy") or (str(BIN / "py-spy") if (BIN / "py-spy").exists()
-                                        else None)
-    rate = 67
-
-    async def record(name: str, seconds: int, *flags: str) -> str | dict[str, str]:
-        assert py_spy is not None
-        out = TMP / f"proxy_bench-router.pyspy-{name}.txt"
-        # Blocking (py-spy pauses the router for each sample): --nonblocking reads stacks
-        # while they change and returned long runs of one stale stack. A low rate keeps the
-        # pauses from changing the regime too much; the router still slows down somewhat.
-        argv = [py_spy, "record", "--pid", str(router_pid), "--duration", str(seconds),
-                "--rate", str(rate), "--format", "raw", "--nolineno", "--threads",
-                *flags, "--output", str(out)]
-        if cpu is not None:
-            argv = ["taskset", "-c", str(cpu), *argv]
-        proc = await asyncio.create_subprocess_exec(*argv, stdout=asyncio.subprocess.PIPE,
-                                                    stderr=asyncio.subprocess.STDOUT)
-        try:
-            output, _ = await asyncio.wait_for(proc.communicate(), seconds + 60)
-        except TimeoutError:
-            proc.kill()
-            await proc.wait()
-            return {"error": "py-spy did not finish"}
-        if proc.returncode != 0 or not out.exists():
-            return {"error": output.decode(errors="replace")[-500:]}
-        return out.read_text()
-
-    async def profile(seconds: float, load: Run) -> dict[str, Any] | None:
-        """Half the time only the thread holding the GIL (where Python CPU goes), half all
-        busy threads (which threads work, and how many are created)."""
-        if py_spy is None:
-            print("  py-spy is not installed: no profile (pip install py-spy)", flush=True)
-            return None
-        half = max(1, round(seconds / 2))
-        # perf first, alone: py-spy's pauses would slow the router but not change this count.
-        before = load.ok + sum(load.errors.values())
-        forks = await count_thread_creations(router_pid, 2)
-        requests = load.ok + sum(load.errors.values()) - before
-        cpu_raw = await record("gil", half, "--gil")
-        threads_raw = await record("threads", half)
-        report: dict[str, Any] = {
-            "seconds_each": half, "rate_hz": rate,
-            "threads_created_per_request": (forks / requests if forks is not None and requests
-                                            else None)}
-        report["cpu"] = cpu_raw if isinstance(cpu_raw, dict) else summarize_cpu(cpu_raw)
-        report["threads"] = (threads_raw if isinstance(threads_raw, dict)
-                             else summarize_threads(threads_raw))
-        report["raw"] = str(TMP / "proxy_bench-router.pyspy-{gil,threads}.txt")
-        return report
-
-    return profile
-
-
-# --------------------------------------------------------------------------- report
-
-
-def pct(values: list[float], q: float) -> float | None:
-    """Nearest-rank percentile, in milliseconds."""
-    if not values:
-        return None
-    ordered = sorted(values)
-    return 1000 * ordered[min(len(ordered) - 1, max(0, math.ceil(q / 100 * len(ordered)) - 1))]
-
-
-def diff(a: float | None, b: float | None) -> float | None:
-    return None if a is None or b is None else a - b
-
-
-def verdict(value: float | None, target: float, *, at_most: bool) -> str:
-    if value is None:
-        return "n/a"
-    return "PASS" if (value <= target if at_most else value >= target) else "MISS"
-
-
-def fmt(value: float | None, unit: str = "ms", digits: int = 2) -> str:
-    return "n/a" if value is None else f"{value:.{digits}f} {unit}".strip()
-
 
 def run_summary(run: Run) -> dict[str, Any]:
     n = run.ok + sum(run.errors.values())
@@ -812,7 +268,7 @@ def run_summary(run: Run) -> dict[str, Any]:
             "machine_busy_pct": 100 * run.busy / run.ticks if run.ticks else None,
             "db_active_backends_mean": (sum(run.db_waits.values()) / run.db_samples
                                         if run.db_samples else None),
-            "db_waits_pct": _shares(run.db_waits, sum(run.db_waits.values()), 8)}
+            "db_waits_pct": shares(run.db_waits, sum(run.db_waits.values()), 8)}
 
 
 def build_report(options: Options, results: Results, billing: BillingCheck,
@@ -944,19 +400,6 @@ def print_profile(profile: dict[str, Any], concurrency: int) -> None:
         print(f"    {p:5.1f}%  {frame}")
 
 
-def git_state() -> dict[str, str]:
-    def git(*args: str) -> str:
-        try:
-            return subprocess.run(["git", *args], cwd=ROOT, capture_output=True, text=True,
-                                  timeout=10, check=False).stdout.strip()
-        except (OSError, subprocess.TimeoutExpired):
-            return ""
-
-    return {"head": git("rev-parse", "--short", "HEAD"),
-            "changed": git("diff", "--shortstat", "HEAD")}
-
-
-# --------------------------------------------------------------------------- main
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -972,14 +415,11 @@ def main(argv: list[str] | None = None) -> int:
 
     services: list[Service] = []
     try:
-        upstream = start_service("upstream", [
-            str(BIN / "python"), "bench/fast_upstream.py", "--port", str(upstream_port),
-            "--chunk-delay-ms", str(options.upstream_chunk_delay_ms)], env, side_cpu)
+        upstream = start_service("upstream", upstream_argv(
+            upstream_port, chunk_delay_ms=options.upstream_chunk_delay_ms), env, side_cpu)
         services.append(upstream)
-        router = start_service("router", [
-            str(BIN / "uvicorn"), "router_admin.asgi:application", "--host", "127.0.0.1",
-            "--port", str(router_port), "--workers", "1", "--no-access-log",
-            "--log-level", "warning"], env, router_cpu)
+        router = start_service("router", router_argv(options.server, router_port, 1), env,
+                               router_cpu)
         services.append(router)
         if pin:
             os.sched_setaffinity(0, {1})  # the load generator shares CPU 1 with the upstream
@@ -1002,14 +442,12 @@ def main(argv: list[str] | None = None) -> int:
         routed = make_target("router", f"http://127.0.0.1:{router_port}/v1/chat/completions",
                              ROUTER_MODEL, keys)
         meter = Meter(router.proc.pid, options.database_url)
-        results, profile = _run_async(run_load(options, direct, routed, meter,
-                                               make_profiler(router.proc.pid, side_cpu)))
+        results, profile = run_async(run_load(options, direct, routed, meter,
+                                              make_profiler(router.proc.pid, side_cpu)),
+                                     RUN_TIMEOUT_S)
         environment["loadavg_end"] = os.getloadavg()
         billing = check_billing(options.database_url, results.router_ok())
-        router_log = router.log_tail(2000)
-        environment["router_log_warnings"] = sum(
-            1 for line in router_log.splitlines()
-            if any(w in line for w in ("WARNING", "ERROR", "Traceback")))
+        environment["router_log_warnings"] = router.warnings()
     finally:
         for service in reversed(services):
             stop_service(service)
@@ -1018,23 +456,12 @@ def main(argv: list[str] | None = None) -> int:
     print_report(report, options.concurrency)
     if environment["router_log_warnings"]:
         print(f"\nrouter log: {environment['router_log_warnings']} warning/error lines, see "
-              f"{TMP / 'proxy_bench-router.log'}")
+              f"{router.log_path}")
     options.out.parent.mkdir(parents=True, exist_ok=True)
     options.out.write_text(json.dumps(report, indent=2, default=str))
     print(f"\nresults written to {options.out}")
     healthy = billing.ok(results.router_ok()) and not report["errors"]
     return 0 if healthy else 1
-
-
-def _run_async(coroutine: Awaitable[Any]) -> Any:
-    async def bounded() -> Any:
-        return await asyncio.wait_for(coroutine, RUN_TIMEOUT_S)
-
-    try:
-        import uvloop
-    except ImportError:
-        return asyncio.run(bounded())
-    return uvloop.run(bounded())
 
 
 if __name__ == "__main__":

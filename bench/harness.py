@@ -1,0 +1,419 @@
+"""What every benchmark here needs around its load: a fresh database seeded through the ops
+CLI, the upstream and router processes (started, awaited, measured, stopped), and the check
+that the database charged every request the router answered.
+
+The benchmarks are scripts (``python bench/<name>.py``), so this module is imported by its
+plain name from the ``bench`` folder; the load itself is in ``load.py``.
+"""
+# Running fixed commands (manage.py, uvicorn, granian, taskset, git) is this module's job.
+# ruff: noqa: S603, S607
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import contextlib
+import hashlib
+import os
+import resource
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+import urllib.error
+import urllib.request
+from collections.abc import Awaitable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import IO, Any
+from urllib.parse import urlsplit, urlunsplit
+
+import psycopg
+from load import Run
+from psycopg import sql
+
+ROOT = Path(__file__).resolve().parent.parent
+BIN = Path(sys.executable).parent  # the venv's bin: its python runs manage.py and the servers
+# Fixed, so a run is reproducible; it only encrypts the (empty) upstream key of the bench.
+FERNET_KEY = base64.urlsafe_b64encode(hashlib.sha256(b"binom-router-bench").digest()).decode()
+TMP = Path(tempfile.gettempdir())  # logs, the py-spy samples, the JSON results
+ROUTER_MODEL, UPSTREAM_MODEL = "bench-model", "upstream-model"
+# Priced at 0 per input token and 1 micro-USD per output token: a request's hold and its
+# charge are both exactly its max_tokens, so a wallet can be funded for exactly K requests.
+EXACT_MODEL = "bench-exact"
+SERVERS = ("uvicorn", "granian")
+DEFAULT_SERVER = "uvicorn"  # what `make serve` runs (bench/server_choice.py chose it)
+
+
+def script_name() -> str:
+    """Prefix of the log files of this run: the script's name (``proxy_bench``, ...)."""
+    return Path(sys.argv[0]).stem or "bench"
+
+
+def raise_open_files_limit() -> int:
+    """Lift this process's open-files limit to its hard limit (children inherit it)."""
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if hard != resource.RLIM_INFINITY and soft < hard:
+        resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
+    return resource.getrlimit(resource.RLIMIT_NOFILE)[0]
+
+
+# --------------------------------------------------------------------------- database
+
+
+def prepare_database(url: str) -> None:
+    """Drop and recreate the bench database: every run starts from the same empty state."""
+    parts = urlsplit(url)
+    name = parts.path.lstrip("/")
+    if "bench" not in name:
+        # It is dropped: never let a typo point this at a real database.
+        raise SystemExit(f"refusing to drop database {name!r}: its name must contain 'bench'")
+    admin_url = urlunsplit(parts._replace(path="/postgres"))
+    with psycopg.connect(admin_url, autocommit=True, connect_timeout=10) as conn:
+        conn.execute(sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(
+            sql.Identifier(name)))
+        conn.execute(sql.SQL("CREATE DATABASE {}").format(sql.Identifier(name)))
+
+
+def flush_redis_db(url: str) -> None:
+    """Empty the one Redis database the bench uses (rate-limit windows of earlier runs)."""
+    import redis
+
+    if not urlsplit(url).path.strip("/"):
+        raise SystemExit(f"refusing to flush {url}: name a database number, e.g. /14")
+    client = redis.Redis.from_url(url)
+    try:
+        client.flushdb()
+    finally:
+        client.close()
+
+
+def router_env(database_url: str, extra: list[str], *, redis_url: str = "") -> dict[str, str]:
+    env = {k: v for k, v in os.environ.items()
+           if k not in {"REDIS_URL", "DJANGO_SETTINGS_MODULE", "PROMETHEUS_MULTIPROC_DIR"}}
+    env.update(DATABASE_URL=database_url, SECRET_KEY="bench-secret",
+               ROUTER_ENCRYPTION_KEYS=FERNET_KEY, DEBUG="0",
+               ALLOWED_HOSTS="127.0.0.1,localhost", PYTHONUNBUFFERED="1")
+    if redis_url:
+        env["REDIS_URL"] = redis_url
+    env.update(item.split("=", 1) for item in extra)
+    return env
+
+
+def manage(env: dict[str, str], *args: str) -> str:
+    result = subprocess.run([str(BIN / "python"), "manage.py", *args], cwd=ROOT, env=env,
+                            capture_output=True, text=True, timeout=300, check=False)
+    if result.returncode != 0:
+        raise SystemExit(f"manage.py {' '.join(args)} failed:\n{result.stdout}{result.stderr}")
+    return result.stdout
+
+
+def seed(env: dict[str, str], upstream_port: int, users: int, *,
+         max_concurrency: int = 100_000) -> list[str]:
+    """Migrate, and seed prices and the worker through the ops CLI; then ``users`` users with
+    1,000,000 USD each and one API key each (returned, in order)."""
+    manage(env, "migrate", "--no-input")
+    manage(env, "router", "price", "set", ROUTER_MODEL, "--input", "0.1", "--output", "0.2",
+           "--max-output-tokens", "256")
+    manage(env, "router", "price", "set", EXACT_MODEL, "--input", "0", "--output", "1",
+           "--max-output-tokens", "256")
+    manage(env, "router", "worker", "add", "bench-up", "--kind", "openai",
+           "--base-url", f"http://127.0.0.1:{upstream_port}/v1",
+           "--models", f"{ROUTER_MODEL}={UPSTREAM_MODEL},{EXACT_MODEL}={UPSTREAM_MODEL}",
+           "--max-concurrency", str(max_concurrency))
+    return seed_users(env, users, credit_micros=1_000_000 * 1_000_000)
+
+
+def seed_users(env: dict[str, str], count: int, *, credit_micros: int, prefix: str = "bench",
+               rpm: int | None = None) -> list[str]:
+    """``count`` users, each with ``credit_micros`` and one API key, in one process (the CLI
+    would start Django once per user)."""
+    argv = [str(BIN / "python"), "bench/seed_users.py", "--count", str(count),
+            "--credit-micros", str(credit_micros), "--prefix", prefix]
+    if rpm is not None:
+        argv += ["--rpm", str(rpm)]
+    result = subprocess.run(argv, cwd=ROOT, env=env, capture_output=True, text=True,
+                            timeout=600, check=False)
+    if result.returncode != 0:
+        raise SystemExit(f"seed_users.py failed:\n{result.stdout}{result.stderr}")
+    keys = result.stdout.split()
+    assert len(keys) == count, result.stdout
+    return keys
+
+
+@dataclass
+class BillingCheck:
+    usage_records: int
+    usage_ok: int
+    ledger_charges: int
+    pending_holds: int
+    charged_micros: int
+    usage_cost_micros: int
+    ledger_matches_wallets: bool
+
+    def ok(self, expected: int) -> bool:
+        return (self.usage_records == expected and self.usage_ok == expected
+                and self.ledger_charges == expected and self.pending_holds == 0
+                and self.charged_micros == self.usage_cost_micros
+                and self.ledger_matches_wallets)
+
+    def describe(self, expected: int) -> str:
+        return (f"{self.usage_records} usage records ({self.usage_ok} ok), "
+                f"{self.ledger_charges} ledger charges, {self.pending_holds} pending holds, "
+                f"{self.charged_micros} micro-USD charged (usage records: "
+                f"{self.usage_cost_micros}); expected {expected} (router 200s, warm-up "
+                f"included); every wallet = its ledger: {self.ledger_matches_wallets}  -> "
+                f"{'OK' if self.ok(expected) else 'MISMATCH'}")
+
+
+def check_billing(database_url: str, expected: int) -> BillingCheck:
+    """What the database recorded; waits briefly for settlements still in flight."""
+    deadline = time.monotonic() + 30
+    with psycopg.connect(database_url, autocommit=True, connect_timeout=10) as conn:
+        while True:
+            row = conn.execute("""
+                SELECT (SELECT count(*) FROM billing_usagerecord),
+                       (SELECT count(*) FROM billing_usagerecord WHERE status = 'ok'),
+                       (SELECT count(*) FROM billing_ledgerentry WHERE kind = 'charge'),
+                       (SELECT count(*) FROM billing_hold WHERE status = 'pending'),
+                       (SELECT coalesce(-sum(amount_micros), 0) FROM billing_ledgerentry
+                         WHERE kind = 'charge'),
+                       (SELECT coalesce(sum(cost_micros), 0) FROM billing_usagerecord),
+                       (SELECT bool_and(w.posted_micros = (SELECT coalesce(sum(amount_micros), 0)
+                                        FROM billing_ledgerentry e WHERE e.wallet_id = w.id)
+                                        AND w.pending_micros = 0)
+                          FROM billing_wallet w)
+            """).fetchone()
+            assert row is not None
+            check = BillingCheck(*(int(v) for v in row[:6]), ledger_matches_wallets=bool(row[6]))
+            if check.ok(expected) or time.monotonic() > deadline:
+                return check
+            time.sleep(0.5)
+
+
+# --------------------------------------------------------------------------- processes
+
+
+@dataclass
+class Service:
+    name: str
+    proc: subprocess.Popen[bytes]
+    log_path: Path
+    log: IO[bytes]
+
+    def log_tail(self, lines: int = 30) -> str:
+        self.log.flush()
+        text = self.log_path.read_text(errors="replace").splitlines()
+        return "\n".join(text[-lines:])
+
+    def warnings(self) -> int:
+        """Warning, error and traceback lines in its log so far."""
+        return sum(1 for line in self.log_tail(100_000).splitlines()
+                   if any(w in line for w in ("WARNING", "ERROR", "Traceback")))
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def can_pin() -> bool:
+    return shutil.which("taskset") is not None and len(os.sched_getaffinity(0)) >= 2
+
+
+def start_service(name: str, argv: list[str], env: dict[str, str], cpu: int | None = None
+                  ) -> Service:
+    if cpu is not None:
+        argv = ["taskset", "-c", str(cpu), *argv]  # taskset execs: the pid stays the server's
+    log_path = TMP / f"{script_name()}-{name}.log"
+    log = log_path.open("wb")
+    # Its own session, so stopping it kills its whole process group and nothing else.
+    proc = subprocess.Popen(argv, cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT,
+                            start_new_session=True)
+    return Service(name, proc, log_path, log)
+
+
+def stop_service(service: Service) -> None:
+    if service.proc.poll() is None:
+        # SIGTERM first: the server then drains and lets the last settlements reach the
+        # database.
+        with contextlib.suppress(ProcessLookupError):  # it is already gone
+            os.killpg(service.proc.pid, signal.SIGTERM)
+        try:
+            service.proc.wait(timeout=30)
+        except subprocess.TimeoutExpired:
+            with contextlib.suppress(ProcessLookupError):  # it is already gone
+                os.killpg(service.proc.pid, signal.SIGKILL)
+            service.proc.wait(timeout=5)
+    service.log.close()
+
+
+def upstream_argv(port: int, *, chunk_delay_ms: float = 0.0, answer_seconds: float = 0.0
+                  ) -> list[str]:
+    return [str(BIN / "python"), "bench/fast_upstream.py", "--port", str(port),
+            "--chunk-delay-ms", str(chunk_delay_ms), "--answer-seconds", str(answer_seconds)]
+
+
+def router_argv(server: str, port: int, workers: int) -> list[str]:
+    """The router under ``server`` with ``workers`` processes, as ``make serve`` runs it
+    (without the access logs of the servers themselves: the router writes its own)."""
+    app = "router_admin.asgi:application"
+    if server == "uvicorn":
+        return [str(BIN / "uvicorn"), app, "--host", "127.0.0.1", "--port", str(port),
+                "--workers", str(workers), "--no-access-log", "--log-level", "warning"]
+    if server == "granian":
+        return [str(BIN / "granian"), "--interface", "asgi", "--host", "127.0.0.1",
+                "--port", str(port), "--workers", str(workers), "--loop", "uvloop",
+                "--no-access-log", "--log-level", "warning", app]
+    raise SystemExit(f"unknown server {server!r} (one of {', '.join(SERVERS)})")
+
+
+def wait_ready(service: Service, url: str, headers: dict[str, str], timeout: float = 60
+               ) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if service.proc.poll() is not None:
+            raise SystemExit(f"{service.name} exited ({service.proc.returncode}):\n"
+                             f"{service.log_tail()}")
+        try:
+            request = urllib.request.Request(url, headers=headers)  # noqa: S310 (127.0.0.1)
+            with urllib.request.urlopen(request, timeout=2) as response:  # noqa: S310
+                if response.status == 200:
+                    return
+        except (urllib.error.URLError, ConnectionError, TimeoutError):
+            pass
+        time.sleep(0.1)
+    raise SystemExit(f"{service.name} did not answer {url} within {timeout:.0f} s:\n"
+                     f"{service.log_tail()}")
+
+
+CLOCK_TICK = os.sysconf("SC_CLK_TCK")
+
+
+def process_tree(pid: int) -> list[int]:
+    """``pid`` and its descendants (a server's supervisor and its worker processes)."""
+    children: dict[int, list[int]] = {}
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit():
+            try:
+                ppid = int((entry / "stat").read_text().rpartition(")")[2].split()[1])
+            except (OSError, IndexError, ValueError):
+                continue
+            children.setdefault(ppid, []).append(int(entry.name))
+    tree, todo = [], [pid]
+    while todo:
+        current = todo.pop()
+        tree.append(current)
+        todo.extend(children.get(current, ()))
+    return tree
+
+
+def process_cpu_seconds(pid: int) -> float:
+    """User + system CPU of a process (all its threads), 0 if it is gone or not visible."""
+    try:
+        fields = Path(f"/proc/{pid}/stat").read_text().rpartition(")")[2].split()
+    except OSError:
+        return 0.0
+    return (int(fields[11]) + int(fields[12])) / CLOCK_TICK
+
+
+def tree_cpu_seconds(pids: list[int]) -> float:
+    return sum(process_cpu_seconds(p) for p in pids)
+
+
+def peak_rss_bytes(pid: int) -> int:
+    """The most resident memory the process has used so far (VmHWM), 0 if it is gone."""
+    try:
+        for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+            if line.startswith("VmHWM:"):
+                return int(line.split()[1]) * 1024
+    except OSError:
+        pass
+    return 0
+
+
+def machine_busy_ticks() -> tuple[int, int]:
+    """(busy, total) jiffies over all CPUs since boot: how loaded the shared machine is."""
+    values = [int(v) for v in Path("/proc/stat").read_text().split("\n")[0].split()[1:]]
+    idle = values[3] + values[4]  # idle + iowait
+    return sum(values) - idle, sum(values)
+
+
+WAITS_SQL = """
+SELECT coalesce(wait_event_type || ':' || wait_event, 'running') FROM pg_stat_activity
+ WHERE datname = %s AND state = 'active' AND pid <> pg_backend_pid()
+"""
+
+
+class Meter:
+    """Measures one block: wall time, router and PostgreSQL CPU, machine load, and on request
+    what the bench database's busy backends are waiting for."""
+
+    def __init__(self, router_pid: int, database_url: str) -> None:
+        # With several worker processes the router's CPU is that of its whole tree.
+        self.router_pids = process_tree(router_pid)
+        self.database_url = database_url
+        self.postgres_pids: list[int] = []
+
+    def _snapshot(self) -> tuple[float, float, float, int, int]:
+        busy, total = machine_busy_ticks()
+        return (time.perf_counter(), tree_cpu_seconds(self.router_pids),
+                tree_cpu_seconds(self.postgres_pids), busy, total)
+
+    async def measure(self, run: Run, block: Awaitable[None], *, db_waits: bool = False
+                      ) -> None:
+        stop = asyncio.Event()
+        sampler = asyncio.ensure_future(self._sample_waits(run, stop)) if db_waits else None
+        before = self._snapshot()
+        try:
+            await block
+        finally:
+            after = self._snapshot()
+            stop.set()
+            if sampler is not None:
+                await sampler
+        run.wall += after[0] - before[0]
+        run.router_cpu += after[1] - before[1]
+        run.postgres_cpu += after[2] - before[2]
+        run.busy += after[3] - before[3]
+        run.ticks += after[4] - before[4]
+
+    async def _sample_waits(self, run: Run, stop: asyncio.Event) -> None:
+        # Every 20 ms; only under concurrent load, where it cannot shift a latency much.
+        name = urlsplit(self.database_url).path.lstrip("/")
+        async with await psycopg.AsyncConnection.connect(self.database_url,
+                                                         autocommit=True) as conn:
+            while not stop.is_set():
+                cursor = await conn.execute(WAITS_SQL, (name,))
+                run.db_samples += 1
+                run.db_waits.update(row[0] for row in await cursor.fetchall())
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(stop.wait(), 0.02)
+
+
+def git_state() -> dict[str, str]:
+    def git(*args: str) -> str:
+        try:
+            return subprocess.run(["git", *args], cwd=ROOT, capture_output=True, text=True,
+                                  timeout=10, check=False).stdout.strip()
+        except (OSError, subprocess.TimeoutExpired):
+            return ""
+
+    return {"head": git("rev-parse", "--short", "HEAD"),
+            "changed": git("diff", "--shortstat", "HEAD")}
+
+
+def run_async(coroutine: Awaitable[Any], timeout: float) -> Any:
+    """Run the load on uvloop when it is installed, bounded in time whatever the options."""
+    async def bounded() -> Any:
+        return await asyncio.wait_for(coroutine, timeout)
+
+    try:
+        import uvloop
+    except ImportError:
+        return asyncio.run(bounded())
+    return uvloop.run(bounded())
