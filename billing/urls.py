@@ -1,5 +1,9 @@
-from django.urls import path  # noqa: F401
+from django.urls import path
+
+from billing import views
 
 app_name = "billing"
 
-urlpatterns: list = []
+urlpatterns = [
+    path("stripe/webhook", views.stripe_webhook, name="stripe-webhook"),
+]
