@@ -6,12 +6,13 @@ from __future__ import annotations
 import argparse
 from collections.abc import Callable
 
-from router_admin.cli import demo, keys, money, prices, sweep, users, workers
+from router_admin.cli import demo, keys, money, prices, sweep, users, vouchers, workers
 from router_admin.cli.base import Subparsers
 
 GROUPS: tuple[Callable[[Subparsers], None], ...] = (
     users.add_parsers,
     money.add_parsers,
+    vouchers.add_parsers,
     keys.add_parsers,
     prices.add_parsers,
     workers.add_parsers,
