@@ -16,6 +16,9 @@ from django.urls import reverse
 from django.utils import timezone
 from django.utils.html import format_html
 
+# Vouchers and Stripe top-ups have their own module; importing it registers them.
+from billing import admin_topups  # noqa: F401
+from billing.admin_base import ReadOnlyAdmin
 from billing.errors import BillingError, IdempotencyConflict
 from billing.forms import WalletCreditForm
 from billing.models import (
@@ -36,19 +39,6 @@ from billing.services import price_set, wallet_credit
 
 def _usd(micros: int | None) -> str:
     return "-" if micros is None else format_usd(micros)
-
-
-class ReadOnlyAdmin(admin.ModelAdmin):
-    """Viewable by staff, written only by billing services: these rows record what happened."""
-
-    def has_add_permission(self, request: HttpRequest) -> bool:
-        return False
-
-    def has_change_permission(self, request: HttpRequest, obj: Any = None) -> bool:
-        return False
-
-    def has_delete_permission(self, request: HttpRequest, obj: Any = None) -> bool:
-        return False
 
 
 class PricedModelFilter(admin.SimpleListFilter):

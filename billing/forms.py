@@ -10,6 +10,7 @@ from django.core.exceptions import ValidationError
 
 from billing.models import LedgerEntry
 from billing.money import MoneyError, usd_to_micros
+from billing.topup_limits import VOUCHER_BATCH_MAX
 
 # A typo guard, not a business rule: a billion dollars is far past any real credit, and
 # anything that could overflow the BigIntegerField is refused here rather than by the database.
@@ -55,3 +56,24 @@ class WalletCreditForm(forms.Form):
     def idempotency_key(self, wallet_id: int) -> str:
         # One key per wallet: a single submission may credit several wallets.
         return f"admin:{self.cleaned_data['operation_id']}:{wallet_id}"
+
+
+class VoucherBatchForm(forms.Form):
+    """Generate a batch of vouchers; the bounds are billing.topup_limits'."""
+
+    # Typed in USD, cleaned to micro-USD.
+    amount = forms.CharField(label="Amount per code (USD)", max_length=32,
+                             help_text="What each code credits, e.g. 10 or 2.50.")
+    count = forms.IntegerField(label="Number of codes", min_value=1,
+                               max_value=VOUCHER_BATCH_MAX)
+    memo = forms.CharField(max_length=200, required=False,
+                           help_text="What the batch is for (a campaign, an event). Staff see it.")
+    expires_at = forms.DateTimeField(
+        label="Expires at", required=False,
+        help_text="Optional, e.g. 2030-12-31 23:59 (in the site's time zone).")
+
+    def clean_amount(self) -> int:
+        try:
+            return usd_to_micros(self.cleaned_data["amount"])
+        except MoneyError as exc:
+            raise ValidationError(str(exc), code="invalid") from None
