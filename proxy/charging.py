@@ -10,14 +10,21 @@ from dataclasses import dataclass
 from datetime import timedelta
 from typing import Any, TypeVar
 
+import psycopg
 from django.conf import settings
+from django.db import DatabaseError
 from django.utils import timezone
 
 from billing.errors import InsufficientFunds, KeySpendCapReached
 from billing.models import ModelPrice
 from billing.money import format_usd
 from billing.services import UsageReport
-from billing.services.hot_path import hold_reserve, hold_resolve, wallet_available
+from billing.services.hot_path import (
+    hold_reserve,
+    hold_resolve,
+    holds_extend,
+    wallet_available,
+)
 from proxy.errors import ApiError, bad_request, insufficient_quota
 from proxy.selectors import Caller
 from proxy.tokens import estimate_request_prompt_tokens
@@ -87,6 +94,70 @@ async def reserve(*, request_id: str, caller: Caller, chat: ChatRequest, price: 
         raise _refusal(refused.needed_micros, refused.available_micros) from None
     except KeySpendCapReached as capped:
         raise insufficient_quota(str(capped)) from None
+    hold_keeper().add(request_id)
+
+
+class HoldKeeper:
+    """Keeps the holds of this event loop's long-running requests from expiring.
+
+    A hold expires ROUTER_HOLD_TTL_SECONDS after it was taken, so that a process that died
+    does not keep money reserved for ever; but a stream may run longer than that, and the
+    sweeper must not release the hold of a request that will still settle (its tokens would
+    go unpaid). Every third of the TTL one statement moves the expiry of every hold that is
+    older than that third; a request costs a dict insert and a delete, and one timer serves
+    them all.
+    """
+
+    def __init__(self) -> None:
+        self.running: dict[str, float] = {}  # hold id -> when it was taken (loop time)
+        self.task: asyncio.Task[None] | None = None
+
+    def add(self, hold_id: str) -> None:
+        loop = asyncio.get_running_loop()
+        self.running[hold_id] = loop.time()
+        if self.task is None or self.task.done():
+            self.task = loop.create_task(self._extend_forever(), name="hold-keeper")
+
+    def discard(self, hold_id: str) -> None:
+        self.running.pop(hold_id, None)
+
+    @property
+    def ttl(self) -> float:
+        return settings.ROUTER_HOLD_TTL_SECONDS
+
+    def stop(self) -> None:
+        if self.task is not None:
+            self.task.cancel()
+
+    async def _extend_forever(self) -> None:
+        while self.running:
+            await asyncio.sleep(self.ttl / 3)
+            await self.extend_due(older_than=self.ttl / 3)
+
+    async def extend_due(self, *, older_than: float) -> int:
+        cutoff = asyncio.get_running_loop().time() - older_than
+        due = [hold_id for hold_id, taken in self.running.items() if taken <= cutoff]
+        if not due:
+            return 0
+        try:
+            return await holds_extend(
+                hold_ids=due, expires_at=timezone.now() + timedelta(seconds=self.ttl))
+        except (DatabaseError, psycopg.Error):
+            # The next round tries again; the hold still has a third of its TTL or more.
+            logger.exception("could not extend the holds of %d running requests", len(due))
+            return 0
+
+
+_keepers: dict[asyncio.AbstractEventLoop, HoldKeeper] = {}
+
+
+def hold_keeper() -> HoldKeeper:
+    """This event loop's keeper (the ASGI server runs one loop per process)."""
+    loop = asyncio.get_running_loop()
+    keeper = _keepers.get(loop)
+    if keeper is None:
+        keeper = _keepers[loop] = HoldKeeper()
+    return keeper
 
 
 # Settling must finish even when the client's disconnect cancels the request task: it runs
@@ -114,7 +185,11 @@ async def settle(*, request_id: str, price: ModelPrice, plan: ChargePlan,
         # ignored max_tokens. The user never pays past what was reserved.
         logger.error("request %s cost %d, over its hold of %d; charging the hold",
                      request_id, cost, plan.amount_micros)
-    charged = await shielded(hold_resolve(hold_id=request_id, usage=usage, cost_micros=cost))
+    try:
+        charged = await shielded(hold_resolve(hold_id=request_id, usage=usage,
+                                              cost_micros=cost))
+    finally:
+        hold_keeper().discard(request_id)
     if charged is None:
         logger.warning("request %s was resolved by someone else before it settled", request_id)
         return 0
@@ -123,10 +198,17 @@ async def settle(*, request_id: str, price: ModelPrice, plan: ChargePlan,
 
 async def void(*, request_id: str, usage: UsageReport) -> None:
     """Release the hold, charging nothing: the upstream produced nothing billable."""
-    await shielded(hold_resolve(hold_id=request_id, usage=usage, cost_micros=None))
+    try:
+        await shielded(hold_resolve(hold_id=request_id, usage=usage, cost_micros=None))
+    finally:
+        hold_keeper().discard(request_id)
 
 
 async def wait_for_settlements() -> None:
-    """Let every settlement in flight finish (tests; graceful shutdown)."""
+    """Let every settlement in flight finish, then stop the hold keeper (tests; graceful
+    shutdown: nothing is running by then)."""
     while _settling:
         await asyncio.gather(*list(_settling), return_exceptions=True)
+    keeper = _keepers.pop(asyncio.get_running_loop(), None)
+    if keeper is not None:
+        keeper.stop()

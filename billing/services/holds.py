@@ -151,6 +151,15 @@ def hold_expire(*, hold_id: str, usage: UsageReport | None = None) -> HoldOutcom
     return _release(hold_id, Hold.Status.EXPIRED, usage)
 
 
+def holds_extend(*, hold_ids: list[str], expires_at: datetime) -> int:
+    """Push back the expiry of holds whose requests are still running (a long stream), so
+    the sweeper does not release money a live request will still settle. Only pending holds
+    move, and only later; returns how many did. No lock is taken but the rows' own: a
+    sweeper that claimed a hold first wins, and the hold then stays resolved."""
+    return Hold.objects.filter(pk__in=hold_ids, status=Hold.Status.PENDING,
+                               expires_at__lt=expires_at).update(expires_at=expires_at)
+
+
 def _release(hold_id: str, status: str, usage: UsageReport | None) -> HoldOutcome:
     with transaction.atomic():
         hold = _lock_hold(hold_id)

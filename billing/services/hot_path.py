@@ -26,7 +26,14 @@ from psycopg_pool import AsyncConnectionPool
 from billing.errors import InsufficientFunds, KeySpendCapReached
 from billing.models import KeyBudget
 from billing.services.budgets import cap_shortfall, current_month
-from billing.services.holds import HoldOutcome, UsageReport, hold_create, hold_settle, hold_void
+from billing.services.holds import (
+    HoldOutcome,
+    UsageReport,
+    hold_create,
+    hold_settle,
+    hold_void,
+)
+from billing.services.holds import holds_extend as holds_extend_orm
 
 RESERVE_SQL = """
 WITH wallet AS (
@@ -100,6 +107,11 @@ WITH hold AS (
       FROM hold, wallet
 )
 SELECT charged_micros FROM hold
+"""
+
+EXTEND_SQL = """
+UPDATE billing_hold SET expires_at = %(expires_at)s
+ WHERE id = ANY(%(hold_ids)s) AND status = 'pending' AND expires_at < %(expires_at)s
 """
 
 WALLET_AVAILABLE_SQL = """
@@ -259,6 +271,19 @@ async def hold_resolve(*, hold_id: str, usage: UsageReport, cost_micros: int | N
         "ttft_ms": usage.ttft_ms, "month": current_month(),
     })
     return row[0] if row else None
+
+
+async def holds_extend(*, hold_ids: list[str], expires_at: datetime) -> int:
+    """``billing.services.holds.holds_extend`` for the event loop: one statement for every
+    long-running request of this process."""
+    if not _on_postgresql():
+        return await sync_to_async(holds_extend_orm, thread_sensitive=False)(
+            hold_ids=hold_ids, expires_at=expires_at)
+    pool = await _pool()
+    async with pool.connection() as conn:
+        cursor = await conn.execute(EXTEND_SQL, {"hold_ids": hold_ids,
+                                                 "expires_at": expires_at})
+        return cursor.rowcount
 
 
 def _resolve_orm(hold_id: str, usage: UsageReport, cost_micros: int | None) -> HoldOutcome:

@@ -13,16 +13,19 @@ from datetime import timedelta
 from typing import Any
 
 import pytest
+from asgiref.sync import sync_to_async
 from django.utils import timezone
 
 from billing.errors import InsufficientFunds
 from billing.models import Hold, LedgerEntry, UsageRecord, Wallet
 from billing.selectors import wallet_audit
 from billing.services import UsageReport, hold_create, hold_settle, wallet_credit
+from billing.services.holds import holds_extend as holds_extend_orm
 from billing.services.hot_path import (
     close_pools,
     hold_reserve,
     hold_resolve,
+    holds_extend,
     wallet_available,
 )
 
@@ -178,3 +181,23 @@ def test_pooled_connections_killed_by_the_server_are_replaced_without_an_error(
     loop.run(_reserve(user, price, "after", 100))
     assert loop.run(hold_resolve(hold_id="after", usage=_usage(), cost_micros=50)) == 50
     assert Hold.objects.filter(status="pending").count() == 1
+
+
+@pytest.mark.parametrize("path", ["statement", "orm"])
+def test_extending_holds_moves_only_pending_ones_and_never_earlier(loop, user, price, path):
+    wallet_credit(user=user, amount_micros=10_000, idempotency_key="f", memo="")
+    for hold_id in ("running", "settled", "later"):
+        loop.run(_reserve(user, price, hold_id, 1_000))
+    loop.run(hold_resolve(hold_id="settled", usage=_usage(1, 1), cost_micros=3))
+    far = timezone.now() + timedelta(hours=2)
+    Hold.objects.filter(pk="later").update(expires_at=far)
+    before = {hold.pk: hold.expires_at for hold in Hold.objects.all()}
+    new_expiry = timezone.now() + timedelta(hours=1)
+
+    extend = holds_extend if path == "statement" else sync_to_async(holds_extend_orm)
+    moved = loop.run(extend(hold_ids=["running", "settled", "later", "unknown"],
+                            expires_at=new_expiry))
+
+    after = {hold.pk: hold.expires_at for hold in Hold.objects.all()}
+    assert moved == 1
+    assert after == {**before, "running": new_expiry}

@@ -1,0 +1,63 @@
+"""A request that runs longer than a hold's time to live still settles in full: its hold is
+kept alive while it runs, so the sweeper never releases money a live stream will charge."""
+
+from __future__ import annotations
+
+import threading
+import time
+from datetime import timedelta
+
+import pytest
+
+from billing.models import Hold, LedgerEntry, UsageRecord, Wallet
+from billing.services.sweeper import holds_sweep
+
+MESSAGES = [{"role": "user", "content": "Say something long."}]
+
+
+@pytest.fixture
+def short_hold_ttl(settings):
+    # Real deployments keep holds for minutes; a second and a half makes a 4-second stream
+    # outlive its hold several times over.
+    settings.ROUTER_HOLD_TTL_SECONDS = 1.5
+
+
+def _sweep_until(stop: threading.Event, expired: list[str]) -> None:
+    while not stop.is_set():
+        expired.extend(holds_sweep().expired)
+        time.sleep(0.1)
+
+
+def test_a_stream_longer_than_the_hold_ttl_is_charged_in_full_despite_the_sweeper(
+    short_hold_ttl, openai_worker, upstream, make_key, client_for
+):
+    user_id, secret = make_key()
+    words = " ".join(f"w{i}" for i in range(20))
+    upstream.configure(reply=words, chunk_delay=0.2)  # about 4 s from first to last token
+    stop, expired = threading.Event(), []
+    sweeper = threading.Thread(target=_sweep_until, args=(stop, expired))
+    sweeper.start()
+    try:
+        started = time.monotonic()
+        stream = client_for(secret).chat.completions.create(
+            model="test-model", messages=MESSAGES, stream=True,
+            stream_options={"include_usage": True})
+        chunks = list(stream)
+        took = time.monotonic() - started
+    finally:
+        stop.set()
+        sweeper.join()
+
+    assert took > 2 * 1.5  # well past the TTL, or the test proves nothing
+    assert expired == []
+    usage = chunks[-1].usage
+    record = UsageRecord.objects.get()
+    assert record.status == UsageRecord.Status.OK
+    assert record.completion_tokens == usage.completion_tokens > 0
+    hold = Hold.objects.get()
+    assert hold.status == Hold.Status.POSTED
+    assert hold.expires_at > hold.created_at + timedelta(seconds=1.5)  # it was extended
+    charge = LedgerEntry.objects.get(kind="charge")
+    assert -charge.amount_micros == record.cost_micros > 0
+    wallet = Wallet.objects.get(user_id=user_id)
+    assert (wallet.posted_micros, wallet.pending_micros) == (1_000_000 - record.cost_micros, 0)
