@@ -17,9 +17,9 @@ from django.contrib.auth.forms import (
 from django.core.exceptions import ValidationError
 from django.db.models import F, QuerySet, Value
 from django.db.models.functions import Coalesce
-from django.http import HttpRequest
+from django.http import HttpRequest, HttpResponse
+from django.template.response import TemplateResponse
 from django.utils import timezone
-from django.utils.html import format_html
 
 from accounts.errors import ApiKeyNotFound
 from accounts.models import ApiKey, User
@@ -158,12 +158,23 @@ class ApiKeyAdmin(admin.ModelAdmin):
             setattr(obj, field.attname, getattr(created.api_key, field.attname))
         obj._state.adding = False
         obj._state.db = created.api_key._state.db
-        # The only time the secret exists outside its owner's hands: it is not stored, so
-        # this message is the one chance to copy it.
-        messages.success(request, format_html(
-            "The new API key for {} is <code>{}</code>. Copy it now: it will not be shown "
-            "again.", obj.user.email, created.secret,
-        ))
+        # The only time the secret exists outside its owner's hands: kept on this request
+        # object for response_add, never in a message (a cookie) or the session.
+        request._new_api_key_secret = created.secret  # type: ignore[attr-defined]
+
+    def response_add(self, request: HttpRequest, obj: ApiKey,
+                     post_url_continue: str | None = None) -> HttpResponse:
+        secret = getattr(request, "_new_api_key_secret", None)
+        if secret is None:
+            return super().response_add(request, obj, post_url_continue)
+        response = TemplateResponse(request, "admin/accounts/apikey/created.html", {
+            **self.admin_site.each_context(request), "opts": self.opts, "api_key": obj,
+            "secret": secret, "title": f"API key {obj.prefix} created",
+        })
+        # The page must not be kept by a browser or a proxy cache (the admin's own
+        # never_cache adds the rest of the header).
+        response["Cache-Control"] = "no-store"
+        return response
 
     @admin.action(description="Revoke selected keys", permissions=["change"])
     def revoke_keys(self, request: HttpRequest, queryset: QuerySet[ApiKey]) -> None:
