@@ -22,8 +22,8 @@ from django.template.response import TemplateResponse
 from django.utils import timezone
 
 from accounts.errors import ApiKeyNotFound
-from accounts.models import ApiKey, User
-from accounts.services import api_key_create, api_key_revoke
+from accounts.models import ApiKey, ManagementToken, User
+from accounts.services import api_key_create, api_key_revoke, management_token_revoke
 from billing.money import format_usd
 
 
@@ -186,4 +186,29 @@ class ApiKeyAdmin(admin.ModelAdmin):
                 continue  # deleted since the list was shown: nothing left to revoke
             revoked += 1
         self.message_user(request, f"Revoked {revoked} API key{'s' if revoked != 1 else ''}.",
+                          messages.SUCCESS)
+
+
+@admin.register(ManagementToken)
+class ManagementTokenAdmin(admin.ModelAdmin):
+    """Staff see and revoke users' /api tokens (a leaked one, say); only their owners create
+    them, in the portal, because the secret is shown to whoever creates it."""
+
+    list_display = ("prefix", "name", "owner", "created_at", "last_used_at", "revoked_at")
+    list_filter = (("revoked_at", admin.EmptyFieldListFilter), "created_at")
+    list_select_related = ("owner",)
+    search_fields = ("prefix", "name", "owner__email")
+    fields = ("prefix", "name", "owner", "created_at", "last_used_at", "revoked_at")
+    readonly_fields = fields
+    actions = ("revoke_tokens",)
+
+    def has_add_permission(self, request: HttpRequest) -> bool:
+        return False
+
+    @admin.action(description="Revoke selected tokens", permissions=["change"])
+    def revoke_tokens(self, request: HttpRequest, queryset: QuerySet[ManagementToken]) -> None:
+        tokens = list(queryset.filter(revoked_at__isnull=True))
+        for token in tokens:
+            management_token_revoke(token=token)
+        self.message_user(request, f"Revoked {len(tokens)} token{'s' if len(tokens) != 1 else ''}.",
                           messages.SUCCESS)

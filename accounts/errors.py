@@ -12,3 +12,7 @@ class UserNotFound(AccountsError):
 
 class ApiKeyNotFound(AccountsError):
     pass
+
+
+class ManagementTokenNotFound(AccountsError):
+    pass

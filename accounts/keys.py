@@ -41,9 +41,15 @@ class GeneratedKey:
 
 
 def key_generate() -> GeneratedKey:
+    return secret_generate(KEY_PREFIX)
+
+
+def secret_generate(kind_prefix: str) -> GeneratedKey:
+    """``kind_prefix`` + public id + secret: the shape of API keys and management tokens
+    (accounts/tokens.py), which differ only in their prefix."""
     public_id = "".join(secrets.choice(_ALPHABET) for _ in range(PUBLIC_ID_LENGTH))
-    secret = KEY_PREFIX + public_id + base62(secrets.token_bytes(SECRET_BYTES), _SECRET_LENGTH)
-    return GeneratedKey(secret=secret, prefix=secret[: len(KEY_PREFIX) + PUBLIC_ID_LENGTH],
+    secret = kind_prefix + public_id + base62(secrets.token_bytes(SECRET_BYTES), _SECRET_LENGTH)
+    return GeneratedKey(secret=secret, prefix=secret[: len(kind_prefix) + PUBLIC_ID_LENGTH],
                         digest=key_digest(secret))
 
 

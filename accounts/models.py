@@ -102,3 +102,24 @@ class ApiKey(models.Model):
         now = now or timezone.now()
         return (self.revoked_at is None and self.user.is_active
                 and (self.expires_at is None or self.expires_at > now))
+
+
+class ManagementToken(models.Model):
+    """A token for the self-service REST API (/api), never for /v1: a different prefix and a
+    different table, so neither kind of secret can stand in for the other. Stored like API
+    keys: only the prefix and the SHA-256 digest."""
+
+    owner = models.ForeignKey(settings.AUTH_USER_MODEL, on_delete=models.CASCADE,
+                              related_name="management_tokens")
+    name = models.CharField(max_length=100, blank=True)
+    prefix = models.CharField(max_length=32, unique=True, editable=False)
+    digest = models.CharField(max_length=64, unique=True, editable=False)
+    created_at = models.DateTimeField(default=timezone.now, editable=False)
+    last_used_at = models.DateTimeField(null=True, blank=True, editable=False)
+    revoked_at = models.DateTimeField(null=True, blank=True, editable=False)
+
+    class Meta:
+        ordering = ["-created_at"]
+
+    def __str__(self) -> str:
+        return f"{self.prefix}… ({self.name})" if self.name else f"{self.prefix}…"

@@ -5,9 +5,10 @@ from __future__ import annotations
 from django.db.models import QuerySet
 from django.utils import timezone
 
-from accounts.errors import ApiKeyNotFound, UserNotFound
+from accounts.errors import ApiKeyNotFound, ManagementTokenNotFound, UserNotFound
 from accounts.keys import digests_match, key_digest, key_is_well_formed, key_prefix_of
-from accounts.models import ApiKey, User
+from accounts.models import ApiKey, ManagementToken, User
+from accounts.tokens import token_digest, token_is_well_formed, token_prefix_of
 
 
 def user_get_by_email(*, email: str) -> User:
@@ -44,3 +45,30 @@ def api_key_of(*, user: User, key_id: int) -> ApiKey:
     if api_key is None:
         raise ApiKeyNotFound("No such API key.")
     return api_key
+
+
+def management_token_authenticate(*, raw_token: str) -> ManagementToken | None:
+    """The live token that ``raw_token`` is, or None: malformed (an API key, say), unknown,
+    revoked, or of an inactive user."""
+    if not token_is_well_formed(raw_token):
+        return None
+    token = (ManagementToken.objects.select_related("owner")
+             .filter(prefix=token_prefix_of(raw_token)).first())
+    if token is None or not digests_match(token.digest, token_digest(raw_token)):
+        return None
+    if token.revoked_at is not None or not token.owner.is_active:
+        return None
+    return token
+
+
+def management_tokens_of(*, user: User) -> QuerySet[ManagementToken]:
+    """The user's management tokens, newest first, revoked ones included."""
+    return ManagementToken.objects.filter(owner=user).order_by("-created_at", "-pk")
+
+
+def management_token_of(*, user: User, token_id: int) -> ManagementToken:
+    """One of the user's own tokens; another user's is as absent as one that never was."""
+    token = management_tokens_of(user=user).filter(pk=token_id).first()
+    if token is None:
+        raise ManagementTokenNotFound("No such management token.")
+    return token

@@ -12,8 +12,9 @@ from django.utils import timezone
 
 from accounts.errors import AccountsError, ApiKeyNotFound, UserAlreadyExists
 from accounts.keys import key_generate
-from accounts.models import ApiKey, User
+from accounts.models import ApiKey, ManagementToken, User
 from accounts.policies import clean_allowed_ips, clean_allowed_models
+from accounts.tokens import token_generate
 
 
 def user_create(
@@ -131,3 +132,38 @@ def api_key_touch(*, api_key: ApiKey, now: datetime | None = None) -> None:
         return
     ApiKey.objects.filter(pk=api_key.pk).update(last_used_at=now)
     api_key.last_used_at = now
+
+
+@dataclass(frozen=True)
+class CreatedManagementToken:
+    token: ManagementToken
+    secret: str  # shown once; nothing keeps it after this object is gone
+
+
+def management_token_create(*, user: User, name: str = "") -> CreatedManagementToken:
+    if not user.is_active:
+        raise AccountsError("An inactive user cannot have management tokens.")
+    generated = token_generate()
+    token = ManagementToken.objects.create(owner=user, name=name.strip()[:100],
+                                           prefix=generated.prefix, digest=generated.digest)
+    return CreatedManagementToken(token=token, secret=generated.secret)
+
+
+def management_token_revoke(*, token: ManagementToken) -> ManagementToken:
+    """Revoke a token; it stops working on the next request. Revoking twice keeps the first
+    revocation time."""
+    with transaction.atomic():
+        locked = ManagementToken.objects.select_for_update().get(pk=token.pk)
+        if locked.revoked_at is None:
+            locked.revoked_at = timezone.now()
+            locked.save(update_fields=["revoked_at"])
+        return locked
+
+
+def management_token_touch(*, token: ManagementToken, now: datetime | None = None) -> None:
+    """Record that a token was used, at most once a minute (as api_key_touch, and why)."""
+    now = now or timezone.now()
+    if token.last_used_at is not None and (now - token.last_used_at).total_seconds() < 60:
+        return
+    ManagementToken.objects.filter(pk=token.pk).update(last_used_at=now)
+    token.last_used_at = now
