@@ -53,6 +53,7 @@ INSTALLED_APPS = [
     "django.contrib.staticfiles",
     "rest_framework",
     "drf_spectacular",
+    "drf_spectacular_sidecar",  # Swagger UI's files, served by us: /api/docs/ works offline
     "router_admin",
     "accounts",
     "billing",
@@ -141,7 +142,21 @@ SPECTACULAR_SETTINGS = {
     "DESCRIPTION": "Balance, API keys, usage and vouchers of the signed-in user.",
     "VERSION": "1.0.0",
     "SERVE_INCLUDE_SCHEMA": False,
+    # Only the self-service API (/api/...) is described; tags come from the segment after it.
+    "PREPROCESSING_HOOKS": ["portal.api.schema.only_self_service_api"],
+    "SCHEMA_PATH_PREFIX": "/api",
+    "ENUM_NAME_OVERRIDES": {"KeyStatusEnum": ["active", "expired", "revoked"],
+                            "UsageStatusEnum": "billing.models.UsageRecord.Status"},
+    # No CDN: the docs page loads Swagger UI from our own static files, and never asks the
+    # public validator service about our schema.
+    "SWAGGER_UI_DIST": "SIDECAR",
+    "SWAGGER_UI_FAVICON_HREF": "SIDECAR",
+    "REDOC_DIST": "SIDECAR",
+    "SWAGGER_UI_SETTINGS": {"deepLinking": True, "validatorUrl": None,
+                            "persistAuthorization": False},
 }
+# Requests to /api per user per minute (all their sessions and tokens together).
+ROUTER_API_RATE_PER_MINUTE = env_int("ROUTER_API_RATE_PER_MINUTE", 300, minimum=1)
 
 # The portal: where sign-in sends people, and where they land.
 LOGIN_URL = "portal:login"

@@ -1,5 +1,24 @@
-from django.urls import path  # noqa: F401
+from django.urls import path
+from drf_spectacular.views import SpectacularAPIView, SpectacularSwaggerView
+
+from portal.api.views.balance import BalanceApi
+from portal.api.views.keys import KeyDetailApi, KeyListApi
+from portal.api.views.tokens import TokenDetailApi, TokenListApi
+from portal.api.views.usage import UsageByModelApi, UsageDailyApi, UsageListApi
+from portal.api.views.vouchers import VoucherRedeemApi
 
 app_name = "api"
 
-urlpatterns: list = []
+urlpatterns = [
+    path("balance", BalanceApi.as_view(), name="balance"),
+    path("keys", KeyListApi.as_view(), name="keys"),
+    path("keys/<int:key_id>", KeyDetailApi.as_view(), name="key"),
+    path("usage", UsageListApi.as_view(), name="usage"),
+    path("usage/daily", UsageDailyApi.as_view(), name="usage-daily"),
+    path("usage/models", UsageByModelApi.as_view(), name="usage-models"),
+    path("vouchers/redeem", VoucherRedeemApi.as_view(), name="voucher-redeem"),
+    path("tokens", TokenListApi.as_view(), name="tokens"),
+    path("tokens/<int:token_id>", TokenDetailApi.as_view(), name="token"),
+    path("schema/", SpectacularAPIView.as_view(), name="schema"),
+    path("docs/", SpectacularSwaggerView.as_view(url_name="api:schema"), name="docs"),
+]
