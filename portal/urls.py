@@ -1,5 +1,46 @@
-from django.urls import path  # noqa: F401
+"""The portal's pages. Sign-in, sign-out, password reset and change are Django's own views
+with the portal's templates."""
+
+from django.contrib.auth import views as auth_views
+from django.urls import path, reverse_lazy
+
+from portal.forms import SignInForm
+from portal.views import account, auth, dashboard, keys, topups, usage
 
 app_name = "portal"
 
-urlpatterns: list = []
+urlpatterns = [
+    path("", dashboard.dashboard, name="dashboard"),
+    path("signup/", auth.signup, name="signup"),
+    path("login/", auth_views.LoginView.as_view(
+        template_name="portal/login.html", authentication_form=SignInForm,
+        redirect_authenticated_user=True), name="login"),
+    path("logout/", auth_views.LogoutView.as_view(), name="logout"),
+    path("password-reset/", auth_views.PasswordResetView.as_view(
+        template_name="portal/password_reset_form.html",
+        email_template_name="portal/email/password_reset.txt",
+        subject_template_name="portal/email/password_reset_subject.txt",
+        success_url=reverse_lazy("portal:password_reset_done")), name="password_reset"),
+    path("password-reset/sent/", auth_views.PasswordResetDoneView.as_view(
+        template_name="portal/password_reset_done.html"), name="password_reset_done"),
+    path("password-reset/<uidb64>/<token>/", auth_views.PasswordResetConfirmView.as_view(
+        template_name="portal/password_reset_confirm.html",
+        success_url=reverse_lazy("portal:password_reset_complete")),
+        name="password_reset_confirm"),
+    path("password-reset/done/", auth_views.PasswordResetCompleteView.as_view(
+        template_name="portal/password_reset_complete.html"), name="password_reset_complete"),
+    path("settings/password/", auth_views.PasswordChangeView.as_view(
+        template_name="portal/password_change.html",
+        success_url=reverse_lazy("portal:password_change_done")), name="password_change"),
+    path("settings/password/done/", auth_views.PasswordChangeDoneView.as_view(
+        template_name="portal/password_change_done.html"), name="password_change_done"),
+    path("keys/", keys.keys_list, name="keys"),
+    path("keys/<int:key_id>/", keys.key_edit, name="key_edit"),
+    path("keys/<int:key_id>/revoke/", keys.key_revoke, name="key_revoke"),
+    path("topups/", topups.topups, name="topups"),
+    path("topups/voucher/", topups.voucher_redeem_view, name="voucher_redeem"),
+    path("topups/checkout/", topups.checkout_create, name="checkout_create"),
+    path("usage/", usage.usage, name="usage"),
+    path("usage.csv", usage.usage_csv, name="usage_csv"),
+    path("settings/", account.account_settings, name="settings"),
+]

@@ -1,0 +1,107 @@
+"""Usage: a 30-day chart, a per-model breakdown, the recent requests with filters, and the
+same requests as CSV. Every read is of the signed-in user's own records."""
+
+from __future__ import annotations
+
+import csv
+from collections.abc import AsyncIterator
+from typing import Any
+
+from django.contrib.auth.decorators import login_required
+from django.core.paginator import Paginator
+from django.db.models import QuerySet
+from django.http import HttpRequest, HttpResponse, StreamingHttpResponse
+from django.shortcuts import render
+from django.utils import timezone
+from django.views.decorators.http import require_GET
+
+from accounts.selectors import api_keys_of
+from billing.models import UsageRecord
+from billing.money import format_usd
+from billing.selectors import usage_by_model, usage_daily, usage_records_of
+from portal.charts import bar_chart
+from portal.forms import UsageFilterForm
+from portal.templatetags.portal_tags import thousands, usd
+from portal.views.keys import owned_key_or_404
+
+PAGE_SIZE = 25
+CHART_DAYS = 30
+CSV_HEADER = ["time_utc", "request_id", "model", "api_key", "api_key_name", "status",
+              "prompt_tokens", "completion_tokens", "cached_tokens", "cost_usd", "latency_ms",
+              "source"]
+
+
+def _filtered_records(request: HttpRequest) -> tuple[UsageFilterForm, QuerySet[UsageRecord]]:
+    form = UsageFilterForm(request.GET)
+    filters = form.filters()
+    if filters.api_key_id is not None:
+        owned_key_or_404(request.user, filters.api_key_id)  # another user's key: 404
+    return form, usage_records_of(user=request.user, filters=filters)
+
+
+@login_required
+@require_GET
+def usage(request: HttpRequest) -> HttpResponse:
+    form, records = _filtered_records(request)
+    page = Paginator(records, PAGE_SIZE).get_page(request.GET.get("page"))
+    days = usage_daily(user=request.user, days=CHART_DAYS)
+    dates = [day.day for day in days]
+    query = request.GET.copy()
+    query.pop("page", None)
+    return render(request, "portal/usage.html", {
+        "form": form,
+        "page": page,
+        "query": query.urlencode(),
+        "keys": api_keys_of(user=request.user),
+        "by_model": usage_by_model(user=request.user, days=CHART_DAYS),
+        "spend_chart": bar_chart(days=dates, format_value=usd, series=[
+            ("Spend", "bar-spend", [day.cost_micros for day in days])]),
+        "tokens_chart": bar_chart(days=dates, format_value=thousands, series=[
+            ("Prompt", "bar-prompt", [day.prompt_tokens for day in days]),
+            ("Completion", "bar-completion", [day.completion_tokens for day in days])]),
+        "totals": {"requests": sum(day.requests for day in days),
+                   "cost_micros": sum(day.cost_micros for day in days),
+                   "tokens": sum(day.prompt_tokens + day.completion_tokens for day in days)},
+    })
+
+
+class _Line:
+    """What csv.writer writes to: hands back each line instead of buffering it."""
+
+    def write(self, line: str) -> str:
+        return line
+
+
+def _text(value: str) -> str:
+    # A cell starting with = + - @ is a formula to a spreadsheet; a key name typed in the
+    # portal must not become one when the export is opened.
+    return f"'{value}" if value[:1] in ("=", "+", "-", "@", "\t", "\r") else value
+
+
+def _row(record: UsageRecord) -> list[Any]:
+    api_key = record.api_key
+    return [record.created_at.isoformat(), record.request_id, _text(record.model),
+            api_key.prefix if api_key else "", _text(api_key.name) if api_key else "",
+            record.status, record.prompt_tokens, record.completion_tokens,
+            record.cached_tokens, format_usd(record.cost_micros),
+            "" if record.latency_ms is None else record.latency_ms, record.source]
+
+
+async def _csv_lines(records: QuerySet[UsageRecord]) -> AsyncIterator[str]:
+    # An async iterator so that the ASGI server streams the rows as the database yields
+    # them in chunks; a synchronous one would be read whole into memory first.
+    writer = csv.writer(_Line())
+    yield writer.writerow(CSV_HEADER)
+    async for record in records.aiterator(chunk_size=1000):
+        yield writer.writerow(_row(record))
+
+
+@login_required
+@require_GET
+def usage_csv(request: HttpRequest) -> StreamingHttpResponse:
+    _, records = _filtered_records(request)
+    stamp = timezone.now().strftime("%Y%m%d-%H%M%S")
+    return StreamingHttpResponse(
+        _csv_lines(records), content_type="text/csv; charset=utf-8",
+        headers={"Content-Disposition": f'attachment; filename="usage-{stamp}.csv"',
+                 "Cache-Control": "private, no-store"})
