@@ -1,0 +1,80 @@
+from __future__ import annotations
+
+import itertools
+from collections.abc import Callable, Iterator
+from datetime import datetime
+
+import pytest
+from django.core.cache import cache
+from django.test import Client
+
+from accounts.models import ApiKey, User
+from accounts.services import api_key_create
+from billing.models import ModelPrice, UsageRecord
+from billing.services import wallet_credit
+
+PASSWORD = "correct horse battery staple 42"
+_request_ids = itertools.count(1)
+
+
+@pytest.fixture(autouse=True)
+def _fast_passwords(settings) -> None:
+    # The real hasher is slow on purpose; these tests sign in dozens of times.
+    settings.PASSWORD_HASHERS = ["django.contrib.auth.hashers.MD5PasswordHasher"]
+
+
+@pytest.fixture(autouse=True)
+def _fresh_cache() -> Iterator[None]:
+    # Sign-in failures are counted in the cache; one test's must not block the next.
+    cache.clear()
+    yield
+    cache.clear()
+
+
+@pytest.fixture
+def member(make_user) -> User:
+    """A portal user with a password and $10 of credit."""
+    user = make_user(email="member@example.com", password=PASSWORD)
+    wallet_credit(user=user, amount_micros=10_000_000, idempotency_key=f"fund-{user.pk}",
+                  memo="welcome credit", kind="topup")
+    return user
+
+
+@pytest.fixture
+def other(make_user) -> User:
+    """Someone else, with a key and a request of their own."""
+    return make_user(email="other@example.com", password=PASSWORD)
+
+
+@pytest.fixture
+def member_client(client: Client, member: User) -> Client:
+    client.force_login(member)
+    return client
+
+
+@pytest.fixture
+def make_key() -> Callable[..., ApiKey]:
+    def make(user: User, name: str = "", **policies) -> ApiKey:
+        return api_key_create(user=user, name=name, **policies).api_key
+
+    return make
+
+
+@pytest.fixture
+def make_usage(price: ModelPrice) -> Callable[..., UsageRecord]:
+    def make(user: User, *, api_key: ApiKey | None = None, cost_micros: int = 1_000,
+             model: str = "test-model", status: str = UsageRecord.Status.OK,
+             at: datetime | None = None, prompt_tokens: int = 100,
+             completion_tokens: int = 50) -> UsageRecord:
+        record = UsageRecord.objects.create(
+            request_id=f"portal-req-{next(_request_ids)}", user=user, api_key=api_key,
+            model=model, price=price, prompt_tokens=prompt_tokens,
+            completion_tokens=completion_tokens, cost_micros=cost_micros, status=status,
+            latency_ms=120)
+        if at is not None:  # created_at is stamped on insert; move it where the test needs
+            UsageRecord.objects.filter(pk=record.pk).update(created_at=at)
+            record.created_at = at
+        return record
+
+    return make
+
