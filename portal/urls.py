@@ -5,7 +5,7 @@ from django.contrib.auth import views as auth_views
 from django.urls import path, reverse_lazy
 
 from portal.forms import SignInForm
-from portal.views import account, auth, dashboard, keys, topups, usage
+from portal.views import account, auth, dashboard, keys, tokens, topups, usage
 
 app_name = "portal"
 
@@ -43,4 +43,6 @@ urlpatterns = [
     path("usage/", usage.usage, name="usage"),
     path("usage.csv", usage.usage_csv, name="usage_csv"),
     path("settings/", account.account_settings, name="settings"),
+    path("tokens/", tokens.tokens_page, name="tokens"),
+    path("tokens/<int:token_id>/revoke/", tokens.token_revoke, name="token_revoke"),
 ]
