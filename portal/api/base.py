@@ -5,6 +5,7 @@ from __future__ import annotations
 from collections.abc import Callable
 
 from rest_framework.authentication import SessionAuthentication
+from rest_framework.exceptions import NotFound
 from rest_framework.parsers import JSONParser
 from rest_framework.permissions import BasePermission, IsAuthenticated
 from rest_framework.renderers import JSONRenderer
@@ -38,3 +39,19 @@ class SessionOnly(BasePermission):
 
     def has_permission(self, request: Request, view: APIView) -> bool:
         return request.auth is None  # SessionAuthentication sets no auth object
+
+
+class NotFoundApi(APIView):
+    """Any other path under /api: a 404 in the API's format, not the site's HTML page."""
+
+    authentication_classes: list = []
+    permission_classes: list = []
+    renderer_classes = [JSONRenderer]
+
+    def get_exception_handler(self) -> Callable:
+        return api_exception_handler
+
+    def initial(self, request: Request, *args: object, **kwargs: object) -> None:
+        super().initial(request, *args, **kwargs)
+        raise NotFound(f"No such endpoint: {request.method} {request.path}. "
+                       "The endpoints are listed at /api/docs/.")

@@ -7,6 +7,7 @@ key or token is a 404 exactly like an id that never existed.
 
 from __future__ import annotations
 
+import logging
 from typing import Any
 
 from django.core.exceptions import PermissionDenied as DjangoPermissionDenied
@@ -19,6 +20,8 @@ from rest_framework.views import exception_handler as drf_exception_handler
 from accounts.errors import AccountsError, ApiKeyNotFound, ManagementTokenNotFound
 from billing.errors import BillingError, VoucherInvalid
 from billing.money import MoneyError
+
+logger = logging.getLogger(__name__)
 
 _TYPES = {400: "invalid_request_error", 401: "authentication_error", 403: "permission_error",
           404: "not_found_error", 405: "invalid_request_error", 406: "invalid_request_error",
@@ -69,7 +72,11 @@ def api_exception_handler(exc: Exception, context: dict[str, Any]) -> Response |
     exc = _as_api_exception(exc)
     response = drf_exception_handler(exc, context)  # also sets Retry-After, WWW-Authenticate
     if response is None:
-        return None  # a bug of ours: Django logs it and answers 500
+        # A bug of ours: logged with its traceback, answered in the API's format, never
+        # with the traceback itself.
+        logger.error("Unhandled error in the self-service API", exc_info=exc)
+        return Response({"error": {"message": "Internal error; it has been logged.",
+                                   "type": "api_error", "code": "server_error"}}, status=500)
     assert isinstance(exc, exceptions.APIException)
     request = context.get("request")
     if request is not None and getattr(request, "accepted_renderer", None) is not None:

@@ -1,6 +1,8 @@
-from django.urls import path
+from django.urls import path, re_path
+from drf_spectacular.utils import extend_schema
 from drf_spectacular.views import SpectacularAPIView, SpectacularSwaggerView
 
+from portal.api.base import NotFoundApi
 from portal.api.views.balance import BalanceApi
 from portal.api.views.keys import KeyDetailApi, KeyListApi
 from portal.api.views.tokens import TokenDetailApi, TokenListApi
@@ -21,4 +23,5 @@ urlpatterns = [
     path("tokens/<int:token_id>", TokenDetailApi.as_view(), name="token"),
     path("schema/", SpectacularAPIView.as_view(), name="schema"),
     path("docs/", SpectacularSwaggerView.as_view(url_name="api:schema"), name="docs"),
+    re_path(r"^.*$", extend_schema(exclude=True)(NotFoundApi).as_view()),
 ]

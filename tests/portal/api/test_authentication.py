@@ -154,3 +154,26 @@ def test_a_session_creates_lists_and_revokes_tokens(member):
     assert revoked.json()["revoked_at"] is not None
     assert _bearer(body["secret"]).get("/api/balance").status_code == 401
 
+
+
+def test_an_unknown_path_under_api_is_a_json_404(db):
+    for client in (APIClient(), _bearer("whatever")):
+        response = client.post("/api/nothing/here", {}, format="json")
+
+        assert response.status_code == 404
+        assert response.json()["error"]["type"] == "not_found_error"
+        assert "/api/docs/" in response.json()["error"]["message"]
+
+
+def test_a_bug_is_a_json_500_without_a_traceback(api, monkeypatch, caplog):
+    def broken(**kwargs):
+        raise RuntimeError("secret internals")
+
+    monkeypatch.setattr("portal.api.views.balance.wallet_balance", broken)
+
+    response = api.get("/api/balance")
+
+    assert response.status_code == 500
+    assert response.json()["error"]["code"] == "server_error"
+    assert "secret internals" not in response.content.decode()
+    assert "secret internals" in caplog.text

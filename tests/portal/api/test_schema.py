@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import re
 
+from django.contrib.staticfiles import finders
 from django.core.management import call_command
 from rest_framework.test import APIClient
 
@@ -39,6 +40,8 @@ def test_the_docs_page_loads_nothing_from_outside(db):
     assets = re.findall(r'(?:src|href)="([^"]+)"', html)
     assert assets, "the page should load Swagger UI"
     assert all(asset.startswith("/static/") for asset in assets), assets
+    # ... and each is a file we ship (the sidecar package), so the page works offline.
+    assert all(finders.find(asset.removeprefix("/static/")) for asset in assets), assets
     assert "cdn" not in html.lower()
     assert not re.search(r"https?://", html)
     assert '"validatorUrl": null' in html
