@@ -12,7 +12,7 @@ TEST_ENV := DATABASE_URL=$(TEST_DATABASE_URL) REDIS_URL=$(TEST_REDIS_URL) \
 	SECRET_KEY=test-only-secret-key \
 	ROUTER_ENCRYPTION_KEYS=A8xkVaa1nVl7KDppCml_KeREI_n2hNgvJejhGkTXCz8=
 
-.PHONY: install run test lint
+.PHONY: install run serve test lint
 
 install: $(VENV)/.installed
 
@@ -32,6 +32,19 @@ run: install
 	$(BIN)/celery -A router_admin worker -B --pool solo --loglevel warning \
 		--schedule var/celerybeat-schedule & \
 	$(BIN)/uvicorn router_admin.asgi:application --host $(HOST) --port $(PORT)
+
+# Production (DATABASE_URL on PostgreSQL, REDIS_URL, SECRET_KEY, ROUTER_ENCRYPTION_KEYS and
+# ALLOWED_HOSTS set, else it stops naming what is missing): migrate and collect static files,
+# then the web server with one worker process per core (WEB_CONCURRENCY), a Celery worker
+# and beat; Ctrl-C stops all three. The Procfile lists the same processes for a process
+# manager. serve.py holds the command lines.
+serve: install
+	$(BIN)/python serve.py check
+	$(BIN)/python serve.py release
+	trap 'kill 0' EXIT; \
+	$(BIN)/python serve.py worker & \
+	$(BIN)/python serve.py beat & \
+	$(BIN)/python serve.py web
 
 test: install
 	$(TEST_ENV) $(BIN)/pytest $(PYTEST_ARGS)

@@ -7,6 +7,7 @@ deployment fails at start-up instead of silently falling back to a default.
 from __future__ import annotations
 
 import os
+import re
 from collections.abc import Mapping
 from urllib.parse import parse_qsl, unquote, urlsplit
 
@@ -105,3 +106,19 @@ def parse_database_url(url: str) -> dict[str, object]:
     raise ImproperlyConfigured(
         f"DATABASE_URL scheme {scheme!r} is not supported (use postgres:// or sqlite:///)."
     )
+
+
+_HEADER_NAME = re.compile(r"[A-Za-z0-9-]+")
+
+
+def proxy_ssl_header(name: str) -> tuple[str, str] | None:
+    """``X-Forwarded-Proto`` -> Django's SECURE_PROXY_SSL_HEADER, ("HTTP_X_FORWARDED_PROTO",
+    "https"); an empty name -> None (not behind such a proxy)."""
+    name = name.strip()
+    if not name:
+        return None
+    if not _HEADER_NAME.fullmatch(name):
+        raise ImproperlyConfigured(
+            f"SECURE_PROXY_SSL_HEADER={name!r} is not a header name (e.g. X-Forwarded-Proto).")
+    meta = name.upper().replace("-", "_")
+    return (meta if meta.startswith("HTTP_") else f"HTTP_{meta}", "https")

@@ -12,7 +12,14 @@ import base64
 import hashlib
 from pathlib import Path
 
-from router_admin.env import env_bool, env_int, env_list, env_str, parse_database_url
+from router_admin.env import (
+    env_bool,
+    env_int,
+    env_list,
+    env_str,
+    parse_database_url,
+    proxy_ssl_header,
+)
 
 BASE_DIR = Path(__file__).resolve().parent.parent
 
@@ -127,8 +134,16 @@ USE_I18N = True
 USE_TZ = True
 
 STATIC_URL = "static/"
-STATIC_ROOT = BASE_DIR / "var" / "static"
+STATIC_ROOT = Path(env_str("STATIC_ROOT", str(BASE_DIR / "var" / "static")))
 WHITENOISE_USE_FINDERS = DEBUG  # no collectstatic needed for the embedded default
+# With DEBUG off (production) WhiteNoise serves what collectstatic (`make serve` runs it)
+# wrote: names carry a hash of the content, so browsers may cache them forever, and each
+# file is also stored compressed.
+STORAGES = {
+    "default": {"BACKEND": "django.core.files.storage.FileSystemStorage"},
+    "staticfiles": {"BACKEND": "django.contrib.staticfiles.storage.StaticFilesStorage"
+                    if DEBUG else "whitenoise.storage.CompressedManifestStaticFilesStorage"},
+}
 
 REST_FRAMEWORK = {
     "DEFAULT_AUTHENTICATION_CLASSES": [
@@ -168,11 +183,32 @@ STRIPE_SECRET_KEY = env_str("STRIPE_SECRET_KEY", "")
 STRIPE_WEBHOOK_SECRET = env_str("STRIPE_WEBHOOK_SECRET", "")
 # Tests point this at a local server standing in for api.stripe.com.
 STRIPE_API_BASE = env_str("STRIPE_API_BASE", "https://api.stripe.com")
-STRIPE_CURRENCY = env_str("STRIPE_CURRENCY", "usd")
 
+# --- Security of the site (admin, portal). Production = DEBUG off, the default whenever
+# DATABASE_URL names PostgreSQL. `manage.py check --deploy` reports only the opt-ins below
+# that are off by default, each for the reason given (tests/router_admin/
+# test_production_settings.py holds it to that).
+SESSION_COOKIE_HTTPONLY = True
+SECURE_CONTENT_TYPE_NOSNIFF = True
+SECURE_REFERRER_POLICY = "same-origin"
+X_FRAME_OPTIONS = "DENY"
+# Behind a proxy that ends TLS, the header by which it says the client used https (e.g.
+# X-Forwarded-Proto). Set it only if every request reaches the router through such a proxy,
+# which overwrites the header: otherwise a client could claim https.
+SECURE_PROXY_SSL_HEADER = proxy_ssl_header(env_str("SECURE_PROXY_SSL_HEADER", ""))
 if not DEBUG:
     SESSION_COOKIE_SECURE = env_bool("SESSION_COOKIE_SECURE", True)
     CSRF_COOKIE_SECURE = env_bool("CSRF_COOKIE_SECURE", True)
+    # Sent on https answers only. One year, for this host; subdomains (W005) and browsers'
+    # preload lists (W021) are opt-ins, because they commit names this router does not serve.
+    SECURE_HSTS_SECONDS = env_int("SECURE_HSTS_SECONDS", 365 * 24 * 3600, minimum=0)
+    SECURE_HSTS_INCLUDE_SUBDOMAINS = env_bool("SECURE_HSTS_INCLUDE_SUBDOMAINS", False)
+    SECURE_HSTS_PRELOAD = env_bool("SECURE_HSTS_PRELOAD", False)
+    # Opt-in (W008): TLS usually ends at the load balancer, which redirects plain http
+    # itself, and behind a plain-http proxy without SECURE_PROXY_SSL_HEADER every request
+    # would redirect forever. Only the site redirects: the /v1 API and health checks never
+    # do (an API client would not repeat its POST).
+    SECURE_SSL_REDIRECT = env_bool("SECURE_SSL_REDIRECT", False)
 CSRF_TRUSTED_ORIGINS = env_list("CSRF_TRUSTED_ORIGINS", [])
 
 # Largest request body accepted (413 past it), and how long key, price and worker lookups

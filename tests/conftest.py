@@ -3,6 +3,8 @@ from __future__ import annotations
 import itertools
 
 import pytest
+from django.conf import settings
+from django.test import override_settings
 
 from accounts.models import User
 from accounts.services import user_create
@@ -10,6 +12,15 @@ from billing.models import ModelPrice
 from billing.services import price_set
 
 _emails = itertools.count(1)
+
+
+@pytest.fixture(scope="session", autouse=True)
+def _static_files_without_collectstatic():
+    # Production (DEBUG off, as in tests) serves static files from collectstatic's manifest;
+    # tests render pages without running collectstatic, so they use plain names.
+    static = {"BACKEND": "django.contrib.staticfiles.storage.StaticFilesStorage"}
+    with override_settings(STORAGES={**settings.STORAGES, "staticfiles": static}):
+        yield
 
 
 @pytest.fixture

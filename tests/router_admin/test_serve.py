@@ -1,0 +1,56 @@
+"""`make serve` and the Procfile: well-formed command lines (the web server they start is
+tried in tests/proxy/test_metrics_multiprocess.py)."""
+
+from __future__ import annotations
+
+import os
+import re
+import subprocess
+import sys
+from pathlib import Path
+
+from tests.router_admin.test_production_settings import production_env
+
+ROOT = Path(__file__).resolve().parents[2]
+PROCESSES = ("release", "web", "worker", "beat")
+
+
+def _dry_run(process: str, **extra: str) -> str:
+    result = subprocess.run([sys.executable, "serve.py", process, "--dry-run"], cwd=ROOT,
+                            env=production_env(**extra), capture_output=True, text=True,
+                            timeout=60, check=False)
+    assert result.returncode == 0, result.stderr
+    return result.stdout.strip()
+
+
+def test_make_serve_checks_then_releases_then_starts_a_worker_a_beat_and_the_web_server():
+    result = subprocess.run(["make", "-n", "serve"], cwd=ROOT, capture_output=True,
+                            text=True, timeout=60, check=False)
+    assert result.returncode == 0, result.stderr
+    steps = re.findall(r"python serve\.py (\w+)", result.stdout)
+    assert steps == ["check", "release", "worker", "beat", "web"]
+
+
+def test_the_procfile_names_each_process_once_and_each_command_dry_runs():
+    lines = [line for line in (ROOT / "Procfile").read_text().splitlines() if line.strip()]
+    entries = dict(line.split(": ", 1) for line in lines)
+    assert len(entries) == len(lines)
+    assert tuple(entries) == PROCESSES
+    for name, command in entries.items():
+        assert command == f"python serve.py {name}"
+        assert _dry_run(name)
+
+
+def test_the_web_server_runs_one_worker_process_per_core_unless_told():
+    cores = len(os.sched_getaffinity(0))
+    assert f"--workers {cores} " in _dry_run("web")
+    command = _dry_run("web", WEB_CONCURRENCY="3", PORT="9000")
+    assert "--workers 3 " in command
+    assert "--port 9000 " in command
+    assert Path(command.split()[0]).exists()
+
+
+def test_worker_and_beat_are_celery_with_one_beat_schedule():
+    assert " -A router_admin worker " in _dry_run("worker")
+    beat = _dry_run("beat", CELERY_BEAT_SCHEDULE_FILE="/tmp/beat-schedule")
+    assert beat.endswith(" -A router_admin beat --loglevel info --schedule /tmp/beat-schedule")
