@@ -25,9 +25,17 @@ from django.core.handlers.exception import convert_exception_to_response
 from django.urls import set_script_prefix
 from django.utils.module_loading import import_string
 
-from proxy.errors import request_too_large
+from proxy.access_log import access_log
+from proxy.errors import invalid_host, request_too_large
+from proxy.hosts import host_allowed, host_of
+from proxy.metrics import refusal_observed
 from proxy.middleware import new_request_id
 from proxy.relay import error_response
+
+# Served by this handler beside /v1. A load balancer's health check often names the
+# instance by its address, not by a name in ALLOWED_HOSTS, and these answers build no URL
+# from the Host header: they are exempt from the check.
+HEALTH_PATHS = frozenset(("/healthz", "/readyz"))
 
 
 class ApiASGIHandler(ASGIHandler):
@@ -66,6 +74,11 @@ class ApiASGIHandler(ASGIHandler):
                 return io.BytesIO(bytes(body))
 
     async def handle(self, scope: dict[str, Any], receive: Any, send: Any) -> None:
+        if scope["path"] not in HEALTH_PATHS:
+            host = host_of(scope)
+            if not host_allowed(host):
+                await self.refuse_host(scope, host, send)
+                return
         try:
             body_file = await self.read_body(receive)
         except RequestAborted:
@@ -102,3 +115,14 @@ class ApiASGIHandler(ASGIHandler):
                         await task
         finally:
             body_file.close()
+
+    async def refuse_host(self, scope: dict[str, Any], host: bytes, send: Any) -> None:
+        """What Django answers to a Host outside ALLOWED_HOSTS (400), in OpenAI's format;
+        before the body is read, so a misdirected request costs next to nothing."""
+        request_id = new_request_id()
+        response = error_response(invalid_host(host.decode("latin-1")))
+        response["x-request-id"] = request_id
+        access_log(request_id=request_id, method=scope["method"], path=scope["path"],
+                   status=response.status_code, latency_ms=0)
+        refusal_observed(status=response.status_code)
+        await self.send_response(response, send)

@@ -31,6 +31,11 @@ def bad_request(message: str, *, param: str | None = None, code: str | None = No
     return ApiError(400, message, "invalid_request_error", code=code, param=param)
 
 
+def invalid_host(host: str) -> ApiError:
+    return ApiError(400, f"The Host header {host[:100]!r} does not name this server.",
+                    "invalid_request_error", code="invalid_host")
+
+
 def invalid_api_key(message: str = "Incorrect API key provided.") -> ApiError:
     return ApiError(401, message, "invalid_request_error", code="invalid_api_key")
 

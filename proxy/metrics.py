@@ -1,21 +1,31 @@
 """Prometheus metrics of this router process, served at /metrics to staff and to the
 networks in ROUTER_METRICS_ALLOWED_NETWORKS.
 
-Counters are per process (each uvicorn worker keeps its own, as Prometheus expects one
-target per process); the pending-holds and circuit gauges are read from the database and
-Redis when scraped, so every instance reports the same shared numbers.
+With ``PROMETHEUS_MULTIPROC_DIR`` set (``make serve`` sets it), every worker process of
+the server keeps its counters and histograms in files there, and a scrape, whichever worker
+answers it, adds up all of them: one target per instance, not per process. Without it the
+counters are this process's own. The pending-holds and circuit gauges are read from the
+database and Redis when scraped, so every instance reports the same shared numbers.
 """
 
 from __future__ import annotations
 
 import asyncio
+import os
 from collections.abc import Iterator
 from ipaddress import ip_address, ip_network
 
 from django.conf import settings
 from django.db.models import Count, Sum
 from django.http import HttpRequest, HttpResponse
-from prometheus_client import CONTENT_TYPE_LATEST, Counter, Histogram, generate_latest
+from prometheus_client import (
+    CONTENT_TYPE_LATEST,
+    CollectorRegistry,
+    Counter,
+    Histogram,
+    generate_latest,
+    multiprocess,
+)
 from prometheus_client.core import REGISTRY, GaugeMetricFamily
 from prometheus_client.registry import Collector
 
@@ -89,7 +99,33 @@ async def _states(worker_ids: list[int]) -> dict[int, str]:
         await close_redis_clients()
 
 
-REGISTRY.register(_SharedState())
+SHARED_STATE = _SharedState()
+REGISTRY.register(SHARED_STATE)
+
+
+def _multiprocess_dir() -> str:
+    # The variable prometheus_client itself read when it was imported, to decide where
+    # counters live (memory or files); read here too, so both always agree.
+    return os.environ.get("PROMETHEUS_MULTIPROC_DIR", "")
+
+
+def _registry() -> CollectorRegistry:
+    directory = _multiprocess_dir()
+    if not directory:
+        return REGISTRY
+    # Every process's files, added up (live processes and those that exited alike: a
+    # counter must not go down when a worker is replaced).
+    registry = CollectorRegistry()
+    multiprocess.MultiProcessCollector(registry, path=directory)
+    registry.register(SHARED_STATE)
+    return registry
+
+
+def process_exiting() -> None:
+    """A worker process is stopping: drop its live gauges (its counters stay counted)."""
+    directory = _multiprocess_dir()
+    if directory:
+        multiprocess.mark_process_dead(os.getpid(), directory)
 
 
 def _allowed(request: HttpRequest) -> bool:
@@ -106,4 +142,4 @@ def _allowed(request: HttpRequest) -> bool:
 def metrics_view(request: HttpRequest) -> HttpResponse:
     if not _allowed(request):
         return HttpResponse("Forbidden\n", status=403, content_type="text/plain")
-    return HttpResponse(generate_latest(REGISTRY), content_type=CONTENT_TYPE_LATEST)
+    return HttpResponse(generate_latest(_registry()), content_type=CONTENT_TYPE_LATEST)

@@ -15,9 +15,10 @@ os.environ.setdefault("DJANGO_SETTINGS_MODULE", "router_admin.settings")
 site_application = get_asgi_application()  # sets Django up before the API handler loads
 
 from billing.services.hot_path import close_pools  # noqa: E402
-from proxy.asgi import ApiASGIHandler  # noqa: E402
+from proxy.asgi import HEALTH_PATHS, ApiASGIHandler  # noqa: E402
 from proxy.charging import wait_for_settlements  # noqa: E402
 from proxy.http_client import close_upstream_sessions  # noqa: E402
+from proxy.metrics import process_exiting  # noqa: E402
 from proxy.shared_state import close_redis_clients  # noqa: E402
 from proxy.tokens import preload  # noqa: E402
 
@@ -39,13 +40,14 @@ async def _lifespan(receive: Any, send: Any) -> None:
             await close_upstream_sessions()
             await close_pools()
             await close_redis_clients()
+            process_exiting()
             await send({"type": "lifespan.shutdown.complete"})
             return
 
 
 async def application(scope: dict[str, Any], receive: Any, send: Any) -> None:
     if scope["type"] == "http" and (scope["path"] == "/v1" or scope["path"].startswith("/v1/")
-                                    or scope["path"] in ("/healthz", "/readyz")):
+                                    or scope["path"] in HEALTH_PATHS):
         await api_application(scope, receive, send)
     elif scope["type"] == "lifespan":
         await _lifespan(receive, send)

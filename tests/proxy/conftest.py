@@ -6,7 +6,9 @@ from collections.abc import Callable, Iterator
 import openai
 import pytest
 import redis
+from django.conf import settings
 from django.db import connection
+from django.test import override_settings
 
 from accounts.services import api_key_create, user_create
 from billing.models import ModelPrice
@@ -24,9 +26,13 @@ _ids = itertools.count(1)
 
 @pytest.fixture(scope="session")
 def live_router(django_db_setup, django_db_blocker) -> Iterator[LiveRouter]:
+    # Clients of the live router name it by its address; the API checks the Host header.
+    hosts = override_settings(ALLOWED_HOSTS=[*settings.ALLOWED_HOSTS, "127.0.0.1"])
+    hosts.enable()
     router = LiveRouter().start()
     yield router
     router.stop()
+    hosts.disable()
     # The router's executor threads keep their connections; end them so the test database
     # can be dropped.
     with django_db_blocker.unblock(), connection.cursor() as cursor:
@@ -51,8 +57,6 @@ def _forget_shared_state() -> None:
 
 
 def _flush_redis() -> None:
-    from django.conf import settings
-
     if settings.REDIS_URL:
         redis.Redis.from_url(settings.REDIS_URL).flushdb()
 
@@ -62,6 +66,15 @@ def model_price(transactional_db) -> ModelPrice:
     # 1 and 2 micro-USD per input and output token; cached input at 0.5.
     return price_set(model="test-model", input_usd_per_mtok="1", output_usd_per_mtok="2",
                      cached_input_usd_per_mtok="0.5", max_output_tokens=500)
+
+
+@pytest.fixture
+def mock_model(transactional_db) -> None:
+    """``mock-gpt`` at 1 micro-USD per token, served by the offline ``mock`` worker."""
+    price_set(model="mock-gpt", input_usd_per_mtok="1", output_usd_per_mtok="1")
+    WorkerModel.objects.create(worker=Worker.objects.create(name="mock", kind="mock"),
+                               model="mock-gpt")
+    clear_all_caches()
 
 
 @pytest.fixture

@@ -3,82 +3,33 @@ a Redis that stops in the middle."""
 
 from __future__ import annotations
 
-import os
 import shutil
-import socket
 import subprocess
-import sys
-import time
 from collections.abc import Iterator
 from pathlib import Path
 
 import httpx
 import pytest
-from django.db import connection
 
 from accounts.models import ApiKey
 from billing.models import Hold, LedgerEntry, UsageRecord
-from billing.services import price_set
 from proxy import shared_state
-from proxy.cache import clear_all_caches
-from proxy.models import Worker, WorkerModel
+from tests.router_processes import (
+    env_for_test_database,
+    free_port,
+    router_processes,
+    wait_for_port,
+)
 
 ROOT = Path(__file__).resolve().parents[2]
 BODY = {"model": "mock-gpt", "messages": [{"role": "user", "content": "hi"}], "max_tokens": 5}
 
 
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
-def _wait_for_port(port: int, process: subprocess.Popen, seconds: float = 30) -> None:
-    deadline = time.monotonic() + seconds
-    while True:
-        try:
-            socket.create_connection(("127.0.0.1", port), timeout=1).close()
-            return
-        except OSError:
-            if time.monotonic() > deadline or process.poll() is not None:
-                raise RuntimeError(f"nothing answered on port {port}") from None
-            time.sleep(0.1)
-
-
-@pytest.fixture
-def mock_model(transactional_db) -> None:
-    price_set(model="mock-gpt", input_usd_per_mtok="1", output_usd_per_mtok="1")
-    WorkerModel.objects.create(worker=Worker.objects.create(name="mock", kind="mock"),
-                               model="mock-gpt")
-    clear_all_caches()
-
-
 @pytest.fixture
 def two_routers(mock_model, settings) -> Iterator[list[str]]:
     """Two uvicorn processes on the test database and the test Redis."""
-    db = connection.settings_dict
-    env = {**os.environ,
-           "DATABASE_URL": f"postgres://{db['USER']}@{db['HOST']}:{db['PORT']}/{db['NAME']}",
-           "REDIS_URL": settings.REDIS_URL}
-    processes, urls = [], []
-    for _ in range(2):
-        port = _free_port()
-        processes.append(subprocess.Popen(
-            [sys.executable, "-m", "uvicorn", "router_admin.asgi:application", "--host",
-             "127.0.0.1", "--port", str(port), "--log-level", "warning"], env=env, cwd=ROOT))
-        urls.append(f"http://127.0.0.1:{port}/v1")
-    try:
-        for process, url in zip(processes, urls, strict=True):
-            _wait_for_port(int(url.rsplit(":", 1)[1].split("/")[0]), process)
-        yield urls
-    finally:
-        for process in processes:
-            process.terminate()
-        for process in processes:
-            process.wait(10)
-        with connection.cursor() as cursor:  # their pooled connections, before the flush
-            cursor.execute("SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE "
-                           "datname = current_database() AND pid <> pg_backend_pid()")
+    with router_processes(2, env_for_test_database(REDIS_URL=settings.REDIS_URL)) as routers:
+        yield [router.base_url for router in routers]
 
 
 def test_two_router_processes_together_let_through_exactly_the_rpm_limit(two_routers,
@@ -105,11 +56,11 @@ def own_redis() -> Iterator[tuple[str, subprocess.Popen]]:
     binary = shutil.which("redis-server")
     if binary is None:
         pytest.skip("redis-server is not installed")
-    port = _free_port()
+    port = free_port()
     process = subprocess.Popen([binary, "--port", str(port), "--bind", "127.0.0.1",
                                 "--save", "", "--appendonly", "no"],
                                stdout=subprocess.DEVNULL)
-    _wait_for_port(port, process)
+    wait_for_port(port, process)
     yield f"redis://127.0.0.1:{port}/0", process
     if process.poll() is None:
         process.kill()

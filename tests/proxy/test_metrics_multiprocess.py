@@ -1,0 +1,78 @@
+"""With PROMETHEUS_MULTIPROC_DIR, as `make serve` runs the router, every process's counts
+add up in one scrape, whichever process answers it, and a process that exits leaves its
+counts behind; `make serve`'s web server starts with none."""
+
+from __future__ import annotations
+
+import sys
+
+import httpx
+from prometheus_client.parser import text_string_to_metric_families
+
+from tests.router_admin.test_production_settings import production_env
+from tests.router_processes import env_for_test_database, router_processes
+
+BODY = {"model": "mock-gpt", "messages": [{"role": "user", "content": "hi"}], "max_tokens": 5}
+
+
+def _scrape(url: str) -> dict[tuple[str, tuple], float]:
+    response = httpx.get(f"{url}/metrics", timeout=20)
+    assert response.status_code == 200
+    return {(sample.name, tuple(sorted(sample.labels.items()))): sample.value
+            for family in text_string_to_metric_families(response.text)
+            for sample in family.samples}
+
+
+def _answered(values: dict[tuple[str, tuple], float]) -> float:
+    return values.get(("router_requests_total",
+                       (("model", "mock-gpt"), ("status", "ok"), ("worker", "mock"))), 0.0)
+
+
+def _completion_tokens(values: dict[tuple[str, tuple], float]) -> float:
+    return values.get(("router_tokens_total",
+                       (("kind", "completion"), ("model", "mock-gpt"))), 0.0)
+
+
+def test_two_processes_counts_are_summed_and_outlive_a_process_that_exits(
+    mock_model, make_key, tmp_path
+):
+    _, secret = make_key()
+    env = env_for_test_database(PROMETHEUS_MULTIPROC_DIR=str(tmp_path))
+    with router_processes(2, env) as (first, second):
+        tokens = 0
+        for router, count in ((first, 3), (second, 4)):
+            for _ in range(count):
+                response = httpx.post(f"{router.base_url}/chat/completions", json=BODY,
+                                      headers={"Authorization": f"Bearer {secret}"},
+                                      timeout=20)
+                assert response.status_code == 200
+                tokens += response.json()["usage"]["completion_tokens"]
+
+        for router in (first, second):
+            values = _scrape(router.url)
+            assert _answered(values) == 7
+            assert _completion_tokens(values) == tokens
+        first.stop()
+        values = _scrape(second.url)
+        assert _answered(values) == 7
+        assert _completion_tokens(values) == tokens
+
+
+def test_the_web_server_of_make_serve_starts_clean_and_adds_up_its_workers(
+    mock_model, make_key, tmp_path
+):
+    stale = tmp_path / "counter_999999.db"
+    stale.write_bytes(b"left by an earlier run")
+    _, secret = make_key()
+    secrets = {k: v for k, v in production_env().items()
+               if k in ("SECRET_KEY", "ROUTER_ENCRYPTION_KEYS")}
+    env = env_for_test_database(**secrets, WEB_CONCURRENCY="2", HOST="127.0.0.1",
+                                PROMETHEUS_MULTIPROC_DIR=str(tmp_path), LOG_LEVEL="WARNING")
+    with router_processes(1, env, [sys.executable, "serve.py", "web"]) as (router,):
+        assert not stale.exists()
+        for _ in range(6):  # a new connection each: the kernel spreads them over the workers
+            response = httpx.post(f"{router.base_url}/chat/completions", json=BODY,
+                                  headers={"Authorization": f"Bearer {secret}"}, timeout=20)
+            assert response.status_code == 200
+        for _ in range(4):  # whichever worker answers the scrape
+            assert _answered(_scrape(router.url)) == 6
