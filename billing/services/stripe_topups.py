@@ -39,6 +39,9 @@ logger = logging.getLogger(__name__)
 # reuse our idempotency key, so a retried create cannot make a second session.
 STRIPE_TIMEOUT_SECONDS = 20
 STRIPE_NETWORK_RETRIES = 2
+# Balances are micro-USD and a cent converts to exactly 10,000 of them, so Stripe charges
+# in USD; another currency would need an exchange rate that nothing here keeps.
+STRIPE_CURRENCY = "usd"
 
 Payload = dict[str, Any]
 
@@ -76,7 +79,7 @@ def topup_checkout_create(*, user: User, amount_micros: int, success_url: str,
         raise InvalidAmount(f"A top-up is between ${micros_to_usd(TOPUP_MIN_MICROS):,.2f} and "
                             f"${micros_to_usd(TOPUP_MAX_MICROS):,.2f}, in whole cents.")
     topup = CheckoutTopUp.objects.create(user=user, amount_micros=amount_micros,
-                                         currency=settings.STRIPE_CURRENCY.lower())
+                                         currency=STRIPE_CURRENCY)
     reference = {"user_id": str(user.pk), "topup_id": str(topup.pk)}
     params: Payload = {
         "mode": "payment",

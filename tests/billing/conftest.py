@@ -13,7 +13,6 @@ def stripe_keys(settings):
     settings.STRIPE_SECRET_KEY = SECRET_KEY
     settings.STRIPE_WEBHOOK_SECRET = WEBHOOK_SECRET
     settings.STRIPE_API_BASE = "http://127.0.0.1:9"
-    settings.STRIPE_CURRENCY = "usd"
     return settings
 
 
