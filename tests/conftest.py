@@ -10,6 +10,7 @@ from accounts.models import User
 from accounts.services import user_create
 from billing.models import ModelPrice
 from billing.services import price_set
+from tests.live_router import live_router, mock_model, router  # noqa: F401 - shared fixtures
 
 _emails = itertools.count(1)
 

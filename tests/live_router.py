@@ -1,4 +1,6 @@
-"""The router itself, served by uvicorn on a free local port in a background thread."""
+"""The router itself, served by uvicorn on a free local port in a background thread, and
+the fixtures that share one such router among every test that calls it over HTTP (the proxy
+tests with the openai SDK, the portal's browser tests)."""
 
 from __future__ import annotations
 
@@ -6,8 +8,14 @@ import asyncio
 import socket
 import threading
 import time
+from collections.abc import Iterator
 
+import pytest
+import redis
 import uvicorn
+from django.conf import settings
+from django.db import connection
+from django.test import override_settings
 
 
 class LiveRouter:
@@ -58,3 +66,63 @@ class LiveRouter:
     def stop(self) -> None:
         self._server.should_exit = True
         self._thread.join(timeout=10)
+
+
+@pytest.fixture(scope="session")
+def live_router(django_db_setup, django_db_blocker) -> Iterator[LiveRouter]:
+    # Clients of the live router name it by its address; the site checks the Host header.
+    # Tests run without collectstatic, so the site serves static files from the apps'
+    # folders, as the embedded default does (read once, when the app is first loaded).
+    hosts = override_settings(ALLOWED_HOSTS=[*settings.ALLOWED_HOSTS, "127.0.0.1"],
+                              WHITENOISE_USE_FINDERS=True)
+    hosts.enable()
+    router = LiveRouter().start()
+    yield router
+    router.stop()
+    hosts.disable()
+    # The router's executor threads keep their connections; end them so the test database
+    # can be dropped.
+    with django_db_blocker.unblock(), connection.cursor() as cursor:
+        cursor.execute("SELECT pg_terminate_backend(pid) FROM pg_stat_activity "
+                       "WHERE datname = current_database() AND pid <> pg_backend_pid()")
+
+
+def forget_shared_state() -> None:
+    """Cached keys, prices and workers, and breaker, capacity and limit state, of this
+    process: they must not leak from one test's database to the next."""
+    from proxy.breaker import reset_local_breakers
+    from proxy.cache import clear_all_caches
+    from proxy.capacity import reset_local_slots
+    from proxy.limits import reset_local_limits
+
+    clear_all_caches()
+    reset_local_breakers()
+    reset_local_slots()
+    reset_local_limits()
+
+
+def flush_redis() -> None:
+    """Breaker, slot and limit state that earlier tests left in Redis."""
+    if settings.REDIS_URL:
+        redis.Redis.from_url(settings.REDIS_URL).flushdb()
+
+
+@pytest.fixture
+def mock_model(transactional_db) -> None:
+    """``mock-gpt`` at 1 micro-USD per token, served by the offline ``mock`` worker."""
+    from billing.services import price_set
+    from proxy.cache import clear_all_caches
+    from proxy.models import Worker, WorkerModel
+
+    price_set(model="mock-gpt", input_usd_per_mtok="1", output_usd_per_mtok="1")
+    WorkerModel.objects.create(worker=Worker.objects.create(name="mock", kind="mock"),
+                               model="mock-gpt")
+    clear_all_caches()
+
+
+@pytest.fixture
+def router(live_router: LiveRouter, transactional_db) -> Iterator[LiveRouter]:
+    """The live router, drained after the test so no late settlement races the teardown."""
+    flush_redis()
+    yield live_router
+    live_router.drain()
