@@ -10,9 +10,12 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import date
 
-WIDTH = 720
-HEIGHT = 220
-LEFT = 78  # room for the y-axis labels
+# In SVG units; the figure scales to its card, about this wide on a desktop screen, so
+# that the 12-unit labels stay readable.
+WIDTH = 540
+HEIGHT = 200
+LEFT = 72  # room for the y-axis labels
+RIGHT = 22  # room for half of the last date
 BOTTOM = 22  # room for the dates
 TOP = 8
 
@@ -53,6 +56,7 @@ class BarChart:
     width: int
     height: int
     left: int
+    right: int
     plot_bottom: float
     columns: tuple[Column, ...]
     ticks: tuple[Tick, ...]
@@ -62,7 +66,7 @@ class BarChart:
 
     @property
     def center_x(self) -> float:
-        return (self.left + self.width) / 2
+        return (self.left + self.width - RIGHT) / 2
 
     @property
     def center_y(self) -> float:
@@ -88,7 +92,7 @@ def bar_chart(*, days: Sequence[date], series: Sequence[tuple[str, str, Sequence
     top = nice_ceiling(max(totals, default=0))
     plot_height = HEIGHT - TOP - BOTTOM
     plot_bottom = HEIGHT - BOTTOM
-    slot = (WIDTH - LEFT) / max(len(days), 1)
+    slot = (WIDTH - LEFT - RIGHT) / max(len(days), 1)
     bar_width = max(slot * 0.7, 1.0)
     columns = []
     for i, day in enumerate(days):
@@ -113,7 +117,8 @@ def bar_chart(*, days: Sequence[date], series: Sequence[tuple[str, str, Sequence
     # A date under every seventh day, counted back from today so the last one is labelled.
     dates = tuple(DateLabel(x=LEFT + i * slot + slot / 2, label=f"{day:%d %b}")
                   for i, day in enumerate(days) if (len(days) - 1 - i) % 7 == 0)
-    return BarChart(width=WIDTH, height=HEIGHT, left=LEFT, plot_bottom=plot_bottom,
+    return BarChart(width=WIDTH, height=HEIGHT, left=LEFT, right=WIDTH - RIGHT,
+                    plot_bottom=plot_bottom,
                     columns=tuple(columns), ticks=ticks, dates=dates,
                     legend=tuple((css, name) for name, css, _ in series),
                     empty=empty)

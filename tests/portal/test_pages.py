@@ -36,8 +36,8 @@ def test_the_dashboard_shows_balance_holds_spend_and_a_quick_start(member_client
     assert "2 requests since 00:00 UTC" in page
     # The snippets use the address the browser reached, and a model that exists.
     assert "curl http://testserver/v1/chat/completions" in page
-    assert 'OpenAI(base_url="http://testserver/v1"' in page
-    assert '&quot;model&quot;: &quot;gpt-4o-mini&quot;' in page or '"model": "gpt-4o-mini"' in page
+    assert 'base_url="http://testserver/v1"' in page
+    assert '"model": "gpt-4o-mini"' in page
 
 
 def test_the_dashboard_shows_the_low_balance_alert(member_client, member):
