@@ -192,7 +192,8 @@ class ApiKeyForm(forms.Form):
 
 class VoucherForm(forms.Form):
     code = forms.CharField(max_length=64, widget=forms.TextInput(
-        attrs={"autocomplete": "off", "spellcheck": "false", "placeholder": "XXXX-XXXX-XXXX"}))
+        attrs={"autocomplete": "off", "spellcheck": "false",
+               "placeholder": "BR-XXXX-XXXX-XXXX-XXXX"}))
 
 
 class CheckoutForm(forms.Form):

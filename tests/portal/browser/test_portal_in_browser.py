@@ -81,6 +81,8 @@ def test_sign_up_top_up_create_a_key_call_the_api_see_usage_and_revoke(
         "Voucher redeemed: $5.00 was added to your balance.")
     expect(page.get_by_test_id("available-balance")).to_have_text("$5.00")
     expect(page.get_by_test_id("credits-table")).to_contain_text("Voucher")
+    ARTIFACTS.mkdir(parents=True, exist_ok=True)
+    page.screenshot(path=str(ARTIFACTS / "topups.png"), full_page=True)
 
     # Create a key: its secret is shown once, and the copy button copies it.
     page.get_by_role("navigation").get_by_role("link", name="API keys").click()
@@ -96,6 +98,7 @@ def test_sign_up_top_up_create_a_key_call_the_api_see_usage_and_revoke(
     expect(page.get_by_test_id("keys-table")).to_contain_text("browser key")
     expect(page.get_by_test_id("keys-table")).to_contain_text(secret[:18])  # its prefix
     assert secret not in page.content()
+    page.screenshot(path=str(ARTIFACTS / "keys.png"), full_page=True)
 
     # The key works against /v1 with the openai SDK.
     client = openai.OpenAI(base_url=site.base_url, api_key=secret, max_retries=0, timeout=20)
@@ -112,7 +115,6 @@ def test_sign_up_top_up_create_a_key_call_the_api_see_usage_and_revoke(
     expect(page.get_by_test_id("spent-today")).to_have_text(_usd(spent))
     expect(page.get_by_test_id("available-balance")).to_have_text(_usd(5_000_000 - spent))
     expect(page.get_by_text("3 requests since 00:00 UTC")).to_be_visible()
-    ARTIFACTS.mkdir(parents=True, exist_ok=True)
     page.screenshot(path=str(ARTIFACTS / "dashboard.png"), full_page=True)
 
     # Usage: today's bar in both charts, the model's row, three requests in the table.
