@@ -4,8 +4,10 @@
 an environment that is not a production one; ``release`` migrates and collects static
 files (once per deploy: several instances may run it together, a PostgreSQL advisory lock
 makes them take turns); ``web`` starts the ASGI server with one worker process per core;
-``worker`` a Celery worker; ``beat`` Celery beat, of which a deployment runs exactly one.
-``--dry-run`` prints the command line instead of running it.
+``worker`` a Celery worker; ``beat`` Celery beat, of which a deployment runs exactly one:
+it runs only while it holds a lock in Redis, so `make serve` on every machine still starts
+one beat, and the others stand by. ``--dry-run`` prints the command line instead of
+running it.
 
 It sits beside manage.py, outside the router_admin package (whose import loads Django's
 settings, which raise at the first missing variable): the checks name every problem at
@@ -15,22 +17,35 @@ once, and the command lines need no settings.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import os
+import resource
 import shlex
 import shutil
+import signal
 import sys
+import threading
+import time
 from collections.abc import Mapping
 from pathlib import Path
+from typing import Any
 
 ROOT = Path(__file__).resolve().parent
 BIN = Path(sys.executable).parent
 APP = "router_admin.asgi:application"
 # Chosen by bench/server_choice.py; the README says why.
-SERVER = "uvicorn"
+SERVER = "granian"
+# Requests each worker process serves at once (granian's own default is 1024 / workers).
+# An LLM stream lasts seconds to minutes, so thousands are in flight on an idle CPU; what
+# may run is decided by the router's own limits (keys, users, worker slots), not here.
+DEFAULT_MAX_IN_FLIGHT = 10_000
 REQUIRED = ("DATABASE_URL", "REDIS_URL", "SECRET_KEY", "ROUTER_ENCRYPTION_KEYS",
             "ALLOWED_HOSTS")
 # Any constant: the key of the advisory lock under which one `release` at a time migrates.
 RELEASE_LOCK = 0x62726F7574657201
+# The Redis lock of the one beat: renewed every third of its life; a beat that stops
+# releases it, one that dies lets it expire, and a standby then takes over.
+BEAT_LOCK, BEAT_LOCK_SECONDS, STANDBY_POLL_SECONDS = "router:celery-beat", 60, 5
 
 
 def problems(environ: Mapping[str, str]) -> list[str]:
@@ -42,9 +57,10 @@ def problems(environ: Mapping[str, str]) -> list[str]:
                      "default is for `make run`")
     if environ.get("DEBUG", "").strip().lower() in ("1", "true", "yes", "on"):
         found.append("DEBUG must be off")
-    workers = environ.get("WEB_CONCURRENCY", "").strip()
-    if workers and not (workers.isdigit() and int(workers) >= 1):
-        found.append(f"WEB_CONCURRENCY={workers!r} is not a number of processes (1 or more)")
+    for name in ("WEB_CONCURRENCY", "WEB_MAX_IN_FLIGHT", "PORT"):
+        value = environ.get(name, "").strip()
+        if value and not (value.isdigit() and int(value) >= 1):
+            found.append(f"{name}={value!r} is not a whole number of 1 or more")
     return found
 
 
@@ -55,18 +71,21 @@ def web_concurrency(environ: Mapping[str, str]) -> int:
 
 
 def server_argv(server: str, *, host: str, port: int, workers: int,
-                log_level: str = "warning") -> list[str]:
+                log_level: str = "warning", max_in_flight: int = DEFAULT_MAX_IN_FLIGHT
+                ) -> list[str]:
     """The ASGI server's command line (bench/ measures the router under exactly this)."""
-    if server == "uvicorn":
-        # X-Forwarded-For/-Proto are believed from the addresses in FORWARDED_ALLOW_IPS
-        # (uvicorn reads it; default 127.0.0.1): set it to the load balancer's.
-        return [str(BIN / "uvicorn"), APP, "--host", host, "--port", str(port),
-                "--workers", str(workers), "--lifespan", "on", "--no-access-log",
-                "--log-level", log_level]
     if server == "granian":
+        # X-Forwarded-For/-Proto: see FORWARDED_ALLOW_IPS in router_admin/asgi.py.
         return [str(BIN / "granian"), "--interface", "asgi", "--host", host,
                 "--port", str(port), "--workers", str(workers), "--loop", "uvloop",
+                "--backlog", "4096", "--backpressure", str(max_in_flight),
                 "--respawn-failed-workers", "--no-access-log", "--log-level", log_level, APP]
+    if server == "uvicorn":
+        # uvicorn reads FORWARDED_ALLOW_IPS itself (default 127.0.0.1).
+        return [str(BIN / "uvicorn"), APP, "--host", host, "--port", str(port),
+                "--workers", str(workers), "--backlog", "4096",
+                "--limit-concurrency", str(max_in_flight), "--lifespan", "on",
+                "--no-access-log", "--log-level", log_level]
     raise ValueError(f"unknown ASGI server {server!r}")
 
 
@@ -80,8 +99,18 @@ def web(environ: Mapping[str, str]) -> tuple[list[str], dict[str, str]]:
     argv = server_argv(SERVER, host=environ.get("HOST", "0.0.0.0"),  # noqa: S104 (a server)
                        port=int(environ.get("PORT", "8000")),
                        workers=web_concurrency(environ),
-                       log_level=environ.get("LOG_LEVEL", "info").lower())
+                       log_level=environ.get("LOG_LEVEL", "info").lower(),
+                       max_in_flight=int(environ.get("WEB_MAX_IN_FLIGHT")
+                                         or DEFAULT_MAX_IN_FLIGHT))
     return argv, env
+
+
+def raise_open_files_limit() -> None:
+    """Up to the hard limit: every stream in flight holds two sockets (client, upstream),
+    and the usual soft limit of 1024 would cap a worker at about 500 streams."""
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if soft < hard:
+        resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
 
 
 def worker(environ: Mapping[str, str]) -> list[str]:
@@ -91,9 +120,58 @@ def worker(environ: Mapping[str, str]) -> list[str]:
 
 
 def beat(environ: Mapping[str, str]) -> list[str]:
-    schedule = environ.get("CELERY_BEAT_SCHEDULE_FILE") or str(ROOT / "var" / "celerybeat-schedule")
+    """The command line `serve.py beat` is equivalent to, once it holds the lock."""
     return [str(BIN / "celery"), "-A", "router_admin", "beat",
-            "--loglevel", environ.get("LOG_LEVEL", "info").lower(), "--schedule", schedule]
+            "--loglevel", environ.get("LOG_LEVEL", "info").lower(),
+            "--schedule", beat_schedule_file(environ)]
+
+
+def beat_schedule_file(environ: Mapping[str, str]) -> str:
+    return environ.get("CELERY_BEAT_SCHEDULE_FILE") or str(ROOT / "var" / "celerybeat-schedule")
+
+
+def run_beat(environ: Mapping[str, str]) -> None:
+    """Celery beat in this process, while it holds the beat lock in Redis."""
+    import redis
+    from redis.exceptions import LockError, RedisError
+
+    # SIGTERM, as a process manager stops it, ends this process through its `finally`
+    # (releasing the lock at once), standing by or not; beat installs the same on start.
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(0))
+    lock = redis.Redis.from_url(environ["REDIS_URL"]).lock(
+        BEAT_LOCK, timeout=BEAT_LOCK_SECONDS, thread_local=False)
+    if not lock.acquire(blocking=False):
+        print(f"another beat holds {BEAT_LOCK} in Redis: standing by", file=sys.stderr,
+              flush=True)
+        while not lock.acquire(blocking=False):
+            time.sleep(STANDBY_POLL_SECONDS)
+    try:
+        print(f"holding {BEAT_LOCK}: this is the deployment's beat", file=sys.stderr,
+              flush=True)
+        threading.Thread(target=_keep_beat_lock, args=(lock,), name="beat-lock",
+                         daemon=True).start()
+        os.environ.setdefault("DJANGO_SETTINGS_MODULE", "router_admin.settings")
+        from router_admin.celery import app
+
+        app.Beat(loglevel=environ.get("LOG_LEVEL", "info").upper(),
+                 schedule=beat_schedule_file(environ)).run()
+    finally:
+        with contextlib.suppress(LockError, RedisError):  # expired, or Redis is gone
+            lock.release()
+
+
+def _keep_beat_lock(lock: Any) -> None:
+    from redis.exceptions import LockError, RedisError
+
+    while True:
+        time.sleep(BEAT_LOCK_SECONDS / 3)
+        try:
+            lock.reacquire()
+        except (LockError, RedisError):
+            # Lost, or unreachable until it may have expired: a standby may be the beat now,
+            # and two beats would send every periodic task twice.
+            print(f"lost {BEAT_LOCK}: stopping", file=sys.stderr, flush=True)
+            os._exit(3)
 
 
 def clean_metrics_dir(directory: Path) -> None:
@@ -157,11 +235,14 @@ def main(argv: list[str] | None = None) -> int:
         command, env = web(environ)
         if not args.dry_run:
             clean_metrics_dir(Path(env["PROMETHEUS_MULTIPROC_DIR"]))
+            raise_open_files_limit()
         _exec(command, env, args.dry_run)
     elif args.process == "worker":
         _exec(worker(environ), environ, args.dry_run)
+    elif args.dry_run:
+        print(f"{shlex.join(beat(environ))}  # in-process, while holding {BEAT_LOCK} in Redis")
     else:
-        _exec(beat(environ), environ, args.dry_run)
+        run_beat(environ)
     return 0
 
 

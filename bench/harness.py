@@ -35,6 +35,9 @@ import psycopg
 from load import Run
 from psycopg import sql
 
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))  # serve.py, beside manage.py
+from serve import SERVER, server_argv
+
 ROOT = Path(__file__).resolve().parent.parent
 BIN = Path(sys.executable).parent  # the venv's bin: its python runs manage.py and the servers
 # Fixed, so a run is reproducible; it only encrypts the (empty) upstream key of the bench.
@@ -45,7 +48,7 @@ ROUTER_MODEL, UPSTREAM_MODEL = "bench-model", "upstream-model"
 # charge are both exactly its max_tokens, so a wallet can be funded for exactly K requests.
 EXACT_MODEL = "bench-exact"
 SERVERS = ("uvicorn", "granian")
-DEFAULT_SERVER = "uvicorn"  # what `make serve` runs (bench/server_choice.py chose it)
+DEFAULT_SERVER = SERVER  # what `make serve` runs (bench/server_choice.py chose it)
 
 
 def script_name() -> str:
@@ -259,17 +262,11 @@ def upstream_argv(port: int, *, chunk_delay_ms: float = 0.0, answer_seconds: flo
 
 
 def router_argv(server: str, port: int, workers: int) -> list[str]:
-    """The router under ``server`` with ``workers`` processes, as ``make serve`` runs it
-    (without the access logs of the servers themselves: the router writes its own)."""
-    app = "router_admin.asgi:application"
-    if server == "uvicorn":
-        return [str(BIN / "uvicorn"), app, "--host", "127.0.0.1", "--port", str(port),
-                "--workers", str(workers), "--no-access-log", "--log-level", "warning"]
-    if server == "granian":
-        return [str(BIN / "granian"), "--interface", "asgi", "--host", "127.0.0.1",
-                "--port", str(port), "--workers", str(workers), "--loop", "uvloop",
-                "--no-access-log", "--log-level", "warning", app]
-    raise SystemExit(f"unknown server {server!r} (one of {', '.join(SERVERS)})")
+    """The router under ``server`` with ``workers`` processes, with the flags `make serve`
+    gives it (serve.py), on 127.0.0.1."""
+    if server not in SERVERS:
+        raise SystemExit(f"unknown server {server!r} (one of {', '.join(SERVERS)})")
+    return server_argv(server, host="127.0.0.1", port=port, workers=workers)
 
 
 def wait_ready(service: Service, url: str, headers: dict[str, str], timeout: float = 60
@@ -353,9 +350,10 @@ class Meter:
     """Measures one block: wall time, router and PostgreSQL CPU, machine load, and on request
     what the bench database's busy backends are waiting for."""
 
-    def __init__(self, router_pid: int, database_url: str) -> None:
-        # With several worker processes the router's CPU is that of its whole tree.
-        self.router_pids = process_tree(router_pid)
+    def __init__(self, router_pid: int | None, database_url: str) -> None:
+        # With several worker processes the router's CPU is that of its whole tree; without a
+        # router (the direct baseline) only wall time and machine load are measured.
+        self.router_pids = process_tree(router_pid) if router_pid is not None else []
         self.database_url = database_url
         self.postgres_pids: list[int] = []
 

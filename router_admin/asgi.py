@@ -8,7 +8,9 @@ import logging
 import os
 from typing import Any
 
+from django.conf import settings
 from django.core.asgi import get_asgi_application
+from granian.utils.proxies import wrap_asgi_with_proxy_headers
 
 os.environ.setdefault("DJANGO_SETTINGS_MODULE", "router_admin.settings")
 
@@ -45,7 +47,7 @@ async def _lifespan(receive: Any, send: Any) -> None:
             return
 
 
-async def application(scope: dict[str, Any], receive: Any, send: Any) -> None:
+async def _route(scope: dict[str, Any], receive: Any, send: Any) -> None:
     if scope["type"] == "http" and (scope["path"] == "/v1" or scope["path"].startswith("/v1/")
                                     or scope["path"] in HEALTH_PATHS):
         await api_application(scope, receive, send)
@@ -53,3 +55,15 @@ async def application(scope: dict[str, Any], receive: Any, send: Any) -> None:
         await _lifespan(receive, send)
     else:
         await site_application(scope, receive, send)
+
+
+# Behind a load balancer, the client's address (API keys' IP allow-lists, who may read
+# /metrics) and scheme come from X-Forwarded-For and X-Forwarded-Proto, believed only from
+# the proxies in FORWARDED_ALLOW_IPS: the variable uvicorn reads for the same purpose;
+# granian, the server of `make serve`, reads none.
+_proxied = (wrap_asgi_with_proxy_headers(_route, settings.FORWARDED_ALLOW_IPS)
+            if settings.FORWARDED_ALLOW_IPS else _route)
+
+
+async def application(scope: dict[str, Any], receive: Any, send: Any) -> None:
+    await _proxied(scope, receive, send)

@@ -223,6 +223,10 @@ ROUTER_BREAKER_COOLDOWN_SECONDS = env_int("ROUTER_BREAKER_COOLDOWN_SECONDS", 30,
 ROUTER_CAPACITY_WAIT_MS = env_int("ROUTER_CAPACITY_WAIT_MS", 2000, minimum=0)
 ROUTER_MAX_ATTEMPTS = env_int("ROUTER_MAX_ATTEMPTS", 3, minimum=1)
 
+# Proxies (addresses or CIDR, comma-separated, or *) whose X-Forwarded-For and
+# X-Forwarded-Proto are believed: the client's address and scheme (router_admin/asgi.py).
+FORWARDED_ALLOW_IPS = env_list("FORWARDED_ALLOW_IPS", ["127.0.0.1"])
+
 # Who may read /metrics without a staff login (CIDR, comma-separated).
 ROUTER_METRICS_ALLOWED_NETWORKS = env_list("ROUTER_METRICS_ALLOWED_NETWORKS",
                                            ["127.0.0.1/32", "::1/128"])

@@ -7,8 +7,12 @@ import os
 import re
 import subprocess
 import sys
+import time
 from pathlib import Path
 
+import redis
+
+from serve import BEAT_LOCK
 from tests.router_admin.test_production_settings import production_env
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -53,4 +57,35 @@ def test_the_web_server_runs_one_worker_process_per_core_unless_told():
 def test_worker_and_beat_are_celery_with_one_beat_schedule():
     assert " -A router_admin worker " in _dry_run("worker")
     beat = _dry_run("beat", CELERY_BEAT_SCHEDULE_FILE="/tmp/beat-schedule")
-    assert beat.endswith(" -A router_admin beat --loglevel info --schedule /tmp/beat-schedule")
+    assert " -A router_admin beat --loglevel info --schedule /tmp/beat-schedule " in beat
+
+
+def _wait_for(path: Path, text: str, seconds: float = 30) -> None:
+    deadline = time.monotonic() + seconds
+    while text not in path.read_text():
+        assert time.monotonic() < deadline, f"{text!r} not in {path}:\n{path.read_text()}"
+        time.sleep(0.1)
+
+
+def test_a_second_beat_stands_by_until_the_first_one_stops(tmp_path):
+    redis_url = os.environ["REDIS_URL"]
+    redis.Redis.from_url(redis_url).delete(BEAT_LOCK)
+    env = production_env(REDIS_URL=redis_url, LOG_LEVEL="INFO",
+                         CELERY_BEAT_SCHEDULE_FILE=str(tmp_path / "schedule"))
+    beats, logs = [], []
+    try:
+        for name in ("first", "second"):
+            logs.append(tmp_path / f"{name}.log")
+            with logs[-1].open("w") as log:
+                beats.append(subprocess.Popen([sys.executable, "serve.py", "beat"], cwd=ROOT,
+                                              env=env, stdout=log, stderr=log))
+            _wait_for(logs[-1], "beat: Starting" if name == "first" else "standing by")
+        assert "holding" not in logs[1].read_text()
+        beats[0].terminate()
+        assert beats[0].wait(20) == 0
+        _wait_for(logs[1], f"holding {BEAT_LOCK}")
+    finally:
+        for beat in beats:
+            beat.terminate()
+            beat.wait(20)
+        redis.Redis.from_url(redis_url).delete(BEAT_LOCK)
