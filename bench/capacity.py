@@ -1,0 +1,275 @@
+"""Capacity: thousands of streams in flight at once through one router process, against an
+upstream that takes seconds per answer.
+
+    .venv/bin/python bench/capacity.py [--streams 5000] [--answer-seconds 10] [--redis-url URL]
+
+One run recreates a bench database, starts the local upstream with every answer taking
+``--answer-seconds`` (a stream sends its first content at once, the rest when the time is
+up) and the router (one worker process, full billing on PostgreSQL), then opens
+``--streams`` streams over ``--ramp`` seconds, so that all of them are in flight together:
+first straight to the upstream (the baseline), then through the router. It prints errors,
+how many were in flight at the peak, time to first token and to the end both ways, and the
+router's peak resident memory; then checks that every stream the router answered was
+billed exactly. The settings are chosen so that the run is about capacity: the worker takes
+every stream, a request would wait long for a slot rather than be refused, and the
+database pool is sized for bursts (all printed).
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import json
+import os
+import sys
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import aiohttp
+from harness import (
+    DEFAULT_SERVER,
+    ROUTER_MODEL,
+    SERVERS,
+    TMP,
+    UPSTREAM_MODEL,
+    Service,
+    check_billing,
+    flush_redis_db,
+    free_port,
+    git_state,
+    peak_rss_bytes,
+    prepare_database,
+    process_tree,
+    raise_open_files_limit,
+    router_argv,
+    router_env,
+    run_async,
+    seed,
+    start_service,
+    stop_service,
+    tree_cpu_seconds,
+    upstream_argv,
+    wait_ready,
+)
+from load import Run, Target, diff, fmt, make_target, ratio, table, timed_stream
+
+DEFAULT_DATABASE_URL = "postgres://postgres@127.0.0.1:5432/binom_bench"
+MIB = 1024 * 1024
+
+
+@dataclass(frozen=True)
+class Options:
+    streams: int
+    answer_seconds: float
+    ramp: float
+    users: int
+    pool: int
+    capacity_wait_ms: int
+    server: str
+    database_url: str
+    redis_url: str
+    out: Path
+
+
+def parse_options(argv: list[str] | None = None) -> Options:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--streams", type=int, default=5000)
+    parser.add_argument("--answer-seconds", type=float, default=10.0)
+    parser.add_argument("--ramp", type=float, default=8.0,
+                        help="seconds over which the streams are opened; below the answer "
+                             "time, so all are in flight together (default 8)")
+    parser.add_argument("--users", type=int, default=100,
+                        help="wallets the streams are spread over (default 100)")
+    parser.add_argument("--pool", type=int, default=20,
+                        help="ROUTER_DB_POOL_SIZE of the router (default 20)")
+    parser.add_argument("--capacity-wait-ms", type=int, default=30000,
+                        help="ROUTER_CAPACITY_WAIT_MS of the router (default 30000)")
+    parser.add_argument("--server", choices=SERVERS, default=DEFAULT_SERVER)
+    parser.add_argument("--database-url", default=DEFAULT_DATABASE_URL,
+                        help="dropped and recreated; its name must contain 'bench'")
+    parser.add_argument("--redis-url", default="",
+                        help="give the router Redis (this database is flushed at the start)")
+    parser.add_argument("--out", type=Path, default=TMP / "capacity.json")
+    args = parser.parse_args(argv)
+    if args.streams < 1 or args.users < 1 or args.answer_seconds <= 0 or args.ramp < 0:
+        parser.error("streams, users and answer seconds must be positive")
+    return Options(**vars(args))
+
+
+@dataclass
+class Phase:
+    """One target's streams, all opened within the ramp."""
+
+    run: Run = field(default_factory=Run)
+    in_flight: int = 0  # streams that have their first token and have not ended
+    peak_in_flight: int = 0
+    wall: float = 0.0
+    router_cpu: float = 0.0  # CPU seconds of the router process(es) during the phase
+    rss_samples: list[int] = field(default_factory=list)
+
+
+async def phase(options: Options, target: Target, router_pids: list[int]) -> Phase:
+    result = Phase()
+    timeout = aiohttp.ClientTimeout(total=options.answer_seconds + 120)
+    connector = aiohttp.TCPConnector(limit=0, limit_per_host=0)
+    start, cpu = time.perf_counter(), tree_cpu_seconds(router_pids)
+
+    def first_token() -> None:
+        result.in_flight += 1
+        result.peak_in_flight = max(result.peak_in_flight, result.in_flight)
+
+    async def one(i: int) -> None:
+        await asyncio.sleep(options.ramp * i / options.streams)
+        error, seconds, ttft = await timed_stream(session, target, first_token)
+        if ttft is not None:
+            result.in_flight -= 1
+        result.run.record(error, seconds, ttft)
+
+    async def sample_memory(done: asyncio.Event) -> None:
+        while not done.is_set():
+            result.rss_samples.append(sum(_rss(pid) for pid in router_pids))
+            with contextlib.suppress(TimeoutError):  # the next sample is due
+                await asyncio.wait_for(done.wait(), 0.5)
+
+    done = asyncio.Event()
+    async with aiohttp.ClientSession(connector=connector, timeout=timeout,
+                                     skip_auto_headers=("User-Agent",)) as session:
+        sampler = asyncio.ensure_future(sample_memory(done))
+        await asyncio.gather(*(one(i) for i in range(options.streams)))
+        done.set()
+        await sampler
+    result.wall = time.perf_counter() - start
+    result.router_cpu = tree_cpu_seconds(router_pids) - cpu
+    return result
+
+
+def _rss(pid: int) -> int:
+    try:
+        for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+            if line.startswith("VmRSS:"):
+                return int(line.split()[1]) * 1024
+    except OSError:
+        pass
+    return 0
+
+
+def summary(result: Phase) -> dict[str, Any]:
+    return result.run.summary() | {
+        "peak_in_flight": result.peak_in_flight, "wall_s": round(result.wall, 2),
+        "router_cpu_s": round(result.router_cpu, 2),
+        "rss_peak_sampled_mib": max(result.rss_samples, default=0) / MIB}
+
+
+def print_report(report: dict[str, Any]) -> None:
+    d, r = report["direct"], report["router"]
+    rows = [
+        ("streams answered / errors", f"{d['ok']} / {sum(d['errors'].values())}",
+         f"{r['ok']} / {sum(r['errors'].values())}", fmt(ratio(r["ok"], d["ok"]), "", 3)),
+        ("in flight at once (peak)", str(d["peak_in_flight"]), str(r["peak_in_flight"]),
+         fmt(ratio(r["peak_in_flight"], d["peak_in_flight"]), "", 3)),
+        ("time to first token p50", fmt(d["ttft_p50_ms"]), fmt(r["ttft_p50_ms"]),
+         f"+{fmt(diff(r['ttft_p50_ms'], d['ttft_p50_ms']))}"),
+        ("time to first token p99", fmt(d["ttft_p99_ms"]), fmt(r["ttft_p99_ms"]),
+         f"+{fmt(diff(r['ttft_p99_ms'], d['ttft_p99_ms']))}"),
+        ("time to the end p50", fmt(d["p50_ms"]), fmt(r["p50_ms"]),
+         f"+{fmt(diff(r['p50_ms'], d['p50_ms']))}"),
+        ("time to the end p99", fmt(d["p99_ms"]), fmt(r["p99_ms"]),
+         f"+{fmt(diff(r['p99_ms'], d['p99_ms']))}"),
+    ]
+    print()
+    print(table(("", "direct", "router", "router vs direct"), rows))
+    memory = report["router_memory"]
+    print(f"\nrouter CPU {r['router_cpu_s']:.1f} s over the {r['wall_s']:.0f} s of its phase "
+          f"({1000 * r['router_cpu_s'] / max(1, r['ok'] + sum(r['errors'].values())):.2f} ms "
+          f"per stream)")
+    print(f"router peak RSS {memory['peak_mib']:.0f} MiB (VmHWM; idle before the load "
+          f"{memory['idle_mib']:.0f} MiB: {memory['per_stream_kib']:.0f} KiB per stream in "
+          f"flight)")
+    errors = {**{f"direct: {k}": v for k, v in d["errors"].items()},
+              **{f"router: {k}": v for k, v in r["errors"].items()}}
+    print(f"errors: {sum(errors.values())}" + (f" {errors}" if errors else ""))
+
+
+def main(argv: list[str] | None = None) -> int:
+    options = parse_options(argv)
+    files = raise_open_files_limit()
+    needed = 2 * options.streams + 1000  # the router holds a client and an upstream socket
+    if files < needed:
+        raise SystemExit(f"the open-files limit is {files}, below the {needed} this run needs "
+                         f"(raise the hard limit: ulimit -Hn)")
+    settings = {"ROUTER_DB_POOL_SIZE": str(options.pool),
+                "ROUTER_CAPACITY_WAIT_MS": str(options.capacity_wait_ms),
+                # Past the default hold TTL nothing happens here, but a slow run must not
+                # have its holds swept while the streams are still open.
+                "ROUTER_HOLD_TTL_SECONDS": "900"}
+    env = router_env(options.database_url, [f"{k}={v}" for k, v in settings.items()],
+                     redis_url=options.redis_url)
+    upstream_port, router_port = free_port(), free_port()
+
+    print(f"database {options.database_url}: recreate, migrate, seed {options.users} users "
+          f"...", flush=True)
+    prepare_database(options.database_url)
+    if options.redis_url:
+        flush_redis_db(options.redis_url)
+    keys = seed(env, upstream_port, options.users, max_concurrency=2 * options.streams)
+
+    services: list[Service] = []
+    try:
+        upstream = start_service("upstream", upstream_argv(
+            upstream_port, answer_seconds=options.answer_seconds), env)
+        services.append(upstream)
+        router = start_service("router", router_argv(options.server, router_port, 1), env)
+        services.append(router)
+        wait_ready(upstream, f"http://127.0.0.1:{upstream_port}/v1/models", {})
+        wait_ready(router, f"http://127.0.0.1:{router_port}/v1/models",
+                   {"Authorization": f"Bearer {keys[0]}"})
+        router_pids = process_tree(router.proc.pid)
+        idle = sum(_rss(pid) for pid in router_pids)
+        print(f"router :{router_port} ({options.server}, 1 worker, pid {router.proc.pid}); "
+              f"settings {settings}, worker max concurrency {2 * options.streams}, "
+              f"Redis {'on' if options.redis_url else 'off'}; open files {files}",
+              flush=True)
+        direct = make_target("direct", f"http://127.0.0.1:{upstream_port}/v1/chat/completions",
+                             UPSTREAM_MODEL, [])
+        routed = make_target("router", f"http://127.0.0.1:{router_port}/v1/chat/completions",
+                             ROUTER_MODEL, keys)
+        results = {}
+        for target in (direct, routed):
+            print(f"{target.name}: {options.streams} streams over {options.ramp:g} s, each "
+                  f"{options.answer_seconds:g} s ...", flush=True)
+            results[target.name] = run_async(phase(options, target, router_pids),
+                                             options.answer_seconds + options.ramp + 300)
+        peak = sum(peak_rss_bytes(pid) for pid in router_pids)
+        billing = check_billing(options.database_url, results["router"].run.ok)
+        warnings = router.warnings()
+    finally:
+        for service in reversed(services):
+            stop_service(service)
+
+    report: dict[str, Any] = {
+        "options": {k: str(v) for k, v in vars(options).items()},
+        "settings": settings | {"worker_max_concurrency": 2 * options.streams,
+                                "open_files": files},
+        "direct": summary(results["direct"]), "router": summary(results["router"]),
+        "router_memory": {"idle_mib": idle / MIB, "peak_mib": peak / MIB,
+                          "per_stream_kib": (peak - idle) / 1024 / options.streams},
+        "billing": vars(billing) | {"expected": results["router"].run.ok},
+        "environment": {"cpus": os.cpu_count(), "git": git_state(),
+                        "python": sys.version.split()[0], "router_log_warnings": warnings},
+    }
+    print_report(report)
+    print(f"billing: {billing.describe(results['router'].run.ok)}")
+    if warnings:
+        print(f"router log: {warnings} warning/error lines, see {router.log_path}")
+    options.out.write_text(json.dumps(report, indent=2, default=str))
+    print(f"\nresults written to {options.out}")
+    healthy = (billing.ok(results["router"].run.ok)
+               and not results["router"].run.errors and not results["direct"].run.errors)
+    return 0 if healthy else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())
