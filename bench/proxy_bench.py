@@ -42,6 +42,8 @@ from harness import (
     free_port,
     git_state,
     prepare_database,
+    process_cpu_seconds,
+    process_tree,
     router_argv,
     router_env,
     run_async,
@@ -442,8 +444,11 @@ def main(argv: list[str] | None = None) -> int:
         routed = make_target("router", f"http://127.0.0.1:{router_port}/v1/chat/completions",
                              ROUTER_MODEL, keys)
         meter = Meter(router.proc.pid, options.database_url)
+        # granian runs the app in a child of the process it starts as: profile that one
+        # (with uvicorn and one worker they are the same process).
+        worker_pid = max(process_tree(router.proc.pid), key=process_cpu_seconds)
         results, profile = run_async(run_load(options, direct, routed, meter,
-                                              make_profiler(router.proc.pid, side_cpu)),
+                                              make_profiler(worker_pid, side_cpu)),
                                      RUN_TIMEOUT_S)
         environment["loadavg_end"] = os.getloadavg()
         billing = check_billing(options.database_url, results.router_ok())
