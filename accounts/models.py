@@ -103,6 +103,15 @@ class ApiKey(models.Model):
         return (self.revoked_at is None and self.user.is_active
                 and (self.expires_at is None or self.expires_at > now))
 
+    @property
+    def status(self) -> str:
+        """"revoked", "expired" or "active", as the portal and the API show it."""
+        if self.revoked_at is not None:
+            return "revoked"
+        if self.expires_at is not None and self.expires_at <= timezone.now():
+            return "expired"
+        return "active"
+
 
 class ManagementToken(models.Model):
     """A token for the self-service REST API (/api), never for /v1: a different prefix and a

@@ -20,7 +20,7 @@ from accounts.models import ApiKey, User
 from accounts.policies import clean_allowed_ips, clean_allowed_models
 from billing.models import UsageRecord
 from billing.money import MoneyError, micros_to_usd, usd_to_micros
-from billing.selectors import UsageFilters
+from billing.selectors import SpendCaps, UsageFilters, key_spend_caps
 from portal.throttle import WINDOW_SECONDS, SignInThrottle
 
 # A typo guard, not a business rule: nothing a person types here is anywhere near it, and it
@@ -137,12 +137,12 @@ class ApiKeyForm(forms.Form):
 
     @classmethod
     def initial_for(cls, api_key: ApiKey) -> dict[str, Any]:
-        budget = getattr(api_key, "budget", None)
+        caps = key_spend_caps(api_key=api_key)
         return {
             "name": api_key.name, "rpm": api_key.rpm, "tpm": api_key.tpm,
             "max_concurrency": api_key.max_concurrency,
-            "lifetime_cap_usd": _usd_input(budget and budget.lifetime_limit_micros),
-            "monthly_cap_usd": _usd_input(budget and budget.monthly_limit_micros),
+            "lifetime_cap_usd": _usd_input(caps.lifetime_limit_micros),
+            "monthly_cap_usd": _usd_input(caps.monthly_limit_micros),
             "expires_at": api_key.expires_at,
             "allowed_models": "\n".join(api_key.allowed_models),
             "allowed_ips": "\n".join(api_key.allowed_ips),
@@ -184,10 +184,9 @@ class ApiKeyForm(forms.Form):
             "name", "expires_at", "rpm", "tpm", "max_concurrency", "allowed_models",
             "allowed_ips")}
 
-    def spend_caps(self) -> dict[str, int | None]:
-        """The keyword arguments of ``key_budget_set``."""
-        return {"lifetime_limit_micros": self.cleaned_data["lifetime_cap_usd"],
-                "monthly_limit_micros": self.cleaned_data["monthly_cap_usd"]}
+    def spend_caps(self) -> SpendCaps:
+        return SpendCaps(lifetime_limit_micros=self.cleaned_data["lifetime_cap_usd"],
+                         monthly_limit_micros=self.cleaned_data["monthly_cap_usd"])
 
 
 class VoucherForm(forms.Form):

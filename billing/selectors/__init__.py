@@ -1,6 +1,7 @@
 """Reads of billing state, by sub-domain; import from here."""
 
 from billing.selectors.alerts import balance_alert_of
+from billing.selectors.budgets import SpendCaps, key_spend_caps
 from billing.selectors.topups import stripe_topups_enabled, topups_of
 from billing.selectors.usage import (
     DailyUsage,
@@ -30,11 +31,13 @@ __all__ = [
     "Balance",
     "DailyUsage",
     "ModelUsage",
+    "SpendCaps",
     "SpendSummary",
     "UsageFilters",
     "WalletAudit",
     "api_key_spend_of",
     "balance_alert_of",
+    "key_spend_caps",
     "ledger_entries_of",
     "price_current",
     "prices_current",

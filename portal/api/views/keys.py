@@ -9,7 +9,6 @@ from __future__ import annotations
 
 from typing import Any
 
-from django.db import transaction
 from django.utils import timezone
 from drf_spectacular.utils import extend_schema
 from rest_framework import serializers, status
@@ -20,9 +19,9 @@ from accounts.errors import AccountsError
 from accounts.models import ApiKey, User
 from accounts.policies import clean_allowed_ips, clean_allowed_models
 from accounts.selectors import api_key_of, api_keys_of
-from accounts.services import api_key_create, api_key_revoke, api_key_update
-from billing.selectors import api_key_spend_of
-from billing.services import key_budget_set
+from accounts.services import api_key_revoke
+from billing.selectors import SpendCaps, api_key_spend_of, key_spend_caps
+from billing.services.key_settings import api_key_configure, api_key_create_with_caps
 from portal.api.base import ApiView
 from portal.api.fields import UsdAmountField, UsdField
 from portal.api.pagination import ApiPagination
@@ -102,25 +101,14 @@ class CreatedKeyOutputSerializer(KeyOutputSerializer):
     secret = serializers.CharField(help_text="The whole key, shown in this answer only.")
 
 
-def _caps(api_key: ApiKey) -> dict[str, int | None]:
-    budget = getattr(api_key, "budget", None)  # no row: no caps
-    return {"lifetime_limit_micros": budget.lifetime_limit_micros if budget else None,
-            "monthly_limit_micros": budget.monthly_limit_micros if budget else None}
-
-
 def _key_view(api_key: ApiKey, spent_micros: int) -> dict[str, Any]:
-    if api_key.revoked_at is not None:
-        key_status = "revoked"
-    elif api_key.expires_at is not None and api_key.expires_at <= timezone.now():
-        key_status = "expired"
-    else:
-        key_status = "active"
-    caps = _caps(api_key)
+    caps = key_spend_caps(api_key=api_key)
     fields = ("id", "name", "prefix", "created_at", "last_used_at", "expires_at",
-              "revoked_at", "rpm", "tpm", "max_concurrency", "allowed_models", "allowed_ips")
-    return {**{field: getattr(api_key, field) for field in fields}, "status": key_status,
-            "lifetime_cap_micros": caps["lifetime_limit_micros"],
-            "monthly_cap_micros": caps["monthly_limit_micros"], "spent_micros": spent_micros}
+              "revoked_at", "rpm", "tpm", "max_concurrency", "allowed_models", "allowed_ips",
+              "status")
+    return {**{field: getattr(api_key, field) for field in fields},
+            "lifetime_cap_micros": caps.lifetime_limit_micros,
+            "monthly_cap_micros": caps.monthly_limit_micros, "spent_micros": spent_micros}
 
 
 def _one_key_view(user: User, key_id: int) -> dict[str, Any]:
@@ -152,13 +140,11 @@ class KeyListApi(ApiView):
         serializer = KeyInputSerializer(data=request.data)
         serializer.is_valid(raise_exception=True)
         data = serializer.validated_data
-        # One request, one outcome: a refused spend cap must not leave a key behind.
-        with transaction.atomic():
-            created = api_key_create(user=request.user,
-                                     **{field: data[field] for field in _POLICIES})
-            caps = {cap: data[cap] for cap in ("lifetime_limit_micros", "monthly_limit_micros")}
-            if any(cap is not None for cap in caps.values()):
-                key_budget_set(api_key=created.api_key, **caps)
+        # One request, one outcome: a refused spend cap leaves no key behind.
+        created = api_key_create_with_caps(
+            user=request.user, caps=SpendCaps(data["lifetime_limit_micros"],
+                                              data["monthly_limit_micros"]),
+            **{field: data[field] for field in _POLICIES})
         body = {**_one_key_view(request.user, created.api_key.pk), "secret": created.secret}
         # no-store: the secret must not be kept by any cache on the way.
         return Response(CreatedKeyOutputSerializer(body).data, status=status.HTTP_201_CREATED,
@@ -183,14 +169,12 @@ class KeyDetailApi(ApiView):
                                         context={"current_expires_at": api_key.expires_at})
         serializer.is_valid(raise_exception=True)
         data = serializer.validated_data
-        current_caps = _caps(api_key)
-        caps = {cap: data.get(cap, value) for cap, value in current_caps.items()}
-        with transaction.atomic():
-            api_key_update(api_key=api_key, **{field: data.get(field, getattr(api_key, field))
-                                               for field in _POLICIES})
-            # A key that never had caps keeps no budget row: the request path skips it then.
-            if caps != current_caps:
-                key_budget_set(api_key=api_key, **caps)
+        current = key_spend_caps(api_key=api_key)
+        caps = SpendCaps(data.get("lifetime_limit_micros", current.lifetime_limit_micros),
+                         data.get("monthly_limit_micros", current.monthly_limit_micros))
+        api_key_configure(api_key=api_key, caps=caps,
+                          **{field: data.get(field, getattr(api_key, field))
+                             for field in _POLICIES})
         return Response(KeyOutputSerializer(_one_key_view(request.user, key_id)).data)
 
     @extend_schema(operation_id="keys_revoke", summary="Revoke a key",
