@@ -11,8 +11,9 @@ from typing import Any
 
 from django import forms
 from django.contrib.auth import password_validation
-from django.contrib.auth.forms import AuthenticationForm
+from django.contrib.auth.forms import AuthenticationForm, PasswordResetForm
 from django.core.exceptions import ValidationError
+from django.http import HttpRequest
 from django.utils import timezone
 
 from accounts.errors import AccountsError
@@ -21,7 +22,13 @@ from accounts.policies import clean_allowed_ips, clean_allowed_models
 from billing.models import UsageRecord
 from billing.money import MoneyError, micros_to_usd, usd_to_micros
 from billing.selectors import SpendCaps, UsageFilters, key_spend_caps
-from portal.throttle import WINDOW_SECONDS, SignInThrottle
+from portal.throttle import (
+    RESET_EMAILS_PER_ADDRESS,
+    RESET_EMAILS_PER_MAILBOX,
+    WINDOW_SECONDS,
+    SignInThrottle,
+    client_address,
+)
 
 # A typo guard, not a business rule: nothing a person types here is anywhere near it, and it
 # keeps every amount far inside a BigIntegerField.
@@ -102,6 +109,24 @@ class SignInForm(AuthenticationForm):
             raise
         throttle.record_success()
         return cleaned
+
+
+class ResetRequestForm(PasswordResetForm):
+    """Django's password-reset form, sending at most a few emails an hour to one mailbox
+    and for one client address, so nobody can flood an inbox through us. The answer looks
+    the same whether or not the address has an account."""
+
+    def __init__(self, *args: Any, request: HttpRequest | None = None, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.request = request
+
+    def clean_email(self) -> str:
+        email = self.cleaned_data["email"].strip().lower()
+        address = client_address(self.request) if self.request is not None else ""
+        if not (RESET_EMAILS_PER_MAILBOX.take(email) and RESET_EMAILS_PER_ADDRESS.take(address)):
+            raise ValidationError("Too many reset emails were asked for. Wait an hour and try "
+                                  "again.", code="throttled")
+        return email
 
 
 class ApiKeyForm(forms.Form):

@@ -1,5 +1,6 @@
-"""Sign-in attempt limits, counted in Django's cache (Redis in production, so every router
-instance counts the same failures; local memory in the embedded default).
+"""Limits on sign-in attempts, sign-ups and password-reset emails, counted in Django's cache
+(Redis in production, so every router instance counts the same; local memory in the
+embedded default).
 
 Failures are counted per client address and per email address separately: the address
 limit stops one machine guessing many accounts' passwords, the email limit stops many
@@ -31,6 +32,44 @@ def _cache_key(scope: str, value: str) -> str:
     return f"portal:signin-failures:{scope}:{hashlib.sha256(value.encode()).hexdigest()[:32]}"
 
 
+def _count(key: str, window_seconds: int) -> None:
+    # add() starts the window on the first event; incr() is atomic in Redis and keeps the
+    # window's original expiry, so a limit means "N within the window from the first", not
+    # a window that slides for ever.
+    if not cache.add(key, 1, timeout=window_seconds):
+        try:
+            cache.incr(key)
+        except ValueError:  # expired between add() and incr(): start again
+            cache.add(key, 1, timeout=window_seconds)
+
+
+@dataclass(frozen=True)
+class Quota:
+    """At most ``limit`` of one action per value (a client address, an email) within
+    ``window_seconds`` of the first. Checked, then counted: two racing requests may both
+    pass the last free place, which a limit against floods can afford."""
+
+    scope: str
+    limit: int
+    window_seconds: int
+
+    def take(self, *values: str) -> bool:
+        """Count one action for every value; False (counting nothing) once any is spent."""
+        keys = [_cache_key(self.scope, value) for value in values if value]
+        if any(count >= self.limit for count in cache.get_many(keys).values()):
+            return False
+        for key in keys:
+            _count(key, self.window_seconds)
+        return True
+
+
+# Accounts made from one address, and reset emails asked for by one address or sent to one
+# mailbox: enough for people, too few to flood an inbox or fill the user table.
+SIGN_UPS_PER_ADDRESS = Quota("signup-ip", limit=10, window_seconds=3600)
+RESET_EMAILS_PER_ADDRESS = Quota("reset-ip", limit=10, window_seconds=3600)
+RESET_EMAILS_PER_MAILBOX = Quota("reset-email", limit=3, window_seconds=3600)
+
+
 @dataclass(frozen=True)
 class SignInThrottle:
     address: str
@@ -52,14 +91,7 @@ class SignInThrottle:
 
     def record_failure(self) -> None:
         for key in self._keys():
-            # add() starts the window on the first failure; incr() is atomic in Redis and
-            # keeps the window's original expiry, so the limit is "10 within 15 minutes of
-            # the first", not a window that slides forever.
-            if not cache.add(key, 1, timeout=WINDOW_SECONDS):
-                try:
-                    cache.incr(key)
-                except ValueError:  # expired between add() and incr(): start again
-                    cache.add(key, 1, timeout=WINDOW_SECONDS)
+            _count(key, WINDOW_SECONDS)
 
     def record_success(self) -> None:
         if self.email:

@@ -16,7 +16,7 @@ urlpatterns = [
         template_name="portal/login.html", authentication_form=SignInForm,
         redirect_authenticated_user=True), name="login"),
     path("logout/", auth_views.LogoutView.as_view(), name="logout"),
-    path("password-reset/", auth_views.PasswordResetView.as_view(
+    path("password-reset/", auth.PasswordResetView.as_view(
         template_name="portal/password_reset_form.html",
         email_template_name="portal/email/password_reset.txt",
         subject_template_name="portal/email/password_reset_subject.txt",

@@ -1,16 +1,21 @@
-"""Sign-up. Sign-in, sign-out and password resets are Django's own views (see portal.urls),
-with the portal's templates and a throttled sign-in form."""
+"""Sign-up and the password-reset request. Sign-in, sign-out and the rest of a reset are
+Django's own views (see portal.urls), with the portal's templates and a throttled sign-in
+form."""
 
 from __future__ import annotations
 
+from typing import Any
+
 from django.contrib.auth import login
+from django.contrib.auth import views as auth_views
 from django.http import HttpRequest, HttpResponse
 from django.shortcuts import redirect, render
 from django.views.decorators.debug import sensitive_post_parameters
 
 from accounts.errors import AccountsError, UserAlreadyExists
 from accounts.services import user_create
-from portal.forms import SignUpForm
+from portal.forms import ResetRequestForm, SignUpForm
+from portal.throttle import SIGN_UPS_PER_ADDRESS, client_address
 
 
 @sensitive_post_parameters("password1", "password2")
@@ -19,6 +24,10 @@ def signup(request: HttpRequest) -> HttpResponse:
         return redirect("portal:dashboard")
     form = SignUpForm(request.POST or None)
     if request.method == "POST" and form.is_valid():
+        if not SIGN_UPS_PER_ADDRESS.take(client_address(request)):
+            form.add_error(None, "Too many accounts were made from this address. Wait an "
+                           "hour and try again.")
+            return render(request, "portal/signup.html", {"form": form}, status=429)
         try:
             user = user_create(email=form.cleaned_data["email"],
                                password=form.cleaned_data["password1"])
@@ -31,3 +40,12 @@ def signup(request: HttpRequest) -> HttpResponse:
             login(request, user, backend="django.contrib.auth.backends.ModelBackend")
             return redirect("portal:dashboard")
     return render(request, "portal/signup.html", {"form": form})
+
+
+class PasswordResetView(auth_views.PasswordResetView):
+    """Django's view, with a form that limits how many reset emails go out."""
+
+    form_class = ResetRequestForm
+
+    def get_form_kwargs(self) -> dict[str, Any]:
+        return {**super().get_form_kwargs(), "request": self.request}

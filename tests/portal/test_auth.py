@@ -172,3 +172,37 @@ def test_changing_the_password_from_settings(member_client, member):
     assert response["Location"] == reverse("portal:password_change_done")
     member.refresh_from_db()
     assert member.check_password("another fine passphrase 9")
+
+
+def test_at_most_three_reset_emails_an_hour_go_to_one_mailbox(client, member):
+    answers = [client.post(reverse("portal:password_reset"), {"email": "member@example.com"},
+                           REMOTE_ADDR=f"203.0.113.{i}") for i in range(5)]
+
+    assert [a.status_code for a in answers] == [302, 302, 302, 200, 200]
+    assert "Too many reset emails" in answers[-1].content.decode()
+    assert len(mail.outbox) == 3
+
+
+def test_one_address_asks_for_at_most_ten_reset_emails_an_hour(client, make_user):
+    for i in range(12):
+        make_user(email=f"person{i}@example.com", password=PASSWORD)
+    answers = [client.post(reverse("portal:password_reset"), {"email": f"person{i}@example.com"},
+                           REMOTE_ADDR="198.51.100.9") for i in range(12)]
+
+    assert [a.status_code for a in answers].count(302) == 10
+    assert len(mail.outbox) == 10
+    # Another address is not held back by that one.
+    assert client.post(reverse("portal:password_reset"), {"email": "person11@example.com"},
+                       REMOTE_ADDR="198.51.100.10").status_code == 302
+
+
+def test_one_address_makes_at_most_ten_accounts_an_hour(client):
+    codes = []
+    for i in range(11):
+        client.logout()
+        codes.append(client.post(reverse("portal:signup"), {
+            "email": f"bulk{i}@example.com", "password1": PASSWORD, "password2": PASSWORD,
+        }, REMOTE_ADDR="192.0.2.44").status_code)
+
+    assert codes == [302] * 10 + [429]
+    assert User.objects.filter(email__startswith="bulk").count() == 10
