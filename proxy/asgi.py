@@ -116,6 +116,12 @@ class ApiASGIHandler(ASGIHandler):
         finally:
             body_file.close()
 
+    async def send_response(self, response: Any, send: Any) -> None:
+        # Django's SecurityMiddleware does not run here; this is its one header that still
+        # matters for an API whose bodies are JSON and SSE.
+        response.headers.setdefault("X-Content-Type-Options", "nosniff")
+        await super().send_response(response, send)
+
     async def refuse_host(self, scope: dict[str, Any], host: bytes, send: Any) -> None:
         """What Django answers to a Host outside ALLOWED_HOSTS (400), in OpenAI's format;
         before the body is read, so a misdirected request costs next to nothing."""

@@ -27,6 +27,7 @@ def _error(response: httpx.Response, status: int) -> dict:
     assert response.status_code == status, response.text
     assert response.headers["content-type"] == "application/json"
     assert response.headers["x-request-id"].startswith("req_")
+    assert response.headers["x-content-type-options"] == "nosniff"
     body = response.json()
     validate(body, "ErrorResponse")
     return body["error"]

@@ -101,6 +101,7 @@ def test_stream_responses_carry_the_headers_that_keep_proxies_from_buffering(
     assert r.headers["cache-control"] == "no-cache"
     assert r.headers["x-accel-buffering"] == "no"
     assert r.headers["x-request-id"].startswith("req_")
+    assert r.headers["x-content-type-options"] == "nosniff"
     assert lines[-1] == "data: [DONE]"
 
 
