@@ -26,6 +26,7 @@ from router_admin.cli.base import Options, Subparsers, subcommand
 ADMIN_EMAIL = "admin@example.com"
 ADMIN_PASSWORD = "admin"  # the point of a demo login; set only when the admin is created
 DEMO_EMAIL = "demo@example.com"
+DEMO_PASSWORD = "demo"  # to sign in to the portal; likewise set only at creation
 DEMO_CREDIT_USD = "10"
 # A fixed key: the ledger's unique index makes a second run's credit a no-op, even if the
 # demo user has since spent some of it.
@@ -57,7 +58,7 @@ def demo_seed() -> DemoSeed:
     admin, admin_created = _user_ensure(
         email=ADMIN_EMAIL, password=ADMIN_PASSWORD, is_staff=True, is_superuser=True
     )
-    demo_user, _ = _user_ensure(email=DEMO_EMAIL)
+    demo_user, _ = _user_ensure(email=DEMO_EMAIL, password=DEMO_PASSWORD)
     wallet_credit(
         user=demo_user, amount_micros=usd_to_micros(DEMO_CREDIT_USD),
         kind=LedgerEntry.Kind.ADJUSTMENT, idempotency_key=DEMO_CREDIT_KEY,
@@ -136,6 +137,8 @@ def demo_command(options: Options) -> list[str]:
         admin_line,
         f"Demo user: {seed.demo_user.email}, available balance "
         f"{format_usd(seed.available_micros)} USD",
+        f"Portal: {base_url}/ (sign in as {seed.demo_user.email}, password {DEMO_PASSWORD}, "
+        "unless changed)",
         f"Model: {seed.price} ({price_note})",
         f"Worker: {seed.worker} ({worker_note})",
         f"Demo API key (new, shown once): {secret}",

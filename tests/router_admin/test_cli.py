@@ -294,6 +294,10 @@ def test_demo_seeds_everything_the_embedded_default_needs(settings):
     assert "Admin: admin@example.com / password admin (created)" in lines
     demo_user = User.objects.get(email="demo@example.com")
     assert micros(demo_user) == 10_000_000
+    assert demo_user.check_password("demo")
+    assert not demo_user.is_staff
+    assert any(line.startswith("Portal: http://127.0.0.1:8000/ (sign in as demo@example.com")
+               for line in lines)
     price = price_current(model="mock-gpt")
     assert (price.input_usd_per_mtok, price.output_usd_per_mtok) == (Decimal("0.5"),
                                                                      Decimal("1.5"))
