@@ -75,3 +75,7 @@ class PaymentProviderError(BillingError):
 class WebhookRejected(BillingError):
     """A webhook delivery that is not verifiably from Stripe: bad signature, bad payload or
     a timestamp past the tolerance. Nothing was processed."""
+
+
+class TopUpNotFound(BillingError):
+    """No such top-up among the user's own (another user's is as absent as none at all)."""

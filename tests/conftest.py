@@ -1,6 +1,7 @@
 from __future__ import annotations
 
 import itertools
+from collections.abc import Iterator
 
 import pytest
 from django.conf import settings
@@ -10,6 +11,7 @@ from accounts.models import User
 from accounts.services import user_create
 from billing.models import ModelPrice
 from billing.services import price_set
+from tests.billing.stripe_fakes import SECRET_KEY, WEBHOOK_SECRET, FakeStripeApi
 from tests.live_router import live_router, mock_model, router  # noqa: F401 - shared fixtures
 
 _emails = itertools.count(1)
@@ -53,3 +55,20 @@ def staff(make_user) -> User:
 def admin_client(client, staff):
     client.force_login(staff)
     return client
+
+
+@pytest.fixture
+def stripe_keys(settings):
+    """Stripe configured, its API base pointing nowhere until a test starts a fake."""
+    settings.STRIPE_SECRET_KEY = SECRET_KEY
+    settings.STRIPE_WEBHOOK_SECRET = WEBHOOK_SECRET
+    settings.STRIPE_API_BASE = "http://127.0.0.1:9"
+    return settings
+
+
+@pytest.fixture
+def stripe_api(stripe_keys) -> Iterator[FakeStripeApi]:
+    """A local server standing in for Stripe's API, which the SDK is pointed at."""
+    with FakeStripeApi() as server:
+        stripe_keys.STRIPE_API_BASE = server.url
+        yield server

@@ -2,7 +2,7 @@
 
 from billing.selectors.alerts import balance_alert_of
 from billing.selectors.budgets import SpendCaps, key_spend_caps
-from billing.selectors.topups import stripe_topups_enabled, topups_of
+from billing.selectors.topups import stripe_topups_enabled, topup_of, topups_of
 from billing.selectors.usage import (
     DailyUsage,
     ModelUsage,
@@ -42,6 +42,7 @@ __all__ = [
     "price_current",
     "prices_current",
     "stripe_topups_enabled",
+    "topup_of",
     "topups_of",
     "usage_by_model",
     "usage_daily",

@@ -6,6 +6,7 @@ from django.conf import settings
 from django.db.models import QuerySet
 
 from accounts.models import User
+from billing.errors import TopUpNotFound
 from billing.models import CheckoutTopUp
 
 
@@ -18,3 +19,11 @@ def stripe_topups_enabled() -> bool:
 def topups_of(*, user: User) -> QuerySet[CheckoutTopUp]:
     """The user's Checkout top-ups, newest first."""
     return CheckoutTopUp.objects.filter(user=user).order_by("-id")
+
+
+def topup_of(*, user: User, topup_id: int) -> CheckoutTopUp:
+    """One of the user's own Checkout top-ups; TopUpNotFound for any other id."""
+    topup = topups_of(user=user).filter(pk=topup_id).first()
+    if topup is None:
+        raise TopUpNotFound("No such top-up.")
+    return topup

@@ -18,14 +18,21 @@ from rest_framework.response import Response
 from rest_framework.views import exception_handler as drf_exception_handler
 
 from accounts.errors import AccountsError, ApiKeyNotFound, ManagementTokenNotFound
-from billing.errors import BillingError, VoucherInvalid
+from billing.errors import (
+    BillingError,
+    PaymentProviderError,
+    TopUpNotFound,
+    TopUpsDisabled,
+    VoucherInvalid,
+)
 from billing.money import MoneyError
 
 logger = logging.getLogger(__name__)
 
 _TYPES = {400: "invalid_request_error", 401: "authentication_error", 403: "permission_error",
           404: "not_found_error", 405: "invalid_request_error", 406: "invalid_request_error",
-          415: "invalid_request_error", 429: "rate_limit_error"}
+          415: "invalid_request_error", 429: "rate_limit_error", 502: "api_error",
+          503: "api_error"}
 
 
 class DomainError(exceptions.APIException):
@@ -37,8 +44,12 @@ class DomainError(exceptions.APIException):
 
 
 def _as_api_exception(exc: Exception) -> Exception:
-    if isinstance(exc, ApiKeyNotFound | ManagementTokenNotFound):
+    if isinstance(exc, ApiKeyNotFound | ManagementTokenNotFound | TopUpNotFound):
         return exceptions.NotFound(str(exc))
+    if isinstance(exc, TopUpsDisabled):
+        return DomainError(str(exc), status_code=503, code="topups_disabled")
+    if isinstance(exc, PaymentProviderError):
+        return DomainError(str(exc), status_code=502, code="payment_provider_error")
     if isinstance(exc, VoucherInvalid):
         return DomainError(str(exc), status_code=400, code="voucher_invalid")
     if isinstance(exc, AccountsError | BillingError | MoneyError):

@@ -15,6 +15,8 @@ _DESCRIPTIONS = {
          "token with a session).",
     404: "No such object among yours.",
     429: "Too many requests; see Retry-After.",
+    502: "The payment provider failed; nothing was charged, try again.",
+    503: "Card top-ups are not configured on this router.",
 }
 
 

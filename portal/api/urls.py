@@ -6,6 +6,7 @@ from portal.api.base import NotFoundApi
 from portal.api.views.balance import BalanceApi
 from portal.api.views.keys import KeyDetailApi, KeyListApi
 from portal.api.views.tokens import TokenDetailApi, TokenListApi
+from portal.api.views.topups import CheckoutApi, TopUpDetailApi, TopUpListApi
 from portal.api.views.usage import UsageByModelApi, UsageDailyApi, UsageListApi
 from portal.api.views.vouchers import VoucherRedeemApi
 
@@ -19,6 +20,9 @@ urlpatterns = [
     path("usage/daily", UsageDailyApi.as_view(), name="usage-daily"),
     path("usage/models", UsageByModelApi.as_view(), name="usage-models"),
     path("vouchers/redeem", VoucherRedeemApi.as_view(), name="voucher-redeem"),
+    path("topups", TopUpListApi.as_view(), name="topups"),
+    path("topups/<int:topup_id>", TopUpDetailApi.as_view(), name="topup"),
+    path("topups/checkout", CheckoutApi.as_view(), name="topup-checkout"),
     path("tokens", TokenListApi.as_view(), name="tokens"),
     path("tokens/<int:token_id>", TokenDetailApi.as_view(), name="token"),
     path("schema/", SpectacularAPIView.as_view(), name="schema"),

@@ -1,31 +1,14 @@
 from __future__ import annotations
 
-from collections.abc import Iterator
-
 import pytest
 from django.urls import reverse
 
 from billing.models import CheckoutTopUp, LedgerEntry
 from billing.selectors import wallet_balance
 from billing.services.vouchers import voucher_batch_create
-from tests.billing.stripe_fakes import (
-    SECRET_KEY,
-    WEBHOOK_SECRET,
-    FakeStripeApi,
-    deliver,
-    session_event,
-)
+from tests.billing.stripe_fakes import deliver, session_event
 
 pytestmark = pytest.mark.django_db
-
-
-@pytest.fixture
-def fake_stripe(settings) -> Iterator[FakeStripeApi]:
-    with FakeStripeApi() as server:
-        settings.STRIPE_SECRET_KEY = SECRET_KEY
-        settings.STRIPE_WEBHOOK_SECRET = WEBHOOK_SECRET
-        settings.STRIPE_API_BASE = server.url
-        yield server
 
 
 def test_a_voucher_credits_the_balance_once(member_client, member):
@@ -72,14 +55,14 @@ def test_without_stripe_settings_the_page_says_card_top_ups_are_off(member_clien
 
 
 def test_paying_by_card_redirects_to_checkout_and_the_webhook_credits(client, member_client,
-                                                                      member, fake_stripe):
+                                                                      member, stripe_api):
     response = member_client.post(reverse("portal:checkout_create"), {"amount_usd": "20"})
 
     assert response.status_code == 302
     assert response["Location"].startswith("https://checkout.stripe.test/c/pay/cs_test_")
     topup = CheckoutTopUp.objects.get(user=member)
     assert topup.amount_micros == 20_000_000
-    sent = fake_stripe.calls[0].form
+    sent = stripe_api.calls[0].form
     assert sent["line_items[0][price_data][unit_amount]"] == "2000"
     assert sent["success_url"] == "http://testserver/topups/?checkout=success"
     assert sent["cancel_url"] == "http://testserver/topups/?checkout=cancelled"
@@ -102,9 +85,9 @@ def test_paying_by_card_redirects_to_checkout_and_the_webhook_credits(client, me
     ("20.005", "whole cents"),
     ("lots", "is not an amount of USD"),
 ])
-def test_a_card_amount_out_of_range_is_refused(member_client, fake_stripe, amount, message):
+def test_a_card_amount_out_of_range_is_refused(member_client, stripe_api, amount, message):
     response = member_client.post(reverse("portal:checkout_create"), {"amount_usd": amount})
 
     assert response.status_code == 400
     assert message in response.content.decode()
-    assert fake_stripe.calls == []
+    assert stripe_api.calls == []

@@ -21,7 +21,8 @@ ENDPOINTS = [("get", "/api/balance"), ("get", "/api/keys"), ("post", "/api/keys"
              ("get", "/api/keys/1"), ("patch", "/api/keys/1"), ("delete", "/api/keys/1"),
              ("get", "/api/usage"), ("get", "/api/usage/daily"), ("get", "/api/usage/models"),
              ("post", "/api/vouchers/redeem"), ("get", "/api/tokens"), ("post", "/api/tokens"),
-             ("delete", "/api/tokens/1")]
+             ("delete", "/api/tokens/1"), ("get", "/api/topups"), ("get", "/api/topups/1"),
+             ("post", "/api/topups/checkout")]
 
 
 def _bearer(secret: str) -> APIClient:
