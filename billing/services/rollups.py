@@ -5,7 +5,7 @@ from __future__ import annotations
 from datetime import UTC, datetime, timedelta
 
 from django.db import connection, transaction
-from django.db.models import Count, Q, Sum
+from django.db.models import Count, Max, Min, Q, Sum
 from django.db.models.functions import TruncDay, TruncHour
 from django.utils import timezone
 
@@ -62,6 +62,17 @@ def usage_rollup(*, since: datetime, until: datetime | None = None) -> int:
     return written
 
 
-def usage_rollup_recent() -> int:
-    """What beat runs: the last two hours and, through them, today and yesterday."""
-    return usage_rollup(since=timezone.now() - timedelta(hours=2))
+def usage_rollup_recent(*, now: datetime | None = None) -> int:
+    """What beat runs: from the last hour already rolled up (at least the last two hours,
+    and through them today and yesterday) to now.
+
+    Starting from the latest hourly bucket, not a fixed window, catches up after the job
+    did not run for a while (beat stopped overnight, a deploy): the records written since
+    its last run are rolled up whenever it runs again. No bucket yet: everything.
+    """
+    now = now or timezone.now()
+    latest = UsageRollup.objects.filter(period=UsageRollup.Period.HOUR).aggregate(
+        latest=Max("bucket_start"))["latest"]
+    if latest is None:
+        latest = UsageRecord.objects.aggregate(first=Min("created_at"))["first"] or now
+    return usage_rollup(since=min(latest, now - timedelta(hours=2)), until=now)

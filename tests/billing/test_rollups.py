@@ -7,7 +7,7 @@ from collections import defaultdict
 from datetime import UTC, datetime, timedelta
 
 from billing.models import UsageRecord, UsageRollup
-from billing.services.rollups import usage_rollup
+from billing.services.rollups import usage_rollup, usage_rollup_recent
 from billing.tasks import usage_rollup_task
 
 START = datetime(2026, 11, 20, 21, 0, tzinfo=UTC)
@@ -84,3 +84,23 @@ def test_staff_read_the_rollups_in_the_admin(client, make_user, price):
     page = client.get("/admin/billing/usagerollup/?period__exact=day")
     assert page.status_code == 200
     assert "Cost (USD)" in page.content.decode()
+
+
+def test_the_beat_task_catches_up_on_everything_since_its_last_run(user, price):
+    def record(request_id: str, at: datetime, cost: int) -> None:
+        usage = UsageRecord.objects.create(request_id=request_id, user=user, model="m",
+                                           cost_micros=cost, price=price)
+        UsageRecord.objects.filter(pk=usage.pk).update(created_at=at)
+
+    record("evening", START, 5)
+    usage_rollup_recent(now=START + timedelta(minutes=5))
+    # Beat stops for the night; requests go on being served meanwhile.
+    record("late", START + timedelta(minutes=50), 7)
+    record("night", START + timedelta(hours=4), 11)
+
+    usage_rollup_recent(now=START + timedelta(hours=12))
+
+    hours = {r.bucket_start: r.cost_micros for r in UsageRollup.objects.filter(period="hour")}
+    assert hours == {START: 12, START + timedelta(hours=4): 11}
+    days = {r.bucket_start: r.cost_micros for r in UsageRollup.objects.filter(period="day")}
+    assert days == {START.replace(hour=0): 12, START.replace(hour=0) + timedelta(days=1): 11}
