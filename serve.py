@@ -35,6 +35,7 @@ BIN = Path(sys.executable).parent
 APP = "router_admin.asgi:application"
 # Chosen by bench/server_choice.py; the README says why.
 SERVER = "granian"
+STATIC_URL_PATH = "/static"  # settings.STATIC_URL
 # Requests each worker process serves at once (granian's own default is 1024 / workers).
 # An LLM stream lasts seconds to minutes, so thousands are in flight on an idle CPU; what
 # may run is decided by the router's own limits (keys, users, worker slots), not here.
@@ -71,15 +72,23 @@ def web_concurrency(environ: Mapping[str, str]) -> int:
 
 
 def server_argv(server: str, *, host: str, port: int, workers: int,
-                log_level: str = "warning", max_in_flight: int = DEFAULT_MAX_IN_FLIGHT
-                ) -> list[str]:
+                log_level: str = "warning", max_in_flight: int = DEFAULT_MAX_IN_FLIGHT,
+                static_root: Path | None = None) -> list[str]:
     """The ASGI server's command line (bench/ measures the router under exactly this)."""
     if server == "granian":
         # X-Forwarded-For/-Proto: see FORWARDED_ALLOW_IPS in router_admin/asgi.py.
-        return [str(BIN / "granian"), "--interface", "asgi", "--host", host,
+        argv = [str(BIN / "granian"), "--interface", "asgi", "--host", host,
                 "--port", str(port), "--workers", str(workers), "--loop", "uvloop",
                 "--backlog", "4096", "--backpressure", str(max_in_flight),
-                "--respawn-failed-workers", "--no-access-log", "--log-level", log_level, APP]
+                "--respawn-failed-workers", "--no-access-log", "--log-level", log_level]
+        if static_root is not None:
+            # granian sends the collected static files itself, from Rust: Django's ASGI
+            # handler would read each file whole into memory in a thread (WhiteNoise's
+            # responses are synchronous iterators). The names carry a hash of the content
+            # (ManifestStaticFilesStorage), so browsers may keep them for a year.
+            argv += ["--static-path-route", STATIC_URL_PATH, "--static-path-mount",
+                     str(static_root), "--static-path-expires", str(365 * 24 * 3600)]
+        return [*argv, APP]
     if server == "uvicorn":
         # uvicorn reads FORWARDED_ALLOW_IPS itself (default 127.0.0.1).
         return [str(BIN / "uvicorn"), APP, "--host", host, "--port", str(port),
@@ -101,8 +110,14 @@ def web(environ: Mapping[str, str]) -> tuple[list[str], dict[str, str]]:
                        workers=web_concurrency(environ),
                        log_level=environ.get("LOG_LEVEL", "info").lower(),
                        max_in_flight=int(environ.get("WEB_MAX_IN_FLIGHT")
-                                         or DEFAULT_MAX_IN_FLIGHT))
+                                         or DEFAULT_MAX_IN_FLIGHT),
+                       static_root=static_root(environ))
     return argv, env
+
+
+def static_root(environ: Mapping[str, str]) -> Path:
+    """Where ``release`` collects the static files (STATIC_ROOT, as in the settings)."""
+    return Path(environ.get("STATIC_ROOT") or ROOT / "var" / "static")
 
 
 def raise_open_files_limit() -> None:

@@ -61,13 +61,18 @@ def test_two_processes_counts_are_summed_and_outlive_a_process_that_exits(
 def test_the_web_server_of_make_serve_starts_clean_and_adds_up_its_workers(
     mock_model, make_key, tmp_path
 ):
-    stale = tmp_path / "counter_999999.db"
+    metrics, static = tmp_path / "metrics", tmp_path / "static"
+    metrics.mkdir()
+    (static / "portal").mkdir(parents=True)
+    (static / "portal" / "site.0123abcd.css").write_text("body { color: black; }")
+    stale = metrics / "counter_999999.db"
     stale.write_bytes(b"left by an earlier run")
     _, secret = make_key()
     secrets = {k: v for k, v in production_env().items()
                if k in ("SECRET_KEY", "ROUTER_ENCRYPTION_KEYS")}
     env = env_for_test_database(**secrets, WEB_CONCURRENCY="2", HOST="127.0.0.1",
-                                PROMETHEUS_MULTIPROC_DIR=str(tmp_path), LOG_LEVEL="WARNING")
+                                PROMETHEUS_MULTIPROC_DIR=str(metrics), STATIC_ROOT=str(static),
+                                LOG_LEVEL="WARNING")
     with router_processes(1, env, [sys.executable, "serve.py", "web"]) as (router,):
         assert not stale.exists()
         for _ in range(6):  # a new connection each: the kernel spreads them over the workers
@@ -76,3 +81,8 @@ def test_the_web_server_of_make_serve_starts_clean_and_adds_up_its_workers(
             assert response.status_code == 200
         for _ in range(4):  # whichever worker answers the scrape
             assert _answered(_scrape(router.url)) == 6
+        # Collected static files are sent by the server itself, cacheable for a year.
+        css = httpx.get(f"{router.url}/static/portal/site.0123abcd.css", timeout=10)
+        assert css.status_code == 200
+        assert css.text == "body { color: black; }"
+        assert "max-age=31536000" in css.headers.get("cache-control", "")
