@@ -115,9 +115,12 @@ def web(environ: Mapping[str, str]) -> tuple[list[str], dict[str, str]]:
     return argv, env
 
 
-def static_root(environ: Mapping[str, str]) -> Path:
-    """Where ``release`` collects the static files (STATIC_ROOT, as in the settings)."""
-    return Path(environ.get("STATIC_ROOT") or ROOT / "var" / "static")
+def static_root(environ: Mapping[str, str]) -> Path | None:
+    """Where ``release`` collected the static files (STATIC_ROOT, as in the settings), for
+    the server to send; None before anything was collected there (granian refuses a
+    missing folder), and WhiteNoise in the app answers /static/ instead."""
+    root = Path(environ.get("STATIC_ROOT") or ROOT / "var" / "static")
+    return root if root.is_dir() else None
 
 
 def raise_open_files_limit() -> None:

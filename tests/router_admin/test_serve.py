@@ -54,6 +54,12 @@ def test_the_web_server_runs_one_worker_process_per_core_unless_told():
     assert Path(command.split()[0]).exists()
 
 
+def test_the_web_server_sends_the_collected_static_files_once_there_are_any(tmp_path):
+    assert "--static-path-mount" not in _dry_run("web", STATIC_ROOT=str(tmp_path / "none"))
+    command = _dry_run("web", STATIC_ROOT=str(tmp_path))
+    assert f"--static-path-route /static --static-path-mount {tmp_path} " in command
+
+
 def test_worker_and_beat_are_celery_with_one_beat_schedule():
     assert " -A router_admin worker " in _dry_run("worker")
     beat = _dry_run("beat", CELERY_BEAT_SCHEDULE_FILE="/tmp/beat-schedule")
