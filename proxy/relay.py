@@ -15,6 +15,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import orjson
+from django.conf import settings
 from django.http import HttpResponse, StreamingHttpResponse
 
 from billing.models import ModelPrice, UsageRecord
@@ -67,6 +68,7 @@ class Call:
     started: float = field(default_factory=time.monotonic)
     first_token_at: float | None = None
     worker: str = ""
+    reply_text: str = ""  # what the client received, for the log only when content is on
 
     def upstream_body(self, target: UpstreamTarget) -> dict[str, Any]:
         body = dict(self.chat.body)
@@ -96,6 +98,8 @@ class Call:
     def log(self, usage: UsageReport, charged: int) -> None:
         """The request's access-log line, written when its money is settled (for a stream,
         that is when it ends, which is after its HTTP status was sent)."""
+        content = ({"messages": self.chat.messages, "reply": self.reply_text}
+                   if settings.ROUTER_LOG_CONTENT else {})
         access_log(request_id=self.request_id, method="POST", path="/v1/chat/completions",
                    # 200 once the answer or the stream's first chunk went out; none when
                    # the client hung up before any output.
@@ -105,7 +109,7 @@ class Call:
                    prompt_tokens=usage.prompt_tokens,
                    completion_tokens=usage.completion_tokens,
                    cached_tokens=usage.cached_tokens, cost_micros=charged,
-                   latency_ms=usage.latency_ms, ttft_ms=usage.ttft_ms)
+                   latency_ms=usage.latency_ms, ttft_ms=usage.ttft_ms, **content)
         completion_observed(model=self.chat.model, worker=usage.worker, outcome=usage.status,
                             prompt_tokens=usage.prompt_tokens,
                             completion_tokens=usage.completion_tokens, charged_micros=charged,
@@ -246,6 +250,7 @@ async def _answer(call: Call, answer: dict[str, Any]) -> HttpResponse:
     text = "".join((choice.get("message") or {}).get("content") or ""
                    for choice in answer.get("choices", []) if isinstance(choice, dict))
     report = call.report(answer.get("usage"), produced_text=text)
+    call.reply_text = text
     charged = await call.settle(report)
     answer["model"] = call.chat.model
     usage = answer.get("usage") if isinstance(answer.get("usage"), dict) else None
@@ -330,6 +335,7 @@ async def _relay(call: Call, lease: Lease, upstream: UpstreamStream,
             if chunk.get("usage") and not chunk.get("choices"):
                 # The last chunk: settle now, so the client's usage chunk can carry the cost.
                 usage = chunk["usage"]
+                call.reply_text = "".join(produced)
                 charged = await call.settle(call.report(usage))
                 settled = True
                 if call.chat.include_usage:
@@ -357,5 +363,6 @@ async def _relay(call: Call, lease: Lease, upstream: UpstreamStream,
         if not settled:
             # Cut off (client gone, upstream dead) or no usage sent: charge the prompt and
             # the tokens actually produced, never more than was delivered.
-            await call.settle(call.report(usage, produced_text="".join(produced),
+            call.reply_text = "".join(produced)
+            await call.settle(call.report(usage, produced_text=call.reply_text,
                                           status=status))

@@ -238,6 +238,10 @@ EMAIL_HOST = env_str("EMAIL_HOST", "localhost")
 EMAIL_PORT = env_int("EMAIL_PORT", 25, minimum=1)
 DEFAULT_FROM_EMAIL = env_str("DEFAULT_FROM_EMAIL", "Binom Router <router@localhost>")
 
+# Put each completion's messages and reply in its access-log line. Off: the lines then hold
+# users' data; turn it on to debug, briefly.
+ROUTER_LOG_CONTENT = env_bool("ROUTER_LOG_CONTENT", False)
+
 # Billing: how long a request's hold may stay pending before the sweeper resolves it.
 ROUTER_HOLD_TTL_SECONDS = env_int("ROUTER_HOLD_TTL_SECONDS", 900, minimum=30)
 

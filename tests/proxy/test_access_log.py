@@ -54,3 +54,26 @@ def test_each_request_logs_one_json_line_with_every_field_and_no_secret(
     assert secret[18:] not in text
     assert "private sentence" not in text
     assert "upstream-secret" not in text
+
+
+def test_staff_can_turn_on_content_logging_for_completions(
+    openai_worker, upstream, make_key, router, caplog, settings
+):
+    settings.ROUTER_LOG_CONTENT = True
+    _, secret = make_key()
+    with caplog.at_level(logging.INFO, logger="proxy.access"):
+        for stream in (False, True):
+            with httpx.stream("POST", f"{router.base_url}/chat/completions", timeout=20,
+                              headers={"Authorization": f"Bearer {secret}"},
+                              json={"model": "test-model", "messages": MESSAGES,
+                                    "stream": stream}) as response:
+                response.read()
+        router.drain()
+
+    lines = _lines(caplog)
+    assert len(lines) == 2
+    for line in lines:
+        assert set(line) == set(FIELDS) | {"messages", "reply"}
+        assert line["messages"] == MESSAGES
+        assert line["reply"] == upstream.behaviour.reply
+    assert secret not in caplog.text
