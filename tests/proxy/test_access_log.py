@@ -12,6 +12,15 @@ from proxy.access_log import FIELDS
 MESSAGES = [{"role": "user", "content": "a very private sentence"}]
 
 
+def _complete_once_each_way(router, secret: str) -> None:
+    for stream in (False, True):
+        with httpx.stream("POST", f"{router.base_url}/chat/completions", timeout=20,
+                          headers={"Authorization": f"Bearer {secret}"},
+                          json={"model": "test-model", "messages": MESSAGES,
+                                "stream": stream}) as response:
+            response.read()
+
+
 def _lines(caplog) -> list[dict]:
     return [orjson.loads(r.getMessage()) for r in caplog.records if r.name == "proxy.access"]
 
@@ -21,12 +30,7 @@ def test_each_request_logs_one_json_line_with_every_field_and_no_secret(
 ):
     user_id, secret = make_key()
     with caplog.at_level(logging.INFO, logger="proxy.access"):
-        for stream in (False, True):
-            with httpx.stream("POST", f"{router.base_url}/chat/completions", timeout=20,
-                              headers={"Authorization": f"Bearer {secret}"},
-                              json={"model": "test-model", "messages": MESSAGES,
-                                    "stream": stream}) as response:
-                response.read()
+        _complete_once_each_way(router, secret)
         httpx.post(f"{router.base_url}/chat/completions", json={"model": "x"},
                    headers={"Authorization": f"Bearer {secret}"})
         router.drain()
@@ -62,12 +66,7 @@ def test_staff_can_turn_on_content_logging_for_completions(
     settings.ROUTER_LOG_CONTENT = True
     _, secret = make_key()
     with caplog.at_level(logging.INFO, logger="proxy.access"):
-        for stream in (False, True):
-            with httpx.stream("POST", f"{router.base_url}/chat/completions", timeout=20,
-                              headers={"Authorization": f"Bearer {secret}"},
-                              json={"model": "test-model", "messages": MESSAGES,
-                                    "stream": stream}) as response:
-                response.read()
+        _complete_once_each_way(router, secret)
         router.drain()
 
     lines = _lines(caplog)
