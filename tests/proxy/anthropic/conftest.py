@@ -9,7 +9,7 @@ from billing.services import price_set
 from proxy.models import Worker
 from tests.proxy.anthropic.helpers import anthropic_worker_for
 from tests.proxy.anthropic.samples import CACHED, INPUT, OUTPUT
-from tests.proxy.anthropic_upstream import AnthropicServer
+from tests.proxy.anthropic.upstream import AnthropicServer
 
 
 @pytest.fixture

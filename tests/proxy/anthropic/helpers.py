@@ -8,7 +8,7 @@ import math
 from billing.models import Hold, LedgerEntry, Wallet
 from proxy.models import Worker, WorkerModel
 from tests.proxy.anthropic.samples import CACHED, INPUT, OUTPUT
-from tests.proxy.anthropic_upstream import AnthropicServer
+from tests.proxy.anthropic.upstream import AnthropicServer
 
 _names = itertools.count(1)
 

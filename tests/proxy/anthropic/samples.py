@@ -5,7 +5,7 @@ from __future__ import annotations
 from decimal import Decimal
 from typing import Any
 
-from tests.proxy.anthropic_upstream import Answer, stream_events
+from tests.proxy.anthropic.messages_api import Answer, stream_events
 
 MESSAGES = [{"role": "system", "content": "Be brief."},
             {"role": "user", "content": "Say something deterministic."}]

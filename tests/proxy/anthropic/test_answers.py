@@ -12,13 +12,11 @@ from tests.proxy.anthropic.helpers import (
     cost_of,
     wallet_of,
 )
+from tests.proxy.anthropic.messages_api import ToolUse
 from tests.proxy.anthropic.samples import (
     LONG_SYSTEM,
     MESSAGES,
     WEATHER_TOOL,
-)
-from tests.proxy.anthropic_upstream import (
-    ToolUse,
 )
 
 

@@ -25,9 +25,7 @@ from tests.proxy.anthropic.helpers import (
 from tests.proxy.anthropic.samples import (
     MESSAGES,
 )
-from tests.proxy.anthropic_upstream import (
-    AnthropicServer,
-)
+from tests.proxy.anthropic.upstream import AnthropicServer
 
 
 def test_an_anthropic_400_reaches_the_client_as_an_openai_400_and_costs_nothing(

@@ -13,12 +13,10 @@ from proxy.providers.anthropic.request import messages_request
 from proxy.providers.anthropic.response import chat_completion, error_from, stream_error
 from proxy.providers.anthropic.stream import ChunkTranslator
 from tests.openai_schema import validate
+from tests.proxy.anthropic.messages_api import anthropic_error
 from tests.proxy.anthropic.samples import (
     WEATHER_TOOL,
     sample_events,
-)
-from tests.proxy.anthropic_upstream import (
-    anthropic_error,
 )
 
 
