@@ -22,7 +22,7 @@ from proxy.services import (
     workers_probe_all,
 )
 from tests.proxy.upstream import UpstreamServer
-from tests.router_admin.test_cli import manage
+from tests.router_admin.cli import manage
 
 SECRET = "sk-upstream-PLAINTEXT-0123456789abcdef"
 

@@ -1,64 +1,18 @@
-"""``manage.py router``: every subcommand's happy path, and bad input that writes nothing."""
+"""``manage.py router``: users, money, keys and prices; every happy path, and bad input
+that writes nothing."""
 
 from __future__ import annotations
 
-import os
-import subprocess
-import sys
 from decimal import Decimal
-from io import StringIO
-from pathlib import Path
-from urllib.parse import quote
 
 import pytest
-from django.core.management import call_command
-from django.core.management.base import CommandError
-from django.db import connection
 
-from accounts.models import ApiKey, User
+from accounts.models import User
 from accounts.selectors import api_key_authenticate
 from accounts.services import api_key_create
-from billing.models import LedgerEntry, ModelPrice, Wallet
-from billing.selectors import price_current, wallet_balance
-from billing.services import wallet_credit
-
-MANAGE_PY = Path(__file__).resolve().parents[2] / "manage.py"
-
-
-def router(*args: str) -> list[str]:
-    """Run ``manage.py router ARGS`` in-process and return the lines it printed."""
-    stdout, stderr = StringIO(), StringIO()
-    call_command("router", *args, stdout=stdout, stderr=stderr)
-    return stdout.getvalue().splitlines()
-
-
-def refused(*args: str, match: str) -> str:
-    """Run a command that must fail, check it wrote nothing, return its one-line message."""
-    before = row_counts()
-    stdout = StringIO()
-    with pytest.raises(CommandError, match=match) as excinfo:
-        call_command("router", *args, stdout=stdout, stderr=StringIO())
-    assert row_counts() == before
-    assert stdout.getvalue() == ""
-    message = str(excinfo.value)
-    assert "\n" not in message
-    return message
-
-
-def row_counts() -> dict[str, int]:
-    return {model.__name__: model.objects.count()
-            for model in (User, ApiKey, Wallet, LedgerEntry, ModelPrice)}
-
-
-def micros(user: User) -> int:
-    return wallet_balance(user=user).available_micros
-
-
-def funded(user: User, usd_micros: int) -> User:
-    wallet_credit(user=user, amount_micros=usd_micros, idempotency_key=f"test:{user.pk}",
-                  memo="test funds")
-    return user
-
+from billing.models import LedgerEntry, ModelPrice
+from billing.selectors import price_current
+from tests.router_admin.cli import funded, micros, refused, router
 
 # --- user create -------------------------------------------------------------------------
 
@@ -279,143 +233,3 @@ def test_price_set_refuses_bad_input(extra, match):
     refused("price", "set", "gpt-x", *extra, match=match)
 
 
-# --- demo --------------------------------------------------------------------------------
-
-@pytest.mark.django_db
-def test_demo_seeds_everything_the_embedded_default_needs(settings):
-    settings.DEBUG = True
-
-    lines = router("demo")
-
-    admin = User.objects.get(email="admin@example.com")
-    assert admin.is_staff
-    assert admin.is_superuser
-    assert admin.check_password("admin")
-    assert "Admin: admin@example.com / password admin (created)" in lines
-    demo_user = User.objects.get(email="demo@example.com")
-    assert micros(demo_user) == 10_000_000
-    assert demo_user.check_password("demo")
-    assert not demo_user.is_staff
-    assert any(line.startswith("Portal: http://127.0.0.1:8000/ (sign in as demo@example.com")
-               for line in lines)
-    price = price_current(model="mock-gpt")
-    assert (price.input_usd_per_mtok, price.output_usd_per_mtok) == (Decimal("0.5"),
-                                                                     Decimal("1.5"))
-    assert price.max_output_tokens == 4096
-    secret = next(line.rsplit(" ", 1)[1] for line in lines if line.startswith("Demo API key"))
-    assert api_key_authenticate(raw_key=secret).user == demo_user
-    output = "\n".join(lines)
-    assert "curl http://127.0.0.1:8000/v1/chat/completions" in output
-    assert f"Authorization: Bearer {secret}" in output
-    assert '"model": "mock-gpt"' in output
-
-
-@pytest.mark.django_db
-def test_demo_twice_credits_once_and_makes_a_new_key_each_time():
-    first = router("demo", "--force")
-    admin = User.objects.get(email="admin@example.com")
-    admin.set_password("changed-by-staff")
-    admin.save()
-
-    second = router("demo", "--force", "--base-url", "http://localhost:9000/")
-
-    demo_user = User.objects.get(email="demo@example.com")
-    assert micros(demo_user) == 10_000_000
-    assert LedgerEntry.objects.count() == 1
-    assert User.objects.count() == 2
-    assert ModelPrice.objects.count() == 1
-    assert ApiKey.objects.filter(user=demo_user).count() == 2
-    assert first != second
-    assert "Admin: admin@example.com (exists; password unchanged)" in second
-    assert User.objects.get(email="admin@example.com").check_password("changed-by-staff")
-    assert any("curl http://localhost:9000/v1/chat/completions" in line for line in second)
-
-
-@pytest.mark.django_db
-def test_demo_keeps_a_price_staff_already_set():
-    router("price", "set", "mock-gpt", "--input", "2", "--output", "3")
-
-    router("demo", "--force")
-
-    assert ModelPrice.objects.get().input_usd_per_mtok == Decimal("2")
-
-
-@pytest.mark.django_db
-def test_demo_refuses_without_debug_unless_forced(settings):
-    settings.DEBUG = False
-
-    refused("demo", match="only runs with DEBUG on")
-
-
-# --- the command itself ------------------------------------------------------------------
-
-@pytest.mark.django_db
-@pytest.mark.parametrize("args", [(), ("user",), ("key",), ("price",), ("frobnicate",)])
-def test_an_incomplete_or_unknown_command_is_refused(args):
-    refused(*args, match="Error:")
-
-
-def _database_url() -> str:
-    db = connection.settings_dict
-    auth = quote(db["USER"] or "", safe="")
-    if db["PASSWORD"]:
-        auth += ":" + quote(db["PASSWORD"], safe="")
-    port = f":{db['PORT']}" if db["PORT"] else ""
-    return f"postgres://{auth}@{db['HOST']}{port}/{db['NAME']}"
-
-
-def manage(*args: str) -> subprocess.CompletedProcess[str]:
-    """Run ``manage.py router ARGS`` as a process against the test database."""
-    env = {**os.environ, "DATABASE_URL": _database_url()}
-    return subprocess.run(
-        [sys.executable, str(MANAGE_PY), "router", *args], env=env, capture_output=True,
-        text=True, timeout=60, check=False,
-    )
-
-
-@pytest.mark.django_db(transaction=True)
-def test_bad_input_exits_non_zero_with_one_line_on_stderr(user):
-    before = row_counts()
-
-    result = manage("credit", user.email, "1.0000001", "--reason", "typo")
-
-    assert result.returncode == 1
-    assert result.stdout == ""
-    assert result.stderr.splitlines() == [
-        "CommandError: 1.0000001 USD is finer than one micro-USD (6 decimal places)."
-    ]
-    assert row_counts() == before
-
-
-@pytest.mark.django_db(transaction=True)
-def test_key_create_from_the_shell_ends_with_the_secret(user):
-    result = manage("key", "create", user.email)
-
-    assert result.returncode == 0, result.stderr
-    assert api_key_authenticate(raw_key=result.stdout.splitlines()[-1]).user == user
-
-
-def test_key_create_sets_the_keys_policies(make_user):
-    user = make_user()
-    router("key", "create", user.email, "--rpm", "60", "--tpm", "9000", "--max-concurrency",
-           "4", "--models", "gpt-4o-mini, mock-gpt", "--ips", "10.1.2.3/8,2001:db8::/32",
-           "--expires", "2999-01-01")
-    key = ApiKey.objects.get(user=user)
-    assert (key.rpm, key.tpm, key.max_concurrency) == (60, 9000, 4)
-    assert key.allowed_models == ["gpt-4o-mini", "mock-gpt"]
-    assert key.allowed_ips == ["10.0.0.0/8", "2001:db8::/32"]
-    assert key.expires_at.year == 2999
-
-
-@pytest.mark.parametrize(
-    ("flags", "match"),
-    [
-        (["--ips", "10.0.0.300/8"], "not an IP network in CIDR form"),
-        (["--rpm", "0"], "positive whole number"),
-        (["--expires", "next tuesday"], "not an ISO date"),
-        (["--expires", "2001-01-01"], "cannot expire in the past"),
-    ],
-)
-def test_key_create_refuses_bad_policies_and_writes_nothing(make_user, flags, match):
-    user = make_user()
-    refused("key", "create", user.email, *flags, match=match)

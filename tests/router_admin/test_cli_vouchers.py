@@ -13,7 +13,7 @@ from billing.models import Voucher
 from billing.selectors import wallet_balance
 from billing.services.vouchers import voucher_redeem
 from billing.voucher_codes import code_digest
-from tests.router_admin.test_cli import manage, router
+from tests.router_admin.cli import manage, router
 
 
 @pytest.mark.django_db
