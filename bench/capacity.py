@@ -40,9 +40,7 @@ from harness import (
     flush_redis_db,
     free_port,
     git_state,
-    peak_rss_bytes,
     prepare_database,
-    process_tree,
     raise_open_files_limit,
     router_argv,
     router_env,
@@ -50,11 +48,15 @@ from harness import (
     seed,
     start_service,
     stop_service,
-    tree_cpu_seconds,
     upstream_argv,
     wait_ready,
 )
 from load import Run, Target, diff, fmt, make_target, ratio, table, timed_stream
+from measure import (
+    peak_rss_bytes,
+    process_tree,
+    tree_cpu_seconds,
+)
 
 DEFAULT_DATABASE_URL = "postgres://postgres@127.0.0.1:5432/binom_bench"
 MIB = 1024 * 1024

@@ -34,16 +34,12 @@ from harness import (
     SERVERS,
     TMP,
     UPSTREAM_MODEL,
-    BillingCheck,
-    Meter,
     Service,
     can_pin,
     check_billing,
     free_port,
     git_state,
     prepare_database,
-    process_cpu_seconds,
-    process_tree,
     router_argv,
     router_env,
     run_async,
@@ -58,24 +54,23 @@ from load import (
     Target,
     abba,
     closed_loop,
-    diff,
-    fmt,
     make_target,
     pct,
     sequential,
     session_for,
     split,
-    verdict,
 )
-from pyspy import make_profiler, shares
+from measure import (
+    Meter,
+    process_cpu_seconds,
+    process_tree,
+)
+from proxy_report import build_report, print_report
+from pyspy import make_profiler
 
 DEFAULT_DATABASE_URL = "postgres://postgres@127.0.0.1:5432/binom_bench"
 RUN_TIMEOUT_S = 1800  # the whole load phase, whatever the options
 
-# The targets of the hot path (DESIGN.md), compared against in the report.
-TARGET_ADDED_P50_C1_MS = 2.0
-TARGET_ROUTER_RPS = 1000.0
-TARGET_TTFT_ADDED_P50_MS = 3.0
 
 
 # --------------------------------------------------------------------------- options
@@ -252,156 +247,6 @@ async def run_load(options: Options, direct: Target, router: Target, meter: Mete
             report, _ = await asyncio.gather(profile(options.profile_seconds, results.profile),
                                              load)
     return results, report
-
-
-# --------------------------------------------------------------------------- profile
-
-
-def run_summary(run: Run) -> dict[str, Any]:
-    n = run.ok + sum(run.errors.values())
-    return {"ok": run.ok, "errors": dict(run.errors), "wall_s": round(run.wall, 3),
-            "p50_ms": pct(run.latencies, 50), "p90_ms": pct(run.latencies, 90),
-            "p99_ms": pct(run.latencies, 99), "max_ms": pct(run.latencies, 100),
-            "ttft_p50_ms": pct(run.ttfts, 50), "ttft_p99_ms": pct(run.ttfts, 99),
-            "rps": run.ok / run.wall if run.wall else None,
-            "router_cpu_pct": 100 * run.router_cpu / run.wall if run.wall else None,
-            "router_cpu_us_per_request": 1e6 * run.router_cpu / n if n else None,
-            "postgres_cpu_us_per_request": 1e6 * run.postgres_cpu / n if n else None,
-            "machine_busy_pct": 100 * run.busy / run.ticks if run.ticks else None,
-            "db_active_backends_mean": (sum(run.db_waits.values()) / run.db_samples
-                                        if run.db_samples else None),
-            "db_waits_pct": shares(run.db_waits, sum(run.db_waits.values()), 8)}
-
-
-def build_report(options: Options, results: Results, billing: BillingCheck,
-                 profile: dict[str, Any] | None, environment: dict[str, Any]
-                 ) -> dict[str, Any]:
-    c1 = {k: run_summary(v) for k, v in results.c1.items()}
-    cn = {k: run_summary(v) for k, v in results.cn.items()}
-    st = {k: run_summary(v) for k, v in results.stream.items()}
-    added_c1_p50 = diff(c1["router"]["p50_ms"], c1["direct"]["p50_ms"])
-    ttft_added = diff(st["router"]["ttft_p50_ms"], st["direct"]["ttft_p50_ms"])
-    router_rps, direct_rps = cn["router"]["rps"], cn["direct"]["rps"]
-    expected = results.router_ok()
-    return {
-        "options": {k: str(v) if isinstance(v, Path) else v for k, v in vars(options).items()},
-        "environment": environment,
-        "concurrency_1": c1 | {"added_p50_ms": added_c1_p50,
-                               "added_p99_ms": diff(c1["router"]["p99_ms"],
-                                                    c1["direct"]["p99_ms"])},
-        f"concurrency_{options.concurrency}": cn | {
-            "added_p50_ms": diff(cn["router"]["p50_ms"], cn["direct"]["p50_ms"]),
-            "added_p99_ms": diff(cn["router"]["p99_ms"], cn["direct"]["p99_ms"]),
-            "router_to_direct_rps": router_rps / direct_rps if router_rps and direct_rps
-            else None},
-        "streaming": st | {"ttft_added_p50_ms": ttft_added,
-                           "ttft_added_p99_ms": diff(st["router"]["ttft_p99_ms"],
-                                                     st["direct"]["ttft_p99_ms"])},
-        "targets": {
-            "added_p50_c1_ms": [TARGET_ADDED_P50_C1_MS,
-                                verdict(added_c1_p50, TARGET_ADDED_P50_C1_MS, at_most=True)],
-            "router_rps": [TARGET_ROUTER_RPS,
-                           verdict(router_rps, TARGET_ROUTER_RPS, at_most=False)],
-            "ttft_added_p50_ms": [TARGET_TTFT_ADDED_P50_MS,
-                                  verdict(ttft_added, TARGET_TTFT_ADDED_P50_MS, at_most=True)],
-        },
-        "postgres_commit_probe": results.commit_probe,
-        "errors": dict(results.errors()),
-        "billing": vars(billing) | {"expected": expected, "ok": billing.ok(expected)},
-        "profile": profile,
-    }
-
-
-def print_report(report: dict[str, Any], concurrency: int) -> None:
-    c1, st = report["concurrency_1"], report["streaming"]
-    cn = report[f"concurrency_{concurrency}"]
-    targets = report["targets"]
-    d, r = "direct", "router"
-    rows = [
-        ("c=1 latency p50", fmt(c1[d]["p50_ms"]), fmt(c1[r]["p50_ms"]),
-         fmt(c1["added_p50_ms"]), f"<= {TARGET_ADDED_P50_C1_MS:g} ms  "
-         f"{targets['added_p50_c1_ms'][1]}"),
-        ("c=1 latency p99", fmt(c1[d]["p99_ms"]), fmt(c1[r]["p99_ms"]),
-         fmt(c1["added_p99_ms"]), ""),
-        (f"c={concurrency} latency p50", fmt(cn[d]["p50_ms"]), fmt(cn[r]["p50_ms"]),
-         fmt(cn["added_p50_ms"]), ""),
-        (f"c={concurrency} latency p99", fmt(cn[d]["p99_ms"]), fmt(cn[r]["p99_ms"]),
-         fmt(cn["added_p99_ms"]), ""),
-        (f"c={concurrency} requests/s", fmt(cn[d]["rps"], "", 0), fmt(cn[r]["rps"], "", 0),
-         f"ratio {fmt(cn['router_to_direct_rps'], '', 3)}",
-         f">= {TARGET_ROUTER_RPS:,.0f}/s  {targets['router_rps'][1]}"),
-        ("stream TTFT p50", fmt(st[d]["ttft_p50_ms"]), fmt(st[r]["ttft_p50_ms"]),
-         fmt(st["ttft_added_p50_ms"]), f"<= {TARGET_TTFT_ADDED_P50_MS:g} ms  "
-         f"{targets['ttft_added_p50_ms'][1]}"),
-        ("stream TTFT p99", fmt(st[d]["ttft_p99_ms"]), fmt(st[r]["ttft_p99_ms"]),
-         fmt(st["ttft_added_p99_ms"]), ""),
-        ("stream total p50", fmt(st[d]["p50_ms"]), fmt(st[r]["p50_ms"]),
-         fmt(diff(st[r]["p50_ms"], st[d]["p50_ms"])), ""),
-    ]
-    header = ("", "direct", "router", "added", "target")
-    widths = [max(len(str(row[i])) for row in [header, *rows]) for i in range(5)]
-    print()
-    for row in [header, *rows]:
-        print("  ".join(str(cell).ljust(w) for cell, w in zip(row, widths, strict=True)))
-
-    print("\n(direct requests/s is bounded by the load generator, which shares a CPU with the "
-          "upstream: the ratio is an upper bound)")
-    print("\nwhere the time goes (router process; PostgreSQL = the bench database's backends)")
-    for label, runs in (("c=1", c1), (f"c={concurrency}", cn), ("stream", st)):
-        router = runs[r]
-        print(f"  {label:<7} router CPU {fmt(router['router_cpu_pct'], '%', 0):>5} of a core, "
-              f"{fmt(router['router_cpu_us_per_request'], 'us', 0):>7}/request; PostgreSQL "
-              f"{fmt(router['postgres_cpu_us_per_request'], 'us', 0):>7}/request; machine busy "
-              f"{fmt(router['machine_busy_pct'], '%', 0)} (direct blocks: "
-              f"{fmt(runs[d]['machine_busy_pct'], '%', 0)})")
-
-    waits = cn[r]
-    if waits["db_active_backends_mean"] is not None:
-        print(f"  c={concurrency} PostgreSQL: {waits['db_active_backends_mean']:.1f} busy backends "
-              f"on average, each: " + ", ".join(f"{n} {p}%" for n, p in waits["db_waits_pct"]))
-    for when, probe in report["postgres_commit_probe"].items():
-        print(f"  PostgreSQL one-row autocommit UPDATE at the {when}: p50 {probe['p50_ms']:.2f} "
-              f"ms, p99 {probe['p99_ms']:.2f} ms -> one wallet takes at most "
-              f"~{probe['one_wallet_max_rps']:,.0f} requests/s (2 wallet updates each)")
-
-    errors = report["errors"]
-    print(f"\nerrors: {sum(errors.values())}" + (f" {errors}" if errors else ""))
-    billing = report["billing"]
-    print(f"billing: {billing['usage_records']} usage records ({billing['usage_ok']} ok), "
-          f"{billing['ledger_charges']} ledger charges, {billing['pending_holds']} pending "
-          f"holds, {billing['charged_micros']} micro-USD charged; expected "
-          f"{billing['expected']} (router 200s incl. warm-up); ledger = wallets: "
-          f"{billing['ledger_matches_wallets']}  -> {'OK' if billing['ok'] else 'MISMATCH'}")
-
-    profile = report["profile"]
-    if profile:
-        print_profile(profile, concurrency)
-
-
-def print_profile(profile: dict[str, Any], concurrency: int) -> None:
-    cpu, threads = profile["cpu"], profile["threads"]
-    print(f"\npy-spy on the router under c={concurrency}, {profile['seconds_each']} s each at "
-          f"{profile['rate_hz']} Hz ({profile['raw']})")
-    if "error" in threads:
-        print(f"  threads: py-spy failed: {threads['error']}")
-    else:
-        print("  busy threads: " + ", ".join(f"{n} {p}%" for n, p in threads["threads_pct"]))
-    if profile.get("threads_created_per_request") is not None:
-        print(f"  threads created per request (perf, over 2 s before py-spy): "
-              f"{profile['threads_created_per_request']:.2f}")
-    if "error" in cpu:
-        print(f"  GIL: py-spy failed: {cpu['error']}")
-        return
-    print(f"  holding the GIL ({cpu['samples']} samples), by area: " + ", ".join(
-        f"{n} {p}%" for n, p in cpu["areas_pct"][:10]))
-    print("  top self frames:")
-    for frame, p in cpu["top_self_pct"][:12]:
-        print(f"    {p:5.1f}%  {frame}")
-    print("  top inclusive frames in proxy/billing/accounts:")
-    for frame, p in cpu["top_own_inclusive_pct"][:12]:
-        print(f"    {p:5.1f}%  {frame}")
-
-
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -29,7 +29,6 @@ from harness import (
     SERVERS,
     TMP,
     UPSTREAM_MODEL,
-    Meter,
     Service,
     check_billing,
     free_port,
@@ -57,6 +56,9 @@ from load import (
     session_for,
     split,
     table,
+)
+from measure import (
+    Meter,
 )
 
 DEFAULT_DATABASE_URL = "postgres://postgres@127.0.0.1:5432/binom_bench"

@@ -27,7 +27,6 @@ from harness import (
     SERVERS,
     TMP,
     UPSTREAM_MODEL,
-    Meter,
     Service,
     can_pin,
     check_billing,
@@ -56,6 +55,9 @@ from load import (
     sequential,
     session_for,
     table,
+)
+from measure import (
+    Meter,
 )
 
 DEFAULT_DATABASE_URL = "postgres://postgres@127.0.0.1:5432/binom_bench"

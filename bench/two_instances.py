@@ -37,7 +37,6 @@ from harness import (
     ROUTER_MODEL,
     SERVERS,
     TMP,
-    Meter,
     Service,
     check_billing,
     flush_redis_db,
@@ -55,6 +54,9 @@ from harness import (
     wait_ready,
 )
 from load import Run, Target, abba, burst, closed_loop, fmt, make_target, ratio, session_for
+from measure import (
+    Meter,
+)
 
 DEFAULT_DATABASE_URL = "postgres://postgres@127.0.0.1:5432/binom_bench"
 EXACT_COST_MICROS = 4  # max_tokens 4 at 1 micro-USD per output token, 0 per input token
