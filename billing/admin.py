@@ -304,7 +304,7 @@ class KeyBudgetAdmin(admin.ModelAdmin):
 
 
 @admin.register(UsageRollup)
-class UsageRollupAdmin(admin.ModelAdmin):
+class UsageRollupAdmin(ReadOnlyAdmin):
     """Usage per hour and per day, per user, key and model; written by the roll-up job."""
 
     list_display = ("period", "bucket_start", "user", "api_key", "model", "requests",
@@ -317,15 +317,6 @@ class UsageRollupAdmin(admin.ModelAdmin):
     @admin.display(description="Cost (USD)", ordering="cost_micros")
     def cost(self, obj: UsageRollup) -> str:
         return format_usd(obj.cost_micros)
-
-    def has_add_permission(self, request: HttpRequest) -> bool:
-        return False
-
-    def has_change_permission(self, request: HttpRequest, obj: object = None) -> bool:
-        return False
-
-    def has_delete_permission(self, request: HttpRequest, obj: object = None) -> bool:
-        return False
 
 
 @admin.register(BalanceAlert)
