@@ -4,9 +4,14 @@ synchronous tests, the openai SDK and a router on another loop can all call it."
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import dataclasses
 import threading
-from typing import Self
+from collections.abc import Iterator
+from dataclasses import dataclass
+from typing import Any, Self
 
+import orjson
 from aiohttp import web
 
 
@@ -92,3 +97,70 @@ class ThreadedServer:
                 task.cancel()
             loop.run_until_complete(asyncio.gather(*pending, return_exceptions=True))
             loop.close()
+
+
+@dataclass(frozen=True)
+class RecordedRequest:
+    method: str
+    path: str
+    headers: dict[str, str]
+    body: Any  # the parsed JSON, or None when the body was empty or not JSON
+    raw: bytes
+
+
+class RecordingServer(ThreadedServer):
+    """A stand-in for an upstream API: it records every request it receives and counts the
+    streams whose client went away before the end. Subclasses keep their ``behaviour``."""
+
+    behaviour: Any
+
+    def __init__(self) -> None:
+        super().__init__()
+        self._lock = threading.Lock()
+        self._requests: list[RecordedRequest] = []
+        self.client_disconnects = 0
+
+    @property
+    def requests(self) -> list[RecordedRequest]:
+        """Every request received, in order."""
+        with self._lock:
+            return list(self._requests)
+
+    def configure(self, **changes: Any) -> None:
+        """Change the behaviour for the next requests (fields of its dataclass)."""
+        self.behaviour = dataclasses.replace(self.behaviour, **changes)
+
+    async def record(self, request: web.Request) -> RecordedRequest:
+        raw = await request.read()
+        try:
+            body = orjson.loads(raw) if raw else None
+        except orjson.JSONDecodeError:
+            body = None
+        recorded = RecordedRequest(method=request.method, path=request.path,
+                                   headers=dict(request.headers), body=body, raw=raw)
+        with self._lock:
+            self._requests.append(recorded)
+        return recorded
+
+    @contextlib.contextmanager
+    def counting_disconnects(self) -> Iterator[None]:
+        """Around writing a stream: a client that goes away (as the router does to stop a
+        stream it no longer needs) is counted, and the handler returns without aiohttp
+        logging it."""
+        try:
+            yield
+        except ConnectionError:
+            with self._lock:
+                self.client_disconnects += 1
+        except asyncio.CancelledError:
+            with self._lock:
+                self.client_disconnects += 1
+            raise
+
+
+def drop_connection(request: web.Request) -> None:
+    """Close the connection as a dying upstream process would: what was written is sent,
+    then a FIN without the chunked body's end, so the client sees the body cut off."""
+    transport = request.transport
+    if transport is not None:
+        transport.close()

@@ -43,7 +43,7 @@ class ModelsServer(UpstreamServer):
             await asyncio.sleep(behaviour.first_byte_delay)
         if behaviour.status is None:
             return await super()._models(request)
-        await self._record(request)
+        await self.record(request)
         return self._json(behaviour.error_body or openai_error(behaviour.status),
                           behaviour.status)
 

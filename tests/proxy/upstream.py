@@ -26,7 +26,6 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
-import threading
 import time
 import uuid
 from collections.abc import Callable, Iterator
@@ -38,7 +37,7 @@ import pytest
 from aiohttp import web
 
 from proxy.tokens import encode_text, exact_prompt_tokens, token_pieces
-from tests.threaded_server import ThreadedServer
+from tests.threaded_server import RecordingServer, drop_connection
 
 DEFAULT_REPLY = ("This is a deterministic reply from the local test upstream. It has a "
                  "handful of plain words, so its tokens are easy to count.")
@@ -100,15 +99,6 @@ class UpstreamBehaviour:
 
 
 @dataclass(frozen=True)
-class RecordedRequest:
-    method: str
-    path: str
-    headers: dict[str, str]
-    body: Any  # the parsed JSON, or None when the body was empty or not JSON
-    raw: bytes
-
-
-@dataclass(frozen=True)
 class Completion:
     """What the server generates for one request."""
 
@@ -140,7 +130,7 @@ def plan_completion(body: dict[str, Any], reply: str | Callable[[dict[str, Any]]
                       completion_tokens=len(tokens))
 
 
-class UpstreamServer(ThreadedServer):
+class UpstreamServer(RecordingServer):
     """The server; a context manager that starts it in a thread and stops it on exit."""
 
     name = "test upstream"
@@ -148,29 +138,15 @@ class UpstreamServer(ThreadedServer):
     def __init__(self, behaviour: UpstreamBehaviour | None = None, **changes: Any) -> None:
         super().__init__()
         self.behaviour = dataclasses.replace(behaviour or UpstreamBehaviour(), **changes)
-        self._requests: list[RecordedRequest] = []
-        self._lock = threading.Lock()
-        # Streams that the client closed before the server finished writing them.
-        self.client_disconnects = 0
         self.completed_streams = 0
 
     # --- what tests read and change ---
-
-    @property
-    def requests(self) -> list[RecordedRequest]:
-        """Every request received, in order."""
-        with self._lock:
-            return list(self._requests)
 
     @property
     def bodies(self) -> list[Any]:
         """The JSON body of every ``POST /v1/chat/completions`` received, in order."""
         return [r.body for r in self.requests
                 if r.method == "POST" and r.path == "/v1/chat/completions"]
-
-    def configure(self, **changes: Any) -> None:
-        """Change the behaviour for the next requests (``UpstreamBehaviour`` fields)."""
-        self.behaviour = dataclasses.replace(self.behaviour, **changes)
 
     def reset(self) -> None:
         """Forget the recorded requests and counters."""
@@ -188,18 +164,6 @@ class UpstreamServer(ThreadedServer):
 
     # --- handlers ---
 
-    async def _record(self, request: web.Request) -> RecordedRequest:
-        raw = await request.read()
-        try:
-            body = orjson.loads(raw) if raw else None
-        except orjson.JSONDecodeError:
-            body = None
-        recorded = RecordedRequest(method=request.method, path=request.path,
-                                   headers=dict(request.headers), body=body, raw=raw)
-        with self._lock:
-            self._requests.append(recorded)
-        return recorded
-
     @staticmethod
     def _json(body: Any, status: int = 200, headers: dict[str, str] | None = None
               ) -> web.Response:
@@ -212,12 +176,12 @@ class UpstreamServer(ThreadedServer):
         return request.headers.get("Authorization") != f"Bearer {behaviour.require_api_key}"
 
     async def _not_found(self, request: web.Request) -> web.Response:
-        await self._record(request)
+        await self.record(request)
         return self._json(openai_error(404, f"Unknown request URL: {request.method} "
                                             f"{request.path}.", code="unknown_url"), 404)
 
     async def _models(self, request: web.Request) -> web.Response:
-        await self._record(request)
+        await self.record(request)
         behaviour = self.behaviour
         if self._unauthorized(request, behaviour):
             return self._json(openai_error(401), 401)
@@ -226,7 +190,7 @@ class UpstreamServer(ThreadedServer):
             for model in behaviour.models]})
 
     async def _chat_completions(self, request: web.Request) -> web.StreamResponse:
-        recorded = await self._record(request)
+        recorded = await self.record(request)
         behaviour = self.behaviour  # one consistent behaviour for the whole request
         body = recorded.body
         if behaviour.first_byte_delay:
@@ -243,7 +207,7 @@ class UpstreamServer(ThreadedServer):
             return self._json(openai_error(400, "'model' and 'messages' are required.",
                                            param="messages"), 400)
         if behaviour.die_after_chunks is not None and not body.get("stream"):
-            _drop_connection(request)
+            drop_connection(request)
             return web.Response()  # never sent: the connection is gone
         completion = plan_completion(body, behaviour.reply)
         n = body.get("n") if isinstance(body.get("n"), int) and body["n"] > 0 else 1
@@ -297,11 +261,11 @@ class UpstreamServer(ThreadedServer):
         response = web.StreamResponse(headers={
             "Content-Type": "text/event-stream; charset=utf-8", "Cache-Control": "no-cache",
             "x-request-id": f"req_{uuid.uuid4().hex}"})
-        try:
+        with self.counting_disconnects():
             await response.prepare(request)
             for sent, event in enumerate(events):
                 if sent == behaviour.die_after_chunks:
-                    _drop_connection(request)
+                    drop_connection(request)
                     return response
                 if sent == behaviour.error_after_chunks:
                     await response.write(_sse(openai_error(500)))
@@ -312,36 +276,18 @@ class UpstreamServer(ThreadedServer):
                 await response.write(_sse(event))
             if behaviour.die_after_chunks is not None and behaviour.die_after_chunks >= len(
                     events):
-                _drop_connection(request)  # everything sent but [DONE]
+                drop_connection(request)  # everything sent but [DONE]
                 return response
             # Counted before [DONE] goes out, so a client that has read [DONE] sees the count.
             with self._lock:
                 self.completed_streams += 1
             await response.write(b"data: [DONE]\n\n")
             await response.write_eof()
-        except ConnectionError:
-            # The client went away (as the proxy does to stop a stream it no longer needs).
-            # Returning (not raising) lets aiohttp drop the connection without logging.
-            with self._lock:
-                self.client_disconnects += 1
-            return response
-        except asyncio.CancelledError:
-            with self._lock:
-                self.client_disconnects += 1
-            raise
         return response
 
 
 def _sse(event: dict[str, Any]) -> bytes:
     return b"data: " + orjson.dumps(event) + b"\n\n"
-
-
-def _drop_connection(request: web.Request) -> None:
-    # close() sends what is already written, then a FIN without the chunked body's end, so
-    # the client sees the body cut off, as when an upstream process dies.
-    transport = request.transport
-    if transport is not None:
-        transport.close()
 
 
 def _usage(completion: Completion, n: int, cached_tokens: int) -> dict[str, Any]:

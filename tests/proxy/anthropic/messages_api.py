@@ -76,15 +76,6 @@ class AnthropicBehaviour:
     response_model: str | None = None  # the model named in answers; the request's by default
 
 
-@dataclass(frozen=True)
-class RecordedRequest:
-    method: str
-    path: str
-    headers: dict[str, str]
-    body: Any  # the parsed JSON, or None
-    raw: bytes
-
-
 @dataclass
 class Answer:
     """One message the server answered with (its final form, also for streams)."""

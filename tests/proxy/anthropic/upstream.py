@@ -29,7 +29,6 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
-import threading
 import uuid
 from typing import Any
 
@@ -41,16 +40,15 @@ from tests.proxy.anthropic.messages_api import (
     MODELS,
     Answer,
     AnthropicBehaviour,
-    RecordedRequest,
     anthropic_error,
     plan_answer,
     request_problem,
     stream_events,
 )
-from tests.threaded_server import ThreadedServer
+from tests.threaded_server import RecordingServer, drop_connection
 
 
-class AnthropicServer(ThreadedServer):
+class AnthropicServer(RecordingServer):
     """The server; a context manager that starts it in a thread and stops it on exit."""
 
     name = "Anthropic test server"
@@ -58,17 +56,9 @@ class AnthropicServer(ThreadedServer):
     def __init__(self, behaviour: AnthropicBehaviour | None = None, **changes: Any) -> None:
         super().__init__()
         self.behaviour = dataclasses.replace(behaviour or AnthropicBehaviour(), **changes)
-        self._requests: list[RecordedRequest] = []
         self._answers: list[Answer] = []
-        self._lock = threading.Lock()
-        self.client_disconnects = 0
 
     # --- what tests read and change ---
-
-    @property
-    def requests(self) -> list[RecordedRequest]:
-        with self._lock:
-            return list(self._requests)
 
     @property
     def bodies(self) -> list[Any]:
@@ -80,9 +70,6 @@ class AnthropicServer(ThreadedServer):
         """Every message answered (streams included, even those cut off), in order."""
         with self._lock:
             return list(self._answers)
-
-    def configure(self, **changes: Any) -> None:
-        self.behaviour = dataclasses.replace(self.behaviour, **changes)
 
     def _app(self) -> web.Application:
         app = web.Application(client_max_size=64 * 1024 * 1024)
@@ -100,17 +87,6 @@ class AnthropicServer(ThreadedServer):
                             status=status, content_type="application/json",
                             headers={"request-id": f"req_{uuid.uuid4().hex[:24]}"})
 
-    async def _record(self, request: web.Request) -> Any:
-        raw = await request.read()
-        try:
-            body = orjson.loads(raw) if raw else None
-        except orjson.JSONDecodeError:
-            body = None
-        with self._lock:
-            self._requests.append(RecordedRequest(request.method, request.path,
-                                                  dict(request.headers), body, raw))
-        return body
-
     def _refused_headers(self, request: web.Request, behaviour: AnthropicBehaviour
                          ) -> web.Response | None:
         if (behaviour.require_api_key is not None
@@ -121,12 +97,12 @@ class AnthropicServer(ThreadedServer):
         return None
 
     async def _not_found(self, request: web.Request) -> web.Response:
-        await self._record(request)
+        await self.record(request)
         return self._error(404, message=f"Not found: {request.method} {request.path}")
 
     async def _models(self, request: web.Request) -> web.Response:
         """Anthropic's model list (what the workers' health probe calls)."""
-        await self._record(request)
+        await self.record(request)
         refused = self._refused_headers(request, self.behaviour)
         if refused is not None:
             return refused
@@ -138,7 +114,7 @@ class AnthropicServer(ThreadedServer):
                             content_type="application/json")
 
     async def _messages(self, request: web.Request) -> web.StreamResponse:
-        body = await self._record(request)
+        body = (await self.record(request)).body
         behaviour = self.behaviour  # one consistent behaviour for the whole request
         if behaviour.first_byte_delay:
             await asyncio.sleep(behaviour.first_byte_delay)
@@ -151,7 +127,7 @@ class AnthropicServer(ThreadedServer):
         if problem is not None:
             return self._error(400, *problem)
         if behaviour.die_after_events is not None and not body.get("stream"):
-            _drop_connection(request)
+            drop_connection(request)
             return web.Response()  # never sent: the connection is gone
         answer = plan_answer(body, behaviour)
         with self._lock:
@@ -162,11 +138,11 @@ class AnthropicServer(ThreadedServer):
                                 content_type="application/json")
         response = web.StreamResponse(headers={**headers, "Content-Type": "text/event-stream",
                                                "Cache-Control": "no-cache"})
-        try:
+        with self.counting_disconnects():
             await response.prepare(request)
             for sent, event in enumerate(stream_events(answer)):
                 if sent == behaviour.die_after_events:
-                    _drop_connection(request)
+                    drop_connection(request)
                     return response
                 if sent == behaviour.error_after_events:
                     await response.write(_sse(anthropic_error(529)))
@@ -176,27 +152,8 @@ class AnthropicServer(ThreadedServer):
                     await asyncio.sleep(behaviour.chunk_delay)
                 await response.write(_sse(event))
             await response.write_eof()
-        except ConnectionError:
-            # The client went away (as the router does to stop a stream it no longer needs);
-            # returning lets aiohttp drop the connection without logging.
-            with self._lock:
-                self.client_disconnects += 1
-            return response
-        except asyncio.CancelledError:
-            with self._lock:
-                self.client_disconnects += 1
-            raise
         return response
 
 
 def _sse(event: dict[str, Any]) -> bytes:
     return f"event: {event['type']}\ndata: ".encode() + orjson.dumps(event) + b"\n\n"
-
-
-def _drop_connection(request: web.Request) -> None:
-    # Sends what is written, then a FIN without the chunked body's end: a process that died.
-    transport = request.transport
-    if transport is not None:
-        transport.close()
-
-
