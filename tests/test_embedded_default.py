@@ -4,7 +4,6 @@ serves OpenAI clients, as a separate process with nothing but Python."""
 from __future__ import annotations
 
 import os
-import socket
 import subprocess
 import sys
 import time
@@ -14,13 +13,9 @@ from pathlib import Path
 import openai
 import pytest
 
+from tests.router_processes import free_port, wait_for_port
+
 ROOT = Path(__file__).resolve().parents[1]
-
-
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
 
 
 @pytest.fixture(scope="module")
@@ -33,7 +28,7 @@ def embedded(tmp_path_factory) -> Iterator[tuple[str, str]]:
     env["CELERY_FILESYSTEM_DIR"] = str(database.parent / "celery")
     manage = [sys.executable, str(ROOT / "manage.py")]
     subprocess.run([*manage, "migrate", "--noinput", "-v0"], env=env, check=True, cwd=ROOT)
-    port = _free_port()
+    port = free_port()
     demo = subprocess.run([*manage, "router", "demo", "--base-url", f"http://127.0.0.1:{port}"],
                           env=env, check=True, cwd=ROOT, capture_output=True, text=True)
     key = next(word for word in demo.stdout.split() if word.startswith("sk-br-"))
@@ -42,15 +37,7 @@ def embedded(tmp_path_factory) -> Iterator[tuple[str, str]]:
          "127.0.0.1", "--port", str(port), "--log-level", "warning"],
         env=env, cwd=ROOT)
     try:
-        deadline = time.monotonic() + 30
-        while True:
-            try:
-                socket.create_connection(("127.0.0.1", port), timeout=1).close()
-                break
-            except OSError:
-                if time.monotonic() > deadline or server.poll() is not None:
-                    raise RuntimeError("the embedded router did not start") from None
-                time.sleep(0.1)
+        wait_for_port(port, server)
         yield f"http://127.0.0.1:{port}/v1", key, env, database
     finally:
         server.terminate()
