@@ -32,15 +32,20 @@ def _cache_key(scope: str, value: str) -> str:
     return f"portal:signin-failures:{scope}:{hashlib.sha256(value.encode()).hexdigest()[:32]}"
 
 
-def _count(key: str, window_seconds: int) -> None:
-    # add() starts the window on the first event; incr() is atomic in Redis and keeps the
-    # window's original expiry, so a limit means "N within the window from the first", not
-    # a window that slides for ever.
-    if not cache.add(key, 1, timeout=window_seconds):
-        try:
-            cache.incr(key)
-        except ValueError:  # expired between add() and incr(): start again
-            cache.add(key, 1, timeout=window_seconds)
+def count_in_window(key: str, window_seconds: int) -> int:
+    """Count one event under ``key``; returns the count so far in its window.
+
+    add() starts the window on the first event; incr() is atomic in Redis and keeps the
+    window's original expiry, so a limit means "N within the window from the first", not a
+    window that slides for ever, and instances counting at once cannot lose an event.
+    """
+    if cache.add(key, 1, timeout=window_seconds):
+        return 1
+    try:
+        return cache.incr(key)
+    except ValueError:  # expired between add() and incr(): start again
+        cache.add(key, 1, timeout=window_seconds)
+        return 1
 
 
 @dataclass(frozen=True)
@@ -59,7 +64,7 @@ class Quota:
         if any(count >= self.limit for count in cache.get_many(keys).values()):
             return False
         for key in keys:
-            _count(key, self.window_seconds)
+            count_in_window(key, self.window_seconds)
         return True
 
 
@@ -91,7 +96,7 @@ class SignInThrottle:
 
     def record_failure(self) -> None:
         for key in self._keys():
-            _count(key, WINDOW_SECONDS)
+            count_in_window(key, WINDOW_SECONDS)
 
     def record_success(self) -> None:
         if self.email:

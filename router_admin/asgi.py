@@ -65,5 +65,6 @@ _proxied = (wrap_asgi_with_proxy_headers(_route, settings.FORWARDED_ALLOW_IPS)
             if settings.FORWARDED_ALLOW_IPS else _route)
 
 
+# A coroutine function, not the wrapper itself: servers tell ASGI 3 from ASGI 2 by that.
 async def application(scope: dict[str, Any], receive: Any, send: Any) -> None:
     await _proxied(scope, receive, send)

@@ -47,11 +47,6 @@ class ManagementTokenAuthentication(authentication.BaseAuthentication):
         return self.keyword
 
 
-class SessionAuthentication(authentication.SessionAuthentication):
-    """DRF's, CSRF check included: a signed-in browser must not be made to call /api by
-    another site."""
-
-
 class ManagementTokenScheme(OpenApiAuthenticationExtension):
     """Describes the token as an HTTP bearer scheme in the OpenAPI schema."""
 

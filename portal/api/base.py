@@ -19,7 +19,8 @@ from portal.api.throttling import PerUserRateThrottle
 
 class ApiView(APIView):
     # The token first: a request that carries a bad Authorization header is refused even
-    # from a signed-in browser, rather than quietly run as the session's user.
+    # from a signed-in browser, rather than quietly run as the session's user. DRF's
+    # session authentication checks CSRF, so another site cannot make a browser call /api.
     authentication_classes = [ManagementTokenAuthentication, SessionAuthentication]
     permission_classes = [IsAuthenticated]
     throttle_classes = [PerUserRateThrottle]

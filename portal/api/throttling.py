@@ -6,10 +6,11 @@ from __future__ import annotations
 import time
 
 from django.conf import settings
-from django.core.cache import cache
 from rest_framework.request import Request
 from rest_framework.throttling import BaseThrottle
 from rest_framework.views import APIView
+
+from portal.throttle import count_in_window
 
 WINDOW_SECONDS = 60
 
@@ -18,7 +19,7 @@ class PerUserRateThrottle(BaseThrottle):
     """At most ``ROUTER_API_RATE_PER_MINUTE`` requests per user per clock minute, over all
     of the user's sessions and tokens: minting more tokens buys no more requests.
 
-    A fixed window counted with add() and incr(), both atomic in Redis, so concurrent
+    A fixed window counted atomically (``portal.throttle.count_in_window``), so concurrent
     requests on several instances cannot all read the same count and slip through (DRF's
     own throttles read a list, append and write it back, which races).
     """
@@ -34,14 +35,7 @@ class PerUserRateThrottle(BaseThrottle):
         key = f"portal-api:rate:{request.user.pk}:{window}"
         # The entry outlives its window a little, so a slow clock on another instance
         # still finds it.
-        if cache.add(key, 1, timeout=WINDOW_SECONDS * 2):
-            count = 1
-        else:
-            try:
-                count = cache.incr(key)
-            except ValueError:  # expired between add() and incr()
-                cache.add(key, 1, timeout=WINDOW_SECONDS * 2)
-                count = 1
+        count = count_in_window(key, WINDOW_SECONDS * 2)
         if count <= settings.ROUTER_API_RATE_PER_MINUTE:
             return True
         self._retry_after = (window + 1) * WINDOW_SECONDS - now
