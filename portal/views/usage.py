@@ -3,8 +3,6 @@ same requests as CSV. Every read is of the signed-in user's own records."""
 
 from __future__ import annotations
 
-import csv
-from collections.abc import AsyncIterator
 from typing import Any
 
 from django.contrib.auth.decorators import login_required
@@ -20,6 +18,7 @@ from billing.models import UsageRecord
 from billing.money import format_usd
 from billing.selectors import usage_by_model, usage_daily, usage_records_of
 from portal.charts import bar_chart
+from portal.csv_export import spreadsheet_safe, usage_csv_response
 from portal.forms import UsageFilterForm
 from portal.templatetags.portal_tags import thousands, usd
 from portal.views.keys import owned_key_or_404
@@ -65,35 +64,13 @@ def usage(request: HttpRequest) -> HttpResponse:
     })
 
 
-class _Line:
-    """What csv.writer writes to: hands back each line instead of buffering it."""
-
-    def write(self, line: str) -> str:
-        return line
-
-
-def _text(value: str) -> str:
-    # A cell starting with = + - @ is a formula to a spreadsheet; a key name typed in the
-    # portal must not become one when the export is opened.
-    return f"'{value}" if value[:1] in ("=", "+", "-", "@", "\t", "\r") else value
-
-
 def _row(record: UsageRecord) -> list[Any]:
     api_key = record.api_key
-    return [record.created_at.isoformat(), record.request_id, _text(record.model),
-            api_key.prefix if api_key else "", _text(api_key.name) if api_key else "",
+    return [record.created_at.isoformat(), record.request_id, spreadsheet_safe(record.model),
+            api_key.prefix if api_key else "", spreadsheet_safe(api_key.name) if api_key else "",
             record.status, record.prompt_tokens, record.completion_tokens,
             record.cached_tokens, format_usd(record.cost_micros),
             "" if record.latency_ms is None else record.latency_ms, record.source]
-
-
-async def _csv_lines(records: QuerySet[UsageRecord]) -> AsyncIterator[str]:
-    # An async iterator so that the ASGI server streams the rows as the database yields
-    # them in chunks; a synchronous one would be read whole into memory first.
-    writer = csv.writer(_Line())
-    yield writer.writerow(CSV_HEADER)
-    async for record in records.aiterator(chunk_size=1000):
-        yield writer.writerow(_row(record))
 
 
 @login_required
@@ -101,7 +78,5 @@ async def _csv_lines(records: QuerySet[UsageRecord]) -> AsyncIterator[str]:
 def usage_csv(request: HttpRequest) -> StreamingHttpResponse:
     _, records = _filtered_records(request)
     stamp = timezone.now().strftime("%Y%m%d-%H%M%S")
-    return StreamingHttpResponse(
-        _csv_lines(records), content_type="text/csv; charset=utf-8",
-        headers={"Content-Disposition": f'attachment; filename="usage-{stamp}.csv"',
-                 "Cache-Control": "private, no-store"})
+    return usage_csv_response(header=CSV_HEADER, records=records, row=_row,
+                              filename=f"usage-{stamp}.csv")

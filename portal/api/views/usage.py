@@ -2,9 +2,6 @@
 
 from __future__ import annotations
 
-import csv
-import io
-from collections.abc import Iterable, Iterator
 from dataclasses import asdict
 from typing import Any
 
@@ -23,6 +20,7 @@ from portal.api.base import ApiView
 from portal.api.fields import UsdField
 from portal.api.pagination import ApiPagination
 from portal.api.schema import error_responses
+from portal.csv_export import csv_lines, spreadsheet_safe, usage_csv_response
 
 CSV_COLUMNS = ("created_at", "request_id", "model", "key_prefix", "prompt_tokens",
                "completion_tokens", "cached_tokens", "cost_usd", "cost_micros", "status",
@@ -38,19 +36,10 @@ class CsvRenderer(renderers.BaseRenderer):
 
     def render(self, data: Any, accepted_media_type: str | None = None,
                renderer_context: dict | None = None) -> bytes:
-        return "".join(csv_lines(data or [])).encode()
-
-
-def csv_lines(rows: Iterable[dict[str, Any]]) -> Iterator[str]:
-    buffer = io.StringIO()
-    writer = csv.DictWriter(buffer, fieldnames=CSV_COLUMNS, extrasaction="ignore")
-    writer.writeheader()
-    for row in rows:
-        writer.writerow(row)
-        yield buffer.getvalue()
-        buffer.seek(0)
-        buffer.truncate()
-    yield buffer.getvalue()
+        # Only reached for data the view did not stream itself (errors are answered in
+        # JSON by the exception handler): a list of records as dicts.
+        rows = [[row.get(column, "") for column in CSV_COLUMNS] for row in data or []]
+        return "".join(csv_lines(CSV_COLUMNS, rows)).encode()
 
 
 class UsageRecordSerializer(serializers.Serializer):
@@ -131,24 +120,19 @@ class UsageListApi(ApiView):
             model=query.get("model", ""), api_key_id=key_id, status=query.get("status", ""),
             since=query.get("since"), until=query.get("until")))
         if request.accepted_renderer.format == "csv":
-            return _csv_download(records)
+            return usage_csv_response(header=CSV_COLUMNS, records=records, row=_csv_row,
+                                      filename="usage.csv")
         paginator = self.pagination_class()
         page = paginator.paginate_queryset(records, request, view=self)
         return paginator.get_paginated_response(UsageRecordSerializer(page, many=True).data)
 
 
-def _csv_download(records: Any) -> StreamingHttpResponse:
-    """Streamed, so a long export neither waits for its last row nor sits in memory."""
-    rows = ({"created_at": r.created_at.isoformat(), "request_id": r.request_id,
-             "model": r.model, "key_prefix": r.api_key.prefix if r.api_key else "",
-             "prompt_tokens": r.prompt_tokens, "completion_tokens": r.completion_tokens,
-             "cached_tokens": r.cached_tokens, "cost_usd": format_usd(r.cost_micros),
-             "cost_micros": r.cost_micros, "status": r.status, "source": r.source,
-             "latency_ms": r.latency_ms, "ttft_ms": r.ttft_ms}
-            for r in records.iterator(chunk_size=2000))
-    response = StreamingHttpResponse(csv_lines(rows), content_type="text/csv; charset=utf-8")
-    response["Content-Disposition"] = 'attachment; filename="usage.csv"'
-    return response
+def _csv_row(r: UsageRecord) -> list[Any]:
+    return [r.created_at.isoformat(), r.request_id, spreadsheet_safe(r.model),
+            r.api_key.prefix if r.api_key else "", r.prompt_tokens, r.completion_tokens,
+            r.cached_tokens, format_usd(r.cost_micros), r.cost_micros, r.status, r.source,
+            "" if r.latency_ms is None else r.latency_ms,
+            "" if r.ttft_ms is None else r.ttft_ms]
 
 
 def _sums(request: Request, selector: Any) -> list[dict[str, Any]]:

@@ -64,7 +64,7 @@ def test_lists_and_sums_never_show_another_users_rows(api, member, others_key, m
 
     keys = api.get("/api/keys").json()["results"]
     usage = api.get("/api/usage").json()["results"]
-    csv = b"".join(api.get("/api/usage?format=csv").streaming_content).decode()
+    csv = b"".join(api.get("/api/usage?format=csv")).decode()
     daily = api.get("/api/usage/daily").json()
     models = api.get("/api/usage/models").json()
     balance = api.get("/api/balance").json()

@@ -80,7 +80,7 @@ def test_the_csv_export_has_every_matching_row(api, history):
                      api.get("/api/usage", {"model": "m2"}, HTTP_ACCEPT="text/csv")):
         assert response.status_code == 200
         assert response["Content-Type"].startswith("text/csv")
-        rows = list(csv.DictReader(io.StringIO(b"".join(response.streaming_content).decode())))
+        rows = list(csv.DictReader(io.StringIO(b"".join(response).decode())))
         assert [row["request_id"] for row in rows] == [history["records"][1].request_id,
                                                        history["records"][3].request_id]
         assert rows[1]["cost_usd"] == "0.004000"
