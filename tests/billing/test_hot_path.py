@@ -1,14 +1,15 @@
 """The request-path statements keep the same rules as the ORM services, under concurrency.
 
 They run on their own pooled async connections, so these tests use committed data
-(``transactional_db``) and a loop of their own in a background thread.
+(``transactional_db``) and a loop of their own in a background thread. Each runs twice:
+with overlapping requests grouped into one statement (the default) and one by one.
 """
 
 from __future__ import annotations
 
 import asyncio
 import threading
-from collections.abc import Coroutine, Iterator
+from collections.abc import Iterator
 from datetime import timedelta
 from typing import Any
 
@@ -22,43 +23,28 @@ from billing.selectors import wallet_audit
 from billing.services import UsageReport, hold_create, hold_settle, wallet_credit
 from billing.services.holds import holds_extend as holds_extend_orm
 from billing.services.hot_path import (
-    close_pools,
     hold_reserve,
     hold_resolve,
     holds_extend,
     wallet_available,
 )
+from tests.loop_thread import LoopThread
 
 pytestmark = pytest.mark.django_db(transaction=True)
 
 
-class Loop:
-    """One event loop for the module, so the connection pool lives as long as the tests."""
-
-    def __init__(self) -> None:
-        self.loop = asyncio.new_event_loop()
-        self.thread = threading.Thread(target=self.loop.run_forever, daemon=True)
-        self.thread.start()
-
-    def run(self, coroutine: Coroutine[Any, Any, Any]) -> Any:
-        return asyncio.run_coroutine_threadsafe(coroutine, self.loop).result(60)
-
-    def close(self) -> None:
-        self.run(close_pools())
-        self.loop.call_soon_threadsafe(self.loop.stop)
-        self.thread.join(5)
-
-
 @pytest.fixture(scope="module")
-def loop(django_db_setup, django_db_blocker) -> Iterator[Loop]:
-    loop = Loop()
+def loop(django_db_setup, django_db_blocker) -> Iterator[LoopThread]:
+    loop = LoopThread()
     yield loop
     with django_db_blocker.unblock():
         loop.close()
 
 
-@pytest.fixture(autouse=True)
-def _big_pool(settings) -> None:
+@pytest.fixture(autouse=True, params=["batched", "alone"])
+def _paths(request, settings) -> None:
+    # Every test runs with overlapping requests grouped into one statement, and without.
+    settings.ROUTER_DB_BATCHING = request.param == "batched"
     settings.ROUTER_DB_POOL_SIZE = 40
 
 

@@ -1,0 +1,282 @@
+"""Reserve and settle for the request path: a statement for many requests at once, and no
+thread hop.
+
+The proxy calls these from its event loop for every request. On PostgreSQL, reservations
+and settles that overlap in time go to the database together (``batches.Batcher``), each
+group as one statement in autocommit mode on a pooled async psycopg connection: its own
+short transaction, holding no lock across an ``await``. A request alone is sent at once.
+When a group cannot decide a request (its wallet could not cover the group's sum, or the
+group's statement failed), that request runs the one-request statement, which gives it its
+own answer. Anywhere else (the embedded SQLite default) they run the ORM services in
+``billing.services.holds`` in a worker thread.
+
+``statements`` keeps the rules of those services, which stay the reference (the admin,
+the CLI and the sweeper use them). ``tests/billing/test_hot_path.py`` runs the same
+concurrency and state-machine checks against all three.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from dataclasses import asdict, dataclass
+from datetime import datetime
+
+import orjson
+import psycopg
+from asgiref.sync import sync_to_async
+from django.conf import settings
+
+from billing.errors import InsufficientFunds, KeySpendCapReached
+from billing.models import KeyBudget, UsageRecord
+from billing.services.budgets import cap_shortfall, current_month
+from billing.services.holds import (
+    HoldOutcome,
+    UsageReport,
+    hold_create,
+    hold_settle,
+    hold_void,
+)
+from billing.services.holds import holds_extend as holds_extend_orm
+from billing.services.hot_path.batches import ALONE, Alone, Batcher
+from billing.services.hot_path.connections import close_pool, conninfo, execute, fetch
+from billing.services.hot_path.connections import on_postgresql as _on_postgresql
+from billing.services.hot_path.statements import (
+    BUDGET_SQL,
+    EXTEND_SQL,
+    RESERVE_MANY_SQL,
+    RESERVE_SQL,
+    RESOLVE_MANY_SQL,
+    RESOLVE_SQL,
+    WALLET_AVAILABLE_SQL,
+)
+
+__all__ = ["batchers", "close_pools", "conninfo", "hold_reserve", "hold_resolve", "holds_extend",
+           "wallet_available"]
+
+# Requests in one statement at most: past a few dozen the statement's own time grows
+# faster than what it saves.
+BATCH_MAX = 64
+
+
+@dataclass(frozen=True)
+class _Reservation:
+    # The names of _reserve_alone's arguments, and of RESERVE_MANY_SQL's item columns.
+    hold_id: str
+    user_id: int
+    amount_micros: int
+    price_id: int
+    model: str
+    api_key_id: int | None
+    expires_at: datetime
+
+
+@dataclass(frozen=True)
+class _Resolution:
+    hold_id: str
+    cost_micros: int | None  # None: void
+    usage: UsageReport
+
+
+async def _reserve_many(items: list[_Reservation]
+                        ) -> list[bool | Alone | InsufficientFunds | KeySpendCapReached]:
+    """True for each reservation taken; ALONE where its wallet could not cover the group."""
+    if len(items) == 1:
+        # One request: its own statement, cheaper than the group's, with its own refusal.
+        try:
+            await _reserve_alone(**asdict(items[0]))
+        except (InsufficientFunds, KeySpendCapReached) as refusal:
+            return [refusal]
+        return [True]
+    rows = await fetch(RESERVE_MANY_SQL, {"items": orjson.dumps(items).decode(),
+                                          "month": current_month()}, rows=True)
+    taken = {row[0] for row in rows}
+    return [True if item.hold_id in taken else ALONE for item in items]
+
+
+async def _resolve_many(items: list[_Resolution]) -> list[int | None]:
+    if len(items) == 1:
+        return [await _resolve_alone(items[0].hold_id, items[0].usage, items[0].cost_micros)]
+    rows = await fetch(RESOLVE_MANY_SQL, {"items": orjson.dumps([
+        {"ord": i, "hold_id": item.hold_id,
+         "status": "voided" if item.cost_micros is None else "posted",
+         "cost": item.cost_micros or 0, "worker": item.usage.worker,
+         "prompt_tokens": item.usage.prompt_tokens,
+         "completion_tokens": item.usage.completion_tokens,
+         "cached_tokens": item.usage.cached_tokens, "source": item.usage.source,
+         "usage_status": item.usage.status, "latency_ms": item.usage.latency_ms,
+         "ttft_ms": item.usage.ttft_ms}
+        for i, item in enumerate(items)]).decode(), "month": current_month()}, rows=True)
+    charged = dict(rows)
+    # A hold missing from the answer was no longer pending: someone else resolved it.
+    return [charged.get(i) for i in range(len(items))]
+
+
+def _release_abandoned(item: _Reservation, taken: bool | Alone) -> None:
+    """A reservation whose request was cancelled while the database took it: release it
+    now rather than when the sweeper finds it expired."""
+    if taken is True:
+        usage = UsageReport(prompt_tokens=0, completion_tokens=0,
+                            source=UsageRecord.Source.ESTIMATED,
+                            status=UsageRecord.Status.CANCELLED)
+        task = asyncio.ensure_future(hold_resolve(hold_id=item.hold_id, usage=usage,
+                                                  cost_micros=None))
+        _releasing.add(task)
+        task.add_done_callback(_releasing.discard)
+
+
+_releasing: set[asyncio.Future[int | None]] = set()
+_batchers: dict[asyncio.AbstractEventLoop,
+                tuple[Batcher[_Reservation, bool], Batcher[_Resolution, int | None]]] = {}
+
+
+def batchers() -> tuple[Batcher[_Reservation, bool], Batcher[_Resolution, int | None]]:
+    """This event loop's batchers of reservations and of settles."""
+    loop = asyncio.get_running_loop()
+    found = _batchers.get(loop)
+    if found is None:
+        found = _batchers[loop] = (
+            Batcher("reservations", _reserve_many, key=lambda item: item.hold_id,
+                    max_size=BATCH_MAX, drop_cancelled=True,
+                    on_abandoned=_release_abandoned),
+            Batcher("settles", _resolve_many, key=lambda item: item.hold_id,
+                    max_size=BATCH_MAX),
+        )
+    return found
+
+
+def _batching() -> bool:
+    return settings.ROUTER_DB_BATCHING
+
+
+async def close_pools() -> None:
+    """Let this loop's releases of abandoned holds finish, then close its connections."""
+    while _releasing:
+        await asyncio.gather(*list(_releasing), return_exceptions=True)
+    _batchers.pop(asyncio.get_running_loop(), None)
+    await close_pool()
+
+
+async def wallet_available(*, user_id: int) -> int:
+    """A user's available balance in micro-USD (0 without a wallet)."""
+    if not _on_postgresql():
+        from billing.selectors import wallet_balance_of
+
+        return await sync_to_async(wallet_balance_of, thread_sensitive=False)(user_id=user_id)
+    row = await fetch(WALLET_AVAILABLE_SQL, {"user_id": user_id})
+    return row[0] if row else 0
+
+
+async def hold_reserve(
+    *, user_id: int, hold_id: str, amount_micros: int, price_id: int, model: str,
+    api_key_id: int | None, expires_at: datetime,
+) -> None:
+    """Reserve ``amount_micros`` for request ``hold_id``, or raise InsufficientFunds (or
+    KeySpendCapReached)."""
+    if not _on_postgresql():
+        await sync_to_async(_hold_create_orm, thread_sensitive=False)(
+            user_id, hold_id, amount_micros, price_id, model, api_key_id, expires_at)
+        return
+    if _batching():
+        reservation = _Reservation(hold_id, user_id, amount_micros, price_id, model,
+                                   api_key_id, expires_at)
+        if await batchers()[0].submit(reservation) is not ALONE:
+            return
+    await _reserve_alone(user_id=user_id, hold_id=hold_id, amount_micros=amount_micros,
+                         price_id=price_id, model=model, api_key_id=api_key_id,
+                         expires_at=expires_at)
+
+
+async def _reserve_alone(
+    *, user_id: int, hold_id: str, amount_micros: int, price_id: int, model: str,
+    api_key_id: int | None, expires_at: datetime,
+) -> None:
+    try:
+        row = await fetch(RESERVE_SQL, {
+            "user_id": user_id, "hold_id": hold_id, "amount": amount_micros,
+            "price_id": price_id, "model": model, "api_key_id": api_key_id,
+            "expires_at": expires_at, "month": current_month(),
+        })
+    except psycopg.errors.CheckViolation as violation:
+        if not (violation.diag.constraint_name or "").startswith("billing_keybudget"):
+            raise
+        raise await _cap_refusal(api_key_id, amount_micros) from None
+    except psycopg.errors.UniqueViolation as violation:
+        if violation.diag.constraint_name != "billing_hold_pkey":
+            raise
+        return  # an earlier try committed before its connection died: this hold is ours
+    if not row or not row[0]:
+        # Read the balance again, in a statement of its own: the refused statement's
+        # snapshot may predate the reservations that made it fail, and the message must not
+        # claim more money than there is.
+        available = await wallet_available(user_id=user_id)
+        raise InsufficientFunds(needed_micros=amount_micros, available_micros=available)
+
+
+async def _cap_refusal(api_key_id: int | None, amount_micros: int) -> KeySpendCapReached:
+    """Which cap a refused reservation would have passed, read back on the same pool."""
+    row = await fetch(BUDGET_SQL, {"api_key_id": api_key_id})
+    refusal = None
+    if row is not None:
+        budget = KeyBudget(api_key_id=api_key_id, lifetime_limit_micros=row[0],
+                           monthly_limit_micros=row[1], spent_micros=row[2],
+                           pending_micros=row[3], month=row[4], month_spent_micros=row[5])
+        refusal = cap_shortfall(budget, amount_micros)
+    # The cap had room again when read back: a concurrent request settled meanwhile.
+    return refusal or KeySpendCapReached(needed_micros=amount_micros, remaining_micros=0,
+                                         period="lifetime")
+
+
+def _hold_create_orm(user_id: int, hold_id: str, amount: int, price_id: int, model: str,
+                     api_key_id: int | None, expires_at: datetime) -> None:
+    from accounts.models import ApiKey, User
+    from billing.models import ModelPrice
+
+    hold_create(user=User(pk=user_id), hold_id=hold_id, amount_micros=amount,
+                price=ModelPrice.objects.get(pk=price_id), model=model,
+                api_key=ApiKey(pk=api_key_id) if api_key_id else None, expires_at=expires_at)
+
+
+async def hold_resolve(*, hold_id: str, usage: UsageReport, cost_micros: int | None
+                       ) -> int | None:
+    """Settle the hold at ``cost_micros`` (capped at the hold), or void it when None.
+
+    Returns what was charged, or None when the hold was no longer pending (someone else,
+    e.g. the sweeper, resolved it first; nothing was changed).
+    """
+    if not _on_postgresql():
+        outcome = await sync_to_async(_resolve_orm, thread_sensitive=False)(
+            hold_id, usage, cost_micros)
+        return None if outcome.already_resolved else outcome.charged_micros
+    if _batching():
+        charged = await batchers()[1].submit(_Resolution(hold_id, cost_micros, usage))
+        if charged is not ALONE:
+            return charged  # type: ignore[return-value]
+    return await _resolve_alone(hold_id, usage, cost_micros)
+
+
+async def _resolve_alone(hold_id: str, usage: UsageReport, cost_micros: int | None
+                         ) -> int | None:
+    row = await fetch(RESOLVE_SQL, {
+        "hold_id": hold_id, "status": "voided" if cost_micros is None else "posted",
+        "cost": cost_micros or 0, "worker": usage.worker,
+        "prompt_tokens": usage.prompt_tokens, "completion_tokens": usage.completion_tokens,
+        "cached_tokens": usage.cached_tokens, "source": usage.source,
+        "usage_status": usage.status, "latency_ms": usage.latency_ms,
+        "ttft_ms": usage.ttft_ms, "month": current_month(),
+    })
+    return row[0] if row else None
+
+
+async def holds_extend(*, hold_ids: list[str], expires_at: datetime) -> int:
+    """``billing.services.holds.holds_extend`` for the event loop: one statement for every
+    long-running request of this process."""
+    if not _on_postgresql():
+        return await sync_to_async(holds_extend_orm, thread_sensitive=False)(
+            hold_ids=hold_ids, expires_at=expires_at)
+    return await execute(EXTEND_SQL, {"hold_ids": hold_ids, "expires_at": expires_at})
+
+
+def _resolve_orm(hold_id: str, usage: UsageReport, cost_micros: int | None) -> HoldOutcome:
+    if cost_micros is None:
+        return hold_void(hold_id=hold_id, usage=usage)
+    return hold_settle(hold_id=hold_id, usage=usage)

@@ -1,0 +1,213 @@
+"""The request path's SQL: one statement per request, and the same work for many requests.
+
+Every statement keeps the rules of the ORM services in ``billing.services.holds`` (the
+reference): a hold is taken only while ``posted - pending >= amount``; a settle moves only a
+hold that is still pending; the hold, the wallet, the ledger entry, the key's budget and the
+usage record change together or not at all.
+
+Lock order, everywhere: hold rows, then wallet rows (by id when there are several), then
+budget rows. The ``*_MANY`` statements lock their wallets with an ordered ``FOR NO KEY
+UPDATE`` first, so two of them sharing wallets (two processes, two instances) queue instead
+of deadlocking; a budget row belongs to one wallet's key, so its lock is only ever taken
+under that wallet's.
+"""
+
+from __future__ import annotations
+
+RESERVE_SQL = """
+WITH wallet AS (
+    UPDATE billing_wallet
+       SET pending_micros = pending_micros + %(amount)s, updated_at = now()
+     WHERE user_id = %(user_id)s AND posted_micros - pending_micros >= %(amount)s
+ RETURNING id
+), hold AS (
+    INSERT INTO billing_hold (id, wallet_id, api_key_id, price_id, model, amount_micros,
+                              charged_micros, status, created_at, expires_at)
+    SELECT %(hold_id)s, wallet.id, %(api_key_id)s, %(price_id)s, %(model)s, %(amount)s,
+           0, 'pending', now(), %(expires_at)s
+      FROM wallet
+ RETURNING id
+), budget AS (
+    -- Only once the wallet had room; a cap it would pass breaks a CHECK on the budget
+    -- row and fails the whole statement (see KeyBudget).
+    UPDATE billing_keybudget AS b
+       SET pending_micros = b.pending_micros + %(amount)s,
+           month_spent_micros = CASE WHEN b.month = %(month)s THEN b.month_spent_micros
+                                     ELSE 0 END,
+           month = %(month)s
+      FROM wallet
+     WHERE b.api_key_id = %(api_key_id)s
+)
+SELECT count(*) FROM hold
+"""
+
+# Many reservations: each wallet is asked once for the sum of its requests' holds, and
+# grants all of them or none (its requests then try one by one with RESERVE_SQL, which
+# grants as many as fit, in the order they arrived).
+RESERVE_MANY_SQL = """
+WITH item AS (
+    SELECT * FROM json_to_recordset(%(items)s::json)
+        AS r(hold_id text, user_id bigint, amount_micros bigint, price_id bigint, model text,
+             api_key_id bigint, expires_at timestamptz)
+), asked AS (
+    SELECT user_id, sum(amount_micros) AS total FROM item GROUP BY user_id
+), locked AS (
+    SELECT w.id FROM billing_wallet AS w
+     WHERE w.user_id IN (SELECT user_id FROM asked)
+     ORDER BY w.id FOR NO KEY UPDATE
+), wallet AS (
+    UPDATE billing_wallet AS w
+       SET pending_micros = w.pending_micros + asked.total, updated_at = now()
+      FROM asked
+     WHERE w.user_id = asked.user_id AND w.id IN (SELECT id FROM locked)
+       AND w.posted_micros - w.pending_micros >= asked.total
+ RETURNING w.id, w.user_id
+), hold AS (
+    INSERT INTO billing_hold (id, wallet_id, api_key_id, price_id, model, amount_micros,
+                              charged_micros, status, created_at, expires_at)
+    SELECT item.hold_id, wallet.id, item.api_key_id, item.price_id, item.model,
+           item.amount_micros, 0, 'pending', now(), item.expires_at
+      FROM item JOIN wallet USING (user_id)
+ RETURNING id
+), budget AS (
+    -- A cap one of them would pass fails the whole statement: they all try alone then.
+    UPDATE billing_keybudget AS b
+       SET pending_micros = b.pending_micros + k.total,
+           month_spent_micros = CASE WHEN b.month = %(month)s THEN b.month_spent_micros
+                                     ELSE 0 END,
+           month = %(month)s
+      FROM (SELECT item.api_key_id, sum(item.amount_micros) AS total
+              FROM item JOIN wallet USING (user_id)
+             GROUP BY item.api_key_id) AS k
+     WHERE b.api_key_id = k.api_key_id
+)
+SELECT id FROM hold
+"""
+
+RESOLVE_SQL = """
+WITH hold AS (
+    UPDATE billing_hold
+       SET status = %(status)s, charged_micros = LEAST(%(cost)s, amount_micros),
+           resolved_at = now()
+     WHERE id = %(hold_id)s AND status = 'pending'
+ RETURNING id, wallet_id, amount_micros, charged_micros, api_key_id, price_id, model
+), wallet AS (
+    UPDATE billing_wallet AS w
+       SET pending_micros = w.pending_micros - hold.amount_micros,
+           posted_micros = w.posted_micros - hold.charged_micros,
+           updated_at = now()
+      FROM hold
+     WHERE w.id = hold.wallet_id
+ RETURNING w.id, w.user_id, w.posted_micros
+), entry AS (
+    INSERT INTO billing_ledgerentry (wallet_id, kind, amount_micros, balance_after_micros,
+                                     idempotency_key, memo, hold_id, created_at)
+    SELECT wallet.id, 'charge', -hold.charged_micros, wallet.posted_micros,
+           'charge:' || hold.id, hold.model || ' request ' || hold.id, hold.id, now()
+      FROM hold, wallet
+     WHERE hold.charged_micros > 0
+), budget AS (
+    UPDATE billing_keybudget AS b
+       SET pending_micros = b.pending_micros - hold.amount_micros,
+           spent_micros = b.spent_micros + hold.charged_micros,
+           month_spent_micros = CASE WHEN b.month = %(month)s THEN b.month_spent_micros
+                                     ELSE 0 END + hold.charged_micros,
+           month = %(month)s
+      FROM hold
+     WHERE b.api_key_id = hold.api_key_id
+), usage AS (
+    INSERT INTO billing_usagerecord (request_id, user_id, api_key_id, model, worker,
+                                     prompt_tokens, completion_tokens, cached_tokens,
+                                     cost_micros, price_id, source, status, latency_ms,
+                                     ttft_ms, created_at)
+    SELECT hold.id, wallet.user_id, hold.api_key_id, hold.model, %(worker)s,
+           %(prompt_tokens)s, %(completion_tokens)s, %(cached_tokens)s,
+           hold.charged_micros, hold.price_id, %(source)s, %(usage_status)s, %(latency_ms)s,
+           %(ttft_ms)s, now()
+      FROM hold, wallet
+)
+SELECT charged_micros FROM hold
+"""
+
+# Many settles and voids: every hold is locked (its UPDATE) before any wallet, each wallet
+# moves once by its holds' sums, and each charge's ledger entry carries the balance after
+# it, the charges of one wallet taken in the order of ``ord``.
+RESOLVE_MANY_SQL = """
+WITH item AS (
+    SELECT * FROM json_to_recordset(%(items)s::json)
+        AS r(ord int, hold_id text, status text, cost bigint, worker text,
+             prompt_tokens int, completion_tokens int, cached_tokens int, source text,
+             usage_status text, latency_ms int, ttft_ms int)
+), hold AS (
+    UPDATE billing_hold AS h
+       SET status = item.status, charged_micros = LEAST(item.cost, h.amount_micros),
+           resolved_at = now()
+      FROM item
+     WHERE h.id = item.hold_id AND h.status = 'pending'
+ RETURNING h.id, h.wallet_id, h.amount_micros, h.charged_micros, h.api_key_id, h.price_id,
+           h.model, item.ord
+), moved AS (
+    SELECT wallet_id, sum(amount_micros) AS held, sum(charged_micros) AS charged
+      FROM hold GROUP BY wallet_id
+), locked AS (
+    SELECT w.id FROM billing_wallet AS w
+     WHERE w.id IN (SELECT wallet_id FROM moved)
+     ORDER BY w.id FOR NO KEY UPDATE
+), wallet AS (
+    UPDATE billing_wallet AS w
+       SET pending_micros = w.pending_micros - moved.held,
+           posted_micros = w.posted_micros - moved.charged,
+           updated_at = now()
+      FROM moved
+     WHERE w.id = moved.wallet_id AND w.id IN (SELECT id FROM locked)
+ RETURNING w.id, w.user_id, w.posted_micros, moved.charged
+), entry AS (
+    INSERT INTO billing_ledgerentry (wallet_id, kind, amount_micros, balance_after_micros,
+                                     idempotency_key, memo, hold_id, created_at)
+    SELECT wallet.id, 'charge', -hold.charged_micros,
+           wallet.posted_micros + wallet.charged
+               - sum(hold.charged_micros) OVER (PARTITION BY hold.wallet_id
+                                                ORDER BY hold.ord),
+           'charge:' || hold.id, hold.model || ' request ' || hold.id, hold.id, now()
+      FROM hold JOIN wallet ON wallet.id = hold.wallet_id
+     WHERE hold.charged_micros > 0
+     ORDER BY hold.ord
+), budget AS (
+    UPDATE billing_keybudget AS b
+       SET pending_micros = b.pending_micros - k.held,
+           spent_micros = b.spent_micros + k.charged,
+           month_spent_micros = CASE WHEN b.month = %(month)s THEN b.month_spent_micros
+                                     ELSE 0 END + k.charged,
+           month = %(month)s
+      FROM (SELECT api_key_id, sum(amount_micros) AS held, sum(charged_micros) AS charged
+              FROM hold GROUP BY api_key_id) AS k
+     WHERE b.api_key_id = k.api_key_id
+), usage AS (
+    INSERT INTO billing_usagerecord (request_id, user_id, api_key_id, model, worker,
+                                     prompt_tokens, completion_tokens, cached_tokens,
+                                     cost_micros, price_id, source, status, latency_ms,
+                                     ttft_ms, created_at)
+    SELECT hold.id, wallet.user_id, hold.api_key_id, hold.model, item.worker,
+           item.prompt_tokens, item.completion_tokens, item.cached_tokens,
+           hold.charged_micros, hold.price_id, item.source, item.usage_status,
+           item.latency_ms, item.ttft_ms, now()
+      FROM hold JOIN item ON item.ord = hold.ord JOIN wallet ON wallet.id = hold.wallet_id
+     ORDER BY hold.ord
+)
+SELECT ord, charged_micros FROM hold
+"""
+
+EXTEND_SQL = """
+UPDATE billing_hold SET expires_at = %(expires_at)s
+ WHERE id = ANY(%(hold_ids)s) AND status = 'pending' AND expires_at < %(expires_at)s
+"""
+
+WALLET_AVAILABLE_SQL = """
+SELECT posted_micros - pending_micros FROM billing_wallet WHERE user_id = %(user_id)s
+"""
+
+BUDGET_SQL = """
+SELECT lifetime_limit_micros, monthly_limit_micros, spent_micros, pending_micros, month,
+       month_spent_micros
+  FROM billing_keybudget WHERE api_key_id = %(api_key_id)s
+"""

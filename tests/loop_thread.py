@@ -1,0 +1,26 @@
+"""An event loop in a background thread, for tests of the request path's async database
+code: its connection pool lives as long as the loop, the way it does in a server process."""
+
+from __future__ import annotations
+
+import asyncio
+import threading
+from collections.abc import Coroutine
+from typing import Any
+
+from billing.services.hot_path import close_pools
+
+
+class LoopThread:
+    def __init__(self) -> None:
+        self.loop = asyncio.new_event_loop()
+        self.thread = threading.Thread(target=self.loop.run_forever, daemon=True)
+        self.thread.start()
+
+    def run(self, coroutine: Coroutine[Any, Any, Any], timeout: float = 60) -> Any:
+        return asyncio.run_coroutine_threadsafe(coroutine, self.loop).result(timeout)
+
+    def close(self) -> None:
+        self.run(close_pools())
+        self.loop.call_soon_threadsafe(self.loop.stop)
+        self.thread.join(5)
