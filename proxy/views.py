@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Coroutine
 from typing import Any
 
 from adrf.views import APIView
@@ -26,6 +27,13 @@ class OpenAIView(APIView):
 
     authentication_classes: list[Any] = []
     permission_classes: list[Any] = []
+
+    def dispatch(self, request: HttpRequest, *args: Any, **kwargs: Any
+                 ) -> Coroutine[Any, Any, HttpResponse | StreamingHttpResponse]:
+        # adrf's dispatch picks sync or async by ``view_is_async``, a class property that
+        # inspects every handler on each request; these views are async by construction
+        # (test_views checks it once).
+        return self.async_dispatch(request, *args, **kwargs)
 
     async def async_dispatch(self, request: HttpRequest, *args: Any, **kwargs: Any
                              ) -> HttpResponse | StreamingHttpResponse:

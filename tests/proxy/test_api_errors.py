@@ -38,6 +38,11 @@ def test_an_unknown_v1_route_is_a_json_404(router):
     assert "GET /v1/engines/davinci" in error["message"]
 
 
+def test_v1_itself_is_a_json_404(router):
+    error = _error(httpx.get(f"{router.url}/v1"), 404)
+    assert "GET /v1" in error["message"]
+
+
 def test_a_wrong_method_is_a_json_405_with_allow(router, key):
     response = httpx.get(f"{router.base_url}/chat/completions",
                          headers={"Authorization": f"Bearer {key}"})

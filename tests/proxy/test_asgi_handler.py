@@ -1,0 +1,109 @@
+"""The lean /v1 handler builds what Django would, and a client that leaves cancels its
+request whichever way the server's ``receive`` is made."""
+
+from __future__ import annotations
+
+import asyncio
+import io
+
+import pytest
+from django.core.handlers.asgi import ASGIRequest
+
+from proxy.api_request import ApiRequest
+from proxy.asgi import _Disconnect
+from proxy.views import ChatCompletionsView, ModelDetailView, ModelListView
+from router_admin.asgi import ForwardedHeaders
+
+SCOPE = {
+    "type": "http", "method": "post", "path": "/v1/chat/completions", "root_path": "",
+    "query_string": b"a=1", "client": ("10.0.0.7", 4321), "server": ("127.0.0.1", 8000),
+    "headers": [(b"host", b"router.example"), (b"content-type", b"application/json; charset=utf-8"),
+                (b"content-length", b"2"), (b"authorization", b"Bearer sk-x"),
+                (b"x-dup", b"one"), (b"x-dup", b"two"), (b"x_spoofed", b"dropped")],
+}
+
+
+def test_the_api_request_has_what_djangos_asgi_request_has():
+    ours, django = ApiRequest(SCOPE, io.BytesIO(b"{}")), ASGIRequest(SCOPE, io.BytesIO(b"{}"))
+    assert ours.META == django.META
+    for name in ("path", "path_info", "method", "script_name", "content_type",
+                 "content_params", "encoding", "body"):
+        assert getattr(ours, name) == getattr(django, name), name
+    assert ours.headers["X-Dup"] == "one,two"
+
+
+def test_every_api_view_is_async():
+    # OpenAIView.dispatch goes straight to async_dispatch on this promise.
+    assert all(view.view_is_async for view in (ChatCompletionsView, ModelListView,
+                                                ModelDetailView))
+
+
+async def _cancelled_by_disconnect(receive_for) -> tuple[bool, bool]:
+    seen_cancel = False
+
+    async def request() -> bool:
+        nonlocal seen_cancel
+        disconnect = _Disconnect(receive_for())
+        try:
+            await asyncio.sleep(10)
+        except asyncio.CancelledError:
+            seen_cancel = True
+            return disconnect.caused()
+        finally:
+            disconnect.disarm()
+        return False
+
+    return await asyncio.wait_for(request(), 2), seen_cancel
+
+
+@pytest.mark.parametrize("kind", ["future", "coroutine"])
+def test_a_disconnect_cancels_the_request_and_only_that_cancellation_is_swallowed(kind):
+    async def main() -> tuple[bool, bool]:
+        loop = asyncio.get_running_loop()
+
+        def receive_for():
+            def receive():
+                if kind == "future":  # granian: receive() is already a future
+                    future = loop.create_future()
+                    loop.call_later(0.05, future.set_result, {"type": "http.disconnect"})
+                    return future
+
+                async def later() -> dict:  # uvicorn: a coroutine
+                    await asyncio.sleep(0.05)
+                    return {"type": "http.disconnect"}
+                return later()
+            return receive
+
+        return await _cancelled_by_disconnect(receive_for)
+
+    caused, seen = asyncio.run(main())
+    assert seen
+    assert caused
+
+
+def test_a_disarmed_watcher_cancels_nothing():
+    async def main() -> None:
+        future = asyncio.get_running_loop().create_future()
+        disconnect = _Disconnect(lambda: future)
+        disconnect.disarm()
+        future.set_result({"type": "http.disconnect"})
+        await asyncio.sleep(0.01)  # would raise CancelledError had it fired
+
+    asyncio.run(main())
+
+
+def _client_after(trusted: list[str], client: str, *headers: tuple[bytes, bytes]) -> tuple:
+    scope = {"type": "http", "client": (client, 5000), "scheme": "http",
+             "headers": list(headers)}
+    ForwardedHeaders(trusted).apply(scope)
+    return scope["client"][0], scope["scheme"]
+
+
+def test_forwarded_headers_are_believed_only_from_trusted_proxies():
+    xff = (b"x-forwarded-for", b"203.0.113.7, 10.0.0.2")
+    proto = (b"x-forwarded-proto", b"https")
+    assert _client_after(["10.0.0.0/8"], "10.0.0.1", xff, proto) == ("203.0.113.7", "https")
+    assert _client_after(["127.0.0.1"], "10.0.0.1", xff, proto) == ("10.0.0.1", "http")
+    assert _client_after(["*"], "10.0.0.1", xff) == ("203.0.113.7", "http")
+    assert _client_after(["127.0.0.1,10.0.0.2"], "127.0.0.1", xff) == ("203.0.113.7", "http")
+    assert _client_after(["127.0.0.1"], "127.0.0.1", proto) == ("127.0.0.1", "http")
