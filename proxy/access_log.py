@@ -22,8 +22,27 @@ FIELDS = ("request_id", "method", "path", "status", "user_id", "key_prefix", "mo
 CONTENT_FIELDS = ("messages", "reply")
 
 
-def access_log(**fields: Any) -> None:
-    if logger.isEnabledFor(logging.INFO):
-        line = {name: fields.get(name) for name in FIELDS}
-        line.update((name, fields[name]) for name in CONTENT_FIELDS if name in fields)
-        logger.info(orjson.dumps(line).decode())
+def access_log(*, request_id: str, method: str | None = None, path: str | None = None,
+               status: int | None = None, user_id: int | None = None,
+               key_prefix: str | None = None, model: str | None = None,
+               worker: str | None = None, outcome: str | None = None,
+               prompt_tokens: int | None = None, completion_tokens: int | None = None,
+               cached_tokens: int | None = None, cost_micros: int | None = None,
+               latency_ms: int | None = None, ttft_ms: int | None = None,
+               **content: Any) -> None:
+    """Log one request's line; ``content`` is the CONTENT_FIELDS, when they are logged."""
+    if not logger.isEnabledFor(logging.INFO):
+        return
+    line = {"request_id": request_id, "method": method, "path": path, "status": status,
+            "user_id": user_id, "key_prefix": key_prefix, "model": model, "worker": worker,
+            "outcome": outcome, "prompt_tokens": prompt_tokens,
+            "completion_tokens": completion_tokens, "cached_tokens": cached_tokens,
+            "cost_micros": cost_micros, "latency_ms": latency_ms, "ttft_ms": ttft_ms}
+    for name in CONTENT_FIELDS:
+        if name in content:
+            line[name] = content[name]
+    # The record is made here rather than by logger.info, which walks the stack to find
+    # the caller's file and line on every call: always this function, not worth the
+    # time on each request. Filters and handlers run as for any record.
+    logger.handle(logger.makeRecord(logger.name, logging.INFO, __file__, 0,
+                                    orjson.dumps(line).decode(), None, None, "access_log"))

@@ -14,6 +14,7 @@ import asyncio
 import os
 from collections.abc import Iterator
 from ipaddress import ip_address, ip_network
+from typing import Any, NamedTuple
 
 from django.conf import settings
 from django.db.models import Count, Sum
@@ -45,21 +46,52 @@ UPSTREAM_ERRORS = Counter("router_upstream_errors", "Failed upstream attempts, b
                           ["worker"])
 
 
+class _CompletionSeries(NamedTuple):
+    requests: Any
+    prompt_tokens: Any
+    completion_tokens: Any
+    charged: Any
+    latency: Any
+    ttft: Any
+
+
+# The labelled children of one (model, outcome, worker): ``.labels()`` hashes and locks on
+# each call, six times per completion; the children themselves live as long as the metrics.
+_completion_series: dict[tuple[str, str, str], _CompletionSeries] = {}
+_refusal_series: dict[int, Any] = {}
+
+
+def _series(model: str, outcome: str, worker: str) -> _CompletionSeries:
+    key = (model, outcome, worker)
+    series = _completion_series.get(key)
+    if series is None:
+        series = _CompletionSeries(
+            REQUESTS.labels(model, outcome, worker), TOKENS.labels(model, "prompt"),
+            TOKENS.labels(model, "completion"), CHARGED.labels(model), LATENCY.labels(model),
+            TTFT.labels(model))
+        _completion_series[key] = series
+    return series
+
+
 def completion_observed(*, model: str, worker: str, outcome: str, prompt_tokens: int,
                         completion_tokens: int, charged_micros: int,
                         latency_ms: int | None, ttft_ms: int | None) -> None:
-    REQUESTS.labels(model, outcome, worker).inc()
-    TOKENS.labels(model, "prompt").inc(prompt_tokens)
-    TOKENS.labels(model, "completion").inc(completion_tokens)
-    CHARGED.labels(model).inc(charged_micros)
+    series = _series(model, outcome, worker)
+    series.requests.inc()
+    series.prompt_tokens.inc(prompt_tokens)
+    series.completion_tokens.inc(completion_tokens)
+    series.charged.inc(charged_micros)
     if latency_ms is not None:
-        LATENCY.labels(model).observe(latency_ms / 1000)
+        series.latency.observe(latency_ms / 1000)
     if ttft_ms is not None:
-        TTFT.labels(model).observe(ttft_ms / 1000)
+        series.ttft.observe(ttft_ms / 1000)
 
 
 def refusal_observed(*, status: int) -> None:
-    REQUESTS.labels("", str(status), "").inc()
+    child = _refusal_series.get(status)
+    if child is None:
+        child = _refusal_series[status] = REQUESTS.labels("", str(status), "")
+    child.inc()
 
 
 class _SharedState(Collector):
