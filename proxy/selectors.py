@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from datetime import datetime
+from functools import cached_property
 from ipaddress import IPv4Network, IPv6Network, ip_address, ip_network
 
 from django.conf import settings
@@ -38,9 +39,15 @@ class Caller:
     allowed_models: frozenset[str] = frozenset()
     allowed_networks: tuple[IPv4Network | IPv6Network, ...] = ()
 
-    def limit_scopes(self) -> list[Scope]:
-        return [Scope(f"key:{self.api_key_id}", self.key_limits),
-                Scope(f"user:{self.user_id}", self.user_limits)]
+    def limit_scopes(self) -> tuple[Scope, ...]:
+        return self._limit_scopes
+
+    @cached_property
+    def _limit_scopes(self) -> tuple[Scope, ...]:
+        # Built once per cached key, not per request (cached_property writes the instance's
+        # __dict__ directly, which a frozen dataclass allows).
+        return (Scope(f"key:{self.api_key_id}", self.key_limits),
+                Scope(f"user:{self.user_id}", self.user_limits))
 
     def allows_address(self, address: str) -> bool:
         if not self.allowed_networks:

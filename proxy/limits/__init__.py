@@ -91,7 +91,7 @@ async def limits_admit(*, scopes: Sequence[Scope], request_id: str, tokens: int)
         raise ValueError("tokens cannot be negative")
     if not request_id or request_id.startswith("#"):
         raise ValueError(f"Not a request id: {request_id!r}")
-    limited = tuple(scope for scope in scopes if scope.limits != Limits())
+    limited = tuple(scope for scope in scopes if not scope.limits.unlimited)
     if not limited:
         return Admission(True, None, 0.0, {}, request_id=request_id, tokens=tokens)
     window_ms = _window_ms()

@@ -29,6 +29,11 @@ class Limits:
                 raise ValueError(f"A limit cannot be negative: {self}")
 
     @property
+    def unlimited(self) -> bool:
+        # Tested on every request: three comparisons, not a new Limits() and its __eq__.
+        return self.rpm is None and self.tpm is None and self.concurrency is None
+
+    @property
     def counts_window(self) -> bool:
         """Does this scope keep a window of recent requests (for RPM or TPM)?"""
         return self.rpm is not None or self.tpm is not None
