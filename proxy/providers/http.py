@@ -3,11 +3,13 @@ its failures turned into UpstreamErrors that say whether another worker could su
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
+from functools import lru_cache
 from typing import Any
 
 import aiohttp
 import orjson
+from yarl import URL
 
 from proxy.http_client import upstream_session
 from proxy.providers.base import UpstreamError, UpstreamTarget
@@ -15,21 +17,28 @@ from proxy.providers.base import UpstreamError, UpstreamTarget
 ErrorFrom = Callable[[int, bytes], UpstreamError]
 
 
-def _timeout(target: UpstreamTarget, *, total: float | None) -> aiohttp.ClientTimeout:
-    # sock_read bounds every wait for bytes: the first byte and each later chunk.
-    return aiohttp.ClientTimeout(total=total, sock_connect=target.connect_timeout_s,
-                                 sock_read=target.first_byte_timeout_s)
+@lru_cache(maxsize=256)
+def _timeout(total: float | None, connect: float, read: float) -> aiohttp.ClientTimeout:
+    # sock_read bounds every wait for bytes: the first byte and each later chunk. A worker
+    # has a few distinct settings: the (immutable) objects are made once, not per request.
+    return aiohttp.ClientTimeout(total=total, sock_connect=connect, sock_read=read)
 
 
-async def post_json(target: UpstreamTarget, url: str, payload: dict[str, Any],
-                    headers: dict[str, str], *, total: float | None, error_from: ErrorFrom
-                    ) -> aiohttp.ClientResponse:
+@lru_cache(maxsize=256)
+def endpoint(base_url: str, path: str) -> URL:
+    """``path`` under a worker's base URL, parsed once rather than on every request."""
+    return URL(f"{base_url.rstrip('/')}{path}")
+
+
+async def post_json(target: UpstreamTarget, url: str | URL, payload: dict[str, Any],
+                    headers: Mapping[str, str], *, total: float | None,
+                    error_from: ErrorFrom) -> aiohttp.ClientResponse:
     """POST ``payload``; the response once its status is 200, or the UpstreamError that
     ``error_from`` makes of any other status and its body."""
     try:
         response = await upstream_session().post(
             url, data=orjson.dumps(payload), headers=headers,
-            timeout=_timeout(target, total=total))
+            timeout=_timeout(total, target.connect_timeout_s, target.first_byte_timeout_s))
     except (aiohttp.ClientConnectionError, aiohttp.ClientPayloadError) as exc:
         raise UpstreamError(f"cannot reach {target.worker_name}: {exc.__class__.__name__}",
                             retryable=True) from None

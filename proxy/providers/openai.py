@@ -3,13 +3,16 @@
 from __future__ import annotations
 
 from collections.abc import AsyncIterator
+from functools import lru_cache
 from typing import Any
 
 import aiohttp
 import orjson
+from multidict import CIMultiDict, CIMultiDictProxy
 
+from proxy.crypto import decrypt_secret
 from proxy.providers.base import UpstreamError, UpstreamTarget
-from proxy.providers.http import post_json, read_json
+from proxy.providers.http import endpoint, post_json, read_json
 
 
 def _retryable_status(status: int) -> bool:
@@ -30,23 +33,25 @@ def _error_from(status: int, raw: bytes) -> UpstreamError:
                          retryable=_retryable_status(status), status=status, body=body)
 
 
+@lru_cache(maxsize=256)
+def _headers(api_key_encrypted: str) -> CIMultiDictProxy[str]:
+    # Keyed by the stored (encrypted) key, so a changed key is a new entry: the Fernet
+    # decryption and the header mapping are done once per worker key, not per request.
+    headers = CIMultiDict({"Content-Type": "application/json"})
+    api_key = decrypt_secret(api_key_encrypted)
+    if api_key:
+        headers["Authorization"] = f"Bearer {api_key}"
+    return CIMultiDictProxy(headers)
+
+
 class OpenAIProvider:
     def __init__(self, target: UpstreamTarget) -> None:
         self.target = target
 
-    def _url(self) -> str:
-        base = self.target.base_url.rstrip("/")
-        return f"{base}/chat/completions"
-
-    def _headers(self) -> dict[str, str]:
-        headers = {"Content-Type": "application/json"}
-        if self.target.api_key:
-            headers["Authorization"] = f"Bearer {self.target.api_key}"
-        return headers
-
     async def _post(self, body: dict[str, Any], *, total: float | None
                     ) -> aiohttp.ClientResponse:
-        return await post_json(self.target, self._url(), body, self._headers(), total=total,
+        return await post_json(self.target, endpoint(self.target.base_url, "/chat/completions"),
+                               body, _headers(self.target.api_key_encrypted), total=total,
                                error_from=_error_from)
 
     async def complete(self, body: dict[str, Any]) -> dict[str, Any]:
