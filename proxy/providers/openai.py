@@ -3,14 +3,12 @@
 from __future__ import annotations
 
 from collections.abc import AsyncIterator
-from functools import lru_cache
 from typing import Any
 
 import aiohttp
 import orjson
 from multidict import CIMultiDict, CIMultiDictProxy
 
-from proxy.crypto import decrypt_secret
 from proxy.providers.base import UpstreamError, UpstreamTarget
 from proxy.providers.http import endpoint, post_json, read_json
 
@@ -33,15 +31,17 @@ def _error_from(status: int, raw: bytes) -> UpstreamError:
                          retryable=_retryable_status(status), status=status, body=body)
 
 
-@lru_cache(maxsize=256)
-def _headers(api_key_encrypted: str) -> CIMultiDictProxy[str]:
-    # Keyed by the stored (encrypted) key, so a changed key is a new entry: the Fernet
-    # decryption and the header mapping are done once per worker key, not per request.
-    headers = CIMultiDict({"Content-Type": "application/json"})
-    api_key = decrypt_secret(api_key_encrypted)
-    if api_key:
-        headers["Authorization"] = f"Bearer {api_key}"
-    return CIMultiDictProxy(headers)
+_JSON_ONLY = CIMultiDictProxy(CIMultiDict({"Content-Type": "application/json"}))
+
+
+def _headers(target: UpstreamTarget) -> CIMultiDictProxy[str]:
+    # The worker's key is decrypted for each call and kept nowhere else: a process's memory
+    # holds a plaintext key only while a request to that worker is being sent.
+    api_key = target.api_key
+    if not api_key:
+        return _JSON_ONLY
+    return CIMultiDictProxy(CIMultiDict({"Content-Type": "application/json",
+                                         "Authorization": f"Bearer {api_key}"}))
 
 
 class OpenAIProvider:
@@ -51,7 +51,7 @@ class OpenAIProvider:
     async def _post(self, body: dict[str, Any], *, total: float | None
                     ) -> aiohttp.ClientResponse:
         return await post_json(self.target, endpoint(self.target.base_url, "/chat/completions"),
-                               body, _headers(self.target.api_key_encrypted), total=total,
+                               body, _headers(self.target), total=total,
                                error_from=_error_from)
 
     async def complete(self, body: dict[str, Any]) -> dict[str, Any]:
