@@ -11,8 +11,8 @@ from django.core.handlers.asgi import ASGIRequest
 
 from proxy.api_request import ApiRequest
 from proxy.asgi import _Disconnect
+from proxy.forwarded import ForwardedHeaders
 from proxy.views import ChatCompletionsView, ModelDetailView, ModelListView
-from router_admin.asgi import ForwardedHeaders
 
 SCOPE = {
     "type": "http", "method": "post", "path": "/v1/chat/completions", "root_path": "",
