@@ -23,11 +23,13 @@ from billing.selectors import wallet_audit
 from billing.services import UsageReport, hold_create, hold_settle, wallet_credit
 from billing.services.holds import holds_extend as holds_extend_orm
 from billing.services.hot_path import (
+    close_pools,
     hold_reserve,
     hold_resolve,
     holds_extend,
     wallet_available,
 )
+from billing.services.hot_path.connections import pool
 from tests.loop_thread import LoopThread
 
 pytestmark = pytest.mark.django_db(transaction=True)
@@ -187,3 +189,19 @@ def test_extending_holds_moves_only_pending_ones_and_never_earlier(loop, user, p
     after = {hold.pk: hold.expires_at for hold in Hold.objects.all()}
     assert moved == 1
     assert after == {**before, "running": new_expiry}
+
+
+def test_a_reservation_does_not_turn_off_durable_commits_for_what_follows(loop, user, price,
+                                                                         settings):
+    """The reservation commits without waiting for the disk; the setting is its own
+    transaction's, so the settle that follows on the same connection waits as it must."""
+    loop.run(close_pools())  # a pool of one connection: the next statement shares it
+    settings.ROUTER_DB_POOL_SIZE = 1
+    wallet_credit(user=user, amount_micros=10_000, idempotency_key="f", memo="")
+
+    async def reserve_then_look() -> str:
+        await _reserve(user, price, "h", 100)
+        async with (await pool()).connection() as conn:
+            return (await (await conn.execute("SHOW synchronous_commit")).fetchone())[0]
+
+    assert loop.run(reserve_then_look()) == "on"
