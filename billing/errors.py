@@ -10,9 +10,13 @@ class BillingError(Exception):
 
 
 class InsufficientFunds(BillingError):
-    def __init__(self, *, needed_micros: int, available_micros: int) -> None:
+    def __init__(self, *, needed_micros: int, available_micros: int,
+                 held_micros: int = 0) -> None:
         self.needed_micros = needed_micros
         self.available_micros = available_micros
+        # Reserved by requests in flight when it was refused: once they settle (at their
+        # actual cost, at most what they hold), there may be room.
+        self.held_micros = held_micros
         super().__init__(
             f"This request needs up to ${format_usd(needed_micros)} but the available balance "
             f"is ${format_usd(available_micros)}."
@@ -34,10 +38,12 @@ class InvalidAmount(BillingError):
 class KeySpendCapReached(BillingError):
     """The key's own spend cap, not the wallet, cannot cover the request."""
 
-    def __init__(self, *, needed_micros: int, remaining_micros: int, period: str) -> None:
+    def __init__(self, *, needed_micros: int, remaining_micros: int, period: str,
+                 held_micros: int = 0) -> None:
         self.needed_micros = needed_micros
         self.remaining_micros = max(0, remaining_micros)
         self.period = period  # "lifetime" or "monthly"
+        self.held_micros = held_micros  # as for InsufficientFunds
         super().__init__(
             f"This API key has reached its {period} spend cap: this request needs up to "
             f"${format_usd(needed_micros)} but ${format_usd(self.remaining_micros)} of the "

@@ -33,6 +33,16 @@ from proxy.validation import ChatRequest
 logger = logging.getLogger(__name__)
 
 
+# Settling must finish even when the client's disconnect cancels the request task: it runs
+# as its own task, shielded, and this set keeps a reference until it is done.
+_settling: set[asyncio.Future[Any]] = set()
+T = TypeVar("T")
+# How long a refused reservation waits for this process's settlements in flight, or, with
+# none here, for another instance's, before it is tried once more.
+SETTLED_WAIT_S = 1.0
+OTHERS_SETTLE_WAIT_S = 0.02
+
+
 @dataclass(frozen=True)
 class ChargePlan:
     prompt_tokens: int  # a safe upper bound of what the upstream will count
@@ -84,12 +94,26 @@ async def plan_charge(*, caller: Caller, chat: ChatRequest, price: ModelPrice) -
 
 async def reserve(*, request_id: str, caller: Caller, chat: ChatRequest, price: ModelPrice,
                   plan: ChargePlan) -> None:
-    try:
+    async def take() -> None:
         await hold_reserve(
             user_id=caller.user_id, hold_id=request_id, amount_micros=plan.amount_micros,
             price_id=price.pk, model=chat.model, api_key_id=caller.api_key_id,
             expires_at=timezone.now() + timedelta(seconds=settings.ROUTER_HOLD_TTL_SECONDS),
         )
+
+    try:
+        try:
+            await take()
+        except (InsufficientFunds, KeySpendCapReached) as refused:
+            if not refused.held_micros:
+                raise
+            # Requests in flight hold their worst case; an answer already sent (by this
+            # process or another instance) holds it for the few milliseconds its charge
+            # takes to be written, and may then leave room. A client calling one request
+            # after another must not be refused for its own previous answer: wait for
+            # those charges, then try once more.
+            await settlements_written()
+            await take()
     except InsufficientFunds as refused:
         raise _refusal(refused.needed_micros, refused.available_micros) from None
     except KeySpendCapReached as capped:
@@ -160,10 +184,6 @@ def hold_keeper() -> HoldKeeper:
     return keeper
 
 
-# Settling must finish even when the client's disconnect cancels the request task: it runs
-# as its own task, shielded, and this set keeps a reference until it is done.
-_settling: set[asyncio.Future[Any]] = set()
-T = TypeVar("T")
 
 
 async def shielded(work: Awaitable[T]) -> T:
@@ -172,6 +192,59 @@ async def shielded(work: Awaitable[T]) -> T:
     _settling.add(task)
     task.add_done_callback(_settling.discard)
     return await asyncio.shield(task)
+
+
+async def settlements_written() -> None:
+    """Wait (briefly) for the settlements this process has in flight; with none, give those
+    of other instances a moment."""
+    if _settling:
+        await asyncio.wait(list(_settling), timeout=SETTLED_WAIT_S)
+    else:
+        await asyncio.sleep(OTHERS_SETTLE_WAIT_S)
+
+
+def in_background(work: Awaitable[T]) -> asyncio.Future[T]:
+    """Start ``work`` and let it finish whatever happens to the request that started it;
+    ``wait_for_settlements`` (graceful shutdown, tests) waits for it like a settlement."""
+    task = asyncio.ensure_future(work)
+    _settling.add(task)
+    task.add_done_callback(_settling.discard)
+    task.add_done_callback(_log_failure)
+    return task
+
+
+def _log_failure(task: asyncio.Future[Any]) -> None:
+    if not task.cancelled() and task.exception() is not None:
+        logger.error("work after an answer failed", exc_info=task.exception())
+
+
+def charge_for(*, price: ModelPrice, plan: ChargePlan, usage: UsageReport) -> int:
+    """What settling ``usage`` charges: its cost, never more than the hold (the statement
+    caps it the same way)."""
+    return min(plan.amount_micros, price.cost_micros(prompt_tokens=usage.prompt_tokens,
+                                                     completion_tokens=usage.completion_tokens,
+                                                     cached_tokens=usage.cached_tokens))
+
+
+# Pauses between tries of a settlement that runs after its answer was sent, while the
+# database is unreachable; after the last the sweeper releases the hold when it expires.
+SETTLE_RETRY_DELAYS_S = (0.5, 2.0, 8.0)
+
+
+async def settle_patiently(*, request_id: str, price: ModelPrice, plan: ChargePlan,
+                           usage: UsageReport) -> int:
+    """``settle``, tried again a few times if the database fails: the client has its answer,
+    so there is nobody left to tell, and a lost settlement would leave it uncharged. A try
+    that committed before its connection died leaves the hold resolved: the next one then
+    changes nothing (and reports 0)."""
+    for delay in SETTLE_RETRY_DELAYS_S:
+        try:
+            return await settle(request_id=request_id, price=price, plan=plan, usage=usage)
+        except (DatabaseError, psycopg.Error):
+            logger.warning("request %s: writing its charge failed; trying again in %.1f s",
+                           request_id, delay, exc_info=True)
+            await asyncio.sleep(delay)
+    return await settle(request_id=request_id, price=price, plan=plan, usage=usage)
 
 
 async def settle(*, request_id: str, price: ModelPrice, plan: ChargePlan,

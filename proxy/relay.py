@@ -2,7 +2,9 @@
 
 Both paths keep to the design's protocol: the hold exists before the upstream is called;
 no transaction is open while it runs; the hold is settled or voided in a ``finally`` that a
-client disconnect cannot skip.
+client disconnect cannot skip. A whole answer goes to the client while its charge is
+written (the charge is known from its usage, and the hold covers it until then); a
+stream's usage chunk and ``[DONE]`` follow its settlement.
 """
 
 from __future__ import annotations
@@ -90,6 +92,24 @@ class Call:
             self.admission, actual_tokens=usage.prompt_tokens + usage.completion_tokens))
         self.log(usage, charged)
         return charged
+
+    async def settle_after_answer(self, usage: UsageReport) -> int:
+        """For an answer sent whole: its charge is known from its usage, so the answer goes
+        to the client while the charge is written (in the background, retried if the
+        database fails; the hold keeps the money reserved until then). The token counters
+        and the concurrency slot are settled first, so the client's next request sees them.
+        """
+        charge = charging.charge_for(price=self.price, plan=self.plan, usage=usage)
+        charging.in_background(self._record(usage))
+        await charging.shielded(limits_settle(
+            self.admission, actual_tokens=usage.prompt_tokens + usage.completion_tokens))
+        return charge
+
+    async def _record(self, usage: UsageReport) -> None:
+        charged = await charging.settle_patiently(request_id=self.request_id,
+                                                  price=self.price, plan=self.plan,
+                                                  usage=usage)
+        self.log(usage, charged)
 
     async def void(self, usage: UsageReport) -> None:
         await charging.void(request_id=self.request_id, usage=usage)
@@ -251,7 +271,7 @@ async def _answer(call: Call, answer: dict[str, Any]) -> HttpResponse:
                    for choice in answer.get("choices", []) if isinstance(choice, dict))
     report = call.report(answer.get("usage"), produced_text=text)
     call.reply_text = text
-    charged = await call.settle(report)
+    charged = await call.settle_after_answer(report)
     answer["model"] = call.chat.model
     usage = answer.get("usage") if isinstance(answer.get("usage"), dict) else None
     if usage is None:

@@ -18,6 +18,17 @@ from django.db import connection
 from django.test import override_settings
 
 
+def wait_for_charges(timeout: float = 10) -> None:
+    """Wait until no hold is pending, in whichever router process it was taken: a whole
+    answer reaches its client a moment before its charge is written, and a dropped stream
+    settles a moment after the client goes."""
+    from billing.models import Hold
+
+    deadline = time.monotonic() + timeout
+    while Hold.objects.filter(status="pending").exists() and time.monotonic() < deadline:
+        time.sleep(0.02)
+
+
 class LiveRouter:
     def __init__(self) -> None:
         self._sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
@@ -46,12 +57,9 @@ class LiveRouter:
         """Wait until the pending holds are settled (a dropped stream settles a moment after
         the client goes) and no settlement is in flight, so a test sees final balances and
         its teardown does not race a late write."""
-        from billing.models import Hold
         from proxy.charging import wait_for_settlements
 
-        deadline = time.monotonic() + timeout
-        while Hold.objects.filter(status="pending").exists() and time.monotonic() < deadline:
-            time.sleep(0.02)
+        wait_for_charges(timeout)
         asyncio.run_coroutine_threadsafe(wait_for_settlements(), self._loop).result(timeout)
 
     def start(self) -> LiveRouter:

@@ -46,13 +46,13 @@ def cap_shortfall(budget: KeyBudget, amount_micros: int) -> KeySpendCapReached |
         remaining = budget.lifetime_limit_micros - budget.spent_micros - budget.pending_micros
         if amount_micros > remaining:
             return KeySpendCapReached(needed_micros=amount_micros, remaining_micros=remaining,
-                                      period="lifetime")
+                                      period="lifetime", held_micros=budget.pending_micros)
     if budget.monthly_limit_micros is not None:
         remaining = (budget.monthly_limit_micros - _month_spent(budget, current_month())
                      - budget.pending_micros)
         if amount_micros > remaining:
             return KeySpendCapReached(needed_micros=amount_micros, remaining_micros=remaining,
-                                      period="monthly")
+                                      period="monthly", held_micros=budget.pending_micros)
     return None
 
 

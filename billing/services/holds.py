@@ -69,7 +69,8 @@ def hold_create(
                 return _same_hold_or_conflict(existing, wallet=wallet, amount=amount_micros)
             if wallet.available_micros < amount_micros:
                 raise InsufficientFunds(needed_micros=amount_micros,
-                                        available_micros=wallet.available_micros)
+                                        available_micros=wallet.available_micros,
+                                        held_micros=wallet.pending_micros)
             if api_key is not None:
                 # Lock order: wallet, then the key's budget (as in settle and the SQL path).
                 budget = KeyBudget.objects.select_for_update().filter(

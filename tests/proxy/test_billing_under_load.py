@@ -55,7 +55,7 @@ def test_a_client_that_drops_the_stream_after_two_chunks_pays_for_what_was_produ
 
 
 def test_100_concurrent_calls_against_a_balance_for_exactly_10_let_10_through(
-    openai_worker, upstream, make_key, client_for, model_price
+    openai_worker, upstream, make_key, client_for, model_price, router
 ):
     max_tokens = 20
     body = {"model": "test-model", "messages": MESSAGES, "max_tokens": max_tokens}
@@ -76,6 +76,7 @@ def test_100_concurrent_calls_against_a_balance_for_exactly_10_let_10_through(
     assert len(succeeded) == 10, [r for r in results if isinstance(r, Exception)][:3]
     assert len(refused) == 90
     assert all(r.code == "insufficient_quota" for r in refused)
+    router.drain()
     wallet = Wallet.objects.get(user_id=user_id)
     charged = sum(-e.amount_micros for e in LedgerEntry.objects.filter(kind="charge"))
     assert LedgerEntry.objects.filter(kind="charge").count() == 10

@@ -20,7 +20,7 @@ def _wallet(user_id: int) -> Wallet:
 
 
 def test_a_non_streamed_answer_is_what_the_upstream_sent_and_is_charged_exactly(
-    openai_worker, upstream, make_key, client_for, model_price
+    openai_worker, upstream, make_key, client_for, model_price, router
 ):
     user_id, secret = make_key()
     raw = client_for(secret).chat.completions.with_raw_response.create(
@@ -45,6 +45,7 @@ def test_a_non_streamed_answer_is_what_the_upstream_sent_and_is_charged_exactly(
     assert sent["temperature"] == 0.3
     assert upstream.requests[-1].headers["Authorization"] == "Bearer upstream-secret"
 
+    router.drain()  # the charge is written as the answer goes out
     record = UsageRecord.objects.get(request_id=raw.headers["x-request-id"])
     assert (record.prompt_tokens, record.completion_tokens, record.cost_micros) == (
         expected.prompt_tokens, expected.completion_tokens, cost)

@@ -9,6 +9,7 @@ from django.db import connection
 
 from billing.models import UsageRecord
 from proxy.cache import clear_all_caches
+from tests.live_router import wait_for_charges
 
 MESSAGES = [{"role": "user", "content": "Hello"}]
 
@@ -36,4 +37,5 @@ def test_every_request_after_the_server_dropped_the_connections_is_answered(
         reply = client.chat.completions.create(model="test-model", messages=MESSAGES,
                                                max_tokens=5)
         assert reply.choices[0].message.content
+    wait_for_charges()
     assert UsageRecord.objects.count() == 10

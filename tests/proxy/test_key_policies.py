@@ -56,6 +56,7 @@ def test_rpm_5_refuses_the_6th_call_with_a_retry_after_that_works_when_honoured(
                                                    max_tokens=10)
     time.sleep(float(refused.headers["retry-after-ms"]) / 1000 + 0.05)
     assert _post(router, secret).status_code == 200
+    router.drain()
     assert LedgerEntry.objects.filter(kind="charge").count() == 6
     assert not Hold.objects.filter(status="pending").exists()
 

@@ -14,6 +14,7 @@ import pytest
 from accounts.models import ApiKey
 from billing.models import Hold, LedgerEntry, UsageRecord
 from proxy import shared_state
+from tests.live_router import wait_for_charges
 from tests.router_processes import (
     env_for_test_database,
     free_port,
@@ -47,6 +48,7 @@ def test_two_router_processes_together_let_through_exactly_the_rpm_limit(two_rou
         statuses.append(response.status_code)
     assert statuses.count(200) == 5, statuses
     assert statuses.count(429) == 7
+    wait_for_charges()
     assert LedgerEntry.objects.filter(kind="charge").count() == 5
 
 
@@ -115,5 +117,6 @@ def test_two_router_processes_together_keep_a_keys_spend_cap_exactly(two_routers
                            headers={"Authorization": f"Bearer {secret}"}).status_code
                 for i in range(8)]
     assert statuses == [200] * 5 + [402] * 3
+    wait_for_charges()
     budget = KeyBudget.objects.get(api_key=key)
     assert budget.spent_micros == 5 * cost <= budget.lifetime_limit_micros

@@ -18,7 +18,7 @@ concurrency and state-machine checks against all three.
 from __future__ import annotations
 
 import asyncio
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 from datetime import datetime
 
 import orjson
@@ -83,7 +83,7 @@ async def _reserve_many(items: list[_Reservation]
     if len(items) == 1:
         # One request: its own statement, cheaper than the group's, with its own refusal.
         try:
-            await _reserve_alone(**asdict(items[0]))
+            await _reserve_alone(**vars(items[0]))
         except (InsufficientFunds, KeySpendCapReached) as refusal:
             return [refusal]
         return [True]
@@ -162,8 +162,13 @@ async def wallet_available(*, user_id: int) -> int:
         from billing.selectors import wallet_balance_of
 
         return await sync_to_async(wallet_balance_of, thread_sensitive=False)(user_id=user_id)
+    return (await _wallet_balances(user_id))[0]
+
+
+async def _wallet_balances(user_id: int) -> tuple[int, int]:
+    """(available, held) in micro-USD; (0, 0) without a wallet."""
     row = await fetch(WALLET_AVAILABLE_SQL, {"user_id": user_id})
-    return row[0] if row else 0
+    return (row[0], row[1]) if row else (0, 0)
 
 
 async def hold_reserve(
@@ -208,8 +213,9 @@ async def _reserve_alone(
         # Read the balance again, in a statement of its own: the refused statement's
         # snapshot may predate the reservations that made it fail, and the message must not
         # claim more money than there is.
-        available = await wallet_available(user_id=user_id)
-        raise InsufficientFunds(needed_micros=amount_micros, available_micros=available)
+        available, held = await _wallet_balances(user_id)
+        raise InsufficientFunds(needed_micros=amount_micros, available_micros=available,
+                                held_micros=held)
 
 
 async def _cap_refusal(api_key_id: int | None, amount_micros: int) -> KeySpendCapReached:

@@ -86,6 +86,7 @@ def test_an_overloaded_anthropic_worker_fails_over_to_the_next_one(
         assert completion.choices[0].message.content == "From the second worker."
         assert len(anthropic_upstream.requests) == 1
         answer = second.answers[-1]
+    router.drain()
     record = UsageRecord.objects.get()
     assert (record.worker, record.status) == (backup.name, "ok")
     assert record.cost_micros == cost_of(answer.prompt_tokens, answer.usage["output_tokens"])

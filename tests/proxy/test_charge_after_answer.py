@@ -1,0 +1,97 @@
+"""A whole answer goes to the client while its charge is written: the charge is what the
+answer reported, it always lands, and a client calling one request after another is never
+refused for the hold of its own previous answer."""
+
+from __future__ import annotations
+
+from datetime import timedelta
+
+import openai
+import psycopg
+import pytest
+from django.utils import timezone
+
+from billing.models import LedgerEntry, UsageRecord, Wallet
+from billing.services import UsageReport, wallet_credit
+from billing.services.hot_path import hold_reserve
+from proxy import charging
+from proxy.tokens import estimate_request_prompt_tokens
+from tests.loop_thread import LoopThread
+from tests.proxy.upstream import plan_completion
+
+MESSAGES = [{"role": "user", "content": "Say something short."}]
+
+
+def test_the_charge_written_after_the_answer_is_the_one_it_reported(
+    openai_worker, upstream, make_key, client_for, router
+):
+    user_id, secret = make_key()
+    raw = client_for(secret).chat.completions.with_raw_response.create(
+        model="test-model", messages=MESSAGES, max_tokens=100)
+    reported = int(raw.headers["x-router-cost-micros"])
+    router.drain()
+    record = UsageRecord.objects.get(request_id=raw.headers["x-request-id"])
+    assert record.cost_micros == reported > 0
+    assert LedgerEntry.objects.get(kind="charge").amount_micros == -reported
+    wallet = Wallet.objects.get(user_id=user_id)
+    assert (wallet.posted_micros, wallet.pending_micros) == (1_000_000 - reported, 0)
+
+
+def test_calls_one_after_another_use_the_whole_balance_without_a_spurious_refusal(
+    openai_worker, upstream, make_key, client_for, router
+):
+    """Funded for exactly three answers, given that each charges less than it holds: the
+    third fits only once the second's charge is written, which happens while (or just
+    after) the client reads the second answer. It must still be served; the fourth not."""
+    body = {"model": "test-model", "messages": MESSAGES, "max_tokens": 100}
+    hold = estimate_request_prompt_tokens(body) + 2 * 100
+    answer = plan_completion({**body, "model": "gpt-4o-mini"}, upstream.behaviour.reply)
+    charge = answer.prompt_tokens + 2 * answer.completion_tokens
+    assert charge < hold
+    user_id, secret = make_key(credit_micros=hold + 2 * charge)
+    client = client_for(secret)
+    outcomes = []
+    for _ in range(4):
+        try:
+            client.chat.completions.create(**body)
+            outcomes.append(200)
+        except openai.APIStatusError as refused:
+            outcomes.append(refused.status_code)
+    assert outcomes == [200, 200, 200, 402]
+    router.drain()
+    wallet = Wallet.objects.get(user_id=user_id)
+    assert (wallet.posted_micros, wallet.pending_micros) == (hold - charge, 0)
+
+
+@pytest.mark.django_db(transaction=True)
+def test_a_charge_the_database_refuses_at_first_is_written_on_a_later_try(
+    user, price, monkeypatch
+):
+    wallet_credit(user=user, amount_micros=10_000, idempotency_key="f", memo="")
+    real = charging.hold_resolve
+    tries = []
+
+    async def flaky(**kwargs: object) -> int | None:
+        tries.append(kwargs["hold_id"])
+        if len(tries) == 1:  # what a dropped connection looks like, twice over
+            raise psycopg.OperationalError("the connection was lost")
+        return await real(**kwargs)
+
+    monkeypatch.setattr(charging, "hold_resolve", flaky)
+    monkeypatch.setattr(charging, "SETTLE_RETRY_DELAYS_S", (0.01, 0.01))
+    plan = charging.ChargePlan(prompt_tokens=10, max_tokens=100, amount_micros=210)
+    usage = UsageReport(prompt_tokens=10, completion_tokens=20, worker="w")
+    loop = LoopThread()
+    try:
+        loop.run(hold_reserve(user_id=user.pk, hold_id="late", amount_micros=210,
+                              price_id=price.pk, model=price.model, api_key_id=None,
+                              expires_at=timezone.now() + timedelta(minutes=5)))
+        charged = loop.run(charging.settle_patiently(request_id="late", price=price,
+                                                     plan=plan, usage=usage))
+    finally:
+        loop.close()
+    assert tries == ["late", "late"]
+    assert charged == 10 * 1 + 20 * 2
+    wallet = Wallet.objects.get(user=user)
+    assert (wallet.posted_micros, wallet.pending_micros) == (10_000 - 50, 0)
+    assert UsageRecord.objects.get(request_id="late").cost_micros == 50
