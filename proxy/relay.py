@@ -99,11 +99,12 @@ class Call:
         database fails; the hold keeps the money reserved until then). The token counters
         and the concurrency slot are settled first, so the client's next request sees them.
         """
-        charge = charging.charge_for(price=self.price, plan=self.plan, usage=usage)
-        charging.in_background(self._record(usage))
         await charging.shielded(limits_settle(
             self.admission, actual_tokens=usage.prompt_tokens + usage.completion_tokens))
-        return charge
+        # Started last: its first steps (the statement's parameters, the send) run while the
+        # answer is on its way, not before it.
+        charging.in_background(self._record(usage))
+        return charging.charge_for(price=self.price, plan=self.plan, usage=usage)
 
     async def _record(self, usage: UsageReport) -> None:
         charged = await charging.settle_patiently(request_id=self.request_id,
