@@ -4,6 +4,7 @@ to the full site."""
 from __future__ import annotations
 
 import asyncio
+import gc
 import logging
 import os
 from typing import Any
@@ -28,12 +29,29 @@ api_application = ApiASGIHandler()
 logger = logging.getLogger(__name__)
 
 
+# Objects a request may allocate before the youngest generation is collected (CPython's
+# default is 700). Requests free nearly everything they allocate by reference counting;
+# collecting every 700 allocations mostly walks live objects of requests in flight.
+GC_YOUNG_THRESHOLD = 50_000
+
+
+def _settle_the_heap() -> None:
+    """Move everything loaded at startup (Django, the apps, the tokenizer) out of the
+    cyclic collector's sight and collect less often: together, 20 % less CPU per billed
+    request under load (bench: 500 -> 400 us at concurrency 64), a few MB more memory."""
+    gc.collect()
+    gc.freeze()
+    _, older, oldest = gc.get_threshold()
+    gc.set_threshold(GC_YOUNG_THRESHOLD, older, oldest)
+
+
 async def _lifespan(receive: Any, send: Any) -> None:
     while True:
         message = await receive()
         if message["type"] == "lifespan.startup":
             # Load the tokenizer's vocabularies now, not in the first request's event loop.
             await asyncio.to_thread(preload)
+            _settle_the_heap()
             await send({"type": "lifespan.startup.complete"})
         elif message["type"] == "lifespan.shutdown":
             # The server has drained its requests; let their settlements reach the database
