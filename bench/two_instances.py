@@ -131,12 +131,15 @@ async def run_load(options: Options, one: Target, two: Target, rpm_target: Targe
     return {"runs": runs, "warmup": warmup, "rpm": rpm_statuses, "wallet": wallet_statuses}
 
 
-def answered_by_instance(routers: list[Service], key: str) -> list[int]:
-    """Completions each instance answered for ``key``, from its access log (one JSON line per
-    request, naming the key's prefix)."""
+def answered_by_instance(routers: list[Service], key: str,
+                         statuses: tuple[int, ...] = (200,)) -> list[int]:
+    """Completions each instance answered for ``key`` with one of ``statuses``, from its
+    access log (one JSON line per request, naming the key's prefix)."""
     prefix = f'"key_prefix":"{key[:18]}"'
+    wanted = tuple(f'"status":{status}' for status in statuses)
     return [sum(1 for line in router.log_tail(10**7).splitlines()
-                if prefix in line and '"status":200' in line and "/chat/completions" in line)
+                if prefix in line and "/chat/completions" in line
+                and any(status in line for status in wanted))
             for router in routers]
 
 
@@ -195,8 +198,10 @@ def main(argv: list[str] | None = None) -> int:
         billing = check_billing(options.database_url, answered)
         posted, pending = wallet_state(options.database_url, "exact0@example.com")
         warnings = [router.warnings() for router in routers]
+        # The wallet's requests each instance decided, served or refused: one instance may
+        # reserve the whole wallet in one statement, and the other then refuses every one.
         split = {"rpm": answered_by_instance(routers, rpm_key),
-                 "wallet": answered_by_instance(routers, wallet_key)}
+                 "wallet": answered_by_instance(routers, wallet_key, (200, 402))}
     finally:
         for service in reversed(services):
             stop_service(service)
@@ -223,7 +228,7 @@ def build_report(options: Options, result: dict[str, Any], billing: Any, answere
         "ledger_equals_usage": billing.ok(answered),
         "no_errors": not any(run["errors"] for run in runs.values()),
         # Otherwise one instance alone would have enforced the limits.
-        "both_instances_answered": all(n > 0 for counts in split.values() for n in counts),
+        "both_instances_took_part": all(n > 0 for counts in split.values() for n in counts),
     }
     return {"options": {k: str(v) for k, v in vars(options).items()}, "throughput": runs,
             "two_over_one_rps": ratio(runs["two instances"]["rps"],
@@ -246,7 +251,7 @@ def print_report(options: Options, report: dict[str, Any]) -> None:
           f"  -> {'exact' if checks['rpm_exact'] else 'NOT EXACT'}")
     posted, pending = report["wallet_posted_pending_micros"]
     print(f"wallet for {options.wallet_requests} requests, {2 * options.wallet_requests} sent: "
-          f"{report['wallet_statuses']} (200s by instance: "
+          f"{report['wallet_statuses']} (decided by instance: "
           f"{report['answered_by_instance']['wallet']}), wallet ends at posted {posted} / "
           f"pending {pending} micro-USD  -> "
           f"{'exact' if checks['wallet_exact'] else 'NOT EXACT'}")
