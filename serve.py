@@ -34,9 +34,10 @@ ROOT = Path(__file__).resolve().parent
 BIN = Path(sys.executable).parent
 APP = "router_admin.asgi:application"
 # Chosen by bench/server_choice.py; the README says why.
-SERVER = "granian"
+SERVER = "uvicorn"
 STATIC_URL_PATH = "/static"  # settings.STATIC_URL
-# Requests each worker process serves at once (granian's own default is 1024 / workers).
+# Requests each worker process serves at once (uvicorn answers 503 past it; granian, the
+# other server bench/ measures, queues past its --backpressure).
 # An LLM stream lasts seconds to minutes, so thousands are in flight on an idle CPU; what
 # may run is decided by the router's own limits (keys, users, worker slots), not here.
 DEFAULT_MAX_IN_FLIGHT = 10_000
@@ -117,8 +118,8 @@ def web(environ: Mapping[str, str]) -> tuple[list[str], dict[str, str]]:
 
 def static_root(environ: Mapping[str, str]) -> Path | None:
     """Where ``release`` collected the static files (STATIC_ROOT, as in the settings), for
-    the server to send; None before anything was collected there (granian refuses a
-    missing folder), and WhiteNoise in the app answers /static/ instead."""
+    granian to send; None before anything was collected there (granian refuses a missing
+    folder). Under uvicorn WhiteNoise in the app answers /static/ from there."""
     root = Path(environ.get("STATIC_ROOT") or ROOT / "var" / "static")
     return root if root.is_dir() else None
 

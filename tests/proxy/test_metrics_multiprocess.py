@@ -4,7 +4,10 @@ counts behind; `make serve`'s web server starts with none."""
 
 from __future__ import annotations
 
+import json
+import subprocess
 import sys
+import time
 
 import httpx
 from prometheus_client.parser import text_string_to_metric_families
@@ -33,6 +36,15 @@ def _completion_tokens(values: dict[tuple[str, tuple], float]) -> float:
                        (("kind", "completion"), ("model", "mock-gpt"))), 0.0)
 
 
+def _scrape_settled(url: str, answered: int) -> dict[tuple[str, tuple], float]:
+    """A scrape once ``answered`` completions are counted: a completion is counted when its
+    charge is written, a moment after its answer went out."""
+    deadline = time.monotonic() + 10
+    while _answered(values := _scrape(url)) < answered and time.monotonic() < deadline:
+        time.sleep(0.05)
+    return values
+
+
 def test_two_processes_counts_are_summed_and_outlive_a_process_that_exits(
     mock_model, make_key, tmp_path
 ):
@@ -49,7 +61,7 @@ def test_two_processes_counts_are_summed_and_outlive_a_process_that_exits(
                 tokens += response.json()["usage"]["completion_tokens"]
 
         for router in (first, second):
-            values = _scrape(router.url)
+            values = _scrape_settled(router.url, 7)
             assert _answered(values) == 7
             assert _completion_tokens(values) == tokens
         first.stop()
@@ -63,8 +75,6 @@ def test_the_web_server_of_make_serve_starts_clean_and_adds_up_its_workers(
 ):
     metrics, static = tmp_path / "metrics", tmp_path / "static"
     metrics.mkdir()
-    (static / "portal").mkdir(parents=True)
-    (static / "portal" / "site.0123abcd.css").write_text("body { color: black; }")
     stale = metrics / "counter_999999.db"
     stale.write_bytes(b"left by an earlier run")
     _, secret = make_key()
@@ -73,6 +83,13 @@ def test_the_web_server_of_make_serve_starts_clean_and_adds_up_its_workers(
     env = env_for_test_database(**secrets, WEB_CONCURRENCY="2", HOST="127.0.0.1",
                                 PROMETHEUS_MULTIPROC_DIR=str(metrics), STATIC_ROOT=str(static),
                                 LOG_LEVEL="WARNING")
+    # What `make serve` does first: migrate, and collect the static files under names that
+    # carry a hash of their content.
+    released = subprocess.run([sys.executable, "serve.py", "release"], env=env,
+                              capture_output=True, text=True, timeout=120, check=False)
+    assert released.returncode == 0, released.stdout + released.stderr
+    manifest = json.loads((static / "staticfiles.json").read_text())["paths"]
+    hashed = manifest["portal/portal.css"]
     with router_processes(1, env, [sys.executable, "serve.py", "web"]) as (router,):
         assert not stale.exists()
         for _ in range(6):  # a new connection each: the kernel spreads them over the workers
@@ -80,9 +97,10 @@ def test_the_web_server_of_make_serve_starts_clean_and_adds_up_its_workers(
                                   headers={"Authorization": f"Bearer {secret}"}, timeout=20)
             assert response.status_code == 200
         for _ in range(4):  # whichever worker answers the scrape
-            assert _answered(_scrape(router.url)) == 6
-        # Collected static files are sent by the server itself, cacheable for a year.
-        css = httpx.get(f"{router.url}/static/portal/site.0123abcd.css", timeout=10)
+            assert _answered(_scrape_settled(router.url, 6)) == 6
+        # Collected static files are sent from STATIC_ROOT, cacheable for good (their
+        # names change with their content).
+        css = httpx.get(f"{router.url}/static/{hashed}", timeout=10)
         assert css.status_code == 200
-        assert css.text == "body { color: black; }"
-        assert "max-age=31536000" in css.headers.get("cache-control", "")
+        assert css.content == (static / hashed).read_bytes()
+        assert "immutable" in css.headers.get("cache-control", "")
