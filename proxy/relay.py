@@ -13,18 +13,15 @@ import asyncio
 import logging
 import time
 from collections.abc import AsyncIterator
-from dataclasses import dataclass, field
 from typing import Any
 
 import orjson
-from django.conf import settings
 from django.http import HttpResponse, StreamingHttpResponse
 
-from billing.models import ModelPrice, UsageRecord
+from billing.models import UsageRecord
 from billing.money import format_usd
-from billing.services import UsageReport
 from proxy import charging
-from proxy.access_log import access_log
+from proxy.call import Call
 from proxy.errors import (
     ApiError,
     model_not_found,
@@ -32,13 +29,12 @@ from proxy.errors import (
     permission_denied,
     upstream_error,
 )
-from proxy.limits import Admission, limits_admit, limits_error, limits_release, limits_settle
-from proxy.metrics import UPSTREAM_ERRORS, completion_observed
-from proxy.providers import UpstreamError, UpstreamTarget, provider_for
+from proxy.limits import limits_admit, limits_error, limits_release
+from proxy.metrics import UPSTREAM_ERRORS
+from proxy.providers import UpstreamError, provider_for
 from proxy.providers.base import UpstreamStream
 from proxy.routing import Candidates, Lease
 from proxy.selectors import Caller, price_for_model, targets_for_model
-from proxy.tokens import count_text_tokens, exact_prompt_tokens
 from proxy.validation import ChatRequest
 
 logger = logging.getLogger(__name__)
@@ -55,110 +51,6 @@ def error_response(error: ApiError) -> HttpResponse:
     for name, value in error.headers.items():
         response[name] = value
     return response
-
-
-@dataclass
-class Call:
-    """One request on its way through the router."""
-
-    request_id: str
-    caller: Caller
-    chat: ChatRequest
-    price: ModelPrice
-    plan: charging.ChargePlan
-    admission: Admission
-    started: float = field(default_factory=time.monotonic)
-    first_token_at: float | None = None
-    worker: str = ""
-    reply_text: str = ""  # what the client received, for the log only when content is on
-
-    def upstream_body(self, target: UpstreamTarget) -> dict[str, Any]:
-        body = dict(self.chat.body)
-        body["model"] = target.upstream_model
-        cap = "max_completion_tokens" if "max_completion_tokens" in body else "max_tokens"
-        body[cap] = self.plan.max_tokens
-        if self.chat.stream:
-            # Forced so the charge comes from the upstream's own count; the usage chunk is
-            # dropped on the way back unless the client asked for it.
-            body["stream_options"] = {**(body.get("stream_options") or {}),
-                                      "include_usage": True}
-        return body
-
-    async def settle(self, usage: UsageReport) -> int:
-        charged = await charging.settle(request_id=self.request_id, price=self.price,
-                                        plan=self.plan, usage=usage)
-        # The token counters learn the actual count; the concurrency slot is freed.
-        await charging.shielded(limits_settle(
-            self.admission, actual_tokens=usage.prompt_tokens + usage.completion_tokens))
-        self.log(usage, charged)
-        return charged
-
-    async def settle_after_answer(self, usage: UsageReport) -> int:
-        """For an answer sent whole: its charge is known from its usage, so the answer goes
-        to the client while the charge is written (in the background, retried if the
-        database fails; the hold keeps the money reserved until then). The token counters
-        and the concurrency slot are settled first, so the client's next request sees them.
-        """
-        await charging.shielded(limits_settle(
-            self.admission, actual_tokens=usage.prompt_tokens + usage.completion_tokens))
-        # Started last: its first steps (the statement's parameters, the send) run while the
-        # answer is on its way, not before it.
-        charging.in_background(self._record(usage))
-        return charging.charge_for(price=self.price, plan=self.plan, usage=usage)
-
-    async def _record(self, usage: UsageReport) -> None:
-        charged = await charging.settle_patiently(request_id=self.request_id,
-                                                  price=self.price, plan=self.plan,
-                                                  usage=usage)
-        self.log(usage, charged)
-
-    async def void(self, usage: UsageReport) -> None:
-        await charging.void(request_id=self.request_id, usage=usage)
-        await charging.shielded(limits_release(self.admission))
-
-    def log(self, usage: UsageReport, charged: int) -> None:
-        """The request's access-log line, written when its money is settled (for a stream,
-        that is when it ends, which is after its HTTP status was sent)."""
-        content = ({"messages": self.chat.messages, "reply": self.reply_text}
-                   if settings.ROUTER_LOG_CONTENT else {})
-        access_log(request_id=self.request_id, method="POST", path="/v1/chat/completions",
-                   # 200 once the answer or the stream's first chunk went out; none when
-                   # the client hung up before any output.
-                   status=200 if self.first_token_at is not None else None,
-                   user_id=self.caller.user_id, key_prefix=self.caller.key_prefix,
-                   model=self.chat.model, worker=usage.worker, outcome=usage.status,
-                   prompt_tokens=usage.prompt_tokens,
-                   completion_tokens=usage.completion_tokens,
-                   cached_tokens=usage.cached_tokens, cost_micros=charged,
-                   latency_ms=usage.latency_ms, ttft_ms=usage.ttft_ms, **content)
-        completion_observed(model=self.chat.model, worker=usage.worker, outcome=usage.status,
-                            prompt_tokens=usage.prompt_tokens,
-                            completion_tokens=usage.completion_tokens, charged_micros=charged,
-                            latency_ms=usage.latency_ms, ttft_ms=usage.ttft_ms)
-
-    def elapsed_ms(self, since: float | None = None) -> int | None:
-        if since is None:
-            return None
-        return int((since - self.started) * 1000)
-
-    def report(self, usage: dict[str, Any] | None, *, produced_text: str = "",
-               status: str = UsageRecord.Status.OK) -> UsageReport:
-        now = time.monotonic()
-        common = {"status": status, "worker": self.worker, "latency_ms": self.elapsed_ms(now),
-                  "ttft_ms": self.elapsed_ms(self.first_token_at)}
-        if usage and isinstance(usage.get("prompt_tokens"), int):
-            details = usage.get("prompt_tokens_details") or {}
-            cached = details.get("cached_tokens") if isinstance(details, dict) else 0
-            prompt = usage["prompt_tokens"]
-            return UsageReport(prompt_tokens=prompt,
-                               completion_tokens=int(usage.get("completion_tokens") or 0),
-                               cached_tokens=min(int(cached or 0), prompt),
-                               source=UsageRecord.Source.PROVIDER, **common)
-        # No usage from the upstream (cut off, or it never sends any): the prompt counted the
-        # way OpenAI counts chat messages, and the tokens that were actually produced.
-        return UsageReport(prompt_tokens=exact_prompt_tokens(self.chat.messages),
-                           completion_tokens=count_text_tokens(produced_text),
-                           source=UsageRecord.Source.ESTIMATED, **common)
 
 
 async def chat_completion(*, request_id: str, caller: Caller, chat: ChatRequest
@@ -260,10 +152,19 @@ async def _complete(call: Call, candidates: Candidates) -> HttpResponse:
             await lease.release()
             await _abandoned(call, exc)
             raise
-        await lease.release()
-        await lease.succeeded()
-        return await _answer(call, answer)
+        try:
+            return await _answer(call, answer)
+        finally:
+            # After the answer's charge is under way, and shielded: a client hanging up
+            # during this bookkeeping (a Redis round trip each) can neither skip the charge
+            # nor keep the worker's slot.
+            await charging.shielded(_succeeded(lease))
     raise await _failed(call, failure)
+
+
+async def _succeeded(lease: Lease) -> None:
+    await lease.release()
+    await lease.succeeded()
 
 
 async def _answer(call: Call, answer: dict[str, Any]) -> HttpResponse:
@@ -309,7 +210,15 @@ async def _stream(call: Call, candidates: Candidates) -> StreamingHttpResponse:
             await lease.release()
             await _abandoned(call, exc)
             raise
-        await lease.succeeded()
+        try:
+            await lease.succeeded()
+        except BaseException as exc:
+            # The client hung up before the stream began: stop the upstream, free the slot
+            # and settle, as when it hangs up earlier.
+            await charging.shielded(upstream.aclose())
+            await charging.shielded(lease.release())
+            await _abandoned(call, exc)
+            raise
         response = StreamingHttpResponse(_relay(call, lease, upstream, chunks, first),
                                          content_type="text/event-stream")
         response["Cache-Control"] = "no-cache"
