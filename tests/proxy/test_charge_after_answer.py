@@ -4,18 +4,23 @@ refused for the hold of its own previous answer."""
 
 from __future__ import annotations
 
+import threading
+import time
 from datetime import timedelta
 
+import httpx
 import openai
 import psycopg
 import pytest
+import redis
 from django.utils import timezone
 
-from billing.models import LedgerEntry, UsageRecord, Wallet
+from billing.models import Hold, LedgerEntry, UsageRecord, Wallet
 from billing.services import UsageReport, wallet_credit
 from billing.services.hot_path import hold_reserve
 from proxy import charging
 from proxy.tokens import estimate_request_prompt_tokens
+from tests.live_router import wait_for_charges
 from tests.loop_thread import LoopThread
 from tests.proxy.upstream import plan_completion
 
@@ -95,3 +100,35 @@ def test_a_charge_the_database_refuses_at_first_is_written_on_a_later_try(
     wallet = Wallet.objects.get(user=user)
     assert (wallet.posted_micros, wallet.pending_micros) == (10_000 - 50, 0)
     assert UsageRecord.objects.get(request_id="late").cost_micros == 50
+
+
+def test_a_client_gone_while_the_router_books_the_answer_is_still_charged(
+    openai_worker, upstream, make_key, router, settings
+):
+    """Right after the upstream answers, the router frees the worker's slot in Redis. A
+    client that hangs up during that round trip must not leave the answer uncharged (the
+    hold pending for the sweeper): Redis is paused across the moment the answer arrives,
+    and the client gives up while the router waits on it."""
+    if not settings.REDIS_URL:
+        pytest.skip("the worker's slots are kept in Redis only when there is one")
+    _, warm = make_key()  # the key, price and worker lookups are cached first
+    httpx.post(f"{router.base_url}/chat/completions", timeout=10,
+               json={"model": "test-model", "messages": MESSAGES, "max_tokens": 20},
+               headers={"Authorization": f"Bearer {warm}"}).raise_for_status()
+    user_id, secret = make_key()
+    upstream.configure(first_byte_delay=0.5)
+    pause = threading.Timer(0.3, redis.Redis.from_url(settings.REDIS_URL).execute_command,
+                            ("CLIENT", "PAUSE", "600", "ALL"))
+    pause.start()
+    with pytest.raises(httpx.ReadTimeout):
+        httpx.post(f"{router.base_url}/chat/completions", timeout=httpx.Timeout(5, read=0.6),
+                   json={"model": "test-model", "messages": MESSAGES, "max_tokens": 20},
+                   headers={"Authorization": f"Bearer {secret}"})
+    pause.join()
+    time.sleep(0.5)  # Redis answers again
+    wait_for_charges()
+    hold = Hold.objects.get(wallet__user_id=user_id)
+    assert hold.status == "posted"
+    record = UsageRecord.objects.get(user_id=user_id)
+    assert (record.status, record.source) == ("ok", "provider")
+    assert Wallet.objects.get(user_id=user_id).posted_micros == 1_000_000 - record.cost_micros
