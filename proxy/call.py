@@ -16,6 +16,7 @@ from proxy.access_log import access_log
 from proxy.limits import Admission, limits_release, limits_settle
 from proxy.metrics import completion_observed
 from proxy.providers import UpstreamTarget
+from proxy.routing import Lease
 from proxy.selectors import Caller
 from proxy.tokens import count_text_tokens, exact_prompt_tokens
 from proxy.validation import ChatRequest
@@ -57,21 +58,27 @@ class Call:
         self.log(usage, charged)
         return charged
 
-    async def settle_after_answer(self, usage: UsageReport) -> int:
+    async def settle_after_answer(self, usage: UsageReport, lease: Lease) -> int:
         """For an answer sent whole: its charge is known from its usage, so the answer goes
         to the client while the charge is written (in the background, retried if the
-        database fails; the hold keeps the money reserved until then). The token counters
-        and the concurrency slot are settled first, so the client's next request sees them.
+        database fails; the hold keeps the money reserved until then). The worker's slot,
+        the token counters and the concurrency slot are settled first, so the client's
+        next request sees them.
         """
         try:
-            await charging.shielded(limits_settle(
-                self.admission, actual_tokens=usage.prompt_tokens + usage.completion_tokens))
+            await charging.shielded(self._book(usage, lease))
         finally:
             # Started last, so that its first steps (the statement's parameters, the send)
             # run while the answer is on its way; in a finally, so that a client hanging up
-            # during the await above cannot skip it.
+            # during the bookkeeping (Redis round trips) cannot skip it.
             charging.in_background(self._record(usage))
         return charging.charge_for(price=self.price, plan=self.plan, usage=usage)
+
+    async def _book(self, usage: UsageReport, lease: Lease) -> None:
+        await lease.release()
+        await lease.succeeded()
+        await limits_settle(self.admission,
+                            actual_tokens=usage.prompt_tokens + usage.completion_tokens)
 
     async def _record(self, usage: UsageReport) -> None:
         charged = await charging.settle_patiently(request_id=self.request_id,

@@ -152,28 +152,17 @@ async def _complete(call: Call, candidates: Candidates) -> HttpResponse:
             await lease.release()
             await _abandoned(call, exc)
             raise
-        try:
-            return await _answer(call, answer)
-        finally:
-            # After the answer's charge is under way, and shielded: a client hanging up
-            # during this bookkeeping (a Redis round trip each) can neither skip the charge
-            # nor keep the worker's slot.
-            await charging.shielded(_succeeded(lease))
+        return await _answer(call, answer, lease)
     raise await _failed(call, failure)
 
 
-async def _succeeded(lease: Lease) -> None:
-    await lease.release()
-    await lease.succeeded()
-
-
-async def _answer(call: Call, answer: dict[str, Any]) -> HttpResponse:
+async def _answer(call: Call, answer: dict[str, Any], lease: Lease) -> HttpResponse:
     call.first_token_at = time.monotonic()
     text = "".join((choice.get("message") or {}).get("content") or ""
                    for choice in answer.get("choices", []) if isinstance(choice, dict))
     report = call.report(answer.get("usage"), produced_text=text)
     call.reply_text = text
-    charged = await call.settle_after_answer(report)
+    charged = await call.settle_after_answer(report, lease)
     answer["model"] = call.chat.model
     usage = answer.get("usage") if isinstance(answer.get("usage"), dict) else None
     if usage is None:
