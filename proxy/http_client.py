@@ -19,6 +19,9 @@ def upstream_session() -> aiohttp.ClientSession:
                                          enable_cleanup_closed=True)
         session = aiohttp.ClientSession(
             connector=connector,
+            # One session serves every user: a cookie an upstream sets must not ride along
+            # on other users' requests (and keeping none costs nothing per request).
+            cookie_jar=aiohttp.DummyCookieJar(),
             # Compression would make the upstream buffer to compress; streams must flow.
             auto_decompress=True,
             skip_auto_headers=("User-Agent",),

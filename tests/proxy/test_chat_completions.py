@@ -258,3 +258,18 @@ def test_an_error_event_from_the_upstream_mid_stream_is_passed_on_as_an_sse_erro
     assert (record.status, record.source, record.completion_tokens) == (
         "upstream_error", "estimated", 2)
     assert _wallet(user_id).pending_micros == 0
+
+
+def test_a_cookie_an_upstream_sets_never_rides_along_on_another_request(
+    openai_worker, upstream, make_key, client_for
+):
+    # By name, not by address: HTTP clients keep cookies for host names only.
+    openai_worker.base_url = upstream.base_url.replace("127.0.0.1", "localhost")
+    openai_worker.save()
+    upstream.configure(answer_headers={"Set-Cookie": "upstream_session=s3cret; Path=/"})
+    for _ in range(2):  # two users, one pooled upstream client
+        _, secret = make_key()
+        client_for(secret).chat.completions.create(model="test-model", messages=MESSAGES,
+                                                   max_tokens=5)
+    assert len(upstream.requests) == 2
+    assert "Cookie" not in upstream.requests[-1].headers

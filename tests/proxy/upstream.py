@@ -79,6 +79,7 @@ class UpstreamBehaviour:
     status: int | None = None
     error_body: dict[str, Any] | None = None  # instead of the default body for ``status``
     error_headers: dict[str, str] = field(default_factory=dict)  # e.g. {"Retry-After": "1"}
+    answer_headers: dict[str, str] = field(default_factory=dict)  # on whole answers
     # Seconds before the status line (both modes), and between stream chunks.
     first_byte_delay: float = 0.0
     chunk_delay: float = 0.0
@@ -228,7 +229,8 @@ class UpstreamServer(RecordingServer):
         }
         if behaviour.report_usage:
             answer["usage"] = _usage(completion, n, behaviour.cached_tokens)
-        return self._json(answer, headers={"x-request-id": f"req_{uuid.uuid4().hex}"})
+        return self._json(answer, headers={"x-request-id": f"req_{uuid.uuid4().hex}",
+                                           **behaviour.answer_headers})
 
     async def _stream(self, request: web.Request, body: dict[str, Any],
                       behaviour: UpstreamBehaviour, completion: Completion, n: int,
