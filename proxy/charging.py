@@ -239,17 +239,20 @@ async def settle_patiently(*, request_id: str, price: ModelPrice, plan: ChargePl
     changes nothing (and reports 0)."""
     for delay in SETTLE_RETRY_DELAYS_S:
         try:
-            return await settle(request_id=request_id, price=price, plan=plan, usage=usage)
+            return await settle(request_id=request_id, price=price, plan=plan, usage=usage,
+                                deferred=True)
         except (DatabaseError, psycopg.Error):
             logger.warning("request %s: writing its charge failed; trying again in %.1f s",
                            request_id, delay, exc_info=True)
             await asyncio.sleep(delay)
-    return await settle(request_id=request_id, price=price, plan=plan, usage=usage)
+    return await settle(request_id=request_id, price=price, plan=plan, usage=usage,
+                        deferred=True)
 
 
 async def settle(*, request_id: str, price: ModelPrice, plan: ChargePlan,
-                 usage: UsageReport) -> int:
-    """Charge what the request used; returns the micro-USD charged."""
+                 usage: UsageReport, deferred: bool = False) -> int:
+    """Charge what the request used; returns the micro-USD charged. ``deferred``: for an
+    answer already sent (see ``hot_path.hold_resolve``)."""
     cost = price.cost_micros(prompt_tokens=usage.prompt_tokens,
                              completion_tokens=usage.completion_tokens,
                              cached_tokens=usage.cached_tokens)
@@ -260,7 +263,7 @@ async def settle(*, request_id: str, price: ModelPrice, plan: ChargePlan,
                      request_id, cost, plan.amount_micros)
     try:
         charged = await shielded(hold_resolve(hold_id=request_id, usage=usage,
-                                              cost_micros=cost))
+                                              cost_micros=cost, deferred=deferred))
     finally:
         hold_keeper().discard(request_id)
     if charged is None:

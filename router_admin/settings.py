@@ -112,6 +112,8 @@ ROUTER_DB_POOL_SIZE = env_int("ROUTER_DB_POOL_SIZE", 10, minimum=1)
 # Reservations and settles that overlap in time go to PostgreSQL as one statement each
 # (billing.services.hot_path); off, every request sends its own.
 ROUTER_DB_BATCHING = env_bool("ROUTER_DB_BATCHING", True)
+# How long the charge of an answer already sent waits to share a statement with others.
+ROUTER_SETTLE_LINGER_MS = env_int("ROUTER_SETTLE_LINGER_MS", 20, minimum=0)
 
 DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
 AUTH_USER_MODEL = "accounts.User"

@@ -69,7 +69,7 @@ def test_overlapping_requests_share_statements_and_are_charged_exactly(loop, use
 
     assert loop.run(all_at_once()) == [i + 1 for i in range(200)]
     counts = loop.run(_counts())
-    for batches, items, failures in counts.values():
+    for batches, items, failures in (counts["reservations"], counts["settles"]):
         # 200 requests in far fewer statements, none of which failed.
         assert (items, failures) == (200, 0)
         assert batches < 50, counts
@@ -158,7 +158,7 @@ def test_two_processes_batching_the_same_wallets_do_not_deadlock(make_user, pric
         assert all(f.result(60) == [7] * 200 for f in futures)
         elapsed = time.monotonic() - started
         failures = [counts[name][2] for loop in loops for counts in [loop.run(_counts())]
-                    for name in counts]
+                    for name in ("reservations", "settles")]
     finally:
         for loop in loops:
             loop.close()
@@ -194,3 +194,27 @@ def test_a_reservation_abandoned_while_in_flight_is_released_at_once(loop, user,
     assert (record.request_id, record.status, record.cost_micros) == ("sent", "cancelled", 0)
     wallet = Wallet.objects.get(user=user)
     assert (wallet.posted_micros, wallet.pending_micros) == (100_000, 0)
+
+
+def test_charges_of_answers_already_sent_wait_a_moment_to_share_a_statement(
+    loop, user, price, settings
+):
+    settings.ROUTER_SETTLE_LINGER_MS = 50
+    wallet_credit(user=user, amount_micros=1_000_000, idempotency_key="f", memo="")
+
+    async def reserve_all() -> None:
+        await asyncio.gather(*(_reserve(user.pk, price, f"d{i}", 1_000) for i in range(20)))
+
+    async def charge_all() -> list[int | None]:
+        return await asyncio.gather(*(
+            hold_resolve(hold_id=f"d{i}", usage=_usage(), cost_micros=10 + i, deferred=True)
+            for i in range(20)))
+
+    loop.run(reserve_all())
+    started = time.monotonic()
+    assert loop.run(charge_all()) == [10 + i for i in range(20)]
+    assert time.monotonic() - started >= 0.05
+    assert loop.run(_counts())["deferred charges"] == (1, 20, 0)
+    wallet = Wallet.objects.get(user=user)
+    assert (wallet.posted_micros, wallet.pending_micros) == (1_000_000 - sum(range(10, 30)), 0)
+    _assert_ledger_chains(wallet)

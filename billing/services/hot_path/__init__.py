@@ -129,8 +129,15 @@ _batchers: dict[asyncio.AbstractEventLoop,
                 tuple[Batcher[_Reservation, bool], Batcher[_Resolution, int | None]]] = {}
 
 
-def batchers() -> tuple[Batcher[_Reservation, bool], Batcher[_Resolution, int | None]]:
-    """This event loop's batchers of reservations and of settles."""
+Batchers = tuple[Batcher[_Reservation, bool], Batcher[_Resolution, int | None],
+                 Batcher[_Resolution, int | None]]
+
+
+def batchers() -> Batchers:
+    """This event loop's batchers: of reservations, of settles a request waits for, and of
+    charges of answers already sent (``deferred``), which wait ROUTER_SETTLE_LINGER_MS for
+    company: at concurrency 1 on one wallet that keeps them out of the next request's way
+    (its reservation waits for the wallet row while a charge holds it)."""
     loop = asyncio.get_running_loop()
     found = _batchers.get(loop)
     if found is None:
@@ -140,6 +147,8 @@ def batchers() -> tuple[Batcher[_Reservation, bool], Batcher[_Resolution, int | 
                     on_abandoned=_release_abandoned),
             Batcher("settles", _resolve_many, key=lambda item: item.hold_id,
                     max_size=BATCH_MAX),
+            Batcher("deferred charges", _resolve_many, key=lambda item: item.hold_id,
+                    max_size=BATCH_MAX, linger_s=settings.ROUTER_SETTLE_LINGER_MS / 1000),
         )
     return found
 
@@ -242,19 +251,21 @@ def _hold_create_orm(user_id: int, hold_id: str, amount: int, price_id: int, mod
                 api_key=ApiKey(pk=api_key_id) if api_key_id else None, expires_at=expires_at)
 
 
-async def hold_resolve(*, hold_id: str, usage: UsageReport, cost_micros: int | None
-                       ) -> int | None:
+async def hold_resolve(*, hold_id: str, usage: UsageReport, cost_micros: int | None,
+                       deferred: bool = False) -> int | None:
     """Settle the hold at ``cost_micros`` (capped at the hold), or void it when None.
 
     Returns what was charged, or None when the hold was no longer pending (someone else,
-    e.g. the sweeper, resolved it first; nothing was changed).
+    e.g. the sweeper, resolved it first; nothing was changed). ``deferred``: nobody waits
+    for this one (its answer was sent), so it may wait a moment to share a statement.
     """
     if not _on_postgresql():
         outcome = await sync_to_async(_resolve_orm, thread_sensitive=False)(
             hold_id, usage, cost_micros)
         return None if outcome.already_resolved else outcome.charged_micros
     if _batching():
-        charged = await batchers()[1].submit(_Resolution(hold_id, cost_micros, usage))
+        batcher = batchers()[2 if deferred else 1]
+        charged = await batcher.submit(_Resolution(hold_id, cost_micros, usage))
         if charged is not ALONE:
             return charged  # type: ignore[return-value]
     return await _resolve_alone(hold_id, usage, cost_micros)
