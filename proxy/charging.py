@@ -38,9 +38,10 @@ logger = logging.getLogger(__name__)
 _settling: set[asyncio.Future[Any]] = set()
 T = TypeVar("T")
 # How long a refused reservation waits for this process's settlements in flight, or, with
-# none here, for another instance's, before it is tried once more.
+# none here, for another instance's (which may linger ROUTER_SETTLE_LINGER_MS first),
+# before it is tried once more.
 SETTLED_WAIT_S = 1.0
-OTHERS_SETTLE_WAIT_S = 0.02
+OTHERS_SETTLE_MARGIN_S = 0.03
 
 
 @dataclass(frozen=True)
@@ -200,7 +201,7 @@ async def settlements_written() -> None:
     if _settling:
         await asyncio.wait(list(_settling), timeout=SETTLED_WAIT_S)
     else:
-        await asyncio.sleep(OTHERS_SETTLE_WAIT_S)
+        await asyncio.sleep(settings.ROUTER_SETTLE_LINGER_MS / 1000 + OTHERS_SETTLE_MARGIN_S)
 
 
 def in_background(work: Awaitable[T]) -> asyncio.Future[T]:
