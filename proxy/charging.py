@@ -187,12 +187,17 @@ def hold_keeper() -> HoldKeeper:
 
 
 
-async def shielded(work: Awaitable[T]) -> T:
-    """Run ``work`` to the end even if the awaiting request is cancelled."""
+def _tracked(work: Awaitable[T]) -> asyncio.Future[T]:
+    """``work`` as a task that ``wait_for_settlements`` waits for."""
     task = asyncio.ensure_future(work)
     _settling.add(task)
     task.add_done_callback(_settling.discard)
-    return await asyncio.shield(task)
+    return task
+
+
+async def shielded(work: Awaitable[T]) -> T:
+    """Run ``work`` to the end even if the awaiting request is cancelled."""
+    return await asyncio.shield(_tracked(work))
 
 
 async def settlements_written() -> None:
@@ -207,9 +212,8 @@ async def settlements_written() -> None:
 def in_background(work: Awaitable[T]) -> asyncio.Future[T]:
     """Start ``work`` and let it finish whatever happens to the request that started it;
     ``wait_for_settlements`` (graceful shutdown, tests) waits for it like a settlement."""
-    task = asyncio.ensure_future(work)
-    _settling.add(task)
-    task.add_done_callback(_settling.discard)
+    task = _tracked(work)
+    # Nobody awaits it: its failure is logged here or nowhere.
     task.add_done_callback(_log_failure)
     return task
 

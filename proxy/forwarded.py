@@ -20,10 +20,10 @@ from typing import Any
 class ForwardedHeaders:
     """The client's address (API keys' IP allow-lists, who may read /metrics) and scheme
     from X-Forwarded-For and X-Forwarded-Proto, believed only from the proxies in
-    FORWARDED_ALLOW_IPS: the variable uvicorn reads for the same purpose; granian, the
-    server of `make serve`, reads none. The rules are granian's own
-    (``wrap_asgi_with_proxy_headers``); whether a peer is trusted is remembered, as the
-    few proxies in front of an instance each send many requests."""
+    FORWARDED_ALLOW_IPS: the variable uvicorn reads for the same purpose (granian reads
+    none), so the router applies the same rules under either server. The rules are
+    granian's own (``wrap_asgi_with_proxy_headers``); whether a peer is trusted is
+    remembered, as the few proxies in front of an instance each send many requests."""
 
     MAX_REMEMBERED = 1024
 
