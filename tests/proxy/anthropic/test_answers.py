@@ -21,7 +21,7 @@ from tests.proxy.anthropic.samples import (
 
 
 def test_a_non_streamed_answer_reads_as_openai_and_is_charged_exactly_with_cached_tokens(
-    anthropic_worker, anthropic_upstream, make_key, client_for, claude_price
+    anthropic_worker, anthropic_upstream, make_key, client_for, claude_price, router
 ):
     anthropic_upstream.configure(cache_creation_input_tokens=37, cache_read_input_tokens=151)
     user_id, secret = make_key()
@@ -56,6 +56,7 @@ def test_a_non_streamed_answer_reads_as_openai_and_is_charged_exactly_with_cache
         "messages": [{"role": "user", "content": "Say something deterministic."}],
         "temperature": 1, "stop_sequences": ["\n\n"], "metadata": {"user_id": "u-42"}}
 
+    router.drain()  # the charge is written as the answer goes out
     record = UsageRecord.objects.get(request_id=raw.headers["x-request-id"])
     assert (record.prompt_tokens, record.completion_tokens, record.cached_tokens) == (
         answer.prompt_tokens, answer.usage["output_tokens"], 151)
