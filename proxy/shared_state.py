@@ -25,6 +25,26 @@ RETRY_AFTER_SECONDS = 5.0
 _down_until = 0.0
 
 
+class CancellableRedis(aioredis.Redis):
+    """redis-py's client, minus a lost cancellation.
+
+    With ``socket_timeout`` set, redis-py writes each command under ``asyncio.wait_for``,
+    and on Python 3.11 ``wait_for`` drops a cancellation that arrives as the write
+    completes (CPython gh-86296, fixed in 3.12): a request whose client hung up during a
+    Redis call would go on as if nothing happened (waiting out a worker slot, say, with
+    its hold taken). The task still counts the cancellation it was asked for, so one
+    requested during the command and not delivered is raised when the command returns.
+    """
+
+    async def execute_command(self, *args: object, **options: object) -> object:
+        task = asyncio.current_task()
+        asked = task.cancelling() if task is not None else 0
+        result = await super().execute_command(*args, **options)
+        if task is not None and task.cancelling() > asked:
+            raise asyncio.CancelledError
+        return result
+
+
 def redis_client() -> aioredis.Redis | None:
     """The shared Redis client of this event loop, or None to use local state."""
     if not settings.REDIS_URL or time.monotonic() < _down_until:
@@ -33,8 +53,8 @@ def redis_client() -> aioredis.Redis | None:
     client = _clients.get(loop)
     if client is None:
         # Short timeouts: a Redis that hangs must not hold requests longer than a miss.
-        client = aioredis.Redis.from_url(settings.REDIS_URL, socket_timeout=0.25,
-                                         socket_connect_timeout=0.25)
+        client = CancellableRedis.from_url(settings.REDIS_URL, socket_timeout=0.25,
+                                           socket_connect_timeout=0.25)
         _clients[loop] = client
     return client
 
