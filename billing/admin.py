@@ -22,6 +22,7 @@ from billing.admin_base import ReadOnlyAdmin
 from billing.errors import BillingError, IdempotencyConflict
 from billing.forms import WalletCreditForm
 from billing.models import (
+    BAD_USAGE_REASONS,
     BalanceAlert,
     Hold,
     KeyBudget,
@@ -33,7 +34,7 @@ from billing.models import (
     Wallet,
 )
 from billing.money import format_usd
-from billing.selectors import wallet_audit
+from billing.selectors import USAGE_FLAGGED, wallet_audit
 from billing.services import price_set, wallet_credit
 
 
@@ -57,6 +58,24 @@ class PricedModelFilter(admin.SimpleListFilter):
 
     def queryset(self, request: HttpRequest, queryset: QuerySet) -> QuerySet:
         return queryset.filter(model=self.value()) if self.value() else queryset
+
+
+class FlaggedUsageFilter(admin.SimpleListFilter):
+    """Records that flag a misbehaving upstream, as the workers page counts them: any flag is
+    one condition (an OR the separate field filters cannot express), the partial index's."""
+
+    title = "flagged"
+    parameter_name = "flagged"
+
+    def lookups(self, request: HttpRequest, model_admin: admin.ModelAdmin) -> list[tuple[str, str]]:
+        return [("any", "Any flag"), ("bad_usage", "Usage not believed")]
+
+    def queryset(self, request: HttpRequest, queryset: QuerySet) -> QuerySet:
+        if self.value() == "any":
+            return queryset.filter(USAGE_FLAGGED)
+        if self.value() == "bad_usage":
+            return queryset.filter(estimate_reason__in=BAD_USAGE_REASONS)
+        return queryset
 
 
 @admin.register(Wallet)
@@ -194,15 +213,18 @@ class HoldAdmin(ReadOnlyAdmin):
 @admin.register(UsageRecord)
 class UsageRecordAdmin(ReadOnlyAdmin):
     list_display = ("request_id", "user", "model", "prompt_tokens", "completion_tokens",
-                    "cached_tokens", "cost_usd", "source", "status", "worker", "latency_ms",
-                    "created_at")
-    list_filter = ("status", PricedModelFilter, "source", "created_at")
+                    "cached_tokens", "cost_usd", "source", "estimate_reason", "status",
+                    "worker", "latency_ms", "created_at")
+    # The workers page links here with ?worker=<name>&flagged=any (a plain field lookup the
+    # admin accepts): worker names are not listed, that would be a DISTINCT over every record.
+    list_filter = ("status", PricedModelFilter, "source", FlaggedUsageFilter, "estimate_reason",
+                   "over_cap", "over_hold", "created_at")
     list_select_related = ("user",)
     search_fields = ("=request_id", "user__email", "model")
     show_full_result_count = False
     fields = ("request_id", "user", "api_key", "model", "worker", "price", "prompt_tokens",
-              "completion_tokens", "cached_tokens", "cost_usd", "source", "status",
-              "latency_ms", "ttft_ms", "created_at")
+              "completion_tokens", "cached_tokens", "cost_usd", "source", "estimate_reason",
+              "over_cap", "over_hold", "status", "latency_ms", "ttft_ms", "created_at")
     readonly_fields = ("cost_usd", "created_at")
 
     @admin.display(description="Cost (USD)", ordering="cost_micros")

@@ -5,10 +5,11 @@ from billing.models.ledger import LedgerEntry
 from billing.models.prices import ModelPrice
 from billing.models.rollups import UsageRollup
 from billing.models.topups import CheckoutTopUp, StripeEvent, Voucher
-from billing.models.usage import UsageRecord
+from billing.models.usage import BAD_USAGE_REASONS, UsageRecord
 from billing.models.wallets import Wallet
 
 __all__ = [
+    "BAD_USAGE_REASONS",
     "BalanceAlert",
     "CheckoutTopUp",
     "Hold",

@@ -4,6 +4,11 @@ from django.conf import settings
 from django.db import models
 from django.db.models import F, Q
 
+# Estimate reasons that say the upstream misbehaved (the others are a client leaving, an
+# answer cut at its cap, which ``over_cap`` flags, or a failure of ours).
+BAD_USAGE_REASONS = ("no_usage", "malformed", "prompt_implausible", "completion_above_cap",
+                     "completion_below_output")
+
 
 class UsageRecord(models.Model):
     """What one request used and cost. Written once, when its hold is resolved."""
@@ -17,6 +22,18 @@ class UsageRecord(models.Model):
         CANCELLED = "cancelled", "Client disconnected"
         UPSTREAM_ERROR = "upstream_error", "Upstream failed"
         EXPIRED = "expired", "Expired unsettled"
+
+    class EstimateReason(models.TextChoices):
+        """Why the router charged its own count instead of the upstream's usage."""
+
+        NONE = "", "Upstream's usage"
+        INCOMPLETE = "incomplete", "Answer did not finish"
+        NO_USAGE = "no_usage", "No usage reported"
+        MALFORMED = "malformed", "Usage malformed"
+        PROMPT_IMPLAUSIBLE = "prompt_implausible", "Prompt count implausible"
+        COMPLETION_ABOVE_CAP = "completion_above_cap", "Output count above the cap"
+        COMPLETION_BELOW_OUTPUT = "completion_below_output", "Output count below delivered"
+        SETTLE_ERROR = "settle_error", "Charge could not be computed or written"
 
     request_id = models.CharField(max_length=64, unique=True)
     # Indexed by (user, -created_at) and (api_key, -created_at) below; one row is written per
@@ -34,6 +51,13 @@ class UsageRecord(models.Model):
     price = models.ForeignKey("billing.ModelPrice", on_delete=models.PROTECT, related_name="+",
                               db_index=False)
     source = models.CharField(max_length=10, choices=Source.choices, default=Source.PROVIDER)
+    estimate_reason = models.CharField(max_length=24, choices=EstimateReason.choices,
+                                       blank=True, default="")
+    # The upstream sent more output than the request's cap allows: the router cut it there.
+    over_cap = models.BooleanField(default=False)
+    # The usage charged cost more than the hold: the hold was charged (an upstream reporting
+    # a prompt past the router's bound, within the factor it believes).
+    over_hold = models.BooleanField(default=False)
     status = models.CharField(max_length=16, choices=Status.choices, default=Status.OK)
     latency_ms = models.PositiveIntegerField(null=True, blank=True)
     ttft_ms = models.PositiveIntegerField(null=True, blank=True)
@@ -44,6 +68,10 @@ class UsageRecord(models.Model):
         indexes = [
             models.Index(fields=["user", "-created_at"]),
             models.Index(fields=["api_key", "-created_at"]),
+            # The few records that flag a misbehaving upstream, per worker, for the admin.
+            models.Index(fields=["worker", "-created_at"], name="billing_usage_flagged",
+                         condition=Q(over_cap=True) | Q(over_hold=True)
+                         | Q(estimate_reason__in=BAD_USAGE_REASONS)),
         ]
         constraints = [
             models.CheckConstraint(condition=Q(cost_micros__gte=0),

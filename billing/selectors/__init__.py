@@ -1,16 +1,19 @@
 """Reads of billing state, by sub-domain; import from here."""
 
 from billing.selectors.alerts import balance_alert_of
-from billing.selectors.budgets import SpendCaps, key_spend_caps
+from billing.selectors.budgets import SpendCaps, SpendingRoom, key_spend_caps, spending_room_of
 from billing.selectors.topups import stripe_topups_enabled, topup_of, topups_of
 from billing.selectors.usage import (
+    USAGE_FLAGGED,
     DailyUsage,
     ModelUsage,
     SpendSummary,
     UsageFilters,
+    WorkerUsageFlags,
     api_key_spend_of,
     usage_by_model,
     usage_daily,
+    usage_flags_by_worker,
     usage_records_of,
     usage_spend_summary,
 )
@@ -28,24 +31,29 @@ from billing.selectors.wallets import (
 )
 
 __all__ = [
+    "USAGE_FLAGGED",
     "Balance",
     "DailyUsage",
     "ModelUsage",
     "SpendCaps",
     "SpendSummary",
+    "SpendingRoom",
     "UsageFilters",
     "WalletAudit",
+    "WorkerUsageFlags",
     "api_key_spend_of",
     "balance_alert_of",
     "key_spend_caps",
     "ledger_entries_of",
     "price_current",
     "prices_current",
+    "spending_room_of",
     "stripe_topups_enabled",
     "topup_of",
     "topups_of",
     "usage_by_model",
     "usage_daily",
+    "usage_flags_by_worker",
     "usage_records_of",
     "usage_spend_summary",
     "wallet_audit",

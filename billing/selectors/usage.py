@@ -1,4 +1,5 @@
-"""Reads of a user's usage for the portal and the self-service API.
+"""Reads of usage: a user's, for the portal and the self-service API, and the records that
+flag a misbehaving upstream, per worker, for the staff pages.
 
 Aggregates combine two sources: the daily roll-ups (``billing.models.UsageRollup``) for
 days before today, and the raw usage records for today. The roll-up job recomputes today
@@ -10,15 +11,16 @@ for it. Scanning raw records only for today keeps a busy user's 30-day chart che
 from __future__ import annotations
 
 from collections import defaultdict
-from collections.abc import Iterable
+from collections.abc import Collection, Iterable
 from dataclasses import dataclass
+from dataclasses import field as dataclass_field
 from datetime import UTC, date, datetime, timedelta
 
-from django.db.models import Count, QuerySet, Sum
+from django.db.models import Count, Q, QuerySet, Sum
 from django.utils import timezone
 
 from accounts.models import User
-from billing.models import UsageRecord, UsageRollup
+from billing.models import BAD_USAGE_REASONS, UsageRecord, UsageRollup
 
 
 @dataclass(frozen=True)
@@ -151,3 +153,55 @@ def usage_records_of(*, user: User,
     if filters.until is not None:
         records = records.filter(created_at__lt=filters.until)
     return records.order_by("-created_at", "-pk")
+
+
+# The condition of the partial index ``billing_usage_flagged``, word for word: PostgreSQL
+# uses a partial index only for a query whose WHERE clause implies the index's predicate.
+USAGE_FLAGGED = (Q(over_cap=True) | Q(over_hold=True)
+                 | Q(estimate_reason__in=BAD_USAGE_REASONS))
+
+
+@dataclass(frozen=True)
+class WorkerUsageFlags:
+    """A worker's flagged usage records. One record can count under more than one flag (an
+    answer cut at its cap whose reported output was above the cap, say)."""
+
+    over_cap: int = 0
+    over_hold: int = 0
+    # Records charged at the router's count because the upstream's usage was not believed,
+    # per ``UsageRecord.EstimateReason`` in BAD_USAGE_REASONS; reasons not seen are absent.
+    bad_usage_by_reason: dict[str, int] = dataclass_field(default_factory=dict)
+
+    @property
+    def bad_usage(self) -> int:
+        return sum(self.bad_usage_by_reason.values())
+
+    @property
+    def any(self) -> bool:
+        return bool(self.over_cap or self.over_hold or self.bad_usage_by_reason)
+
+
+def usage_flags_by_worker(*, since: datetime, workers: Collection[str] | None = None
+                          ) -> dict[str, WorkerUsageFlags]:
+    """Flagged usage records per worker name from ``since``, in one query over the partial
+    index, narrowed to ``workers`` when given. Workers with nothing flagged are absent."""
+    records = UsageRecord.objects.filter(USAGE_FLAGGED, created_at__gte=since)
+    if workers is not None:
+        if not workers:
+            return {}
+        records = records.filter(worker__in=sorted(set(workers)))
+    reasons = {f"reason_{reason}": Count("pk", filter=Q(estimate_reason=reason))
+               for reason in BAD_USAGE_REASONS}
+    rows = records.order_by().values("worker").annotate(
+        n_over_cap=Count("pk", filter=Q(over_cap=True)),
+        n_over_hold=Count("pk", filter=Q(over_hold=True)),
+        **reasons,
+    )
+    return {
+        row["worker"]: WorkerUsageFlags(
+            over_cap=row["n_over_cap"], over_hold=row["n_over_hold"],
+            bad_usage_by_reason={reason: row[f"reason_{reason}"]
+                                 for reason in BAD_USAGE_REASONS if row[f"reason_{reason}"]},
+        )
+        for row in rows
+    }

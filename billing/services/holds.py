@@ -33,6 +33,8 @@ class UsageReport:
     cached_tokens: int = 0
     source: str = UsageRecord.Source.PROVIDER
     status: str = UsageRecord.Status.OK
+    estimate_reason: str = ""  # why the router's own count was charged (UsageRecord's)
+    over_cap: bool = False  # the upstream passed the output cap and was cut there
     worker: str = ""
     latency_ms: int | None = None
     ttft_ms: int | None = None
@@ -137,7 +139,8 @@ def hold_settle(*, hold_id: str, usage: UsageReport) -> HoldOutcome:
             wallet.save(update_fields=["pending_micros", "updated_at"])
         _resolve(hold, Hold.Status.POSTED, charged_micros=charged)
         _budget_release(hold, charged_micros=charged)
-        record = _usage_record_create(hold, wallet=wallet, usage=usage, cost_micros=charged)
+        record = _usage_record_create(hold, wallet=wallet, usage=usage, cost_micros=charged,
+                                      over_hold=cost > hold.amount_micros)
         return HoldOutcome(hold=hold, usage_record=record, charged_micros=charged,
                            already_resolved=False)
 
@@ -217,12 +220,13 @@ def _resolved(hold: Hold) -> HoldOutcome:
 
 
 def _usage_record_create(
-    hold: Hold, *, wallet: Wallet, usage: UsageReport, cost_micros: int
+    hold: Hold, *, wallet: Wallet, usage: UsageReport, cost_micros: int, over_hold: bool = False
 ) -> UsageRecord:
     return UsageRecord.objects.create(
         request_id=hold.pk, user_id=wallet.user_id, api_key_id=hold.api_key_id, model=hold.model,
         worker=usage.worker, prompt_tokens=usage.prompt_tokens,
         completion_tokens=usage.completion_tokens, cached_tokens=usage.cached_tokens,
         cost_micros=cost_micros, price=hold.price, source=usage.source, status=usage.status,
+        estimate_reason=usage.estimate_reason, over_cap=usage.over_cap, over_hold=over_hold,
         latency_ms=usage.latency_ms, ttft_ms=usage.ttft_ms,
     )

@@ -1,3 +1,4 @@
+import re
 from datetime import timedelta
 from decimal import Decimal
 
@@ -271,6 +272,55 @@ def test_holds_and_usage_filters_leave_out_what_does_not_match(admin_client, his
                          ("hold", {"created_at__gte": tomorrow})]:
         response = admin_client.get(reverse(f"admin:billing_{model}_changelist"), query)
         assert list(response.context["cl"].result_list) == [], (model, query)
+
+
+@pytest.fixture
+def flagged_usage(history) -> dict[str, UsageRecord]:
+    """Usage records of two workers, one per flag, next to the unflagged ``history``."""
+    def record(name: str, worker: str, **fields) -> UsageRecord:
+        return UsageRecord.objects.create(
+            request_id=f"req-{name}", user=history.user, model=history.model, worker=worker,
+            price=history.price, **fields)
+
+    return {
+        "plain": history,
+        "cut": record("cut", "up", over_cap=True),
+        "capped": record("capped", "up", over_hold=True),
+        "no_usage": record("no-usage", "up", source="estimated", estimate_reason="no_usage"),
+        "left": record("left", "up", source="estimated", estimate_reason="incomplete"),
+        "elsewhere": record("elsewhere", "other", over_cap=True),
+    }
+
+
+@pytest.mark.parametrize(("query", "names"), [
+    ({"over_cap__exact": "1"}, {"cut", "elsewhere"}),
+    ({"over_hold__exact": "1"}, {"capped"}),
+    ({"estimate_reason__exact": "no_usage"}, {"no_usage"}),
+    ({"source__exact": "estimated"}, {"no_usage", "left"}),
+    ({"flagged": "bad_usage"}, {"no_usage"}),
+    ({"flagged": "any"}, {"cut", "capped", "no_usage", "elsewhere"}),
+    ({"flagged": "any", "worker": "up"}, {"cut", "capped", "no_usage"}),
+])
+def test_usage_records_are_filtered_by_their_flags_source_and_worker(admin_client, flagged_usage,
+                                                                     query, names):
+    response = admin_client.get(reverse("admin:billing_usagerecord_changelist"), query)
+
+    found = {record.pk for record in response.context["cl"].result_list}
+    assert found == {flagged_usage[name].pk for name in names}
+
+
+def test_a_usage_record_shows_its_source_estimate_reason_and_flags(admin_client, flagged_usage):
+    record = flagged_usage["no_usage"]
+    UsageRecord.objects.filter(pk=record.pk).update(over_hold=True)
+
+    response = admin_client.get(reverse("admin:billing_usagerecord_change", args=[record.pk]))
+
+    text = re.sub(r"\s+", " ", response.content.decode())
+    for label, value in [("Source", "Counted by the router"),
+                         ("Estimate reason", "No usage reported"),
+                         ("Over cap", '<img src="/static/admin/img/icon-no.svg" alt="False">'),
+                         ("Over hold", '<img src="/static/admin/img/icon-yes.svg" alt="True">')]:
+        assert f'<label>{label}:</label> <div class="readonly">{value}</div>' in text
 
 
 @pytest.mark.parametrize("model", BILLING_MODELS)

@@ -2,16 +2,21 @@ from __future__ import annotations
 
 import itertools
 from datetime import UTC, datetime, timedelta
+from typing import Any
 
 import pytest
+from django.db import connection, transaction
+from django.test.utils import CaptureQueriesContext
 
 from accounts.services import api_key_create
 from billing.models import UsageRecord
 from billing.selectors import (
     UsageFilters,
+    WorkerUsageFlags,
     api_key_spend_of,
     usage_by_model,
     usage_daily,
+    usage_flags_by_worker,
     usage_records_of,
     usage_spend_summary,
 )
@@ -25,11 +30,11 @@ _ids = itertools.count(1)
 def record(price):
     def make(user, *, at: datetime, cost: int, model: str = "test-model", api_key=None,
              status: str = UsageRecord.Status.OK, prompt: int = 10,
-             completion: int = 5) -> UsageRecord:
+             completion: int = 5, **fields: Any) -> UsageRecord:
         usage = UsageRecord.objects.create(
             request_id=f"req-{next(_ids)}", user=user, api_key=api_key, model=model,
             price=price, prompt_tokens=prompt, completion_tokens=completion,
-            cost_micros=cost, status=status)
+            cost_micros=cost, status=status, **fields)
         # created_at is set on insert; move it to the moment the test needs.
         UsageRecord.objects.filter(pk=usage.pk).update(created_at=at)
         usage.created_at = at
@@ -119,3 +124,63 @@ def test_record_filters_narrow_by_model_key_status_and_time(user, record):
     assert ids(api_key_id=key.pk) == [a.pk]
     assert ids(status=UsageRecord.Status.UPSTREAM_ERROR) == [b.pk]
     assert ids(since=NOW - timedelta(days=1, hours=1), until=NOW) == [b.pk]
+
+
+# --- flags of a misbehaving upstream, per worker ------------------------------------------
+
+def test_the_flags_count_only_flagged_records_since_the_moment_per_worker_and_reason(
+    user, record
+):
+    since = NOW - timedelta(hours=24)
+    for reason in ("no_usage", "no_usage", "malformed"):
+        record(user, at=NOW, cost=1, worker="up", estimate_reason=reason)
+    record(user, at=NOW, cost=1, worker="up", over_cap=True,
+           estimate_reason="completion_above_cap")
+    record(user, at=NOW, cost=1, worker="up", over_cap=True)
+    record(user, at=NOW, cost=1, worker="up", over_hold=True)
+    record(user, at=NOW, cost=1, worker="up", estimate_reason="incomplete")  # the client left
+    record(user, at=NOW, cost=1, worker="up", estimate_reason="settle_error")  # our failure
+    record(user, at=NOW, cost=1, worker="up")  # the upstream's usage, believed
+    record(user, at=since - timedelta(seconds=1), cost=1, worker="up", over_cap=True)  # old
+    record(user, at=since, cost=1, worker="other", estimate_reason="prompt_implausible")
+    record(user, at=NOW, cost=1, worker="quiet", estimate_reason="incomplete")
+
+    flags = usage_flags_by_worker(since=since)
+
+    assert flags == {
+        "up": WorkerUsageFlags(over_cap=2, over_hold=1, bad_usage_by_reason={
+            "no_usage": 2, "malformed": 1, "completion_above_cap": 1}),
+        "other": WorkerUsageFlags(bad_usage_by_reason={"prompt_implausible": 1}),
+    }
+    assert flags["up"].bad_usage == 4
+    assert flags["up"].any
+    assert not WorkerUsageFlags().any
+
+
+def test_the_flags_of_the_named_workers_take_one_query(user, record,
+                                                       django_assert_num_queries):
+    for worker in ("a", "b", "c"):
+        record(user, at=NOW, cost=1, worker=worker, over_hold=True)
+
+    with django_assert_num_queries(1):
+        flags = usage_flags_by_worker(since=NOW - timedelta(days=7), workers=["a", "c", "x"])
+    with django_assert_num_queries(0):
+        assert usage_flags_by_worker(since=NOW - timedelta(days=7), workers=[]) == {}
+
+    assert set(flags) == {"a", "c"}
+
+
+def test_the_flags_query_can_be_served_by_the_partial_index(user, record):
+    record(user, at=NOW, cost=1, worker="up", over_cap=True)
+    with CaptureQueriesContext(connection) as queries:
+        usage_flags_by_worker(since=NOW - timedelta(days=1), workers=["up"])
+    (query,) = queries.captured_queries
+
+    # With sequential scans ruled out, the planner picks the partial index only if the query's
+    # WHERE clause implies the index's predicate.
+    with transaction.atomic(), connection.cursor() as cursor:
+        cursor.execute("SET LOCAL enable_seqscan = off")
+        cursor.execute(f"EXPLAIN {query['sql']}")
+        plan = "\n".join(row[0] for row in cursor.fetchall())
+
+    assert "billing_usage_flagged" in plan, plan

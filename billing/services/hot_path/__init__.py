@@ -28,6 +28,7 @@ from django.conf import settings
 
 from billing.errors import InsufficientFunds, KeySpendCapReached
 from billing.models import KeyBudget, UsageRecord
+from billing.selectors.budgets import SpendingRoom, spending_room_of
 from billing.services.budgets import cap_shortfall, current_month
 from billing.services.holds import (
     HoldOutcome,
@@ -47,11 +48,12 @@ from billing.services.hot_path.statements import (
     RESERVE_SQL,
     RESOLVE_MANY_SQL,
     RESOLVE_SQL,
+    SPENDING_ROOM_SQL,
     WALLET_AVAILABLE_SQL,
 )
 
 __all__ = ["batchers", "close_pools", "conninfo", "hold_reserve", "hold_resolve", "holds_extend",
-           "wallet_available"]
+           "spending_room", "wallet_available"]
 
 # Requests in one statement at most: past a few dozen the statement's own time grows
 # faster than what it saves.
@@ -103,6 +105,7 @@ async def _resolve_many(items: list[_Resolution]) -> list[int | None]:
          "prompt_tokens": item.usage.prompt_tokens,
          "completion_tokens": item.usage.completion_tokens,
          "cached_tokens": item.usage.cached_tokens, "source": item.usage.source,
+         "estimate_reason": item.usage.estimate_reason, "over_cap": item.usage.over_cap,
          "usage_status": item.usage.status, "latency_ms": item.usage.latency_ms,
          "ttft_ms": item.usage.ttft_ms}
         for i, item in enumerate(items)]).decode(), "month": current_month()}, rows=True)
@@ -111,19 +114,7 @@ async def _resolve_many(items: list[_Resolution]) -> list[int | None]:
     return [charged.get(i) for i in range(len(items))]
 
 
-def _release_abandoned(item: _Reservation, taken: bool | Alone) -> None:
-    """A reservation whose request was cancelled while the database took it: release it
-    now rather than when the sweeper finds it expired."""
-    if taken is True:
-        usage = UsageReport(prompt_tokens=0, completion_tokens=0,
-                            source=UsageRecord.Source.ESTIMATED,
-                            status=UsageRecord.Status.CANCELLED)
-        task = asyncio.ensure_future(hold_resolve(hold_id=item.hold_id, usage=usage,
-                                                  cost_micros=None))
-        _releasing.add(task)
-        task.add_done_callback(_releasing.discard)
-
-
+# Releases of reservations whose callers went away while they were being made.
 _releasing: set[asyncio.Future[int | None]] = set()
 _batchers: dict[asyncio.AbstractEventLoop,
                 tuple[Batcher[_Reservation, bool], Batcher[_Resolution, int | None]]] = {}
@@ -143,8 +134,7 @@ def batchers() -> Batchers:
     if found is None:
         found = _batchers[loop] = (
             Batcher("reservations", _reserve_many, key=lambda item: item.hold_id,
-                    max_size=BATCH_MAX, drop_cancelled=True,
-                    on_abandoned=_release_abandoned),
+                    max_size=BATCH_MAX),
             Batcher("settles", _resolve_many, key=lambda item: item.hold_id,
                     max_size=BATCH_MAX),
             Batcher("deferred charges", _resolve_many, key=lambda item: item.hold_id,
@@ -174,6 +164,16 @@ async def wallet_available(*, user_id: int) -> int:
     return (await _wallet_balances(user_id))[0]
 
 
+async def spending_room(*, user_id: int, api_key_id: int | None) -> SpendingRoom:
+    """What the user's wallet and the key's spend caps leave, in one statement."""
+    if not _on_postgresql():
+        return await sync_to_async(spending_room_of, thread_sensitive=False)(
+            user_id=user_id, api_key_id=api_key_id)
+    row = await fetch(SPENDING_ROOM_SQL, {"user_id": user_id, "api_key_id": api_key_id,
+                                          "month": current_month()})
+    return SpendingRoom(*row) if row else SpendingRoom(0)
+
+
 async def _wallet_balances(user_id: int) -> tuple[int, int]:
     """(available, held) in micro-USD; (0, 0) without a wallet."""
     row = await fetch(WALLET_AVAILABLE_SQL, {"user_id": user_id})
@@ -185,19 +185,42 @@ async def hold_reserve(
     api_key_id: int | None, expires_at: datetime,
 ) -> None:
     """Reserve ``amount_micros`` for request ``hold_id``, or raise InsufficientFunds (or
-    KeySpendCapReached)."""
+    KeySpendCapReached).
+
+    A caller cancelled (its client gone) while the reservation is being made leaves no
+    hold behind: the reservation finishes in its own task, and a hold it took is released
+    at once. Cancelling the statement instead would not tell whether it had committed.
+    """
+    reservation = _Reservation(hold_id, user_id, amount_micros, price_id, model, api_key_id,
+                               expires_at)
+    work = asyncio.ensure_future(_reserve(reservation))
+    try:
+        await asyncio.shield(work)
+    except asyncio.CancelledError:
+        if not work.done() and _on_postgresql() and _batching():
+            batchers()[0].withdraw(reservation)  # not sent yet: then none is made at all
+        work.add_done_callback(lambda done: _release_if_taken(done, hold_id))
+        raise
+
+
+async def _reserve(reservation: _Reservation) -> None:
     if not _on_postgresql():
-        await sync_to_async(_hold_create_orm, thread_sensitive=False)(
-            user_id, hold_id, amount_micros, price_id, model, api_key_id, expires_at)
+        await sync_to_async(_hold_create_orm, thread_sensitive=False)(**vars(reservation))
         return
-    if _batching():
-        reservation = _Reservation(hold_id, user_id, amount_micros, price_id, model,
-                                   api_key_id, expires_at)
-        if await batchers()[0].submit(reservation) is not ALONE:
-            return
-    await _reserve_alone(user_id=user_id, hold_id=hold_id, amount_micros=amount_micros,
-                         price_id=price_id, model=model, api_key_id=api_key_id,
-                         expires_at=expires_at)
+    if _batching() and await batchers()[0].submit(reservation) is not ALONE:
+        return
+    await _reserve_alone(**vars(reservation))
+
+
+def _release_if_taken(work: asyncio.Future[None], hold_id: str) -> None:
+    if work.cancelled() or work.exception() is not None:
+        return  # withdrawn, or refused: no hold exists
+    usage = UsageReport(prompt_tokens=0, completion_tokens=0,
+                        source=UsageRecord.Source.ESTIMATED, status=UsageRecord.Status.CANCELLED,
+                        estimate_reason=UsageRecord.EstimateReason.INCOMPLETE)
+    task = asyncio.ensure_future(hold_resolve(hold_id=hold_id, usage=usage, cost_micros=None))
+    _releasing.add(task)
+    task.add_done_callback(_releasing.discard)
 
 
 async def _reserve_alone(
@@ -236,17 +259,18 @@ async def _cap_refusal(api_key_id: int | None, amount_micros: int) -> KeySpendCa
                            monthly_limit_micros=row[1], spent_micros=row[2],
                            pending_micros=row[3], month=row[4], month_spent_micros=row[5])
         refusal = cap_shortfall(budget, amount_micros)
-    # The cap had room again when read back: a concurrent request settled meanwhile.
+    # The cap had room again when read back: a concurrent request settled meanwhile, and
+    # trying again may well succeed (``held_micros`` says room may come back).
     return refusal or KeySpendCapReached(needed_micros=amount_micros, remaining_micros=0,
-                                         period="lifetime")
+                                         period="lifetime", held_micros=amount_micros)
 
 
-def _hold_create_orm(user_id: int, hold_id: str, amount: int, price_id: int, model: str,
-                     api_key_id: int | None, expires_at: datetime) -> None:
+def _hold_create_orm(*, user_id: int, hold_id: str, amount_micros: int, price_id: int,
+                     model: str, api_key_id: int | None, expires_at: datetime) -> None:
     from accounts.models import ApiKey, User
     from billing.models import ModelPrice
 
-    hold_create(user=User(pk=user_id), hold_id=hold_id, amount_micros=amount,
+    hold_create(user=User(pk=user_id), hold_id=hold_id, amount_micros=amount_micros,
                 price=ModelPrice.objects.get(pk=price_id), model=model,
                 api_key=ApiKey(pk=api_key_id) if api_key_id else None, expires_at=expires_at)
 
@@ -278,6 +302,7 @@ async def _resolve_alone(hold_id: str, usage: UsageReport, cost_micros: int | No
         "cost": cost_micros or 0, "worker": usage.worker,
         "prompt_tokens": usage.prompt_tokens, "completion_tokens": usage.completion_tokens,
         "cached_tokens": usage.cached_tokens, "source": usage.source,
+        "estimate_reason": usage.estimate_reason, "over_cap": usage.over_cap,
         "usage_status": usage.status, "latency_ms": usage.latency_ms,
         "ttft_ms": usage.ttft_ms, "month": current_month(),
     })

@@ -41,16 +41,14 @@ class Batcher(Generic[Item, Result]):
     which its caller raises.
 
     ``key``: items with the same key never share a batch (a second settle of one hold must
-    see the first one's outcome). ``on_abandoned(item, result)``: called for an item whose
-    caller was cancelled after the item was sent (a reservation nobody will use). An item
-    whose caller was cancelled before it was sent is dropped when ``drop_cancelled``; a
-    settle is never dropped, and settles are shielded from their callers anyway.
+    see the first one's outcome). A caller that gives up on an item before it was sent takes
+    it back with ``withdraw``; once sent, its outcome is the caller's to deal with (see
+    ``hot_path.hold_reserve``).
     """
 
     def __init__(self, name: str, run: Callable[[list[Item]], Awaitable[list[Result]]], *,
                  key: Callable[[Item], Hashable], max_size: int,
-                 drop_cancelled: bool = False, linger_s: float = 0.0,
-                 on_abandoned: Callable[[Item, Result | Alone], None] | None = None) -> None:
+                 linger_s: float = 0.0) -> None:
         self.name = name
         # How long an idle batcher waits for company before it sends: for work nobody
         # waits on, fewer and fuller statements (and fewer of them in the way of others).
@@ -58,8 +56,6 @@ class Batcher(Generic[Item, Result]):
         self._run = run
         self._key = key
         self._max_size = max_size
-        self._drop_cancelled = drop_cancelled
-        self._on_abandoned = on_abandoned
         self._queue: deque[tuple[Item, asyncio.Future[Result | Alone]]] = deque()
         self._task: asyncio.Task[None] | None = None
         # Statements sent, the requests they carried, and how many of them failed.
@@ -73,14 +69,22 @@ class Batcher(Generic[Item, Result]):
             self._task = loop.create_task(self._drain(), name=f"batcher-{self.name}")
         return await future
 
+    def withdraw(self, item: Item) -> bool:
+        """Take back an item that was not sent yet (its ``submit`` raises CancelledError);
+        False when it is already on its way to the database, or done."""
+        for entry in self._queue:
+            if entry[0] is item:
+                self._queue.remove(entry)
+                entry[1].cancel()
+                return True
+        return False
+
     def _take(self) -> list[tuple[Item, asyncio.Future[Result | Alone]]]:
         batch: list[tuple[Item, asyncio.Future[Result | Alone]]] = []
         later: list[tuple[Item, asyncio.Future[Result | Alone]]] = []
         keys: set[Hashable] = set()
         while self._queue and len(batch) < self._max_size:
             entry = self._queue.popleft()
-            if self._drop_cancelled and entry[1].done():
-                continue  # its caller is gone and nothing was done for it yet
             key = self._key(entry[0])
             if key in keys:
                 later.append(entry)
@@ -111,11 +115,10 @@ class Batcher(Generic[Item, Result]):
                     self.failures += 1
                 self.batches += 1
                 self.items += len(items)
-                for (item, future), result in zip(batch, results, strict=True):
+                for (_, future), result in zip(batch, results, strict=True):
                     if future.done():
-                        if self._on_abandoned is not None:
-                            self._on_abandoned(item, result)
-                    elif isinstance(result, BaseException):
+                        continue  # its caller is gone (a settle's callers never go)
+                    if isinstance(result, BaseException):
                         future.set_exception(result)
                     else:
                         future.set_result(result)

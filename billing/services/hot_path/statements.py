@@ -126,12 +126,12 @@ WITH hold AS (
 ), usage AS (
     INSERT INTO billing_usagerecord (request_id, user_id, api_key_id, model, worker,
                                      prompt_tokens, completion_tokens, cached_tokens,
-                                     cost_micros, price_id, source, status, latency_ms,
-                                     ttft_ms, created_at)
+                                     cost_micros, price_id, source, estimate_reason, over_cap,
+                                     over_hold, status, latency_ms, ttft_ms, created_at)
     SELECT hold.id, wallet.user_id, hold.api_key_id, hold.model, %(worker)s,
            %(prompt_tokens)s, %(completion_tokens)s, %(cached_tokens)s,
-           hold.charged_micros, hold.price_id, %(source)s, %(usage_status)s, %(latency_ms)s,
-           %(ttft_ms)s, now()
+           hold.charged_micros, hold.price_id, %(source)s, %(estimate_reason)s, %(over_cap)s,
+           %(cost)s > hold.amount_micros, %(usage_status)s, %(latency_ms)s, %(ttft_ms)s, now()
       FROM hold, wallet
 )
 SELECT charged_micros FROM hold
@@ -145,7 +145,8 @@ WITH item AS (
     SELECT * FROM json_to_recordset(%(items)s::json)
         AS r(ord int, hold_id text, status text, cost bigint, worker text,
              prompt_tokens int, completion_tokens int, cached_tokens int, source text,
-             usage_status text, latency_ms int, ttft_ms int)
+             estimate_reason text, over_cap boolean, usage_status text, latency_ms int,
+             ttft_ms int)
 ), hold AS (
     UPDATE billing_hold AS h
        SET status = item.status, charged_micros = LEAST(item.cost, h.amount_micros),
@@ -193,11 +194,12 @@ WITH item AS (
 ), usage AS (
     INSERT INTO billing_usagerecord (request_id, user_id, api_key_id, model, worker,
                                      prompt_tokens, completion_tokens, cached_tokens,
-                                     cost_micros, price_id, source, status, latency_ms,
-                                     ttft_ms, created_at)
+                                     cost_micros, price_id, source, estimate_reason, over_cap,
+                                     over_hold, status, latency_ms, ttft_ms, created_at)
     SELECT hold.id, wallet.user_id, hold.api_key_id, hold.model, item.worker,
            item.prompt_tokens, item.completion_tokens, item.cached_tokens,
-           hold.charged_micros, hold.price_id, item.source, item.usage_status,
+           hold.charged_micros, hold.price_id, item.source, item.estimate_reason,
+           item.over_cap, item.cost > hold.amount_micros, item.usage_status,
            item.latency_ms, item.ttft_ms, now()
       FROM hold JOIN item ON item.ord = hold.ord JOIN wallet ON wallet.id = hold.wallet_id
      ORDER BY hold.ord
@@ -213,6 +215,18 @@ UPDATE billing_hold SET expires_at = %(expires_at)s
 WALLET_AVAILABLE_SQL = """
 SELECT posted_micros - pending_micros, pending_micros FROM billing_wallet
  WHERE user_id = %(user_id)s
+"""
+
+# The wallet and, when the key has a budget row, what its caps leave (NULL: no such cap).
+SPENDING_ROOM_SQL = """
+SELECT w.posted_micros - w.pending_micros, w.pending_micros,
+       b.lifetime_limit_micros - b.spent_micros - b.pending_micros,
+       b.monthly_limit_micros - CASE WHEN b.month = %(month)s THEN b.month_spent_micros
+                                     ELSE 0 END - b.pending_micros,
+       coalesce(b.pending_micros, 0)
+  FROM billing_wallet AS w
+  LEFT JOIN billing_keybudget AS b ON b.api_key_id = %(api_key_id)s
+ WHERE w.user_id = %(user_id)s
 """
 
 BUDGET_SQL = """
