@@ -5,7 +5,9 @@ caches, so the router uses the change at once here and within the lookup TTL els
 from __future__ import annotations
 
 from collections.abc import Callable
+from datetime import datetime, timedelta
 from typing import Any
+from urllib.parse import urlencode
 
 from django.contrib import admin, messages
 from django.db import transaction
@@ -13,11 +15,14 @@ from django.db.models import QuerySet
 from django.forms import BaseFormSet, ModelForm
 from django.http import HttpRequest, HttpResponse
 from django.template.response import TemplateResponse
+from django.urls import reverse
 from django.utils import timezone
 from django.utils.html import format_html, format_html_join
 from django.utils.text import Truncator
 from django.utils.timesince import timesince
 
+from billing.models import BAD_USAGE_REASONS, UsageRecord
+from billing.selectors import WorkerUsageFlags, usage_flags_by_worker
 from proxy.breaker import breaker_states_now
 from proxy.forms import WorkerAdminForm, WorkerModelInlineForm, WorkerModelInlineFormSet
 from proxy.models import Worker, WorkerModel
@@ -47,6 +52,21 @@ def _plural(count: int, noun: str) -> str:
     return f"{count} {noun}{'s' if count != 1 else ''}"
 
 
+# Flagged usage records: the list counts the last day, the change page the day and the week.
+FLAGS_LIST_WINDOW = timedelta(hours=24)
+FLAGS_WINDOWS = (("24 h", FLAGS_LIST_WINDOW), ("7 days", timedelta(days=7)))
+
+
+def _flagged_usage_url(worker: str, since: datetime) -> str:
+    """The usage admin's list of the records counted in ``worker``'s flags from ``since``."""
+    query = {"worker": worker, "flagged": "any", "created_at__gte": since.isoformat()}
+    return f"{reverse('admin:billing_usagerecord_changelist')}?{urlencode(query)}"
+
+
+def _reason_label(reason: str) -> str:
+    return UsageRecord.EstimateReason(reason).label
+
+
 class WorkerModelInline(admin.TabularInline):
     model = WorkerModel
     form = WorkerModelInlineForm
@@ -61,29 +81,38 @@ class WorkerModelInline(admin.TabularInline):
 class WorkerAdmin(admin.ModelAdmin):
     form = WorkerAdminForm
     inlines = (WorkerModelInline,)
-    list_display = ("name", "kind", "enabled", "health", "last_probe", "probe_error",
-                    "recent_requests", "recent_error_rate", "recent_p50", "priority", "weight",
-                    "max_concurrency", "base_url", "key_set", "served_models")
+    list_display = ("name", "kind", "cap_field", "enabled", "health", "last_probe",
+                    "probe_error", "recent_requests", "recent_error_rate", "recent_p50",
+                    "recent_flags", "priority", "weight", "max_concurrency", "base_url",
+                    "key_set", "served_models")
     list_filter = ("kind", "enabled", "healthy", "draining")
     search_fields = ("name", "models__model")
     ordering = ("-priority", "name")
     actions = ("enable_workers", "disable_workers", "drain_workers", "undrain_workers",
                "probe_workers")
-    readonly_fields = ("healthy", "last_probe_at", "last_probe_latency_ms", "last_probe_error")
+    readonly_fields = ("healthy", "last_probe_at", "last_probe_latency_ms", "last_probe_error",
+                       "flags_by_reason")
     fieldsets = (
-        (None, {"fields": ("name", "kind", "base_url", "api_key", "clear_api_key",
-                           "enabled")}),
+        (None, {"fields": ("name", "kind", "base_url", "cap_field", "api_key",
+                           "clear_api_key", "enabled")}),
         ("Routing", {"fields": ("priority", "weight", "max_concurrency", "draining")}),
         ("Timeouts (seconds)", {"fields": ("connect_timeout_s", "first_byte_timeout_s",
                                            "total_timeout_s"), "classes": ("collapse",)}),
-        ("Health (written by the periodic probe)", {"fields": readonly_fields}),
+        ("Health (written by the periodic probe)", {"fields": (
+            "healthy", "last_probe_at", "last_probe_latency_ms", "last_probe_error")}),
+        ("Flagged usage (a misbehaving upstream)", {
+            "fields": ("flags_by_reason",),
+            "description": "Requests whose output the router cut at the request's cap, whose "
+                           "charge was capped at the hold, or whose usage the router did not "
+                           "believe and counted itself. One request can carry several flags.",
+        }),
     )
 
     def get_fieldsets(self, request: HttpRequest, obj: Worker | None = None) -> Any:
         if obj is not None:
             return self.fieldsets
-        # Adding: there is no stored key to remove, and nothing has been probed.
-        (name, options), *rest = self.fieldsets[:-1]
+        # Adding: there is no stored key to remove, nothing has been probed or served.
+        (name, options), *rest = self.fieldsets[:-2]
         fields = tuple(f for f in options["fields"] if f != "clear_api_key")
         return ((name, {**options, "fields": fields}), *rest)
 
@@ -95,14 +124,19 @@ class WorkerAdmin(admin.ModelAdmin):
         response = super().changelist_view(request, extra_context)
         cl = response.context_data.get("cl") if isinstance(response, TemplateResponse) else None
         if cl is not None:
-            # One read of the usage records for the whole page, not one per row: the rows
-            # are loaded here, carry their stats, and the template renders these same
-            # objects (the page's queryset keeps its results).
+            # One read of the usage records (and one of the flagged ones) for the whole page,
+            # not one per row: the rows are loaded here, carry their stats, and the template
+            # renders these same objects (the page's queryset keeps its results).
             page = list(cl.result_list)
-            stats = workers_recent_stats(names=[worker.name for worker in page])
+            names = [worker.name for worker in page]
+            stats = workers_recent_stats(names=names)
+            flags_since = timezone.now() - FLAGS_LIST_WINDOW
+            flags = usage_flags_by_worker(since=flags_since, workers=names)
             circuits = breaker_states_now([worker.pk for worker in page])
             for worker in page:
                 worker.recent_stats = stats.get(worker.name, WorkerStats())
+                worker.flags = flags.get(worker.name, WorkerUsageFlags())
+                worker.flags_since = flags_since
                 worker.circuit = circuits.get(worker.pk, "closed")
         return response
 
@@ -153,6 +187,48 @@ class WorkerAdmin(admin.ModelAdmin):
     def recent_p50(self, obj: Worker) -> str:
         p50 = self._stats(obj).p50_latency_ms
         return "-" if p50 is None else f"{p50} ms"
+
+    @admin.display(description="Flags (24 h)")
+    def recent_flags(self, obj: Worker) -> str:
+        flags: WorkerUsageFlags = getattr(obj, "flags", None) or WorkerUsageFlags()
+        counts = ((flags.over_cap, "over cap"), (flags.over_hold, "over hold"),
+                  (flags.bad_usage, "bad usage"))
+        text = " · ".join(f"{count} {label}" for count, label in counts if count)
+        if not text:
+            return "—"
+        reasons = "; ".join(f"{_reason_label(reason)}: {count}"
+                            for reason, count in flags.bad_usage_by_reason.items())
+        return format_html('<a href="{}" title="{}">{}</a>',
+                           _flagged_usage_url(obj.name, obj.flags_since), reasons, text)
+
+    @admin.display(description="Flagged requests")
+    def flags_by_reason(self, obj: Worker) -> str:
+        now = timezone.now()
+        windows = [(label, now - span) for label, span in FLAGS_WINDOWS]
+        # One query per window; each reads only this worker's flagged records.
+        counts = [usage_flags_by_worker(since=since, workers=[obj.name]).get(
+            obj.name, WorkerUsageFlags()) for _, since in windows]
+        rows = [
+            ("Over cap: output cut at the request's cap", "",
+             [flags.over_cap for flags in counts]),
+            ("Over hold: charged the hold, not the usage", "",
+             [flags.over_hold for flags in counts]),
+            ("Bad usage: the upstream's count not believed", "",
+             [flags.bad_usage for flags in counts]),
+            *((_reason_label(reason), "padding-left:2em",
+               [flags.bad_usage_by_reason.get(reason, 0) for flags in counts])
+              for reason in BAD_USAGE_REASONS),
+        ]
+        return format_html(
+            "<table><thead><tr><th></th>{}</tr></thead><tbody>{}</tbody></table><p>{}</p>",
+            format_html_join("", "<th>Last {}</th>", ((label,) for label, _ in windows)),
+            format_html_join("", '<tr><td style="{}">{}</td>{}</tr>', (
+                (style, label, format_html_join("", "<td>{}</td>", ((n,) for n in numbers)))
+                for label, style, numbers in rows)),
+            format_html_join(" · ", '<a href="{}">List the flagged requests of the last {}</a>',
+                             ((_flagged_usage_url(obj.name, since), label)
+                              for label, since in windows)),
+        )
 
     @admin.display(description="Key set", boolean=True)
     def key_set(self, obj: Worker) -> bool:

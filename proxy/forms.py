@@ -39,7 +39,7 @@ class WorkerAdminForm(forms.ModelForm):
 
     class Meta:
         model = Worker
-        fields = ("name", "kind", "base_url", "enabled", "priority", "weight",
+        fields = ("name", "kind", "base_url", "cap_field", "enabled", "priority", "weight",
                   "max_concurrency", "connect_timeout_s", "first_byte_timeout_s",
                   "total_timeout_s")
 

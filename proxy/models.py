@@ -6,6 +6,17 @@ from django.db.models import Q
 from proxy.crypto import decrypt_secret, encrypt_secret
 
 
+class WorkerCapField(models.TextChoices):
+    """The request field an upstream reads as its output cap (``Worker.CapField``).
+
+    Defined outside ``Worker`` so that ``Worker.Meta``'s constraint can name it: a class
+    body cannot see the names of the class around it."""
+
+    # The labels are the wire names: staff pick the field their upstream's docs name.
+    MAX_TOKENS = "max_tokens", "max_tokens"
+    MAX_COMPLETION_TOKENS = "max_completion_tokens", "max_completion_tokens"
+
+
 class Worker(models.Model):
     """An upstream endpoint that serves models: an OpenAI-compatible server or the mock."""
 
@@ -14,10 +25,21 @@ class Worker(models.Model):
         ANTHROPIC = "anthropic", "Anthropic Messages API"
         MOCK = "mock", "Built-in mock (offline)"
 
+    CapField = WorkerCapField
+
     name = models.CharField(max_length=100, unique=True)
     kind = models.CharField(max_length=16, choices=Kind.choices)
     base_url = models.URLField(max_length=500, blank=True,
                                help_text="e.g. https://api.openai.com/v1 (not used by mock)")
+    # One field, never both and never the wrong one: OpenAI's reasoning models refuse
+    # max_tokens, and an upstream that ignores the field it got generates past the cap the
+    # request's hold was sized for.
+    cap_field = models.CharField(
+        max_length=32, choices=CapField.choices, default=CapField.MAX_TOKENS,
+        help_text="The output-cap field this upstream reads: llama.cpp and Ollama read "
+        "max_tokens; OpenAI's reasoning models require max_completion_tokens. The router "
+        "sends exactly this one. Ignored by anthropic and mock workers.",
+    )
     # Fernet token; the plaintext never reaches the database, the admin or a log line.
     api_key_encrypted = models.TextField(blank=True, editable=False)
     enabled = models.BooleanField(default=True)
@@ -48,6 +70,8 @@ class Worker(models.Model):
                             total_timeout_s__gt=0),
                 name="proxy_worker_timeouts_positive",
             ),
+            models.CheckConstraint(condition=Q(cap_field__in=WorkerCapField.values),
+                                   name="proxy_worker_cap_field_known"),
         ]
 
     def __str__(self) -> str:

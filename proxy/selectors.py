@@ -116,6 +116,7 @@ def _target(worker: Worker, upstream_model: str) -> UpstreamTarget:
         first_byte_timeout_s=worker.first_byte_timeout_s,
         total_timeout_s=worker.total_timeout_s, priority=worker.priority,
         weight=worker.weight, max_concurrency=worker.max_concurrency,
+        cap_field=worker.cap_field,
     )
 
 

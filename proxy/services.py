@@ -74,6 +74,14 @@ def worker_clean_endpoint(*, kind: str, base_url: str) -> str:
     return base_url.rstrip("/")
 
 
+def worker_clean_cap_field(cap_field: str) -> str:
+    """Check the output-cap field the worker's upstream reads; return it as stored."""
+    if cap_field not in Worker.CapField.values:
+        raise WorkerError(f"Unknown cap field {cap_field!r}; choose one of "
+                          f"{', '.join(Worker.CapField.values)}.")
+    return str(cap_field)  # a plain string, also when given a Worker.CapField member
+
+
 def worker_clean_models(models: Iterable[tuple[str, str]]) -> list[tuple[str, str]]:
     """Client and upstream model names, stripped; the upstream name is "" when it is the
     same. At least one, and no client name twice."""
@@ -114,12 +122,15 @@ def worker_create(
     weight: int = 1,
     max_concurrency: int = 64,
     enabled: bool = True,
+    cap_field: str = Worker.CapField.MAX_TOKENS,
 ) -> Worker:
     """Create a worker and the models it serves. ``models`` are (client name, upstream
     name) pairs; an empty upstream name means the same as the client's. The API key is
-    stored only encrypted."""
+    stored only encrypted. ``cap_field`` is the output-cap field the upstream reads
+    (``Worker.CapField``); anthropic and mock workers ignore it."""
     name = worker_clean_name(name)
     base_url = worker_clean_endpoint(kind=kind, base_url=base_url)
+    cap_field = worker_clean_cap_field(cap_field)
     cleaned_models = worker_clean_models(models)
     _check_int("priority", priority, minimum=-_INT_MAX)
     _check_int("weight", weight, minimum=1)
@@ -127,7 +138,7 @@ def worker_create(
     if Worker.objects.filter(name=name).exists():
         raise WorkerError(f"A worker named {name!r} already exists.")
     worker = Worker(name=name, kind=kind, base_url=base_url, priority=priority, weight=weight,
-                    max_concurrency=max_concurrency, enabled=enabled)
+                    max_concurrency=max_concurrency, enabled=enabled, cap_field=cap_field)
     worker.set_api_key((api_key or "").strip())
     try:
         with transaction.atomic():

@@ -25,6 +25,9 @@ class UpstreamTarget:
     priority: int = 0
     weight: int = 1
     max_concurrency: int = 64
+    # The one output-cap field the upstream reads (Worker.CapField): the request is sent
+    # with exactly this one, as some upstreams refuse the other.
+    cap_field: str = "max_tokens"
 
     @property
     def api_key(self) -> str:

@@ -41,6 +41,12 @@ def add_parsers(subparsers: Subparsers) -> None:
                      help="Share of traffic within its priority tier (default 1).")
     add.add_argument("--max-concurrency", type=int, default=64, metavar="N",
                      help="Requests in flight at most (default 64).")
+    add.add_argument("--cap-field", choices=Worker.CapField.values,
+                     default=Worker.CapField.MAX_TOKENS.value,
+                     help="The output-cap field this upstream reads: llama.cpp and Ollama read "
+                     "max_tokens; OpenAI's reasoning models require max_completion_tokens. "
+                     "The router sends exactly this one (default max_tokens; ignored by "
+                     "anthropic and mock workers).")
 
     subcommand(worker, "list", handler=worker_list_command,
                help="List workers, their health and models (never their keys).")
@@ -98,7 +104,8 @@ def _describe(worker: Worker, *, health: bool = False) -> str:
     text = (
         f"{worker.name}: kind {worker.kind}, {', '.join(states)}, "
         f"priority {worker.priority}, weight {worker.weight}, "
-        f"max concurrency {worker.max_concurrency}, base url {worker.base_url or '-'}, "
+        f"max concurrency {worker.max_concurrency}, cap field {worker.cap_field}, "
+        f"base url {worker.base_url or '-'}, "
         f"key: {'set' if worker.has_api_key else 'none'}, models: {_models_text(worker)}"
     )
     return f"{text}, {_last_probe(worker)}" if health else text
@@ -122,6 +129,7 @@ def worker_add_command(options: Options) -> list[str]:
             name=options["name"], kind=options["kind"], base_url=options["base_url"],
             api_key=options["api_key"], models=models, priority=options["priority"],
             weight=options["weight"], max_concurrency=options["max_concurrency"],
+            cap_field=options["cap_field"],
         )
     return [f"Added worker {_describe(worker)}"]
 

@@ -5,6 +5,7 @@ Real local servers play the upstreams; the router is served by uvicorn in this p
 
 from __future__ import annotations
 
+import asyncio
 import socket
 import time
 from collections.abc import Callable, Iterator
@@ -16,6 +17,7 @@ from billing.models import Hold, LedgerEntry, UsageRecord
 from proxy.breaker import breaker_state
 from proxy.cache import clear_all_caches
 from proxy.models import Worker, WorkerModel
+from proxy.selectors import targets_for_model
 from tests.concurrency import run_concurrently
 from tests.proxy.upstream import UpstreamServer
 
@@ -58,6 +60,16 @@ def _refused_url() -> str:
 def _call(client: openai.OpenAI, **extra) -> object:
     return client.chat.completions.create(model="test-model", messages=MESSAGES,
                                           max_tokens=10, **extra)
+
+
+def test_each_target_carries_the_cap_field_its_worker_reads(add_worker):
+    add_worker("llama", "http://llama.example/v1")
+    add_worker("o-series", "https://o.example/v1", cap_field="max_completion_tokens")
+
+    targets = asyncio.run(targets_for_model("test-model"))
+
+    assert {t.worker_name: t.cap_field for t in targets} == {
+        "llama": "max_tokens", "o-series": "max_completion_tokens"}
 
 
 def test_traffic_splits_by_weight_inside_a_tier(servers, add_worker, make_key, client_for):
@@ -149,8 +161,6 @@ def test_at_capacity_the_extra_requests_wait_briefly_then_get_503_and_pay_nothin
 def test_the_breaker_opens_after_the_failures_skips_the_worker_and_closes_after_a_good_trial(
     servers, add_worker, make_key, client_for, settings, live_router
 ):
-    import asyncio
-
     settings.ROUTER_BREAKER_FAILURES = 3
     settings.ROUTER_BREAKER_COOLDOWN_SECONDS = 1
     flaky, backup = servers(status=500), servers()

@@ -10,7 +10,7 @@ from io import StringIO
 import pytest
 from django.core.management import call_command
 from django.core.management.base import CommandError
-from django.db import connection
+from django.db import IntegrityError, connection, transaction
 
 from proxy.cache import TTLCache
 from proxy.models import Worker, WorkerModel
@@ -90,6 +90,39 @@ def test_a_mock_worker_needs_no_url_or_key():
 
 
 @pytest.mark.django_db
+def test_a_worker_sends_max_tokens_unless_told_otherwise():
+    worker = openai_worker()
+
+    worker.refresh_from_db()
+    assert worker.cap_field == Worker.CapField.MAX_TOKENS == "max_tokens"
+
+
+@pytest.mark.django_db
+def test_worker_create_stores_the_cap_field_it_is_given():
+    worker = openai_worker(cap_field="max_completion_tokens")
+
+    worker.refresh_from_db()
+    assert worker.cap_field == "max_completion_tokens"
+
+
+@pytest.mark.django_db
+@pytest.mark.parametrize("statement", [
+    "UPDATE proxy_worker SET cap_field = 'max_output_tokens' WHERE id = %s",
+    "UPDATE proxy_worker SET cap_field = '' WHERE id = %s",
+])
+def test_the_database_refuses_a_cap_field_it_does_not_know(statement):
+    worker = openai_worker()
+
+    # The CHECK constraint, not the service, decides here: nothing reaches the request
+    # path that the router could not send.
+    with pytest.raises(IntegrityError, match="proxy_worker_cap_field_known"), \
+            transaction.atomic(), connection.cursor() as cursor:
+        cursor.execute(statement, [worker.pk])
+    worker.refresh_from_db()
+    assert worker.cap_field == "max_tokens"
+
+
+@pytest.mark.django_db
 def test_the_key_is_encrypted_at_rest_and_round_trips():
     worker = openai_worker()
 
@@ -122,6 +155,9 @@ def test_the_key_is_encrypted_at_rest_and_round_trips():
     ({"max_concurrency": 0}, "max concurrency must be between 1"),
     ({"priority": 2**31}, "priority must be between"),
     ({"priority": "1"}, "priority must be a whole number"),
+    ({"cap_field": "max_output_tokens"}, "Unknown cap field 'max_output_tokens'; choose one "
+                                         "of max_tokens, max_completion_tokens"),
+    ({"cap_field": ""}, "Unknown cap field ''"),
 ])
 def test_worker_create_refuses_bad_input_and_writes_nothing(kwargs, match):
     with pytest.raises(WorkerError, match=match):
@@ -193,10 +229,22 @@ def test_worker_add_openai_with_models_and_upstream_names():
         "openai", "https://api.example.com/v1", 2, 3, 8, True)
     assert worker.get_api_key() == SECRET
     assert served(worker) == [("fast", "gpt-4o-mini"), ("gpt-4o", "")]
+    assert worker.cap_field == "max_tokens"
     assert lines == ["Added worker main: kind openai, enabled, priority 2, weight 3, "
-                     "max concurrency 8, base url https://api.example.com/v1, key: set, "
+                     "max concurrency 8, cap field max_tokens, "
+                     "base url https://api.example.com/v1, key: set, "
                      "models: fast=gpt-4o-mini,gpt-4o"]
     assert SECRET not in "\n".join(lines)
+
+
+@pytest.mark.django_db
+def test_worker_add_sets_the_cap_field_a_reasoning_model_needs():
+    (line,) = router("worker", "add", "o-series", "--kind", "openai",
+                     "--base-url", "https://api.example.com/v1", "--models", "o3-mini",
+                     "--cap-field", "max_completion_tokens")
+
+    assert Worker.objects.get(name="o-series").cap_field == "max_completion_tokens"
+    assert ", cap field max_completion_tokens, " in line
 
 
 @pytest.mark.django_db
@@ -222,6 +270,8 @@ def test_worker_add_mock_needs_only_models():
     (["--kind", "mock", "--models", "a", "--weight", "0"], "weight must be between 1"),
     (["--kind", "mock", "--models", "a", "--max-concurrency", "-1"], "between 1"),
     (["--kind", "mock", "--models", "a", "--priority", "high"], "invalid int value"),
+    (["--kind", "mock", "--models", "a", "--cap-field", "max_output_tokens"],
+     "invalid choice: 'max_output_tokens'"),
 ])
 def test_worker_add_refuses_bad_input_and_writes_nothing(args, match):
     refused("worker", "add", "w", *args, match=match)
@@ -238,17 +288,18 @@ def test_worker_add_refuses_a_taken_name():
 
 @pytest.mark.django_db
 def test_worker_list_shows_everything_but_the_key():
-    openai_worker(priority=1, models=[("gpt-x", ""), ("alias", "real-name")])
+    openai_worker(priority=1, models=[("gpt-x", ""), ("alias", "real-name")],
+                  cap_field="max_completion_tokens")
     worker_create(name="mock", kind="mock", models=[("mock-gpt", "")], enabled=False)
 
     lines = router("worker", "list")
 
     assert lines == [
         "up: kind openai, enabled, healthy, priority 1, weight 1, max concurrency 64, "
-        "base url https://up.example/v1, key: set, models: alias=real-name,gpt-x, "
-        "last probe: never",
+        "cap field max_completion_tokens, base url https://up.example/v1, key: set, "
+        "models: alias=real-name,gpt-x, last probe: never",
         "mock: kind mock, disabled, healthy, priority 0, weight 1, max concurrency 64, "
-        "base url -, key: none, models: mock-gpt, last probe: never",
+        "cap field max_tokens, base url -, key: none, models: mock-gpt, last probe: never",
     ]
     output = "\n".join(lines)
     assert SECRET not in output

@@ -26,7 +26,7 @@ def form_data(*, models: list[tuple[str, str]] = (("gpt-x", ""),), worker: Worke
     """What the add or change form posts: the worker's fields and the models inline."""
     data = {
         "name": "new", "kind": "openai", "base_url": "https://api.example.com/v1",
-        "api_key": "", "enabled": "on", "priority": "0", "weight": "1",
+        "cap_field": "max_tokens", "api_key": "", "enabled": "on", "priority": "0", "weight": "1",
         "max_concurrency": "64", "connect_timeout_s": "5", "first_byte_timeout_s": "60",
         "total_timeout_s": "600",
     }
@@ -55,8 +55,9 @@ def change_data(worker: Worker, **fields: str) -> dict[str, str]:
     return form_data(
         worker=worker, models=fields.pop("models", current),
         **{"name": worker.name, "kind": worker.kind, "base_url": worker.base_url,
-           "priority": str(worker.priority), "weight": str(worker.weight),
-           "max_concurrency": str(worker.max_concurrency), **fields},
+           "cap_field": worker.cap_field, "priority": str(worker.priority),
+           "weight": str(worker.weight), "max_concurrency": str(worker.max_concurrency),
+           **fields},
     )
 
 

@@ -18,9 +18,11 @@ from tests.proxy.workers_admin.helpers import (
     assert_no_secret,
     change_data,
     change_url,
+    changelist,
     form_data,
     form_errors,
     probe_cache,
+    row_of,
 )
 
 pytestmark = pytest.mark.django_db
@@ -40,6 +42,16 @@ def test_the_changelist_renders_with_key_status_and_models(staff_client, worker)
     assert "icon-yes.svg" in text  # "key set" for up
     assert "icon-no.svg" in text  # and not for mock (and mock is disabled)
     assert_no_secret(response, SECRET)
+
+
+def test_the_changelist_shows_the_cap_field_each_worker_sends(staff_client, worker):
+    worker_create(name="o-series", kind="openai", base_url="https://o.example/v1",
+                  models=[("o3-mini", "")], cap_field="max_completion_tokens")
+
+    response = changelist(staff_client)
+
+    assert ">max_tokens</td>" in row_of(response, "up")
+    assert ">max_completion_tokens</td>" in row_of(response, "o-series")
 
 
 @pytest.mark.parametrize(("query", "names"), [
@@ -80,6 +92,16 @@ def test_the_add_page_offers_a_password_field_and_no_clear_box(staff_client):
     text = response.content.decode()
     assert 'type="password" name="api_key"' in text
     assert "clear_api_key" not in text
+    assert '<option value="max_tokens" selected>' in text  # the default
+    assert "reasoning models require max_completion_tokens" in text  # the help
+
+
+def test_adding_a_worker_sets_the_cap_field_its_upstream_reads(staff_client):
+    response = staff_client.post(add_url(), form_data(
+        name="o-series", models=[("o3-mini", "")], cap_field="max_completion_tokens"))
+
+    assert response.status_code == 302
+    assert Worker.objects.get(name="o-series").cap_field == "max_completion_tokens"
 
 
 def test_adding_a_worker_with_a_key_stores_it_encrypted_and_never_shows_it(staff_client):
@@ -119,6 +141,8 @@ def test_a_mock_worker_is_added_without_url_or_key(staff_client):
     ({"base_url": "https://u:p@api.example.com"}, "must not contain a user name"),
     ({"name": "  "}, "This field is required"),
     ({"kind": "gemini"}, "Select a valid choice"),
+    ({"cap_field": "max_output_tokens"}, "Select a valid choice"),
+    ({"cap_field": None}, "This field is required"),
     ({"weight": "0"}, "greater than or equal to 1"),
     ({"max_concurrency": "0"}, "greater than or equal to 1"),
     ({"total_timeout_s": "0"}, "more than 0 seconds"),
@@ -156,6 +180,20 @@ def test_an_empty_key_field_keeps_the_stored_key(staff_client, worker):
     assert worker.priority == 7
     assert worker.api_key_encrypted == stored
     assert worker.get_api_key() == SECRET
+
+
+def test_the_cap_field_can_be_changed_and_reaches_the_router_at_once(
+        staff_client, worker, django_capture_on_commit_callbacks):
+    asyncio.run(probe_cache.get_or_load("k", lambda: "stale"))
+    with django_capture_on_commit_callbacks(execute=True):
+        response = staff_client.post(change_url(worker), change_data(
+            worker, cap_field="max_completion_tokens"))
+
+    assert response.status_code == 302
+    worker.refresh_from_db()
+    assert worker.cap_field == "max_completion_tokens"
+    assert worker.get_api_key() == SECRET  # the key is kept
+    assert not probe_cache._data
 
 
 def test_a_typed_key_replaces_the_stored_one(staff_client, worker):
