@@ -150,12 +150,15 @@ async def send_response(response: HttpResponseBase, send: Any,
         await send(start)
         await send({"type": "http.response.body", "body": response.content})  # type: ignore[attr-defined]
         return
-    await send(start)
-    # An async stream's parts come straight from its iterator; a sync one is mapped by
+    # The relay's events (proxy.relay.EventStream) are closed whatever happens, even before
+    # the first part was read: that is where a stream nobody read resolves its hold. An
+    # async stream's parts come straight from its iterator; a sync one is mapped by
     # Django's own __aiter__ (in a thread, as Django does).
-    parts = (response.streaming_content if response.is_async  # type: ignore[attr-defined]
-             else aiter(response))
+    parts = getattr(response, "events", None) or (
+        response.streaming_content if response.is_async  # type: ignore[attr-defined]
+        else aiter(response))
     async with aclosing(parts) as content:
+        await send(start)
         async for part in content:
             await send({"type": "http.response.body", "body": part, "more_body": True})
     if disconnect is not None:

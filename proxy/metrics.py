@@ -42,6 +42,10 @@ TTFT = Histogram("router_time_to_first_token_seconds", "Time to the first output
                  ["model"], buckets=(0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30))
 TOKENS = Counter("router_tokens", "Tokens billed, by model and kind", ["model", "kind"])
 CHARGED = Counter("router_charged_micros", "Micro-USD charged, by model", ["model"])
+SETTLE_FAILURES = Counter("router_settle_failures", "Charges that could not be written as "
+                          "computed, by what was done instead", ["fallback"])
+USAGE_FLAGS = Counter("router_usage_flags", "Answers whose output passed the cap or whose "
+                      "usage was not believed, by worker and flag", ["worker", "flag"])
 UPSTREAM_ERRORS = Counter("router_upstream_errors", "Failed upstream attempts, by worker",
                           ["worker"])
 

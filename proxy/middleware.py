@@ -3,6 +3,7 @@ thread hop per request (see ``proxy.asgi``)."""
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import time
 import uuid
@@ -42,18 +43,30 @@ class RequestIdMiddleware:
         started = time.monotonic()
         try:
             response = await self.get_response(request)
+        except asyncio.CancelledError:
+            # The client went away: still one line for the request, unless the completion
+            # it started logged itself when it resolved its hold.
+            if not getattr(request, "logged_by_call", False):
+                _log(request, request_id, started, status=None, outcome="cancelled")
+            raise
         except Exception:
             logger.exception("request %s failed", request_id)
             response = error_response(server_error(request_id))
         response["x-request-id"] = request_id
-        if response.status_code != 200 or request.path != "/v1/chat/completions":
-            # A completion that was answered logs itself when it settles, with its tokens
-            # and cost; everything else (refusals, errors, other routes) is logged here.
-            caller = getattr(request, "caller", None)
-            access_log(request_id=request_id, method=request.method, path=request.path,
-                       status=response.status_code,
-                       user_id=caller.user_id if caller else None,
-                       key_prefix=caller.key_prefix if caller else None,
-                       latency_ms=int((time.monotonic() - started) * 1000))
+        # A completion that was answered logs itself when it settles, with its tokens and
+        # cost (a stream, after this returns); everything else is logged here.
+        answered = response.status_code == 200 and request.path == "/v1/chat/completions"
+        if not answered and not getattr(request, "logged_by_call", False):
+            _log(request, request_id, started, status=response.status_code)
             refusal_observed(status=response.status_code)
         return response
+
+
+def _log(request: HttpRequest, request_id: str, started: float, *, status: int | None,
+         outcome: str | None = None) -> None:
+    caller = getattr(request, "caller", None)
+    access_log(request_id=request_id, method=request.method, path=request.path,
+               status=status, outcome=outcome,
+               user_id=caller.user_id if caller else None,
+               key_prefix=caller.key_prefix if caller else None,
+               latency_ms=int((time.monotonic() - started) * 1000))

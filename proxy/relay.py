@@ -16,12 +16,13 @@ from collections.abc import AsyncIterator
 from typing import Any
 
 import orjson
+from django.conf import settings
 from django.http import HttpResponse, StreamingHttpResponse
 
 from billing.models import UsageRecord
-from billing.money import format_usd
 from proxy import charging
 from proxy.call import Call
+from proxy.charging import Verdict
 from proxy.errors import (
     ApiError,
     model_not_found,
@@ -53,7 +54,7 @@ def error_response(error: ApiError) -> HttpResponse:
     return response
 
 
-async def chat_completion(*, request_id: str, caller: Caller, chat: ChatRequest
+async def chat_completion(*, request: Any, caller: Caller, chat: ChatRequest
                           ) -> HttpResponse | StreamingHttpResponse:
     if caller.allowed_models and chat.model not in caller.allowed_models:
         raise permission_denied(f"This API key may not use the model `{chat.model}`.")
@@ -63,22 +64,31 @@ async def chat_completion(*, request_id: str, caller: Caller, chat: ChatRequest
     targets = await targets_for_model(chat.model)
     if not targets:
         raise no_available_workers(chat.model)
-    plan = await charging.plan_charge(caller=caller, chat=chat, price=price)
-    admission = await limits_admit(scopes=caller.limit_scopes(), request_id=request_id,
-                                   tokens=plan.prompt_tokens + plan.max_tokens * chat.n)
+    wait = charging.RoomWait(caller.user_id)
+    plan = await charging.plan_waiting(caller=caller, chat=chat, price=price, wait=wait)
+    admission = await limits_admit(scopes=caller.limit_scopes(), request_id=request.request_id,
+                                   tokens=plan.limit_tokens)
     if not admission.allowed:
         raise limits_error(admission)
     try:
-        await charging.reserve(request_id=request_id, caller=caller, chat=chat, price=price,
-                               plan=plan)
-        call = Call(request_id=request_id, caller=caller, chat=chat, price=price, plan=plan,
-                    admission=admission)
-        candidates = Candidates(targets, request_id)
+        # A request that had to wait for room may be planned again: the token counters
+        # are corrected to the actual count when it settles.
+        plan = await charging.reserve(request_id=request.request_id, caller=caller, chat=chat,
+                                      price=price, plan=plan, wait=wait)
+    except BaseException as error:
+        await charging.shielded(limits_release(admission))
+        if isinstance(error, ApiError):
+            error.headers.update(admission.headers)
+        raise
+    # From here on the request holds money: whatever happens, Call resolves it.
+    call = Call(request=request, caller=caller, chat=chat, price=price, plan=plan,
+                admission=admission)
+    try:
+        candidates = Candidates(targets, request.request_id)
         response = await (_stream(call, candidates) if chat.stream
                           else _complete(call, candidates))
     except BaseException as error:
-        # A no-op when the request already settled; otherwise frees its slot at once.
-        await charging.shielded(limits_release(admission))
+        await call.abandon(error)
         if isinstance(error, ApiError):
             error.headers.update(admission.headers)
         raise
@@ -89,8 +99,7 @@ async def chat_completion(*, request_id: str, caller: Caller, chat: ChatRequest
 
 async def _failed(call: Call, failure: UpstreamError | None) -> ApiError:
     """Void the hold of a request no upstream answered, and say what to tell the client."""
-    await call.void(call.report({"prompt_tokens": 0, "completion_tokens": 0},
-                                status=UsageRecord.Status.UPSTREAM_ERROR))
+    await call.void(call.report(Verdict(0, 0, 0, "", None), UsageRecord.Status.UPSTREAM_ERROR))
     if failure is None:
         # Nothing was tried: every worker was at capacity, or its circuit open.
         return no_available_workers(call.chat.model)
@@ -108,18 +117,6 @@ def _error_fields(body: dict[str, Any]) -> dict[str, Any]:
             "type": str(error.get("type") or "invalid_request_error"),
             "code": error.get("code") if isinstance(error.get("code"), str) else None,
             "param": error.get("param") if isinstance(error.get("param"), str) else None}
-
-
-async def _abandoned(call: Call, error: BaseException) -> None:
-    """Resolve the hold of a request that stopped before any output reached the client.
-
-    A client that hung up while the upstream was already working pays for the prompt it
-    sent (the upstream bills us for it); a bug of ours charges nothing.
-    """
-    if isinstance(error, asyncio.CancelledError):
-        await call.settle(call.report(None, status=UsageRecord.Status.CANCELLED))
-    else:
-        await call.void(call.report(None, status=UsageRecord.Status.UPSTREAM_ERROR))
 
 
 async def _attempt_failed(call: Call, lease: Lease, exc: UpstreamError) -> bool:
@@ -140,6 +137,7 @@ async def _complete(call: Call, candidates: Candidates) -> HttpResponse:
     failure: UpstreamError | None = None
     while (lease := await candidates.next()) is not None:
         call.worker = lease.target.worker_name
+        call.upstream_called = True
         try:
             answer = await provider_for(lease.target).complete(
                 call.upstream_body(lease.target))
@@ -148,9 +146,8 @@ async def _complete(call: Call, candidates: Candidates) -> HttpResponse:
             if await _attempt_failed(call, lease, exc):
                 continue
             break
-        except BaseException as exc:
-            await lease.release()
-            await _abandoned(call, exc)
+        except BaseException:
+            await charging.shielded(lease.release())
             raise
         return await _answer(call, answer, lease)
     raise await _failed(call, failure)
@@ -158,19 +155,17 @@ async def _complete(call: Call, candidates: Candidates) -> HttpResponse:
 
 async def _answer(call: Call, answer: dict[str, Any], lease: Lease) -> HttpResponse:
     call.first_token_at = time.monotonic()
-    text = "".join((choice.get("message") or {}).get("content") or ""
-                   for choice in answer.get("choices", []) if isinstance(choice, dict))
-    report = call.report(answer.get("usage"), produced_text=text)
-    call.reply_text = text
-    charged = await call.settle_after_answer(report, lease)
+    # Cut at the cap before anything goes out: the client never receives more than its
+    # hold covers.
+    call.meter.meter_answer(answer)
+    if settings.ROUTER_LOG_CONTENT:
+        call.reply_text = "".join(
+            str((choice.get("message") or {}).get("content") or "")
+            for choice in answer["choices"])
+    verdict = call.verdict(answer.get("usage"), complete=True)
+    charged = await call.finish_after_answer(verdict, lease)
     answer["model"] = call.chat.model
-    usage = answer.get("usage") if isinstance(answer.get("usage"), dict) else None
-    if usage is None:
-        usage = {"prompt_tokens": report.prompt_tokens,
-                 "completion_tokens": report.completion_tokens,
-                 "total_tokens": report.prompt_tokens + report.completion_tokens}
-        answer["usage"] = usage
-    usage["cost"] = _usd(charged)
+    answer["usage"] = call.shown_usage(verdict, charged)
     response = json_response(answer)
     response["x-router-cost-micros"] = str(charged)
     return response
@@ -180,6 +175,7 @@ async def _stream(call: Call, candidates: Candidates) -> StreamingHttpResponse:
     failure: UpstreamError | None = None
     while (lease := await candidates.next()) is not None:
         call.worker = lease.target.worker_name
+        call.upstream_called = True
         try:
             upstream = await provider_for(lease.target).open_stream(
                 call.upstream_body(lease.target))
@@ -195,80 +191,112 @@ async def _stream(call: Call, candidates: Candidates) -> StreamingHttpResponse:
                                     retryable=True)
             await _attempt_failed(call, lease, failure)
             continue
-        except BaseException as exc:
-            await lease.release()
-            await _abandoned(call, exc)
+        except BaseException:
+            await charging.shielded(lease.release())
             raise
         try:
             await lease.succeeded()
-        except BaseException as exc:
-            # The client hung up before the stream began: stop the upstream, free the slot
-            # and settle, as when it hangs up earlier.
+        except BaseException:
+            # The client hung up before the stream began: stop the upstream and free the
+            # slot; the request's hold is resolved by Call.abandon.
             await charging.shielded(upstream.aclose())
             await charging.shielded(lease.release())
-            await _abandoned(call, exc)
             raise
-        response = StreamingHttpResponse(_relay(call, lease, upstream, chunks, first),
-                                         content_type="text/event-stream")
-        response["Cache-Control"] = "no-cache"
-        response["X-Accel-Buffering"] = "no"
-        return response
+        return EventStream(Relay(call, lease, upstream, chunks, first))
     raise await _failed(call, failure)
 
 
-def _usd(micros: int) -> orjson.Fragment:
-    # Exact decimal text in the JSON, never a float on our side.
-    return orjson.Fragment(format_usd(micros).encode())
+class EventStream(StreamingHttpResponse):
+    """Server-sent events whose source the ASGI handler closes when it is done with the
+    response, whether or not it read any of it (``proxy.asgi.send_response``)."""
+
+    def __init__(self, events: Relay) -> None:
+        super().__init__(events, content_type="text/event-stream")
+        self.events = events
+        self["Cache-Control"] = "no-cache"
+        self["X-Accel-Buffering"] = "no"
 
 
 def _sse(payload: dict[str, Any]) -> bytes:
     return b"data: " + orjson.dumps(payload) + b"\n\n"
 
 
-def _produced(chunk: dict[str, Any], into: list[str]) -> None:
-    for choice in chunk.get("choices") or ():
-        delta = choice.get("delta") if isinstance(choice, dict) else None
-        if not isinstance(delta, dict):
-            continue
-        for key in ("content", "refusal", "reasoning_content"):
-            if isinstance(delta.get(key), str):
-                into.append(delta[key])
-        for call in delta.get("tool_calls") or ():
-            function = call.get("function") if isinstance(call, dict) else None
-            if isinstance(function, dict):
-                into.append(str(function.get("name") or ""))
-                into.append(str(function.get("arguments") or ""))
+class Relay:
+    """A stream's events for its client, relayed chunk by chunk from the upstream.
+
+    Its hold is resolved whichever way it ends: at the end of the events (``_events``'
+    ``finally``), or, if the client went before the first byte so the events never started,
+    in ``aclose``.
+    """
+
+    def __init__(self, call: Call, lease: Lease, upstream: UpstreamStream,
+                 chunks: AsyncIterator[dict[str, Any]], first: dict[str, Any]) -> None:
+        self._call, self._lease, self._upstream = call, lease, upstream
+        self._events = _events(call, lease, upstream, chunks, first)
+        self._started = self._closed = False
+
+    def __aiter__(self) -> Relay:
+        return self
+
+    async def __anext__(self) -> bytes:
+        self._started = True
+        return await anext(self._events)
+
+    async def aclose(self) -> None:
+        if self._closed:
+            return
+        self._closed = True
+        if self._started:
+            await self._events.aclose()
+            return
+        await charging.shielded(self._never_read())
+
+    async def _never_read(self) -> None:
+        await self._upstream.aclose()
+        await self._lease.release()
+        await self._call.abandon(asyncio.CancelledError())
 
 
-async def _relay(call: Call, lease: Lease, upstream: UpstreamStream,
-                 chunks: AsyncIterator[dict[str, Any]], first: dict[str, Any]
-                 ) -> AsyncIterator[bytes]:
-    produced: list[str] = []
-    usage: dict[str, Any] | None = None
-    settled = False
+async def _events(call: Call, lease: Lease, upstream: UpstreamStream,
+                  chunks: AsyncIterator[dict[str, Any]], first: dict[str, Any]
+                  ) -> AsyncIterator[bytes]:
+    chat, meter = call.chat, call.meter
+    reported: object = None  # the last usage the upstream sent, wherever it rode
+    last = first
+    finished = False
     status = UsageRecord.Status.CANCELLED  # until the stream is seen to the end
+    replies: list[str] | None = [] if settings.ROUTER_LOG_CONTENT else None
     call.first_token_at = time.monotonic()
     try:
         chunk: dict[str, Any] | None = first
         while chunk is not None:
-            if chunk.get("usage") and not chunk.get("choices"):
-                # The last chunk: settle now, so the client's usage chunk can carry the cost.
-                usage = chunk["usage"]
-                call.reply_text = "".join(produced)
-                charged = await call.settle(call.report(usage))
-                settled = True
-                if call.chat.include_usage:
-                    chunk["model"] = call.chat.model
-                    usage["cost"] = _usd(charged)
+            last = chunk
+            # Usage may come in its own chunk, beside a choice, or early: the last one
+            # counts, and the client gets the router's own usage chunk at the end.
+            usage = chunk.pop("usage", None)
+            if usage is not None:
+                reported = usage
+            if chunk.get("choices"):
+                if meter.meter_chunk(chunk):
+                    chunk["model"] = chat.model
+                    if replies is not None:
+                        replies += _texts(chunk)
                     yield _sse(chunk)
-            else:
-                _produced(chunk, produced)
-                chunk["model"] = call.chat.model
-                if not call.chat.include_usage:
-                    chunk.pop("usage", None)
+                if meter.exhausted:
+                    break  # every choice ended, some at the cap: stop the upstream
+            elif usage is None:
+                chunk["model"] = chat.model  # no choices, no usage: e.g. a filter result
                 yield _sse(chunk)
             chunk = await anext(chunks, None)
         status = UsageRecord.Status.OK
+        call.reply_text = "".join(replies or ())
+        charged, verdict = await call.finish(reported, complete=not meter.exhausted,
+                                             status=status)
+        finished = True
+        if chat.include_usage:
+            yield _sse({"id": last.get("id"), "object": "chat.completion.chunk",
+                        "created": last.get("created"), "model": chat.model, "choices": [],
+                        "usage": call.shown_usage(verdict, charged)})
         yield b"data: [DONE]\n\n"
     except UpstreamError as exc:
         status = UsageRecord.Status.UPSTREAM_ERROR
@@ -277,11 +305,14 @@ async def _relay(call: Call, lease: Lease, upstream: UpstreamStream,
         await lease.failed()
         yield _sse(upstream_error(f"The upstream failed mid-stream: {exc}").body())
     finally:
-        await upstream.aclose()
-        await lease.release()
-        if not settled:
-            # Cut off (client gone, upstream dead) or no usage sent: charge the prompt and
-            # the tokens actually produced, never more than was delivered.
-            call.reply_text = "".join(produced)
-            await call.settle(call.report(usage, produced_text=call.reply_text,
-                                          status=status))
+        await charging.shielded(upstream.aclose())
+        await charging.shielded(lease.release())
+        if not finished:
+            # Cut off (client gone, upstream dead): the prompt and the output delivered.
+            call.reply_text = "".join(replies or ())
+            await call.finish(reported, complete=False, status=status)
+
+
+def _texts(chunk: dict[str, Any]) -> list[str]:
+    return [str((choice.get("delta") or {}).get("content") or "")
+            for choice in chunk["choices"]]

@@ -116,6 +116,12 @@ def decode_tokens(tokens: Iterable[int]) -> str:
     return _tokenizer(ENCODING).decode_bytes(list(tokens)).decode("utf-8", "replace")
 
 
+def text_of_tokens(tokens: list[int]) -> str:
+    """The text of ``o200k_base`` token ids, leaving out a character cut off at the end (a
+    token may hold only part of one): the start of the text those tokens came from."""
+    return _tokenizer(ENCODING).decode_bytes(tokens).decode("utf-8", "ignore")
+
+
 def token_pieces(tokens: Iterable[int]) -> list[str]:
     """The text of each token, for streaming one token per chunk.
 

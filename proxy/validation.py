@@ -6,6 +6,7 @@ checked; every other field is passed through untouched to OpenAI-compatible upst
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass
 from typing import Any
 
@@ -15,6 +16,11 @@ from proxy.errors import ApiError, bad_request
 
 ROLES = frozenset({"system", "developer", "user", "assistant", "tool", "function"})
 MAX_N = 16
+# C0 and C1 control characters: never part of a model's name, and PostgreSQL refuses NUL.
+CONTROL_CHARACTERS = re.compile("[\x00-\x1f\x7f-\x9f]")
+# The output-cap fields of OpenAI's API: max_tokens (older, still read by most servers)
+# and max_completion_tokens (newer, required by reasoning models).
+CAP_FIELDS = ("max_tokens", "max_completion_tokens")
 
 
 @dataclass
@@ -24,8 +30,9 @@ class ChatRequest:
     messages: list[dict[str, Any]]
     stream: bool
     include_usage: bool  # the client asked for the final usage chunk
-    max_tokens: int | None  # max_completion_tokens or max_tokens, as the client sent it
+    max_tokens: int | None  # the client's output cap: the smaller of its cap fields
     n: int
+    cap_fields: dict[str, int] | None = None  # each cap field the client sent, by name
 
 
 def _is_int(value: object) -> bool:
@@ -133,6 +140,9 @@ def parse_chat_request(raw: bytes) -> ChatRequest:
     if not isinstance(model, str) or not model.strip():
         raise bad_request("Invalid type for 'model': expected a non-empty string.",
                           param="model", code="invalid_type")
+    if CONTROL_CHARACTERS.search(model):
+        raise bad_request("Invalid 'model': a model name has no control characters.",
+                          param="model", code="invalid_value")
     messages = _validate_messages(body.get("messages"))
 
     stream = body.get("stream", False)
@@ -160,8 +170,8 @@ def parse_chat_request(raw: bytes) -> ChatRequest:
     _number_in(body, "top_p", 0, 1)
     _number_in(body, "presence_penalty", -2, 2)
     _number_in(body, "frequency_penalty", -2, 2)
-    max_completion = _positive_int(body, "max_completion_tokens")
-    max_tokens = _positive_int(body, "max_tokens")
+    caps = {name: value for name in CAP_FIELDS
+            if (value := _positive_int(body, name)) is not None}
     n = _positive_int(body, "n") or 1
     if n > MAX_N:
         raise bad_request(f"Invalid 'n': {n} is greater than the maximum of {MAX_N}.",
@@ -177,7 +187,7 @@ def parse_chat_request(raw: bytes) -> ChatRequest:
                               code="invalid_type")
     return ChatRequest(
         body=body, model=model, messages=messages, stream=stream, include_usage=include_usage,
-        max_tokens=max_completion if max_completion is not None else max_tokens, n=n,
+        max_tokens=min(caps.values()) if caps else None, n=n, cap_fields=caps or None,
     )
 
 

@@ -60,8 +60,7 @@ class ChatCompletionsView(OpenAIView):
         except RequestDataTooBig:
             raise request_too_large(settings.DATA_UPLOAD_MAX_MEMORY_SIZE) from None
         chat = parse_chat_request(raw)
-        return await relay.chat_completion(request_id=request.request_id, caller=caller,
-                                           chat=chat)
+        return await relay.chat_completion(request=request, caller=caller, chat=chat)
 
 
 def _model_object(price: Any) -> dict[str, Any]:

@@ -114,6 +114,9 @@ ROUTER_DB_POOL_SIZE = env_int("ROUTER_DB_POOL_SIZE", 10, minimum=1)
 ROUTER_DB_BATCHING = env_bool("ROUTER_DB_BATCHING", True)
 # How long the charge of an answer already sent waits to share a statement with others.
 ROUTER_SETTLE_LINGER_MS = env_int("ROUTER_SETTLE_LINGER_MS", 20, minimum=0)
+# How long a request its money cannot cover waits for the holds of the same wallet (or key)
+# in flight to settle before it is answered 402 (0: at once). See proxy.charging.room.
+ROUTER_RESERVE_WAIT_MS = env_int("ROUTER_RESERVE_WAIT_MS", 5000, minimum=0)
 
 DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
 AUTH_USER_MODEL = "accounts.User"

@@ -17,6 +17,15 @@ from proxy.providers.base import UpstreamError, UpstreamTarget
 ErrorFrom = Callable[[int, bytes], UpstreamError]
 
 
+def retryable_status(status: int) -> bool:
+    """Whether another worker may succeed where one answered ``status``: 401 and 403 are
+    about the worker's own key or account, not the client's (who must not be told its key
+    was refused); 404 is the worker's base URL or model name being wrong (the client's
+    model was checked before any call); 429 and 5xx (529 is Anthropic's "overloaded") are
+    the upstream's state. Any other 4xx is the client's request, as the upstream saw it."""
+    return status in (401, 403, 404, 429) or status >= 500
+
+
 @lru_cache(maxsize=256)
 def _timeout(total: float | None, connect: float, read: float) -> aiohttp.ClientTimeout:
     # sock_read bounds every wait for bytes: the first byte and each later chunk. A worker

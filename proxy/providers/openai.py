@@ -10,13 +10,7 @@ import orjson
 from multidict import CIMultiDict, CIMultiDictProxy
 
 from proxy.providers.base import UpstreamError, UpstreamTarget
-from proxy.providers.http import endpoint, post_json, read_json
-
-
-def _retryable_status(status: int) -> bool:
-    # 401 and 403 mean the worker's own key or account is wrong, not the client's: another
-    # worker may succeed, and the client must not be told its key was refused.
-    return status in (401, 403, 429) or status >= 500
+from proxy.providers.http import endpoint, post_json, read_json, retryable_status
 
 
 def _error_from(status: int, raw: bytes) -> UpstreamError:
@@ -28,7 +22,7 @@ def _error_from(status: int, raw: bytes) -> UpstreamError:
         body = None
     message = (body or {}).get("error", {}).get("message") or raw[:200].decode("utf-8", "replace")
     return UpstreamError(f"upstream answered {status}: {message}",
-                         retryable=_retryable_status(status), status=status, body=body)
+                         retryable=retryable_status(status), status=status, body=body)
 
 
 _JSON_ONLY = CIMultiDictProxy(CIMultiDict({"Content-Type": "application/json"}))

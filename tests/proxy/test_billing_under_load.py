@@ -10,6 +10,7 @@ import pytest
 
 from billing.models import Hold, LedgerEntry, UsageRecord, Wallet
 from billing.selectors import wallet_audit
+from proxy.charging import allowance
 from proxy.tokens import count_text_tokens, encode_text, estimate_request_prompt_tokens
 from tests.concurrency import run_concurrently
 
@@ -55,11 +56,14 @@ def test_a_client_that_drops_the_stream_after_two_chunks_pays_for_what_was_produ
 
 
 def test_100_concurrent_calls_against_a_balance_for_exactly_10_let_10_through(
-    openai_worker, upstream, make_key, client_for, model_price, router
+    openai_worker, upstream, make_key, client_for, model_price, router, settings
 ):
+    # Refused at once, not after the 10 settle (which would leave room for a few more).
+    settings.ROUTER_RESERVE_WAIT_MS = 0
     max_tokens = 20
     body = {"model": "test-model", "messages": MESSAGES, "max_tokens": max_tokens}
-    hold_micros = estimate_request_prompt_tokens(body) * 1 + max_tokens * 2
+    # The hold covers the cap plus the output meter's tolerance.
+    hold_micros = estimate_request_prompt_tokens(body) * 1 + allowance(max_tokens) * 2
     user_id, secret = make_key(credit_micros=10 * hold_micros)
     # Slow enough that every call has reserved before the first one settles.
     upstream.configure(first_byte_delay=1.5)

@@ -18,7 +18,7 @@ from django.utils import timezone
 from billing.models import Hold, LedgerEntry, UsageRecord, Wallet
 from billing.services import UsageReport, wallet_credit
 from billing.services.hot_path import hold_reserve
-from proxy import charging
+from proxy.charging import allowance, settlement
 from proxy.tokens import estimate_request_prompt_tokens
 from tests.live_router import wait_for_charges
 from tests.loop_thread import LoopThread
@@ -49,7 +49,7 @@ def test_calls_one_after_another_use_the_whole_balance_without_a_spurious_refusa
     third fits only once the second's charge is written, which happens while (or just
     after) the client reads the second answer. It must still be served; the fourth not."""
     body = {"model": "test-model", "messages": MESSAGES, "max_tokens": 100}
-    hold = estimate_request_prompt_tokens(body) + 2 * 100
+    hold = estimate_request_prompt_tokens(body) + 2 * allowance(100)
     answer = plan_completion({**body, "model": "gpt-4o-mini"}, upstream.behaviour.reply)
     charge = answer.prompt_tokens + 2 * answer.completion_tokens
     assert charge < hold
@@ -73,7 +73,7 @@ def test_a_charge_the_database_refuses_at_first_is_written_on_a_later_try(
     user, price, monkeypatch
 ):
     wallet_credit(user=user, amount_micros=10_000, idempotency_key="f", memo="")
-    real = charging.hold_resolve
+    real = settlement.hold_resolve
     tries = []
 
     async def flaky(**kwargs: object) -> int | None:
@@ -82,17 +82,17 @@ def test_a_charge_the_database_refuses_at_first_is_written_on_a_later_try(
             raise psycopg.OperationalError("the connection was lost")
         return await real(**kwargs)
 
-    monkeypatch.setattr(charging, "hold_resolve", flaky)
-    monkeypatch.setattr(charging, "SETTLE_RETRY_DELAYS_S", (0.01, 0.01))
-    plan = charging.ChargePlan(prompt_tokens=10, max_tokens=100, amount_micros=210)
+    monkeypatch.setattr(settlement, "hold_resolve", flaky)
+    monkeypatch.setattr(settlement, "SETTLE_RETRY_DELAYS_S", (0.01, 0.01))
     usage = UsageReport(prompt_tokens=10, completion_tokens=20, worker="w")
     loop = LoopThread()
     try:
         loop.run(hold_reserve(user_id=user.pk, hold_id="late", amount_micros=210,
                               price_id=price.pk, model=price.model, api_key_id=None,
                               expires_at=timezone.now() + timedelta(minutes=5)))
-        charged = loop.run(charging.settle_patiently(request_id="late", price=price,
-                                                     plan=plan, usage=usage))
+        charged = loop.run(settlement.settle(request_id="late", user_id=user.pk, price=price,
+                                             usage=usage, fallback=lambda: usage,
+                                             deferred=True))
     finally:
         loop.close()
     assert tries == ["late", "late"]

@@ -9,6 +9,7 @@ from typing import Any
 import orjson
 
 from proxy.providers.base import UpstreamError
+from proxy.providers.http import retryable_status
 
 FINISH_REASONS: dict[str, str] = {
     "end_turn": "stop",
@@ -93,18 +94,9 @@ def chat_completion(message: dict[str, Any], *, model: str) -> dict[str, Any]:
     return answer
 
 
-def _retryable_status(status: int) -> bool:
-    # 401 and 403 are about the worker's own key, not the client's request: another worker
-    # may well take it, and the client must not be told its key is wrong. 529 is Anthropic's
-    # "overloaded".
-    return status in (401, 403, 429) or status >= 500
-
-
 def _client_error_code(status: int, message: str) -> str | None:
     if status == 413:
         return "request_too_large"
-    if status == 404:
-        return "model_not_found"
     if message.startswith("prompt is too long"):
         return "context_length_exceeded"
     return None
@@ -128,7 +120,7 @@ def error_from(status: int, raw: bytes, *, worker: str) -> UpstreamError:
     kind, message = anthropic_error(raw)
     message = message or raw[:200].decode("utf-8", "replace")
     described = f"{worker} answered {status}" + (f" ({kind})" if kind else "")
-    if _retryable_status(status):
+    if retryable_status(status):
         return UpstreamError(f"{described}: {message}", retryable=True, status=status)
     body = {"error": {"message": message or "The upstream refused the request.",
                       "type": "invalid_request_error", "param": None,

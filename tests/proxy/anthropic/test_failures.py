@@ -11,6 +11,7 @@ import orjson
 import pytest
 
 from billing.models import Hold, UsageRecord
+from proxy.cache import clear_all_caches
 from proxy.providers import provider_for
 from proxy.providers.anthropic import AnthropicProvider
 from proxy.providers.base import UpstreamTarget
@@ -91,6 +92,43 @@ def test_an_overloaded_anthropic_worker_fails_over_to_the_next_one(
     assert (record.worker, record.status) == (backup.name, "ok")
     assert record.cost_micros == cost_of(answer.prompt_tokens, answer.usage["output_tokens"])
     assert wallet_of(user_id).posted_micros == 1_000_000 - record.cost_micros
+
+
+@pytest.mark.parametrize("kind", ["anthropic", "openai"])
+def test_a_workers_404_fails_over_and_alone_is_a_502_whatever_its_kind(
+    anthropic_upstream, claude_price, make_key, client_for, router, upstream, kind
+):
+    """A 404 from a worker means its base URL or model name is wrong, not the client's
+    model (which the router checked): another worker is tried, and with none left the
+    client gets a 502, never a 404 that says its model does not exist."""
+    from proxy.models import Worker, WorkerModel
+
+    if kind == "anthropic":
+        anthropic_upstream.configure(status=404, error_type="not_found_error",
+                                     error_message="model: claude-nope")
+        broken = anthropic_worker_for(anthropic_upstream, priority=10)
+    else:
+        upstream.configure(status=404)
+        broken = Worker.objects.create(name="broken-openai", kind="openai", priority=10,
+                                       base_url=upstream.base_url)
+        WorkerModel.objects.create(worker=broken, model="claude-test")
+    _, secret = make_key()
+    with pytest.raises(openai.APIStatusError) as failed:
+        client_for(secret).chat.completions.create(model="claude-test", messages=MESSAGES)
+    assert failed.value.status_code == 502
+    with AnthropicServer(reply="From the second worker.") as second:
+        anthropic_worker_for(second, priority=0)
+        clear_all_caches()
+        completion = client_for(secret).chat.completions.create(
+            model="claude-test", messages=MESSAGES, max_tokens=50)
+        assert completion.choices[0].message.content == "From the second worker."
+    router.drain()
+    # Both requests went to the broken worker first; the second failed over.
+    tried = anthropic_upstream if kind == "anthropic" else upstream
+    assert len(tried.requests) == 2
+    assert sorted(UsageRecord.objects.values_list("status", flat=True)) == [
+        "ok", "upstream_error"]
+    assert UsageRecord.objects.get(status="upstream_error").cost_micros == 0
 
 
 def test_a_worker_with_a_bad_anthropic_key_is_a_502_not_the_clients_401(

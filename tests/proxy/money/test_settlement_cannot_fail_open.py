@@ -1,0 +1,94 @@
+"""Whatever fails while a charge is computed or written, the request resolves its own hold
+at once, charging the router's own count, and says so."""
+
+from __future__ import annotations
+
+import asyncio
+from datetime import timedelta
+
+import pytest
+from django.utils import timezone
+
+from billing.models import Hold, UsageRecord
+from billing.services import wallet_credit
+from billing.services.hot_path import hold_reserve
+from proxy import call as call_module
+from proxy.charging import Verdict, hold_keeper
+from proxy.metrics import SETTLE_FAILURES
+from proxy.tokens import count_text_tokens, exact_prompt_tokens
+from tests.loop_thread import LoopThread
+from tests.proxy.money.conftest import MESSAGES, settled
+
+PROMPT = exact_prompt_tokens(MESSAGES)
+
+
+def _failures(fallback: str) -> float:
+    return SETTLE_FAILURES.labels(fallback)._value.get()
+
+
+def _answer(client, *, stream: bool) -> str:
+    if not stream:
+        return client.chat.completions.create(model="test-model", messages=MESSAGES,
+                                              max_tokens=100).choices[0].message.content
+    return "".join(chunk.choices[0].delta.content or ""
+                   for chunk in client.chat.completions.create(
+                       model="test-model", messages=MESSAGES, max_tokens=100, stream=True)
+                   if chunk.choices)
+
+
+@pytest.mark.parametrize("stream", [False, True], ids=["whole", "streamed"])
+def test_usage_the_database_refuses_is_charged_as_the_routers_own_count(
+    liar_worker, liar, make_key, client_for, monkeypatch, stream
+):
+    """Say a check let through a count the usage record cannot store: the settle fails,
+    and the router charges what it counted instead of leaving the hold to the sweeper."""
+    monkeypatch.setattr(call_module, "check_usage",
+                        lambda **_: Verdict(PROMPT, 10**12, 0, "", None))
+    before = _failures("charge")
+    _, secret = make_key()
+    text = _answer(client_for(secret), stream=stream)
+    record = settled()
+    assert (record.prompt_tokens, record.completion_tokens) == (
+        PROMPT, count_text_tokens(text))
+    assert record.cost_micros == PROMPT + 2 * record.completion_tokens
+    assert (record.source, record.estimate_reason) == ("estimated", "settle_error")
+    assert _failures("charge") == before + 1
+
+
+@pytest.mark.parametrize("stream", [False, True], ids=["whole", "streamed"])
+def test_a_bug_while_checking_usage_still_charges_the_output_delivered(
+    liar_worker, liar, make_key, client_for, monkeypatch, stream
+):
+    def broken(**_: object) -> Verdict:
+        raise RuntimeError("a bug")
+
+    monkeypatch.setattr(call_module, "check_usage", broken)
+    _, secret = make_key()
+    text = _answer(client_for(secret), stream=stream)
+    record = settled()
+    assert record.completion_tokens == count_text_tokens(text) > 0
+    assert (record.source, record.estimate_reason) == ("estimated", "settle_error")
+
+
+@pytest.mark.django_db(transaction=True)
+def test_a_hold_its_request_left_behind_is_released_at_the_keepers_next_round(user, price):
+    wallet_credit(user=user, amount_micros=10_000, idempotency_key="f", memo="")
+
+    async def scenario() -> int:
+        async def forgetful_request() -> None:
+            await hold_reserve(user_id=user.pk, hold_id="orphan", amount_micros=500,
+                               price_id=price.pk, model=price.model, api_key_id=None,
+                               expires_at=timezone.now() + timedelta(minutes=15))
+            hold_keeper().add("orphan")  # and then it ends without resolving it
+
+        await asyncio.ensure_future(forgetful_request())
+        return await hold_keeper().resolve_orphans()
+
+    loop = LoopThread()
+    try:
+        assert loop.run(scenario()) == 1
+    finally:
+        loop.close()
+    assert Hold.objects.get().status == "voided"
+    record = UsageRecord.objects.get()
+    assert (record.cost_micros, record.estimate_reason) == (0, "settle_error")
