@@ -25,6 +25,7 @@ import tempfile
 import time
 import urllib.error
 import urllib.request
+from collections import Counter
 from collections.abc import Awaitable
 from dataclasses import dataclass
 from pathlib import Path
@@ -47,6 +48,12 @@ ROUTER_MODEL, UPSTREAM_MODEL = "bench-model", "upstream-model"
 # charge are both exactly its max_tokens, so a wallet can be funded for exactly K requests.
 EXACT_MODEL = "bench-exact"
 SERVERS = ("uvicorn", "granian")
+# What the bench worker takes in flight at once (its max-concurrency): far above any load
+# here, so it is counted and checked on every request (in Redis when the router has it)
+# but never refuses one.
+WORKER_MAX_CONCURRENCY = 100_000
+# The most an API key's RPM, TPM or concurrency limit can be (a PostgreSQL integer column).
+KEY_LIMIT_MAX = 2_147_483_647
 DEFAULT_SERVER = SERVER  # what `make serve` runs (bench/server_choice.py chose it)
 
 
@@ -93,6 +100,35 @@ def flush_redis_db(url: str) -> None:
         client.close()
 
 
+def redis_summary(url: str) -> dict[str, Any]:
+    """What the router keeps in its Redis database, read right after the load: keys by kind
+    (``router:limits:key:*:window`` ...), and the requests and tokens the API keys' rate-limit
+    windows hold (those admitted in the last minute, counted in Redis)."""
+    import redis
+
+    client = redis.Redis.from_url(url, decode_responses=True)
+    kinds: Counter[str] = Counter()
+    requests = tokens = 0
+    try:
+        for key in client.scan_iter(count=1000):
+            parts = key.split(":")
+            if key.startswith("router:limits:") and len(parts) == 5:
+                kind = f"router:limits:{parts[2]}:*:{parts[4]}"
+                if parts[2] == "key" and parts[4] == "window":
+                    requests += int(client.zcard(key))
+                elif parts[2] == "key" and parts[4] == "tokens":
+                    tokens += int(client.hget(key, "#total") or 0)
+            elif key.startswith("router:") and len(parts) > 2:
+                kind = f"router:{parts[1]}:*"
+            else:
+                kind = "other (the Django cache, ...)"
+            kinds[kind] += 1
+    finally:
+        client.close()
+    return {"keys": dict(sorted(kinds.items())), "key_window_requests": requests,
+            "key_window_tokens": tokens}
+
+
 def router_env(database_url: str, extra: list[str], *, redis_url: str = "") -> dict[str, str]:
     env = {k: v for k, v in os.environ.items()
            if k not in {"REDIS_URL", "DJANGO_SETTINGS_MODULE", "PROMETHEUS_MULTIPROC_DIR"}}
@@ -114,9 +150,11 @@ def manage(env: dict[str, str], *args: str) -> str:
 
 
 def seed(env: dict[str, str], upstream_port: int, users: int, *,
-         max_concurrency: int = 100_000) -> list[str]:
+         max_concurrency: int = WORKER_MAX_CONCURRENCY, key_rpm: int | None = None,
+         key_tpm: int | None = None, key_concurrency: int | None = None) -> list[str]:
     """Migrate, and seed prices and the worker through the ops CLI; then ``users`` users with
-    1,000,000 USD each and one API key each (returned, in order)."""
+    1,000,000 USD each and one API key each (returned, in order), limited to ``key_rpm``,
+    ``key_tpm`` and ``key_concurrency`` (None: not limited)."""
     manage(env, "migrate", "--no-input")
     manage(env, "router", "price", "set", ROUTER_MODEL, "--input", "0.1", "--output", "0.2",
            "--max-output-tokens", "256")
@@ -126,17 +164,21 @@ def seed(env: dict[str, str], upstream_port: int, users: int, *,
            "--base-url", f"http://127.0.0.1:{upstream_port}/v1",
            "--models", f"{ROUTER_MODEL}={UPSTREAM_MODEL},{EXACT_MODEL}={UPSTREAM_MODEL}",
            "--max-concurrency", str(max_concurrency))
-    return seed_users(env, users, credit_micros=1_000_000 * 1_000_000)
+    return seed_users(env, users, credit_micros=1_000_000 * 1_000_000, rpm=key_rpm,
+                      tpm=key_tpm, max_concurrency=key_concurrency)
 
 
 def seed_users(env: dict[str, str], count: int, *, credit_micros: int, prefix: str = "bench",
-               rpm: int | None = None) -> list[str]:
-    """``count`` users, each with ``credit_micros`` and one API key, in one process (the CLI
-    would start Django once per user)."""
+               rpm: int | None = None, tpm: int | None = None,
+               max_concurrency: int | None = None) -> list[str]:
+    """``count`` users, each with ``credit_micros`` and one API key (limited to ``rpm``,
+    ``tpm`` and ``max_concurrency`` requests in flight; None: not limited), in one process
+    (the CLI would start Django once per user)."""
     argv = [str(BIN / "python"), "bench/seed_users.py", "--count", str(count),
             "--credit-micros", str(credit_micros), "--prefix", prefix]
-    if rpm is not None:
-        argv += ["--rpm", str(rpm)]
+    for flag, limit in (("--rpm", rpm), ("--tpm", tpm), ("--max-concurrency", max_concurrency)):
+        if limit is not None:
+            argv += [flag, str(limit)]
     result = subprocess.run(argv, cwd=ROOT, env=env, capture_output=True, text=True,
                             timeout=600, check=False)
     if result.returncode != 0:

@@ -1,6 +1,7 @@
 """What the router adds on top of its upstream: latency, throughput and time to first token.
 
     .venv/bin/python bench/proxy_bench.py [--requests N] [--duration S] [--database-url URL]
+    .venv/bin/python bench/proxy_bench.py --production   # Redis and key limits, as deployed
 
 One run drops and recreates a dedicated PostgreSQL database, migrates and seeds it through
 the ops CLI, starts a cheap local upstream (``bench/fast_upstream.py``) and the router
@@ -10,6 +11,11 @@ machine falls on both alike. It prints added latency at concurrency 1 and 64, re
 both ways, streaming time to first token both ways, the targets next to them, and checks
 afterwards that the database charged every request the router answered. Everything stays
 on 127.0.0.1 and every phase is bounded in count or time.
+
+By default the router has no Redis and the bench keys no limits; ``--redis-url``,
+``--key-rpm`` and ``--key-tpm`` (or ``--production`` for all three) run it as it is deployed:
+limits, worker slots and circuit breakers in Redis, and every request checked against its
+key's RPM and TPM (limits high enough never to refuse one).
 """
 from __future__ import annotations
 
@@ -30,6 +36,7 @@ import aiohttp
 import psycopg
 from harness import (
     DEFAULT_SERVER,
+    KEY_LIMIT_MAX,
     ROUTER_MODEL,
     SERVERS,
     TMP,
@@ -37,9 +44,11 @@ from harness import (
     Service,
     can_pin,
     check_billing,
+    flush_redis_db,
     free_port,
     git_state,
     prepare_database,
+    redis_summary,
     router_argv,
     router_env,
     run_async,
@@ -65,12 +74,20 @@ from measure import (
     process_cpu_seconds,
     process_tree,
 )
-from proxy_report import build_report, print_report
+from proxy_report import build_report, configuration, describe_configuration, print_report
 from pyspy import make_profiler
 
 DEFAULT_DATABASE_URL = "postgres://postgres@127.0.0.1:5432/binom_bench"
 RUN_TIMEOUT_S = 1800  # the whole load phase, whatever the options
-
+# --production: what the router runs with when deployed. Redis shares limits, worker slots
+# and circuit breakers across instances; every key carries an RPM and a TPM limit, here far
+# above the load (a minute of it is well under 10,000,000 requests and 1,000,000,000 tokens),
+# so that both are checked on every request and never refuse one. (A limit is at most
+# 2,147,483,647, what its PostgreSQL column holds: a TPM of 10^10 would be refused.)
+PRODUCTION = {"redis_url": "redis://127.0.0.1:6379/14", "key_rpm": 10_000_000,
+              "key_tpm": 1_000_000_000}
+LIMIT_HEADERS = ("x-ratelimit-limit-requests", "x-ratelimit-remaining-requests",
+                 "x-ratelimit-limit-tokens", "x-ratelimit-remaining-tokens")
 
 
 # --------------------------------------------------------------------------- options
@@ -93,6 +110,11 @@ class Options:
     upstream_chunk_delay_ms: float
     router_env: list[str]
     server: str
+    production: bool
+    redis_url: str  # "" = no Redis
+    key_rpm: int | None  # None = the bench keys have no such limit
+    key_tpm: int | None
+    key_concurrency: int | None
 
 
 def parse_options(argv: list[str] | None = None) -> Options:
@@ -129,7 +151,37 @@ def parse_options(argv: list[str] | None = None) -> Options:
                              "(repeatable)")
     parser.add_argument("--server", choices=SERVERS, default=DEFAULT_SERVER,
                         help=f"the ASGI server the router runs under (default {DEFAULT_SERVER})")
+    parser.add_argument("--redis-url", default=None,
+                        help="the router's REDIS_URL (limits, worker slots, circuit breakers); "
+                             "that database is flushed first, so give it one of its own, "
+                             "e.g. redis://127.0.0.1:6379/14 (default: no Redis)")
+    parser.add_argument("--key-rpm", type=int, default=None, metavar="N",
+                        help="requests per minute of each bench key (default: no limit)")
+    parser.add_argument("--key-tpm", type=int, default=None, metavar="N",
+                        help="tokens per minute of each bench key (default: no limit)")
+    parser.add_argument("--key-concurrency", type=int, default=None, metavar="N",
+                        help="requests in flight of each bench key (default: no limit)")
+    parser.add_argument("--production", action="store_true",
+                        help=f"as deployed: --redis-url {PRODUCTION['redis_url']} --key-rpm "
+                             f"{PRODUCTION['key_rpm']} --key-tpm {PRODUCTION['key_tpm']} "
+                             "(options given explicitly win; --key-rpm 0 or --redis-url '' "
+                             "turn one off)")
     args = parser.parse_args(argv)
+    if args.production:
+        for name, value in PRODUCTION.items():
+            if getattr(args, name) is None:
+                setattr(args, name, value)
+    args.redis_url = args.redis_url or ""
+    if args.redis_url and not urlsplit(args.redis_url).path.strip("/"):
+        parser.error("--redis-url must name a database number (it is flushed), e.g. "
+                     "redis://127.0.0.1:6379/14")
+    for name in ("key_rpm", "key_tpm", "key_concurrency"):
+        value = getattr(args, name)
+        if value == 0:
+            setattr(args, name, None)  # 0: no limit
+        elif value is not None and not 1 <= value <= KEY_LIMIT_MAX:
+            parser.error(f"--{name.replace('_', '-')} must be between 1 and {KEY_LIMIT_MAX:,} "
+                         "(0: no limit)")
     if any("=" not in item for item in args.router_env):
         parser.error("--router-env takes NAME=VALUE")
     for name in ("requests", "stream_requests", "concurrency", "block", "rounds", "users"):
@@ -182,10 +234,14 @@ class Results:
     warmup: dict[str, Run] = field(default_factory=dict)
     profile: Run = field(default_factory=Run)
     commit_probe: dict[str, dict[str, float]] = field(default_factory=dict)
+    # One router answer after the measured phases: its status and x-ratelimit-* headers
+    # (what the key's limits let through, as counted at that moment).
+    limit_probe: dict[str, Any] = field(default_factory=dict)
 
     def router_ok(self) -> int:
         runs = [self.c1, self.cn, self.stream, self.warmup]
-        return sum(r["router"].ok for r in runs if "router" in r) + self.profile.ok
+        return (sum(r["router"].ok for r in runs if "router" in r) + self.profile.ok
+                + (self.limit_probe.get("status") == 200))
 
     def errors(self) -> Counter[str]:
         total: Counter[str] = Counter()
@@ -193,7 +249,25 @@ class Results:
             for name, run in runs.items():
                 total.update({f"{name}: {k}": v for k, v in run.errors.items()})
         total.update({f"router (profiled): {k}": v for k, v in self.profile.errors.items()})
+        status = self.limit_probe.get("status", 200)
+        if status != 200:
+            label = status if isinstance(status, str) else f"HTTP {status}"
+            total[f"router (limit probe): {label}"] += 1
         return total
+
+
+async def probe_limits(session: aiohttp.ClientSession, router: Target) -> dict[str, Any]:
+    """One request through the router (billed like the others): the rate-limit headers it
+    answers with show the limits its key was checked against and what is left of them."""
+    try:
+        async with session.post(router.url, data=router.body, headers=router.headers(0)
+                                ) as response:
+            await response.read()
+            return {"status": response.status} | {
+                name: response.headers[name] for name in LIMIT_HEADERS
+                if name in response.headers}
+    except (aiohttp.ClientError, TimeoutError) as exc:
+        return {"status": type(exc).__name__}
 
 
 async def run_load(options: Options, direct: Target, router: Target, meter: Meter,
@@ -236,6 +310,7 @@ async def run_load(options: Options, direct: Target, router: Target, meter: Mete
                                                 stream=True))
 
         results.commit_probe["end"] = probe_commits(options.database_url)
+        results.limit_probe = await probe_limits(session, router)
 
         report = None
         if options.profile_seconds > 0:
@@ -253,12 +328,18 @@ def main(argv: list[str] | None = None) -> int:
     options = parse_options(argv)
     pin = options.pin and can_pin()
     router_cpu, side_cpu = (0, 1) if pin else (None, None)
-    env = router_env(options.database_url, options.router_env)
+    env = router_env(options.database_url, options.router_env, redis_url=options.redis_url)
     upstream_port, router_port = free_port(), free_port()
+    config = configuration(options)
 
-    print(f"database {options.database_url}: recreate, migrate, seed ...", flush=True)
+    print(f"configuration: {describe_configuration(config)}", flush=True)
+    print(f"database {options.database_url}: recreate, migrate, seed"
+          + (f"; flush {options.redis_url}" if options.redis_url else "") + " ...", flush=True)
     prepare_database(options.database_url)
-    keys = seed(env, upstream_port, options.users)
+    if options.redis_url:
+        flush_redis_db(options.redis_url)  # rate-limit windows and slots of earlier runs
+    keys = seed(env, upstream_port, options.users, key_rpm=options.key_rpm,
+                key_tpm=options.key_tpm, key_concurrency=options.key_concurrency)
 
     services: list[Service] = []
     try:
@@ -296,13 +377,21 @@ def main(argv: list[str] | None = None) -> int:
                                               make_profiler(worker_pid, side_cpu)),
                                      RUN_TIMEOUT_S)
         environment["loadavg_end"] = os.getloadavg()
+        # Right away: the windows hold the requests of the last minute only.
+        redis = redis_summary(options.redis_url) if options.redis_url else None
         billing = check_billing(options.database_url, results.router_ok())
         environment["router_log_warnings"] = router.warnings()
+        if redis is not None:
+            # The router falls back to counting in its own process while Redis does not
+            # answer, and logs this when it does.
+            redis["router_log_not_answering"] = sum(
+                1 for line in router.log_tail(10**7).splitlines()
+                if "Redis is not answering" in line)
     finally:
         for service in reversed(services):
             stop_service(service)
 
-    report = build_report(options, results, billing, profile, environment)
+    report = build_report(options, results, billing, profile, environment, config, redis)
     print_report(report, options.concurrency)
     if environment["router_log_warnings"]:
         print(f"\nrouter log: {environment['router_log_warnings']} warning/error lines, see "
@@ -310,7 +399,8 @@ def main(argv: list[str] | None = None) -> int:
     options.out.parent.mkdir(parents=True, exist_ok=True)
     options.out.write_text(json.dumps(report, indent=2, default=str))
     print(f"\nresults written to {options.out}")
-    healthy = billing.ok(results.router_ok()) and not report["errors"]
+    healthy = (billing.ok(results.router_ok()) and not report["errors"]
+               and not report["configuration_problems"])
     return 0 if healthy else 1
 
 

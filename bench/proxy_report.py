@@ -7,6 +7,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from harness import (
+    WORKER_MAX_CONCURRENCY,
     BillingCheck,
 )
 from load import (
@@ -27,6 +28,58 @@ TARGET_ROUTER_RPS = 1000.0
 TARGET_TTFT_ADDED_P50_MS = 3.0
 
 
+def configuration(options: Options) -> dict[str, Any]:
+    """What the router ran with, as far as this run is concerned: two runs compare only when
+    this is the same."""
+    redis = bool(options.redis_url)
+    limits = (options.key_rpm, options.key_tpm, options.key_concurrency)
+    return {"production": redis and None not in limits[:2],  # Redis, key RPM and TPM
+            "redis": redis, "redis_url": options.redis_url or None,
+            "key_rpm": options.key_rpm, "key_tpm": options.key_tpm,
+            "key_concurrency": options.key_concurrency,
+            "key_limits_counted_in": (("Redis" if redis else "the router process")
+                                      if any(v is not None for v in limits) else None),
+            "worker_max_concurrency": WORKER_MAX_CONCURRENCY,
+            "server": options.server, "users": options.users}
+
+
+def describe_configuration(config: dict[str, Any]) -> str:
+    def number(value: int | None) -> str:
+        return "none" if value is None else f"{value:,}"
+
+    redis = (f"Redis {config['redis_url']} (limits, worker slots, circuit breakers)"
+             if config["redis"]
+             else "no Redis (worker slots, breakers and limits counted in the router process)")
+    limits = (f"key limits RPM {number(config['key_rpm'])}, TPM {number(config['key_tpm'])}"
+              + (f", in flight {number(config['key_concurrency'])}"
+                 if config["key_concurrency"] is not None else "")
+              if config["key_limits_counted_in"] else "no key limits")
+    return (f"{'PRODUCTION' if config['production'] else 'not production'}: {redis}; "
+            f"{limits}; worker max in flight {config['worker_max_concurrency']:,}; "
+            f"{config['server']}, {config['users']} wallet(s)")
+
+
+def configuration_problems(config: dict[str, Any], limit_probe: dict[str, Any],
+                           redis: dict[str, Any] | None) -> list[str]:
+    """Why the router may not have run as configured (empty: it did, as far as can be seen
+    from outside): the key limits must show in its rate-limit headers, and with Redis they
+    must be counted there and Redis must have answered throughout."""
+    problems = []
+    for kind, limit in (("requests", config["key_rpm"]), ("tokens", config["key_tpm"])):
+        header = limit_probe.get(f"x-ratelimit-limit-{kind}")
+        if limit is not None and header != str(limit):
+            problems.append(f"x-ratelimit-limit-{kind} is {header}, not the key's {limit}")
+    if redis is not None:
+        if redis.get("router_log_not_answering"):
+            problems.append(f"the router logged 'Redis is not answering' "
+                            f"{redis['router_log_not_answering']} time(s): it counted in its "
+                            "process for a while")
+        if (config["key_rpm"] is not None or config["key_tpm"] is not None) \
+                and not redis["key_window_requests"]:
+            problems.append("no request in the keys' rate-limit windows in Redis")
+    return problems
+
+
 
 def run_summary(run: Run) -> dict[str, Any]:
     n = run.ok + sum(run.errors.values())
@@ -45,8 +98,8 @@ def run_summary(run: Run) -> dict[str, Any]:
 
 
 def build_report(options: Options, results: Results, billing: BillingCheck,
-                 profile: dict[str, Any] | None, environment: dict[str, Any]
-                 ) -> dict[str, Any]:
+                 profile: dict[str, Any] | None, environment: dict[str, Any],
+                 config: dict[str, Any], redis: dict[str, Any] | None) -> dict[str, Any]:
     c1 = {k: run_summary(v) for k, v in results.c1.items()}
     cn = {k: run_summary(v) for k, v in results.cn.items()}
     st = {k: run_summary(v) for k, v in results.stream.items()}
@@ -55,6 +108,10 @@ def build_report(options: Options, results: Results, billing: BillingCheck,
     router_rps, direct_rps = cn["router"]["rps"], cn["direct"]["rps"]
     expected = results.router_ok()
     return {
+        "configuration": config,
+        "configuration_problems": configuration_problems(config, results.limit_probe, redis),
+        "limit_probe": results.limit_probe,
+        "redis": redis,
         "options": {k: str(v) if isinstance(v, Path) else v for k, v in vars(options).items()},
         "environment": environment,
         "concurrency_1": c1 | {"added_p50_ms": added_c1_p50,
@@ -111,7 +168,7 @@ def print_report(report: dict[str, Any], concurrency: int) -> None:
     ]
     header = ("", "direct", "router", "added", "target")
     widths = [max(len(str(row[i])) for row in [header, *rows]) for i in range(5)]
-    print()
+    print(f"\nconfiguration: {describe_configuration(report['configuration'])}")
     for row in [header, *rows]:
         print("  ".join(str(cell).ljust(w) for cell, w in zip(row, widths, strict=True)))
 
@@ -143,10 +200,29 @@ def print_report(report: dict[str, Any], concurrency: int) -> None:
           f"holds, {billing['charged_micros']} micro-USD charged; expected "
           f"{billing['expected']} (router 200s incl. warm-up); ledger = wallets: "
           f"{billing['ledger_matches_wallets']}  -> {'OK' if billing['ok'] else 'MISMATCH'}")
+    print_limits(report)
 
     profile = report["profile"]
     if profile:
         print_profile(profile, concurrency)
+
+
+def print_limits(report: dict[str, Any]) -> None:
+    probe, redis = report["limit_probe"], report["redis"]
+    headers = {k.removeprefix("x-ratelimit-"): v for k, v in probe.items() if k != "status"}
+    print("limits: a router answer after the measured phases carried "
+          + (", ".join(f"{k} {v}" for k, v in headers.items()) if headers
+             else "no x-ratelimit-* headers (no limit checked)"))
+    if redis is not None:
+        print(f"Redis right after the load: the keys' windows hold "
+              f"{redis['key_window_requests']:,} requests and {redis['key_window_tokens']:,} "
+              f"tokens of the last minute; keys: "
+              + ", ".join(f"{n} {kind}" for kind, n in redis["keys"].items())
+              + f"; 'Redis is not answering' in the router log: "
+              f"{redis['router_log_not_answering']}")
+    problems = report["configuration_problems"]
+    print("configuration in effect: " + ("yes" if not problems
+                                         else "NO: " + "; ".join(problems)))
 
 
 def print_profile(profile: dict[str, Any], concurrency: int) -> None:

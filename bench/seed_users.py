@@ -1,6 +1,7 @@
 """Create benchmark users, each with a balance and one API key; print the keys, one a line.
 
-    DATABASE_URL=... python bench/seed_users.py --count 500 --credit-micros 1000000
+    DATABASE_URL=... python bench/seed_users.py --count 500 --credit-micros 1000000 [--rpm N]
+        [--tpm N] [--max-concurrency N]
 
 Through the same services as the ops CLI (user_create, wallet_credit, api_key_create), in
 one process: ``manage.py router user create`` would start Django once per user.
@@ -23,6 +24,9 @@ def main() -> None:
     parser.add_argument("--credit-micros", type=int, required=True)
     parser.add_argument("--prefix", default="bench")
     parser.add_argument("--rpm", type=int, default=None, help="requests per minute per key")
+    parser.add_argument("--tpm", type=int, default=None, help="tokens per minute per key")
+    parser.add_argument("--max-concurrency", type=int, default=None,
+                        help="requests in flight per key")
     args = parser.parse_args()
 
     import django
@@ -37,7 +41,8 @@ def main() -> None:
             wallet_credit(user=user, amount_micros=args.credit_micros,
                           idempotency_key=f"bench-seed-{user.pk}", memo="benchmark",
                           kind="topup")
-        print(api_key_create(user=user, rpm=args.rpm).secret)
+        print(api_key_create(user=user, rpm=args.rpm, tpm=args.tpm,
+                             max_concurrency=args.max_concurrency).secret)
 
 
 if __name__ == "__main__":
