@@ -59,13 +59,22 @@ class TextCounter:
             self._tail_tokens = count_text_tokens(self._tail)
         return self._committed + self._tail_tokens
 
-    def add(self, piece: str, *, limit: int | None = None) -> str:
+    def add(self, piece: str, *, limit: int | None = None, last: bool = False) -> str:
         """Count ``piece``; return what of it fits in ``limit`` tokens for the whole text
         (all of it without a limit). Only what is returned is counted; once a piece comes
-        back shorter, the text is meant to end there."""
+        back shorter, the text is meant to end there. ``last``: no piece follows (a whole
+        answer's text), so the text is counted once, with no split point looked for."""
         if not piece:
             return piece
         tail = self._tail + piece
+        if last:
+            tokens = count_text_tokens(tail)
+            if limit is not None and self._committed + tokens > limit:
+                piece = self._fitting(piece, limit - self._committed)
+                tail = self._tail + piece
+                tokens = count_text_tokens(tail)
+            self._tail, self._tail_tokens = tail, tokens
+            return piece
         # A token is at least one byte and a character at most four: far from the limit,
         # the tail need not be counted to know that it fits.
         if (limit is not None and self._committed + 4 * len(tail) > limit
@@ -102,5 +111,5 @@ class TextCounter:
 def cut_text(text: str, limit: int) -> tuple[str, int]:
     """``text`` cut to at most ``limit`` tokens, and the tokens of what is kept."""
     counter = TextCounter()
-    kept = counter.add(text, limit=limit)
+    kept = counter.add(text, limit=limit, last=True)
     return kept, counter.tokens

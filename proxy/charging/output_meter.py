@@ -37,15 +37,16 @@ class ChoiceOutput:
     def tokens(self) -> int:
         return sum(counter.tokens for counter in self._counters.values())
 
-    def fit(self, key: Hashable, text: str, allowance: int) -> str:
-        """``text``, or the start of it that fits this choice's allowance."""
+    def fit(self, key: Hashable, text: str, allowance: int, *, last: bool) -> str:
+        """``text``, or the start of it that fits this choice's allowance; ``last``: the
+        whole of this field (a message's, not a delta's)."""
         if self.cut:
             return ""
         counter = self._counters.get(key)
         if counter is None:
             counter = self._counters[key] = TextCounter()
         others = self.tokens - counter.tokens if len(self._counters) > 1 else 0
-        kept = counter.add(text, limit=allowance - others)
+        kept = counter.add(text, limit=allowance - others, last=last)
         if len(kept) < len(text):
             self.cut = True
         return kept
@@ -87,7 +88,7 @@ class OutputMeter:
         of its choices is left to send."""
         kept = []
         for choice in chunk.get("choices") or ():
-            output = self._metered(choice, "delta", after_cut=False)
+            output = self._metered(choice, "delta", whole=False)
             if output is None:
                 continue
             if choice.get("finish_reason") and not output.cut:
@@ -103,18 +104,19 @@ class OutputMeter:
         choices = answer.get("choices")
         answer["choices"] = [
             choice for choice in (choices if isinstance(choices, list) else ())
-            if self._metered(choice, "message", after_cut=True) is not None]
+            if self._metered(choice, "message", whole=True) is not None]
 
-    def _metered(self, choice: object, key: str, *, after_cut: bool) -> ChoiceOutput | None:
-        """Count and cut the output of one choice (its ``delta`` or ``message``); None when
-        it is not to be sent: unpaid, or (``after_cut`` False) already ended at its cap."""
+    def _metered(self, choice: object, key: str, *, whole: bool) -> ChoiceOutput | None:
+        """Count and cut the output of one choice (a stream's ``delta``, or a ``whole``
+        answer's ``message``); None when it is not to be sent: unpaid, or a stream's
+        choice that already ended at its cap."""
         output = self._choice(choice)
-        if output is None or (output.cut and not after_cut):
+        if output is None or (output.cut and not whole):
             return None
         assert isinstance(choice, dict)  # _choice accepts nothing else
         fields = choice.get(key)
         if isinstance(fields, dict):
-            self._meter_fields(output, fields)
+            self._meter_fields(output, fields, last=whole)
         if output.cut:
             choice["finish_reason"] = "length"
             self.over_cap = self._cut = True
@@ -122,18 +124,19 @@ class OutputMeter:
 
     # --- both ---
 
-    def _meter_fields(self, output: ChoiceOutput, fields: dict[str, Any]) -> None:
+    def _meter_fields(self, output: ChoiceOutput, fields: dict[str, Any], *,
+                      last: bool) -> None:
         """Count (and cut) the output in a delta or a message, in the order it was written;
         after a cut, what follows is removed."""
         for name in TEXT_FIELDS:
             value = fields.get(name)
             if isinstance(value, str) and value:
-                fields[name] = output.fit(name, value, self.allowance)
+                fields[name] = output.fit(name, value, self.allowance, last=last)
             elif isinstance(value, list):  # content parts
-                fields[name] = self._meter_parts(output, name, value)
+                fields[name] = self._meter_parts(output, name, value, last=last)
         calls = fields.get("tool_calls")
         if isinstance(calls, list):
-            kept = self._meter_calls(output, calls)
+            kept = self._meter_calls(output, calls, last=last)
             if kept or not output.cut:
                 fields["tool_calls"] = kept
             else:
@@ -143,19 +146,22 @@ class OutputMeter:
             if output.cut:
                 del fields["function_call"]
             else:
-                self._meter_function(output, "function_call", legacy)
+                self._meter_function(output, "function_call", legacy, last=last)
 
-    def _meter_parts(self, output: ChoiceOutput, name: str, parts: list[Any]) -> list[Any]:
+    def _meter_parts(self, output: ChoiceOutput, name: str, parts: list[Any], *,
+                     last: bool) -> list[Any]:
         kept = []
         for i, part in enumerate(parts):
             if output.cut:
                 break
             if isinstance(part, dict) and isinstance(part.get("text"), str):
-                part["text"] = output.fit((name, i), part["text"], self.allowance)
+                part["text"] = output.fit((name, i), part["text"], self.allowance,
+                                          last=last)
             kept.append(part)
         return kept
 
-    def _meter_calls(self, output: ChoiceOutput, calls: list[Any]) -> list[Any]:
+    def _meter_calls(self, output: ChoiceOutput, calls: list[Any], *,
+                     last: bool) -> list[Any]:
         kept = []
         for position, call in enumerate(calls):
             if output.cut:
@@ -165,17 +171,17 @@ class OutputMeter:
                 index = call.get("index", position)
                 function = call.get("function")
                 if isinstance(function, dict):
-                    self._meter_function(output, ("tool", index), function)
+                    self._meter_function(output, ("tool", index), function, last=last)
                 custom = call.get("custom")
                 if isinstance(custom, dict) and isinstance(custom.get("input"), str):
                     custom["input"] = output.fit(("custom", index), custom["input"],
-                                                 self.allowance)
+                                                 self.allowance, last=last)
             kept.append(call)
         return kept
 
     def _meter_function(self, output: ChoiceOutput, key: Hashable,
-                        function: dict[str, Any]) -> None:
+                        function: dict[str, Any], *, last: bool) -> None:
         for part in ("name", "arguments"):
             value = function.get(part)
             if isinstance(value, str) and value:
-                function[part] = output.fit((key, part), value, self.allowance)
+                function[part] = output.fit((key, part), value, self.allowance, last=last)

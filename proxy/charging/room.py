@@ -37,24 +37,26 @@ def _poll_s() -> float:
 
 
 class RoomWait:
-    """One request's patience: a deadline shared by every refusal it meets."""
+    """One request's patience: ``ROUTER_RESERVE_WAIT_MS`` from its first refusal, shared by
+    every refusal it meets after that."""
 
     def __init__(self, user_id: int) -> None:
         self.user_id = user_id
-        self._loop = asyncio.get_running_loop()
-        self._deadline = self._loop.time() + settings.ROUTER_RESERVE_WAIT_MS / 1000
+        self._deadline: float | None = None  # set at the first refusal: most never meet one
 
     async def after(self, refused: Refused) -> None:
         """Return when it may be worth trying again; raise the 402 when it is not."""
-        remaining = self._deadline - self._loop.time()
+        loop = asyncio.get_running_loop()
+        if self._deadline is None:
+            self._deadline = loop.time() + settings.ROUTER_RESERVE_WAIT_MS / 1000
+        remaining = self._deadline - loop.time()
         if refused.held_micros <= 0 or remaining <= 0:
             raise refused.error from None
-        waiter = self._loop.create_future()
-        waiters = _waiting.setdefault(self._loop, {}).setdefault(self.user_id, set())
+        waiter = loop.create_future()
+        waiters = _waiting.setdefault(loop, {}).setdefault(self.user_id, set())
         waiters.add(waiter)
         try:
-            await asyncio.wait_for(waiter, min(remaining, _poll_s()))
-        except TimeoutError:
-            pass
+            # Not wait_for: on Python 3.11 it can drop the request's own cancellation.
+            await asyncio.wait((waiter,), timeout=min(remaining, _poll_s()))
         finally:
             waiters.discard(waiter)

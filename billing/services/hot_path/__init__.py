@@ -134,7 +134,7 @@ def batchers() -> Batchers:
     if found is None:
         found = _batchers[loop] = (
             Batcher("reservations", _reserve_many, key=lambda item: item.hold_id,
-                    max_size=BATCH_MAX),
+                    max_size=BATCH_MAX, on_abandoned=_release_abandoned),
             Batcher("settles", _resolve_many, key=lambda item: item.hold_id,
                     max_size=BATCH_MAX),
             Batcher("deferred charges", _resolve_many, key=lambda item: item.hold_id,
@@ -188,33 +188,39 @@ async def hold_reserve(
     KeySpendCapReached).
 
     A caller cancelled (its client gone) while the reservation is being made leaves no
-    hold behind: the reservation finishes in its own task, and a hold it took is released
-    at once. Cancelling the statement instead would not tell whether it had committed.
+    hold behind: a batched reservation is dropped if it was not sent yet, and released
+    when its result arrives if it was (``Batcher``'s ``on_abandoned``); a reservation made
+    on its own finishes in a task of its own, and a hold it took is released at once.
+    Cancelling a statement instead would not tell whether it had committed.
     """
     reservation = _Reservation(hold_id, user_id, amount_micros, price_id, model, api_key_id,
                                expires_at)
-    work = asyncio.ensure_future(_reserve(reservation))
+    if (_on_postgresql() and _batching()
+            and await batchers()[0].submit(reservation) is not ALONE):
+        return
+    work = asyncio.ensure_future(_reserve_alone(**vars(reservation)) if _on_postgresql()
+                                 else sync_to_async(_hold_create_orm, thread_sensitive=False)(
+                                     **vars(reservation)))
     try:
         await asyncio.shield(work)
     except asyncio.CancelledError:
-        if not work.done() and _on_postgresql() and _batching():
-            batchers()[0].withdraw(reservation)  # not sent yet: then none is made at all
         work.add_done_callback(lambda done: _release_if_taken(done, hold_id))
         raise
 
 
-async def _reserve(reservation: _Reservation) -> None:
-    if not _on_postgresql():
-        await sync_to_async(_hold_create_orm, thread_sensitive=False)(**vars(reservation))
-        return
-    if _batching() and await batchers()[0].submit(reservation) is not ALONE:
-        return
-    await _reserve_alone(**vars(reservation))
+def _release_abandoned(item: _Reservation, taken: bool | Alone) -> None:
+    """A batched reservation whose caller went away while it was sent: release it now
+    rather than when the sweeper finds it expired."""
+    if taken is True:
+        _release(item.hold_id)
 
 
 def _release_if_taken(work: asyncio.Future[None], hold_id: str) -> None:
-    if work.cancelled() or work.exception() is not None:
-        return  # withdrawn, or refused: no hold exists
+    if not work.cancelled() and work.exception() is None:
+        _release(hold_id)
+
+
+def _release(hold_id: str) -> None:
     usage = UsageReport(prompt_tokens=0, completion_tokens=0,
                         source=UsageRecord.Source.ESTIMATED, status=UsageRecord.Status.CANCELLED,
                         estimate_reason=UsageRecord.EstimateReason.INCOMPLETE)

@@ -41,14 +41,15 @@ class Batcher(Generic[Item, Result]):
     which its caller raises.
 
     ``key``: items with the same key never share a batch (a second settle of one hold must
-    see the first one's outcome). A caller that gives up on an item before it was sent takes
-    it back with ``withdraw``; once sent, its outcome is the caller's to deal with (see
-    ``hot_path.hold_reserve``).
+    see the first one's outcome). A caller cancelled before its item was sent gets nothing
+    done: the item is dropped. ``on_abandoned(item, result)`` is called for an item whose
+    caller went away after it was sent, whenever its result arrives (a reservation nobody
+    will use). Settles are shielded from their callers, so theirs never go away.
     """
 
     def __init__(self, name: str, run: Callable[[list[Item]], Awaitable[list[Result]]], *,
-                 key: Callable[[Item], Hashable], max_size: int,
-                 linger_s: float = 0.0) -> None:
+                 key: Callable[[Item], Hashable], max_size: int, linger_s: float = 0.0,
+                 on_abandoned: Callable[[Item, Result | Alone], None] | None = None) -> None:
         self.name = name
         # How long an idle batcher waits for company before it sends: for work nobody
         # waits on, fewer and fuller statements (and fewer of them in the way of others).
@@ -56,6 +57,7 @@ class Batcher(Generic[Item, Result]):
         self._run = run
         self._key = key
         self._max_size = max_size
+        self._on_abandoned = on_abandoned
         self._queue: deque[tuple[Item, asyncio.Future[Result | Alone]]] = deque()
         self._task: asyncio.Task[None] | None = None
         # Statements sent, the requests they carried, and how many of them failed.
@@ -67,17 +69,17 @@ class Batcher(Generic[Item, Result]):
         self._queue.append((item, future))
         if self._task is None:
             self._task = loop.create_task(self._drain(), name=f"batcher-{self.name}")
-        return await future
+        try:
+            return await future
+        except asyncio.CancelledError:
+            # Cancelled just as its result arrived: the result is set, but nobody will see it.
+            if future.done() and not future.cancelled():
+                self._abandoned(item, future)
+            raise
 
-    def withdraw(self, item: Item) -> bool:
-        """Take back an item that was not sent yet (its ``submit`` raises CancelledError);
-        False when it is already on its way to the database, or done."""
-        for entry in self._queue:
-            if entry[0] is item:
-                self._queue.remove(entry)
-                entry[1].cancel()
-                return True
-        return False
+    def _abandoned(self, item: Item, future: asyncio.Future[Result | Alone]) -> None:
+        if self._on_abandoned is not None and future.exception() is None:
+            self._on_abandoned(item, future.result())
 
     def _take(self) -> list[tuple[Item, asyncio.Future[Result | Alone]]]:
         batch: list[tuple[Item, asyncio.Future[Result | Alone]]] = []
@@ -85,6 +87,8 @@ class Batcher(Generic[Item, Result]):
         keys: set[Hashable] = set()
         while self._queue and len(batch) < self._max_size:
             entry = self._queue.popleft()
+            if entry[1].done():
+                continue  # its caller is gone and nothing was done for it yet
             key = self._key(entry[0])
             if key in keys:
                 later.append(entry)
@@ -115,10 +119,13 @@ class Batcher(Generic[Item, Result]):
                     self.failures += 1
                 self.batches += 1
                 self.items += len(items)
-                for (_, future), result in zip(batch, results, strict=True):
+                for (item, future), result in zip(batch, results, strict=True):
                     if future.done():
-                        continue  # its caller is gone (a settle's callers never go)
-                    if isinstance(result, BaseException):
+                        # Its caller went away while the statement ran.
+                        if self._on_abandoned is not None and not isinstance(
+                                result, BaseException):
+                            self._on_abandoned(item, result)
+                    elif isinstance(result, BaseException):
                         future.set_exception(result)
                     else:
                         future.set_result(result)
