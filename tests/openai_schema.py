@@ -1,8 +1,7 @@
 """Validate JSON against the schemas of OpenAI's own OpenAPI document.
 
-The document lives outside the repository, in ``shared/openai/openapi.json`` beside the
-repository's root (in CI the repo is cloned elsewhere with ``shared/`` next to it), and is
-read at test time, never copied in.
+The document is the repository's own copy, ``tests/openai/openapi.json`` (with its MIT
+licence beside it), so that a clone tests itself with nothing from outside it.
 
 It says OpenAPI 3.1, whose schemas are JSON Schema 2020-12, but still marks some schemas
 with the 3.0-style ``nullable: true``, which 2020-12 ignores; those are rewritten to also
@@ -21,8 +20,7 @@ from jsonschema.exceptions import ValidationError, best_match
 from referencing import Registry, Resource
 from referencing.jsonschema import DRAFT202012
 
-REPO_ROOT = Path(__file__).resolve().parents[1]
-OPENAPI_PATH = REPO_ROOT.parent / "shared" / "openai" / "openapi.json"
+OPENAPI_PATH = Path(__file__).resolve().parent / "openai" / "openapi.json"
 # The URI the document is registered under; "$ref"s inside it are relative to it.
 DOCUMENT_URI = "urn:openai:openapi"
 
@@ -47,8 +45,7 @@ def _allow_null(node: Any) -> Any:
 def _document() -> dict[str, Any]:
     if not OPENAPI_PATH.is_file():
         raise FileNotFoundError(
-            f"OpenAI's OpenAPI document is not at {OPENAPI_PATH}; shared/ must be beside the "
-            "repository's root")
+            f"OpenAI's OpenAPI document is not at {OPENAPI_PATH}")
     return _allow_null(orjson.loads(OPENAPI_PATH.read_bytes()))
 
 

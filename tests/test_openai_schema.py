@@ -23,8 +23,8 @@ CHUNK = {
 }
 
 
-def test_document_is_beside_the_repository() -> None:
-    expected = Path(__file__).resolve().parents[1].parent / "shared" / "openai" / "openapi.json"
+def test_the_document_is_the_repositorys_own_copy() -> None:
+    expected = Path(__file__).resolve().parent / "openai" / "openapi.json"
     assert expected == openai_schema.OPENAPI_PATH
     assert openai_schema.OPENAPI_PATH.is_file()
 
