@@ -182,9 +182,12 @@ class Call:
         """Release the hold, charging nothing (the client is told why by an error, which the
         middleware logs)."""
         self.resolving = True
+        await charging.shielded(self._void(usage))
+
+    async def _void(self, usage: UsageReport) -> None:
         await charging.void(request_id=self.request_id, user_id=self.caller.user_id,
                             usage=usage)
-        await charging.shielded(limits_release(self.admission))
+        await limits_release(self.admission)
 
     async def abandon(self, error: BaseException) -> None:
         """Resolve the hold of a request that stopped before any output reached its client.
@@ -196,13 +199,14 @@ class Call:
         """
         if self.resolving:
             return
+        self.resolving = True
         gone = isinstance(error, asyncio.CancelledError)
         if gone and self.upstream_called:
-            await self.finish(None, complete=False, status=Status.CANCELLED)
+            await charging.shielded(self._finish(None, False, Status.CANCELLED))
             return
         usage = self.report(Verdict(0, 0, 0, UsageRecord.EstimateReason.INCOMPLETE, None),
                             Status.CANCELLED if gone else Status.UPSTREAM_ERROR)
-        await self.void(usage)
+        await charging.shielded(self._void(usage))
         if gone:
             self.log(usage, 0)
 

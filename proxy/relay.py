@@ -9,7 +9,6 @@ stream's usage chunk and ``[DONE]`` follow its settlement.
 
 from __future__ import annotations
 
-import asyncio
 import logging
 import time
 from collections.abc import AsyncIterator
@@ -199,8 +198,8 @@ async def _stream(call: Call, candidates: Candidates) -> StreamingHttpResponse:
         except BaseException:
             # The client hung up before the stream began: stop the upstream and free the
             # slot; the request's hold is resolved by Call.abandon.
-            await charging.shielded(upstream.aclose())
-            await charging.shielded(lease.release())
+            await charging.shielded(_wrap_up(call, lease, upstream, None,
+                                             UsageRecord.Status.CANCELLED))
             raise
         return EventStream(Relay(call, lease, upstream, chunks, first))
     raise await _failed(call, failure)
@@ -249,12 +248,9 @@ class Relay:
         if self._started:
             await self._events.aclose()
             return
-        await charging.shielded(self._never_read())
-
-    async def _never_read(self) -> None:
-        await self._upstream.aclose()
-        await self._lease.release()
-        await self._call.abandon(asyncio.CancelledError())
+        # Never read: the client went before the first byte, with the upstream working.
+        await charging.shielded(_wrap_up(self._call, self._lease, self._upstream, None,
+                                         UsageRecord.Status.CANCELLED))
 
 
 async def _events(call: Call, lease: Lease, upstream: UpstreamStream,
@@ -263,7 +259,6 @@ async def _events(call: Call, lease: Lease, upstream: UpstreamStream,
     chat, meter = call.chat, call.meter
     reported: object = None  # the last usage the upstream sent, wherever it rode
     last = first
-    finished = False
     status = UsageRecord.Status.CANCELLED  # until the stream is seen to the end
     replies: list[str] | None = [] if settings.ROUTER_LOG_CONTENT else None
     call.first_token_at = time.monotonic()
@@ -283,7 +278,9 @@ async def _events(call: Call, lease: Lease, upstream: UpstreamStream,
                         replies += _texts(chunk)
                     yield _sse(chunk)
                 if meter.exhausted:
-                    break  # every choice ended, some at the cap: stop the upstream
+                    # Every choice ended, some at the cap: nothing more may go out.
+                    await upstream.aclose()
+                    break
             elif usage is None:
                 chunk["model"] = chat.model  # no choices, no usage: e.g. a filter result
                 yield _sse(chunk)
@@ -292,7 +289,6 @@ async def _events(call: Call, lease: Lease, upstream: UpstreamStream,
         call.reply_text = "".join(replies or ())
         charged, verdict = await call.finish(reported, complete=not meter.exhausted,
                                              status=status)
-        finished = True
         if chat.include_usage:
             yield _sse({"id": last.get("id"), "object": "chat.completion.chunk",
                         "created": last.get("created"), "model": chat.model, "choices": [],
@@ -305,12 +301,21 @@ async def _events(call: Call, lease: Lease, upstream: UpstreamStream,
         await lease.failed()
         yield _sse(upstream_error(f"The upstream failed mid-stream: {exc}").body())
     finally:
-        await charging.shielded(upstream.aclose())
-        await charging.shielded(lease.release())
-        if not finished:
-            # Cut off (client gone, upstream dead): the prompt and the output delivered.
-            call.reply_text = "".join(replies or ())
-            await call.finish(reported, complete=False, status=status)
+        call.reply_text = "".join(replies or ())
+        # One shielded step: a cancellation arriving during any of it (the client's
+        # disconnect, typically) must not skip what follows, least of all the charge.
+        await charging.shielded(_wrap_up(call, lease, upstream, reported, status))
+
+
+async def _wrap_up(call: Call, lease: Lease, upstream: UpstreamStream, reported: object,
+                   status: str) -> None:
+    """Stop the upstream, free the worker's slot, and, unless its settlement has started,
+    charge a stream that did not end as it should have: the prompt and the output
+    delivered (``reported``: the last usage seen)."""
+    await upstream.aclose()
+    await lease.release()
+    if not call.resolving:
+        await call.finish(reported, complete=False, status=status)
 
 
 def _texts(chunk: dict[str, Any]) -> list[str]:

@@ -15,7 +15,7 @@ from django.db import transaction
 
 from billing.models import Hold, UsageRecord, Wallet
 from proxy.asgi import ApiASGIHandler
-from proxy.charging import wait_for_settlements
+from proxy.charging import OutputMeter, wait_for_settlements
 from proxy.http_client import close_upstream_sessions
 from proxy.shared_state import close_redis_clients
 from tests.loop_thread import LoopThread
@@ -159,3 +159,67 @@ def test_a_stream_whose_client_left_before_its_first_byte_is_settled_at_once(
     assert record.cost_micros == record.prompt_tokens > 0
     all_settled()
     _wait_until(lambda: liar.client_disconnects == 1)
+
+
+class _StreamCall:
+    """What the relay's events need of a Call, recording its settlement."""
+
+    def __init__(self) -> None:
+        self.chat = type("Chat", (), {"model": "m", "include_usage": False})()
+        self.meter = OutputMeter(allowance=100, n=1)
+        self.first_token_at: float | None = None
+        self.request_id, self.worker, self.reply_text = "req-1", "w", ""
+        self.resolving = False
+        self.finished: list[tuple[object, bool, str]] = []
+
+    async def finish(self, reported: object, *, complete: bool, status: str) -> None:
+        self.resolving = True
+        await asyncio.sleep(0.05)  # the charge's statement
+        self.finished.append((reported, complete, status))
+
+
+def test_a_disconnect_while_a_broken_stream_is_wrapped_up_does_not_skip_its_charge():
+    """After an upstream dies mid-stream, the relay frees the worker's slot (a Redis round
+    trip) and then charges what was delivered: the client's disconnect, arriving during
+    that round trip, must not skip the charge."""
+    from proxy.providers.base import UpstreamError
+    from proxy.relay import _events
+
+    chunk = {"id": "c", "choices": [{"index": 0, "delta": {"content": "Hello"}}]}
+
+    async def scenario() -> _StreamCall:
+        releasing = asyncio.Event()
+        call = _StreamCall()
+
+        class Lease:
+            async def release(self) -> None:
+                releasing.set()
+                await asyncio.sleep(0.05)
+
+            async def failed(self) -> None:
+                pass
+
+        class Upstream:
+            async def aclose(self) -> None:
+                pass
+
+        async def chunks():
+            yield dict(chunk)
+            raise UpstreamError("the upstream died", retryable=False)
+
+        events = _events(call, Lease(), Upstream(), chunks(), dict(chunk))
+
+        async def client() -> None:
+            async for _ in events:
+                pass
+
+        reading = asyncio.ensure_future(client())
+        await releasing.wait()
+        reading.cancel()  # the client's disconnect
+        with pytest.raises(asyncio.CancelledError):
+            await reading
+        await wait_for_settlements()
+        return call
+
+    call = asyncio.run(scenario())
+    assert call.finished == [(None, False, "upstream_error")]
