@@ -49,14 +49,13 @@ class Call:
     upstream_called: bool = False  # an upstream has started working on it
     resolving: bool = False  # its settlement (or void) has started
     meter: OutputMeter = field(init=False)
+    request_id: str = field(init=False)
     _own_prompt: int | None = field(default=None, init=False)
 
     def __post_init__(self) -> None:
         self.meter = OutputMeter(allowance=self.plan.allowance, n=self.chat.n)
+        self.request_id = self.request.request_id
 
-    @property
-    def request_id(self) -> str:
-        return self.request.request_id
 
     def upstream_body(self, target: UpstreamTarget) -> dict[str, Any]:
         body = dict(self.chat.body)

@@ -63,8 +63,13 @@ async def chat_completion(*, request: Any, caller: Caller, chat: ChatRequest
     targets = await targets_for_model(chat.model)
     if not targets:
         raise no_available_workers(chat.model)
-    wait = charging.RoomWait(caller.user_id)
-    plan = await charging.plan_waiting(caller=caller, chat=chat, price=price, wait=wait)
+    # A request that names its cap needs no database to plan; one that does not asks
+    # what its wallet and key leave, and may have to wait for room.
+    plan = charging.capped_plan(chat, price)
+    wait = None
+    if plan is None:
+        wait = charging.RoomWait(caller.user_id)
+        plan = await charging.plan_waiting(caller=caller, chat=chat, price=price, wait=wait)
     admission = await limits_admit(scopes=caller.limit_scopes(), request_id=request.request_id,
                                    tokens=plan.limit_tokens)
     if not admission.allowed:

@@ -7,7 +7,7 @@ from __future__ import annotations
 
 from proxy.charging.background import in_background, settlements_in_flight, shielded
 from proxy.charging.output_meter import OutputMeter
-from proxy.charging.plan import ChargePlan, Refused, plan_charge
+from proxy.charging.plan import ChargePlan, Refused, capped_plan, plan_charge
 from proxy.charging.reservations import plan_waiting, reserve
 from proxy.charging.room import RoomWait
 from proxy.charging.settlement import (
@@ -29,6 +29,6 @@ async def wait_for_settlements() -> None:
 
 
 __all__ = ["SETTLE_RETRY_DELAYS_S", "ChargePlan", "OutputMeter", "Refused", "RoomWait",
-           "Verdict", "allowance", "charge_for", "check_usage", "hold_keeper",
+           "Verdict", "allowance", "capped_plan", "charge_for", "check_usage", "hold_keeper",
            "in_background", "plan_charge", "plan_waiting", "reserve", "settle", "shielded",
            "tolerance", "void", "wait_for_settlements"]

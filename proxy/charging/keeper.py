@@ -46,7 +46,7 @@ class HoldKeeper:
         if self.task is None or self.task.done():
             self.task = loop.create_task(self._extend_forever(), name="hold-keeper")
 
-    def own(self, hold_id: str, task: asyncio.Future[object]) -> None:
+    def own(self, hold_id: str, task: asyncio.Future[object] | None) -> None:
         """``task`` resolves ``hold_id`` from now on (its settlement started)."""
         entry = self.running.get(hold_id)
         if entry is not None:

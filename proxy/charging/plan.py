@@ -113,13 +113,21 @@ def plan_with_room(chat: ChatRequest, price: ModelPrice, prompt: int,
     return ChargePlan(prompt, cap, worst_case(price, prompt, cap, chat.n), chat.n)
 
 
+def capped_plan(chat: ChatRequest, price: ModelPrice) -> ChargePlan | None:
+    """The plan of a request that names its own cap (no database needed), or None."""
+    cap = client_cap(chat, price)
+    if cap is None:
+        return None
+    prompt = estimate_request_prompt_tokens(chat.body)
+    return ChargePlan(prompt, cap, worst_case(price, prompt, cap, chat.n), chat.n)
+
+
 async def plan_charge(*, caller: Caller, chat: ChatRequest, price: ModelPrice) -> ChargePlan:
     """The request's cap and hold; raises ``Refused`` when no cap of at least one token
     fits (only without a client cap: a client's cap is refused, if at all, when the hold is
     taken)."""
-    prompt = estimate_request_prompt_tokens(chat.body)
-    cap = client_cap(chat, price)
-    if cap is not None:
-        return ChargePlan(prompt, cap, worst_case(price, prompt, cap, chat.n), chat.n)
+    plan = capped_plan(chat, price)
+    if plan is not None:
+        return plan
     room = await spending_room(user_id=caller.user_id, api_key_id=caller.api_key_id)
-    return plan_with_room(chat, price, prompt, room)
+    return plan_with_room(chat, price, estimate_request_prompt_tokens(chat.body), room)

@@ -28,15 +28,25 @@ async def plan_waiting(*, caller: Caller, chat: ChatRequest, price: ModelPrice,
 
 
 async def reserve(*, request_id: str, caller: Caller, chat: ChatRequest, price: ModelPrice,
-                  plan: ChargePlan, wait: RoomWait) -> ChargePlan:
+                  plan: ChargePlan, wait: RoomWait | None = None) -> ChargePlan:
     """Take the hold of ``plan``; returns the plan the hold was taken for (a request without
     a cap that had to wait is planned again with what its limits leave then)."""
     while True:
         try:
-            await _take(request_id, caller, chat, price, plan)
+            await hold_reserve(
+                user_id=caller.user_id, hold_id=request_id, amount_micros=plan.amount_micros,
+                price_id=price.pk, model=chat.model, api_key_id=caller.api_key_id,
+                expires_at=timezone.now() + timedelta(seconds=settings.ROUTER_HOLD_TTL_SECONDS))
+            hold_keeper().add(request_id)
             return plan
-        except Refused as refused:
-            await wait.after(refused)
+        except InsufficientFunds as refused:
+            wait = wait or RoomWait(caller.user_id)
+            await wait.after(refusal("balance", refused.needed_micros,
+                                     refused.available_micros, refused.held_micros))
+        except KeySpendCapReached as capped:
+            wait = wait or RoomWait(caller.user_id)
+            await wait.after(refusal(capped.period, capped.needed_micros,
+                                     capped.remaining_micros, capped.held_micros))
         if chat.max_tokens is None:
             plan = await _replanned(caller, chat, price, plan, wait)
 
@@ -49,20 +59,3 @@ async def _replanned(caller: Caller, chat: ChatRequest, price: ModelPrice, plan:
             return plan_with_room(chat, price, plan.prompt_tokens, room)
         except Refused as refused:
             await wait.after(refused)
-
-
-async def _take(request_id: str, caller: Caller, chat: ChatRequest, price: ModelPrice,
-                plan: ChargePlan) -> None:
-    try:
-        await hold_reserve(
-            user_id=caller.user_id, hold_id=request_id, amount_micros=plan.amount_micros,
-            price_id=price.pk, model=chat.model, api_key_id=caller.api_key_id,
-            expires_at=timezone.now() + timedelta(seconds=settings.ROUTER_HOLD_TTL_SECONDS),
-        )
-    except InsufficientFunds as refused:
-        raise refusal("balance", refused.needed_micros, refused.available_micros,
-                      refused.held_micros) from None
-    except KeySpendCapReached as capped:
-        raise refusal(capped.period, capped.needed_micros, capped.remaining_micros,
-                      capped.held_micros) from None
-    hold_keeper().add(request_id)

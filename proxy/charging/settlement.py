@@ -21,7 +21,6 @@ from django.db import InterfaceError, OperationalError
 from billing.models import ModelPrice, UsageRecord
 from billing.services import UsageReport
 from billing.services.hot_path import hold_resolve
-from proxy.charging.background import tracked
 from proxy.charging.keeper import HoldKeeper
 from proxy.charging.plan import ChargePlan
 from proxy.charging.room import room_freed
@@ -71,17 +70,20 @@ async def settle(*, request_id: str, user_id: int, price: ModelPrice, usage: Usa
     """Charge ``usage`` (at most the hold); returns what was charged. ``fallback``: the
     router's own count, charged if ``usage`` cannot be. ``deferred``: the answer was sent,
     nobody waits, so the statement may wait a moment to be shared (see
-    ``hot_path.hold_resolve``)."""
-    task = tracked(_resolve(request_id, user_id, price, usage, fallback, deferred=deferred))
-    hold_keeper().own(request_id, task)
-    return await asyncio.shield(task)
+    ``hot_path.hold_resolve``).
+
+    Run it in a task a client's hang-up cannot cancel (``shielded``, ``in_background``):
+    that task resolves the hold from now on.
+    """
+    hold_keeper().own(request_id, asyncio.current_task())
+    return await _resolve(request_id, user_id, price, usage, fallback, deferred=deferred)
 
 
 async def void(*, request_id: str, user_id: int, usage: UsageReport) -> None:
-    """Release the hold, charging nothing: the request produced nothing billable."""
-    task = tracked(_resolve(request_id, user_id, None, usage, lambda: usage, deferred=False))
-    hold_keeper().own(request_id, task)
-    await asyncio.shield(task)
+    """Release the hold, charging nothing: the request produced nothing billable. Run it as
+    ``settle``."""
+    hold_keeper().own(request_id, asyncio.current_task())
+    await _resolve(request_id, user_id, None, usage, lambda: usage, deferred=False)
 
 
 async def _resolve(request_id: str, user_id: int, price: ModelPrice | None,
