@@ -13,6 +13,9 @@ from billing.models import ModelPrice
 from billing.services import price_set
 from tests.billing.stripe_fakes import SECRET_KEY, WEBHOOK_SECRET, FakeStripeApi
 from tests.live_router import live_router, mock_model, router  # noqa: F401 - shared fixtures
+from tests.repository_only import install as _read_only_inside_the_repository
+
+_read_only_inside_the_repository()
 
 _emails = itertools.count(1)
 
