@@ -45,6 +45,7 @@ class Call:
     started: float = field(default_factory=time.monotonic)
     first_token_at: float | None = None
     worker: str = ""
+    upstream_model: str = ""  # the model's name at the worker tried last
     reply_text: str = ""  # what the client received, for the log only when content is on
     upstream_called: bool = False  # an upstream has started working on it
     resolving: bool = False  # its settlement (or void) has started

@@ -109,15 +109,20 @@ async def _failed(call: Call, failure: UpstreamError | None) -> ApiError:
         return no_available_workers(call.chat.model)
     if not failure.retryable and failure.status and failure.body:
         # The client's own mistake as the upstream saw it (e.g. context too long): returned
-        # as it is, in OpenAI's format, and not charged.
-        return ApiError(failure.status, **_error_fields(failure.body))
-    return upstream_error("The upstream failed and no other worker could take the request"
-                          f": {failure}")
+        # in OpenAI's format, not charged, and naming the model as the client does.
+        return ApiError(failure.status, **_error_fields(failure.body, call))
+    # What failed, and where, is in the log lines of this request id, not in the answer.
+    logger.warning("request %s: no worker could take it; the last failure: %s",
+                   call.request_id, failure)
+    return upstream_error("The upstream failed and no other worker could take the request.")
 
 
-def _error_fields(body: dict[str, Any]) -> dict[str, Any]:
+def _error_fields(body: dict[str, Any], call: Call) -> dict[str, Any]:
     error = body.get("error") or {}
-    return {"message": str(error.get("message") or "The upstream refused the request."),
+    message = str(error.get("message") or "The upstream refused the request.")
+    if call.upstream_model and call.upstream_model != call.chat.model:
+        message = message.replace(call.upstream_model, call.chat.model)
+    return {"message": message,
             "type": str(error.get("type") or "invalid_request_error"),
             "code": error.get("code") if isinstance(error.get("code"), str) else None,
             "param": error.get("param") if isinstance(error.get("param"), str) else None}
@@ -140,7 +145,7 @@ async def _attempt_failed(call: Call, lease: Lease, exc: UpstreamError) -> bool:
 async def _complete(call: Call, candidates: Candidates) -> HttpResponse:
     failure: UpstreamError | None = None
     while (lease := await candidates.next()) is not None:
-        call.worker = lease.target.worker_name
+        call.worker, call.upstream_model = lease.target.worker_name, lease.target.upstream_model
         call.upstream_called = True
         try:
             answer = await provider_for(lease.target).complete(
@@ -178,7 +183,7 @@ async def _answer(call: Call, answer: dict[str, Any], lease: Lease) -> HttpRespo
 async def _stream(call: Call, candidates: Candidates) -> StreamingHttpResponse:
     failure: UpstreamError | None = None
     while (lease := await candidates.next()) is not None:
-        call.worker = lease.target.worker_name
+        call.worker, call.upstream_model = lease.target.worker_name, lease.target.upstream_model
         call.upstream_called = True
         try:
             upstream = await provider_for(lease.target).open_stream(
@@ -304,7 +309,7 @@ async def _events(call: Call, lease: Lease, upstream: UpstreamStream,
         logger.warning("request %s: worker %s failed mid-stream: %s", call.request_id,
                        call.worker, exc)
         await lease.failed()
-        yield _sse(upstream_error(f"The upstream failed mid-stream: {exc}").body())
+        yield _sse(upstream_error("The upstream failed mid-stream.").body())
     finally:
         call.reply_text = "".join(replies or ())
         # One shielded step: a cancellation arriving during any of it (the client's

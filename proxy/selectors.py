@@ -46,8 +46,10 @@ class Caller:
     def _limit_scopes(self) -> tuple[Scope, ...]:
         # Built once per cached key, not per request (cached_property writes the instance's
         # __dict__ directly, which a frozen dataclass allows).
-        return (Scope(f"key:{self.api_key_id}", self.key_limits),
-                Scope(f"user:{self.user_id}", self.user_limits))
+        return (Scope(f"key:{self.api_key_id}", self.key_limits,
+                      f"the API key {self.key_prefix}..."),
+                Scope(f"user:{self.user_id}", self.user_limits,
+                      "your account (all its keys together)"))
 
     def allows_address(self, address: str) -> bool:
         if not self.allowed_networks:

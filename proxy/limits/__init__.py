@@ -58,7 +58,8 @@ _unreleased: deque[tuple[str, str]] = deque(maxlen=10_000)
 
 @dataclass(frozen=True)
 class Refusal:
-    scope: str
+    scope: str  # its name, for logs ("key:123")
+    who: str  # its label, for the client ("the API key sk-br-AbC...")
     dimension: str  # "requests per minute (RPM)", "tokens per minute (TPM)", ...
     limit: int
     used: int
@@ -126,7 +127,8 @@ def _refused(admission: Admission, verdict: Verdict) -> None:
     assert limit is not None
     admission.refused_by = f"{scope.name} {dimension}"
     admission.refusal = Refusal(
-        scope=scope.name, dimension=dimension, limit=limit, used=verdict.used,
+        scope=scope.name, who=scope.label, dimension=dimension, limit=limit,
+        used=verdict.used,
         requested=admission.tokens if verdict.dimension == TOKENS else 1,
         never_fits=verdict.retry_ms == NEVER)
     if verdict.retry_ms == NEVER:
@@ -210,11 +212,11 @@ def limits_error(admission: Admission) -> ApiError:
     refusal = admission.refusal
     assert refusal is not None
     if refusal.never_fits:
-        message = (f"Request too large for {refusal.scope} on {refusal.dimension}: Limit "
+        message = (f"Request too large for {refusal.who} on {refusal.dimension}: Limit "
                    f"{refusal.limit}, Requested {refusal.requested}. The request can never "
                    "fit this limit: reduce the input or max_tokens.")
     else:
-        message = (f"Rate limit reached for {refusal.scope} on {refusal.dimension}: Limit "
+        message = (f"Rate limit reached for {refusal.who} on {refusal.dimension}: Limit "
                    f"{refusal.limit}, Used {refusal.used}, Requested {refusal.requested}. "
                    f"Please try again in {duration(round(admission.retry_after_s * 1000))}.")
     return ApiError(429, message, "rate_limit_exceeded", code="rate_limit_exceeded",

@@ -41,10 +41,12 @@ class Limits:
 
 @dataclass(frozen=True)
 class Scope:
-    """Who a limit applies to (``key:123``, ``user:45``) and its limits."""
+    """Who a limit applies to (``key:123``, ``user:45``) and its limits; ``label`` names it
+    for the client (its ids stay inside the router)."""
 
     name: str
     limits: Limits
+    label: str = "this API key"
 
 
 @dataclass(frozen=True)

@@ -114,8 +114,11 @@ def test_a_refusal_names_the_limit_the_way_openai_does(store):
     error = limits_error(admit(scopes, "r2"))
     assert error.status == 429
     assert error.code == "rate_limit_exceeded"
-    assert error.message.startswith("Rate limit reached for key:1 on requests per minute "
-                                    "(RPM): Limit 1, Used 1, Requested 1. Please try again in")
+    # The key is named as the client knows it, never by its database id.
+    assert error.message.startswith("Rate limit reached for this API key on requests per "
+                                    "minute (RPM): Limit 1, Used 1, Requested 1. Please try "
+                                    "again in")
+    assert "key:1" not in error.message
     assert error.headers["x-ratelimit-remaining-requests"] == "0"
     assert int(error.headers["retry-after"]) == 60
     validate(error.body(), "ErrorResponse")
