@@ -14,8 +14,10 @@ go past a character that is not a letter, a mark or an apostrophe, and nothing e
 hold a letter, so a letter followed by such a character always ends a pre-token there: the
 count of the text is the count of what is before that point plus the count of what is
 after it, whatever comes later. Prose, code and JSON have such points every few characters;
-a text with none for ``FORCED_SPLIT_CHARS`` (a very long run of letters) is split anyway,
-which can count a token or two more than the whole text has (never fewer).
+a text with none for ``FORCED_SPLIT_CHARS`` (a very long run of letters) is split anyway.
+Cutting a pre-token in two can move the tokenizer's merges either way, so such a split is
+counted ``FORCED_SPLIT_MARGIN`` tokens high: never lower than the whole text, a token or
+two higher per 2,048 characters of a run that has no natural end.
 """
 
 from __future__ import annotations
@@ -27,6 +29,8 @@ from proxy.tokens import count_text_tokens, encode_text, text_of_tokens
 # A tail with no split point is counted on its own past this length, so one pathological
 # word cannot make every later piece cost its whole length again.
 FORCED_SPLIT_CHARS = 2048
+# What a forced split adds to its count, so that the sum never falls below the whole's.
+FORCED_SPLIT_MARGIN = 2
 
 
 def _continues_word(char: str) -> bool:
@@ -83,11 +87,12 @@ class TextCounter:
             tail = self._tail + piece
         # The tail had no split point before this piece: only the new end can hold one.
         split = _last_split(tail, len(self._tail))
-        if split == 0 and len(tail) > FORCED_SPLIT_CHARS:
-            split = len(tail)
         if split:
             self._committed += count_text_tokens(tail[:split])
             tail = tail[split:]
+        elif len(tail) > FORCED_SPLIT_CHARS:
+            self._committed += count_text_tokens(tail) + FORCED_SPLIT_MARGIN
+            tail = ""
         self._tail, self._tail_tokens = tail, None
         return piece
 
