@@ -30,6 +30,7 @@ from prometheus_client import (
 from prometheus_client.core import REGISTRY, GaugeMetricFamily
 from prometheus_client.registry import Collector
 
+from accounts.two_factor.policy import second_factor_passed
 from billing.models import Hold
 from proxy.breaker import breaker_state
 from proxy.models import Worker
@@ -165,7 +166,9 @@ def process_exiting() -> None:
 
 
 def _allowed(request: HttpRequest) -> bool:
-    if request.user.is_authenticated and request.user.is_staff:
+    # Staff as the admin knows them: with the second factor too, where it is required.
+    if (request.user.is_authenticated and request.user.is_staff
+            and second_factor_passed(request.user)):
         return True
     try:
         address = ip_address(request.META.get("REMOTE_ADDR", ""))

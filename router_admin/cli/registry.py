@@ -6,11 +6,12 @@ from __future__ import annotations
 import argparse
 from collections.abc import Callable
 
-from router_admin.cli import demo, keys, money, prices, sweep, users, vouchers, workers
+from router_admin.cli import demo, keys, money, prices, staff, sweep, users, vouchers, workers
 from router_admin.cli.base import Subparsers
 
 GROUPS: tuple[Callable[[Subparsers], None], ...] = (
     users.add_parsers,
+    staff.add_parsers,
     money.add_parsers,
     vouchers.add_parsers,
     keys.add_parsers,

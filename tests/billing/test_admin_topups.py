@@ -14,6 +14,7 @@ from billing.models import CheckoutTopUp, StripeEvent, Voucher
 from billing.services import wallet_credit
 from billing.services.vouchers import voucher_batch_create, voucher_redeem
 from billing.voucher_codes import code_digest
+from tests.staff import staff_sign_in
 
 pytestmark = pytest.mark.django_db
 
@@ -144,7 +145,7 @@ def test_the_void_action_expires_only_unused_vouchers(admin_client, topup_histor
 
 def test_staff_without_the_voucher_permission_cannot_generate(client, make_user):
     clerk = make_user(is_staff=True)
-    client.force_login(clerk)
+    staff_sign_in(client, clerk)
 
     assert client.get(reverse(GENERATE_URL)).status_code == 403
     assert generate(client).status_code == 403

@@ -9,6 +9,7 @@ from datetime import UTC, datetime, timedelta
 from billing.models import UsageRecord, UsageRollup
 from billing.services.rollups import usage_rollup, usage_rollup_recent
 from billing.tasks import usage_rollup_task
+from tests.staff import staff_sign_in
 
 START = datetime(2026, 11, 20, 21, 0, tzinfo=UTC)
 
@@ -80,7 +81,7 @@ def test_staff_read_the_rollups_in_the_admin(client, make_user, price):
     staff = make_user(is_staff=True, is_superuser=True)
     _random_records([staff], price, 5, seed=2)
     usage_rollup(since=START, until=START + timedelta(days=3))
-    client.force_login(staff)
+    staff_sign_in(client, staff)
     page = client.get("/admin/billing/usagerollup/?period__exact=day")
     assert page.status_code == 200
     assert "Cost (USD)" in page.content.decode()

@@ -6,6 +6,8 @@ import httpx
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
+from tests.staff import staff_sign_in
+
 MESSAGES = [{"role": "user", "content": "count me"}]
 
 
@@ -71,5 +73,5 @@ def test_metrics_are_refused_to_an_anonymous_caller_outside_the_allowed_networks
     settings.ROUTER_METRICS_ALLOWED_NETWORKS = ["10.0.0.0/8"]
     assert httpx.get(f"{router.url}/metrics").status_code == 403
     staff = make_user(is_staff=True)
-    client.force_login(staff)
+    staff_sign_in(client, staff)
     assert client.get("/metrics").status_code == 200
