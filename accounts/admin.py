@@ -6,6 +6,7 @@ from typing import Any
 
 from django import forms
 from django.contrib import admin, messages
+from django.contrib.admin.utils import unquote
 from django.contrib.auth.admin import UserAdmin as DjangoUserAdmin
 from django.contrib.auth.forms import (
     BaseUserCreationForm,
@@ -15,6 +16,7 @@ from django.contrib.auth.forms import (
     UserChangeForm as DjangoUserChangeForm,
 )
 from django.core.exceptions import ValidationError
+from django.db import transaction
 from django.db.models import F, QuerySet, Value
 from django.db.models.functions import Coalesce
 from django.http import HttpRequest, HttpResponse
@@ -23,7 +25,17 @@ from django.utils import timezone
 
 from accounts.errors import ApiKeyNotFound
 from accounts.models import ApiKey, ManagementToken, User
-from accounts.services import api_key_create, api_key_revoke, management_token_revoke
+from accounts.services import (
+    API_KEY_AUDIT_FIELDS,
+    api_key_create,
+    api_key_revoke,
+    management_token_revoke,
+    user_audit_snapshot,
+)
+from audit.actors import Actor
+from audit.admin_base import AuditedAdmin
+from audit.services import audit_record
+from audit.snapshots import Snapshot, snapshot
 from billing.money import format_usd
 
 
@@ -69,7 +81,8 @@ class UserChangeForm(DjangoUserChangeForm):
 
 
 @admin.register(User)
-class UserAdmin(DjangoUserAdmin):
+class UserAdmin(AuditedAdmin, DjangoUserAdmin):
+    audit_name = "user"
     form = UserChangeForm
     add_form = UserCreationForm
     fieldsets = (
@@ -88,6 +101,24 @@ class UserAdmin(DjangoUserAdmin):
     list_filter = ("is_staff", "is_superuser", "is_active", "groups")
     search_fields = ("email", "name")
     ordering = ("email",)
+
+    def audit_snapshot(self, obj: User) -> Snapshot:
+        return user_audit_snapshot(obj)
+
+    def user_change_password(self, request: HttpRequest, id: str,
+                             form_url: str = "") -> HttpResponse:
+        # Django's view saves the password in no transaction of its own: the new hash and
+        # its audit row ("changed", never the hash) must commit together.
+        with transaction.atomic():
+            user = self.get_object(request, unquote(id))
+            before = None if user is None else user_audit_snapshot(user)
+            response = super().user_change_password(request, id, form_url)
+            if user is not None:
+                user.refresh_from_db()
+                # Nothing is written for a GET or a refused form: nothing changed.
+                audit_record(actor=Actor.of_request(request), action="user.password",
+                             obj=user, before=before, after=user_audit_snapshot(user))
+        return response
 
     def get_queryset(self, request: HttpRequest) -> QuerySet[User]:
         # One LEFT JOIN instead of a wallet query per row; users without a wallet have 0.
@@ -118,7 +149,9 @@ class ApiKeyAddForm(forms.ModelForm):
 
 
 @admin.register(ApiKey)
-class ApiKeyAdmin(admin.ModelAdmin):
+class ApiKeyAdmin(AuditedAdmin):
+    audit_name = "api_key"
+    audit_adds = False  # api_key_create audits the key it makes
     add_form = ApiKeyAddForm
     list_display = ("prefix", "name", "user", "created_at", "last_used_at", "revoked_at",
                     "expires_at")
@@ -132,6 +165,9 @@ class ApiKeyAdmin(admin.ModelAdmin):
                      "expires_at", "rpm", "tpm", "max_concurrency", "allowed_models",
                      "allowed_ips")
     change_readonly_fields = ("prefix", "user", "created_at", "last_used_at", "revoked_at")
+
+    def audit_snapshot(self, obj: ApiKey) -> Snapshot:
+        return snapshot(obj, fields=API_KEY_AUDIT_FIELDS)
 
     def get_form(self, request: HttpRequest, obj: ApiKey | None = None,
                  **kwargs: Any) -> type[forms.ModelForm]:
@@ -152,7 +188,8 @@ class ApiKeyAdmin(admin.ModelAdmin):
             # Name, expiry and policies are editable here; prefix and digest are not fields.
             super().save_model(request, obj, form, change)
             return
-        created = api_key_create(user=obj.user, name=obj.name, expires_at=obj.expires_at)
+        created = api_key_create(user=obj.user, name=obj.name, expires_at=obj.expires_at,
+                                 actor=Actor.of_request(request))
         # The admin goes on to log and redirect to ``obj``: make it the row the service wrote.
         for field in ApiKey._meta.concrete_fields:
             setattr(obj, field.attname, getattr(created.api_key, field.attname))
@@ -181,7 +218,7 @@ class ApiKeyAdmin(admin.ModelAdmin):
         revoked = 0
         for prefix in queryset.filter(revoked_at__isnull=True).values_list("prefix", flat=True):
             try:
-                api_key_revoke(prefix=prefix)
+                api_key_revoke(prefix=prefix, actor=Actor.of_request(request))
             except ApiKeyNotFound:
                 continue  # deleted since the list was shown: nothing left to revoke
             revoked += 1
@@ -190,9 +227,11 @@ class ApiKeyAdmin(admin.ModelAdmin):
 
 
 @admin.register(ManagementToken)
-class ManagementTokenAdmin(admin.ModelAdmin):
+class ManagementTokenAdmin(AuditedAdmin):
     """Staff see and revoke users' /api tokens (a leaked one, say); only their owners create
     them, in the portal, because the secret is shown to whoever creates it."""
+
+    audit_name = "management_token"
 
     list_display = ("prefix", "name", "owner", "created_at", "last_used_at", "revoked_at")
     list_filter = (("revoked_at", admin.EmptyFieldListFilter), "created_at")
@@ -209,6 +248,6 @@ class ManagementTokenAdmin(admin.ModelAdmin):
     def revoke_tokens(self, request: HttpRequest, queryset: QuerySet[ManagementToken]) -> None:
         tokens = list(queryset.filter(revoked_at__isnull=True))
         for token in tokens:
-            management_token_revoke(token=token)
+            management_token_revoke(token=token, actor=Actor.of_request(request))
         self.message_user(request, f"Revoked {len(tokens)} token{'s' if len(tokens) != 1 else ''}.",
                           messages.SUCCESS)

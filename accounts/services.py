@@ -15,6 +15,14 @@ from accounts.keys import key_generate
 from accounts.models import ApiKey, ManagementToken, User
 from accounts.policies import clean_allowed_ips, clean_allowed_models
 from accounts.tokens import token_generate
+from audit.actors import Actor
+from audit.services import audit_record
+from audit.snapshots import Snapshot, snapshot
+
+# What an API key is, for the audit trail: not last_used_at, which requests move. The digest
+# is kept only as "set" / "changed" (audit.snapshots masks it by its name).
+API_KEY_AUDIT_FIELDS = ("user", "name", "prefix", "digest", "expires_at", "revoked_at", "rpm",
+                        "tpm", "max_concurrency", "allowed_models", "allowed_ips")
 
 
 def user_create(
@@ -24,7 +32,9 @@ def user_create(
     name: str = "",
     is_staff: bool = False,
     is_superuser: bool = False,
+    actor: Actor | None = None,
 ) -> User:
+    """Create a user; audited when an ``actor`` (staff, the CLI) creates it."""
     email = User.objects.normalize_email(email.strip()).lower()
     try:
         validate_email(email)
@@ -34,12 +44,29 @@ def user_create(
         raise UserAlreadyExists(f"A user with the email {email} already exists.")
     try:
         with transaction.atomic():
-            return User.objects.create_user(
+            user = User.objects.create_user(
                 email, password, name=name, is_staff=is_staff, is_superuser=is_superuser
             )
+            if actor is not None:
+                audit_record(actor=actor, action="user.create", obj=user, before=None,
+                             after=user_audit_snapshot(user))
+            return user
     except IntegrityError:
         # Lost a race with another creation of the same address: the unique index decided.
         raise UserAlreadyExists(f"A user with the email {email} already exists.") from None
+
+
+def user_audit_snapshot(user: User) -> Snapshot:
+    """A user's fields for the audit trail, with groups and permissions by name. The password
+    is there as its hash only while it is usable, so the trail says "set" or "not set" (an
+    API-only user's unusable one counts as not set), and "changed" when it was."""
+    values = snapshot(user)
+    values["password"] = user.password if user.has_usable_password() else ""
+    values["groups"] = sorted(user.groups.values_list("name", flat=True))
+    values["user_permissions"] = sorted(
+        f"{app_label}.{codename}" for app_label, codename in
+        user.user_permissions.values_list("content_type__app_label", "codename"))
+    return values
 
 
 @dataclass(frozen=True)
@@ -58,15 +85,21 @@ def api_key_create(
     max_concurrency: int | None = None,
     allowed_models: list[str] | None = None,
     allowed_ips: list[str] | None = None,
+    actor: Actor | None = None,
 ) -> CreatedApiKey:
+    """Create a key; audited (never its secret) when an ``actor`` creates it."""
     _check_policy(expires_at=expires_at, rpm=rpm, tpm=tpm, max_concurrency=max_concurrency)
     generated = key_generate()
-    api_key = ApiKey.objects.create(
-        user=user, name=name.strip()[:100], prefix=generated.prefix, digest=generated.digest,
-        expires_at=expires_at, rpm=rpm, tpm=tpm, max_concurrency=max_concurrency,
-        allowed_models=clean_allowed_models(allowed_models),
-        allowed_ips=clean_allowed_ips(allowed_ips),
-    )
+    with transaction.atomic():
+        api_key = ApiKey.objects.create(
+            user=user, name=name.strip()[:100], prefix=generated.prefix,
+            digest=generated.digest, expires_at=expires_at, rpm=rpm, tpm=tpm,
+            max_concurrency=max_concurrency, allowed_models=clean_allowed_models(allowed_models),
+            allowed_ips=clean_allowed_ips(allowed_ips),
+        )
+        if actor is not None:
+            audit_record(actor=actor, action="api_key.create", obj=api_key, before=None,
+                         after=snapshot(api_key, fields=API_KEY_AUDIT_FIELDS))
     return CreatedApiKey(api_key=api_key, secret=generated.secret)
 
 
@@ -80,15 +113,18 @@ def api_key_update(
     max_concurrency: int | None,
     allowed_models: list[str],
     allowed_ips: list[str],
+    actor: Actor | None = None,
 ) -> ApiKey:
     """Change a key's name and policies (never its owner or secret). Other router instances
-    see the change when their key cache entry lapses (ROUTER_LOOKUP_TTL_SECONDS)."""
+    see the change when their key cache entry lapses (ROUTER_LOOKUP_TTL_SECONDS). Audited
+    with an ``actor``."""
     _check_policy(expires_at=expires_at, rpm=rpm, tpm=tpm, max_concurrency=max_concurrency,
                   unchanged_expiry=api_key.expires_at)
     with transaction.atomic():
         locked = ApiKey.objects.select_for_update().get(pk=api_key.pk)
         if locked.revoked_at is not None:
             raise AccountsError("A revoked API key cannot be changed.")
+        before = snapshot(locked, fields=API_KEY_AUDIT_FIELDS)
         locked.name = name.strip()[:100]
         locked.expires_at = expires_at
         locked.rpm, locked.tpm, locked.max_concurrency = rpm, tpm, max_concurrency
@@ -96,6 +132,9 @@ def api_key_update(
         locked.allowed_ips = clean_allowed_ips(allowed_ips)
         locked.save(update_fields=["name", "expires_at", "rpm", "tpm", "max_concurrency",
                                    "allowed_models", "allowed_ips"])
+        if actor is not None:
+            audit_record(actor=actor, action="api_key.change", obj=locked, before=before,
+                         after=snapshot(locked, fields=API_KEY_AUDIT_FIELDS))
         return locked
 
 
@@ -109,8 +148,9 @@ def _check_policy(*, expires_at: datetime | None, rpm: int | None, tpm: int | No
             raise AccountsError(f"The {label} limit must be a positive whole number.")
 
 
-def api_key_revoke(*, prefix: str) -> ApiKey:
-    """Revoke a key by its visible prefix. Revoking twice keeps the first revocation time."""
+def api_key_revoke(*, prefix: str, actor: Actor | None = None) -> ApiKey:
+    """Revoke a key by its visible prefix. Revoking twice keeps the first revocation time.
+    Audited with an ``actor``, once."""
     with transaction.atomic():
         api_key = ApiKey.objects.select_for_update().filter(prefix=prefix.strip()).first()
         if api_key is None:
@@ -118,6 +158,10 @@ def api_key_revoke(*, prefix: str) -> ApiKey:
         if api_key.revoked_at is None:
             api_key.revoked_at = timezone.now()
             api_key.save(update_fields=["revoked_at"])
+            if actor is not None:
+                audit_record(actor=actor, action="api_key.revoke", obj=api_key,
+                             before={"revoked_at": None},
+                             after={"revoked_at": api_key.revoked_at.isoformat()})
         return api_key
 
 
@@ -149,14 +193,19 @@ def management_token_create(*, user: User, name: str = "") -> CreatedManagementT
     return CreatedManagementToken(token=token, secret=generated.secret)
 
 
-def management_token_revoke(*, token: ManagementToken) -> ManagementToken:
+def management_token_revoke(*, token: ManagementToken,
+                            actor: Actor | None = None) -> ManagementToken:
     """Revoke a token; it stops working on the next request. Revoking twice keeps the first
-    revocation time."""
+    revocation time. Audited with an ``actor`` (staff revoking a user's token), once."""
     with transaction.atomic():
         locked = ManagementToken.objects.select_for_update().get(pk=token.pk)
         if locked.revoked_at is None:
             locked.revoked_at = timezone.now()
             locked.save(update_fields=["revoked_at"])
+            if actor is not None:
+                audit_record(actor=actor, action="management_token.revoke", obj=locked,
+                             before={"revoked_at": None},
+                             after={"revoked_at": locked.revoked_at.isoformat()})
         return locked
 
 

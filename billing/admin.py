@@ -17,6 +17,9 @@ from django.utils import timezone
 from django.utils.html import format_html
 
 # Vouchers and Stripe top-ups have their own module; importing it registers them.
+from audit.actors import Actor
+from audit.admin_base import AuditedAdmin
+from audit.snapshots import Snapshot, snapshot
 from billing import admin_topups  # noqa: F401
 from billing.admin_base import ReadOnlyAdmin
 from billing.errors import BillingError, IdempotencyConflict
@@ -36,6 +39,8 @@ from billing.models import (
 from billing.money import format_usd
 from billing.selectors import USAGE_FLAGGED, wallet_audit
 from billing.services import price_set, wallet_credit
+from billing.services.budgets import CAP_FIELDS
+from billing.services.prices import PRICE_AUDIT_FIELDS
 
 
 def _usd(micros: int | None) -> str:
@@ -163,6 +168,7 @@ class WalletAdmin(ReadOnlyAdmin):
                     kind=form.cleaned_data["kind"],
                     idempotency_key=form.idempotency_key(wallet.pk),
                     memo=form.cleaned_data["reason"], created_by=request.user,
+                    actor=Actor.of_request(request),
                 )
                 for wallet in wallets
             ]
@@ -233,8 +239,11 @@ class UsageRecordAdmin(ReadOnlyAdmin):
 
 
 @admin.register(ModelPrice)
-class ModelPriceAdmin(admin.ModelAdmin):
+class ModelPriceAdmin(AuditedAdmin):
     """Prices are versions: a change is a new row, so records keep the price they paid."""
+
+    audit_name = "price"
+    audit_adds = False  # price_set audits the new version against the one it replaces
 
     list_display = ("model", "input_usd_per_mtok", "output_usd_per_mtok",
                     "cached_input_usd_per_mtok", "max_output_tokens", "effective_from",
@@ -249,6 +258,9 @@ class ModelPriceAdmin(admin.ModelAdmin):
 
     def has_change_permission(self, request: HttpRequest, obj: Any = None) -> bool:
         return False  # an existing version is never edited; "add" makes the next one
+
+    def audit_snapshot(self, obj: ModelPrice) -> Snapshot:
+        return snapshot(obj, fields=PRICE_AUDIT_FIELDS)
 
     def get_fields(self, request: HttpRequest, obj: ModelPrice | None = None) -> tuple[str, ...]:
         return self.add_fields if obj is None else self.view_fields
@@ -283,7 +295,7 @@ class ModelPriceAdmin(admin.ModelAdmin):
             output_usd_per_mtok=data["output_usd_per_mtok"],
             cached_input_usd_per_mtok=data.get("cached_input_usd_per_mtok"),
             max_output_tokens=data["max_output_tokens"], effective_from=data["effective_from"],
-            created_by=request.user,
+            created_by=request.user, actor=Actor.of_request(request),
         )
         # The admin goes on to log and redirect to ``obj``: make it the row the service wrote.
         for field in ModelPrice._meta.concrete_fields:
@@ -293,8 +305,10 @@ class ModelPriceAdmin(admin.ModelAdmin):
 
 
 @admin.register(KeyBudget)
-class KeyBudgetAdmin(admin.ModelAdmin):
+class KeyBudgetAdmin(AuditedAdmin):
     """Spend caps per API key. Spent and pending move only with requests."""
+
+    audit_name = "key_budget"
 
     list_display = ("api_key", "lifetime_limit", "monthly_limit", "spent", "pending",
                     "month", "month_spent")
@@ -303,6 +317,9 @@ class KeyBudgetAdmin(admin.ModelAdmin):
     fields = ("api_key", "lifetime_limit_micros", "monthly_limit_micros", "spent_micros",
               "pending_micros", "month", "month_spent_micros")
     readonly_fields = ("spent_micros", "pending_micros", "month", "month_spent_micros")
+
+    def audit_snapshot(self, obj: KeyBudget) -> Snapshot:
+        return snapshot(obj, fields=("api_key", *CAP_FIELDS))
 
     @admin.display(description="Lifetime cap (USD)")
     def lifetime_limit(self, obj: KeyBudget) -> str:

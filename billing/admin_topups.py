@@ -18,6 +18,7 @@ from django.template.response import TemplateResponse
 from django.urls import URLPattern, path
 from django.utils import timezone
 
+from audit.actors import Actor
 from billing.admin_base import ReadOnlyAdmin
 from billing.errors import BillingError
 from billing.forms import VoucherBatchForm
@@ -94,7 +95,8 @@ class VoucherAdmin(ReadOnlyAdmin):
     @admin.action(description="Void the selected unused vouchers (expire them now)",
                   permissions=["expire"])
     def expire_now(self, request: HttpRequest, queryset: QuerySet[Voucher]) -> None:
-        voided = vouchers_expire(voucher_ids=list(queryset.values_list("pk", flat=True)))
+        voided = vouchers_expire(voucher_ids=list(queryset.values_list("pk", flat=True)),
+                                 actor=Actor.of_request(request))
         self.message_user(request, f"Voided {voided} unused voucher(s); redeemed and already "
                           "expired ones are unchanged.", messages.SUCCESS)
 
@@ -120,7 +122,8 @@ class VoucherAdmin(ReadOnlyAdmin):
             try:
                 codes = voucher_batch_create(
                     amount_micros=data["amount"], count=data["count"], memo=data["memo"],
-                    expires_at=data["expires_at"], created_by=request.user)
+                    expires_at=data["expires_at"], created_by=request.user,
+                    actor=Actor.of_request(request))
             except BillingError as exc:
                 form.add_error(None, str(exc))
         context = {

@@ -15,6 +15,9 @@ from django.core.validators import URLValidator
 from django.db import IntegrityError, transaction
 from django.utils import timezone
 
+from audit.actors import Actor
+from audit.services import audit_record
+from audit.snapshots import Snapshot, snapshot
 from proxy.cache import clear_all_caches
 from proxy.models import Worker, WorkerModel
 from proxy.probes import ProbeResult, probe_workers
@@ -31,6 +34,23 @@ _validate_http_url = URLValidator(schemes=["http", "https"])
 
 class WorkerError(Exception):
     """A change to workers that cannot be carried out; the message says why."""
+
+
+# What staff set on a worker, for the audit trail; the probe's fields change on their own.
+# The key is there as its ciphertext, which audit.snapshots masks by its name: the trail
+# says "set" or "changed", never the key, encrypted or not.
+WORKER_AUDIT_FIELDS = ("name", "kind", "base_url", "cap_field", "api_key_encrypted", "enabled",
+                       "draining", "priority", "weight", "max_concurrency", "connect_timeout_s",
+                       "first_byte_timeout_s", "total_timeout_s")
+
+
+def worker_audit_snapshot(worker: Worker) -> Snapshot:
+    """A worker's settings and the models it serves (``client=upstream`` when renamed)."""
+    values = snapshot(worker, fields=WORKER_AUDIT_FIELDS)
+    values["models"] = sorted(
+        f"{model}={upstream}" if upstream else model
+        for model, upstream in worker.models.values_list("model", "upstream_model"))
+    return values
 
 
 def workers_changed() -> None:
@@ -123,11 +143,12 @@ def worker_create(
     max_concurrency: int = 64,
     enabled: bool = True,
     cap_field: str = Worker.CapField.MAX_TOKENS,
+    actor: Actor | None = None,
 ) -> Worker:
     """Create a worker and the models it serves. ``models`` are (client name, upstream
     name) pairs; an empty upstream name means the same as the client's. The API key is
     stored only encrypted. ``cap_field`` is the output-cap field the upstream reads
-    (``Worker.CapField``); anthropic and mock workers ignore it."""
+    (``Worker.CapField``); anthropic and mock workers ignore it. Audited with an ``actor``."""
     name = worker_clean_name(name)
     base_url = worker_clean_endpoint(kind=kind, base_url=base_url)
     cap_field = worker_clean_cap_field(cap_field)
@@ -147,6 +168,9 @@ def worker_create(
                 WorkerModel(worker=worker, model=model, upstream_model=upstream)
                 for model, upstream in cleaned_models
             )
+            if actor is not None:
+                audit_record(actor=actor, action="worker.create", obj=worker, before=None,
+                             after=worker_audit_snapshot(worker))
     except IntegrityError:
         # Lost a race with another creation of the same name: the unique index decided.
         raise WorkerError(f"A worker named {name!r} already exists.") from None
@@ -154,7 +178,8 @@ def worker_create(
     return worker
 
 
-def _worker_set_flag(*, name: str, field: str, value: bool) -> Worker:
+def _worker_set_flag(*, name: str, field: str, value: bool, action: str,
+                     actor: Actor | None) -> Worker:
     with transaction.atomic():
         worker = Worker.objects.select_for_update().filter(name=(name or "").strip()).first()
         if worker is None:
@@ -162,19 +187,24 @@ def _worker_set_flag(*, name: str, field: str, value: bool) -> Worker:
         if getattr(worker, field) != value:
             setattr(worker, field, value)
             worker.save(update_fields=[field, "updated_at"])
+            if actor is not None:
+                audit_record(actor=actor, action=action, obj=worker, before={field: not value},
+                             after={field: value})
     workers_changed()
     return worker
 
 
-def worker_set_enabled(*, name: str, enabled: bool) -> Worker:
-    """Enable or disable a worker by name; doing it twice is harmless."""
-    return _worker_set_flag(name=name, field="enabled", value=enabled)
+def worker_set_enabled(*, name: str, enabled: bool, actor: Actor | None = None) -> Worker:
+    """Enable or disable a worker by name; doing it twice is harmless (and audited once)."""
+    return _worker_set_flag(name=name, field="enabled", value=enabled, actor=actor,
+                            action="worker.enable" if enabled else "worker.disable")
 
 
-def worker_set_draining(*, name: str, draining: bool) -> Worker:
+def worker_set_draining(*, name: str, draining: bool, actor: Actor | None = None) -> Worker:
     """Drain a worker (no new requests; those in flight finish) or put it back; doing it
-    twice is harmless."""
-    return _worker_set_flag(name=name, field="draining", value=draining)
+    twice is harmless (and audited once)."""
+    return _worker_set_flag(name=name, field="draining", value=draining, actor=actor,
+                            action="worker.drain" if draining else "worker.undrain")
 
 
 def workers_probe_all(*, names: Collection[str] | None = None

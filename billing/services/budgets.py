@@ -8,6 +8,9 @@ from django.db import IntegrityError, transaction
 from django.utils import timezone
 
 from accounts.models import ApiKey
+from audit.actors import Actor
+from audit.services import audit_record
+from audit.snapshots import snapshot
 from billing.errors import InvalidAmount, KeySpendCapReached
 from billing.models import KeyBudget
 
@@ -17,19 +20,26 @@ def current_month() -> date:
     return timezone.now().date().replace(day=1)
 
 
+CAP_FIELDS = ("lifetime_limit_micros", "monthly_limit_micros")
+
+
 def key_budget_set(*, api_key: ApiKey, lifetime_limit_micros: int | None,
-                   monthly_limit_micros: int | None) -> KeyBudget:
+                   monthly_limit_micros: int | None, actor: Actor | None = None) -> KeyBudget:
     """Set (or clear, with None) a key's caps; a cap below what the key has already spent or
-    reserved is refused."""
+    reserved is refused. With an ``actor`` the change is audited."""
     for limit in (lifetime_limit_micros, monthly_limit_micros):
         if limit is not None and limit < 0:
             raise InvalidAmount("A spend cap cannot be negative.")
     try:
         with transaction.atomic():
-            budget, _ = KeyBudget.objects.select_for_update().get_or_create(api_key=api_key)
+            budget, created = KeyBudget.objects.select_for_update().get_or_create(api_key=api_key)
+            before = None if created else snapshot(budget, fields=CAP_FIELDS)
             budget.lifetime_limit_micros = lifetime_limit_micros
             budget.monthly_limit_micros = monthly_limit_micros
             budget.save(update_fields=["lifetime_limit_micros", "monthly_limit_micros"])
+            if actor is not None:
+                audit_record(actor=actor, action="key_budget.set", obj=budget, before=before,
+                             after=snapshot(budget, fields=CAP_FIELDS))
             return budget
     except IntegrityError:
         raise InvalidAmount("A spend cap cannot be below what the key has already spent or "

@@ -13,28 +13,32 @@ from django.db import transaction
 
 from accounts.models import ApiKey, User
 from accounts.services import CreatedApiKey, api_key_create, api_key_update
+from audit.actors import Actor
 from billing.selectors.budgets import SpendCaps, key_spend_caps
 from billing.services.budgets import key_budget_set
 
 
-def api_key_create_with_caps(*, user: User, caps: SpendCaps, **policies: Any) -> CreatedApiKey:
+def api_key_create_with_caps(*, user: User, caps: SpendCaps, actor: Actor | None = None,
+                             **policies: Any) -> CreatedApiKey:
     """``accounts.services.api_key_create`` (``policies`` are its keyword arguments) with
-    ``caps``, in one transaction."""
+    ``caps``, in one transaction; audited with an ``actor``."""
     with transaction.atomic():
-        created = api_key_create(user=user, **policies)
+        created = api_key_create(user=user, actor=actor, **policies)
         # A key without caps keeps no budget row: the request path then skips it.
         if caps.any:
             key_budget_set(api_key=created.api_key,
                            lifetime_limit_micros=caps.lifetime_limit_micros,
-                           monthly_limit_micros=caps.monthly_limit_micros)
+                           monthly_limit_micros=caps.monthly_limit_micros, actor=actor)
         return created
 
 
-def api_key_configure(*, api_key: ApiKey, caps: SpendCaps, **policies: Any) -> ApiKey:
+def api_key_configure(*, api_key: ApiKey, caps: SpendCaps, actor: Actor | None = None,
+                      **policies: Any) -> ApiKey:
     """``accounts.services.api_key_update`` (``policies`` are its keyword arguments) and the
-    caps, in one transaction; caps are written only when they change."""
+    caps, in one transaction; caps are written only when they change. Audited with an
+    ``actor``."""
     with transaction.atomic():
         if caps != key_spend_caps(api_key=api_key):
             key_budget_set(api_key=api_key, lifetime_limit_micros=caps.lifetime_limit_micros,
-                           monthly_limit_micros=caps.monthly_limit_micros)
-        return api_key_update(api_key=api_key, **policies)
+                           monthly_limit_micros=caps.monthly_limit_micros, actor=actor)
+        return api_key_update(api_key=api_key, actor=actor, **policies)

@@ -7,11 +7,17 @@ from django.db import IntegrityError, transaction
 from django.utils import timezone
 
 from accounts.models import User
+from audit.actors import Actor
+from audit.services import audit_record
+from audit.snapshots import snapshot
 from billing.errors import InvalidAmount
 from billing.models import ModelPrice
 from billing.selectors import price_current
 
 DEFAULT_MAX_OUTPUT_TOKENS = 4096
+# What a price version is, for the audit trail (its id and author are the row's own).
+PRICE_AUDIT_FIELDS = ("model", "input_usd_per_mtok", "output_usd_per_mtok",
+                      "cached_input_usd_per_mtok", "max_output_tokens", "effective_from")
 
 
 def _price(value: Decimal | str, *, field: str) -> Decimal:
@@ -35,19 +41,21 @@ def price_set(
     max_output_tokens: int | None = None,
     effective_from: datetime | None = None,
     created_by: User | None = None,
+    actor: Actor | None = None,
 ) -> ModelPrice:
-    """Add a new price version for ``model``; earlier versions stay for the records using them."""
+    """Add a new price version for ``model``; earlier versions stay for the records using them.
+    With an ``actor`` it is audited, against the version in force until now."""
     model = model.strip()
     if not model or len(model) > 200:
         raise InvalidAmount("A model name of 1 to 200 characters is required.")
+    current = price_current(model=model)
     if max_output_tokens is None:
-        current = price_current(model=model)
         max_output_tokens = current.max_output_tokens if current else DEFAULT_MAX_OUTPUT_TOKENS
     if max_output_tokens < 1:
         raise InvalidAmount("max_output_tokens must be at least 1.")
     try:
         with transaction.atomic():
-            return ModelPrice.objects.create(
+            created = ModelPrice.objects.create(
                 model=model,
                 input_usd_per_mtok=_price(input_usd_per_mtok, field="input"),
                 output_usd_per_mtok=_price(output_usd_per_mtok, field="output"),
@@ -59,6 +67,13 @@ def price_set(
                 effective_from=effective_from or timezone.now(),
                 created_by=created_by,
             )
+            if actor is not None:
+                audit_record(
+                    actor=actor, action="price.set", obj=created,
+                    before=snapshot(current, fields=PRICE_AUDIT_FIELDS) if current else None,
+                    after=snapshot(created, fields=PRICE_AUDIT_FIELDS),
+                )
+            return created
     except IntegrityError:
         raise InvalidAmount(
             f"{model} already has a price taking effect at that instant."

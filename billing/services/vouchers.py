@@ -10,6 +10,8 @@ from django.db.models import Q
 from django.utils import timezone
 
 from accounts.models import User
+from audit.actors import Actor
+from audit.services import AuditObject, audit_record, audit_record_each
 from billing.errors import BillingError, InvalidAmount, VoucherInvalid
 from billing.models import LedgerEntry, Voucher
 from billing.money import format_usd
@@ -26,11 +28,13 @@ def voucher_batch_create(
     memo: str = "",
     expires_at: datetime | None = None,
     created_by: User | None = None,
+    actor: Actor | None = None,
 ) -> list[str]:
     """Create ``count`` vouchers worth ``amount_micros`` each and return their codes.
 
     The codes exist only in the returned list: the caller shows them once (the admin page,
-    the CLI's output) and they cannot be recovered afterwards.
+    the CLI's output) and they cannot be recovered afterwards. With an ``actor`` the batch is
+    audited as one row (never its codes).
     """
     if not VOUCHER_MIN_MICROS <= amount_micros <= VOUCHER_MAX_MICROS:
         raise InvalidAmount(f"A voucher is worth between {format_usd(VOUCHER_MIN_MICROS)} and "
@@ -48,6 +52,15 @@ def voucher_batch_create(
                 batch=batch, memo=memo, expires_at=expires_at, created_by=created_by)
         for code in generated
     )
+    if actor is not None:
+        label = f"voucher batch {batch}: {count} codes of {format_usd(amount_micros)} USD"
+        audit_record(
+            actor=actor, action="voucher.generate", reason=memo,
+            obj=AuditObject(type=Voucher._meta.label_lower, id=str(batch), label=label),
+            before=None,
+            after={"batch": str(batch), "count": count, "amount_micros": amount_micros,
+                   "memo": memo, "expires_at": _iso(expires_at)},
+        )
     return [code.code for code in generated]
 
 
@@ -78,12 +91,29 @@ def voucher_redeem(*, user: User, code: str) -> LedgerEntry:
 
 
 @transaction.atomic
-def vouchers_expire(*, voucher_ids: list[int]) -> int:
+def vouchers_expire(*, voucher_ids: list[int], actor: Actor | None = None) -> int:
     """Void unused vouchers now (a lost or leaked batch); returns how many were voided.
-    Redeemed vouchers and those already expired keep their history."""
+    Redeemed vouchers and those already expired keep their history. With an ``actor`` each
+    voided voucher is audited."""
     now = timezone.now()
-    return (
-        Voucher.objects.filter(pk__in=voucher_ids, redeemed_at__isnull=True)
+    # Locked, then updated: a concurrent redemption either commits first (and the lock's
+    # re-check drops that row here) or waits for this void and then finds the code expired.
+    voiding = list(
+        Voucher.objects.select_for_update()
+        .filter(pk__in=voucher_ids, redeemed_at__isnull=True)
         .filter(Q(expires_at__isnull=True) | Q(expires_at__gt=now))
-        .update(expires_at=now)
+        .order_by("pk")
     )
+    # The conditions again: SQLite takes no row locks.
+    Voucher.objects.filter(pk__in=[voucher.pk for voucher in voiding],
+                           redeemed_at__isnull=True).update(expires_at=now)
+    if actor is not None:
+        audit_record_each(actor=actor, action="voucher.void", changes=[
+            (voucher, {"expires_at": _iso(voucher.expires_at)}, {"expires_at": now.isoformat()})
+            for voucher in voiding
+        ])
+    return len(voiding)
+
+
+def _iso(moment: datetime | None) -> str | None:
+    return moment.isoformat() if moment else None

@@ -3,6 +3,8 @@ from __future__ import annotations
 from django.db import IntegrityError, transaction
 
 from accounts.models import User
+from audit.actors import Actor
+from audit.services import audit_record
 from billing.errors import IdempotencyConflict, InsufficientFunds, InvalidAmount
 from billing.models import LedgerEntry, Wallet
 from billing.services.ledger import ledger_post
@@ -28,9 +30,11 @@ def wallet_credit(
     memo: str,
     kind: str = LedgerEntry.Kind.ADJUSTMENT,
     created_by: User | None = None,
+    actor: Actor | None = None,
 ) -> LedgerEntry:
     """Add (or, for an adjustment, remove) money. Calling it again with the same key returns
-    the entry the first call wrote and moves nothing."""
+    the entry the first call wrote and moves nothing. With an ``actor`` (staff, the CLI) the
+    credit is audited, ``memo`` as its reason."""
     if kind not in CREDIT_KINDS:
         raise InvalidAmount(f"{kind!r} is not a kind of credit.")
     if amount_micros == 0:
@@ -50,11 +54,20 @@ def wallet_credit(
             if wallet.available_micros + amount_micros < 0:
                 raise InsufficientFunds(needed_micros=-amount_micros,
                                         available_micros=wallet.available_micros)
-            return ledger_post(
+            posted_before = wallet.posted_micros
+            entry = ledger_post(
                 wallet=wallet, kind=kind, amount_micros=amount_micros,
                 idempotency_key=idempotency_key, memo=memo,
                 created_by_id=created_by.pk if created_by else None,
             )
+            if actor is not None:
+                audit_record(
+                    actor=actor, action="wallet.credit", obj=wallet, reason=memo,
+                    before={"posted_micros": posted_before},
+                    after={"posted_micros": wallet.posted_micros, "kind": kind,
+                           "amount_micros": amount_micros, "ledger_entry": entry.pk},
+                )
+            return entry
     except IntegrityError:
         # A concurrent call with the same key committed first; the unique index decided
         # which one wrote, and this one returns that entry.

@@ -7,6 +7,7 @@ from datetime import UTC, datetime
 from accounts.errors import AccountsError
 from accounts.selectors import user_get_by_email
 from accounts.services import api_key_create, api_key_revoke
+from audit.actors import Actor
 from billing.money import usd_to_micros
 from billing.services import key_budget_set
 from router_admin.cli.base import Options, Subparsers, group, subcommand
@@ -39,13 +40,15 @@ def key_create_command(options: Options) -> list[str]:
         user=user, name=options["name"], expires_at=_expiry(options["expires"]),
         rpm=options["rpm"], tpm=options["tpm"], max_concurrency=options["max_concurrency"],
         allowed_models=_items(options["models"]), allowed_ips=_items(options["ips"]),
+        actor=Actor.cli(),
     )
     lifetime, monthly = options["spend_limit"], options["monthly_spend_limit"]
     if lifetime is not None or monthly is not None:
         key_budget_set(
             api_key=created.api_key,
             lifetime_limit_micros=None if lifetime is None else usd_to_micros(lifetime),
-            monthly_limit_micros=None if monthly is None else usd_to_micros(monthly))
+            monthly_limit_micros=None if monthly is None else usd_to_micros(monthly),
+            actor=Actor.cli())
     return [
         f"Created API key {created.api_key.prefix} for {user.email}"
         + (f" ({created.api_key.name})." if created.api_key.name else "."),
@@ -70,6 +73,6 @@ def _expiry(value: str | None) -> datetime | None:
 
 
 def key_revoke_command(options: Options) -> list[str]:
-    api_key = api_key_revoke(prefix=options["prefix"])
+    api_key = api_key_revoke(prefix=options["prefix"], actor=Actor.cli())
     return [f"Revoked API key {api_key.prefix} of {api_key.user.email} "
             f"(since {api_key.revoked_at:%Y-%m-%d %H:%M:%S %Z})."]

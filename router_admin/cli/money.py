@@ -5,6 +5,7 @@ from __future__ import annotations
 from uuid import uuid4
 
 from accounts.selectors import user_get_by_email
+from audit.actors import Actor
 from billing.models import LedgerEntry
 from billing.money import format_usd, usd_to_micros
 from billing.selectors import wallet_balance
@@ -31,7 +32,7 @@ def credit_command(options: Options) -> list[str]:
     # A fresh key per run: an operator who runs the command twice means two adjustments.
     entry = wallet_credit(
         user=user, amount_micros=amount_micros, kind=LedgerEntry.Kind.ADJUSTMENT,
-        memo=options["reason"], idempotency_key=f"cli:{uuid4()}",
+        memo=options["reason"], idempotency_key=f"cli:{uuid4()}", actor=Actor.cli(),
     )
     available = wallet_balance(user=user).available_micros
     return [

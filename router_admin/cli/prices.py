@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from audit.actors import Actor
 from billing.services import price_set
 from router_admin.cli.base import Options, Subparsers, group, subcommand
 
@@ -28,7 +29,7 @@ def price_set_command(options: Options) -> list[str]:
         model=options["model"], input_usd_per_mtok=options["input"],
         output_usd_per_mtok=options["output"],
         cached_input_usd_per_mtok=options["cached_input"],
-        max_output_tokens=options["max_output_tokens"],
+        max_output_tokens=options["max_output_tokens"], actor=Actor.cli(),
     )
     return [f"Set price {price.pk}: {price} (cached input ${price.cached_price}, "
             f"max {price.max_output_tokens} output tokens)."]

@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 from datetime import UTC, datetime
 
+from audit.actors import Actor
 from billing.money import usd_to_micros
 from billing.services.vouchers import voucher_batch_create
 from router_admin.cli.base import Options, Subparsers, group, subcommand
@@ -29,7 +30,7 @@ def voucher_create_command(options: Options) -> list[str]:
     # Nothing but the codes, so ``router voucher create ... > codes.txt`` is the batch.
     return voucher_batch_create(
         amount_micros=usd_to_micros(options["amount"]), count=options["count"],
-        memo=options["memo"], expires_at=options["expires"],
+        memo=options["memo"], expires_at=options["expires"], actor=Actor.cli(),
     )
 
 

@@ -9,6 +9,7 @@ from datetime import UTC
 
 from django.core.management.base import CommandError
 
+from audit.actors import Actor
 from proxy.models import Worker
 from proxy.probes import ProbeResult
 from proxy.services import (
@@ -129,7 +130,7 @@ def worker_add_command(options: Options) -> list[str]:
             name=options["name"], kind=options["kind"], base_url=options["base_url"],
             api_key=options["api_key"], models=models, priority=options["priority"],
             weight=options["weight"], max_concurrency=options["max_concurrency"],
-            cap_field=options["cap_field"],
+            cap_field=options["cap_field"], actor=Actor.cli(),
         )
     return [f"Added worker {_describe(worker)}"]
 
@@ -142,7 +143,8 @@ def worker_list_command(options: Options) -> list[str]:
 def _toggle_command(enabled: bool) -> Callable[[Options], list[str]]:
     def command(options: Options) -> list[str]:
         with _refusals():
-            worker = worker_set_enabled(name=options["name"], enabled=enabled)
+            worker = worker_set_enabled(name=options["name"], enabled=enabled,
+                                        actor=Actor.cli())
         return [f"{'Enabled' if enabled else 'Disabled'} worker {worker.name}."]
 
     return command
@@ -151,7 +153,8 @@ def _toggle_command(enabled: bool) -> Callable[[Options], list[str]]:
 def _drain_command(draining: bool) -> Callable[[Options], list[str]]:
     def command(options: Options) -> list[str]:
         with _refusals():
-            worker = worker_set_draining(name=options["name"], draining=draining)
+            worker = worker_set_draining(name=options["name"], draining=draining,
+                                         actor=Actor.cli())
         if draining:
             return [f"Draining worker {worker.name}: no new requests; those in flight finish."]
         return [f"Undrained worker {worker.name}: it takes new requests again."]
