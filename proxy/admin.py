@@ -21,6 +21,9 @@ from django.utils.html import format_html, format_html_join
 from django.utils.text import Truncator
 from django.utils.timesince import timesince
 
+from audit.actors import Actor
+from audit.admin_base import AuditedAdmin
+from audit.snapshots import Snapshot
 from billing.models import BAD_USAGE_REASONS, UsageRecord
 from billing.selectors import WorkerUsageFlags, usage_flags_by_worker
 from proxy.breaker import breaker_states_now
@@ -28,6 +31,7 @@ from proxy.forms import WorkerAdminForm, WorkerModelInlineForm, WorkerModelInlin
 from proxy.models import Worker, WorkerModel
 from proxy.services import (
     WorkerError,
+    worker_audit_snapshot,
     worker_set_draining,
     worker_set_enabled,
     workers_changed,
@@ -36,16 +40,15 @@ from proxy.services import (
 from proxy.stats import RECENT_WINDOW, WorkerStats, workers_recent_stats
 
 _WINDOW = f"{int(RECENT_WINDOW.total_seconds() // 60)} min"
-_BADGE_COLOURS = {"healthy": "#2e7d32", "unhealthy": "#c62828", "draining": "#b26a00",
-                  "disabled": "#757575", "circuit open": "#c62828",
-                  "circuit half-open": "#b26a00"}
+# The badges' colours and the flags table's indent live in this stylesheet, not in style
+# attributes: the site's Content-Security-Policy allows no inline style.
+ADMIN_CSS = "router_admin/admin.css"
 
 
 def _badges(*labels: str) -> str:
     return format_html_join(
-        " ", '<span style="display:inline-block;padding:1px 6px;border-radius:8px;'
-        'color:#fff;background:{}">{}</span>',
-        ((_BADGE_COLOURS[label], label) for label in labels))
+        " ", '<span class="router-badge {}">{}</span>',
+        ((label.replace(" ", "-"), label) for label in labels))
 
 
 def _plural(count: int, noun: str) -> str:
@@ -78,7 +81,8 @@ class WorkerModelInline(admin.TabularInline):
 
 
 @admin.register(Worker)
-class WorkerAdmin(admin.ModelAdmin):
+class WorkerAdmin(AuditedAdmin):
+    audit_name = "worker"
     form = WorkerAdminForm
     inlines = (WorkerModelInline,)
     list_display = ("name", "kind", "cap_field", "enabled", "health", "last_probe",
@@ -92,6 +96,10 @@ class WorkerAdmin(admin.ModelAdmin):
                "probe_workers")
     readonly_fields = ("healthy", "last_probe_at", "last_probe_latency_ms", "last_probe_error",
                        "flags_by_reason")
+
+    class Media:
+        css = {"all": (ADMIN_CSS,)}
+
     fieldsets = (
         (None, {"fields": ("name", "kind", "base_url", "cap_field", "api_key",
                            "clear_api_key", "enabled")}),
@@ -118,6 +126,9 @@ class WorkerAdmin(admin.ModelAdmin):
 
     def get_queryset(self, request: HttpRequest) -> QuerySet[Worker]:
         return super().get_queryset(request).prefetch_related("models")
+
+    def audit_snapshot(self, obj: Worker) -> Snapshot:
+        return worker_audit_snapshot(obj)
 
     def changelist_view(self, request: HttpRequest,
                         extra_context: dict[str, Any] | None = None) -> HttpResponse:
@@ -215,16 +226,16 @@ class WorkerAdmin(admin.ModelAdmin):
              [flags.over_hold for flags in counts]),
             ("Bad usage: the upstream's count not believed", "",
              [flags.bad_usage for flags in counts]),
-            *((_reason_label(reason), "padding-left:2em",
+            *((_reason_label(reason), "router-subrow",
                [flags.bad_usage_by_reason.get(reason, 0) for flags in counts])
               for reason in BAD_USAGE_REASONS),
         ]
         return format_html(
             "<table><thead><tr><th></th>{}</tr></thead><tbody>{}</tbody></table><p>{}</p>",
             format_html_join("", "<th>Last {}</th>", ((label,) for label, _ in windows)),
-            format_html_join("", '<tr><td style="{}">{}</td>{}</tr>', (
-                (style, label, format_html_join("", "<td>{}</td>", ((n,) for n in numbers)))
-                for label, style, numbers in rows)),
+            format_html_join("", '<tr><td class="{}">{}</td>{}</tr>', (
+                (css, label, format_html_join("", "<td>{}</td>", ((n,) for n in numbers)))
+                for label, css, numbers in rows)),
             format_html_join(" · ", '<a href="{}">List the flagged requests of the last {}</a>',
                              ((_flagged_usage_url(obj.name, since), label)
                               for label, since in windows)),
@@ -267,26 +278,30 @@ class WorkerAdmin(admin.ModelAdmin):
     def _set_enabled(self, request: HttpRequest, queryset: QuerySet[Worker], *,
                      enabled: bool) -> None:
         self._set_each(request, queryset, verb="Enabled" if enabled else "Disabled",
-                       change=lambda name: worker_set_enabled(name=name, enabled=enabled))
+                       change=lambda name, actor: worker_set_enabled(name=name, enabled=enabled,
+                                                                     actor=actor))
 
     @admin.action(description="Drain the selected workers (no new requests)",
                   permissions=["change"])
     def drain_workers(self, request: HttpRequest, queryset: QuerySet[Worker]) -> None:
         self._set_each(request, queryset, verb="Draining",
-                       change=lambda name: worker_set_draining(name=name, draining=True))
+                       change=lambda name, actor: worker_set_draining(name=name, draining=True,
+                                                                      actor=actor))
 
     @admin.action(description="Undrain the selected workers", permissions=["change"])
     def undrain_workers(self, request: HttpRequest, queryset: QuerySet[Worker]) -> None:
         self._set_each(request, queryset, verb="Undrained",
-                       change=lambda name: worker_set_draining(name=name, draining=False))
+                       change=lambda name, actor: worker_set_draining(name=name, draining=False,
+                                                                      actor=actor))
 
     def _set_each(self, request: HttpRequest, queryset: QuerySet[Worker], *, verb: str,
-                  change: Callable[[str], Worker]) -> None:
+                  change: Callable[[str, Actor], Worker]) -> None:
         names = list(queryset.order_by("name").values_list("name", flat=True))
+        actor = Actor.of_request(request)
         try:
             with transaction.atomic():
                 for name in names:
-                    change(name)
+                    change(name, actor)
         except WorkerError as exc:  # e.g. deleted meanwhile by someone else
             self.message_user(request, str(exc), messages.ERROR)
             return
