@@ -270,7 +270,8 @@ class BalanceAlertForm(forms.Form):
         help_text="Leave empty to turn the alert off.")
     email = forms.BooleanField(label="By email", required=False, initial=True)
     webhook_url = forms.URLField(label="And to this webhook (optional)", required=False,
-                                 max_length=200, assume_scheme="https")
+                                 max_length=200, assume_scheme="https",
+                                 help_text="An http(s) address on the public internet.")
 
     @classmethod
     def initial_for(cls, alert: Any) -> dict[str, Any]:

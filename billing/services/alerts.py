@@ -11,12 +11,15 @@ from django.db import transaction
 from accounts.models import User
 from billing.errors import InvalidAlert
 from billing.models import BalanceAlert
+from billing.services.webhook_targets import webhook_target_resolve
 
 
 def balance_alert_set(*, user: User, threshold_micros: int | None, email: bool = True,
                       webhook_url: str = "") -> BalanceAlert | None:
     """Alert the user when their posted balance falls below ``threshold_micros``; None turns
-    the alert off. The webhook secret, once made, is kept so receivers need not re-configure."""
+    the alert off. The webhook secret, once made, is kept so receivers need not re-configure.
+    A webhook URL must resolve to public addresses only (WebhookTargetRefused, an
+    InvalidAlert, otherwise)."""
     if threshold_micros is None:
         BalanceAlert.objects.filter(user=user).delete()
         return None
@@ -28,6 +31,9 @@ def balance_alert_set(*, user: User, threshold_micros: int | None, email: bool =
             URLValidator(schemes=["https", "http"])(webhook_url)
         except ValidationError:
             raise InvalidAlert(f"{webhook_url!r} is not a web address.") from None
+        # Checked again at each send (the name may resolve elsewhere by then); checked here
+        # so that the user learns at once that an inside address will never be reached.
+        webhook_target_resolve(url=webhook_url)
     if not email and not webhook_url:
         raise InvalidAlert("Choose email, a webhook, or both, for the alert.")
     with transaction.atomic():

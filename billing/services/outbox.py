@@ -4,7 +4,8 @@ Messages are claimed with a short lease in a transaction of their own (SKIP LOCK
 drainers never take the same message), delivered with no transaction open, then marked
 delivered or rescheduled with exponential backoff. A drainer that dies mid-delivery lets
 its lease lapse and the message is tried again; webhook receivers can de-duplicate by the
-``X-Router-Event-Id`` header.
+``X-Router-Event-Id`` header. Webhooks go to public addresses only
+(``billing.services.webhook_targets``).
 """
 
 from __future__ import annotations
@@ -13,7 +14,6 @@ import hashlib
 import hmac
 import json
 import logging
-import urllib.request
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 
@@ -24,6 +24,7 @@ from django.utils import timezone
 
 from billing.models import BalanceAlert, OutboxMessage
 from billing.money import format_usd
+from billing.services.webhook_targets import webhook_post
 
 logger = logging.getLogger(__name__)
 
@@ -100,10 +101,9 @@ def _deliver(message: OutboxMessage) -> None:
                            "data": {"balance_usd": balance, "threshold_usd": threshold}},
                           separators=(",", ":")).encode()
         signature = hmac.new(alert.webhook_secret.encode(), body, hashlib.sha256).hexdigest()
-        request = urllib.request.Request(  # noqa: S310 - the URL field only allows http(s)
-            alert.webhook_url, data=body, method="POST",
-            headers={"Content-Type": "application/json",
-                     "X-Router-Event-Id": str(message.pk),
-                     "X-Router-Signature": f"sha256={signature}"})
-        with urllib.request.urlopen(request, timeout=WEBHOOK_TIMEOUT_SECONDS):  # noqa: S310
-            pass  # any 2xx; urlopen raises on the others
+        # Not urllib: it follows redirects and looks the name up again when connecting, and
+        # either can lead a user's webhook into the operator's own network.
+        webhook_post(url=alert.webhook_url, body=body, timeout_seconds=WEBHOOK_TIMEOUT_SECONDS,
+                     headers={"Content-Type": "application/json",
+                              "X-Router-Event-Id": str(message.pk),
+                              "X-Router-Signature": f"sha256={signature}"})

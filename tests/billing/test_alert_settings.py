@@ -7,7 +7,8 @@ from billing.selectors import balance_alert_of
 from billing.services.alerts import balance_alert_set
 
 
-def test_a_user_sets_changes_and_removes_their_threshold(user):
+def test_a_user_sets_changes_and_removes_their_threshold(user, fake_dns):
+    fake_dns.add("example.com", "93.184.215.14")
     alert = balance_alert_set(user=user, threshold_micros=5_000_000)
     assert (alert.threshold_micros, alert.email, alert.webhook_url) == (5_000_000, True, "")
 

@@ -67,6 +67,7 @@ def test_crossing_the_threshold_3_times_queues_3_alerts_and_staying_under_queues
 
 def test_the_drain_sends_an_email_and_a_signed_webhook_once(user, receiver, settings):
     settings.EMAIL_BACKEND = "django.core.mail.backends.locmem.EmailBackend"
+    settings.ROUTER_WEBHOOKS_ALLOW_PRIVATE = True  # the receiver is on 127.0.0.1
     _move(user, 2 * USD, "start")
     BalanceAlert.objects.create(user=user, threshold_micros=USD, webhook_secret="whsec",
                                 webhook_url=f"{receiver.url}/hook")
@@ -84,6 +85,7 @@ def test_the_drain_sends_an_email_and_a_signed_webhook_once(user, receiver, sett
 
 def test_a_failing_webhook_is_retried_later_with_backoff(user, settings):
     settings.EMAIL_BACKEND = "django.core.mail.backends.locmem.EmailBackend"
+    settings.ROUTER_WEBHOOKS_ALLOW_PRIVATE = True  # the receiver is on 127.0.0.1
     with WebhookReceiver(fail=True) as failing:
         _move(user, 2 * USD, "start")
         BalanceAlert.objects.create(user=user, threshold_micros=USD, email=False,
@@ -120,7 +122,8 @@ def test_with_the_worker_stopped_alerts_queue_and_a_started_worker_delivers_each
     env = {**os.environ,
            "DATABASE_URL": f"postgres://{db['USER']}@{db['HOST']}:{db['PORT']}/{db['NAME']}",
            "EMAIL_BACKEND": "django.core.mail.backends.filebased.EmailBackend",
-           "EMAIL_FILE_PATH": str(tmp_path)}
+           "EMAIL_FILE_PATH": str(tmp_path),
+           "ROUTER_WEBHOOKS_ALLOW_PRIVATE": "1"}  # the receiver is on 127.0.0.1
     worker = subprocess.Popen(
         [sys.executable, "-m", "celery", "-A", "router_admin", "worker", "--pool", "solo",
          "--concurrency", "1", "--loglevel", "warning", "--without-gossip",

@@ -8,7 +8,8 @@ from billing.models import BalanceAlert
 pytestmark = pytest.mark.django_db
 
 
-def test_setting_changing_and_removing_the_low_balance_alert(member_client, member):
+def test_setting_changing_and_removing_the_low_balance_alert(member_client, member, fake_dns):
+    fake_dns.add("hooks.example.com", "93.184.215.14")
     response = member_client.post(reverse("portal:settings"), {
         "threshold_usd": "2.50", "email": "on", "webhook_url": ""})
     assert response["Location"] == reverse("portal:settings")
@@ -35,6 +36,10 @@ def test_setting_changing_and_removing_the_low_balance_alert(member_client, memb
     ({"threshold_usd": "abc", "email": "on"}, "is not an amount of USD"),
     ({"threshold_usd": "5"}, "Choose email, a webhook, or both"),
     ({"threshold_usd": "5", "webhook_url": "not a url"}, "Enter a valid URL"),
+    ({"threshold_usd": "5", "webhook_url": "http://169.254.169.254/latest/meta-data/"},
+     "webhooks go only to public internet addresses"),
+    ({"threshold_usd": "5", "webhook_url": "http://localhost:6379/"},
+     "localhost does not resolve, or resolves to a private, loopback or reserved address"),
 ])
 def test_bad_alert_settings_are_explained_and_not_saved(member_client, member, data, message):
     response = member_client.post(reverse("portal:settings"), data)
