@@ -55,6 +55,17 @@ class InvalidAlert(BillingError):
     """Low-balance alert settings that cannot be saved; the message says why."""
 
 
+class WebhookTargetRefused(InvalidAlert):
+    """A webhook URL the router will not send to: not http(s), a host that does not resolve,
+    or one that resolves to an address that is not public. Refused when the alert is saved;
+    at send time the delivery fails (and is retried: what a name resolves to can change)."""
+
+
+class WebhookDeliveryFailed(BillingError):
+    """The webhook's receiver answered something other than 2xx (a redirect included, which
+    is not followed). The delivery is retried later."""
+
+
 class VoucherInvalid(BillingError):
     """One message for an unknown, used or expired code, so redeeming tells a prober
     nothing about which codes exist."""
@@ -85,3 +96,11 @@ class WebhookRejected(BillingError):
 
 class TopUpNotFound(BillingError):
     """No such top-up among the user's own (another user's is as absent as none at all)."""
+
+
+class DatabaseUnavailable(Exception):
+    """PostgreSQL could not be reached, or no pooled connection freed up within
+    ``ROUTER_DB_WAIT_MS``. Not a refusal (hence not a BillingError): nothing was decided
+    about the request, and trying again once the database is back may well succeed. A
+    statement that failed this way may still have committed: callers make sure it is undone
+    or done again, never done twice."""

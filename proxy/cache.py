@@ -9,7 +9,9 @@ from collections.abc import Callable
 from typing import Generic, TypeVar
 
 from asgiref.sync import sync_to_async
-from django.db import connection
+from django.db import InterfaceError, OperationalError, connection
+
+from billing.errors import DatabaseUnavailable
 
 K = TypeVar("K")
 V = TypeVar("V")
@@ -20,6 +22,10 @@ _all_caches: list[TTLCache] = []
 def _read_in_thread(load: Callable[[], V]) -> V:
     try:
         return load()
+    except (OperationalError, InterfaceError) as error:
+        # PostgreSQL cannot be reached (or dropped the connection): the request is answered
+        # 503, to be tried again, not 500.
+        raise DatabaseUnavailable(str(error)) from error
     finally:
         # Worker threads never see Django's request signals, so they recycle their own
         # connection when it broke or outlived CONN_MAX_AGE (no query is sent for this).

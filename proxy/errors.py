@@ -80,3 +80,15 @@ def upstream_error(message: str) -> ApiError:
 def no_available_workers(model: str) -> ApiError:
     return ApiError(503, f"No available workers to handle the request for model `{model}`.",
                     "no_available_workers", code="no_available_workers")
+
+
+# Seconds a client is asked to wait before it tries again when the database is unavailable:
+# the router serves again within about a second of the database's return.
+SERVICE_UNAVAILABLE_RETRY_AFTER_S = 1
+
+
+def service_unavailable() -> ApiError:
+    return ApiError(503, "The service is temporarily unavailable: its database cannot be "
+                    "reached. Nothing was charged for this request; please try again in a "
+                    "moment.", "service_unavailable", code="service_unavailable",
+                    headers={"Retry-After": str(SERVICE_UNAVAILABLE_RETRY_AFTER_S)})

@@ -12,8 +12,9 @@ from collections.abc import Awaitable, Callable
 from asgiref.sync import markcoroutinefunction
 from django.http import HttpRequest, HttpResponseBase
 
+from billing.errors import DatabaseUnavailable
 from proxy.access_log import access_log
-from proxy.errors import server_error
+from proxy.errors import server_error, service_unavailable
 from proxy.metrics import refusal_observed
 from proxy.relay import error_response
 
@@ -28,7 +29,8 @@ def new_request_id() -> str:
 
 class RequestIdMiddleware:
     """Gives every request an id, puts it on every response, and turns our own bugs into
-    OpenAI-shaped 500s that name the id and never carry a traceback."""
+    OpenAI-shaped 500s that name the id and never carry a traceback; a database that cannot
+    be reached into 503s with Retry-After (the one place that maps it)."""
 
     sync_capable = False
     async_capable = True
@@ -49,6 +51,10 @@ class RequestIdMiddleware:
             if not getattr(request, "logged_by_call", False):
                 _log(request, request_id, started, status=None, outcome="cancelled")
             raise
+        except DatabaseUnavailable as error:
+            # Not a bug of ours: no traceback, and the client may try again.
+            logger.warning("request %s: the database is unavailable: %s", request_id, error)
+            response = error_response(service_unavailable())
         except Exception:
             logger.exception("request %s failed", request_id)
             response = error_response(server_error(request_id))

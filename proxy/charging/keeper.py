@@ -13,6 +13,7 @@ from django.conf import settings
 from django.db import DatabaseError
 from django.utils import timezone
 
+from billing.errors import DatabaseUnavailable
 from billing.services.hot_path import holds_extend
 
 logger = logging.getLogger("proxy.charging")
@@ -87,7 +88,7 @@ class HoldKeeper:
         try:
             return await holds_extend(
                 hold_ids=due, expires_at=timezone.now() + timedelta(seconds=self.ttl))
-        except (DatabaseError, psycopg.Error):
+        except (DatabaseError, psycopg.Error, DatabaseUnavailable):
             # The next round tries again; the hold still has a third of its TTL or more.
             logger.exception("could not extend the holds of %d running requests", len(due))
             return 0

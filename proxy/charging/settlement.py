@@ -1,11 +1,13 @@
 """Resolving a request's hold: settle (charge what it used) or void (charge nothing).
 
 Settlement cannot fail open. It runs in its own task, so a client hanging up cannot stop it
-halfway. A database that is briefly unreachable is tried again a few times. Any other error
-(a number the database refuses, a bug) falls back to charging the router's own count of
-what the request used, and if even that fails, to releasing the hold: either way the hold
-is resolved by its own request at once, the error is logged with the request id and
-counted in ``router_settle_failures``. Only a dead process (or a database unreachable
+halfway. A database that is unavailable is tried again until it is back (for up to
+``SETTLE_RETRY_WINDOW_S``), in the background when someone waits for the settlement (a
+stream's last chunk, an error answer): they are not kept waiting for the database. Any
+other error (a number the database refuses, a bug) falls back to charging the router's own
+count of what the request used, and if even that fails, to releasing the hold: either way
+the hold is resolved by its own request at once, the error is logged with the request id
+and counted in ``router_settle_failures``. Only a dead process (or a database unavailable
 through every retry) leaves a hold for the sweeper.
 """
 
@@ -13,14 +15,16 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 
 import psycopg
 from django.db import InterfaceError, OperationalError
 
+from billing.errors import DatabaseUnavailable
 from billing.models import ModelPrice, UsageRecord
 from billing.services import UsageReport
-from billing.services.hot_path import hold_resolve
+from billing.services.hot_path import RETRY_DELAYS_S, RETRY_WINDOW_S, backoff, hold_resolve
+from proxy.charging.background import in_background
 from proxy.charging.keeper import HoldKeeper
 from proxy.charging.plan import ChargePlan
 from proxy.charging.room import room_freed
@@ -28,12 +32,14 @@ from proxy.metrics import SETTLE_FAILURES
 
 logger = logging.getLogger("proxy.charging")
 
-# Pauses between tries of a settlement while the database is unreachable; after the last,
-# the sweeper releases the hold when it expires.
-SETTLE_RETRY_DELAYS_S = (0.5, 2.0, 8.0)
+# Pauses between tries of a settlement while the database is unavailable (the last one
+# repeated), for SETTLE_RETRY_WINDOW_S in all; past that, the sweeper releases the hold when
+# it expires.
+SETTLE_RETRY_DELAYS_S = RETRY_DELAYS_S
+SETTLE_RETRY_WINDOW_S = RETRY_WINDOW_S
 # Errors that say the database could not be reached, not that it refused the statement.
-UNREACHABLE = (psycopg.OperationalError, psycopg.InterfaceError, OperationalError,
-               InterfaceError)
+UNREACHABLE = (DatabaseUnavailable, psycopg.OperationalError, psycopg.InterfaceError,
+               OperationalError, InterfaceError)
 
 _keepers: dict[asyncio.AbstractEventLoop, HoldKeeper] = {}
 
@@ -105,7 +111,15 @@ async def _resolve(request_id: str, user_id: int, price: ModelPrice | None,
                 cost = None if priced is None else _cost(priced, attempt)
                 return await _written(request_id, attempt, cost, deferred)
             except UNREACHABLE:
-                return _left_for_the_sweeper(request_id)
+                if deferred:
+                    return _left_for_the_sweeper(request_id)
+                # Someone waits for this (a stream's last chunk, an error answer), and the
+                # database may be away for a while: the tries go on where nobody waits, and
+                # the caller is told the charge they will write (the statement caps it at
+                # the hold, which the checked usage never passes).
+                in_background(_resolve(request_id, user_id, price, usage, fallback,
+                                       deferred=True))
+                return cost or 0
             except Exception:
                 SETTLE_FAILURES.labels(failure).inc()
                 logger.exception("request %s: %s", request_id, then)
@@ -132,26 +146,33 @@ def _left_for_the_sweeper(request_id: str) -> int:
 
 async def _written(request_id: str, usage: UsageReport, cost: int | None,
                    deferred: bool) -> int:
-    """Resolve the hold (void when ``cost`` is None), trying again while the database is
-    unreachable. A try that committed before its connection died leaves the hold resolved:
-    the next one then changes nothing (and this reports 0)."""
-    for delay in (*SETTLE_RETRY_DELAYS_S, None):
+    """Resolve the hold (void when ``cost`` is None). ``deferred`` (nobody waits): trying
+    again while the database is unavailable, for up to SETTLE_RETRY_WINDOW_S; otherwise
+    once. A try that committed before its connection died leaves the hold resolved: the
+    next one then changes nothing (and this reports 0)."""
+    pauses: Iterator[float] | None = None  # made at the first failure, not per request
+    while True:
         try:
             charged = await hold_resolve(hold_id=request_id, usage=usage, cost_micros=cost,
                                          deferred=deferred)
-        except UNREACHABLE:
-            if delay is None:
+            break
+        except UNREACHABLE as error:
+            if not deferred:
                 raise
-            logger.warning("request %s: writing its charge failed; trying again in %.1f s",
-                           request_id, delay, exc_info=True)
-            await asyncio.sleep(delay)
-            continue
-        if charged is None:
-            logger.warning("request %s was resolved by someone else before it settled",
-                           request_id)
-            return 0
-        return charged
-    raise AssertionError("unreachable")  # pragma: no cover - the loop returns or raises
+            pauses = pauses or backoff(SETTLE_RETRY_DELAYS_S, SETTLE_RETRY_WINDOW_S)
+            pause = next(pauses, None)
+            if pause is None:
+                raise
+            # No traceback: while the database is away, this comes every few seconds for
+            # every answer waiting for its charge.
+            logger.warning("request %s: writing its charge failed (%s); trying again in "
+                           "%.2f s", request_id, error, pause)
+            await asyncio.sleep(pause)
+    if charged is None:
+        logger.warning("request %s was resolved by someone else before it settled",
+                       request_id)
+        return 0
+    return charged
 
 
 async def _release_orphan(hold_id: str) -> None:
@@ -161,6 +182,6 @@ async def _release_orphan(hold_id: str) -> None:
                         estimate_reason=UsageRecord.EstimateReason.SETTLE_ERROR)
     SETTLE_FAILURES.labels("orphan").inc()
     try:
-        await _written(hold_id, usage, None, deferred=False)
+        await _written(hold_id, usage, None, deferred=True)
     except Exception:
         logger.exception("request %s: its orphaned hold could not be released", hold_id)

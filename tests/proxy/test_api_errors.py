@@ -147,3 +147,21 @@ def test_models_lists_only_priced_models_that_a_worker_serves(router, key, opena
     assert one.json()["id"] == "test-model"
     _error(httpx.get(f"{router.base_url}/models/priced-but-unserved", headers=headers), 404)
     _error(httpx.get(f"{router.base_url}/models"), 401)
+
+
+def test_a_database_that_cannot_be_reached_is_a_json_503_with_retry_after(
+    router, key, monkeypatch
+):
+    from django.db import OperationalError
+
+    def unreachable(**kwargs):
+        raise OperationalError('connection to server at "db" failed: Connection refused')
+
+    monkeypatch.setattr("proxy.selectors.api_key_authenticate", unreachable)
+    response = _post(router, key, {"model": "test-model", "messages": [
+        {"role": "user", "content": "x"}]})
+    error = _error(response, 503)
+    assert (error["type"], error["code"]) == ("service_unavailable", "service_unavailable")
+    assert response.headers["retry-after"] == "1"
+    assert "Connection refused" not in response.text
+    assert not Hold.objects.exists()

@@ -18,6 +18,7 @@ concurrency and state-machine checks against all three.
 from __future__ import annotations
 
 import asyncio
+import logging
 from dataclasses import dataclass
 from datetime import datetime
 
@@ -26,7 +27,7 @@ import psycopg
 from asgiref.sync import sync_to_async
 from django.conf import settings
 
-from billing.errors import InsufficientFunds, KeySpendCapReached
+from billing.errors import DatabaseUnavailable, InsufficientFunds, KeySpendCapReached
 from billing.models import KeyBudget, UsageRecord
 from billing.selectors.budgets import SpendingRoom, spending_room_of
 from billing.services.budgets import cap_shortfall, current_month
@@ -39,7 +40,15 @@ from billing.services.holds import (
 )
 from billing.services.holds import holds_extend as holds_extend_orm
 from billing.services.hot_path.batches import ALONE, Alone, Batcher
-from billing.services.hot_path.connections import close_pool, conninfo, execute, fetch
+from billing.services.hot_path.connections import (
+    RETRY_DELAYS_S,
+    RETRY_WINDOW_S,
+    backoff,
+    close_pool,
+    conninfo,
+    execute,
+    fetch,
+)
 from billing.services.hot_path.connections import on_postgresql as _on_postgresql
 from billing.services.hot_path.statements import (
     BUDGET_SQL,
@@ -52,8 +61,10 @@ from billing.services.hot_path.statements import (
     WALLET_AVAILABLE_SQL,
 )
 
-__all__ = ["batchers", "close_pools", "conninfo", "hold_reserve", "hold_resolve", "holds_extend",
-           "spending_room", "wallet_available"]
+__all__ = ["RETRY_DELAYS_S", "RETRY_WINDOW_S", "backoff", "batchers", "close_pools", "conninfo",
+           "hold_reserve", "hold_resolve", "holds_extend", "spending_room", "wallet_available"]
+
+logger = logging.getLogger(__name__)
 
 # Requests in one statement at most: past a few dozen the statement's own time grows
 # faster than what it saves.
@@ -86,36 +97,50 @@ async def _reserve_many(items: list[_Reservation]
         # One request: its own statement, cheaper than the group's, with its own refusal.
         try:
             await _reserve_alone(**vars(items[0]))
-        except (InsufficientFunds, KeySpendCapReached) as refusal:
+        except (InsufficientFunds, KeySpendCapReached, DatabaseUnavailable) as refusal:
             return [refusal]
         return [True]
-    rows = await fetch(RESERVE_MANY_SQL, {"items": orjson.dumps(items).decode(),
-                                          "month": current_month()}, rows=True)
+    try:
+        rows = await fetch(RESERVE_MANY_SQL, {"items": orjson.dumps(items).decode(),
+                                              "month": current_month()}, rows=True)
+    except DatabaseUnavailable as error:
+        # Each alone would wait for the database again. The statement may have committed
+        # before its connection died: its holds are released once the database is back.
+        for item in items:
+            _release(item.hold_id)
+        return [DatabaseUnavailable(str(error)) for _ in items]
     taken = {row[0] for row in rows}
     return [True if item.hold_id in taken else ALONE for item in items]
 
 
-async def _resolve_many(items: list[_Resolution]) -> list[int | None]:
-    if len(items) == 1:
-        return [await _resolve_alone(items[0].hold_id, items[0].usage, items[0].cost_micros)]
-    rows = await fetch(RESOLVE_MANY_SQL, {"items": orjson.dumps([
-        {"ord": i, "hold_id": item.hold_id,
-         "status": "voided" if item.cost_micros is None else "posted",
-         "cost": item.cost_micros or 0, "worker": item.usage.worker,
-         "prompt_tokens": item.usage.prompt_tokens,
-         "completion_tokens": item.usage.completion_tokens,
-         "cached_tokens": item.usage.cached_tokens, "source": item.usage.source,
-         "estimate_reason": item.usage.estimate_reason, "over_cap": item.usage.over_cap,
-         "usage_status": item.usage.status, "latency_ms": item.usage.latency_ms,
-         "ttft_ms": item.usage.ttft_ms}
-        for i, item in enumerate(items)]).decode(), "month": current_month()}, rows=True)
+async def _resolve_many(items: list[_Resolution]
+                        ) -> list[int | DatabaseUnavailable | None]:
+    try:
+        if len(items) == 1:
+            return [await _resolve_alone(items[0].hold_id, items[0].usage,
+                                         items[0].cost_micros)]
+        rows = await fetch(RESOLVE_MANY_SQL, {"items": orjson.dumps([
+            {"ord": i, "hold_id": item.hold_id,
+             "status": "voided" if item.cost_micros is None else "posted",
+             "cost": item.cost_micros or 0, "worker": item.usage.worker,
+             "prompt_tokens": item.usage.prompt_tokens,
+             "completion_tokens": item.usage.completion_tokens,
+             "cached_tokens": item.usage.cached_tokens, "source": item.usage.source,
+             "estimate_reason": item.usage.estimate_reason, "over_cap": item.usage.over_cap,
+             "usage_status": item.usage.status, "latency_ms": item.usage.latency_ms,
+             "ttft_ms": item.usage.ttft_ms}
+            for i, item in enumerate(items)]).decode(), "month": current_month()}, rows=True)
+    except DatabaseUnavailable as error:
+        # Each alone would wait for the database again: each caller retries, later.
+        return [DatabaseUnavailable(str(error)) for _ in items]
     charged = dict(rows)
     # A hold missing from the answer was no longer pending: someone else resolved it.
     return [charged.get(i) for i in range(len(items))]
 
 
-# Releases of reservations whose callers went away while they were being made.
-_releasing: set[asyncio.Future[int | None]] = set()
+# Releases of reservations whose callers went away while they were being made, or whose
+# statement failed without saying whether it committed.
+_releasing: set[asyncio.Future[None]] = set()
 _batchers: dict[asyncio.AbstractEventLoop,
                 tuple[Batcher[_Reservation, bool], Batcher[_Resolution, int | None]]] = {}
 
@@ -192,6 +217,9 @@ async def hold_reserve(
     when its result arrives if it was (``Batcher``'s ``on_abandoned``); a reservation made
     on its own finishes in a task of its own, and a hold it took is released at once.
     Cancelling a statement instead would not tell whether it had committed.
+
+    A database that does not answer raises DatabaseUnavailable; as that statement may have
+    committed, the hold is released once the database is back (``_release``).
     """
     reservation = _Reservation(hold_id, user_id, amount_micros, price_id, model, api_key_id,
                                expires_at)
@@ -221,12 +249,29 @@ def _release_if_taken(work: asyncio.Future[None], hold_id: str) -> None:
 
 
 def _release(hold_id: str) -> None:
+    task = asyncio.ensure_future(_released(hold_id))
+    _releasing.add(task)
+    task.add_done_callback(_releasing.discard)
+
+
+async def _released(hold_id: str) -> None:
+    """Void the hold if it exists and is pending, trying again while the database is
+    unavailable. Voiding a hold that was never taken changes nothing."""
     usage = UsageReport(prompt_tokens=0, completion_tokens=0,
                         source=UsageRecord.Source.ESTIMATED, status=UsageRecord.Status.CANCELLED,
                         estimate_reason=UsageRecord.EstimateReason.INCOMPLETE)
-    task = asyncio.ensure_future(hold_resolve(hold_id=hold_id, usage=usage, cost_micros=None))
-    _releasing.add(task)
-    task.add_done_callback(_releasing.discard)
+    pauses = backoff(RETRY_DELAYS_S, RETRY_WINDOW_S)
+    while True:
+        try:
+            await hold_resolve(hold_id=hold_id, usage=usage, cost_micros=None)
+            return
+        except DatabaseUnavailable:
+            pause = next(pauses, None)
+            if pause is None:
+                logger.error("request %s: its hold could not be released while the database "
+                             "was unavailable; the sweeper will", hold_id)
+                return
+            await asyncio.sleep(pause)
 
 
 async def _reserve_alone(
@@ -247,6 +292,11 @@ async def _reserve_alone(
         if violation.diag.constraint_name != "billing_hold_pkey":
             raise
         return  # an earlier try committed before its connection died: this hold is ours
+    except DatabaseUnavailable:
+        # It may have committed before its connection died, and nobody will use the hold:
+        # it is released once the database is back, not left for the sweeper.
+        _release(hold_id)
+        raise
     if not row or not row[0]:
         # Read the balance again, in a statement of its own: the refused statement's
         # snapshot may predate the reservations that made it fail, and the message must not

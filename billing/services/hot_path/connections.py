@@ -1,14 +1,30 @@
 """The request path's connections: one async psycopg pool per event loop, autocommit, its
-few statements prepared from their first use."""
+few statements prepared from their first use.
+
+A statement waits at most ``ROUTER_DB_WAIT_MS`` for a connection; when PostgreSQL cannot be
+reached, or no connection frees up in time, it raises ``DatabaseUnavailable`` (the API
+answers 503) instead of waiting for the database to return.
+"""
 
 from __future__ import annotations
 
 import asyncio
+import itertools
+from collections.abc import Iterator
 from typing import Any
 
 import psycopg
 from django.conf import settings
-from psycopg_pool import AsyncConnectionPool
+from psycopg_pool import AsyncConnectionPool, PoolTimeout
+
+from billing.errors import DatabaseUnavailable
+
+# How long the pool tries to replace a connection it lost before it gives up on it.
+# psycopg_pool's default is 5 minutes, with pauses that double from 1 s: after an outage of
+# 8 s its next try came 6 s after PostgreSQL was back, and requests waited for it. Given up
+# on, a connection is opened again the moment a request needs one; so the pauses stay at
+# about 1 s and the pool serves again within a second of PostgreSQL's return.
+RECONNECT_GIVE_UP_S = 2.0
 
 _pools: dict[asyncio.AbstractEventLoop, AsyncConnectionPool] = {}
 
@@ -40,6 +56,7 @@ async def pool() -> AsyncConnectionPool:
             conninfo(), min_size=1, max_size=settings.ROUTER_DB_POOL_SIZE, open=False,
             # Prepared from the first use: these few statements run on every request.
             kwargs={"autocommit": True, "prepare_threshold": 0}, name="billing-hot-path",
+            timeout=settings.ROUTER_DB_WAIT_MS / 1000, reconnect_timeout=RECONNECT_GIVE_UP_S,
         )
         _pools[loop] = found
         await found.open()
@@ -53,10 +70,14 @@ async def close_pool() -> None:
 
 
 async def fetch(sql: str, params: dict[str, object], *, rows: bool = False) -> Any:
-    """The first row (``rows``: all rows) of one statement, as its own transaction."""
+    """The first row (``rows``: all rows) of one statement, as its own transaction; raises
+    DatabaseUnavailable when the database cannot be reached."""
     connections = await pool()
     try:
         return await _fetch(connections, sql, params, rows)
+    except PoolTimeout as error:
+        # No connection in ROUTER_DB_WAIT_MS: a second wait would only double the client's.
+        raise DatabaseUnavailable(str(error)) from error
     except psycopg.OperationalError:
         # A pooled connection that died (PostgreSQL restarted, an admin ended it): the pool
         # drops it, checks the idle ones (they likely died with it) and the statement runs
@@ -64,7 +85,10 @@ async def fetch(sql: str, params: dict[str, object], *, rows: bool = False) -> A
         # repeated reserve hits its own hold's primary key (its caller treats that as
         # done), and a repeated resolve finds its holds no longer pending.
         await connections.check()
+    try:
         return await _fetch(connections, sql, params, rows)
+    except psycopg.OperationalError as error:
+        raise DatabaseUnavailable(str(error)) from error
 
 
 async def _fetch(connections: AsyncConnectionPool, sql: str, params: dict[str, object],
@@ -75,8 +99,31 @@ async def _fetch(connections: AsyncConnectionPool, sql: str, params: dict[str, o
 
 
 async def execute(sql: str, params: dict[str, object]) -> int:
-    """Run one statement; the number of rows it changed."""
+    """Run one statement; the number of rows it changed. Raises DatabaseUnavailable as
+    ``fetch`` does (without its second try: nothing on the request path waits for this)."""
     connections = await pool()
-    async with connections.connection() as conn:
-        cursor = await conn.execute(sql, params)
-        return cursor.rowcount
+    try:
+        async with connections.connection() as conn:
+            cursor = await conn.execute(sql, params)
+            return cursor.rowcount
+    except psycopg.OperationalError as error:
+        raise DatabaseUnavailable(str(error)) from error
+
+
+# Pauses between tries of work that must be done once the database is back (a charge, the
+# release of a hold), the last one repeated, and for how long in all: past that, the
+# sweeper resolves the hold when it expires. A pause of at most 2 s writes the work within
+# about 2 s of PostgreSQL's return.
+RETRY_DELAYS_S = (0.25, 0.5, 1.0, 2.0)
+RETRY_WINDOW_S = 60.0
+
+
+def backoff(delays: tuple[float, ...], window_s: float) -> Iterator[float]:
+    """Pauses (positive) between tries of work that found the database unavailable:
+    ``delays`` in turn, then the last one again, until they would pass ``window_s``."""
+    waited = 0.0
+    for pause in itertools.chain(delays, itertools.repeat(delays[-1])):
+        waited += pause
+        if waited > window_s:
+            return
+        yield pause

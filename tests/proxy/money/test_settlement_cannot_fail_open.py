@@ -4,16 +4,18 @@ at once, charging the router's own count, and says so."""
 from __future__ import annotations
 
 import asyncio
+import time
 from datetime import timedelta
 
 import pytest
 from django.utils import timezone
 
-from billing.models import Hold, UsageRecord
-from billing.services import wallet_credit
+from billing.errors import DatabaseUnavailable
+from billing.models import Hold, UsageRecord, Wallet
+from billing.services import UsageReport, wallet_credit
 from billing.services.hot_path import hold_reserve
 from proxy import call as call_module
-from proxy.charging import Verdict, hold_keeper
+from proxy.charging import Verdict, hold_keeper, settlement, wait_for_settlements
 from proxy.metrics import SETTLE_FAILURES
 from proxy.tokens import count_text_tokens, exact_prompt_tokens
 from tests.loop_thread import LoopThread
@@ -92,3 +94,43 @@ def test_a_hold_its_request_left_behind_is_released_at_the_keepers_next_round(us
     assert Hold.objects.get().status == "voided"
     record = UsageRecord.objects.get()
     assert (record.cost_micros, record.estimate_reason) == (0, "settle_error")
+
+
+@pytest.mark.django_db(transaction=True)
+def test_a_settlement_someone_waits_for_is_not_held_up_while_the_database_is_away(
+    user, price, monkeypatch
+):
+    """A stream's last chunk waits for its charge. With the database away, the caller is
+    told the charge after one try, and the charge is written in the background as soon as
+    the database answers again: once, at that amount."""
+    wallet_credit(user=user, amount_micros=10_000, idempotency_key="f", memo="")
+    real = settlement.hold_resolve
+    refusals = [3]  # the caller's try, then two in the background
+
+    async def away_at_first(**kwargs: object) -> int | None:
+        if refusals[0]:
+            refusals[0] -= 1
+            raise DatabaseUnavailable("connection refused")
+        return await real(**kwargs)
+
+    monkeypatch.setattr(settlement, "hold_resolve", away_at_first)
+    monkeypatch.setattr(settlement, "SETTLE_RETRY_DELAYS_S", (0.2,))
+    usage = UsageReport(prompt_tokens=10, completion_tokens=20, worker="w")
+    loop = LoopThread()
+    try:
+        loop.run(hold_reserve(user_id=user.pk, hold_id="waited", amount_micros=210,
+                              price_id=price.pk, model=price.model, api_key_id=None,
+                              expires_at=timezone.now() + timedelta(minutes=5)))
+        started = time.monotonic()
+        charged = loop.run(settlement.settle(request_id="waited", user_id=user.pk,
+                                             price=price, usage=usage,
+                                             fallback=lambda: usage))
+        assert time.monotonic() - started < 0.2  # no pause: the retries are not its
+        assert (charged, Hold.objects.get().status) == (10 * 1 + 20 * 2, "pending")
+        loop.run(wait_for_settlements())
+    finally:
+        loop.close()
+    assert refusals == [0]
+    assert (Hold.objects.get().status, UsageRecord.objects.get().cost_micros) == ("posted", 50)
+    wallet = Wallet.objects.get(user=user)
+    assert (wallet.posted_micros, wallet.pending_micros) == (10_000 - 50, 0)
