@@ -42,6 +42,8 @@ ROOT = Path(__file__).resolve().parent.parent
 BIN = Path(sys.executable).parent  # the venv's bin: its python runs manage.py and the servers
 # Fixed, so a run is reproducible; it only encrypts the (empty) upstream key of the bench.
 FERNET_KEY = base64.urlsafe_b64encode(hashlib.sha256(b"binom-router-bench").digest()).decode()
+# Where the routers the bench starts keep their keys in Redis (redis_summary reads them).
+BENCH_REDIS_PREFIX = "router:bench:"
 TMP = Path(tempfile.gettempdir())  # logs, the py-spy samples, the JSON results
 ROUTER_MODEL, UPSTREAM_MODEL = "bench-model", "upstream-model"
 # Priced at 0 per input token and 1 micro-USD per output token: a request's hold and its
@@ -100,10 +102,11 @@ def flush_redis_db(url: str) -> None:
         client.close()
 
 
-def redis_summary(url: str) -> dict[str, Any]:
+def redis_summary(url: str, prefix: str = BENCH_REDIS_PREFIX) -> dict[str, Any]:
     """What the router keeps in its Redis database, read right after the load: keys by kind
-    (``router:limits:key:*:window`` ...), and the requests and tokens the API keys' rate-limit
-    windows hold (those admitted in the last minute, counted in Redis)."""
+    (``limits:key:*:window`` ..., after the router's ``prefix``), and the requests and tokens
+    the API keys' rate-limit windows hold (those admitted in the last minute, counted in
+    Redis)."""
     import redis
 
     client = redis.Redis.from_url(url, decode_responses=True)
@@ -111,17 +114,19 @@ def redis_summary(url: str) -> dict[str, Any]:
     requests = tokens = 0
     try:
         for key in client.scan_iter(count=1000):
-            parts = key.split(":")
-            if key.startswith("router:limits:") and len(parts) == 5:
-                kind = f"router:limits:{parts[2]}:*:{parts[4]}"
-                if parts[2] == "key" and parts[4] == "window":
+            parts = key.removeprefix(prefix).split(":")
+            if not key.startswith(prefix):
+                kind = "other (not the router's)"
+            elif parts[0] == "limits" and len(parts) == 4:
+                kind = f"limits:{parts[1]}:*:{parts[3]}"
+                if parts[1] == "key" and parts[3] == "window":
                     requests += int(client.zcard(key))
-                elif parts[2] == "key" and parts[4] == "tokens":
+                elif parts[1] == "key" and parts[3] == "tokens":
                     tokens += int(client.hget(key, "#total") or 0)
-            elif key.startswith("router:") and len(parts) > 2:
-                kind = f"router:{parts[1]}:*"
+            elif len(parts) > 1:
+                kind = f"{parts[0]}:*"  # inflight, breaker, cache, celery
             else:
-                kind = "other (the Django cache, ...)"
+                kind = parts[0]
             kinds[kind] += 1
     finally:
         client.close()
@@ -134,6 +139,7 @@ def router_env(database_url: str, extra: list[str], *, redis_url: str = "") -> d
            if k not in {"REDIS_URL", "DJANGO_SETTINGS_MODULE", "PROMETHEUS_MULTIPROC_DIR"}}
     env.update(DATABASE_URL=database_url, SECRET_KEY="bench-secret",
                ROUTER_ENCRYPTION_KEYS=FERNET_KEY, DEBUG="0",
+               ROUTER_REDIS_PREFIX=BENCH_REDIS_PREFIX,
                ALLOWED_HOSTS="127.0.0.1,localhost", PYTHONUNBUFFERED="1")
     if redis_url:
         env["REDIS_URL"] = redis_url

@@ -378,7 +378,8 @@ def main(argv: list[str] | None = None) -> int:
                                      RUN_TIMEOUT_S)
         environment["loadavg_end"] = os.getloadavg()
         # Right away: the windows hold the requests of the last minute only.
-        redis = redis_summary(options.redis_url) if options.redis_url else None
+        redis = (redis_summary(options.redis_url, env["ROUTER_REDIS_PREFIX"])
+                 if options.redis_url else None)
         billing = check_billing(options.database_url, results.router_ok())
         environment["router_log_warnings"] = router.warnings()
         if redis is not None:

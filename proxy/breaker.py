@@ -59,7 +59,7 @@ _local: dict[int, _Local] = {}
 
 
 def _key(worker_id: int) -> str:
-    return f"router:breaker:{worker_id}"
+    return f"{settings.ROUTER_REDIS_PREFIX}breaker:{worker_id}"
 
 
 ALLOWED_CLEAN = 2  # allowed, and nothing to reset after a success

@@ -11,6 +11,7 @@ from __future__ import annotations
 import time
 from collections import defaultdict
 
+from django.conf import settings
 from redis.exceptions import RedisError
 
 from proxy.shared_state import redis_client, redis_failed
@@ -31,7 +32,7 @@ _local: defaultdict[int, set[str]] = defaultdict(set)
 
 
 def _key(worker_id: int) -> str:
-    return f"router:inflight:{worker_id}"
+    return f"{settings.ROUTER_REDIS_PREFIX}inflight:{worker_id}"
 
 
 async def slot_acquire(worker_id: int, limit: int, request_id: str) -> bool:

@@ -4,6 +4,13 @@ With ``REDIS_URL`` set, circuit breakers and in-flight counts are kept in Redis 
 every router instance sees the same numbers. Without it (the embedded default), or while
 Redis does not answer, each process keeps its own: requests keep flowing, and a warning
 says the limits are per process until Redis is back. Money never depends on this.
+
+Every key starts with ``ROUTER_REDIS_PREFIX`` (``router:<database name>:``, so that
+deployments can share one Redis), then keeps its layout (``limits:key:12:window``,
+``inflight:3``, ``breaker:3``). Each event loop has one client with at most
+``ROUTER_REDIS_MAX_CONNECTIONS`` connections; a command that finds them all busy waits its
+turn, up to ``POOL_WAIT_SECONDS``, instead of failing: a burst of requests must not turn
+the shared limits into per-process ones.
 """
 
 from __future__ import annotations
@@ -11,9 +18,12 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
+from typing import Any
 
 import redis.asyncio as aioredis
 from django.conf import settings
+from redis.asyncio.connection import AbstractConnection
+from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import RedisError
 
 logger = logging.getLogger(__name__)
@@ -23,6 +33,17 @@ _last_warning = 0.0
 # How long a process keeps to its own counts after Redis failed, before trying it again.
 RETRY_AFTER_SECONDS = 5.0
 _down_until = 0.0
+# How long a command waits for one of the client's connections: past it, the request counts
+# in this process. A burst clears well before (2,000 admissions at once take 0.3 s on an idle
+# core, up to 2 s on a machine with four times more work than cores); a Redis that stops
+# answering does not make the queue wait it out (WaitingPool).
+POOL_WAIT_SECONDS = 5.0
+# How long a command (or a new connection) may take before Redis counts as not answering.
+# Short, so that a hung Redis holds few requests for long; but longer than the event loop
+# itself may stall under a burst (its first pass over 2,000 new requests took up to 0.7 s on
+# a busy machine), or the router would take its own lag for a slow Redis and fall back to
+# per-process limits exactly when they matter.
+REDIS_TIMEOUT_SECONDS = 1.0
 
 
 class CancellableRedis(aioredis.Redis):
@@ -45,6 +66,56 @@ class CancellableRedis(aioredis.Redis):
         return result
 
 
+class WaitingPool(aioredis.ConnectionPool):
+    """redis-py's pool, except that a command finding every connection busy waits for one
+    (first come, first served, up to ``wait_seconds``) instead of failing at once.
+
+    Not redis-py's BlockingConnectionPool: it takes a condition lock and starts a timer for
+    every command, about 10 us of CPU each, where this costs nothing until the pool is full.
+    A turn is taken before a connection and given back with it. A waiting command gives up
+    as soon as another one found Redis not answering: otherwise the queue behind a hung
+    Redis would wait out the command timeout, ``max_connections`` commands at a time.
+    """
+
+    def __init__(self, *, wait_seconds: float, **kwargs: Any) -> None:
+        super().__init__(**kwargs)
+        self.wait_seconds = wait_seconds
+        self._turns = asyncio.Semaphore(self.max_connections)
+        self._holding_turns: set[AbstractConnection] = set()
+
+    async def get_connection(self, *args: Any, **kwargs: Any) -> AbstractConnection:
+        if self._turns.locked():
+            try:
+                async with asyncio.timeout(self.wait_seconds):
+                    await self._turns.acquire()
+            except TimeoutError:
+                raise RedisConnectionError("No connection available.") from None
+        else:
+            await self._turns.acquire()  # returns at once
+        try:
+            if time.monotonic() < _down_until:
+                raise RedisConnectionError("Redis stopped answering while this command waited")
+            # A connection that super() takes and fails to connect goes back through
+            # release() before it raises: with no turn of its own yet, it returns none.
+            connection = await super().get_connection(*args, **kwargs)
+        except BaseException:
+            self._turns.release()
+            raise
+        self._holding_turns.add(connection)
+        return connection
+
+    async def release(self, connection: AbstractConnection) -> None:
+        try:
+            await super().release(connection)
+        finally:
+            # Only once it is back: a release cancelled while it waited for the pool's lock
+            # is finished in the background by another call to this method.
+            if (connection in self._holding_turns
+                    and connection not in self._in_use_connections):
+                self._holding_turns.discard(connection)
+                self._turns.release()
+
+
 def redis_client() -> aioredis.Redis | None:
     """The shared Redis client of this event loop, or None to use local state."""
     if not settings.REDIS_URL or time.monotonic() < _down_until:
@@ -52,9 +123,12 @@ def redis_client() -> aioredis.Redis | None:
     loop = asyncio.get_running_loop()
     client = _clients.get(loop)
     if client is None:
-        # Short timeouts: a Redis that hangs must not hold requests longer than a miss.
-        client = CancellableRedis.from_url(settings.REDIS_URL, socket_timeout=0.25,
-                                           socket_connect_timeout=0.25)
+        pool = WaitingPool.from_url(settings.REDIS_URL,
+                                    max_connections=settings.ROUTER_REDIS_MAX_CONNECTIONS,
+                                    wait_seconds=POOL_WAIT_SECONDS,
+                                    socket_timeout=REDIS_TIMEOUT_SECONDS,
+                                    socket_connect_timeout=REDIS_TIMEOUT_SECONDS)
+        client = CancellableRedis.from_pool(pool)  # closing the client closes its pool
         _clients[loop] = client
     return client
 

@@ -108,6 +108,30 @@ def parse_database_url(url: str) -> dict[str, object]:
     )
 
 
+# The Redis namespace of the embedded default (SQLite): one machine, one router.
+EMBEDDED_REDIS_PREFIX = "router:embedded:"
+
+
+def redis_prefix(
+    database: Mapping[str, object], *, environ: Mapping[str, str] | None = None
+) -> str:
+    """What every key the router writes in Redis starts with: ``ROUTER_REDIS_PREFIX``, or
+    ``router:<database name>:`` (a fixed one for SQLite), so that deployments on other
+    databases can share one Redis without sharing circuits, limits or Celery queues."""
+    value = _raw("ROUTER_REDIS_PREFIX", environ)
+    if value is None:
+        if database["ENGINE"] == "django.db.backends.sqlite3":
+            return EMBEDDED_REDIS_PREFIX
+        return f"router:{database['NAME']}:"
+    # The colon keeps the key layout readable (<prefix>limits:key:1:window), and one prefix
+    # from being the start of another's (router:a would begin every key of router:ab).
+    if not value.endswith(":") or any(char.isspace() for char in value):
+        raise ImproperlyConfigured(
+            f"ROUTER_REDIS_PREFIX={value!r} must end with ':' and contain no spaces "
+            "(e.g. router:production:).")
+    return value
+
+
 _HEADER_NAME = re.compile(r"[A-Za-z0-9-]+")
 
 

@@ -1,9 +1,10 @@
 """The limits every router instance shares: one Lua script per step, so that a request is
 checked and counted in all its scopes atomically, in one round trip.
 
-Per scope three keys: its window (a sorted set of request ids scored by admission time),
-its tokens (a hash of request id -> tokens, plus ``#total``; kept only while the scope has
-a TPM limit), and its requests in flight (a sorted set of request ids scored by when their
+Per scope three keys (``<ROUTER_REDIS_PREFIX>limits:<scope>:window``, ``:tokens``,
+``:inflight``): its window (a sorted set of request ids scored by admission time), its
+tokens (a hash of request id -> tokens, plus ``#total``; kept only while the scope has a
+TPM limit), and its requests in flight (a sorted set of request ids scored by when their
 lease lapses, so a process that dies cannot leak its slots for longer than the lease).
 Times are Redis's own clock in whole milliseconds: one clock for every instance, and
 numbers small enough that Lua (which writes numbers with 14 digits) hands them to Redis
@@ -16,6 +17,7 @@ import hashlib
 from collections.abc import Sequence
 
 import redis.asyncio as aioredis
+from django.conf import settings
 from redis.exceptions import NoScriptError
 
 from proxy.limits.base import Scope, ScopeCount, Verdict
@@ -185,15 +187,15 @@ _settle_script = _Script(_SETTLE)
 
 
 def _window_key(name: str) -> str:
-    return f"router:limits:{name}:window"
+    return f"{settings.ROUTER_REDIS_PREFIX}limits:{name}:window"
 
 
 def _tokens_key(name: str) -> str:
-    return f"router:limits:{name}:tokens"
+    return f"{settings.ROUTER_REDIS_PREFIX}limits:{name}:tokens"
 
 
 def _in_flight_key(name: str) -> str:
-    return f"router:limits:{name}:inflight"
+    return f"{settings.ROUTER_REDIS_PREFIX}limits:{name}:inflight"
 
 
 def _limit(value: int | None) -> int:

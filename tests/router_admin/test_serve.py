@@ -12,7 +12,7 @@ from pathlib import Path
 
 import redis
 
-from serve import BEAT_LOCK, server_argv
+from serve import beat_lock_name, server_argv
 from tests.router_admin.test_production_settings import production_env
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -79,9 +79,11 @@ def _wait_for(path: Path, text: str, seconds: float = 30) -> None:
 
 def test_a_second_beat_stands_by_until_the_first_one_stops(tmp_path):
     redis_url = os.environ["REDIS_URL"]
-    redis.Redis.from_url(redis_url).delete(BEAT_LOCK)
     env = production_env(REDIS_URL=redis_url, LOG_LEVEL="INFO",
                          CELERY_BEAT_SCHEDULE_FILE=str(tmp_path / "schedule"))
+    lock = beat_lock_name(env)
+    assert lock.startswith(os.environ["ROUTER_REDIS_PREFIX"])
+    redis.Redis.from_url(redis_url).delete(lock)
     beats, logs = [], []
     try:
         for name in ("first", "second"):
@@ -93,9 +95,9 @@ def test_a_second_beat_stands_by_until_the_first_one_stops(tmp_path):
         assert "holding" not in logs[1].read_text()
         beats[0].terminate()
         assert beats[0].wait(20) == 0
-        _wait_for(logs[1], f"holding {BEAT_LOCK}")
+        _wait_for(logs[1], f"holding {lock}")
     finally:
         for beat in beats:
             beat.terminate()
             beat.wait(20)
-        redis.Redis.from_url(redis_url).delete(BEAT_LOCK)
+        redis.Redis.from_url(redis_url).delete(lock)
