@@ -12,26 +12,31 @@ TEST_ENV := DATABASE_URL=$(TEST_DATABASE_URL) REDIS_URL=$(TEST_REDIS_URL) \
 	SECRET_KEY=test-only-secret-key \
 	ROUTER_ENCRYPTION_KEYS=A8xkVaa1nVl7KDppCml_KeREI_n2hNgvJejhGkTXCz8=
 
-.PHONY: install run serve test lint
+.PHONY: install install-dev run serve test lint
 
+# What running needs (`make run`, `make serve`): the project and its dependencies.
 install: $(VENV)/.installed
+# The test tools too (pyproject's `dev` extra: pytest, hypothesis, Playwright, the OpenAI
+# SDK, ruff...), for `make test` only.
+install-dev: $(VENV)/.installed-dev
 
 $(VENV)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install -q --upgrade pip
+	$(BIN)/pip install -q -e .
+	touch $@
+
+$(VENV)/.installed-dev: $(VENV)/.installed
 	$(BIN)/pip install -q -e '.[dev]'
 	touch $@
 
-# The web server, and beside it a Celery worker with beat (the sweeper, roll-ups, alerts,
-# probes); Ctrl-C stops both.
+# Seeds the demo, then the web server and beside it a Celery worker with beat (the sweeper,
+# roll-ups, alerts, probes); the demo key and a curl line come last, once both are up.
+# Ctrl-C stops both. run.py holds the command lines.
 run: install
 	mkdir -p var
 	$(BIN)/python manage.py migrate --noinput
-	$(BIN)/python manage.py router demo --base-url http://$(HOST):$(PORT)
-	trap 'kill 0' EXIT; \
-	$(BIN)/celery -A router_admin worker -B --pool solo --loglevel warning \
-		--schedule var/celerybeat-schedule & \
-	$(BIN)/uvicorn router_admin.asgi:application --host $(HOST) --port $(PORT)
+	$(BIN)/python run.py --host $(HOST) --port $(PORT)
 
 # Production (DATABASE_URL on PostgreSQL, REDIS_URL, SECRET_KEY, ROUTER_ENCRYPTION_KEYS and
 # ALLOWED_HOSTS set, else it stops naming what is missing): migrate and collect static files,
@@ -46,9 +51,9 @@ serve: install
 	$(BIN)/python serve.py beat & \
 	$(BIN)/python serve.py web
 
-test: install
+test: install-dev
 	$(TEST_ENV) $(BIN)/pytest $(PYTEST_ARGS)
 	$(BIN)/ruff check .
 
-lint: install
+lint: install-dev
 	$(BIN)/ruff check .

@@ -45,9 +45,17 @@ REQUIRED = ("DATABASE_URL", "REDIS_URL", "SECRET_KEY", "ROUTER_ENCRYPTION_KEYS",
             "ALLOWED_HOSTS")
 # Any constant: the key of the advisory lock under which one `release` at a time migrates.
 RELEASE_LOCK = 0x62726F7574657201
-# The Redis lock of the one beat: renewed every third of its life; a beat that stops
-# releases it, one that dies lets it expire, and a standby then takes over.
-BEAT_LOCK, BEAT_LOCK_SECONDS, STANDBY_POLL_SECONDS = "router:celery-beat", 60, 5
+# The Redis lock of the one beat (after ROUTER_REDIS_PREFIX): renewed every third of its
+# life; a beat that stops releases it, one that dies lets it expire, and a standby then
+# takes over.
+BEAT_LOCK, BEAT_LOCK_SECONDS, STANDBY_POLL_SECONDS = "celery-beat", 60, 5
+# Email backends that keep a message on the server (printed, in memory, in a file, or
+# nowhere) instead of sending it. A password-reset link printed to a production log was
+# used to take an account over.
+NON_SENDING_EMAIL_BACKENDS = frozenset(
+    f"django.core.mail.backends.{name}.EmailBackend"
+    for name in ("console", "filebased", "locmem", "dummy")
+) | {"router_admin.mail.UnconfiguredEmailBackend"}
 
 
 def problems(environ: Mapping[str, str]) -> list[str]:
@@ -63,6 +71,14 @@ def problems(environ: Mapping[str, str]) -> list[str]:
         value = environ.get(name, "").strip()
         if value and not (value.isdigit() and int(value) >= 1):
             found.append(f"{name}={value!r} is not a whole number of 1 or more")
+    email_backend = environ.get("EMAIL_BACKEND", "").strip()
+    if email_backend in NON_SENDING_EMAIL_BACKENDS:
+        found.append(f"EMAIL_BACKEND={email_backend} sends no email: set EMAIL_HOST (SMTP) "
+                     "or a backend that sends")
+    elif not email_backend and not environ.get("EMAIL_HOST", "").strip():
+        found.append("EMAIL_HOST (SMTP, with EMAIL_PORT, EMAIL_HOST_USER, EMAIL_HOST_PASSWORD, "
+                     "EMAIL_USE_TLS) or EMAIL_BACKEND is required: password-reset emails must "
+                     "be sent, never printed to the log")
     return found
 
 
@@ -149,6 +165,14 @@ def beat_schedule_file(environ: Mapping[str, str]) -> str:
     return environ.get("CELERY_BEAT_SCHEDULE_FILE") or str(ROOT / "var" / "celerybeat-schedule")
 
 
+def beat_lock_name(environ: Mapping[str, str]) -> str:
+    """The beat lock's key, in the deployment's Redis namespace (as the settings derive it):
+    deployments sharing one Redis each run their own beat."""
+    from router_admin.env import parse_database_url, redis_prefix
+
+    return redis_prefix(parse_database_url(environ["DATABASE_URL"]), environ=environ) + BEAT_LOCK
+
+
 def run_beat(environ: Mapping[str, str]) -> None:
     """Celery beat in this process, while it holds the beat lock in Redis."""
     import redis
@@ -157,16 +181,15 @@ def run_beat(environ: Mapping[str, str]) -> None:
     # SIGTERM, as a process manager stops it, ends this process through its `finally`
     # (releasing the lock at once), standing by or not; beat installs the same on start.
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(0))
+    name = beat_lock_name(environ)
     lock = redis.Redis.from_url(environ["REDIS_URL"]).lock(
-        BEAT_LOCK, timeout=BEAT_LOCK_SECONDS, thread_local=False)
+        name, timeout=BEAT_LOCK_SECONDS, thread_local=False)
     if not lock.acquire(blocking=False):
-        print(f"another beat holds {BEAT_LOCK} in Redis: standing by", file=sys.stderr,
-              flush=True)
+        print(f"another beat holds {name} in Redis: standing by", file=sys.stderr, flush=True)
         while not lock.acquire(blocking=False):
             time.sleep(STANDBY_POLL_SECONDS)
     try:
-        print(f"holding {BEAT_LOCK}: this is the deployment's beat", file=sys.stderr,
-              flush=True)
+        print(f"holding {name}: this is the deployment's beat", file=sys.stderr, flush=True)
         threading.Thread(target=_keep_beat_lock, args=(lock,), name="beat-lock",
                          daemon=True).start()
         os.environ.setdefault("DJANGO_SETTINGS_MODULE", "router_admin.settings")
@@ -189,7 +212,7 @@ def _keep_beat_lock(lock: Any) -> None:
         except (LockError, RedisError):
             # Lost, or unreachable until it may have expired: a standby may be the beat now,
             # and two beats would send every periodic task twice.
-            print(f"lost {BEAT_LOCK}: stopping", file=sys.stderr, flush=True)
+            print(f"lost {lock.name}: stopping", file=sys.stderr, flush=True)
             os._exit(3)
 
 
@@ -259,7 +282,8 @@ def main(argv: list[str] | None = None) -> int:
     elif args.process == "worker":
         _exec(worker(environ), environ, args.dry_run)
     elif args.dry_run:
-        print(f"{shlex.join(beat(environ))}  # in-process, while holding {BEAT_LOCK} in Redis")
+        print(f"{shlex.join(beat(environ))}  # in-process, while holding "
+              f"{beat_lock_name(environ)} in Redis")
     else:
         run_beat(environ)
     return 0

@@ -7,6 +7,7 @@ import asyncio
 import gc
 import logging
 import os
+import warnings
 from typing import Any
 
 from django.conf import settings
@@ -24,9 +25,16 @@ from proxy.http_client import close_upstream_sessions  # noqa: E402
 from proxy.metrics import process_exiting  # noqa: E402
 from proxy.shared_state import close_redis_clients  # noqa: E402
 from proxy.tokens import preload  # noqa: E402
+from router_admin.server_log import server_access_log_filter_install  # noqa: E402
 
 api_application = ApiASGIHandler()
 logger = logging.getLogger(__name__)
+server_access_log_filter_install()
+# WhiteNoise answers static files (and /favicon.ico) with a synchronous file iterator, which
+# Django's handler reads in a thread, warning about it once per process: for files this
+# small that is the intended path, and the warning was a stray line at the first page.
+warnings.filterwarnings("ignore", "StreamingHttpResponse must consume synchronous iterators",
+                        Warning)
 
 
 # Objects a request may allocate before the youngest generation is collected (CPython's

@@ -12,6 +12,8 @@ import base64
 import hashlib
 from pathlib import Path
 
+from django.core.exceptions import ImproperlyConfigured
+
 from router_admin.env import (
     env_bool,
     env_int,
@@ -19,6 +21,7 @@ from router_admin.env import (
     env_str,
     parse_database_url,
     proxy_ssl_header,
+    redis_prefix,
 )
 
 BASE_DIR = Path(__file__).resolve().parent.parent
@@ -52,7 +55,8 @@ if not ROUTER_ENCRYPTION_KEYS:
 REDIS_URL = env_str("REDIS_URL", "")
 
 INSTALLED_APPS = [
-    "django.contrib.admin",
+    # Django's admin on our site class: staff sign in with a second factor (admin_site.py).
+    "router_admin.admin_site.RouterAdminSiteConfig",
     "django.contrib.auth",
     "django.contrib.contenttypes",
     "django.contrib.sessions",
@@ -61,21 +65,30 @@ INSTALLED_APPS = [
     "rest_framework",
     "drf_spectacular",
     "drf_spectacular_sidecar",  # Swagger UI's files, served by us: /api/docs/ works offline
+    # Staff's second factor: authenticator apps (TOTP) and single-use recovery codes.
+    "django_otp",
+    "accounts.two_factor.apps.AuthenticatorAppsConfig",  # django_otp.plugins.otp_totp
+    "accounts.two_factor.apps.RecoveryCodesConfig",  # django_otp.plugins.otp_static
     "router_admin",
     "accounts",
     "billing",
     "proxy",
     "portal",
+    "audit",
 ]
 
 MIDDLEWARE = [
     "django.middleware.security.SecurityMiddleware",
     # Serves the admin's and portal's static files from the ASGI server itself.
     "whitenoise.middleware.WhiteNoiseMiddleware",
+    # After WhiteNoise: static files need no policy, only the pages that load them.
+    "router_admin.middleware.ContentSecurityPolicyMiddleware",
     "django.contrib.sessions.middleware.SessionMiddleware",
     "django.middleware.common.CommonMiddleware",
     "django.middleware.csrf.CsrfViewMiddleware",
     "django.contrib.auth.middleware.AuthenticationMiddleware",
+    # request.user.is_verified(): whether this session passed the second factor.
+    "django_otp.middleware.OTPMiddleware",
     "django.contrib.messages.middleware.MessageMiddleware",
     "django.middleware.clickjacking.XFrameOptionsMiddleware",
 ]
@@ -104,9 +117,15 @@ TEMPLATES = [
 
 EMBEDDED_DATABASE_URL = f"sqlite:///{BASE_DIR / 'var' / 'router.sqlite3'}"
 DATABASES = {"default": parse_database_url(DATABASE_URL or EMBEDDED_DATABASE_URL)}
+# How long a request waits for the database before it is answered 503: for a pooled
+# connection to free up, and (in whole seconds, at least 2: libpq's unit and minimum) for a
+# new connection to open, unless DATABASE_URL names its own connect_timeout.
+ROUTER_DB_WAIT_MS = env_int("ROUTER_DB_WAIT_MS", 2000, minimum=100)
 if DATABASES["default"]["ENGINE"] == "django.db.backends.postgresql":
     DATABASES["default"]["CONN_MAX_AGE"] = env_int("DB_CONN_MAX_AGE", 60, minimum=0)
     DATABASES["default"]["CONN_HEALTH_CHECKS"] = True
+    DATABASES["default"]["OPTIONS"].setdefault(  # type: ignore[attr-defined]
+        "connect_timeout", str(max(2, (ROUTER_DB_WAIT_MS + 999) // 1000)))
 # Connections each router process keeps for reserving and settling requests.
 ROUTER_DB_POOL_SIZE = env_int("ROUTER_DB_POOL_SIZE", 10, minimum=1)
 # Reservations and settles that overlap in time go to PostgreSQL as one statement each
@@ -128,9 +147,18 @@ AUTH_PASSWORD_VALIDATORS = [
     {"NAME": "django.contrib.auth.password_validation.NumericPasswordValidator"},
 ]
 
+# Every key the router writes in Redis (limits, worker slots, circuits, the beat lock, the
+# cache, Celery's queues) starts with this: deployments sharing one Redis, or one whose
+# database was recreated under another name, never see each other's state.
+ROUTER_REDIS_PREFIX = redis_prefix(DATABASES["default"])
+# Redis connections of each router process (and event loop). A command finding them all
+# busy waits for one (proxy.shared_state); processes x this must stay under maxclients.
+ROUTER_REDIS_MAX_CONNECTIONS = env_int("ROUTER_REDIS_MAX_CONNECTIONS", 50, minimum=1)
+
 CACHES = {
     "default": (
-        {"BACKEND": "django.core.cache.backends.redis.RedisCache", "LOCATION": REDIS_URL}
+        {"BACKEND": "django.core.cache.backends.redis.RedisCache", "LOCATION": REDIS_URL,
+         "KEY_PREFIX": f"{ROUTER_REDIS_PREFIX}cache"}
         if REDIS_URL
         else {"BACKEND": "django.core.cache.backends.locmem.LocMemCache"}
     )
@@ -144,6 +172,9 @@ USE_TZ = True
 STATIC_URL = "static/"
 STATIC_ROOT = Path(env_str("STATIC_ROOT", str(BASE_DIR / "var" / "static")))
 WHITENOISE_USE_FINDERS = DEBUG  # no collectstatic needed for the embedded default
+# Files served at the site's root: /favicon.ico, which browsers and tools ask for by that name
+# on pages that do not link an icon (JSON, the API's answers opened in a browser).
+WHITENOISE_ROOT = BASE_DIR / "router_admin" / "site_root"
 # With DEBUG off (production) WhiteNoise serves what collectstatic (`make serve` runs it)
 # wrote: names carry a hash of the content, so browsers may cache them forever, and each
 # file is also stored compressed.
@@ -186,6 +217,14 @@ LOGIN_URL = "portal:login"
 LOGIN_REDIRECT_URL = "portal:dashboard"
 LOGOUT_REDIRECT_URL = "portal:login"
 
+# Staff reach the admin only after a second factor (an authenticator app's code, or a
+# recovery code): the admin moves money. On whenever DEBUG is off; `make run`'s demo admin
+# (DEBUG on) signs in with the password alone unless this is turned on.
+ROUTER_STAFF_2FA = env_bool("ROUTER_STAFF_2FA", not DEBUG)
+OTP_TOTP_ISSUER = "Binom Router"  # the name authenticator apps show beside the code
+# The admin never shows an authenticator's secret or a recovery code back.
+OTP_ADMIN_HIDE_SENSITIVE_DATA = True
+
 # Stripe Checkout top-ups. Without both keys the top-up page says card top-ups are off.
 STRIPE_SECRET_KEY = env_str("STRIPE_SECRET_KEY", "")
 STRIPE_WEBHOOK_SECRET = env_str("STRIPE_WEBHOOK_SECRET", "")
@@ -200,6 +239,22 @@ SESSION_COOKIE_HTTPONLY = True
 SECURE_CONTENT_TYPE_NOSNIFF = True
 SECURE_REFERRER_POLICY = "same-origin"
 X_FRAME_OPTIONS = "DENY"
+# Content-Security-Policy of every page (portal, admin, API docs; not the /v1 API): code,
+# styles and everything else from this origin only, and never inline, so injected markup
+# cannot run or restyle anything. Pages keep their scripts and styles in static files.
+# Images may be data: URIs (Swagger UI's icons). Forms may also lead to Stripe Checkout:
+# the top-up form posts here and is redirected there, and browsers hold redirects to
+# form-action too.
+ROUTER_CSP = {
+    "default-src": ["'self'"],
+    "script-src": ["'self'"],
+    "style-src": ["'self'"],
+    "img-src": ["'self'", "data:"],
+    "object-src": ["'none'"],
+    "base-uri": ["'self'"],
+    "frame-ancestors": ["'none'"],
+    "form-action": ["'self'", "https://checkout.stripe.com"],
+}
 # Behind a proxy that ends TLS, the header by which it says the client used https (e.g.
 # X-Forwarded-Proto). Set it only if every request reaches the router through such a proxy,
 # which overwrites the header: otherwise a client could claim https.
@@ -239,11 +294,32 @@ FORWARDED_ALLOW_IPS = env_list("FORWARDED_ALLOW_IPS", ["127.0.0.1"])
 ROUTER_METRICS_ALLOWED_NETWORKS = env_list("ROUTER_METRICS_ALLOWED_NETWORKS",
                                            ["127.0.0.1/32", "::1/128"])
 
-# Email: the console by default (the embedded default prints alerts and password resets).
-EMAIL_BACKEND = env_str("EMAIL_BACKEND", "django.core.mail.backends.console.EmailBackend")
+# Users' webhooks may reach private, loopback and link-local addresses (off: public internet
+# only, so a user cannot aim the worker at Redis, the metadata service or the office LAN).
+ROUTER_WEBHOOKS_ALLOW_PRIVATE = env_bool("ROUTER_WEBHOOKS_ALLOW_PRIVATE", False)
+
+# Email: EMAIL_BACKEND if set, else SMTP once EMAIL_HOST is set, else the console with DEBUG
+# on (`make run` prints password resets for the developer). With DEBUG off never the
+# console: a reset link printed into a server's log lets whoever reads it take the account.
+# With neither set, sending then fails saying what to set (`serve.py check` refuses first).
+_EMAIL_HOST = env_str("EMAIL_HOST", "")
+EMAIL_BACKEND = env_str("EMAIL_BACKEND", (
+    "django.core.mail.backends.smtp.EmailBackend" if _EMAIL_HOST
+    else "django.core.mail.backends.console.EmailBackend" if DEBUG
+    else "router_admin.mail.UnconfiguredEmailBackend"))
 EMAIL_FILE_PATH = env_str("EMAIL_FILE_PATH", str(BASE_DIR / "var" / "mail"))
-EMAIL_HOST = env_str("EMAIL_HOST", "localhost")
+EMAIL_HOST = _EMAIL_HOST or "localhost"
 EMAIL_PORT = env_int("EMAIL_PORT", 25, minimum=1)
+EMAIL_HOST_USER = env_str("EMAIL_HOST_USER", "")
+EMAIL_HOST_PASSWORD = env_str("EMAIL_HOST_PASSWORD", "")
+EMAIL_USE_TLS = env_bool("EMAIL_USE_TLS", False)
+EMAIL_USE_SSL = env_bool("EMAIL_USE_SSL", False)
+if EMAIL_USE_TLS and EMAIL_USE_SSL:
+    # Django would find out at the first email, and a failed reset email is only logged.
+    raise ImproperlyConfigured("Set EMAIL_USE_TLS (STARTTLS, usually port 587) or "
+                               "EMAIL_USE_SSL (port 465), not both.")
+# Seconds an SMTP exchange may take: a mail server that hangs must not hold a request.
+EMAIL_TIMEOUT = env_int("EMAIL_TIMEOUT", 10, minimum=1)
 DEFAULT_FROM_EMAIL = env_str("DEFAULT_FROM_EMAIL", "Binom Router <router@localhost>")
 
 # Put each completion's messages and reply in its access-log line. Off: the lines then hold
@@ -258,17 +334,31 @@ LOGGING = {
     "disable_existing_loggers": False,
     "handlers": {"console": {"class": "logging.StreamHandler"}},
     "root": {"handlers": ["console"], "level": env_str("LOG_LEVEL", "INFO")},
+    "loggers": {
+        # Django gives its loggers a console handler of their own with DEBUG on; they reach
+        # the root's too, so every warning was printed twice under `make run`.
+        "django": {"handlers": [], "propagate": True},
+        # One line per request, the access log's: psycopg's pool says at INFO that it lent
+        # and took back a connection, three lines per billed request.
+        "psycopg.pool": {"level": "WARNING"},
+    },
 }
 
 # --- Celery: background tasks and the beat schedule (proxy.tasks) ------------------------
 # Redis when there is one; otherwise (the embedded default) kombu's filesystem transport:
 # messages are files under var/celery, so the web server, a worker and beat in separate
 # processes share them with no server at all.
-CELERY_BROKER_URL = REDIS_URL or "filesystem://"
-if not REDIS_URL:
+# The filesystem transport ignores the host; naming one spares a warning at every start.
+CELERY_BROKER_URL = REDIS_URL or "filesystem://localhost/"
+if REDIS_URL:
+    # The queues, bindings and unacked messages of kombu's Redis transport.
+    CELERY_BROKER_TRANSPORT_OPTIONS = {"global_keyprefix": f"{ROUTER_REDIS_PREFIX}celery:"}
+else:
     _celery_queue = env_str("CELERY_FILESYSTEM_DIR", str(BASE_DIR / "var" / "celery"))
     CELERY_BROKER_TRANSPORT_OPTIONS = {
         "data_folder_in": str(_celery_queue), "data_folder_out": str(_celery_queue),
+        # The exchanges' bindings: kombu's default is ./control, the current directory.
+        "control_folder": str(Path(_celery_queue) / "control"),
         "store_processed": False,
     }
 CELERY_BROKER_CONNECTION_RETRY_ON_STARTUP = True

@@ -12,8 +12,10 @@ from accounts.services import user_create
 from billing.models import ModelPrice
 from billing.services import price_set
 from tests.billing.stripe_fakes import SECRET_KEY, WEBHOOK_SECRET, FakeStripeApi
+from tests.fake_dns import fake_dns  # noqa: F401 - a shared fixture
 from tests.live_router import live_router, mock_model, router  # noqa: F401 - shared fixtures
 from tests.repository_only import install as _read_only_inside_the_repository
+from tests.staff import staff_sign_in
 
 _read_only_inside_the_repository()
 
@@ -26,6 +28,16 @@ def _static_files_without_collectstatic():
     # tests render pages without running collectstatic, so they use plain names.
     static = {"BACKEND": "django.contrib.staticfiles.storage.StaticFilesStorage"}
     with override_settings(STORAGES={**settings.STORAGES, "staticfiles": static}):
+        yield
+
+
+@pytest.fixture(scope="session", autouse=True)
+def _processes_tests_start_share_this_redis_namespace():
+    # The routers, Celery workers and commands that tests start are pointed at the test
+    # database, whose name would give them another Redis prefix than this process's (named
+    # after the configured database): they are one deployment with it.
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setenv("ROUTER_REDIS_PREFIX", settings.ROUTER_REDIS_PREFIX)
         yield
 
 
@@ -56,8 +68,7 @@ def staff(make_user) -> User:
 
 @pytest.fixture
 def admin_client(client, staff):
-    client.force_login(staff)
-    return client
+    return staff_sign_in(client, staff)
 
 
 @pytest.fixture

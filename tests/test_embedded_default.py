@@ -93,3 +93,5 @@ def test_a_task_sent_by_one_process_is_run_by_a_worker_with_no_broker_server(emb
     finally:
         worker.terminate()
         worker.wait(20)
+    # The broker's exchange bindings too sit beside its messages, not in the current folder.
+    assert (database.parent / "celery" / "control" / "celery.exchange").exists()

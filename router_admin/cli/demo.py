@@ -1,7 +1,8 @@
 """``router demo``: the data the embedded default (``make run``) starts with.
 
 Safe to run on every start: each step creates its thing only if missing, except the API
-key, which is new each run because a key's secret cannot be shown again.
+key, which is new each run because a key's secret cannot be shown again; the demo key of the
+run before is revoked, so the demo user keeps one working demo key, not one more per start.
 """
 
 from __future__ import annotations
@@ -10,11 +11,12 @@ from dataclasses import dataclass
 
 from django.conf import settings
 from django.core.management.base import CommandError
+from django.db import transaction
 
 from accounts.errors import UserNotFound
-from accounts.models import User
+from accounts.models import ApiKey, User
 from accounts.selectors import user_get_by_email
-from accounts.services import CreatedApiKey, api_key_create, user_create
+from accounts.services import CreatedApiKey, api_key_create, api_key_revoke, user_create
 from billing.models import LedgerEntry, ModelPrice
 from billing.money import format_usd, usd_to_micros
 from billing.selectors import price_current, wallet_balance
@@ -36,6 +38,7 @@ DEMO_INPUT_USD_PER_MTOK = "0.5"
 DEMO_OUTPUT_USD_PER_MTOK = "1.5"
 DEMO_MAX_OUTPUT_TOKENS = 4096
 DEMO_WORKER = "mock"
+DEMO_KEY_NAME = "demo"
 DEFAULT_BASE_URL = "http://127.0.0.1:8000"
 
 
@@ -50,11 +53,12 @@ class DemoSeed:
     worker: Worker
     worker_created: bool
     api_key: CreatedApiKey
+    keys_revoked: int  # the demo keys of earlier runs, revoked by this one
 
 
 def demo_seed() -> DemoSeed:
     """Ensure the demo admin, user, credit, price and mock worker exist; create a new demo
-    API key."""
+    API key and revoke the ones made before."""
     admin, admin_created = _user_ensure(
         email=ADMIN_EMAIL, password=ADMIN_PASSWORD, is_staff=True, is_superuser=True
     )
@@ -66,12 +70,12 @@ def demo_seed() -> DemoSeed:
     )
     price, price_created = _price_ensure()
     worker, worker_created = _worker_ensure()
-    api_key = api_key_create(user=demo_user, name="demo")
+    api_key, keys_revoked = _demo_key_replace(user=demo_user)
     return DemoSeed(
         admin=admin, admin_password=ADMIN_PASSWORD if admin_created else None,
         demo_user=demo_user, available_micros=wallet_balance(user=demo_user).available_micros,
         price=price, price_created=price_created, worker=worker,
-        worker_created=worker_created, api_key=api_key,
+        worker_created=worker_created, api_key=api_key, keys_revoked=keys_revoked,
     )
 
 
@@ -85,6 +89,17 @@ def _user_ensure(
     except UserNotFound:
         return user_create(email=email, password=password, is_staff=is_staff,
                            is_superuser=is_superuser), True
+
+
+def _demo_key_replace(*, user: User) -> tuple[CreatedApiKey, int]:
+    """A new demo key, and how many earlier ones were revoked for it."""
+    with transaction.atomic():
+        previous = list(ApiKey.objects.filter(user=user, name=DEMO_KEY_NAME,
+                                              revoked_at__isnull=True)
+                        .values_list("prefix", flat=True))
+        for prefix in previous:
+            api_key_revoke(prefix=prefix)
+        return api_key_create(user=user, name=DEMO_KEY_NAME), len(previous)
 
 
 def _price_ensure() -> tuple[ModelPrice, bool]:
@@ -108,7 +123,8 @@ def _worker_ensure() -> tuple[Worker, bool]:
 def add_parsers(subparsers: Subparsers) -> None:
     demo = subcommand(subparsers, "demo", handler=demo_command,
                       help="Seed demo data (admin, demo user with credit, mock-gpt price, the "
-                      "mock worker) and print a new demo API key. Safe to re-run.")
+                      "mock worker) and print a new demo API key, revoking the previous one. "
+                      "Safe to re-run.")
     demo.add_argument("--base-url", default=DEFAULT_BASE_URL,
                       help=f"Where the router listens, for the curl example "
                       f"(default {DEFAULT_BASE_URL}).")
@@ -133,6 +149,7 @@ def demo_command(options: Options) -> list[str]:
     )
     price_note = "created" if seed.price_created else "exists"
     worker_note = "created" if seed.worker_created else "exists"
+    revoked_note = "; the one before is revoked" if seed.keys_revoked else ""
     return [
         admin_line,
         f"Demo user: {seed.demo_user.email}, available balance "
@@ -141,7 +158,7 @@ def demo_command(options: Options) -> list[str]:
         "unless changed)",
         f"Model: {seed.price} ({price_note})",
         f"Worker: {seed.worker} ({worker_note})",
-        f"Demo API key (new, shown once): {secret}",
+        f"Demo API key (new, shown once{revoked_note}): {secret}",
         "Try it:",
         f"  curl {base_url}/v1/chat/completions \\",
         f'    -H "Authorization: Bearer {secret}" \\',

@@ -8,6 +8,7 @@ import httpx
 import orjson
 
 from proxy.access_log import FIELDS
+from tests.log_records import every_log_record
 
 MESSAGES = [{"role": "user", "content": "a very private sentence"}]
 
@@ -76,3 +77,28 @@ def test_staff_can_turn_on_content_logging_for_completions(
         assert line["messages"] == MESSAGES
         assert line["reply"] == upstream.behaviour.reply
     assert secret not in caplog.text
+
+
+# The HTTP client's own lines ("HTTP Request: POST ..."), not the router's.
+CLIENT_LOGGERS = ("httpx", "httpcore")
+
+
+def test_a_refused_request_writes_one_log_line_only_its_access_line(
+    openai_worker, make_key, router
+):
+    _, broke = make_key(credit_micros=0)
+    body = {"model": "test-model", "messages": MESSAGES}
+    statuses = []
+    for secret in ("sk-br-not-a-key", broke):
+        # What a deployment shows: INFO and up (LOG_LEVEL's default) where the settings set
+        # no level, and uvicorn's access log on, as under `make run`.
+        with every_log_record({"": logging.INFO, "uvicorn.access": logging.INFO}) as lines:
+            response = httpx.post(f"{router.base_url}/chat/completions", json=body, timeout=20,
+                                  headers={"Authorization": f"Bearer {secret}"})
+            router.drain()
+        statuses.append(response.status_code)
+        router_lines = [line for line in lines if not line.logger.startswith(CLIENT_LOGGERS)]
+        assert [line.logger for line in router_lines] == ["proxy.access"], router_lines
+        assert orjson.loads(router_lines[0].text.split(" ", 2)[2])["status"] == (
+            response.status_code)
+    assert statuses == [401, 402]

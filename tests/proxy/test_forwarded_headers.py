@@ -16,7 +16,7 @@ BODY = {"model": "mock-gpt", "messages": [{"role": "user", "content": "hi"}], "m
 
 def _serve(trusted: str, metrics_dir: str):
     secrets = {k: v for k, v in production_env().items()
-               if k in ("SECRET_KEY", "ROUTER_ENCRYPTION_KEYS")}
+               if k in ("SECRET_KEY", "ROUTER_ENCRYPTION_KEYS", "EMAIL_HOST")}
     env = env_for_test_database(**secrets, WEB_CONCURRENCY="1", HOST="127.0.0.1",
                                 FORWARDED_ALLOW_IPS=trusted, PROMETHEUS_MULTIPROC_DIR=metrics_dir,
                                 LOG_LEVEL="WARNING")

@@ -79,7 +79,7 @@ def test_the_web_server_of_make_serve_starts_clean_and_adds_up_its_workers(
     stale.write_bytes(b"left by an earlier run")
     _, secret = make_key()
     secrets = {k: v for k, v in production_env().items()
-               if k in ("SECRET_KEY", "ROUTER_ENCRYPTION_KEYS")}
+               if k in ("SECRET_KEY", "ROUTER_ENCRYPTION_KEYS", "EMAIL_HOST")}
     env = env_for_test_database(**secrets, WEB_CONCURRENCY="2", HOST="127.0.0.1",
                                 PROMETHEUS_MULTIPROC_DIR=str(metrics), STATIC_ROOT=str(static),
                                 LOG_LEVEL="WARNING")

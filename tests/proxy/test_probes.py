@@ -338,8 +338,8 @@ def test_the_embedded_default_loads_celery_with_a_broker_that_needs_no_server():
     result = _celery_process()
 
     assert result.returncode == 0, result.stderr
-    assert result.stdout.split() == ["filesystem://", "proxy.tasks.workers_probe", "30.0",
-                                     "True"]
+    assert result.stdout.split() == ["filesystem://localhost/", "proxy.tasks.workers_probe",
+                                     "30.0", "True"]
 
 
 def test_the_probe_interval_comes_from_the_environment():

@@ -9,6 +9,7 @@ import pytest
 
 from accounts.models import ApiKey, User
 from accounts.selectors import api_key_authenticate
+from accounts.services import api_key_create
 from billing.models import LedgerEntry, ModelPrice
 from billing.selectors import price_current
 from tests.router_admin.cli import manage, micros, refused, router, row_counts
@@ -45,7 +46,7 @@ def test_demo_seeds_everything_the_embedded_default_needs(settings):
 
 
 @pytest.mark.django_db
-def test_demo_twice_credits_once_and_makes_a_new_key_each_time():
+def test_demo_twice_credits_once_and_leaves_one_working_demo_key():
     first = router("demo", "--force")
     admin = User.objects.get(email="admin@example.com")
     admin.set_password("changed-by-staff")
@@ -59,10 +60,30 @@ def test_demo_twice_credits_once_and_makes_a_new_key_each_time():
     assert User.objects.count() == 2
     assert ModelPrice.objects.count() == 1
     assert ApiKey.objects.filter(user=demo_user).count() == 2
+    active = ApiKey.objects.get(user=demo_user, revoked_at__isnull=True)
+    first_secret, second_secret = (
+        next(line.rsplit(" ", 1)[1] for line in lines if line.startswith("Demo API key"))
+        for lines in (first, second))
+    assert api_key_authenticate(raw_key=second_secret) == active
+    assert api_key_authenticate(raw_key=first_secret) is None
+    assert "Demo API key (new, shown once; the one before is revoked): " in "\n".join(second)
     assert first != second
     assert "Admin: admin@example.com (exists; password unchanged)" in second
     assert User.objects.get(email="admin@example.com").check_password("changed-by-staff")
     assert any("curl http://localhost:9000/v1/chat/completions" in line for line in second)
+
+
+@pytest.mark.django_db
+def test_demo_revokes_only_its_own_earlier_keys():
+    router("demo", "--force")
+    demo_user = User.objects.get(email="demo@example.com")
+    own = api_key_create(user=demo_user, name="my script")
+
+    router("demo", "--force")
+
+    assert set(ApiKey.objects.filter(user=demo_user, revoked_at__isnull=True)
+               .values_list("name", flat=True)) == {"demo", "my script"}
+    assert api_key_authenticate(raw_key=own.secret) is not None
 
 
 @pytest.mark.django_db

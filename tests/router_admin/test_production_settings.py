@@ -36,13 +36,15 @@ SECRETS = ("DATABASE_URL", "REDIS_URL", "SECRET_KEY", "ROUTER_ENCRYPTION_KEYS",
 def production_env(**extra: str) -> dict[str, str]:
     clean = {k: v for k, v in os.environ.items()
              if k not in {"DEBUG", "DJANGO_SETTINGS_MODULE", "SECURE_PROXY_SSL_HEADER",
-                          "SECURE_SSL_REDIRECT", "SECURE_HSTS_SECONDS"}}
+                          "SECURE_SSL_REDIRECT", "SECURE_HSTS_SECONDS", "EMAIL_BACKEND",
+                          "EMAIL_HOST"}}
     return {**clean, "DATABASE_URL": "postgres://postgres@127.0.0.1:5432/never_connected",
             # Never connected to: these processes only read settings.
             "REDIS_URL": os.environ.get("REDIS_URL", "redis://127.0.0.1:6379/0"),
             "SECRET_KEY": secrets.token_urlsafe(50),
             "ROUTER_ENCRYPTION_KEYS": "A8xkVaa1nVl7KDppCml_KeREI_n2hNgvJejhGkTXCz8=",
-            "ALLOWED_HOSTS": "router.example.com", **extra}
+            "ALLOWED_HOSTS": "router.example.com",
+            "EMAIL_HOST": "smtp.example.com", **extra}
 
 
 def _run(*args: str, env: dict[str, str]) -> subprocess.CompletedProcess[str]:
@@ -153,3 +155,57 @@ def test_collectstatic_writes_hashed_and_compressed_files_for_whitenoise(tmp_pat
     hashed = manifest["admin/css/base.css"]
     assert re.fullmatch(r"admin/css/base\.[0-9a-f]{12}\.css", hashed)
     assert (tmp_path / f"{hashed}.gz").exists()
+
+
+# --- email: sent, never printed ----------------------------------------------------------
+
+def _email_backend(**extra: str) -> str:
+    code = ("import django; django.setup(); from django.conf import settings; "
+            "print(settings.EMAIL_BACKEND)")
+    env = {**production_env(**extra), "DJANGO_SETTINGS_MODULE": "router_admin.settings"}
+    result = _run("-c", code, env=env)
+    assert result.returncode == 0, result.stderr
+    return result.stdout.strip()
+
+
+def test_with_debug_off_the_console_is_never_the_default_email_backend():
+    assert _email_backend(EMAIL_HOST="") == "router_admin.mail.UnconfiguredEmailBackend"
+    assert _email_backend(EMAIL_HOST="smtp.example.com") == (
+        "django.core.mail.backends.smtp.EmailBackend")
+    assert _email_backend(EMAIL_HOST="", EMAIL_BACKEND="anymail.backends.ses.EmailBackend") == (
+        "anymail.backends.ses.EmailBackend")
+
+
+def test_with_debug_on_the_console_is_the_default_email_backend():
+    assert _email_backend(EMAIL_HOST="", DEBUG="1") == (
+        "django.core.mail.backends.console.EmailBackend")
+
+
+def test_serve_refuses_to_start_without_an_email_backend_that_sends_naming_the_variables():
+    result = _run("serve.py", "check", env=production_env(EMAIL_HOST=""))
+    assert result.returncode == 2
+    problem = next(line for line in result.stderr.splitlines() if "EMAIL" in line)
+    assert "EMAIL_HOST" in problem
+    assert "EMAIL_BACKEND" in problem
+
+
+@pytest.mark.parametrize("backend", ["console", "filebased", "locmem", "dummy"])
+def test_serve_refuses_an_email_backend_that_keeps_the_message_on_the_server(backend):
+    dotted = f"django.core.mail.backends.{backend}.EmailBackend"
+    result = _run("serve.py", "check", env=production_env(EMAIL_BACKEND=dotted))
+    assert result.returncode == 2
+    assert f"EMAIL_BACKEND={dotted} sends no email" in result.stderr
+
+
+@pytest.mark.parametrize("email", [{"EMAIL_HOST": "smtp.example.com"},
+                                   {"EMAIL_HOST": "", "EMAIL_BACKEND":
+                                    "anymail.backends.ses.EmailBackend"}])
+def test_serve_starts_with_smtp_settings_or_an_explicit_email_backend(email):
+    result = _run("serve.py", "check", env=production_env(**email))
+    assert result.returncode == 0, result.stderr
+
+
+def test_smtp_over_tls_and_over_ssl_at_once_stops_the_start():
+    result = _run("manage.py", "check", env=production_env(EMAIL_USE_TLS="1", EMAIL_USE_SSL="1"))
+    assert result.returncode != 0
+    assert "Set EMAIL_USE_TLS (STARTTLS, usually port 587) or EMAIL_USE_SSL" in result.stderr
