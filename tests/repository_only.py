@@ -19,22 +19,29 @@ class OutsideTheRepository(PermissionError):
     pass
 
 
-def _allowed_roots() -> tuple[str, ...]:
-    roots = {REPOSITORY, Path(tempfile.gettempdir()), Path.home() / ".cache",
+def rules_for(repository: Path) -> tuple[str, tuple[str, ...]]:
+    """(the folder that holds ``repository``, the places in it that tests may read).
+
+    Only places inside that folder can exempt anything: a temporary folder that holds the
+    repository (as CI's clone does) or a home that holds it exempts nothing.
+    """
+    neighbourhood = str(repository.parent) + os.sep
+    roots = {repository, Path(tempfile.gettempdir()), Path.home() / ".cache",
              *(Path(p) for p in (sys.prefix, sys.base_prefix, sys.exec_prefix)),
              *(Path(p) for p in site.getsitepackages()), Path(site.getusersitepackages())}
-    return tuple(str(root.resolve()) + os.sep for root in roots)
+    inside = (str(root.resolve()) + os.sep for root in roots)
+    return neighbourhood, tuple(root for root in inside if root.startswith(neighbourhood))
 
 
-def forbidden(path: str) -> bool:
+_NEIGHBOURHOOD, _ALLOWED = rules_for(REPOSITORY)
+
+
+def forbidden(path: str, *, rules: tuple[str, tuple[str, ...]] | None = None) -> bool:
     """Whether ``path`` lies beside the repository rather than in it (or in an allowed
     place)."""
+    neighbourhood, allowed = rules or (_NEIGHBOURHOOD, _ALLOWED)
     full = os.path.abspath(path) + os.sep
-    return full.startswith(_NEIGHBOURHOOD) and not full.startswith(_ALLOWED)
-
-
-_NEIGHBOURHOOD = str(REPOSITORY.parent) + os.sep
-_ALLOWED = _allowed_roots()
+    return full.startswith(neighbourhood) and not full.startswith(allowed)
 
 
 def _audit(event: str, args: tuple[object, ...]) -> None:
