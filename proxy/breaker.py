@@ -15,7 +15,7 @@ from dataclasses import dataclass
 from django.conf import settings
 from redis.exceptions import RedisError
 
-from proxy.shared_state import redis_client, redis_failed
+from proxy.shared_state import redis_client, redis_failed, redis_key
 
 # A trial that never reports back (its process died) frees the half-open slot after this.
 TRIAL_TIMEOUT_SECONDS = 30.0
@@ -59,7 +59,7 @@ _local: dict[int, _Local] = {}
 
 
 def _key(worker_id: int) -> str:
-    return f"{settings.ROUTER_REDIS_PREFIX}breaker:{worker_id}"
+    return redis_key(f"breaker:{worker_id}")
 
 
 ALLOWED_CLEAN = 2  # allowed, and nothing to reset after a success

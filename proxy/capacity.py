@@ -11,10 +11,9 @@ from __future__ import annotations
 import time
 from collections import defaultdict
 
-from django.conf import settings
 from redis.exceptions import RedisError
 
-from proxy.shared_state import redis_client, redis_failed
+from proxy.shared_state import redis_client, redis_failed, redis_key
 
 # A slot lapses after this long unless released; longer than any request may take.
 SLOT_LEASE_SECONDS = 3600.0
@@ -32,7 +31,7 @@ _local: defaultdict[int, set[str]] = defaultdict(set)
 
 
 def _key(worker_id: int) -> str:
-    return f"{settings.ROUTER_REDIS_PREFIX}inflight:{worker_id}"
+    return redis_key(f"inflight:{worker_id}")
 
 
 async def slot_acquire(worker_id: int, limit: int, request_id: str) -> bool:

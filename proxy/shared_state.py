@@ -18,10 +18,13 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
+from collections import deque
 from typing import Any
 
 import redis.asyncio as aioredis
 from django.conf import settings
+from django.core.signals import setting_changed
+from django.dispatch import receiver
 from redis.asyncio.connection import AbstractConnection
 from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import RedisError
@@ -71,8 +74,9 @@ class WaitingPool(aioredis.ConnectionPool):
     (first come, first served, up to ``wait_seconds``) instead of failing at once.
 
     Not redis-py's BlockingConnectionPool: it takes a condition lock and starts a timer for
-    every command, about 10 us of CPU each, where this costs nothing until the pool is full.
-    A turn is taken before a connection and given back with it. A waiting command gives up
+    every command, where this costs a counter until the pool is full (an asyncio.Semaphore,
+    whose ``locked()`` walks its waiters, cost more than the rest of the bookkeeping). A
+    turn is taken before a connection and given back with it. A waiting command gives up
     as soon as another one found Redis not answering: otherwise the queue behind a hung
     Redis would wait out the command timeout, ``max_connections`` commands at a time.
     """
@@ -80,18 +84,15 @@ class WaitingPool(aioredis.ConnectionPool):
     def __init__(self, *, wait_seconds: float, **kwargs: Any) -> None:
         super().__init__(**kwargs)
         self.wait_seconds = wait_seconds
-        self._turns = asyncio.Semaphore(self.max_connections)
+        self._free_turns = self.max_connections
+        self._waiting: deque[asyncio.Future[None]] = deque()
         self._holding_turns: set[AbstractConnection] = set()
 
     async def get_connection(self, *args: Any, **kwargs: Any) -> AbstractConnection:
-        if self._turns.locked():
-            try:
-                async with asyncio.timeout(self.wait_seconds):
-                    await self._turns.acquire()
-            except TimeoutError:
-                raise RedisConnectionError("No connection available.") from None
+        if self._free_turns and not self._waiting:
+            self._free_turns -= 1
         else:
-            await self._turns.acquire()  # returns at once
+            await self._wait_for_a_turn()
         try:
             if time.monotonic() < _down_until:
                 raise RedisConnectionError("Redis stopped answering while this command waited")
@@ -99,10 +100,33 @@ class WaitingPool(aioredis.ConnectionPool):
             # release() before it raises: with no turn of its own yet, it returns none.
             connection = await super().get_connection(*args, **kwargs)
         except BaseException:
-            self._turns.release()
+            self._give_back_a_turn()
             raise
         self._holding_turns.add(connection)
         return connection
+
+    async def _wait_for_a_turn(self) -> None:
+        turn: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        self._waiting.append(turn)
+        try:
+            async with asyncio.timeout(self.wait_seconds):
+                await turn
+        except BaseException as error:
+            if turn.done() and not turn.cancelled():
+                self._give_back_a_turn()  # handed over just as this one gave up
+            else:
+                turn.cancel()  # skipped when turns are handed out
+            if isinstance(error, TimeoutError):
+                raise RedisConnectionError("No connection available.") from None
+            raise
+
+    def _give_back_a_turn(self) -> None:
+        while self._waiting:
+            turn = self._waiting.popleft()
+            if not turn.done():
+                turn.set_result(None)
+                return
+        self._free_turns += 1
 
     async def release(self, connection: AbstractConnection) -> None:
         try:
@@ -113,7 +137,23 @@ class WaitingPool(aioredis.ConnectionPool):
             if (connection in self._holding_turns
                     and connection not in self._in_use_connections):
                 self._holding_turns.discard(connection)
-                self._turns.release()
+                self._give_back_a_turn()
+
+
+_prefix: list[str] = []  # ROUTER_REDIS_PREFIX, read once: keys are made on every request
+
+
+def redis_key(name: str) -> str:
+    """``name`` in this deployment's namespace."""
+    if not _prefix:
+        _prefix.append(settings.ROUTER_REDIS_PREFIX)
+    return _prefix[0] + name
+
+
+@receiver(setting_changed)
+def _forget_prefix(*, setting: str, **kwargs: Any) -> None:
+    if setting == "ROUTER_REDIS_PREFIX":
+        _prefix.clear()
 
 
 def redis_client() -> aioredis.Redis | None:

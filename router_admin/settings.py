@@ -153,7 +153,7 @@ AUTH_PASSWORD_VALIDATORS = [
 ROUTER_REDIS_PREFIX = redis_prefix(DATABASES["default"])
 # Redis connections of each router process (and event loop). A command finding them all
 # busy waits for one (proxy.shared_state); processes x this must stay under maxclients.
-ROUTER_REDIS_MAX_CONNECTIONS = env_int("ROUTER_REDIS_MAX_CONNECTIONS", 50, minimum=1)
+ROUTER_REDIS_MAX_CONNECTIONS = env_int("ROUTER_REDIS_MAX_CONNECTIONS", 200, minimum=1)
 
 CACHES = {
     "default": (

@@ -17,10 +17,10 @@ import hashlib
 from collections.abc import Sequence
 
 import redis.asyncio as aioredis
-from django.conf import settings
 from redis.exceptions import NoScriptError
 
 from proxy.limits.base import Scope, ScopeCount, Verdict
+from proxy.shared_state import redis_key
 
 # KEYS: three per scope (window, tokens, in flight). ARGV: window ms, lease ms, request id,
 # tokens, retry ms for a full concurrency limit, then per scope rpm, tpm and concurrency
@@ -187,15 +187,15 @@ _settle_script = _Script(_SETTLE)
 
 
 def _window_key(name: str) -> str:
-    return f"{settings.ROUTER_REDIS_PREFIX}limits:{name}:window"
+    return redis_key(f"limits:{name}:window")
 
 
 def _tokens_key(name: str) -> str:
-    return f"{settings.ROUTER_REDIS_PREFIX}limits:{name}:tokens"
+    return redis_key(f"limits:{name}:tokens")
 
 
 def _in_flight_key(name: str) -> str:
-    return f"{settings.ROUTER_REDIS_PREFIX}limits:{name}:inflight"
+    return redis_key(f"limits:{name}:inflight")
 
 
 def _limit(value: int | None) -> int:

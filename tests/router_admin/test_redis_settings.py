@@ -64,7 +64,7 @@ def test_the_cache_and_celerys_broker_keys_start_with_the_database_named_prefix(
     assert found["prefix"] == "router:router_prod:"
     assert found["cache"] == "router:router_prod:cache"  # Django adds :<version>:<key>
     assert found["broker"] == {"global_keyprefix": "router:router_prod:celery:"}
-    assert found["max_connections"] == 50
+    assert found["max_connections"] == 200
 
 
 def test_the_settings_take_the_prefix_and_pool_size_from_the_environment():
