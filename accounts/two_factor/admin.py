@@ -7,10 +7,15 @@ from __future__ import annotations
 
 from django.contrib import admin
 from django.contrib.admin.sites import AdminSite
+from django.db import transaction
 from django.db.models import Count, QuerySet
 from django.http import HttpRequest
+from django_otp.models import Device
 from django_otp.plugins.otp_static.models import StaticDevice
 from django_otp.plugins.otp_totp.models import TOTPDevice
+
+from audit.actors import Actor
+from audit.services import AuditObject, audit_record_each
 
 _FIELDS = ["user", "name", "confirmed", "created_at", "last_used_at",
            "throttling_failure_count", "throttling_failure_timestamp"]
@@ -30,6 +35,23 @@ class _DeviceAdmin(admin.ModelAdmin):
 
     def has_change_permission(self, request: HttpRequest, obj: object = None) -> bool:
         return False
+
+    # Deleting a device is a reset of its owner's second factor: on the audit trail, with
+    # whose device it was and which kind, never its secret or codes.
+    def delete_model(self, request: HttpRequest, obj: Device) -> None:
+        self.delete_queryset(request, type(obj).objects.filter(pk=obj.pk))
+
+    def delete_queryset(self, request: HttpRequest, queryset: QuerySet[Device]) -> None:
+        with transaction.atomic():
+            devices = list(queryset.select_related("user"))
+            audit_record_each(
+                actor=Actor.of_request(request), action="user.second_factor_delete",
+                changes=[(AuditObject(type=device._meta.label_lower, id=str(device.pk),
+                                      label=f"{device._meta.verbose_name} of "
+                                            f"{device.user.email}"),
+                          {"user": device.user.email, "name": device.name}, None)
+                         for device in devices])
+            queryset.filter(pk__in=[device.pk for device in devices]).delete()
 
 
 class AuthenticatorAdmin(_DeviceAdmin):

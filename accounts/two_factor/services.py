@@ -18,6 +18,8 @@ from django_otp.plugins.otp_totp.models import TOTPDevice
 
 from accounts.errors import AccountsError
 from accounts.models import User
+from audit.actors import Actor
+from audit.services import audit_record
 
 RECOVERY_CODE_COUNT = 10
 # 10 characters of base32 (50 bits) each; a wrong guess costs ever longer waits (django-otp
@@ -134,9 +136,10 @@ def recovery_codes_replace(*, user: User) -> list[str]:
     return [recovery_code_format(code) for code in codes]
 
 
-def second_factor_reset(*, user: User) -> TwoFactorReset:
+def second_factor_reset(*, user: User, actor: Actor | None = None) -> TwoFactorReset:
     """Delete every second-factor device of the user: their next admin sign-in enrols
-    again, and a session verified by a deleted device is verified no more."""
+    again, and a session verified by a deleted device is verified no more. With an
+    ``actor`` (staff, the CLI), the reset is on the audit trail."""
     with transaction.atomic():
         _user_lock(user)
         reset = TwoFactorReset(
@@ -146,6 +149,11 @@ def second_factor_reset(*, user: User) -> TwoFactorReset:
         # Every kind of device installed, not only these two, so none is left to sign in with.
         for device in list(devices_for_user(user, confirmed=None)):
             device.delete()
+        if actor is not None and (reset.authenticators or reset.recovery_codes):
+            audit_record(actor=actor, action="user.second_factor_reset", obj=user,
+                         before={"authenticators": reset.authenticators,
+                                 "recovery_codes": reset.recovery_codes},
+                         after={"authenticators": 0, "recovery_codes": 0})
     return reset
 
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from accounts.selectors import user_get_by_email
 from accounts.two_factor.services import second_factor_reset
+from audit.actors import Actor
 from router_admin.cli.base import Options, Subparsers, group, subcommand
 
 
@@ -18,7 +19,7 @@ def add_parsers(subparsers: Subparsers) -> None:
 
 def staff_reset_2fa_command(options: Options) -> list[str]:
     user = user_get_by_email(email=options["email"])
-    reset = second_factor_reset(user=user)
+    reset = second_factor_reset(user=user, actor=Actor.cli())
     if not reset.authenticators and not reset.recovery_codes:
         return [f"{user.email} had no authenticator app and no recovery codes; they set up "
                 "an app at their next admin sign-in."]

@@ -150,3 +150,23 @@ def test_a_command_refused_half_way_leaves_no_audit_row(user):
     refused("key", "create", user.email, "--spend-limit", "-1", match="negative")
     assert not ApiKey.objects.exists()
     assert not AuditEntry.objects.exists()
+
+
+def test_a_staff_second_factor_reset_is_recorded_without_its_secret_or_codes(make_user):
+    from accounts.two_factor.services import (
+        authenticator_enrolment_confirm,
+        authenticator_enrolment_start,
+    )
+    from tests.staff import authenticator_code
+
+    ops = make_user(email="ops@example.com", is_staff=True)
+    device = authenticator_enrolment_start(user=ops)
+    enrolment = authenticator_enrolment_confirm(user=ops, code=authenticator_code(device))
+    router("staff", "reset-2fa", "ops@example.com")
+
+    entry = only_entry(action="user.second_factor_reset")
+    _assert_by_cli(entry)
+    assert entry.object_id == str(ops.pk)
+    assert entry.before["authenticators"] == 1
+    assert entry.after == {"authenticators": 0, "recovery_codes": 0}
+    assert_not_in_trail(device.key, *enrolment.recovery_codes)

@@ -315,3 +315,27 @@ def test_setting_a_users_password_records_that_it_changed_and_never_the_hash(pos
     # The fixture's user is API-only: its unusable password counts as none.
     assert (entry.before, entry.after) == ({"password": "not set"}, {"password": "set"})
     assert_not_in_trail(user.password, "another pass phrase 7")
+
+
+def test_deleting_a_staff_members_authenticator_in_the_admin_is_recorded(post, staff,
+                                                                         make_user):
+    from django_otp.plugins.otp_totp.models import TOTPDevice
+
+    from accounts.two_factor.services import (
+        authenticator_enrolment_confirm,
+        authenticator_enrolment_start,
+    )
+    from tests.staff import authenticator_code
+
+    ops = make_user(email="ops@example.com", is_staff=True)
+    device = authenticator_enrolment_start(user=ops)
+    authenticator_enrolment_confirm(user=ops, code=authenticator_code(device))
+    url = reverse("admin:otp_totp_totpdevice_delete", args=[device.pk])
+    assert post(url, {"post": "yes"}).status_code == 302
+
+    assert not TOTPDevice.objects.filter(pk=device.pk).exists()
+    entry = only_entry(action="user.second_factor_delete")
+    _assert_by_staff(entry, staff)
+    assert (entry.object_id, entry.before["user"], entry.after) == (
+        str(device.pk), "ops@example.com", None)
+    assert_not_in_trail(device.key)
