@@ -27,7 +27,7 @@ class Actor:
         """The staff member behind an admin request, and the client's address.
 
         REMOTE_ADDR is already the client's address behind a load balancer: the ASGI entry
-        (router_admin.asgi, with proxy.forwarded) rewrites it from X-Forwarded-For, but only
+        (router_admin.asgi, with proxy.ground.forwarded) rewrites it from X-Forwarded-For, but only
         for peers in FORWARDED_ALLOW_IPS. Reading the header here instead would let any
         client write any address into the trail.
         """

@@ -30,7 +30,7 @@ def classify(frame: str) -> str:
                          ("django/", "django (request, response, other)"),
                          ("adrf", "adrf / DRF"), ("rest_framework", "adrf / DRF"),
                          ("asyncio", "asyncio / uvloop"), ("uvloop", "asyncio / uvloop"),
-                         ("quicktok", "token counting"), ("proxy/tokens", "token counting"),
+                         ("quicktok", "token counting"), ("proxy/ground/tokens", "token counting"),
                          ("proxy/", "proxy app"), ("billing/", "billing app"),
                          ("accounts/", "accounts app"), ("orjson", "orjson"),
                          ("logging", "logging")):

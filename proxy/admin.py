@@ -26,7 +26,6 @@ from audit.admin_base import AuditedAdmin
 from audit.snapshots import Snapshot
 from billing.models import BAD_USAGE_REASONS, UsageRecord
 from billing.selectors import WorkerUsageFlags, usage_flags_by_worker
-from proxy.breaker import breaker_states_now
 from proxy.forms import WorkerAdminForm, WorkerModelInlineForm, WorkerModelInlineFormSet
 from proxy.models import Worker, WorkerModel
 from proxy.services import (
@@ -38,6 +37,7 @@ from proxy.services import (
     workers_probe_all,
 )
 from proxy.stats import RECENT_WINDOW, WorkerStats, workers_recent_stats
+from proxy.upstream.breaker import breaker_states_now
 
 _WINDOW = f"{int(RECENT_WINDOW.total_seconds() // 60)} min"
 # The badges' colours and the flags table's indent live in this stylesheet, not in style

@@ -20,10 +20,10 @@ from accounts.selectors import api_key_authenticate
 from accounts.services import api_key_touch
 from billing.models import ModelPrice
 from billing.selectors import price_current, prices_current
-from proxy.cache import TTLCache
+from proxy.ground.cache import TTLCache
 from proxy.limits import Limits, Scope
 from proxy.models import Worker, WorkerModel
-from proxy.providers.base import UpstreamTarget
+from proxy.upstream.providers.base import UpstreamTarget
 
 
 @dataclass(frozen=True)

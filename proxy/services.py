@@ -18,9 +18,9 @@ from django.utils import timezone
 from audit.actors import Actor
 from audit.services import audit_record
 from audit.snapshots import Snapshot, snapshot
-from proxy.cache import clear_all_caches
+from proxy.ground.cache import clear_all_caches
 from proxy.models import Worker, WorkerModel
-from proxy.probes import ProbeResult, probe_workers
+from proxy.upstream.probes import ProbeResult, probe_workers
 
 # The columns' limits, checked here so a bad value is a clear refusal, not a database error.
 _NAME_MAX = Worker._meta.get_field("name").max_length

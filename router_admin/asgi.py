@@ -18,13 +18,13 @@ os.environ.setdefault("DJANGO_SETTINGS_MODULE", "router_admin.settings")
 site_application = get_asgi_application()  # sets Django up before the API handler loads
 
 from billing.services.hot_path import close_pools  # noqa: E402
-from proxy.asgi import HEALTH_PATHS, ApiASGIHandler  # noqa: E402
-from proxy.charging import wait_for_settlements  # noqa: E402
-from proxy.forwarded import ForwardedHeaders  # noqa: E402
-from proxy.http_client import close_upstream_sessions  # noqa: E402
-from proxy.metrics import process_exiting  # noqa: E402
-from proxy.shared_state import close_redis_clients  # noqa: E402
-from proxy.tokens import preload  # noqa: E402
+from proxy.entry.asgi import HEALTH_PATHS, ApiASGIHandler  # noqa: E402
+from proxy.ground.forwarded import ForwardedHeaders  # noqa: E402
+from proxy.ground.metrics import process_exiting  # noqa: E402
+from proxy.ground.shared_state import close_redis_clients  # noqa: E402
+from proxy.ground.tokens import preload  # noqa: E402
+from proxy.money import wait_for_settlements  # noqa: E402
+from proxy.upstream.http_client import close_upstream_sessions  # noqa: E402
 from router_admin.server_log import server_access_log_filter_install  # noqa: E402
 
 api_application = ApiASGIHandler()

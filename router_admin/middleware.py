@@ -1,5 +1,5 @@
 """Content-Security-Policy for every page of the site: the portal, the admin and the API
-docs. The /v1 API answers JSON under its own handler (``proxy.asgi``) and sends none.
+docs. The /v1 API answers JSON under its own handler (``proxy.entry.asgi``) and sends none.
 
 Our own middleware rather than django-csp: the policy is one fixed header, with no nonces
 or per-view exceptions (no page of ours has inline code), so a package would bring

@@ -1,7 +1,7 @@
 """What the ASGI server's own access log may say: uvicorn's, on under `make run` (`make serve`
 turns it off).
 
-/v1 and the health checks write their own line (proxy.access_log, with the request id, the
+/v1 and the health checks write their own line (proxy.ground.access_log, with the request id, the
 key's prefix and the cost): uvicorn's would be a second line for the same request. And a
 password-reset link resets the password by itself, so its token never reaches a log line.
 """
@@ -11,7 +11,7 @@ from __future__ import annotations
 import logging
 import re
 
-from proxy.asgi import HEALTH_PATHS
+from proxy.entry.asgi import HEALTH_PATHS
 
 SERVER_ACCESS_LOGGER = "uvicorn.access"
 # /password-reset/<uidb64>/<token>/ (portal.urls); not .../set-password/, the page Django

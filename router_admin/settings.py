@@ -94,7 +94,7 @@ MIDDLEWARE = [
 ]
 
 # The /v1 API runs under its own handler with only these (async-only) middleware.
-ROUTER_API_MIDDLEWARE = ["proxy.middleware.RequestIdMiddleware"]
+ROUTER_API_MIDDLEWARE = ["proxy.entry.middleware.RequestIdMiddleware"]
 
 ROOT_URLCONF = "router_admin.urls"
 WSGI_APPLICATION = "router_admin.wsgi.application"
@@ -134,7 +134,7 @@ ROUTER_DB_BATCHING = env_bool("ROUTER_DB_BATCHING", True)
 # How long the charge of an answer already sent waits to share a statement with others.
 ROUTER_SETTLE_LINGER_MS = env_int("ROUTER_SETTLE_LINGER_MS", 20, minimum=0)
 # How long a request its money cannot cover waits for the holds of the same wallet (or key)
-# in flight to settle before it is answered 402 (0: at once). See proxy.charging.room.
+# in flight to settle before it is answered 402 (0: at once). See proxy.money.room.
 ROUTER_RESERVE_WAIT_MS = env_int("ROUTER_RESERVE_WAIT_MS", 5000, minimum=0)
 
 DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
@@ -152,7 +152,7 @@ AUTH_PASSWORD_VALIDATORS = [
 # database was recreated under another name, never see each other's state.
 ROUTER_REDIS_PREFIX = redis_prefix(DATABASES["default"])
 # Redis connections of each router process (and event loop). A command finding them all
-# busy waits for one (proxy.shared_state); processes x this must stay under maxclients.
+# busy waits for one (proxy.ground.shared_state); processes x this must stay under maxclients.
 ROUTER_REDIS_MAX_CONNECTIONS = env_int("ROUTER_REDIS_MAX_CONNECTIONS", 200, minimum=1)
 
 CACHES = {

@@ -1,12 +1,12 @@
 from django.contrib import admin
 from django.urls import include, path
 
-from proxy.health import healthz, readyz
-from proxy.metrics import metrics_view
+from proxy.entry.health import healthz, readyz
+from proxy.entry.metrics_endpoint import metrics_view
 
 urlpatterns = [
     path("admin/", admin.site.urls),
-    path("v1/", include("proxy.urls")),
+    path("v1/", include("proxy.entry.urls")),
     path("healthz", healthz),
     path("readyz", readyz),
     path("metrics", metrics_view),

@@ -57,7 +57,7 @@ class LiveRouter:
         """Wait until the pending holds are settled (a dropped stream settles a moment after
         the client goes) and no settlement is in flight, so a test sees final balances and
         its teardown does not race a late write."""
-        from proxy.charging import wait_for_settlements
+        from proxy.money import wait_for_settlements
 
         wait_for_charges(timeout)
         asyncio.run_coroutine_threadsafe(wait_for_settlements(), self._loop).result(timeout)
@@ -98,10 +98,10 @@ def live_router(django_db_setup, django_db_blocker) -> Iterator[LiveRouter]:
 def forget_shared_state() -> None:
     """Cached keys, prices and workers, and breaker, capacity and limit state, of this
     process: they must not leak from one test's database to the next."""
-    from proxy.breaker import reset_local_breakers
-    from proxy.cache import clear_all_caches
-    from proxy.capacity import reset_local_slots
+    from proxy.ground.cache import clear_all_caches
     from proxy.limits import reset_local_limits
+    from proxy.upstream.breaker import reset_local_breakers
+    from proxy.upstream.capacity import reset_local_slots
 
     clear_all_caches()
     reset_local_breakers()
@@ -119,7 +119,7 @@ def flush_redis() -> None:
 def mock_model(transactional_db) -> None:
     """``mock-gpt`` at 1 micro-USD per token, served by the offline ``mock`` worker."""
     from billing.services import price_set
-    from proxy.cache import clear_all_caches
+    from proxy.ground.cache import clear_all_caches
     from proxy.models import Worker, WorkerModel
 
     price_set(model="mock-gpt", input_usd_per_mtok="1", output_usd_per_mtok="1")

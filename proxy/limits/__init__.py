@@ -3,7 +3,7 @@ and requests in flight (concurrency).
 
 With ``REDIS_URL`` every router instance counts in the same Redis, so two instances together
 let through exactly the limit; without it, or while Redis does not answer, each process
-counts its own (``proxy.shared_state`` warns). An admission is all or nothing: it is
+counts its own (``proxy.ground.shared_state`` warns). An admission is all or nothing: it is
 checked in every scope and dimension, and counted in all of them only if all have room.
 
 - RPM and TPM count over a sliding window of ``WINDOW_SECONDS``: the requests admitted in
@@ -38,11 +38,11 @@ import redis.asyncio as aioredis
 from django.conf import settings
 from redis.exceptions import RedisError
 
-from proxy.errors import ApiError
+from proxy.ground.errors import ApiError
+from proxy.ground.shared_state import redis_client, redis_failed
 from proxy.limits import local_store, redis_store
 from proxy.limits.base import DIMENSION_NAMES, NEVER, TOKENS, Limits, Scope, Verdict
 from proxy.limits.headers import duration, ratelimit_headers, retry_headers
-from proxy.shared_state import redis_client, redis_failed
 
 __all__ = ["Admission", "Limits", "Refusal", "Scope", "limits_admit", "limits_correct_tokens",
            "limits_error", "limits_release", "limits_settle", "reset_local_limits"]

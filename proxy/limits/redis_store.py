@@ -19,8 +19,8 @@ from collections.abc import Sequence
 import redis.asyncio as aioredis
 from redis.exceptions import NoScriptError
 
+from proxy.ground.shared_state import redis_key
 from proxy.limits.base import Scope, ScopeCount, Verdict
-from proxy.shared_state import redis_key
 
 # KEYS: three per scope (window, tokens, in flight). ARGV: window ms, lease ms, request id,
 # tokens, retry ms for a full concurrency limit, then per scope rpm, tpm and concurrency

@@ -11,7 +11,6 @@ from django.core.management.base import CommandError
 
 from audit.actors import Actor
 from proxy.models import Worker
-from proxy.probes import ProbeResult
 from proxy.services import (
     WorkerError,
     worker_create,
@@ -19,6 +18,7 @@ from proxy.services import (
     worker_set_enabled,
     workers_probe_all,
 )
+from proxy.upstream.probes import ProbeResult
 from router_admin.cli.base import Options, Subparsers, group, subcommand
 
 

@@ -9,7 +9,7 @@ from django.core.handlers.asgi import ASGIRequest
 from django.test import RequestFactory
 
 from audit.actors import Actor
-from proxy.forwarded import ForwardedHeaders
+from proxy.ground.forwarded import ForwardedHeaders
 
 
 def _asgi_request(*, peer: str, forwarded_for: str, trusted: list[str], user) -> ASGIRequest:

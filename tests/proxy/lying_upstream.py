@@ -31,7 +31,7 @@ The switches (fields of ``Lies``):
 
 ``sent`` records, per request, what actually went out on the wire (read back from the
 chunks written, so a stream cut short records only its start): see ``Sent``. Token counts
-use ``proxy.tokens``, the tokenizer the router counts with. The lies and the output they
+use ``proxy.ground.tokens``, the tokenizer the router counts with. The lies and the output they
 lead to live in ``tests/proxy/lying/lies.py``, the wire format in ``lying/wire.py``.
 """
 
@@ -49,7 +49,7 @@ import orjson
 import pytest
 from aiohttp import web
 
-from proxy.tokens import exact_prompt_tokens
+from proxy.ground.tokens import exact_prompt_tokens
 from tests.proxy.lying.lies import DEFAULT_REPLY, FILLER, TOOL_NAME, Lies, plan_output
 from tests.proxy.lying.wire import (
     Sent,

@@ -7,7 +7,7 @@ import logging
 import httpx
 import orjson
 
-from proxy.access_log import FIELDS
+from proxy.ground.access_log import FIELDS
 from tests.log_records import every_log_record
 
 MESSAGES = [{"role": "user", "content": "a very private sentence"}]

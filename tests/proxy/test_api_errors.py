@@ -84,7 +84,7 @@ def test_our_own_bug_is_a_json_500_with_the_request_id_and_no_traceback(
     async def broken(**kwargs):
         raise RuntimeError("a bug with a secret detail")
 
-    monkeypatch.setattr("proxy.relay.chat_completion", broken)
+    monkeypatch.setattr("proxy.relay.completion.chat_completion", broken)
     with caplog.at_level(logging.ERROR, logger="proxy.requests"):
         response = _post(router, key, {"model": "m", "messages": [
             {"role": "user", "content": "x"}]})

@@ -9,10 +9,10 @@ import io
 import pytest
 from django.core.handlers.asgi import ASGIRequest
 
-from proxy.api_request import ApiRequest
-from proxy.asgi import _Disconnect
-from proxy.forwarded import ForwardedHeaders
-from proxy.views import ChatCompletionsView, ModelDetailView, ModelListView
+from proxy.entry.asgi import _Disconnect
+from proxy.entry.views import ChatCompletionsView, ModelDetailView, ModelListView
+from proxy.ground.api_request import ApiRequest
+from proxy.ground.forwarded import ForwardedHeaders
 
 SCOPE = {
     "type": "http", "method": "post", "path": "/v1/chat/completions", "root_path": "",

@@ -10,8 +10,8 @@ import pytest
 
 from billing.models import Hold, LedgerEntry, UsageRecord, Wallet
 from billing.selectors import wallet_audit
-from proxy.charging import allowance
-from proxy.tokens import count_text_tokens, encode_text, estimate_request_prompt_tokens
+from proxy.ground.tokens import count_text_tokens, encode_text, estimate_request_prompt_tokens
+from proxy.money import allowance
 from tests.concurrency import run_concurrently
 
 MESSAGES = [{"role": "user", "content": "Tell me a long story."}]
@@ -116,7 +116,7 @@ def test_the_mock_worker_answers_offline_with_true_token_counts(make_key, client
 def test_a_client_that_hangs_up_before_a_json_answer_pays_for_its_prompt_only(
     openai_worker, upstream, make_key, router
 ):
-    from proxy.tokens import exact_prompt_tokens
+    from proxy.ground.tokens import exact_prompt_tokens
 
     user_id, secret = make_key()
     upstream.configure(first_byte_delay=3)

@@ -18,8 +18,8 @@ from django.utils import timezone
 from billing.models import Hold, LedgerEntry, UsageRecord, Wallet
 from billing.services import UsageReport, wallet_credit
 from billing.services.hot_path import hold_reserve
-from proxy.charging import allowance, settlement
-from proxy.tokens import estimate_request_prompt_tokens
+from proxy.ground.tokens import estimate_request_prompt_tokens
+from proxy.money import allowance, settlement
 from tests.live_router import wait_for_charges
 from tests.loop_thread import LoopThread
 from tests.proxy.upstream import plan_completion

@@ -197,7 +197,7 @@ def test_an_upstream_that_dies_mid_stream_sends_an_error_event_and_charges_what_
     validate(events[-1], "ErrorResponse")
     produced = "".join(e["choices"][0]["delta"].get("content") or "" for e in events[:-1])
     record = UsageRecord.objects.get()
-    from proxy.tokens import count_text_tokens
+    from proxy.ground.tokens import count_text_tokens
 
     assert record.source == "estimated"
     assert record.status == "upstream_error"

@@ -8,7 +8,7 @@ import pytest
 from django.db import connection
 
 from billing.models import UsageRecord
-from proxy.cache import clear_all_caches
+from proxy.ground.cache import clear_all_caches
 from tests.live_router import wait_for_charges
 
 MESSAGES = [{"role": "user", "content": "Hello"}]

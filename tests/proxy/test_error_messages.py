@@ -12,7 +12,7 @@ import openai
 import pytest
 
 from accounts.models import ApiKey
-from proxy.cache import clear_all_caches
+from proxy.ground.cache import clear_all_caches
 from tests.proxy.upstream import openai_error
 
 MESSAGES = [{"role": "user", "content": "Hello."}]

@@ -10,7 +10,7 @@ import pytest
 
 from accounts.models import ApiKey, User
 from billing.models import Hold, LedgerEntry
-from proxy.cache import clear_all_caches
+from proxy.ground.cache import clear_all_caches
 from tests.concurrency import run_concurrently
 
 MESSAGES = [{"role": "user", "content": "Limit me."}]

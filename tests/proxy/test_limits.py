@@ -13,7 +13,8 @@ from typing import TypeVar
 import pytest
 import redis
 
-from proxy import limits, shared_state
+from proxy import limits
+from proxy.ground import shared_state
 from proxy.limits import (
     Admission,
     Limits,

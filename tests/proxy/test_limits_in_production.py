@@ -13,7 +13,7 @@ import pytest
 
 from accounts.models import ApiKey
 from billing.models import Hold, LedgerEntry, UsageRecord
-from proxy import shared_state
+from proxy.ground import shared_state
 from tests.live_router import wait_for_charges
 from tests.router_processes import (
     env_for_test_database,
@@ -101,8 +101,8 @@ def test_with_redis_stopped_mid_test_calls_still_succeed_and_are_charged_exactly
 def test_two_router_processes_together_keep_a_keys_spend_cap_exactly(two_routers, make_key):
     from billing.models import KeyBudget
     from billing.services import key_budget_set
-    from proxy.charging import allowance
-    from proxy.tokens import estimate_request_prompt_tokens
+    from proxy.ground.tokens import estimate_request_prompt_tokens
+    from proxy.money import allowance
 
     _, calibration = make_key()
     first = httpx.post(f"{two_routers[0]}/chat/completions", json=BODY, timeout=20,

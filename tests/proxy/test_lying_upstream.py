@@ -11,7 +11,7 @@ import httpx
 import openai
 import pytest
 
-from proxy.tokens import count_text_tokens, decode_tokens, encode_text, exact_prompt_tokens
+from proxy.ground.tokens import count_text_tokens, decode_tokens, encode_text, exact_prompt_tokens
 from tests.openai_schema import validate
 from tests.proxy.lying_upstream import (
     DEFAULT_REPLY,

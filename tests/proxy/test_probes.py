@@ -16,12 +16,12 @@ import pytest
 from aiohttp import web
 from django.conf import settings
 
-from proxy import probes
-from proxy.cache import TTLCache
+from proxy.ground.cache import TTLCache
 from proxy.models import Worker
-from proxy.probes import ProbeResult, probe_worker
 from proxy.services import worker_create, workers_probe_all
 from proxy.tasks import workers_probe
+from proxy.upstream import probes
+from proxy.upstream.probes import ProbeResult, probe_worker
 from tests.proxy.upstream import UpstreamServer, openai_error
 
 SECRET = "sk-upstream-PROBE-PLAINTEXT-0123456789"

@@ -12,10 +12,10 @@ import pytest
 import redis
 from django.core.cache import cache
 
-from proxy import shared_state
-from proxy.breaker import ALLOWED_CLEAN, REFUSED, breaker_allows, breaker_failure
-from proxy.capacity import slot_acquire
+from proxy.ground import shared_state
 from proxy.limits import Limits, Scope, limits_admit, reset_local_limits
+from proxy.upstream.breaker import ALLOWED_CLEAN, REFUSED, breaker_allows, breaker_failure
+from proxy.upstream.capacity import slot_acquire
 from router_admin.celery import app as celery_app
 
 T = TypeVar("T")

@@ -13,9 +13,9 @@ from collections.abc import Iterator
 import pytest
 import redis
 
-from proxy import shared_state
+from proxy.ground import shared_state
+from proxy.ground.shared_state import CancellableRedis, WaitingPool
 from proxy.limits import Limits, Scope, limits_admit, reset_local_limits
-from proxy.shared_state import CancellableRedis, WaitingPool
 
 DOWN_WARNING = "Redis is not answering"
 
@@ -58,7 +58,7 @@ def test_the_client_waits_for_a_connection_from_a_pool_sized_by_the_setting(sett
 
 def test_two_thousand_admissions_at_once_on_one_limit_admit_exactly_the_limit_in_redis(
         redis_db, settings, caplog):
-    caplog.set_level(logging.WARNING, logger="proxy.shared_state")
+    caplog.set_level(logging.WARNING, logger="proxy.ground.shared_state")
     scopes = one_key(rpm=1000)
 
     async def burst() -> tuple[list, float]:

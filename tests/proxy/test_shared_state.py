@@ -9,8 +9,8 @@ from collections import Counter
 
 import pytest
 
-from proxy import shared_state
-from proxy.breaker import (
+from proxy.ground import shared_state
+from proxy.upstream.breaker import (
     ALLOWED_CLEAN,
     REFUSED,
     breaker_allows,
@@ -18,9 +18,9 @@ from proxy.breaker import (
     breaker_state,
     breaker_success,
 )
-from proxy.capacity import in_flight, slot_acquire, slot_release
-from proxy.providers.base import UpstreamTarget
-from proxy.routing import weighted_order
+from proxy.upstream.capacity import in_flight, slot_acquire, slot_release
+from proxy.upstream.providers.base import UpstreamTarget
+from proxy.upstream.routing import weighted_order
 
 
 def _in_new_instance(coroutine_factory):

@@ -15,8 +15,8 @@ import quicktok
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from proxy import tokens
-from proxy.tokens import (
+from proxy.ground import tokens
+from proxy.ground.tokens import (
     IMAGE_PART_TOKENS,
     count_text_tokens,
     decode_tokens,
@@ -235,7 +235,7 @@ def test_estimate_bounds_both_encodings(first: str, second: str) -> None:
 
 
 def test_encoder_is_loaded_lazily_and_once() -> None:
-    code = ("import proxy.tokens as t; assert t._tokenizer.cache_info().currsize == 0; "
+    code = ("import proxy.ground.tokens as t; assert t._tokenizer.cache_info().currsize == 0; "
             "t.count_text_tokens('a'); t.count_text_tokens('b'); "
             "print(t._tokenizer.cache_info().currsize, t._tokenizer.cache_info().misses)")
     out = subprocess.run([sys.executable, "-c", code], cwd=REPO_ROOT, capture_output=True,
@@ -279,7 +279,7 @@ def test_counting_works_in_a_fresh_process_with_empty_caches(tmp_path: Path) -> 
         "socket.socket.connect = refuse",
         "socket.getaddrinfo = refuse",
         "socket.create_connection = refuse",
-        "from proxy.tokens import count_text_tokens, estimate_prompt_tokens",
+        "from proxy.ground.tokens import count_text_tokens, estimate_prompt_tokens",
         "print(count_text_tokens('hello world'), count_text_tokens(''),",
         "      estimate_prompt_tokens([{'role': 'user', 'content': 'hi'}]) > 0)",
     ])

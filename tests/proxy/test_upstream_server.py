@@ -14,7 +14,7 @@ import aiohttp
 import openai
 import pytest
 
-from proxy.tokens import count_text_tokens, encode_text, estimate_prompt_tokens
+from proxy.ground.tokens import count_text_tokens, encode_text, estimate_prompt_tokens
 from tests.openai_schema import validate
 from tests.proxy.upstream import DEFAULT_REPLY, UpstreamServer
 

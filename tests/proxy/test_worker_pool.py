@@ -14,10 +14,10 @@ import openai
 import pytest
 
 from billing.models import Hold, LedgerEntry, UsageRecord
-from proxy.breaker import breaker_state
-from proxy.cache import clear_all_caches
+from proxy.ground.cache import clear_all_caches
 from proxy.models import Worker, WorkerModel
 from proxy.selectors import targets_for_model
+from proxy.upstream.breaker import breaker_state
 from tests.concurrency import run_concurrently
 from tests.proxy.upstream import UpstreamServer
 

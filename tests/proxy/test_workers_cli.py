@@ -12,7 +12,7 @@ from django.core.management import call_command
 from django.core.management.base import CommandError
 from django.db import IntegrityError, connection, transaction
 
-from proxy.cache import TTLCache
+from proxy.ground.cache import TTLCache
 from proxy.models import Worker, WorkerModel
 from proxy.services import (
     WorkerError,

@@ -16,7 +16,7 @@ object, or ``chat.completion.chunk`` objects as ``data: {...}\\n\\n`` server-sen
 with ``data: [DONE]\\n\\n``, one token per chunk, with the final usage chunk (empty
 ``choices``) when ``stream_options.include_usage`` is set. Usage is true: completion tokens
 are the ``o200k_base`` tokens it produced (cut at ``max_completion_tokens``/``max_tokens``
-with ``finish_reason: "length"``), prompt tokens are ``proxy.tokens.exact_prompt_tokens``
+with ``finish_reason: "length"``), prompt tokens are ``proxy.ground.tokens.exact_prompt_tokens``
 of the messages, which ``estimate_prompt_tokens`` always bounds. ``GET /v1/models`` lists
 ``models``. Failures are configured per server (``status``, ``die_after_chunks``, delays),
 and can be changed between requests with ``configure(...)``.
@@ -36,7 +36,7 @@ import orjson
 import pytest
 from aiohttp import web
 
-from proxy.tokens import encode_text, exact_prompt_tokens, token_pieces
+from proxy.ground.tokens import encode_text, exact_prompt_tokens, token_pieces
 from tests.threaded_server import RecordingServer, drop_connection
 
 DEFAULT_REPLY = ("This is a deterministic reply from the local test upstream. It has a "

@@ -12,9 +12,9 @@ from rest_framework.test import APIClient
 from accounts.models import ManagementToken
 from accounts.services import api_key_create, management_token_create, management_token_revoke
 from accounts.tokens import TOKEN_LENGTH, TOKEN_PREFIX
-from proxy.auth import authenticate
-from proxy.cache import clear_all_caches
-from proxy.errors import ApiError
+from proxy.entry.auth import authenticate
+from proxy.ground.cache import clear_all_caches
+from proxy.ground.errors import ApiError
 from tests.portal.api.conftest import session_client
 
 ENDPOINTS = [("get", "/api/balance"), ("get", "/api/keys"), ("post", "/api/keys"),

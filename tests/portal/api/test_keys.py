@@ -10,9 +10,9 @@ from django.utils import timezone
 
 from accounts.models import ApiKey
 from billing.models import KeyBudget
-from proxy.auth import authenticate
-from proxy.cache import clear_all_caches
-from proxy.errors import ApiError
+from proxy.entry.auth import authenticate
+from proxy.ground.cache import clear_all_caches
+from proxy.ground.errors import ApiError
 
 
 def _v1_caller(secret: str):

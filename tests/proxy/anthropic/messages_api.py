@@ -10,7 +10,7 @@ from typing import Any
 
 import orjson
 
-from proxy.tokens import count_text_tokens, encode_text, token_pieces
+from proxy.ground.tokens import count_text_tokens, encode_text, token_pieces
 
 DEFAULT_REPLY = ("This is a deterministic reply from the local Anthropic upstream. It has a "
                  "handful of plain words, so its tokens are easy to count.")

@@ -11,11 +11,11 @@ import orjson
 import pytest
 
 from billing.models import Hold, UsageRecord
-from proxy.cache import clear_all_caches
-from proxy.providers import provider_for
-from proxy.providers.anthropic import AnthropicProvider
-from proxy.providers.base import UpstreamTarget
-from proxy.tokens import count_text_tokens, exact_prompt_tokens
+from proxy.ground.cache import clear_all_caches
+from proxy.ground.tokens import count_text_tokens, exact_prompt_tokens
+from proxy.upstream.providers import provider_for
+from proxy.upstream.providers.anthropic import AnthropicProvider
+from proxy.upstream.providers.base import UpstreamTarget
 from tests.openai_schema import validate
 from tests.proxy.anthropic.helpers import (
     anthropic_worker_for,

@@ -8,10 +8,10 @@ from typing import Any
 import orjson
 import pytest
 
-from proxy.providers import UpstreamError
-from proxy.providers.anthropic.request import messages_request
-from proxy.providers.anthropic.response import chat_completion, error_from, stream_error
-from proxy.providers.anthropic.stream import ChunkTranslator
+from proxy.upstream.providers import UpstreamError
+from proxy.upstream.providers.anthropic.request import messages_request
+from proxy.upstream.providers.anthropic.response import chat_completion, error_from, stream_error
+from proxy.upstream.providers.anthropic.stream import ChunkTranslator
 from tests.openai_schema import validate
 from tests.proxy.anthropic.messages_api import anthropic_error
 from tests.proxy.anthropic.samples import (

@@ -6,8 +6,8 @@ from __future__ import annotations
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from proxy.charging.counting import FORCED_SPLIT_CHARS, TextCounter, cut_text
-from proxy.tokens import count_text_tokens, encode_text
+from proxy.ground.tokens import count_text_tokens, encode_text
+from proxy.money.counting import FORCED_SPLIT_CHARS, TextCounter, cut_text
 from tests.proxy.charging.texts import DIGITS, LATIN, MARKS, PUNCTUATION, pieces, split, texts
 
 # The vocabulary loads once (about a second), inside the first example.

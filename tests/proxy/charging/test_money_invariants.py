@@ -20,9 +20,9 @@ from hypothesis import strategies as st
 
 from billing.models import ModelPrice
 from billing.selectors import SpendingRoom
-from proxy.charging.plan import Refused, affordable_cap, plan_with_room, worst_case
-from proxy.charging.usage_check import allowance, check_usage, tolerance
-from proxy.validation import ChatRequest
+from proxy.dialects.chat.request import ChatRequest
+from proxy.money.plan import Refused, affordable_cap, plan_with_room, worst_case
+from proxy.money.usage_check import allowance, check_usage, tolerance
 
 SETTINGS = settings(max_examples=500, deadline=None, database=None)
 MAX_TOKENS = 2**31 - 1

@@ -13,8 +13,8 @@ from typing import Any
 from hypothesis import event, given, settings
 from hypothesis import strategies as st
 
-from proxy.charging.output_meter import TEXT_FIELDS, OutputMeter
-from proxy.tokens import count_text_tokens
+from proxy.ground.tokens import count_text_tokens
+from proxy.money.output_meter import TEXT_FIELDS, OutputMeter
 from tests.proxy.charging.texts import split, texts
 
 SETTINGS = settings(max_examples=200, deadline=None, database=None)

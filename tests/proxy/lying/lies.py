@@ -5,7 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any, Literal
 
-from proxy.tokens import count_text_tokens, encode_text, token_pieces
+from proxy.ground.tokens import count_text_tokens, encode_text, token_pieces
 
 DEFAULT_REPLY = ("The lying upstream answers every request with this paragraph. It is long "
                  "enough to be cut at a small cap, plain enough to count by eye, and it says "

@@ -6,7 +6,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
-from proxy.tokens import count_text_tokens
+from proxy.ground.tokens import count_text_tokens
 from tests.proxy.lying.lies import TOOL_NAME, Lies, Output
 from tests.proxy.upstream import Completion
 from tests.proxy.upstream import _usage as honest_usage

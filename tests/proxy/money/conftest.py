@@ -9,7 +9,7 @@ import pytest
 
 from billing.models import Hold, ModelPrice, UsageRecord, Wallet
 from billing.selectors import wallet_audit
-from proxy.cache import clear_all_caches
+from proxy.ground.cache import clear_all_caches
 from proxy.models import Worker, WorkerModel
 from tests.live_router import wait_for_charges
 from tests.proxy.lying_upstream import LyingUpstream

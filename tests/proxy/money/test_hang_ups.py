@@ -14,10 +14,10 @@ import pytest
 from django.db import transaction
 
 from billing.models import Hold, UsageRecord, Wallet
-from proxy.asgi import ApiASGIHandler
-from proxy.charging import OutputMeter, wait_for_settlements
-from proxy.http_client import close_upstream_sessions
-from proxy.shared_state import close_redis_clients
+from proxy.entry.asgi import ApiASGIHandler
+from proxy.ground.shared_state import close_redis_clients
+from proxy.money import OutputMeter, wait_for_settlements
+from proxy.upstream.http_client import close_upstream_sessions
 from tests.loop_thread import LoopThread
 from tests.proxy.money.conftest import MESSAGES, all_settled
 
@@ -182,8 +182,8 @@ def test_a_disconnect_while_a_broken_stream_is_wrapped_up_does_not_skip_its_char
     """After an upstream dies mid-stream, the relay frees the worker's slot (a Redis round
     trip) and then charges what was delivered: the client's disconnect, arriving during
     that round trip, must not skip the charge."""
-    from proxy.providers.base import UpstreamError
-    from proxy.relay import _events
+    from proxy.relay.completion import _events
+    from proxy.upstream.providers.base import UpstreamError
 
     chunk = {"id": "c", "choices": [{"index": 0, "delta": {"content": "Hello"}}]}
 

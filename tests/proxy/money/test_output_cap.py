@@ -12,8 +12,12 @@ import pytest
 from accounts.models import ApiKey
 from billing.models import Hold, KeyBudget
 from billing.services import key_budget_set
-from proxy.charging import allowance, tolerance
-from proxy.tokens import count_text_tokens, estimate_request_prompt_tokens, exact_prompt_tokens
+from proxy.ground.tokens import (
+    count_text_tokens,
+    estimate_request_prompt_tokens,
+    exact_prompt_tokens,
+)
+from proxy.money import allowance, tolerance
 from tests.proxy.money.conftest import MESSAGES, set_cap_field, settled
 
 PROMPT = exact_prompt_tokens(MESSAGES)

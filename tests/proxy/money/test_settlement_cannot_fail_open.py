@@ -14,10 +14,10 @@ from billing.errors import DatabaseUnavailable
 from billing.models import Hold, UsageRecord, Wallet
 from billing.services import UsageReport, wallet_credit
 from billing.services.hot_path import hold_reserve
-from proxy import call as call_module
-from proxy.charging import Verdict, hold_keeper, settlement, wait_for_settlements
-from proxy.metrics import SETTLE_FAILURES
-from proxy.tokens import count_text_tokens, exact_prompt_tokens
+from proxy.ground.metrics import SETTLE_FAILURES
+from proxy.ground.tokens import count_text_tokens, exact_prompt_tokens
+from proxy.money import Verdict, hold_keeper, settlement, wait_for_settlements
+from proxy.relay import call as call_module
 from tests.loop_thread import LoopThread
 from tests.proxy.money.conftest import MESSAGES, settled
 

@@ -10,7 +10,7 @@ from __future__ import annotations
 import orjson
 import pytest
 
-from proxy.tokens import count_text_tokens, exact_prompt_tokens
+from proxy.ground.tokens import count_text_tokens, exact_prompt_tokens
 from tests.openai_schema import validate
 from tests.proxy.money.conftest import MESSAGES, settled
 

@@ -9,8 +9,8 @@ import openai
 import pytest
 
 from billing.models import LedgerEntry, Wallet
-from proxy.charging import allowance
-from proxy.tokens import encode_text, estimate_request_prompt_tokens, exact_prompt_tokens
+from proxy.ground.tokens import encode_text, estimate_request_prompt_tokens, exact_prompt_tokens
+from proxy.money import allowance
 from tests.concurrency import run_concurrently
 from tests.proxy.money.conftest import MESSAGES, all_settled
 

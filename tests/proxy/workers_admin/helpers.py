@@ -10,7 +10,7 @@ from django.utils import timezone
 
 from accounts.models import User
 from billing.models import ModelPrice, UsageRecord
-from proxy.cache import TTLCache
+from proxy.ground.cache import TTLCache
 from proxy.models import Worker
 
 SECRET = "sk-upstream-ADMIN-PLAINTEXT-9876543210"

@@ -196,8 +196,8 @@ def test_the_changelist_shows_an_open_circuit(staff_client, settings):
 
     import redis
 
-    from proxy import shared_state
-    from proxy.breaker import breaker_failure
+    from proxy.ground import shared_state
+    from proxy.upstream.breaker import breaker_failure
 
     redis.Redis.from_url(settings.REDIS_URL).flushdb()
     settings.ROUTER_BREAKER_FAILURES = 2

@@ -1,0 +1,1 @@
+"""OpenAI's Chat Completions: the dialect the path itself speaks."""

@@ -1,0 +1,78 @@
+"""Middleware of the /v1 stack. Async-only on purpose: a sync middleware would cost a
+thread hop per request (see ``proxy.entry.asgi``)."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+import uuid
+from collections.abc import Awaitable, Callable
+
+from asgiref.sync import markcoroutinefunction
+from django.http import HttpRequest, HttpResponseBase
+
+from billing.errors import DatabaseUnavailable
+from proxy.ground.access_log import access_log
+from proxy.ground.errors import server_error, service_unavailable
+from proxy.ground.metrics import refusal_observed
+from proxy.ground.responses import error_response
+
+logger = logging.getLogger("proxy.requests")
+
+GetResponse = Callable[[HttpRequest], Awaitable[HttpResponseBase]]
+
+
+def new_request_id() -> str:
+    return f"req_{uuid.uuid4().hex}"
+
+
+class RequestIdMiddleware:
+    """Gives every request an id, puts it on every response, and turns our own bugs into
+    OpenAI-shaped 500s that name the id and never carry a traceback; a database that cannot
+    be reached into 503s with Retry-After (the one place that maps it)."""
+
+    sync_capable = False
+    async_capable = True
+
+    def __init__(self, get_response: GetResponse) -> None:
+        self.get_response = get_response
+        markcoroutinefunction(self)
+
+    async def __call__(self, request: HttpRequest) -> HttpResponseBase:
+        request_id = new_request_id()
+        request.request_id = request_id  # type: ignore[attr-defined]
+        started = time.monotonic()
+        try:
+            response = await self.get_response(request)
+        except asyncio.CancelledError:
+            # The client went away: still one line for the request, unless the completion
+            # it started logged itself when it resolved its hold.
+            if not getattr(request, "logged_by_call", False):
+                _log(request, request_id, started, status=None, outcome="cancelled")
+            raise
+        except DatabaseUnavailable as error:
+            # Not a bug of ours: no traceback, and the client may try again.
+            logger.warning("request %s: the database is unavailable: %s", request_id, error)
+            response = error_response(service_unavailable())
+        except Exception:
+            logger.exception("request %s failed", request_id)
+            response = error_response(server_error(request_id))
+        response["x-request-id"] = request_id
+        # A completion that was answered logs itself when it settles, with its tokens and
+        # cost (a stream, after this returns); everything else is logged here.
+        answered = response.status_code == 200 and request.path == "/v1/chat/completions"
+        if not answered and not getattr(request, "logged_by_call", False):
+            _log(request, request_id, started, status=response.status_code)
+            refusal_observed(status=response.status_code)
+        return response
+
+
+def _log(request: HttpRequest, request_id: str, started: float, *, status: int | None,
+         outcome: str | None = None) -> None:
+    caller = getattr(request, "caller", None)
+    access_log(request_id=request_id, method=request.method, path=request.path,
+               status=status, outcome=outcome,
+               user_id=caller.user_id if caller else None,
+               key_prefix=caller.key_prefix if caller else None,
+               latency_ms=int((time.monotonic() - started) * 1000))

@@ -1,0 +1,34 @@
+"""The money step of a request: plan (its one output cap and the hold that covers it),
+reserve (take the hold, waiting for room when its own holds in flight may free some),
+meter (count the output it delivers, cut at the cap), check (believe the upstream's usage
+only when it is plausible) and settle (resolve the hold, whatever fails)."""
+
+from __future__ import annotations
+
+from proxy.money.background import in_background, settlements_in_flight, shielded
+from proxy.money.output_meter import OutputMeter
+from proxy.money.plan import ChargePlan, Refused, capped_plan, plan_charge
+from proxy.money.reservations import plan_waiting, reserve
+from proxy.money.room import RoomWait
+from proxy.money.settlement import (
+    SETTLE_RETRY_DELAYS_S,
+    charge_for,
+    hold_keeper,
+    settle,
+    stop_keeper,
+    void,
+)
+from proxy.money.usage_check import Verdict, allowance, check_usage, tolerance
+
+
+async def wait_for_settlements() -> None:
+    """Let every settlement in flight finish, then stop the hold keeper (tests; graceful
+    shutdown: nothing is running by then)."""
+    await settlements_in_flight()
+    stop_keeper()
+
+
+__all__ = ["SETTLE_RETRY_DELAYS_S", "ChargePlan", "OutputMeter", "Refused", "RoomWait",
+           "Verdict", "allowance", "capped_plan", "charge_for", "check_usage", "hold_keeper",
+           "in_background", "plan_charge", "plan_waiting", "reserve", "settle", "shielded",
+           "tolerance", "void", "wait_for_settlements"]

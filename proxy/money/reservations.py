@@ -1,0 +1,61 @@
+"""Taking a request's hold, waiting for room when its own holds in flight may free some."""
+
+from __future__ import annotations
+
+from datetime import timedelta
+
+from django.conf import settings
+from django.utils import timezone
+
+from billing.errors import InsufficientFunds, KeySpendCapReached
+from billing.models import ModelPrice
+from billing.services.hot_path import hold_reserve, spending_room
+from proxy.dialects.chat.request import ChatRequest
+from proxy.money.plan import ChargePlan, Refused, plan_charge, plan_with_room, refusal
+from proxy.money.room import RoomWait
+from proxy.money.settlement import hold_keeper
+from proxy.selectors import Caller
+
+
+async def plan_waiting(*, caller: Caller, chat: ChatRequest, price: ModelPrice,
+                       wait: RoomWait) -> ChargePlan:
+    """``plan_charge``, waiting for room while the limit that refuses has holds in flight."""
+    while True:
+        try:
+            return await plan_charge(caller=caller, chat=chat, price=price)
+        except Refused as refused:
+            await wait.after(refused)
+
+
+async def reserve(*, request_id: str, caller: Caller, chat: ChatRequest, price: ModelPrice,
+                  plan: ChargePlan, wait: RoomWait | None = None) -> ChargePlan:
+    """Take the hold of ``plan``; returns the plan the hold was taken for (a request without
+    a cap that had to wait is planned again with what its limits leave then)."""
+    while True:
+        try:
+            await hold_reserve(
+                user_id=caller.user_id, hold_id=request_id, amount_micros=plan.amount_micros,
+                price_id=price.pk, model=chat.model, api_key_id=caller.api_key_id,
+                expires_at=timezone.now() + timedelta(seconds=settings.ROUTER_HOLD_TTL_SECONDS))
+            hold_keeper().add(request_id)
+            return plan
+        except InsufficientFunds as refused:
+            wait = wait or RoomWait(caller.user_id)
+            await wait.after(refusal("balance", refused.needed_micros,
+                                     refused.available_micros, refused.held_micros))
+        except KeySpendCapReached as capped:
+            wait = wait or RoomWait(caller.user_id)
+            await wait.after(refusal(capped.period, capped.needed_micros,
+                                     capped.remaining_micros, capped.held_micros))
+        if chat.max_tokens is None:
+            plan = await _replanned(caller, chat, price, plan, wait)
+
+
+async def _replanned(caller: Caller, chat: ChatRequest, price: ModelPrice, plan: ChargePlan,
+                     wait: RoomWait) -> ChargePlan:
+    while True:
+        room = await spending_room(user_id=caller.user_id, api_key_id=caller.api_key_id)
+        try:
+            return plan_with_room(chat, price, plan.prompt_tokens, room)
+        except Refused as refused:
+            await wait.after(refused)

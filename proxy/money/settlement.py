@@ -1,0 +1,187 @@
+"""Resolving a request's hold: settle (charge what it used) or void (charge nothing).
+
+Settlement cannot fail open. It runs in its own task, so a client hanging up cannot stop it
+halfway. A database that is unavailable is tried again until it is back (for up to
+``SETTLE_RETRY_WINDOW_S``), in the background when someone waits for the settlement (a
+stream's last chunk, an error answer): they are not kept waiting for the database. Any
+other error (a number the database refuses, a bug) falls back to charging the router's own
+count of what the request used, and if even that fails, to releasing the hold: either way
+the hold is resolved by its own request at once, the error is logged with the request id
+and counted in ``router_settle_failures``. Only a dead process (or a database unavailable
+through every retry) leaves a hold for the sweeper.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Callable, Iterator
+
+import psycopg
+from django.db import InterfaceError, OperationalError
+
+from billing.errors import DatabaseUnavailable
+from billing.models import ModelPrice, UsageRecord
+from billing.services import UsageReport
+from billing.services.hot_path import RETRY_DELAYS_S, RETRY_WINDOW_S, backoff, hold_resolve
+from proxy.ground.metrics import SETTLE_FAILURES
+from proxy.money.background import in_background
+from proxy.money.keeper import HoldKeeper
+from proxy.money.plan import ChargePlan
+from proxy.money.room import room_freed
+
+logger = logging.getLogger("proxy.charging")
+
+# Pauses between tries of a settlement while the database is unavailable (the last one
+# repeated), for SETTLE_RETRY_WINDOW_S in all; past that, the sweeper releases the hold when
+# it expires.
+SETTLE_RETRY_DELAYS_S = RETRY_DELAYS_S
+SETTLE_RETRY_WINDOW_S = RETRY_WINDOW_S
+# Errors that say the database could not be reached, not that it refused the statement.
+UNREACHABLE = (DatabaseUnavailable, psycopg.OperationalError, psycopg.InterfaceError,
+               OperationalError, InterfaceError)
+
+_keepers: dict[asyncio.AbstractEventLoop, HoldKeeper] = {}
+
+
+def hold_keeper() -> HoldKeeper:
+    """This event loop's keeper (the ASGI server runs one loop per process)."""
+    loop = asyncio.get_running_loop()
+    keeper = _keepers.get(loop)
+    if keeper is None:
+        keeper = _keepers[loop] = HoldKeeper(_release_orphan)
+    return keeper
+
+
+def stop_keeper() -> None:
+    keeper = _keepers.pop(asyncio.get_running_loop(), None)
+    if keeper is not None:
+        keeper.stop()
+
+
+def charge_for(*, price: ModelPrice, plan: ChargePlan, usage: UsageReport) -> int:
+    """What settling ``usage`` charges: its cost, never more than the hold (the statement
+    caps it the same way)."""
+    return min(plan.amount_micros, _cost(price, usage))
+
+
+def _cost(price: ModelPrice, usage: UsageReport) -> int:
+    return price.cost_micros(prompt_tokens=usage.prompt_tokens,
+                             completion_tokens=usage.completion_tokens,
+                             cached_tokens=usage.cached_tokens)
+
+
+async def settle(*, request_id: str, user_id: int, price: ModelPrice, usage: UsageReport,
+                 fallback: Callable[[], UsageReport], deferred: bool = False) -> int:
+    """Charge ``usage`` (at most the hold); returns what was charged. ``fallback``: the
+    router's own count, charged if ``usage`` cannot be. ``deferred``: the answer was sent,
+    nobody waits, so the statement may wait a moment to be shared (see
+    ``hot_path.hold_resolve``).
+
+    Run it in a task a client's hang-up cannot cancel (``shielded``, ``in_background``):
+    that task resolves the hold from now on.
+    """
+    hold_keeper().own(request_id, asyncio.current_task())
+    return await _resolve(request_id, user_id, price, usage, fallback, deferred=deferred)
+
+
+async def void(*, request_id: str, user_id: int, usage: UsageReport) -> None:
+    """Release the hold, charging nothing: the request produced nothing billable. Run it as
+    ``settle``."""
+    hold_keeper().own(request_id, asyncio.current_task())
+    await _resolve(request_id, user_id, None, usage, lambda: usage, deferred=False)
+
+
+async def _resolve(request_id: str, user_id: int, price: ModelPrice | None,
+                   usage: UsageReport, fallback: Callable[[], UsageReport], *,
+                   deferred: bool) -> int:
+    # What to write, in order, until one is written; what to count and say when it fails.
+    attempts = (
+        (lambda: usage, price, "charge",
+         "its charge could not be computed or written; charging the router's own count"),
+        (fallback, price, "estimate",
+         "the router's own count could not be charged either; releasing the hold"),
+        (lambda: _released(usage), None, "void",
+         "its hold could not be released; the sweeper will"),
+    )
+    try:
+        for report, priced, failure, then in attempts:
+            try:
+                attempt = report()
+                cost = None if priced is None else _cost(priced, attempt)
+                return await _written(request_id, attempt, cost, deferred)
+            except UNREACHABLE:
+                if deferred:
+                    return _left_for_the_sweeper(request_id)
+                # Someone waits for this (a stream's last chunk, an error answer), and the
+                # database may be away for a while: the tries go on where nobody waits, and
+                # the caller is told the charge they will write (the statement caps it at
+                # the hold, which the checked usage never passes).
+                in_background(_resolve(request_id, user_id, price, usage, fallback,
+                                       deferred=True))
+                return cost or 0
+            except Exception:
+                SETTLE_FAILURES.labels(failure).inc()
+                logger.exception("request %s: %s", request_id, then)
+        return 0
+    finally:
+        hold_keeper().discard(request_id)
+        room_freed(user_id)
+
+
+def _released(usage: UsageReport) -> UsageReport:
+    return UsageReport(prompt_tokens=0, completion_tokens=0,
+                       source=UsageRecord.Source.ESTIMATED, status=usage.status,
+                       estimate_reason=UsageRecord.EstimateReason.SETTLE_ERROR,
+                       worker=usage.worker[:200], latency_ms=usage.latency_ms,
+                       ttft_ms=usage.ttft_ms)
+
+
+def _left_for_the_sweeper(request_id: str) -> int:
+    SETTLE_FAILURES.labels("database").inc()
+    logger.error("request %s: the database stayed unreachable; its hold is left for the "
+                 "sweeper", request_id)
+    return 0
+
+
+async def _written(request_id: str, usage: UsageReport, cost: int | None,
+                   deferred: bool) -> int:
+    """Resolve the hold (void when ``cost`` is None). ``deferred`` (nobody waits): trying
+    again while the database is unavailable, for up to SETTLE_RETRY_WINDOW_S; otherwise
+    once. A try that committed before its connection died leaves the hold resolved: the
+    next one then changes nothing (and this reports 0)."""
+    pauses: Iterator[float] | None = None  # made at the first failure, not per request
+    while True:
+        try:
+            charged = await hold_resolve(hold_id=request_id, usage=usage, cost_micros=cost,
+                                         deferred=deferred)
+            break
+        except UNREACHABLE as error:
+            if not deferred:
+                raise
+            pauses = pauses or backoff(SETTLE_RETRY_DELAYS_S, SETTLE_RETRY_WINDOW_S)
+            pause = next(pauses, None)
+            if pause is None:
+                raise
+            # No traceback: while the database is away, this comes every few seconds for
+            # every answer waiting for its charge.
+            logger.warning("request %s: writing its charge failed (%s); trying again in "
+                           "%.2f s", request_id, error, pause)
+            await asyncio.sleep(pause)
+    if charged is None:
+        logger.warning("request %s was resolved by someone else before it settled",
+                       request_id)
+        return 0
+    return charged
+
+
+async def _release_orphan(hold_id: str) -> None:
+    usage = UsageReport(prompt_tokens=0, completion_tokens=0,
+                        source=UsageRecord.Source.ESTIMATED,
+                        status=UsageRecord.Status.CANCELLED,
+                        estimate_reason=UsageRecord.EstimateReason.SETTLE_ERROR)
+    SETTLE_FAILURES.labels("orphan").inc()
+    try:
+        await _written(hold_id, usage, None, deferred=True)
+    except Exception:
+        logger.exception("request %s: its orphaned hold could not be released", hold_id)

@@ -1,0 +1,320 @@
+"""Relay one chat completion: pick a worker, call it, charge what it used.
+
+Both paths keep to the design's protocol: the hold exists before the upstream is called;
+no transaction is open while it runs; the hold is settled or voided in a ``finally`` that a
+client disconnect cannot skip. A whole answer goes to the client while its charge is
+written (the charge is known from its usage, and the hold covers it until then); a
+stream's usage chunk and ``[DONE]`` follow its settlement.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import AsyncIterator
+from typing import Any
+
+import orjson
+from django.conf import settings
+from django.http import HttpResponse, StreamingHttpResponse
+
+from billing.models import UsageRecord
+from proxy import money
+from proxy.dialects.chat.request import ChatRequest
+from proxy.ground.errors import (
+    ApiError,
+    model_not_found,
+    no_available_workers,
+    permission_denied,
+    upstream_error,
+)
+from proxy.ground.metrics import UPSTREAM_ERRORS
+from proxy.ground.responses import json_response
+from proxy.limits import limits_admit, limits_error, limits_release
+from proxy.money import Verdict
+from proxy.relay.call import Call
+from proxy.selectors import Caller, price_for_model, targets_for_model
+from proxy.upstream.providers import UpstreamError, provider_for
+from proxy.upstream.providers.base import UpstreamStream
+from proxy.upstream.routing import Candidates, Lease
+
+logger = logging.getLogger(__name__)
+
+async def chat_completion(*, request: Any, caller: Caller, chat: ChatRequest
+                          ) -> HttpResponse | StreamingHttpResponse:
+    if caller.allowed_models and chat.model not in caller.allowed_models:
+        raise permission_denied(f"This API key may not use the model `{chat.model}`.")
+    price = await price_for_model(chat.model)
+    if price is None:
+        raise model_not_found(chat.model)
+    targets = await targets_for_model(chat.model)
+    if not targets:
+        raise no_available_workers(chat.model)
+    # A request that names its cap needs no database to plan; one that does not asks
+    # what its wallet and key leave, and may have to wait for room.
+    plan = money.capped_plan(chat, price)
+    wait = None
+    if plan is None:
+        wait = money.RoomWait(caller.user_id)
+        plan = await money.plan_waiting(caller=caller, chat=chat, price=price, wait=wait)
+    admission = await limits_admit(scopes=caller.limit_scopes(), request_id=request.request_id,
+                                   tokens=plan.limit_tokens)
+    if not admission.allowed:
+        raise limits_error(admission)
+    try:
+        # A request that had to wait for room may be planned again: the token counters
+        # are corrected to the actual count when it settles.
+        plan = await money.reserve(request_id=request.request_id, caller=caller, chat=chat,
+                                      price=price, plan=plan, wait=wait)
+    except BaseException as error:
+        await money.shielded(limits_release(admission))
+        if isinstance(error, ApiError):
+            error.headers.update(admission.headers)
+        raise
+    # From here on the request holds money: whatever happens, Call resolves it.
+    call = Call(request=request, caller=caller, chat=chat, price=price, plan=plan,
+                admission=admission)
+    try:
+        candidates = Candidates(targets, request.request_id)
+        response = await (_stream(call, candidates) if chat.stream
+                          else _complete(call, candidates))
+    except BaseException as error:
+        await call.abandon(error)
+        if isinstance(error, ApiError):
+            error.headers.update(admission.headers)
+        raise
+    for name, value in admission.headers.items():
+        response[name] = value
+    return response
+
+
+async def _failed(call: Call, failure: UpstreamError | None) -> ApiError:
+    """Void the hold of a request no upstream answered, and say what to tell the client."""
+    await call.void(call.report(Verdict(0, 0, 0, "", None), UsageRecord.Status.UPSTREAM_ERROR))
+    if failure is None:
+        # Nothing was tried: every worker was at capacity, or its circuit open.
+        return no_available_workers(call.chat.model)
+    if not failure.retryable and failure.status and failure.body:
+        # The client's own mistake as the upstream saw it (e.g. context too long): returned
+        # in OpenAI's format, not charged, and naming the model as the client does.
+        return ApiError(failure.status, **_error_fields(failure.body, call))
+    # What failed, and where, is in the log lines of this request id, not in the answer.
+    logger.warning("request %s: no worker could take it; the last failure: %s",
+                   call.request_id, failure)
+    return upstream_error("The upstream failed and no other worker could take the request.")
+
+
+def _error_fields(body: dict[str, Any], call: Call) -> dict[str, Any]:
+    error = body.get("error") or {}
+    message = str(error.get("message") or "The upstream refused the request.")
+    if call.upstream_model and call.upstream_model != call.chat.model:
+        message = message.replace(call.upstream_model, call.chat.model)
+    return {"message": message,
+            "type": str(error.get("type") or "invalid_request_error"),
+            "code": error.get("code") if isinstance(error.get("code"), str) else None,
+            "param": error.get("param") if isinstance(error.get("param"), str) else None}
+
+
+async def _attempt_failed(call: Call, lease: Lease, exc: UpstreamError) -> bool:
+    """Account for a failed attempt; True when another worker may be tried."""
+    logger.warning("request %s: worker %s failed before any output: %s", call.request_id,
+                   lease.target.worker_name, exc)
+    await lease.release()
+    UPSTREAM_ERRORS.labels(lease.target.worker_name).inc()
+    if exc.retryable:
+        await lease.failed()
+        return True
+    # The upstream answered, only to refuse this request: the worker itself is fine.
+    await lease.succeeded()
+    return False
+
+
+async def _complete(call: Call, candidates: Candidates) -> HttpResponse:
+    failure: UpstreamError | None = None
+    while (lease := await candidates.next()) is not None:
+        call.worker, call.upstream_model = lease.target.worker_name, lease.target.upstream_model
+        call.upstream_called = True
+        try:
+            answer = await provider_for(lease.target).complete(
+                call.upstream_body(lease.target))
+        except UpstreamError as exc:
+            failure = exc
+            if await _attempt_failed(call, lease, exc):
+                continue
+            break
+        except BaseException:
+            await money.shielded(lease.release())
+            raise
+        return await _answer(call, answer, lease)
+    raise await _failed(call, failure)
+
+
+async def _answer(call: Call, answer: dict[str, Any], lease: Lease) -> HttpResponse:
+    call.first_token_at = time.monotonic()
+    # Cut at the cap before anything goes out: the client never receives more than its
+    # hold covers.
+    call.meter.meter_answer(answer)
+    if settings.ROUTER_LOG_CONTENT:
+        call.reply_text = "".join(
+            str((choice.get("message") or {}).get("content") or "")
+            for choice in answer["choices"])
+    verdict = call.verdict(answer.get("usage"), complete=True)
+    charged = await call.finish_after_answer(verdict, lease)
+    answer["model"] = call.chat.model
+    answer["usage"] = call.shown_usage(verdict, charged)
+    response = json_response(answer)
+    response["x-router-cost-micros"] = str(charged)
+    return response
+
+
+async def _stream(call: Call, candidates: Candidates) -> StreamingHttpResponse:
+    failure: UpstreamError | None = None
+    while (lease := await candidates.next()) is not None:
+        call.worker, call.upstream_model = lease.target.worker_name, lease.target.upstream_model
+        call.upstream_called = True
+        try:
+            upstream = await provider_for(lease.target).open_stream(
+                call.upstream_body(lease.target))
+            chunks = aiter(upstream)
+            first = await anext(chunks)
+        except UpstreamError as exc:
+            failure = exc
+            if await _attempt_failed(call, lease, exc):
+                continue
+            break
+        except StopAsyncIteration:
+            failure = UpstreamError(f"{lease.target.worker_name} sent an empty stream",
+                                    retryable=True)
+            await _attempt_failed(call, lease, failure)
+            continue
+        except BaseException:
+            await money.shielded(lease.release())
+            raise
+        try:
+            await lease.succeeded()
+        except BaseException:
+            # The client hung up before the stream began: stop the upstream and free the
+            # slot; the request's hold is resolved by Call.abandon.
+            await money.shielded(_wrap_up(call, lease, upstream, None,
+                                             UsageRecord.Status.CANCELLED))
+            raise
+        return EventStream(Relay(call, lease, upstream, chunks, first))
+    raise await _failed(call, failure)
+
+
+class EventStream(StreamingHttpResponse):
+    """Server-sent events whose source the ASGI handler closes when it is done with the
+    response, whether or not it read any of it (``proxy.entry.asgi.send_response``)."""
+
+    def __init__(self, events: Relay) -> None:
+        super().__init__(events, content_type="text/event-stream")
+        self.events = events
+        self["Cache-Control"] = "no-cache"
+        self["X-Accel-Buffering"] = "no"
+
+
+def _sse(payload: dict[str, Any]) -> bytes:
+    return b"data: " + orjson.dumps(payload) + b"\n\n"
+
+
+class Relay:
+    """A stream's events for its client, relayed chunk by chunk from the upstream.
+
+    Its hold is resolved whichever way it ends: at the end of the events (``_events``'
+    ``finally``), or, if the client went before the first byte so the events never started,
+    in ``aclose``.
+    """
+
+    def __init__(self, call: Call, lease: Lease, upstream: UpstreamStream,
+                 chunks: AsyncIterator[dict[str, Any]], first: dict[str, Any]) -> None:
+        self._call, self._lease, self._upstream = call, lease, upstream
+        self._events = _events(call, lease, upstream, chunks, first)
+        self._started = self._closed = False
+
+    def __aiter__(self) -> Relay:
+        return self
+
+    async def __anext__(self) -> bytes:
+        self._started = True
+        return await anext(self._events)
+
+    async def aclose(self) -> None:
+        if self._closed:
+            return
+        self._closed = True
+        if self._started:
+            await self._events.aclose()
+            return
+        # Never read: the client went before the first byte, with the upstream working.
+        await money.shielded(_wrap_up(self._call, self._lease, self._upstream, None,
+                                         UsageRecord.Status.CANCELLED))
+
+
+async def _events(call: Call, lease: Lease, upstream: UpstreamStream,
+                  chunks: AsyncIterator[dict[str, Any]], first: dict[str, Any]
+                  ) -> AsyncIterator[bytes]:
+    chat, meter = call.chat, call.meter
+    reported: object = None  # the last usage the upstream sent, wherever it rode
+    last = first
+    status = UsageRecord.Status.CANCELLED  # until the stream is seen to the end
+    replies: list[str] | None = [] if settings.ROUTER_LOG_CONTENT else None
+    call.first_token_at = time.monotonic()
+    try:
+        chunk: dict[str, Any] | None = first
+        while chunk is not None:
+            last = chunk
+            # Usage may come in its own chunk, beside a choice, or early: the last one
+            # counts, and the client gets the router's own usage chunk at the end.
+            usage = chunk.pop("usage", None)
+            if usage is not None:
+                reported = usage
+            if chunk.get("choices"):
+                if meter.meter_chunk(chunk):
+                    chunk["model"] = chat.model
+                    if replies is not None:
+                        replies += _texts(chunk)
+                    yield _sse(chunk)
+                if meter.exhausted:
+                    # Every choice ended, some at the cap: nothing more may go out.
+                    await upstream.aclose()
+                    break
+            elif usage is None:
+                chunk["model"] = chat.model  # no choices, no usage: e.g. a filter result
+                yield _sse(chunk)
+            chunk = await anext(chunks, None)
+        status = UsageRecord.Status.OK
+        call.reply_text = "".join(replies or ())
+        charged, verdict = await call.finish(reported, complete=not meter.exhausted,
+                                             status=status)
+        if chat.include_usage:
+            yield _sse({"id": last.get("id"), "object": "chat.completion.chunk",
+                        "created": last.get("created"), "model": chat.model, "choices": [],
+                        "usage": call.shown_usage(verdict, charged)})
+        yield b"data: [DONE]\n\n"
+    except UpstreamError as exc:
+        status = UsageRecord.Status.UPSTREAM_ERROR
+        logger.warning("request %s: worker %s failed mid-stream: %s", call.request_id,
+                       call.worker, exc)
+        await lease.failed()
+        yield _sse(upstream_error("The upstream failed mid-stream.").body())
+    finally:
+        call.reply_text = "".join(replies or ())
+        # One shielded step: a cancellation arriving during any of it (the client's
+        # disconnect, typically) must not skip what follows, least of all the charge.
+        await money.shielded(_wrap_up(call, lease, upstream, reported, status))
+
+
+async def _wrap_up(call: Call, lease: Lease, upstream: UpstreamStream, reported: object,
+                   status: str) -> None:
+    """Stop the upstream, free the worker's slot, and, unless its settlement has started,
+    charge a stream that did not end as it should have: the prompt and the output
+    delivered (``reported``: the last usage seen)."""
+    await upstream.aclose()
+    await lease.release()
+    if not call.resolving:
+        await call.finish(reported, complete=False, status=status)
+
+
+def _texts(chunk: dict[str, Any]) -> list[str]:
+    return [str((choice.get("delta") or {}).get("content") or "")
+            for choice in chunk["choices"]]

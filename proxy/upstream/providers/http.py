@@ -1,0 +1,81 @@
+"""The HTTP call every upstream adapter makes: one POST of JSON, with the worker's timeouts,
+its failures turned into UpstreamErrors that say whether another worker could succeed."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping
+from functools import lru_cache
+from typing import Any
+
+import aiohttp
+import orjson
+from yarl import URL
+
+from proxy.upstream.http_client import upstream_session
+from proxy.upstream.providers.base import UpstreamError, UpstreamTarget
+
+ErrorFrom = Callable[[int, bytes], UpstreamError]
+
+
+def retryable_status(status: int) -> bool:
+    """Whether another worker may succeed where one answered ``status``: 401 and 403 are
+    about the worker's own key or account, not the client's (who must not be told its key
+    was refused); 404 is the worker's base URL or model name being wrong (the client's
+    model was checked before any call); 429 and 5xx (529 is Anthropic's "overloaded") are
+    the upstream's state. Any other 4xx is the client's request, as the upstream saw it."""
+    return status in (401, 403, 404, 429) or status >= 500
+
+
+@lru_cache(maxsize=256)
+def _timeout(total: float | None, connect: float, read: float) -> aiohttp.ClientTimeout:
+    # sock_read bounds every wait for bytes: the first byte and each later chunk. A worker
+    # has a few distinct settings: the (immutable) objects are made once, not per request.
+    return aiohttp.ClientTimeout(total=total, sock_connect=connect, sock_read=read)
+
+
+@lru_cache(maxsize=256)
+def endpoint(base_url: str, path: str) -> URL:
+    """``path`` under a worker's base URL, parsed once rather than on every request."""
+    return URL(f"{base_url.rstrip('/')}{path}")
+
+
+async def post_json(target: UpstreamTarget, url: str | URL, payload: dict[str, Any],
+                    headers: Mapping[str, str], *, total: float | None,
+                    error_from: ErrorFrom) -> aiohttp.ClientResponse:
+    """POST ``payload``; the response once its status is 200, or the UpstreamError that
+    ``error_from`` makes of any other status and its body."""
+    try:
+        response = await upstream_session().post(
+            url, data=orjson.dumps(payload), headers=headers,
+            timeout=_timeout(total, target.connect_timeout_s, target.first_byte_timeout_s))
+    except (aiohttp.ClientConnectionError, aiohttp.ClientPayloadError) as exc:
+        raise UpstreamError(f"cannot reach {target.worker_name}: {exc.__class__.__name__}",
+                            retryable=True) from None
+    except TimeoutError:
+        raise UpstreamError(f"{target.worker_name} did not answer in time",
+                            retryable=True) from None
+    if response.status != 200:
+        try:
+            raw = await response.read()
+        except (aiohttp.ClientError, TimeoutError):
+            raw = b""
+        finally:
+            response.release()
+        raise error_from(response.status, raw)
+    return response
+
+
+async def read_json(target: UpstreamTarget, response: aiohttp.ClientResponse) -> Any:
+    """The whole body of a 200 response, parsed; a broken or non-JSON body is retryable."""
+    try:
+        raw = await response.read()
+    except (aiohttp.ClientError, TimeoutError) as exc:
+        raise UpstreamError(f"{target.worker_name} broke off its answer: "
+                            f"{exc.__class__.__name__}", retryable=True) from None
+    finally:
+        response.release()
+    try:
+        return orjson.loads(raw)
+    except orjson.JSONDecodeError:
+        raise UpstreamError(f"{target.worker_name} sent a body that is not JSON",
+                            retryable=True, status=200) from None

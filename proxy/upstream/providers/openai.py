@@ -1,0 +1,111 @@
+"""Any OpenAI-compatible server: OpenAI itself, vLLM, llama.cpp, Ollama, LiteLLM, ..."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from typing import Any
+
+import aiohttp
+import orjson
+from multidict import CIMultiDict, CIMultiDictProxy
+
+from proxy.upstream.providers.base import UpstreamError, UpstreamTarget
+from proxy.upstream.providers.http import endpoint, post_json, read_json, retryable_status
+
+
+def _error_from(status: int, raw: bytes) -> UpstreamError:
+    try:
+        body = orjson.loads(raw)
+    except orjson.JSONDecodeError:
+        body = None
+    if not (isinstance(body, dict) and isinstance(body.get("error"), dict)):
+        body = None
+    message = (body or {}).get("error", {}).get("message") or raw[:200].decode("utf-8", "replace")
+    return UpstreamError(f"upstream answered {status}: {message}",
+                         retryable=retryable_status(status), status=status, body=body)
+
+
+_JSON_ONLY = CIMultiDictProxy(CIMultiDict({"Content-Type": "application/json"}))
+
+
+def _headers(target: UpstreamTarget) -> CIMultiDictProxy[str]:
+    # The worker's key is decrypted for each call and kept nowhere else: a process's memory
+    # holds a plaintext key only while a request to that worker is being sent.
+    api_key = target.api_key
+    if not api_key:
+        return _JSON_ONLY
+    return CIMultiDictProxy(CIMultiDict({"Content-Type": "application/json",
+                                         "Authorization": f"Bearer {api_key}"}))
+
+
+class OpenAIProvider:
+    def __init__(self, target: UpstreamTarget) -> None:
+        self.target = target
+
+    async def _post(self, body: dict[str, Any], *, total: float | None
+                    ) -> aiohttp.ClientResponse:
+        return await post_json(self.target, endpoint(self.target.base_url, "/chat/completions"),
+                               body, _headers(self.target), total=total,
+                               error_from=_error_from)
+
+    async def complete(self, body: dict[str, Any]) -> dict[str, Any]:
+        response = await self._post(body, total=self.target.total_timeout_s)
+        answer = await read_json(self.target, response)
+        if not isinstance(answer, dict) or not isinstance(answer.get("choices"), list):
+            raise UpstreamError(f"{self.target.worker_name} sent no chat completion",
+                                retryable=True, status=200)
+        return answer
+
+    async def open_stream(self, body: dict[str, Any]) -> OpenAIStream:
+        # No total timeout on a stream: a long answer is fine while bytes keep coming.
+        response = await self._post(body, total=None)
+        return OpenAIStream(response, self.target)
+
+
+class OpenAIStream:
+    def __init__(self, response: aiohttp.ClientResponse, target: UpstreamTarget) -> None:
+        self._response = response
+        self._target = target
+
+    async def aclose(self) -> None:
+        # Closing (not releasing) drops the connection, which is how an upstream learns
+        # that nobody is reading and stops generating.
+        self._response.close()
+
+    async def __aiter__(self) -> AsyncIterator[dict[str, Any]]:
+        try:
+            async for line in self._lines():
+                if not line.startswith(b"data:"):
+                    continue  # comments, event names, keep-alives
+                data = line[5:].strip()
+                if data == b"[DONE]":
+                    return
+                try:
+                    chunk = orjson.loads(data)
+                except orjson.JSONDecodeError:
+                    raise UpstreamError(f"{self._target.worker_name} sent a malformed chunk",
+                                        retryable=False) from None
+                if isinstance(chunk, dict) and isinstance(chunk.get("error"), dict):
+                    raise UpstreamError(
+                        f"{self._target.worker_name}: {chunk['error'].get('message')}",
+                        retryable=False, body=chunk)
+                yield chunk
+            # The body ended without [DONE]: the upstream went away mid-answer.
+            raise UpstreamError(f"{self._target.worker_name} ended the stream early",
+                                retryable=False)
+        except (TimeoutError, aiohttp.ClientError) as exc:
+            raise UpstreamError(f"{self._target.worker_name} broke off the stream: "
+                                f"{exc.__class__.__name__}", retryable=False) from None
+        finally:
+            self._response.close()
+
+    async def _lines(self) -> AsyncIterator[bytes]:
+        # readline splits on \n; SSE events are separated by blank lines we simply skip.
+        content = self._response.content
+        while True:
+            line = await content.readline()
+            if not line:
+                return
+            line = line.rstrip(b"\r\n")
+            if line:
+                yield line
