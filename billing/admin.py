@@ -218,18 +218,19 @@ class HoldAdmin(ReadOnlyAdmin):
 
 @admin.register(UsageRecord)
 class UsageRecordAdmin(ReadOnlyAdmin):
-    list_display = ("request_id", "user", "model", "prompt_tokens", "completion_tokens",
-                    "cached_tokens", "cost_usd", "source", "estimate_reason", "status",
-                    "worker", "latency_ms", "created_at")
+    list_display = ("request_id", "user", "endpoint", "model", "prompt_tokens",
+                    "completion_tokens", "cached_tokens", "cost_usd", "source",
+                    "estimate_reason", "status", "worker", "latency_ms", "created_at")
     # The workers page links here with ?worker=<name>&flagged=any (a plain field lookup the
     # admin accepts): worker names are not listed, that would be a DISTINCT over every record.
-    list_filter = ("status", PricedModelFilter, "source", FlaggedUsageFilter, "estimate_reason",
-                   "over_cap", "over_hold", "created_at")
+    list_filter = ("status", "endpoint", PricedModelFilter, "source", FlaggedUsageFilter,
+                   "estimate_reason", "over_cap", "over_hold", "created_at")
     list_select_related = ("user",)
     search_fields = ("=request_id", "user__email", "model")
     show_full_result_count = False
-    fields = ("request_id", "user", "api_key", "model", "worker", "price", "prompt_tokens",
-              "completion_tokens", "cached_tokens", "cost_usd", "source", "estimate_reason",
+    fields = ("request_id", "user", "api_key", "endpoint", "model", "worker", "price",
+              "prompt_tokens", "completion_tokens", "cached_tokens", "cache_write_tokens",
+              "cost_usd", "source", "estimate_reason",
               "over_cap", "over_hold", "status", "latency_ms", "ttft_ms", "created_at")
     readonly_fields = ("cost_usd", "created_at")
 
@@ -245,14 +246,15 @@ class ModelPriceAdmin(AuditedAdmin):
     audit_name = "price"
     audit_adds = False  # price_set audits the new version against the one it replaces
 
-    list_display = ("model", "input_usd_per_mtok", "output_usd_per_mtok",
-                    "cached_input_usd_per_mtok", "max_output_tokens", "effective_from",
-                    "state", "created_by")
-    list_filter = ("model",)
+    list_display = ("model", "kind", "input_usd_per_mtok", "output_usd_per_mtok",
+                    "cached_input_usd_per_mtok", "cache_write_usd_per_mtok",
+                    "max_output_tokens", "effective_from", "state", "created_by")
+    list_filter = ("kind", "model")
     list_select_related = ("created_by",)
     search_fields = ("model",)
-    add_fields = ("model", "input_usd_per_mtok", "output_usd_per_mtok",
-                  "cached_input_usd_per_mtok", "max_output_tokens", "effective_from")
+    add_fields = ("model", "kind", "input_usd_per_mtok", "output_usd_per_mtok",
+                  "cached_input_usd_per_mtok", "cache_write_usd_per_mtok", "max_output_tokens",
+                  "effective_from")
     view_fields = (*add_fields, "state", "created_by", "created_at", "new_version")
     readonly_fields = ("state", "new_version")
 
@@ -294,6 +296,7 @@ class ModelPriceAdmin(AuditedAdmin):
             model=data["model"], input_usd_per_mtok=data["input_usd_per_mtok"],
             output_usd_per_mtok=data["output_usd_per_mtok"],
             cached_input_usd_per_mtok=data.get("cached_input_usd_per_mtok"),
+            cache_write_usd_per_mtok=data.get("cache_write_usd_per_mtok"), kind=data["kind"],
             max_output_tokens=data["max_output_tokens"], effective_from=data["effective_from"],
             created_by=request.user, actor=Actor.of_request(request),
         )

@@ -65,6 +65,8 @@ def cost_micros(
     input_price: Decimal,
     output_price: Decimal,
     cached_input_price: Decimal,
+    cache_write_tokens: int = 0,
+    cache_write_price: Decimal | None = None,
 ) -> int:
     """What a request costs, in micro-USD, rounded up once at the end.
 
@@ -74,13 +76,17 @@ def cost_micros(
     rounded up (ceil) to whole micro-USD: we never charge less than the price says, and never
     more than one micro-USD over it.
     """
-    if min(prompt_tokens, completion_tokens, cached_tokens) < 0:
+    if min(prompt_tokens, completion_tokens, cached_tokens, cache_write_tokens) < 0:
         raise MoneyError("Token counts cannot be negative.")
-    if cached_tokens > prompt_tokens:
-        raise MoneyError("Cached tokens are part of the prompt and cannot exceed it.")
+    if cached_tokens + cache_write_tokens > prompt_tokens:
+        raise MoneyError("Cached and cache-written tokens are part of the prompt and cannot "
+                         "exceed it.")
+    if cache_write_tokens and cache_write_price is None:
+        raise MoneyError("Tokens written to the cache need a cache-write price.")
     exact = (
-        (prompt_tokens - cached_tokens) * input_price
+        (prompt_tokens - cached_tokens - cache_write_tokens) * input_price
         + cached_tokens * cached_input_price
+        + cache_write_tokens * (cache_write_price or 0)
         + completion_tokens * output_price
     )
     return math.ceil(exact)

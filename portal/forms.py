@@ -235,6 +235,8 @@ class UsageFilterForm(forms.Form):
     key = forms.IntegerField(required=False, min_value=1)
     status = forms.ChoiceField(required=False,
                                choices=[("", "Any status"), *UsageRecord.Status.choices])
+    endpoint = forms.ChoiceField(required=False, choices=[("", "Any endpoint"),
+                                                          *UsageRecord.Endpoint.choices])
     since = forms.DateField(label="From", required=False,
                             widget=forms.DateInput(attrs={"type": "date"}))
     until = forms.DateField(label="To", required=False,
@@ -259,7 +261,7 @@ class UsageFilterForm(forms.Form):
 
         return UsageFilters(
             model=data["model"].strip(), api_key_id=data["key"], status=data["status"],
-            since=midnight(data["since"]) if data["since"] else None,
+            endpoint=data["endpoint"], since=midnight(data["since"]) if data["since"] else None,
             until=midnight(data["until"] + timedelta(days=1)) if data["until"] else None,
         )
 

@@ -2,7 +2,7 @@ from billing.models.alerts import BalanceAlert, OutboxMessage
 from billing.models.budgets import KeyBudget
 from billing.models.holds import Hold
 from billing.models.ledger import LedgerEntry
-from billing.models.prices import ModelPrice
+from billing.models.prices import ModelKind, ModelPrice
 from billing.models.rollups import UsageRollup
 from billing.models.topups import CheckoutTopUp, StripeEvent, Voucher
 from billing.models.usage import BAD_USAGE_REASONS, UsageRecord
@@ -15,6 +15,7 @@ __all__ = [
     "Hold",
     "KeyBudget",
     "LedgerEntry",
+    "ModelKind",
     "ModelPrice",
     "OutboxMessage",
     "StripeEvent",

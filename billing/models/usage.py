@@ -10,8 +10,20 @@ BAD_USAGE_REASONS = ("no_usage", "malformed", "prompt_implausible", "completion_
                      "completion_below_output")
 
 
+class Endpoint(models.TextChoices):
+    """The API a request came in through (its dialect), as the client called it."""
+
+    CHAT = "chat", "/v1/chat/completions"
+    RESPONSES = "responses", "/v1/responses"
+    MESSAGES = "messages", "/v1/messages"
+    EMBEDDINGS = "embeddings", "/v1/embeddings"
+    COMPLETIONS = "completions", "/v1/completions"
+
+
 class UsageRecord(models.Model):
     """What one request used and cost. Written once, when its hold is resolved."""
+
+    Endpoint = Endpoint
 
     class Source(models.TextChoices):
         PROVIDER = "provider", "Reported by the upstream"
@@ -47,6 +59,10 @@ class UsageRecord(models.Model):
     prompt_tokens = models.PositiveIntegerField(default=0)
     completion_tokens = models.PositiveIntegerField(default=0)
     cached_tokens = models.PositiveIntegerField(default=0)
+    # Prompt tokens the upstream wrote to its cache (Anthropic), charged at the price's
+    # cache-write rate; like cached_tokens, a part of prompt_tokens.
+    cache_write_tokens = models.PositiveIntegerField(default=0)
+    endpoint = models.CharField(max_length=16, choices=Endpoint.choices, default=Endpoint.CHAT)
     cost_micros = models.BigIntegerField(default=0)
     price = models.ForeignKey("billing.ModelPrice", on_delete=models.PROTECT, related_name="+",
                               db_index=False)
@@ -76,8 +92,11 @@ class UsageRecord(models.Model):
         constraints = [
             models.CheckConstraint(condition=Q(cost_micros__gte=0),
                                    name="billing_usage_cost_not_negative"),
-            models.CheckConstraint(condition=Q(cached_tokens__lte=F("prompt_tokens")),
-                                   name="billing_usage_cached_within_prompt"),
+            models.CheckConstraint(
+                condition=Q(cached_tokens__lte=F("prompt_tokens") - F("cache_write_tokens")),
+                name="billing_usage_cached_within_prompt"),
+            models.CheckConstraint(condition=Q(endpoint__in=Endpoint.values),
+                                   name="billing_usage_endpoint_known"),
         ]
 
     def __str__(self) -> str:

@@ -53,6 +53,7 @@ class UsageFilters:
     model: str = ""
     api_key_id: int | None = None
     status: str = ""
+    endpoint: str = ""  # a UsageRecord.Endpoint: the API the requests came in through
     since: datetime | None = None
     until: datetime | None = None
 
@@ -148,6 +149,8 @@ def usage_records_of(*, user: User,
         records = records.filter(api_key_id=filters.api_key_id)
     if filters.status:
         records = records.filter(status=filters.status)
+    if filters.endpoint:
+        records = records.filter(endpoint=filters.endpoint)
     if filters.since is not None:
         records = records.filter(created_at__gte=filters.since)
     if filters.until is not None:

@@ -31,6 +31,7 @@ class UsageReport:
     prompt_tokens: int
     completion_tokens: int
     cached_tokens: int = 0
+    cache_write_tokens: int = 0  # prompt tokens written to the upstream's cache
     source: str = UsageRecord.Source.PROVIDER
     status: str = UsageRecord.Status.OK
     estimate_reason: str = ""  # why the router's own count was charged (UsageRecord's)
@@ -38,6 +39,7 @@ class UsageReport:
     worker: str = ""
     latency_ms: int | None = None
     ttft_ms: int | None = None
+    endpoint: str = UsageRecord.Endpoint.CHAT  # the API the request came in through
 
 
 def hold_create(
@@ -119,7 +121,7 @@ def hold_settle(*, hold_id: str, usage: UsageReport) -> HoldOutcome:
             return _resolved(hold)
         cost = hold.price.cost_micros(
             prompt_tokens=usage.prompt_tokens, completion_tokens=usage.completion_tokens,
-            cached_tokens=usage.cached_tokens,
+            cached_tokens=usage.cached_tokens, cache_write_tokens=usage.cache_write_tokens,
         )
         charged = min(cost, hold.amount_micros)
         if cost > hold.amount_micros:
@@ -226,6 +228,7 @@ def _usage_record_create(
         request_id=hold.pk, user_id=wallet.user_id, api_key_id=hold.api_key_id, model=hold.model,
         worker=usage.worker, prompt_tokens=usage.prompt_tokens,
         completion_tokens=usage.completion_tokens, cached_tokens=usage.cached_tokens,
+        cache_write_tokens=usage.cache_write_tokens, endpoint=usage.endpoint,
         cost_micros=cost_micros, price=hold.price, source=usage.source, status=usage.status,
         estimate_reason=usage.estimate_reason, over_cap=usage.over_cap, over_hold=over_hold,
         latency_ms=usage.latency_ms, ttft_ms=usage.ttft_ms,

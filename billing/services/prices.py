@@ -11,13 +11,14 @@ from audit.actors import Actor
 from audit.services import audit_record
 from audit.snapshots import snapshot
 from billing.errors import InvalidAmount
-from billing.models import ModelPrice
+from billing.models import ModelKind, ModelPrice
 from billing.selectors import price_current
 
 DEFAULT_MAX_OUTPUT_TOKENS = 4096
 # What a price version is, for the audit trail (its id and author are the row's own).
 PRICE_AUDIT_FIELDS = ("model", "input_usd_per_mtok", "output_usd_per_mtok",
-                      "cached_input_usd_per_mtok", "max_output_tokens", "effective_from")
+                      "cached_input_usd_per_mtok", "cache_write_usd_per_mtok", "kind",
+                      "max_output_tokens", "effective_from")
 
 
 def _price(value: Decimal | str, *, field: str) -> Decimal:
@@ -39,6 +40,8 @@ def price_set(
     output_usd_per_mtok: Decimal | str,
     cached_input_usd_per_mtok: Decimal | str | None = None,
     max_output_tokens: int | None = None,
+    cache_write_usd_per_mtok: Decimal | str | None = None,
+    kind: str | None = None,
     effective_from: datetime | None = None,
     created_by: User | None = None,
     actor: Actor | None = None,
@@ -53,6 +56,10 @@ def price_set(
         max_output_tokens = current.max_output_tokens if current else DEFAULT_MAX_OUTPUT_TOKENS
     if max_output_tokens < 1:
         raise InvalidAmount("max_output_tokens must be at least 1.")
+    if kind is None:
+        kind = current.kind if current else ModelKind.CHAT
+    if kind not in ModelKind.values:
+        raise InvalidAmount(f"kind must be one of: {', '.join(ModelKind.values)}.")
     try:
         with transaction.atomic():
             created = ModelPrice.objects.create(
@@ -63,6 +70,11 @@ def price_set(
                     None if cached_input_usd_per_mtok is None
                     else _price(cached_input_usd_per_mtok, field="cached input")
                 ),
+                cache_write_usd_per_mtok=(
+                    None if cache_write_usd_per_mtok is None
+                    else _price(cache_write_usd_per_mtok, field="cache write")
+                ),
+                kind=kind,
                 max_output_tokens=max_output_tokens,
                 effective_from=effective_from or timezone.now(),
                 created_by=created_by,

@@ -25,9 +25,9 @@ from portal.views.keys import owned_key_or_404
 
 PAGE_SIZE = 25
 CHART_DAYS = 30
-CSV_HEADER = ["time_utc", "request_id", "model", "api_key", "api_key_name", "status",
-              "prompt_tokens", "completion_tokens", "cached_tokens", "cost_usd", "latency_ms",
-              "source"]
+CSV_HEADER = ["time_utc", "request_id", "endpoint", "model", "api_key", "api_key_name",
+              "status", "prompt_tokens", "completion_tokens", "cached_tokens",
+              "cache_write_tokens", "cost_usd", "latency_ms", "source"]
 
 
 def _filtered_records(request: HttpRequest) -> tuple[UsageFilterForm, QuerySet[UsageRecord]]:
@@ -66,10 +66,11 @@ def usage(request: HttpRequest) -> HttpResponse:
 
 def _row(record: UsageRecord) -> list[Any]:
     api_key = record.api_key
-    return [record.created_at.isoformat(), record.request_id, spreadsheet_safe(record.model),
+    return [record.created_at.isoformat(), record.request_id, record.endpoint,
+            spreadsheet_safe(record.model),
             api_key.prefix if api_key else "", spreadsheet_safe(api_key.name) if api_key else "",
             record.status, record.prompt_tokens, record.completion_tokens,
-            record.cached_tokens, format_usd(record.cost_micros),
+            record.cached_tokens, record.cache_write_tokens, format_usd(record.cost_micros),
             "" if record.latency_ms is None else record.latency_ms, record.source]
 
 

@@ -52,11 +52,16 @@ class Refused(Exception):
         self.held_micros = held_micros
 
 
-def worst_case(price: ModelPrice, prompt_tokens: int, cap: int, n: int) -> int:
-    """The hold for a prompt bound and an output cap."""
+def worst_case(price: ModelPrice, prompt_tokens: int, cap: int, n: int,
+               cache_writes: bool = False) -> int:
+    """The hold for a prompt bound and an output cap; ``cache_writes``: the whole prompt
+    may be written to the upstream's cache, at the cache-write price if that is higher."""
+    written = (prompt_tokens if cache_writes and price.cache_write_price > price.input_usd_per_mtok
+               else 0)
     # A hold must reserve something: a free model still proves the caller has a wallet.
     return max(1, price.cost_micros(prompt_tokens=prompt_tokens,
-                                    completion_tokens=allowance(cap) * n))
+                                    completion_tokens=allowance(cap) * n if n else 0,
+                                    cache_write_tokens=written))
 
 
 def refusal(limit: str, needed: int, room: int, held: int) -> Refused:
@@ -84,19 +89,20 @@ def client_cap(chat: ChatRequest, price: ModelPrice) -> int | None:
     return chat.max_tokens
 
 
-def affordable_cap(price: ModelPrice, prompt: int, n: int, room: int) -> int:
+def affordable_cap(price: ModelPrice, prompt: int, n: int, room: int,
+                   cache_writes: bool = False) -> int:
     """The largest cap (up to the model's maximum) whose hold fits in ``room``; 0 if
     none. The hold grows with the cap, so the answer is found by bisection; with money
     for the model's maximum (the usual case) that is the first thing tried."""
     top = price.max_output_tokens
-    if worst_case(price, prompt, top, n) <= room:
+    if worst_case(price, prompt, top, n, cache_writes) <= room:
         return top
-    if worst_case(price, prompt, 1, n) > room:
+    if worst_case(price, prompt, 1, n, cache_writes) > room:
         return 0
     fits, too_big = 1, top
     while too_big - fits > 1:
         middle = (fits + too_big) // 2
-        if worst_case(price, prompt, middle, n) <= room:
+        if worst_case(price, prompt, middle, n, cache_writes) <= room:
             fits = middle
         else:
             too_big = middle
@@ -107,19 +113,33 @@ def plan_with_room(chat: ChatRequest, price: ModelPrice, prompt: int,
                    room: SpendingRoom) -> ChargePlan:
     """The plan of a request without a client cap, given what its limits leave."""
     limit, left, held = room.tightest()
-    cap = affordable_cap(price, prompt, chat.n, left)
+    writes = chat.may_write_cache
+    if chat.n == 0:  # nothing to generate (embeddings): the hold is the prompt's
+        needed = worst_case(price, prompt, 0, 0, writes)
+        if needed > left:
+            raise refusal(limit, needed, left, held)
+        return ChargePlan(prompt, 0, needed, 0)
+    cap = affordable_cap(price, prompt, chat.n, left, writes)
     if cap < 1:
-        raise refusal(limit, worst_case(price, prompt, 1, chat.n), left, held)
-    return ChargePlan(prompt, cap, worst_case(price, prompt, cap, chat.n), chat.n)
+        raise refusal(limit, worst_case(price, prompt, 1, chat.n, writes), left, held)
+    return ChargePlan(prompt, cap, worst_case(price, prompt, cap, chat.n, writes), chat.n)
 
 
 def capped_plan(chat: ChatRequest, price: ModelPrice) -> ChargePlan | None:
     """The plan of a request that names its own cap (no database needed), or None."""
-    cap = client_cap(chat, price)
+    cap = 0 if chat.n == 0 else client_cap(chat, price)
     if cap is None:
         return None
-    prompt = estimate_request_prompt_tokens(chat.body)
-    return ChargePlan(prompt, cap, worst_case(price, prompt, cap, chat.n), chat.n)
+    prompt = prompt_bound(chat)
+    return ChargePlan(prompt, cap, worst_case(price, prompt, cap, chat.n, chat.may_write_cache),
+                      chat.n)
+
+
+def prompt_bound(chat: ChatRequest) -> int:
+    """A safe upper bound of the prompt the upstream will count (exact where known)."""
+    if chat.prompt_tokens is not None:
+        return chat.prompt_tokens
+    return estimate_request_prompt_tokens(chat.body)
 
 
 async def plan_charge(*, caller: Caller, chat: ChatRequest, price: ModelPrice) -> ChargePlan:
@@ -130,4 +150,4 @@ async def plan_charge(*, caller: Caller, chat: ChatRequest, price: ModelPrice) -
     if plan is not None:
         return plan
     room = await spending_room(user_id=caller.user_id, api_key_id=caller.api_key_id)
-    return plan_with_room(chat, price, estimate_request_prompt_tokens(chat.body), room)
+    return plan_with_room(chat, price, prompt_bound(chat), room)

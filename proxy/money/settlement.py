@@ -68,7 +68,8 @@ def charge_for(*, price: ModelPrice, plan: ChargePlan, usage: UsageReport) -> in
 def _cost(price: ModelPrice, usage: UsageReport) -> int:
     return price.cost_micros(prompt_tokens=usage.prompt_tokens,
                              completion_tokens=usage.completion_tokens,
-                             cached_tokens=usage.cached_tokens)
+                             cached_tokens=usage.cached_tokens,
+                             cache_write_tokens=usage.cache_write_tokens)
 
 
 async def settle(*, request_id: str, user_id: int, price: ModelPrice, usage: UsageReport,

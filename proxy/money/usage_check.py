@@ -5,7 +5,8 @@ The upstream's ``usage`` is believed field by field:
 
 * it is well-formed: ``prompt_tokens`` and ``completion_tokens`` are integers (not booleans,
   not floats, not text), not negative, and small enough to be real; a
-  ``prompt_tokens_details.cached_tokens`` is likewise and not above the prompt;
+  ``prompt_tokens_details.cached_tokens`` (read from the upstream's prompt cache) and
+  ``cache_write_tokens`` (written to it) are likewise and together not above the prompt;
 * ``prompt_tokens`` is at least 1 (every chat format spends tokens on a message) and at most
   ``PROMPT_FACTOR`` times the router's own upper bound of the prompt (the bound already
   allows for other tokenizers; past twice that, the number is not about this prompt);
@@ -60,6 +61,7 @@ class Verdict:
     cached_tokens: int
     reason: str  # an EstimateReason; "" when the upstream's usage is charged as it is
     believed: dict[str, Any] | None  # the upstream's usage, when it is charged as it is
+    cache_write_tokens: int = 0  # prompt tokens the upstream wrote to its cache
 
     @property
     def source(self) -> str:
@@ -72,20 +74,25 @@ def _count(value: object) -> int | None:
     return None
 
 
-def _well_formed(usage: dict[str, Any]) -> tuple[int, int, int] | None:
+def _detail(details: dict[str, Any], name: str) -> int | None:
+    value = details.get(name)
+    return 0 if value is None else _count(value)
+
+
+def _well_formed(usage: dict[str, Any]) -> tuple[int, int, int, int] | None:
     prompt = _count(usage.get("prompt_tokens"))
     completion = _count(usage.get("completion_tokens"))
     if prompt is None or completion is None:
         return None
     details = usage.get("prompt_tokens_details")
-    cached: int | None = 0
-    if isinstance(details, dict) and details.get("cached_tokens") is not None:
-        cached = _count(details["cached_tokens"])
-    elif details is not None and not isinstance(details, dict):
-        cached = None
-    if cached is None or cached > prompt:
+    if details is None:
+        return prompt, completion, 0, 0
+    if not isinstance(details, dict):
         return None
-    return prompt, completion, cached
+    cached, written = _detail(details, "cached_tokens"), _detail(details, "cache_write_tokens")
+    if cached is None or written is None or cached + written > prompt:
+        return None
+    return prompt, completion, cached, written
 
 
 def check_usage(*, reported: object, complete: bool, prompt_bound: int, cap: int, n: int,
@@ -105,12 +112,12 @@ def check_usage(*, reported: object, complete: bool, prompt_bound: int, cap: int
     counts = _well_formed(reported) if isinstance(reported, dict) else None
     if counts is None:
         return Verdict(own_prompt(), delivered, 0, Reason.MALFORMED, None)
-    prompt, completion, cached = counts
+    prompt, completion, cached, written = counts
     reason = ""
     if not 1 <= prompt <= PROMPT_FACTOR * prompt_bound:
-        prompt, cached, reason = own_prompt(), 0, Reason.PROMPT_IMPLAUSIBLE
+        prompt, cached, written, reason = own_prompt(), 0, 0, Reason.PROMPT_IMPLAUSIBLE
     if completion > n * allowance(cap):
         completion, reason = delivered, Reason.COMPLETION_ABOVE_CAP
     elif completion < delivered - tolerance(delivered):
         completion, reason = delivered, Reason.COMPLETION_BELOW_OUTPUT
-    return Verdict(prompt, completion, cached, reason, None if reason else reported)
+    return Verdict(prompt, completion, cached, reason, None if reason else reported, written)

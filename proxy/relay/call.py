@@ -1,5 +1,5 @@
-"""One chat completion on its way through the router: what it asks upstream, what it
-delivered, what it is charged, and its log line."""
+"""One request on its way through the router, whatever its dialect: what it asks upstream,
+what it delivered, what it is charged, and its log line."""
 
 from __future__ import annotations
 
@@ -16,6 +16,8 @@ from billing.models import BAD_USAGE_REASONS, ModelPrice, UsageRecord
 from billing.money import format_usd
 from billing.services import UsageReport
 from proxy import money
+from proxy.dialects.base import Dialect, NativeCodec
+from proxy.dialects.chat.render import CHAT
 from proxy.dialects.chat.request import CAP_FIELDS, ChatRequest
 from proxy.ground.access_log import access_log
 from proxy.ground.metrics import SETTLE_FAILURES, USAGE_FLAGS, completion_observed
@@ -42,6 +44,7 @@ class Call:
     price: ModelPrice
     plan: ChargePlan
     admission: Admission
+    dialect: Dialect = CHAT  # how the client is answered, and whether to go native
     started: float = field(default_factory=time.monotonic)
     first_token_at: float | None = None
     worker: str = ""
@@ -57,6 +60,13 @@ class Call:
         self.meter = OutputMeter(allowance=self.plan.allowance, n=self.chat.n)
         self.request_id = self.request.request_id
 
+
+    def native_codec(self, target: UpstreamTarget) -> NativeCodec | None:
+        """The codec to send this request to ``target`` in the client's own dialect, or
+        None to send the internal (chat) form."""
+        if self.dialect is CHAT:
+            return None
+        return self.dialect.native(target)
 
     def upstream_body(self, target: UpstreamTarget) -> dict[str, Any]:
         body = dict(self.chat.body)
@@ -78,7 +88,8 @@ class Call:
     def own_prompt(self) -> int:
         """The prompt counted the way OpenAI counts chat messages (only when needed)."""
         if self._own_prompt is None:
-            self._own_prompt = exact_prompt_tokens(self.chat.messages)
+            self._own_prompt = (self.chat.prompt_tokens if self.chat.prompt_tokens is not None
+                                else exact_prompt_tokens(self.chat.messages))
         return self._own_prompt
 
     def verdict(self, reported: object, *, complete: bool) -> Verdict:
@@ -105,10 +116,11 @@ class Call:
         now = time.monotonic()
         return UsageReport(
             prompt_tokens=verdict.prompt_tokens, completion_tokens=verdict.completion_tokens,
-            cached_tokens=verdict.cached_tokens, source=verdict.source,
+            cached_tokens=verdict.cached_tokens,
+            cache_write_tokens=verdict.cache_write_tokens, source=verdict.source,
             estimate_reason=verdict.reason, over_cap=self.meter.over_cap, status=status,
             worker=self.worker, latency_ms=self.elapsed_ms(now),
-            ttft_ms=self.elapsed_ms(self.first_token_at))
+            ttft_ms=self.elapsed_ms(self.first_token_at), endpoint=self.dialect.endpoint)
 
     def shown_usage(self, verdict: Verdict, charged: int) -> dict[str, Any]:
         """The usage the client is shown: exactly what it was charged for, with the
@@ -119,6 +131,9 @@ class Call:
         usage["total_tokens"] = verdict.prompt_tokens + verdict.completion_tokens
         if verdict.believed is None and verdict.cached_tokens:
             usage["prompt_tokens_details"] = {"cached_tokens": verdict.cached_tokens}
+        if verdict.believed is None and verdict.cache_write_tokens:
+            usage.setdefault("prompt_tokens_details", {})["cache_write_tokens"] = (
+                verdict.cache_write_tokens)
         usage["cost"] = usd(charged)
         return usage
 
@@ -218,7 +233,7 @@ class Call:
         self.request.logged_by_call = True
         content = ({"messages": self.chat.messages, "reply": self.reply_text}
                    if settings.ROUTER_LOG_CONTENT else {})
-        access_log(request_id=self.request_id, method="POST", path="/v1/chat/completions",
+        access_log(request_id=self.request_id, method="POST", path=self.dialect.path,
                    # 200 once the answer or the stream's first chunk went out; none when
                    # the client hung up before any output.
                    status=200 if self.first_token_at is not None else None,

@@ -1,4 +1,4 @@
-"""Relay one chat completion: pick a worker, call it, charge what it used.
+"""Relay one request, whatever its dialect: pick a worker, call it, charge what it used.
 
 Both paths keep to the design's protocol: the hold exists before the upstream is called;
 no transaction is open while it runs; the hold is settled or voided in a ``finally`` that a
@@ -14,15 +14,17 @@ import time
 from collections.abc import AsyncIterator
 from typing import Any
 
-import orjson
 from django.conf import settings
 from django.http import HttpResponse, StreamingHttpResponse
 
-from billing.models import UsageRecord
+from billing.models import ModelKind, UsageRecord
 from proxy import money
+from proxy.dialects.base import Dialect, StreamRender
+from proxy.dialects.chat.render import CHAT
 from proxy.dialects.chat.request import ChatRequest
 from proxy.ground.errors import (
     ApiError,
+    bad_request,
     model_not_found,
     no_available_workers,
     permission_denied,
@@ -34,20 +36,24 @@ from proxy.limits import limits_admit, limits_error, limits_release
 from proxy.money import Verdict
 from proxy.relay.call import Call
 from proxy.selectors import Caller, price_for_model, targets_for_model
-from proxy.upstream.providers import UpstreamError, provider_for
-from proxy.upstream.providers.base import UpstreamStream
+from proxy.upstream.providers import UpstreamError, native, provider_for
+from proxy.upstream.providers.base import UpstreamStream, UpstreamTarget
 from proxy.upstream.routing import Candidates, Lease
 
 logger = logging.getLogger(__name__)
 
-async def chat_completion(*, request: Any, caller: Caller, chat: ChatRequest
-                          ) -> HttpResponse | StreamingHttpResponse:
+async def chat_completion(*, request: Any, caller: Caller, chat: ChatRequest,
+                          dialect: Dialect = CHAT) -> HttpResponse | StreamingHttpResponse:
+    """Answer ``chat`` (the internal form of any dialect's request) in ``dialect``."""
     if caller.allowed_models and chat.model not in caller.allowed_models:
         raise permission_denied(f"This API key may not use the model `{chat.model}`.")
     price = await price_for_model(chat.model)
     if price is None:
         raise model_not_found(chat.model)
+    _check_kind(price.kind, dialect, chat.model)
     targets = await targets_for_model(chat.model)
+    if dialect is not CHAT:
+        targets = [target for target in targets if dialect.serves(target)]
     if not targets:
         raise no_available_workers(chat.model)
     # A request that names its cap needs no database to plan; one that does not asks
@@ -73,7 +79,7 @@ async def chat_completion(*, request: Any, caller: Caller, chat: ChatRequest
         raise
     # From here on the request holds money: whatever happens, Call resolves it.
     call = Call(request=request, caller=caller, chat=chat, price=price, plan=plan,
-                admission=admission)
+                admission=admission, dialect=dialect)
     try:
         candidates = Candidates(targets, request.request_id)
         response = await (_stream(call, candidates) if chat.stream
@@ -86,6 +92,37 @@ async def chat_completion(*, request: Any, caller: Caller, chat: ChatRequest
     for name, value in admission.headers.items():
         response[name] = value
     return response
+
+
+def _check_kind(kind: str, dialect: Dialect, model: str) -> None:
+    """A chat model called for embeddings, or an embedding model for anything else, is
+    the client's mistake: a 400 that says which endpoint the model is for."""
+    if kind == ModelKind.BOTH:
+        return
+    wants_embedding = dialect.endpoint == UsageRecord.Endpoint.EMBEDDINGS
+    if wants_embedding and kind != ModelKind.EMBEDDING:
+        raise bad_request(f"The model `{model}` is not an embedding model; call it through "
+                          "/v1/chat/completions, /v1/responses, /v1/messages or "
+                          "/v1/completions.", param="model", code="model_not_embedding")
+    if not wants_embedding and kind == ModelKind.EMBEDDING:
+        raise bad_request(f"The model `{model}` is an embedding model; call it through "
+                          "/v1/embeddings.", param="model", code="model_is_embedding")
+
+
+async def _ask(call: Call, target: UpstreamTarget) -> dict[str, Any]:
+    """The whole answer of one worker, in the internal form."""
+    codec = call.native_codec(target)
+    if codec is not None:
+        return await native.complete(call, target, codec)
+    return await provider_for(target).complete(call.upstream_body(target))
+
+
+async def _open(call: Call, target: UpstreamTarget) -> UpstreamStream:
+    """One worker's stream, open, in internal chunks."""
+    codec = call.native_codec(target)
+    if codec is not None:
+        return await native.open_stream(call, target, codec)
+    return await provider_for(target).open_stream(call.upstream_body(target))
 
 
 async def _failed(call: Call, failure: UpstreamError | None) -> ApiError:
@@ -135,8 +172,7 @@ async def _complete(call: Call, candidates: Candidates) -> HttpResponse:
         call.worker, call.upstream_model = lease.target.worker_name, lease.target.upstream_model
         call.upstream_called = True
         try:
-            answer = await provider_for(lease.target).complete(
-                call.upstream_body(lease.target))
+            answer = await _ask(call, lease.target)
         except UpstreamError as exc:
             failure = exc
             if await _attempt_failed(call, lease, exc):
@@ -162,7 +198,7 @@ async def _answer(call: Call, answer: dict[str, Any], lease: Lease) -> HttpRespo
     charged = await call.finish_after_answer(verdict, lease)
     answer["model"] = call.chat.model
     answer["usage"] = call.shown_usage(verdict, charged)
-    response = json_response(answer)
+    response = json_response(await call.dialect.render(call, answer))
     response["x-router-cost-micros"] = str(charged)
     return response
 
@@ -173,8 +209,7 @@ async def _stream(call: Call, candidates: Candidates) -> StreamingHttpResponse:
         call.worker, call.upstream_model = lease.target.worker_name, lease.target.upstream_model
         call.upstream_called = True
         try:
-            upstream = await provider_for(lease.target).open_stream(
-                call.upstream_body(lease.target))
+            upstream = await _open(call, lease.target)
             chunks = aiter(upstream)
             first = await anext(chunks)
         except UpstreamError as exc:
@@ -213,10 +248,6 @@ class EventStream(StreamingHttpResponse):
         self["X-Accel-Buffering"] = "no"
 
 
-def _sse(payload: dict[str, Any]) -> bytes:
-    return b"data: " + orjson.dumps(payload) + b"\n\n"
-
-
 class Relay:
     """A stream's events for its client, relayed chunk by chunk from the upstream.
 
@@ -253,13 +284,16 @@ class Relay:
 async def _events(call: Call, lease: Lease, upstream: UpstreamStream,
                   chunks: AsyncIterator[dict[str, Any]], first: dict[str, Any]
                   ) -> AsyncIterator[bytes]:
-    chat, meter = call.chat, call.meter
+    meter = call.meter
+    render: StreamRender = call.dialect.stream(call)
     reported: object = None  # the last usage the upstream sent, wherever it rode
     last = first
     status = UsageRecord.Status.CANCELLED  # until the stream is seen to the end
     replies: list[str] | None = [] if settings.ROUTER_LOG_CONTENT else None
     call.first_token_at = time.monotonic()
     try:
+        for part in render.opening():
+            yield part
         chunk: dict[str, Any] | None = first
         while chunk is not None:
             last = chunk
@@ -270,33 +304,32 @@ async def _events(call: Call, lease: Lease, upstream: UpstreamStream,
                 reported = usage
             if chunk.get("choices"):
                 if meter.meter_chunk(chunk):
-                    chunk["model"] = chat.model
                     if replies is not None:
                         replies += _texts(chunk)
-                    yield _sse(chunk)
+                    for part in render.chunk(chunk):
+                        yield part
                 if meter.exhausted:
                     # Every choice ended, some at the cap: nothing more may go out.
                     await upstream.aclose()
                     break
             elif usage is None:
-                chunk["model"] = chat.model  # no choices, no usage: e.g. a filter result
-                yield _sse(chunk)
+                for part in render.aside(chunk):  # no choices, no usage: a filter result
+                    yield part
             chunk = await anext(chunks, None)
         status = UsageRecord.Status.OK
         call.reply_text = "".join(replies or ())
         charged, verdict = await call.finish(reported, complete=not meter.exhausted,
                                              status=status)
-        if chat.include_usage:
-            yield _sse({"id": last.get("id"), "object": "chat.completion.chunk",
-                        "created": last.get("created"), "model": chat.model, "choices": [],
-                        "usage": call.shown_usage(verdict, charged)})
-        yield b"data: [DONE]\n\n"
+        for part in await render.closing(call, call.shown_usage(verdict, charged), charged,
+                                         last):
+            yield part
     except UpstreamError as exc:
         status = UsageRecord.Status.UPSTREAM_ERROR
         logger.warning("request %s: worker %s failed mid-stream: %s", call.request_id,
                        call.worker, exc)
         await lease.failed()
-        yield _sse(upstream_error("The upstream failed mid-stream.").body())
+        for part in render.failure(upstream_error("The upstream failed mid-stream.")):
+            yield part
     finally:
         call.reply_text = "".join(replies or ())
         # One shielded step: a cancellation arriving during any of it (the client's

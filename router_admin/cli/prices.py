@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from audit.actors import Actor
+from billing.models import ModelKind
 from billing.services import price_set
 from router_admin.cli.base import Options, Subparsers, group, subcommand
 
@@ -19,6 +20,12 @@ def add_parsers(subparsers: Subparsers) -> None:
                       help="USD per 1M completion tokens.")
     set_.add_argument("--cached-input", metavar="USD",
                       help="USD per 1M cached prompt tokens; default: the input price.")
+    set_.add_argument("--cache-write", metavar="USD",
+                      help="USD per 1M prompt tokens written to the upstream's cache "
+                      "(Anthropic); default: 1.25x the input price.")
+    set_.add_argument("--kind", choices=ModelKind.values,
+                      help="chat (chat, responses, messages, completions), embedding, or "
+                      "both; default: the current version's, or chat.")
     set_.add_argument("--max-output-tokens", type=int, metavar="N",
                       help="Largest completion the model may produce; default: the current "
                       "version's, or 4096.")
@@ -29,7 +36,9 @@ def price_set_command(options: Options) -> list[str]:
         model=options["model"], input_usd_per_mtok=options["input"],
         output_usd_per_mtok=options["output"],
         cached_input_usd_per_mtok=options["cached_input"],
+        cache_write_usd_per_mtok=options["cache_write"], kind=options["kind"],
         max_output_tokens=options["max_output_tokens"], actor=Actor.cli(),
     )
-    return [f"Set price {price.pk}: {price} (cached input ${price.cached_price}, "
-            f"max {price.max_output_tokens} output tokens)."]
+    return [f"Set price {price.pk}: {price} (cached input ${price.cached_price}, cache write "
+            f"${price.cache_write_price}, max {price.max_output_tokens} output tokens, "
+            f"{price.kind})."]

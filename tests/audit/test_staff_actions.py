@@ -115,7 +115,8 @@ def test_a_new_price_version_is_recorded_against_the_one_it_replaces(post, staff
     later = timezone.now() + timedelta(hours=1)
     post(reverse("admin:billing_modelprice_add"), {
         "model": price.model, "input_usd_per_mtok": "1.5", "output_usd_per_mtok": "2",
-        "cached_input_usd_per_mtok": "", "max_output_tokens": 1000,
+        "cached_input_usd_per_mtok": "", "cache_write_usd_per_mtok": "", "kind": "chat",
+        "max_output_tokens": 1000,
         "effective_from_0": later.strftime("%Y-%m-%d"),
         "effective_from_1": later.strftime("%H:%M:%S")})
 

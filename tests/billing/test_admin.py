@@ -205,7 +205,8 @@ def test_adding_a_price_creates_a_new_version_and_records_who_added_it(admin_cli
     later = timezone.now() + timedelta(hours=1)
     response = admin_client.post(reverse("admin:billing_modelprice_add"), {
         "model": price.model, "input_usd_per_mtok": "1.5", "output_usd_per_mtok": "3",
-        "cached_input_usd_per_mtok": "", "max_output_tokens": 2000,
+        "cached_input_usd_per_mtok": "", "cache_write_usd_per_mtok": "", "kind": "chat",
+        "max_output_tokens": 2000,
         "effective_from_0": later.strftime("%Y-%m-%d"),
         "effective_from_1": later.strftime("%H:%M:%S"),
     })

@@ -65,3 +65,32 @@ def test_an_idempotency_key_is_used_once_at_most(entry):
             "VALUES (%s, 'topup', 1, 1001, %s, '', now())",
             [entry.wallet_id, entry.idempotency_key],
         )
+
+
+def _usage_row(user, price, **fields) -> None:
+    values = {"prompt_tokens": 10, "cached_tokens": 0, "cache_write_tokens": 0,
+              "endpoint": "chat", **fields}
+    _sql("INSERT INTO billing_usagerecord (request_id, user_id, model, worker, prompt_tokens,"
+         " completion_tokens, cached_tokens, cache_write_tokens, endpoint, cost_micros,"
+         " price_id, source, estimate_reason, over_cap, over_hold, status, created_at)"
+         " VALUES (%s, %s, 'm', '', %s, 0, %s, %s, %s, 0, %s, 'provider', '', false, false,"
+         " 'ok', now())",
+         [f"r-{sorted(fields.items())}", user.pk, values["prompt_tokens"],
+          values["cached_tokens"], values["cache_write_tokens"], values["endpoint"], price.pk])
+
+
+def test_a_usage_record_keeps_cache_reads_and_writes_within_its_prompt(user, price):
+    _usage_row(user, price, cached_tokens=6, cache_write_tokens=4)  # exactly the prompt
+    with pytest.raises(IntegrityError, match="cached_within_prompt"):
+        _usage_row(user, price, cached_tokens=6, cache_write_tokens=5)
+
+
+def test_a_usage_record_names_a_known_endpoint(user, price):
+    _usage_row(user, price, endpoint="messages")
+    with pytest.raises(IntegrityError, match="endpoint_known"):
+        _usage_row(user, price, endpoint="fax")
+
+
+def test_a_price_is_for_a_known_kind_of_model(price):
+    with pytest.raises(IntegrityError, match="kind_known"):
+        _sql("UPDATE billing_modelprice SET kind = 'image' WHERE id = %s", [price.pk])

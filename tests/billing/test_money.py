@@ -47,3 +47,22 @@ def test_impossible_token_counts_are_refused(prompt, cached):
         cost_micros(prompt_tokens=prompt, completion_tokens=0, cached_tokens=cached,
                     input_price=Decimal(1), output_price=Decimal(1),
                     cached_input_price=Decimal(1))
+
+
+def test_cache_writes_are_billed_at_the_cache_write_price_instead_of_the_input_price():
+    cost = cost_micros(prompt_tokens=1000, completion_tokens=10, cached_tokens=400,
+                       cache_write_tokens=100, input_price=Decimal("2"),
+                       output_price=Decimal("8"), cached_input_price=Decimal("0.5"),
+                       cache_write_price=Decimal("2.5"))
+    assert cost == 500 * 2 + 400 * Decimal("0.5") + 100 * Decimal("2.5") + 10 * 8
+
+
+@pytest.mark.parametrize(("cached", "written", "write_price"),
+                         [(3, 3, Decimal(1)), (0, -1, Decimal(1)), (0, 2, None)])
+def test_cache_writes_beyond_the_prompt_or_without_a_price_are_refused(cached, written,
+                                                                       write_price):
+    with pytest.raises(MoneyError):
+        cost_micros(prompt_tokens=5, completion_tokens=0, cached_tokens=cached,
+                    cache_write_tokens=written, input_price=Decimal(1),
+                    output_price=Decimal(1), cached_input_price=Decimal(1),
+                    cache_write_price=write_price)

@@ -65,12 +65,13 @@ def make_usage(price: ModelPrice) -> Callable[..., UsageRecord]:
     def make(user: User, *, api_key: ApiKey | None = None, cost_micros: int = 1_000,
              model: str = "test-model", status: str = UsageRecord.Status.OK,
              at: datetime | None = None, prompt_tokens: int = 100,
-             completion_tokens: int = 50) -> UsageRecord:
+             completion_tokens: int = 50, endpoint: str = UsageRecord.Endpoint.CHAT,
+             cache_write_tokens: int = 0) -> UsageRecord:
         record = UsageRecord.objects.create(
             request_id=f"portal-req-{next(_request_ids)}", user=user, api_key=api_key,
             model=model, price=price, prompt_tokens=prompt_tokens,
             completion_tokens=completion_tokens, cost_micros=cost_micros, status=status,
-            latency_ms=120)
+            latency_ms=120, endpoint=endpoint, cache_write_tokens=cache_write_tokens)
         if at is not None:  # created_at is stamped on insert; move it where the test needs
             UsageRecord.objects.filter(pk=record.pk).update(created_at=at)
             record.created_at = at

@@ -118,3 +118,19 @@ def test_the_csv_export_streams_the_filtered_records(member_client, member, make
     assert (row["prompt_tokens"], row["completion_tokens"]) == ("11", "22")
     assert row["cost_usd"] == "1.234567"
     assert row["status"] == "ok"
+
+
+@pytest.mark.filterwarnings("ignore:StreamingHttpResponse must consume asynchronous")
+def test_the_table_and_the_csv_show_each_request_s_endpoint(member_client, member, make_usage):
+    responses = make_usage(member, endpoint="responses")
+    make_usage(member, endpoint="chat")
+
+    page = member_client.get(reverse("portal:usage"), {"endpoint": "responses"})
+    shown = page.content.decode()
+    assert shown.count('data-testid="endpoint"') == 1
+    assert "/v1/responses" in shown
+    body = b"".join(member_client.get(reverse("portal:usage_csv"), {"endpoint": "responses"}))
+    rows = list(csv.reader(io.StringIO(body.decode())))
+    assert [dict(zip(CSV_HEADER, row, strict=True))["endpoint"] for row in rows[1:]] == [
+        "responses"]
+    assert rows[1][CSV_HEADER.index("request_id")] == responses.request_id

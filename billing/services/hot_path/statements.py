@@ -126,10 +126,12 @@ WITH hold AS (
 ), usage AS (
     INSERT INTO billing_usagerecord (request_id, user_id, api_key_id, model, worker,
                                      prompt_tokens, completion_tokens, cached_tokens,
+                                     cache_write_tokens, endpoint,
                                      cost_micros, price_id, source, estimate_reason, over_cap,
                                      over_hold, status, latency_ms, ttft_ms, created_at)
     SELECT hold.id, wallet.user_id, hold.api_key_id, hold.model, %(worker)s,
            %(prompt_tokens)s, %(completion_tokens)s, %(cached_tokens)s,
+           %(cache_write_tokens)s, %(endpoint)s,
            hold.charged_micros, hold.price_id, %(source)s, %(estimate_reason)s, %(over_cap)s,
            %(cost)s > hold.amount_micros, %(usage_status)s, %(latency_ms)s, %(ttft_ms)s, now()
       FROM hold, wallet
@@ -144,7 +146,8 @@ RESOLVE_MANY_SQL = """
 WITH item AS (
     SELECT * FROM json_to_recordset(%(items)s::json)
         AS r(ord int, hold_id text, status text, cost bigint, worker text,
-             prompt_tokens int, completion_tokens int, cached_tokens int, source text,
+             prompt_tokens int, completion_tokens int, cached_tokens int,
+             cache_write_tokens int, endpoint text, source text,
              estimate_reason text, over_cap boolean, usage_status text, latency_ms int,
              ttft_ms int)
 ), hold AS (
@@ -194,10 +197,12 @@ WITH item AS (
 ), usage AS (
     INSERT INTO billing_usagerecord (request_id, user_id, api_key_id, model, worker,
                                      prompt_tokens, completion_tokens, cached_tokens,
+                                     cache_write_tokens, endpoint,
                                      cost_micros, price_id, source, estimate_reason, over_cap,
                                      over_hold, status, latency_ms, ttft_ms, created_at)
     SELECT hold.id, wallet.user_id, hold.api_key_id, hold.model, item.worker,
            item.prompt_tokens, item.completion_tokens, item.cached_tokens,
+           item.cache_write_tokens, item.endpoint,
            hold.charged_micros, hold.price_id, item.source, item.estimate_reason,
            item.over_cap, item.cost > hold.amount_micros, item.usage_status,
            item.latency_ms, item.ttft_ms, now()

@@ -22,9 +22,9 @@ from portal.api.pagination import ApiPagination
 from portal.api.schema import error_responses
 from portal.csv_export import csv_lines, spreadsheet_safe, usage_csv_response
 
-CSV_COLUMNS = ("created_at", "request_id", "model", "key_prefix", "prompt_tokens",
-               "completion_tokens", "cached_tokens", "cost_usd", "cost_micros", "status",
-               "source", "latency_ms", "ttft_ms")
+CSV_COLUMNS = ("created_at", "request_id", "endpoint", "model", "key_prefix", "prompt_tokens",
+               "completion_tokens", "cached_tokens", "cache_write_tokens", "cost_usd",
+               "cost_micros", "status", "source", "latency_ms", "ttft_ms")
 
 
 class CsvRenderer(renderers.BaseRenderer):
@@ -45,12 +45,16 @@ class CsvRenderer(renderers.BaseRenderer):
 class UsageRecordSerializer(serializers.Serializer):
     request_id = serializers.CharField()
     created_at = serializers.DateTimeField()
+    endpoint = serializers.ChoiceField(choices=UsageRecord.Endpoint.choices,
+                                       help_text="The API the request came in through.")
     model = serializers.CharField()
     key_id = serializers.IntegerField(source="api_key_id", allow_null=True)
     key_prefix = serializers.CharField(source="api_key.prefix", allow_null=True, default=None)
     prompt_tokens = serializers.IntegerField()
     completion_tokens = serializers.IntegerField()
     cached_tokens = serializers.IntegerField()
+    cache_write_tokens = serializers.IntegerField(
+        help_text="Prompt tokens written to the upstream's cache, at its cache-write price.")
     cost_micros = serializers.IntegerField()
     cost_usd = UsdField(source="cost_micros")
     status = serializers.ChoiceField(choices=UsageRecord.Status.choices)
@@ -90,6 +94,8 @@ class UsageListApi(ApiView):
         model = serializers.CharField(required=False, max_length=200)
         key = serializers.IntegerField(required=False, help_text="An id of one of your keys.")
         status = serializers.ChoiceField(required=False, choices=UsageRecord.Status.choices)
+        endpoint = serializers.ChoiceField(required=False,
+                                           choices=UsageRecord.Endpoint.choices)
         since = serializers.DateTimeField(required=False, help_text="From (inclusive), "
                                           "ISO 8601; a date alone means its 00:00 UTC.")
         until = serializers.DateTimeField(required=False, help_text="Before (exclusive).")
@@ -118,7 +124,8 @@ class UsageListApi(ApiView):
             key_id = api_key_of(user=request.user, key_id=query["key"]).pk  # not yours: 404
         records = usage_records_of(user=request.user, filters=UsageFilters(
             model=query.get("model", ""), api_key_id=key_id, status=query.get("status", ""),
-            since=query.get("since"), until=query.get("until")))
+            endpoint=query.get("endpoint", ""), since=query.get("since"),
+            until=query.get("until")))
         if request.accepted_renderer.format == "csv":
             return usage_csv_response(header=CSV_COLUMNS, records=records, row=_csv_row,
                                       filename="usage.csv")
@@ -128,9 +135,10 @@ class UsageListApi(ApiView):
 
 
 def _csv_row(r: UsageRecord) -> list[Any]:
-    return [r.created_at.isoformat(), r.request_id, spreadsheet_safe(r.model),
+    return [r.created_at.isoformat(), r.request_id, r.endpoint, spreadsheet_safe(r.model),
             r.api_key.prefix if r.api_key else "", r.prompt_tokens, r.completion_tokens,
-            r.cached_tokens, format_usd(r.cost_micros), r.cost_micros, r.status, r.source,
+            r.cached_tokens, r.cache_write_tokens, format_usd(r.cost_micros), r.cost_micros,
+            r.status, r.source,
             "" if r.latency_ms is None else r.latency_ms,
             "" if r.ttft_ms is None else r.ttft_ms]
 

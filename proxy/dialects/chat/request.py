@@ -6,18 +6,14 @@ checked; every other field is passed through untouched to OpenAI-compatible upst
 
 from __future__ import annotations
 
-import re
 from dataclasses import dataclass
 from typing import Any
 
-import orjson
-
+from proxy.dialects.body import json_body, model_name
 from proxy.ground.errors import ApiError, bad_request
 
 ROLES = frozenset({"system", "developer", "user", "assistant", "tool", "function"})
 MAX_N = 16
-# C0 and C1 control characters: never part of a model's name, and PostgreSQL refuses NUL.
-CONTROL_CHARACTERS = re.compile("[\x00-\x1f\x7f-\x9f]")
 # The output-cap fields of OpenAI's API: max_tokens (older, still read by most servers)
 # and max_completion_tokens (newer, required by reasoning models).
 CAP_FIELDS = ("max_tokens", "max_completion_tokens")
@@ -25,7 +21,10 @@ CAP_FIELDS = ("max_tokens", "max_completion_tokens")
 
 @dataclass
 class ChatRequest:
-    body: dict[str, Any]  # the client's JSON, forwarded (with our changes) upstream
+    """The path's one internal request: OpenAI's chat-completions form, which every dialect
+    parses into (``proxy.dialects.base``)."""
+
+    body: dict[str, Any]  # the chat body, forwarded (with our changes) upstream
     model: str
     messages: list[dict[str, Any]]
     stream: bool
@@ -33,6 +32,16 @@ class ChatRequest:
     max_tokens: int | None  # the client's output cap: the smaller of its cap fields
     n: int
     cap_fields: dict[str, int] | None = None  # each cap field the client sent, by name
+    # The client's own body in its dialect, for an upstream that speaks it natively.
+    native: dict[str, Any] | None = None
+    # The client's headers that go upstream with a native body (anthropic-beta, ...).
+    client_headers: dict[str, str] | None = None
+    # The prompt's exact count, where the dialect knows it (embeddings' inputs): it is then
+    # both the hold's bound and the router's own count.
+    prompt_tokens: int | None = None
+    # The request marks prompt-cache breakpoints (cache_control): the upstream may write
+    # the prompt to its cache, which costs more than input, so the hold allows for it.
+    may_write_cache: bool = False
 
 
 def _is_int(value: object) -> bool:
@@ -125,24 +134,8 @@ def _validate_messages(messages: object) -> list[dict[str, Any]]:
 
 
 def parse_chat_request(raw: bytes) -> ChatRequest:
-    try:
-        body = orjson.loads(raw)
-    except orjson.JSONDecodeError:
-        raise bad_request("We could not parse the JSON body of your request. The OpenAI API "
-                          "expects a JSON payload.") from None
-    if not isinstance(body, dict):
-        raise bad_request("The request body must be a JSON object.")
-
-    model = body.get("model")
-    if model is None:
-        raise bad_request("Missing required parameter: 'model'.", param="model",
-                          code="missing_required_parameter")
-    if not isinstance(model, str) or not model.strip():
-        raise bad_request("Invalid type for 'model': expected a non-empty string.",
-                          param="model", code="invalid_type")
-    if CONTROL_CHARACTERS.search(model):
-        raise bad_request("Invalid 'model': a model name has no control characters.",
-                          param="model", code="invalid_value")
+    body = json_body(raw)
+    model = model_name(body)
     messages = _validate_messages(body.get("messages"))
 
     stream = body.get("stream", False)
@@ -188,6 +181,7 @@ def parse_chat_request(raw: bytes) -> ChatRequest:
     return ChatRequest(
         body=body, model=model, messages=messages, stream=stream, include_usage=include_usage,
         max_tokens=min(caps.values()) if caps else None, n=n, cap_fields=caps or None,
+        may_write_cache=b"cache_control" in raw,
     )
 
 

@@ -131,3 +131,17 @@ def test_days_out_of_range_is_a_400(api, days):
 
 def test_thirty_days_is_the_default(api, history):
     assert len(api.get("/api/usage/daily").json()) == 30
+
+
+def test_each_record_says_its_endpoint_and_the_list_filters_by_it(api, member, make_usage):
+    messages = make_usage(member, endpoint=UsageRecord.Endpoint.MESSAGES, prompt_tokens=100,
+                          cache_write_tokens=40)
+    make_usage(member, endpoint=UsageRecord.Endpoint.EMBEDDINGS)
+
+    rows = api.get("/api/usage", {"endpoint": "messages"}).json()["results"]
+    assert [(r["request_id"], r["endpoint"], r["cache_write_tokens"]) for r in rows] == [
+        (messages.request_id, "messages", 40)]
+    csv_rows = list(csv.DictReader(io.StringIO(b"".join(
+        api.get("/api/usage", {"format": "csv", "endpoint": "messages"})).decode())))
+    assert [(r["endpoint"], r["cache_write_tokens"]) for r in csv_rows] == [("messages", "40")]
+    assert api.get("/api/usage", {"endpoint": "fax"}).status_code == 400

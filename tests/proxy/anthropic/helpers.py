@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import itertools
 import math
+from decimal import Decimal
 
 from billing.models import Hold, LedgerEntry, Wallet
 from proxy.models import Worker, WorkerModel
@@ -25,8 +26,11 @@ def anthropic_worker_for(server: AnthropicServer, *, priority: int = 0, key: str
 
 
 
-def cost_of(prompt: int, completion: int, cached: int = 0) -> int:
-    return math.ceil((prompt - cached) * INPUT + cached * CACHED + completion * OUTPUT)
+def cost_of(prompt: int, completion: int, cached: int = 0, written: int = 0) -> int:
+    """Cache reads at the cached price, cache writes at 1.25x input (no cache-write price
+    set: Anthropic's 5-minute rate)."""
+    return math.ceil((prompt - cached - written) * INPUT + cached * CACHED
+                     + written * INPUT * Decimal("1.25") + completion * OUTPUT)
 
 
 def wallet_of(user_id: int) -> Wallet:

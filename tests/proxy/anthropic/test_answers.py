@@ -42,7 +42,7 @@ def test_a_non_streamed_answer_reads_as_openai_and_is_charged_exactly_with_cache
     assert (usage.prompt_tokens, usage.completion_tokens) == (
         answer.prompt_tokens, answer.usage["output_tokens"])
     assert usage.prompt_tokens_details.cached_tokens == 151
-    cost = cost_of(answer.prompt_tokens, answer.usage["output_tokens"], cached=151)
+    cost = cost_of(answer.prompt_tokens, answer.usage["output_tokens"], cached=151, written=37)
     assert raw.headers["x-router-cost-micros"] == str(cost)
 
     request = anthropic_upstream.requests[-1]
@@ -58,8 +58,9 @@ def test_a_non_streamed_answer_reads_as_openai_and_is_charged_exactly_with_cache
 
     router.drain()  # the charge is written as the answer goes out
     record = UsageRecord.objects.get(request_id=raw.headers["x-request-id"])
-    assert (record.prompt_tokens, record.completion_tokens, record.cached_tokens) == (
-        answer.prompt_tokens, answer.usage["output_tokens"], 151)
+    assert (record.prompt_tokens, record.completion_tokens, record.cached_tokens,
+            record.cache_write_tokens) == (answer.prompt_tokens, answer.usage["output_tokens"],
+                                           151, 37)
     assert (record.cost_micros, record.source, record.status) == (cost, "provider", "ok")
     assert (record.price_id, record.worker) == (claude_price.pk, anthropic_worker.name)
     wallet = wallet_of(user_id)

@@ -202,7 +202,7 @@ def _message(content: list[dict[str, Any]], stop_reason: str = "end_turn",
             "usage": {"input_tokens": 10, "output_tokens": 5, **usage}}
 
 
-def test_a_message_becomes_a_chat_completion_with_usage_counting_cached_tokens():
+def test_a_message_becomes_a_chat_completion_with_usage_counting_cache_reads_and_writes():
     answer = chat_completion(_message([{"type": "text", "text": "Hello "},
                                        {"type": "text", "text": "there."}],
                                       cache_creation_input_tokens=20,
@@ -216,7 +216,8 @@ def test_a_message_becomes_a_chat_completion_with_usage_counting_cached_tokens()
                                               "refusal": None}}]
     assert answer["usage"] == {"prompt_tokens": 330, "completion_tokens": 5,
                                "total_tokens": 335,
-                               "prompt_tokens_details": {"cached_tokens": 300}}
+                               "prompt_tokens_details": {"cached_tokens": 300,
+                                                         "cache_write_tokens": 20}}
 
 
 @pytest.mark.parametrize(("stop_reason", "finish_reason"), [
@@ -307,7 +308,8 @@ def test_stream_events_become_chunks_role_first_then_content_tool_calls_finish_a
         assert chunks[-1]["choices"] == []
         assert chunks[-1]["usage"] == {"prompt_tokens": 20, "completion_tokens": 9,
                                        "total_tokens": 29,
-                                       "prompt_tokens_details": {"cached_tokens": 11}}
+                                       "prompt_tokens_details": {"cached_tokens": 11,
+                                                                 "cache_write_tokens": 2}}
     else:
         assert all("usage" not in c for c in chunks)
 

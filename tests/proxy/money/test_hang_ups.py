@@ -14,6 +14,7 @@ import pytest
 from django.db import transaction
 
 from billing.models import Hold, UsageRecord, Wallet
+from proxy.dialects.chat.render import CHAT
 from proxy.entry.asgi import ApiASGIHandler
 from proxy.ground.shared_state import close_redis_clients
 from proxy.money import OutputMeter, wait_for_settlements
@@ -166,6 +167,7 @@ class _StreamCall:
 
     def __init__(self) -> None:
         self.chat = type("Chat", (), {"model": "m", "include_usage": False})()
+        self.dialect = CHAT
         self.meter = OutputMeter(allowance=100, n=1)
         self.first_token_at: float | None = None
         self.request_id, self.worker, self.reply_text = "req-1", "w", ""

@@ -45,15 +45,16 @@ def usage_from(usage: dict[str, Any]) -> dict[str, Any]:
     Anthropic's ``input_tokens`` leaves out the tokens written to and read from its prompt
     cache; OpenAI's ``prompt_tokens`` counts every prompt token, with the ones read from the
     cache repeated in ``cached_tokens`` (which billing prices at the cached rate). Tokens
-    written to the cache are charged as ordinary input.
+    written to the cache are in ``cache_write_tokens`` (OpenRouter's name), charged at the
+    price's cache-write rate.
     """
     read = _tokens(usage, "cache_read_input_tokens")
-    prompt = (_tokens(usage, "input_tokens") + _tokens(usage, "cache_creation_input_tokens")
-              + read)
+    written = _tokens(usage, "cache_creation_input_tokens")
+    prompt = _tokens(usage, "input_tokens") + written + read
     completion = _tokens(usage, "output_tokens")
     return {"prompt_tokens": prompt, "completion_tokens": completion,
             "total_tokens": prompt + completion,
-            "prompt_tokens_details": {"cached_tokens": read}}
+            "prompt_tokens_details": {"cached_tokens": read, "cache_write_tokens": written}}
 
 
 def tool_call(block: dict[str, Any]) -> dict[str, Any]:

@@ -1,0 +1,122 @@
+"""Calling an upstream in a client's own dialect (``proxy.dialects.base.NativeCodec``).
+
+The codec says where the body goes and how the answer reads back into the path's internal
+form; this module makes the HTTP call with the worker's own headers, timeouts and error
+handling (those of its kind's adapter), and reads a stream's ``data:`` lines. The built-in
+mock answers the dialects it lists (embeddings) itself.
+"""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator, Mapping
+from typing import TYPE_CHECKING, Any
+
+import aiohttp
+import orjson
+
+from proxy.upstream.providers.base import UpstreamError, UpstreamTarget
+from proxy.upstream.providers.http import ErrorFrom, endpoint, post_json, read_json
+
+if TYPE_CHECKING:
+    from proxy.dialects.base import EventTranslator, NativeCodec
+    from proxy.relay.call import Call
+
+
+def _kind_parts(target: UpstreamTarget) -> tuple[Mapping[str, str], ErrorFrom]:
+    """The headers (key included) and error reading of the worker's kind."""
+    if target.kind == "anthropic":
+        from proxy.upstream.providers.anthropic import AnthropicProvider
+        from proxy.upstream.providers.anthropic.response import error_from
+
+        worker = target.worker_name
+        return (AnthropicProvider(target)._headers(),
+                lambda status, raw: error_from(status, raw, worker=worker))
+    from proxy.upstream.providers import openai
+
+    return openai._headers(target), openai._error_from
+
+
+async def _post(call: Call, target: UpstreamTarget, codec: NativeCodec,
+                payload: dict[str, Any], *, total: float | None) -> aiohttp.ClientResponse:
+    headers, error_from = _kind_parts(target)
+    forwarded = codec.headers(call)
+    if forwarded:
+        headers = {**headers, **forwarded}
+    url = endpoint(target.base_url, codec.path)
+    if target.api_version:
+        url = url.update_query({"api-version": target.api_version})
+    return await post_json(target, url, payload, headers, total=total, error_from=error_from)
+
+
+async def complete(call: Call, target: UpstreamTarget, codec: NativeCodec) -> dict[str, Any]:
+    """The whole native answer, as an internal answer (the native one inside)."""
+    payload = codec.body(call, target)
+    if target.kind == "mock":
+        from proxy.upstream.providers.mock import MockProvider
+
+        return codec.answer(await MockProvider(target).native(codec.path, payload), call,
+                            target)
+    response = await _post(call, target, codec, payload, total=target.total_timeout_s)
+    return codec.answer(await read_json(target, response), call, target)
+
+
+async def open_stream(call: Call, target: UpstreamTarget, codec: NativeCodec) -> NativeStream:
+    """A native stream, open once the upstream accepted it (failures before the first
+    byte raise here, while failover is still possible)."""
+    if target.kind == "mock":
+        raise UpstreamError(f"{target.worker_name} streams no {codec.path}", retryable=False)
+    response = await _post(call, target, codec, codec.body(call, target), total=None)
+    return NativeStream(response, target, codec.translator(call, target))
+
+
+class NativeStream:
+    """An upstream's SSE in its own dialect, as internal chunks (each carrying the native
+    events it came from)."""
+
+    def __init__(self, response: aiohttp.ClientResponse, target: UpstreamTarget,
+                 translator: EventTranslator) -> None:
+        self._response = response
+        self._target = target
+        self._translator = translator
+
+    async def aclose(self) -> None:
+        # Closing (not releasing) drops the connection: the upstream stops generating.
+        self._response.close()
+
+    async def __aiter__(self) -> AsyncIterator[dict[str, Any]]:
+        worker = self._target.worker_name
+        translator = self._translator
+        try:
+            async for event in self._events():
+                if event is None:
+                    return  # OpenAI's [DONE]
+                for chunk in translator.feed(event):
+                    yield chunk
+                if translator.done:
+                    return
+            raise UpstreamError(f"{worker} ended the stream early", retryable=False)
+        except (TimeoutError, aiohttp.ClientError) as exc:
+            raise UpstreamError(f"{worker} broke off the stream: {exc.__class__.__name__}",
+                                retryable=False) from None
+        finally:
+            self._response.close()
+
+    async def _events(self) -> AsyncIterator[dict[str, Any] | None]:
+        content = self._response.content
+        while True:
+            line = await content.readline()
+            if not line:
+                return
+            if not line.startswith(b"data:"):
+                continue  # event names (repeated in the JSON's "type"), comments, blanks
+            data = line[5:].strip()
+            if data == b"[DONE]":
+                yield None
+                return
+            try:
+                event = orjson.loads(data)
+            except orjson.JSONDecodeError:
+                raise UpstreamError(f"{self._target.worker_name} sent a malformed event",
+                                    retryable=False) from None
+            if isinstance(event, dict):
+                yield event
