@@ -10,6 +10,7 @@ from typing import Any
 from urllib.parse import urlencode
 
 from django.contrib import admin, messages
+from django.core.exceptions import ImproperlyConfigured
 from django.db import transaction
 from django.db.models import QuerySet
 from django.forms import BaseFormSet, ModelForm
@@ -88,7 +89,7 @@ class WorkerAdmin(AuditedAdmin):
     list_display = ("name", "kind", "cap_field", "enabled", "health", "last_probe",
                     "probe_error", "recent_requests", "recent_error_rate", "recent_p50",
                     "recent_flags", "priority", "weight", "max_concurrency", "base_url",
-                    "key_set", "served_models")
+                    "key_set", "header_names", "served_models")
     list_filter = ("kind", "enabled", "healthy", "draining")
     search_fields = ("name", "models__model")
     ordering = ("-priority", "name")
@@ -103,6 +104,9 @@ class WorkerAdmin(AuditedAdmin):
     fieldsets = (
         (None, {"fields": ("name", "kind", "base_url", "cap_field", "api_key",
                            "clear_api_key", "enabled")}),
+        ("Upstream requests", {"fields": ("auth_header", "extra_headers",
+                                          "clear_extra_headers", "api_version",
+                                          "native_dialects")}),
         ("Routing", {"fields": ("priority", "weight", "max_concurrency", "draining")}),
         ("Timeouts (seconds)", {"fields": ("connect_timeout_s", "first_byte_timeout_s",
                                            "total_timeout_s"), "classes": ("collapse",)}),
@@ -119,10 +123,12 @@ class WorkerAdmin(AuditedAdmin):
     def get_fieldsets(self, request: HttpRequest, obj: Worker | None = None) -> Any:
         if obj is not None:
             return self.fieldsets
-        # Adding: there is no stored key to remove, nothing has been probed or served.
-        (name, options), *rest = self.fieldsets[:-2]
-        fields = tuple(f for f in options["fields"] if f != "clear_api_key")
-        return ((name, {**options, "fields": fields}), *rest)
+        # Adding: there is no stored key or header to remove, nothing has been probed or
+        # served.
+        clears = ("clear_api_key", "clear_extra_headers")
+        return tuple(
+            (name, {**options, "fields": tuple(f for f in options["fields"] if f not in clears)})
+            for name, options in self.fieldsets[:-2])
 
     def get_queryset(self, request: HttpRequest) -> QuerySet[Worker]:
         return super().get_queryset(request).prefetch_related("models")
@@ -244,6 +250,16 @@ class WorkerAdmin(AuditedAdmin):
     @admin.display(description="Key set", boolean=True)
     def key_set(self, obj: Worker) -> bool:
         return obj.has_api_key
+
+    @admin.display(description="Extra headers")
+    def header_names(self, obj: Worker) -> str:
+        # The names only: a value may be a secret (x-portkey-api-key).
+        if not obj.extra_headers_encrypted:
+            return "-"
+        try:
+            return ", ".join(obj.extra_header_names)
+        except ImproperlyConfigured:
+            return "(cannot be decrypted)"
 
     @admin.display(description="Models")
     def served_models(self, obj: Worker) -> str:

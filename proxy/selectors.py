@@ -118,7 +118,9 @@ def _target(worker: Worker, upstream_model: str) -> UpstreamTarget:
         first_byte_timeout_s=worker.first_byte_timeout_s,
         total_timeout_s=worker.total_timeout_s, priority=worker.priority,
         weight=worker.weight, max_concurrency=worker.max_concurrency,
-        cap_field=worker.cap_field,
+        cap_field=worker.cap_field, auth_header=worker.auth_header,
+        extra_headers_encrypted=worker.extra_headers_encrypted,
+        api_version=worker.api_version, dialects=worker.dialects,
     )
 
 

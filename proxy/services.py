@@ -41,7 +41,11 @@ class WorkerError(Exception):
 # says "set" or "changed", never the key, encrypted or not.
 WORKER_AUDIT_FIELDS = ("name", "kind", "base_url", "cap_field", "api_key_encrypted", "enabled",
                        "draining", "priority", "weight", "max_concurrency", "connect_timeout_s",
-                       "first_byte_timeout_s", "total_timeout_s")
+                       "first_byte_timeout_s", "total_timeout_s", "auth_header",
+                       "extra_headers_encrypted", "api_version", "native_dialects")
+# What a worker sends besides its body: set together, checked by Worker.clean().
+WORKER_REQUEST_FIELDS = ("auth_header", "extra_headers_encrypted", "api_version",
+                         "native_dialects")
 
 
 def worker_audit_snapshot(worker: Worker) -> Snapshot:
@@ -143,12 +147,15 @@ def worker_create(
     max_concurrency: int = 64,
     enabled: bool = True,
     cap_field: str = Worker.CapField.MAX_TOKENS,
+    request_settings: Worker | None = None,
     actor: Actor | None = None,
 ) -> Worker:
     """Create a worker and the models it serves. ``models`` are (client name, upstream
     name) pairs; an empty upstream name means the same as the client's. The API key is
     stored only encrypted. ``cap_field`` is the output-cap field the upstream reads
-    (``Worker.CapField``); anthropic and mock workers ignore it. Audited with an ``actor``."""
+    (``Worker.CapField``); anthropic and mock workers ignore it. ``request_settings``: an
+    unsaved, checked worker whose key header, extra headers, api-version and native
+    dialects the new one takes. Audited with an ``actor``."""
     name = worker_clean_name(name)
     base_url = worker_clean_endpoint(kind=kind, base_url=base_url)
     cap_field = worker_clean_cap_field(cap_field)
@@ -160,6 +167,9 @@ def worker_create(
         raise WorkerError(f"A worker named {name!r} already exists.")
     worker = Worker(name=name, kind=kind, base_url=base_url, priority=priority, weight=weight,
                     max_concurrency=max_concurrency, enabled=enabled, cap_field=cap_field)
+    if request_settings is not None:
+        for field in WORKER_REQUEST_FIELDS:
+            setattr(worker, field, getattr(request_settings, field))
     worker.set_api_key((api_key or "").strip())
     try:
         with transaction.atomic():

@@ -17,8 +17,11 @@ from dataclasses import dataclass
 import aiohttp
 import orjson
 from django.core.exceptions import ImproperlyConfigured
+from yarl import URL
 
 from proxy.models import Worker
+from proxy.upstream.providers.base import key_header
+from proxy.upstream.providers.http import endpoint
 
 # A probe is a liveness check, not a request: an upstream that takes longer than this to
 # list its models is not one to send traffic to.
@@ -44,9 +47,9 @@ class ProbeResult:
 class _Request:
     """What one probe sends, read from the worker before any I/O."""
 
-    url: str
+    url: URL
     headers: dict[str, str]
-    secret: str  # only to scrub it from error text
+    secrets: tuple[str, ...]  # only to scrub them from error text
 
 
 def probe_worker(worker: Worker) -> ProbeResult:
@@ -70,18 +73,24 @@ def _plan(worker: Worker) -> _Request | ProbeResult:
         return ProbeResult(ok=True, latency_ms=0)  # answers in-process, no network
     try:
         secret = worker.get_api_key()
+        extras = worker.get_extra_headers()
     except ImproperlyConfigured:
         return ProbeResult(ok=False, latency_ms=None,
-                           error="the stored API key cannot be decrypted with "
-                                 "ROUTER_ENCRYPTION_KEYS")
-    headers = {"Accept": "application/json", "User-Agent": "binom-router-probe"}
+                           error="the stored API key or extra headers cannot be decrypted "
+                                 "with ROUTER_ENCRYPTION_KEYS")
+    # The same headers and URL as a request (extras, the key as auth_header says, the
+    # api-version): a gateway that refuses calls without its routing header must fail a
+    # probe for the same reason, and pass it once the header is there.
+    headers = {**extras, "Accept": "application/json", "User-Agent": "binom-router-probe"}
     if worker.kind == Worker.Kind.ANTHROPIC:
         headers["anthropic-version"] = ANTHROPIC_VERSION
-        if secret:
-            headers["x-api-key"] = secret
-    elif secret:
-        headers["Authorization"] = f"Bearer {secret}"
-    return _Request(url=f"{worker.base_url.rstrip('/')}/models", headers=headers, secret=secret)
+    if secret:
+        name, value = key_header(worker.auth_header, worker.kind, secret)
+        headers[name] = value
+    # Any extra value may be a secret (x-portkey-api-key), so each is scrubbed like the key.
+    secrets = tuple(value for value in (secret, *extras.values()) if value)
+    return _Request(url=endpoint(worker.base_url, "/models", worker.api_version),
+                    headers=headers, secrets=secrets)
 
 
 async def _probe_all(requests: list[_Request]) -> list[ProbeResult]:
@@ -116,7 +125,7 @@ async def _probe(session: aiohttp.ClientSession, request: _Request) -> ProbeResu
             if detail:
                 error = f"{error}: {detail}"
             return ProbeResult(ok=False, latency_ms=latency_ms,
-                               error=_one_line(error, request.secret))
+                               error=_one_line(error, request.secrets))
     except TimeoutError as exc:
         phase = "connecting" if isinstance(exc, aiohttp.ConnectionTimeoutError) else "waiting"
         limit = (PROBE_CONNECT_TIMEOUT_S if phase == "connecting" else PROBE_TOTAL_TIMEOUT_S)
@@ -127,7 +136,7 @@ async def _probe(session: aiohttp.ClientSession, request: _Request) -> ProbeResu
         error = f"cannot connect to {exc.host}:{exc.port}: {_os_reason(exc.os_error)}"
     except aiohttp.ClientError as exc:
         error = f"{type(exc).__name__}: {exc}"
-    return ProbeResult(ok=False, latency_ms=None, error=_one_line(error, request.secret))
+    return ProbeResult(ok=False, latency_ms=None, error=_one_line(error, request.secrets))
 
 
 def _elapsed_ms(started: float) -> int:
@@ -155,10 +164,11 @@ def _error_detail(body: bytes) -> str:
     return ""
 
 
-def _one_line(text: str, secret: str) -> str:
+def _one_line(text: str, secrets: tuple[str, ...]) -> str:
     # Upstreams quote the key they refused ("Incorrect API key provided: sk-..."): the text
     # is stored and shown to staff, so the key is cut out before anything else.
-    if secret:
+    # The longest first: a secret that contains another is cut out whole.
+    for secret in sorted(secrets, key=len, reverse=True):
         text = text.replace(secret, _REDACTED)
     text = re.sub(r"\s+", " ", text).strip()
     if len(text) > _ERROR_MAX_CHARS:

@@ -7,9 +7,11 @@ from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from datetime import UTC
 
+from django.core.exceptions import ImproperlyConfigured, ValidationError
 from django.core.management.base import CommandError
 
 from audit.actors import Actor
+from proxy.forms import parse_header_lines
 from proxy.models import Worker
 from proxy.services import (
     WorkerError,
@@ -48,6 +50,18 @@ def add_parsers(subparsers: Subparsers) -> None:
                      "max_tokens; OpenAI's reasoning models require max_completion_tokens. "
                      "The router sends exactly this one (default max_tokens; ignored by "
                      "anthropic and mock workers).")
+    add.add_argument("--auth-header", choices=Worker.Auth.values, default="",
+                     help="How the key is sent: bearer (Authorization: Bearer), api-key "
+                     "(Azure OpenAI) or x-api-key; default: the kind's own.")
+    add.add_argument("--header", action="append", default=[], metavar="'NAME: VALUE'",
+                     help="An extra header sent on every call (repeatable), e.g. "
+                     "'x-portkey-provider: openai'; stored encrypted, only its name is shown.")
+    add.add_argument("--api-version", default="", metavar="VERSION",
+                     help="Sent as ?api-version= on every call (Azure OpenAI), e.g. 2024-10-21.")
+    add.add_argument("--native-dialects", default="", metavar="LIST",
+                     help="The APIs the upstream speaks natively, comma-separated, from: "
+                     "chat, responses, messages, embeddings, completions; default: the "
+                     "kind's own.")
 
     subcommand(worker, "list", handler=worker_list_command,
                help="List workers, their health and models (never their keys).")
@@ -107,9 +121,29 @@ def _describe(worker: Worker, *, health: bool = False) -> str:
         f"priority {worker.priority}, weight {worker.weight}, "
         f"max concurrency {worker.max_concurrency}, cap field {worker.cap_field}, "
         f"base url {worker.base_url or '-'}, "
-        f"key: {'set' if worker.has_api_key else 'none'}, models: {_models_text(worker)}"
+        f"key: {'set' if worker.has_api_key else 'none'}{_request_text(worker)}, "
+        f"models: {_models_text(worker)}"
     )
     return f"{text}, {_last_probe(worker)}" if health else text
+
+
+def _request_text(worker: Worker) -> str:
+    """The request settings that differ from the kind's own; extra headers by name only,
+    as a value may be a secret."""
+    parts = []
+    if worker.auth_header:
+        parts.append(f"auth header {worker.auth_header}")
+    if worker.extra_headers_encrypted:
+        try:
+            names = ", ".join(worker.extra_header_names)
+        except ImproperlyConfigured:
+            names = "(cannot be decrypted)"
+        parts.append(f"extra headers: {names}")
+    if worker.api_version:
+        parts.append(f"api version {worker.api_version}")
+    if worker.native_dialects:
+        parts.append(f"native dialects {worker.native_dialects}")
+    return "".join(f", {part}" for part in parts)
 
 
 def _last_probe(worker: Worker) -> str:
@@ -123,14 +157,36 @@ def _last_probe(worker: Worker) -> str:
     return f"last probe: {', '.join(parts)}"
 
 
+# The option each request setting comes from, to name it in a refusal.
+_REQUEST_OPTIONS = {"native_dialects": "--native-dialects", "api_version": "--api-version"}
+
+
+def request_settings(options: Options) -> Worker:
+    """An unsaved worker holding the checked request settings (the key's header, extra
+    headers, api-version, dialects), or a CommandError saying which option is wrong."""
+    settings = Worker(auth_header=options["auth_header"], api_version=options["api_version"],
+                      native_dialects=options["native_dialects"])
+    try:
+        settings.set_extra_headers(parse_header_lines(options["header"], what="--header"))
+    except ValidationError as exc:
+        raise CommandError(f"--header: {' '.join(exc.messages)}") from None
+    try:
+        settings.clean()
+    except ValidationError as exc:
+        raise CommandError("; ".join(f"{_REQUEST_OPTIONS.get(field, field)}: {' '.join(errors)}"
+                                     for field, errors in exc.message_dict.items())) from None
+    return settings
+
+
 def worker_add_command(options: Options) -> list[str]:
     models = parse_models(options["models"])
+    settings = request_settings(options)  # checked before anything is written
     with _refusals():
         worker = worker_create(
             name=options["name"], kind=options["kind"], base_url=options["base_url"],
             api_key=options["api_key"], models=models, priority=options["priority"],
             weight=options["weight"], max_concurrency=options["max_concurrency"],
-            cap_field=options["cap_field"], actor=Actor.cli(),
+            cap_field=options["cap_field"], request_settings=settings, actor=Actor.cli(),
         )
     return [f"Added worker {_describe(worker)}"]
 

@@ -4,6 +4,8 @@ from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
+import orjson
+
 from proxy.crypto import decrypt_secret
 
 
@@ -28,10 +30,40 @@ class UpstreamTarget:
     # The one output-cap field the upstream reads (Worker.CapField): the request is sent
     # with exactly this one, as some upstreams refuse the other.
     cap_field: str = "max_tokens"
+    # How the key is sent (Worker.Auth); "" is the kind's own.
+    auth_header: str = ""
+    # Extra headers (a Fernet token of a JSON object), decrypted per call like the key:
+    # a gateway's routing headers may carry a secret of their own (x-portkey-api-key).
+    extra_headers_encrypted: str = field(default="", repr=False)
+    # Sent as ?api-version= on every call when set (Azure OpenAI).
+    api_version: str = ""
+    # The APIs the upstream speaks natively (Worker.dialects).
+    dialects: tuple[str, ...] = ("chat",)
 
     @property
     def api_key(self) -> str:
         return decrypt_secret(self.api_key_encrypted)
+
+    @property
+    def extra_headers(self) -> dict[str, str]:
+        """The extra headers in plaintext: decrypted on each read and kept nowhere."""
+        if not self.extra_headers_encrypted:
+            return {}
+        return orjson.loads(decrypt_secret(self.extra_headers_encrypted))
+
+    def key_header(self, api_key: str) -> tuple[str, str]:
+        """The header that carries ``api_key`` (see ``key_header``)."""
+        return key_header(self.auth_header, self.kind, api_key)
+
+
+def key_header(auth_header: str, kind: str, api_key: str) -> tuple[str, str]:
+    """The (name, value) a worker's key is sent as: ``Authorization: Bearer`` unless the
+    worker says otherwise, and ``x-api-key`` for Anthropic's API. Worker.Auth's other values
+    are the header names themselves."""
+    scheme = auth_header or ("x-api-key" if kind == "anthropic" else "bearer")
+    if scheme == "bearer":
+        return "Authorization", f"Bearer {api_key}"
+    return scheme, api_key
 
 
 class UpstreamError(Exception):

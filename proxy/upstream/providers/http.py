@@ -34,9 +34,11 @@ def _timeout(total: float | None, connect: float, read: float) -> aiohttp.Client
 
 
 @lru_cache(maxsize=256)
-def endpoint(base_url: str, path: str) -> URL:
-    """``path`` under a worker's base URL, parsed once rather than on every request."""
-    return URL(f"{base_url.rstrip('/')}{path}")
+def endpoint(base_url: str, path: str, api_version: str = "") -> URL:
+    """``path`` under a worker's base URL, with ``?api-version=`` when the worker has one
+    (Azure OpenAI), parsed once rather than on every request."""
+    url = URL(f"{base_url.rstrip('/')}{path}")
+    return url.update_query({"api-version": api_version}) if api_version else url
 
 
 async def post_json(target: UpstreamTarget, url: str | URL, payload: dict[str, Any],
@@ -61,8 +63,24 @@ async def post_json(target: UpstreamTarget, url: str | URL, payload: dict[str, A
             raw = b""
         finally:
             response.release()
-        raise error_from(response.status, raw)
+        raise error_from(response.status, scrub(raw, target))
     return response
+
+
+_REDACTED = b"[redacted]"
+
+
+def scrub(raw: bytes, target: UpstreamTarget) -> bytes:
+    """``raw`` without the worker's key or any extra header value. Upstreams quote what they
+    refused ("Invalid API key: pk-..."), and an error's text is logged and a 4xx body is
+    passed on to the client, who must never see the worker's secrets. Every extra value is
+    cut, as any may be a secret; a short routing value ("openai") cut from an error's text
+    is the price. Only error bodies pay for the decryption."""
+    secrets = [target.api_key, *target.extra_headers.values()]
+    for secret in sorted(filter(None, secrets), key=len, reverse=True):
+        for form in {secret.encode(), orjson.dumps(secret)[1:-1]}:  # as sent, as JSON text
+            raw = raw.replace(form, _REDACTED)
+    return raw
 
 
 async def read_json(target: UpstreamTarget, response: aiohttp.ClientResponse) -> Any:

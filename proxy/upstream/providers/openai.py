@@ -29,13 +29,20 @@ _JSON_ONLY = CIMultiDictProxy(CIMultiDict({"Content-Type": "application/json"}))
 
 
 def _headers(target: UpstreamTarget) -> CIMultiDictProxy[str]:
-    # The worker's key is decrypted for each call and kept nowhere else: a process's memory
-    # holds a plaintext key only while a request to that worker is being sent.
+    # The worker's key and extra headers are decrypted for each call and kept nowhere else:
+    # a process's memory holds them in plaintext only while a request to that worker is
+    # being sent. A worker with neither shares one constant mapping.
     api_key = target.api_key
-    if not api_key:
+    if not api_key and not target.extra_headers_encrypted:
         return _JSON_ONLY
-    return CIMultiDictProxy(CIMultiDict({"Content-Type": "application/json",
-                                         "Authorization": f"Bearer {api_key}"}))
+    # The extras first: the worker's checks refuse the names set below, and should an old
+    # row hold one anyway, the router's own value wins.
+    headers = CIMultiDict(target.extra_headers)
+    headers["Content-Type"] = "application/json"
+    if api_key:
+        name, value = target.key_header(api_key)
+        headers[name] = value
+    return CIMultiDictProxy(headers)
 
 
 class OpenAIProvider:
@@ -44,8 +51,8 @@ class OpenAIProvider:
 
     async def _post(self, body: dict[str, Any], *, total: float | None
                     ) -> aiohttp.ClientResponse:
-        return await post_json(self.target, endpoint(self.target.base_url, "/chat/completions"),
-                               body, _headers(self.target), total=total,
+        url = endpoint(self.target.base_url, "/chat/completions", self.target.api_version)
+        return await post_json(self.target, url, body, _headers(self.target), total=total,
                                error_from=_error_from)
 
     async def complete(self, body: dict[str, Any]) -> dict[str, Any]:

@@ -15,7 +15,7 @@ from proxy.upstream.providers.anthropic.request import messages_request
 from proxy.upstream.providers.anthropic.response import chat_completion, error_from
 from proxy.upstream.providers.anthropic.stream import AnthropicStream
 from proxy.upstream.providers.base import UpstreamError, UpstreamTarget
-from proxy.upstream.providers.http import post_json, read_json
+from proxy.upstream.providers.http import endpoint, post_json, read_json
 
 # The API version the translation is written against; Anthropic requires it on every call.
 ANTHROPIC_VERSION = "2023-06-01"
@@ -26,13 +26,17 @@ class AnthropicProvider:
         self.target = target
 
     def _url(self) -> str:
-        base = self.target.base_url.rstrip("/")
-        return f"{base}/messages"
+        return str(endpoint(self.target.base_url, "/messages", self.target.api_version))
 
     def _headers(self) -> dict[str, str]:
-        headers = {"Content-Type": "application/json", "anthropic-version": ANTHROPIC_VERSION}
-        if self.target.api_key:
-            headers["x-api-key"] = self.target.api_key
+        # Decrypted once per call, kept nowhere (see the OpenAI provider). The extras first,
+        # so the router's own headers win over any that an old row might still hold.
+        headers = {**self.target.extra_headers, "Content-Type": "application/json",
+                   "anthropic-version": ANTHROPIC_VERSION}
+        api_key = self.target.api_key
+        if api_key:
+            name, value = self.target.key_header(api_key)
+            headers[name] = value
         return headers
 
     async def _post(self, payload: dict[str, Any], *, total: float | None
