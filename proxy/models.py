@@ -4,9 +4,11 @@ import json
 import re
 from collections.abc import Mapping
 
+from django.conf import settings
 from django.core.exceptions import ValidationError
 from django.db import models
 from django.db.models import Q
+from django.utils import timezone
 
 from proxy.crypto import decrypt_secret, encrypt_secret
 
@@ -263,3 +265,24 @@ class WorkerModel(models.Model):
     @property
     def upstream_name(self) -> str:
         return self.upstream_model or self.model
+
+
+class StoredResponse(models.Model):
+    """A Responses API answer kept for its owner (``store``, the default), so that a later
+    request can name it as ``previous_response_id`` and ``GET /v1/responses/{id}`` can
+    return it. Deleted past ``ROUTER_RESPONSES_RETENTION_DAYS`` by a beat task."""
+
+    id = models.CharField(primary_key=True, max_length=64)  # "resp_...", as the client saw it
+    user = models.ForeignKey(settings.AUTH_USER_MODEL, on_delete=models.CASCADE,
+                             related_name="stored_responses")
+    api_key = models.ForeignKey("accounts.ApiKey", on_delete=models.SET_NULL, null=True,
+                                blank=True, related_name="+")
+    model = models.CharField(max_length=200)
+    # The whole context as chat messages (earlier turns, this input, this output; not the
+    # instructions, which OpenAI does not carry over): replayed, and charged, as input.
+    messages = models.JSONField()
+    response = models.JSONField()  # the rendered response object
+    created_at = models.DateTimeField(default=timezone.now, db_index=True)
+
+    def __str__(self) -> str:
+        return self.id

@@ -18,3 +18,11 @@ def workers_probe() -> dict[str, Any]:
         "healthy": sum(1 for _, result in outcomes if result.ok),
         "unhealthy": sorted(worker.name for worker, result in outcomes if not result.ok),
     }
+
+
+@shared_task
+def responses_expire() -> dict[str, int]:
+    """Delete stored Responses API answers past ROUTER_RESPONSES_RETENTION_DAYS (beat)."""
+    from proxy.dialects.responses.store import responses_delete_expired
+
+    return {"deleted": responses_delete_expired()}

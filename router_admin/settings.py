@@ -329,6 +329,10 @@ ROUTER_LOG_CONTENT = env_bool("ROUTER_LOG_CONTENT", False)
 # Billing: how long a request's hold may stay pending before the sweeper resolves it.
 ROUTER_HOLD_TTL_SECONDS = env_int("ROUTER_HOLD_TTL_SECONDS", 900, minimum=30)
 
+# Responses API: how long a stored response (store=true, the default) can be fetched and
+# named as previous_response_id; older ones are deleted by the responses-expire beat task.
+ROUTER_RESPONSES_RETENTION_DAYS = env_int("ROUTER_RESPONSES_RETENTION_DAYS", 30, minimum=1)
+
 LOGGING = {
     "version": 1,
     "disable_existing_loggers": False,
@@ -384,5 +388,7 @@ CELERY_BEAT_SCHEDULE = {
                      "options": {"expires": 300.0}},
     "wallets-reconcile": {"task": "billing.tasks.wallets_reconcile_task",
                           "schedule": 3600.0, "options": {"expires": 3600.0}},
+    "responses-expire": {"task": "proxy.tasks.responses_expire", "schedule": 3600.0,
+                         "options": {"expires": 3600.0}},
 }
 # --- end of Celery -----------------------------------------------------------------------

@@ -1,9 +1,18 @@
 from django.urls import path, re_path
 
+from proxy.dialects.responses.views import (
+    ResponseDetailView,
+    ResponseInputTokensView,
+    ResponsesView,
+)
 from proxy.entry import views
 
 urlpatterns = [
     path("chat/completions", views.ChatCompletionsView.as_view()),
+    # The other dialects, each parsed into the same path (proxy.dialects).
+    path("responses", ResponsesView.as_view()),
+    path("responses/input_tokens", ResponseInputTokensView.as_view()),
+    re_path(r"^responses/(?P<response_id>[^/]+)$", ResponseDetailView.as_view()),
     path("models", views.ModelListView.as_view()),
     re_path(r"^models/(?P<model>.+)$", views.ModelDetailView.as_view()),
     # Anything else under /v1 still answers in OpenAI's format.
