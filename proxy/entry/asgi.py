@@ -31,7 +31,7 @@ from django.http import HttpResponseBadRequest, HttpResponseBase
 from django.urls import Resolver404, ResolverMatch, get_resolver, set_script_prefix
 from django.utils.module_loading import import_string
 
-from proxy.entry.middleware import GetResponse, new_request_id
+from proxy.entry.middleware import GetResponse, dialect_error_response, new_request_id
 from proxy.ground.access_log import access_log
 from proxy.ground.api_request import ApiRequest
 from proxy.ground.errors import invalid_host, request_too_large, route_not_found
@@ -187,7 +187,8 @@ class ApiASGIHandler:
         try:
             body = await self.read_body(receive)
         except RequestDataTooBig:
-            response = error_response(request_too_large(settings.DATA_UPLOAD_MAX_MEMORY_SIZE))
+            response = dialect_error_response(
+                scope["path"], request_too_large(settings.DATA_UPLOAD_MAX_MEMORY_SIZE))
             response["x-request-id"] = new_request_id()
             await send_response(response, send)
             return

@@ -19,6 +19,23 @@ async def authenticate(request: HttpRequest) -> Caller:
                               "Authorization: Bearer YOUR_KEY).")
     if scheme.lower() != "bearer" or not raw_key:
         raise invalid_api_key("Malformed Authorization header: expected 'Bearer YOUR_KEY'.")
+    return await _admit(request, raw_key)
+
+
+async def authenticate_api_key_header(request: HttpRequest) -> Caller:
+    """Anthropic's way: the key in ``x-api-key``, or else as a Bearer token (what Anthropic's
+    SDKs send with ``auth_token``). Only the Anthropic dialect's views call it, so the chat
+    path reads no header more."""
+    raw_key = request.META.get("HTTP_X_API_KEY", "").strip()
+    if raw_key:
+        return await _admit(request, raw_key)
+    if not request.META.get("HTTP_AUTHORIZATION"):
+        raise invalid_api_key("x-api-key header is required: send your API key in it, or as "
+                              "Authorization: Bearer YOUR_KEY.")
+    return await authenticate(request)
+
+
+async def _admit(request: HttpRequest, raw_key: str) -> Caller:
     caller = await caller_for_key(raw_key)
     if caller is None:
         # Never echo the key back: not even its prefix tells an attacker anything useful.

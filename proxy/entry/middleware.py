@@ -13,14 +13,29 @@ from asgiref.sync import markcoroutinefunction
 from django.http import HttpRequest, HttpResponseBase
 
 from billing.errors import DatabaseUnavailable
+from proxy.dialects.messages.errors import anthropic_error_response
 from proxy.ground.access_log import access_log
-from proxy.ground.errors import server_error, service_unavailable
+from proxy.ground.errors import ApiError, server_error, service_unavailable
 from proxy.ground.metrics import refusal_observed
 from proxy.ground.responses import error_response
 
 logger = logging.getLogger("proxy.requests")
 
 GetResponse = Callable[[HttpRequest], Awaitable[HttpResponseBase]]
+
+# The paths whose answered (200) requests are logged by their Call once they are charged.
+CHARGED_PATHS = frozenset({"/v1/chat/completions", "/v1/responses", "/v1/messages",
+                           "/v1/embeddings", "/v1/completions"})
+# Routes whose clients read errors in another shape than OpenAI's.
+ANTHROPIC_PREFIX = "/v1/messages"
+
+
+def dialect_error_response(path: str, error: ApiError) -> HttpResponseBase:
+    """An error raised outside a view (our bug, the database, the body's size) in the
+    shape the route's clients read."""
+    if path.startswith(ANTHROPIC_PREFIX):
+        return anthropic_error_response(error)
+    return error_response(error)
 
 
 def new_request_id() -> str:
@@ -54,14 +69,14 @@ class RequestIdMiddleware:
         except DatabaseUnavailable as error:
             # Not a bug of ours: no traceback, and the client may try again.
             logger.warning("request %s: the database is unavailable: %s", request_id, error)
-            response = error_response(service_unavailable())
+            response = dialect_error_response(request.path, service_unavailable())
         except Exception:
             logger.exception("request %s failed", request_id)
-            response = error_response(server_error(request_id))
+            response = dialect_error_response(request.path, server_error(request_id))
         response["x-request-id"] = request_id
         # A completion that was answered logs itself when it settles, with its tokens and
         # cost (a stream, after this returns); everything else is logged here.
-        answered = response.status_code == 200 and request.path == "/v1/chat/completions"
+        answered = response.status_code == 200 and request.path in CHARGED_PATHS
         if not answered and not getattr(request, "logged_by_call", False):
             _log(request, request_id, started, status=response.status_code)
             refusal_observed(status=response.status_code)

@@ -1,5 +1,6 @@
 from django.urls import path, re_path
 
+from proxy.dialects.messages.views import CountTokensView, MessagesView
 from proxy.dialects.responses.views import (
     ResponseDetailView,
     ResponseInputTokensView,
@@ -13,6 +14,8 @@ urlpatterns = [
     path("responses", ResponsesView.as_view()),
     path("responses/input_tokens", ResponseInputTokensView.as_view()),
     re_path(r"^responses/(?P<response_id>[^/]+)$", ResponseDetailView.as_view()),
+    path("messages", MessagesView.as_view()),
+    path("messages/count_tokens", CountTokensView.as_view()),
     path("models", views.ModelListView.as_view()),
     re_path(r"^models/(?P<model>.+)$", views.ModelDetailView.as_view()),
     # Anything else under /v1 still answers in OpenAI's format.
