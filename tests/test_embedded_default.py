@@ -47,7 +47,7 @@ def embedded(tmp_path_factory) -> Iterator[tuple[str, str]]:
 def test_the_demo_key_gets_answers_from_the_mock_model_and_is_charged(embedded):
     base_url, key, _, _ = embedded
     client = openai.OpenAI(base_url=base_url, api_key=key, max_retries=0)
-    assert [m.id for m in client.models.list()] == ["mock-gpt"]
+    assert sorted(m.id for m in client.models.list()) == ["mock-embed", "mock-gpt"]
     answer = client.chat.completions.with_raw_response.create(
         model="mock-gpt", messages=[{"role": "user", "content": "Hello!"}])
     assert "Hello!" in answer.parse().choices[0].message.content
@@ -56,6 +56,10 @@ def test_the_demo_key_gets_answers_from_the_mock_model_and_is_charged(embedded):
         model="mock-gpt", messages=[{"role": "user", "content": "Hello!"}], stream=True,
         stream_options={"include_usage": True}))
     assert chunks[-1].usage.completion_tokens == answer.parse().usage.completion_tokens
+    # The README's other first calls: the Responses API and embeddings, on the same key.
+    assert "Hello!" in client.responses.create(model="mock-gpt", input="Hello!").output_text
+    vectors = client.embeddings.create(model="mock-embed", input=["a", "b"], dimensions=256)
+    assert [len(item.embedding) for item in vectors.data] == [256, 256]
 
 
 def test_the_embedded_default_answers_errors_in_openai_format(embedded):

@@ -1,5 +1,7 @@
 from django.urls import path, re_path
 
+from proxy.dialects.completions.views import CompletionsView
+from proxy.dialects.embeddings.views import EmbeddingsView
 from proxy.dialects.messages.views import CountTokensView, MessagesView
 from proxy.dialects.responses.views import (
     ResponseDetailView,
@@ -16,6 +18,8 @@ urlpatterns = [
     re_path(r"^responses/(?P<response_id>[^/]+)$", ResponseDetailView.as_view()),
     path("messages", MessagesView.as_view()),
     path("messages/count_tokens", CountTokensView.as_view()),
+    path("embeddings", EmbeddingsView.as_view()),
+    path("completions", CompletionsView.as_view()),
     path("models", views.ModelListView.as_view()),
     re_path(r"^models/(?P<model>.+)$", views.ModelDetailView.as_view()),
     # Anything else under /v1 still answers in OpenAI's format.

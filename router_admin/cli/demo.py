@@ -17,12 +17,12 @@ from accounts.errors import UserNotFound
 from accounts.models import ApiKey, User
 from accounts.selectors import user_get_by_email
 from accounts.services import CreatedApiKey, api_key_create, api_key_revoke, user_create
-from billing.models import LedgerEntry, ModelPrice
+from billing.models import LedgerEntry, ModelKind, ModelPrice
 from billing.money import format_usd, usd_to_micros
 from billing.selectors import price_current, wallet_balance
 from billing.services import price_set, wallet_credit
-from proxy.models import Worker
-from proxy.services import worker_create
+from proxy.models import Worker, WorkerModel
+from proxy.services import worker_create, workers_changed
 from router_admin.cli.base import Options, Subparsers, subcommand
 
 ADMIN_EMAIL = "admin@example.com"
@@ -37,6 +37,9 @@ DEMO_MODEL = "mock-gpt"
 DEMO_INPUT_USD_PER_MTOK = "0.5"
 DEMO_OUTPUT_USD_PER_MTOK = "1.5"
 DEMO_MAX_OUTPUT_TOKENS = 4096
+# The mock worker answers embeddings too: deterministic vectors, charged at the input price.
+DEMO_EMBEDDING_MODEL = "mock-embed"
+DEMO_EMBEDDING_USD_PER_MTOK = "0.02"
 DEMO_WORKER = "mock"
 DEMO_KEY_NAME = "demo"
 DEFAULT_BASE_URL = "http://127.0.0.1:8000"
@@ -70,6 +73,7 @@ def demo_seed() -> DemoSeed:
     )
     price, price_created = _price_ensure()
     worker, worker_created = _worker_ensure()
+    _embedding_model_ensure(worker)
     api_key, keys_revoked = _demo_key_replace(user=demo_user)
     return DemoSeed(
         admin=admin, admin_password=ADMIN_PASSWORD if admin_created else None,
@@ -110,6 +114,17 @@ def _price_ensure() -> tuple[ModelPrice, bool]:
         model=DEMO_MODEL, input_usd_per_mtok=DEMO_INPUT_USD_PER_MTOK,
         output_usd_per_mtok=DEMO_OUTPUT_USD_PER_MTOK, max_output_tokens=DEMO_MAX_OUTPUT_TOKENS,
     ), True
+
+
+def _embedding_model_ensure(worker: Worker) -> None:
+    """Price mock-embed and let the demo worker serve it, once: a later run leaves what
+    staff made of either."""
+    if price_current(model=DEMO_EMBEDDING_MODEL) is not None:
+        return
+    price_set(model=DEMO_EMBEDDING_MODEL, input_usd_per_mtok=DEMO_EMBEDDING_USD_PER_MTOK,
+              output_usd_per_mtok="0", kind=ModelKind.EMBEDDING)
+    WorkerModel.objects.get_or_create(worker=worker, model=DEMO_EMBEDDING_MODEL)
+    workers_changed()
 
 
 def _worker_ensure() -> tuple[Worker, bool]:

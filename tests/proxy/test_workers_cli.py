@@ -436,7 +436,7 @@ def test_demo_creates_the_mock_worker_once():
     worker = Worker.objects.get()
     assert (worker.name, worker.kind, worker.enabled, worker.base_url) == (
         "mock", "mock", True, "")
-    assert served(worker) == [("mock-gpt", "")]
+    assert served(worker) == [("mock-embed", ""), ("mock-gpt", "")]
     assert "Worker: mock (mock) (created)" in first
     assert "Worker: mock (mock) (exists)" in second
 

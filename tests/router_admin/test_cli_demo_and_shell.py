@@ -58,7 +58,9 @@ def test_demo_twice_credits_once_and_leaves_one_working_demo_key():
     assert micros(demo_user) == 10_000_000
     assert LedgerEntry.objects.count() == 1
     assert User.objects.count() == 2
-    assert ModelPrice.objects.count() == 1
+    # mock-gpt, and mock-embed for the embeddings endpoint: once each.
+    assert sorted(ModelPrice.objects.values_list("model", flat=True)) == ["mock-embed",
+                                                                          "mock-gpt"]
     assert ApiKey.objects.filter(user=demo_user).count() == 2
     active = ApiKey.objects.get(user=demo_user, revoked_at__isnull=True)
     first_secret, second_secret = (
@@ -92,7 +94,7 @@ def test_demo_keeps_a_price_staff_already_set():
 
     router("demo", "--force")
 
-    assert ModelPrice.objects.get().input_usd_per_mtok == Decimal("2")
+    assert ModelPrice.objects.get(model="mock-gpt").input_usd_per_mtok == Decimal("2")
 
 
 @pytest.mark.django_db
