@@ -1,4 +1,4 @@
-"""A minimal, very cheap OpenAI-compatible upstream for benchmarks.
+"""A minimal, very cheap OpenAI-compatible (and Anthropic Messages) upstream for benchmarks.
 
     python bench/fast_upstream.py --port 9100 [--chunk-delay-ms 0] [--answer-seconds 0]
 
@@ -9,6 +9,11 @@ as little CPU as possible and a benchmark measures the router, not this server. 
   ``"stream": true``, server-sent events: a role chunk, four content chunks, a finish chunk,
   the usage chunk (empty ``choices``) when ``stream_options.include_usage`` is set, then
   ``data: [DONE]``. Completion tokens are one per content chunk, cut at ``max_tokens``.
+* ``POST /v1/messages``: Anthropic's Messages API, natively: a fixed ``message`` with
+  ``usage`` (``input_tokens``, ``output_tokens``), or, with ``"stream": true``, Anthropic's
+  events (``event: X`` and ``data: {...}`` each): ``message_start``, ``content_block_start``,
+  one ``content_block_delta`` per piece, ``content_block_stop``, ``message_delta`` (stop
+  reason and output tokens), ``message_stop``. Tokens are counted and cut as for chat.
 * ``GET /v1/models``: one model, for readiness checks.
 
 With ``--answer-seconds S`` every answer takes S seconds, like a slow model: a stream sends
@@ -97,6 +102,54 @@ def stream_events(request: dict[str, Any]) -> list[bytes]:
     return [b"data: " + orjson.dumps(c) + b"\n\n" for c in chunks] + [b"data: [DONE]\n\n"]
 
 
+def _anthropic_error(status: str, message: str, *, close: bool = False) -> bytes:
+    body = orjson.dumps({"type": "error", "error": {"type": "invalid_request_error",
+                                                     "message": message}})
+    return _response(status, body, close=close)
+
+
+def _stop_reason(tokens: int) -> str:
+    return "end_turn" if tokens == len(PIECES) else "max_tokens"
+
+
+def message_body(request: dict[str, Any]) -> bytes:
+    """Anthropic's answer: one ``message`` with its text and usage."""
+    tokens = _completion_tokens(request)
+    return orjson.dumps({
+        "id": f"msg_bench{next(_ids)}", "type": "message", "role": "assistant",
+        "model": request.get("model", ""),
+        "content": [{"type": "text", "text": "".join(PIECES[:tokens])}],
+        "stop_reason": _stop_reason(tokens), "stop_sequence": None,
+        "usage": {"input_tokens": PROMPT_TOKENS, "output_tokens": tokens},
+    })
+
+
+def message_events(request: dict[str, Any]) -> list[bytes]:
+    """The SSE events of one streamed Anthropic answer, each ``event: X\ndata: ...\n\n``."""
+    tokens = _completion_tokens(request)
+    events: list[tuple[bytes, dict[str, Any]]] = [
+        (b"message_start", {"type": "message_start", "message": {
+            "id": f"msg_bench{next(_ids)}", "type": "message", "role": "assistant",
+            "model": request.get("model", ""), "content": [], "stop_reason": None,
+            "stop_sequence": None, "usage": {"input_tokens": PROMPT_TOKENS,
+                                             "output_tokens": 1}}}),
+        (b"content_block_start", {"type": "content_block_start", "index": 0,
+                                  "content_block": {"type": "text", "text": ""}}),
+    ]
+    events += [(b"content_block_delta", {"type": "content_block_delta", "index": 0,
+                                         "delta": {"type": "text_delta", "text": piece}})
+               for piece in PIECES[:tokens]]
+    events += [
+        (b"content_block_stop", {"type": "content_block_stop", "index": 0}),
+        (b"message_delta", {"type": "message_delta",
+                            "delta": {"stop_reason": _stop_reason(tokens),
+                                      "stop_sequence": None},
+                            "usage": {"output_tokens": tokens}}),
+        (b"message_stop", {"type": "message_stop"}),
+    ]
+    return [b"event: " + name + b"\ndata: " + orjson.dumps(e) + b"\n\n" for name, e in events]
+
+
 def _http_chunk(data: bytes) -> bytes:
     return f"{len(data):x}\r\n".encode() + data + b"\r\n"
 
@@ -169,34 +222,43 @@ class UpstreamProtocol(asyncio.Protocol):
         if path == b"/v1/models" and method == b"GET":
             self._send(MODELS, close=close)
             return
-        if path != b"/v1/chat/completions":
+        if path == b"/v1/chat/completions":
+            anthropic = False
+        elif path == b"/v1/messages":
+            anthropic = True
+        else:
             self._send(_error("404 Not Found", "unknown route", close=close), close=close)
             return
+        error = _anthropic_error if anthropic else _error
         if method != b"POST":
-            self._send(_error("405 Method Not Allowed", "use POST", close=close), close=close)
+            self._send(error("405 Method Not Allowed", "use POST", close=close), close=close)
             return
         try:
             request = orjson.loads(body)
         except orjson.JSONDecodeError:
             request = None
         if not isinstance(request, dict):
-            self._send(_error("400 Bad Request", "body is not a JSON object", close=close),
+            self._send(error("400 Bad Request", "body is not a JSON object", close=close),
                        close=close)
             return
         if not request.get("stream"):
-            answer = _response("200 OK", completion_body(request), close=close)
+            answer = _response("200 OK", message_body(request) if anthropic
+                               else completion_body(request), close=close)
             if self.answer_seconds > 0:
                 asyncio.get_running_loop().call_later(
                     self.answer_seconds, functools.partial(self._send, answer, close=close))
             else:
                 self._send(answer, close=close)
             return
-        events = [_http_chunk(e) for e in stream_events(request)] + [b"0\r\n\r\n"]
+        events = [_http_chunk(e) for e in (message_events(request) if anthropic
+                                           else stream_events(request))] + [b"0\r\n\r\n"]
         if self.answer_seconds > 0:
-            # The role chunk and the first content now, everything else when the time is up.
-            self._send(STREAM_HEAD + b"".join(events[:2]))
+            # The role chunk and the first content now (Anthropic: message_start,
+            # content_block_start and the first delta), the rest when the time is up.
+            first = 3 if anthropic else 2
+            self._send(STREAM_HEAD + b"".join(events[:first]))
             asyncio.get_running_loop().call_later(
-                self.answer_seconds, functools.partial(self._send, b"".join(events[2:]),
+                self.answer_seconds, functools.partial(self._send, b"".join(events[first:]),
                                                        close=close))
         elif self.chunk_delay <= 0:
             # One write: the cheapest possible stream; the router still sees separate events.

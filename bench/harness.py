@@ -49,6 +49,9 @@ ROUTER_MODEL, UPSTREAM_MODEL = "bench-model", "upstream-model"
 # Priced at 0 per input token and 1 micro-USD per output token: a request's hold and its
 # charge are both exactly its max_tokens, so a wallet can be funded for exactly K requests.
 EXACT_MODEL = "bench-exact"
+# Served by a second worker, of kind anthropic, on the same local upstream: the Messages
+# API goes to it natively (seed_anthropic).
+ANTHROPIC_MODEL, ANTHROPIC_UPSTREAM_MODEL = "bench-claude", "upstream-claude"
 SERVERS = ("uvicorn", "granian")
 # What the bench worker takes in flight at once (its max-concurrency): far above any load
 # here, so it is counted and checked on every request (in Redis when the router has it)
@@ -172,6 +175,20 @@ def seed(env: dict[str, str], upstream_port: int, users: int, *,
            "--max-concurrency", str(max_concurrency))
     return seed_users(env, users, credit_micros=1_000_000 * 1_000_000, rpm=key_rpm,
                       tpm=key_tpm, max_concurrency=key_concurrency)
+
+
+def seed_anthropic(env: dict[str, str], upstream_port: int, *,
+                   max_concurrency: int = WORKER_MAX_CONCURRENCY) -> None:
+    """A second worker, ``bench-anthropic`` (kind anthropic), on the same local upstream,
+    serving ``ANTHROPIC_MODEL``, and its price (the same as ``ROUTER_MODEL``'s). Its base URL
+    ends in ``/v1`` as Anthropic's does: the router posts to ``<base>/messages``, which
+    ``fast_upstream.py`` answers in Anthropic's own format."""
+    manage(env, "router", "price", "set", ANTHROPIC_MODEL, "--input", "0.1", "--output", "0.2",
+           "--max-output-tokens", "256")
+    manage(env, "router", "worker", "add", "bench-anthropic", "--kind", "anthropic",
+           "--base-url", f"http://127.0.0.1:{upstream_port}/v1",
+           "--models", f"{ANTHROPIC_MODEL}={ANTHROPIC_UPSTREAM_MODEL}",
+           "--max-concurrency", str(max_concurrency))
 
 
 def seed_users(env: dict[str, str], count: int, *, credit_micros: int, prefix: str = "bench",

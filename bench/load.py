@@ -12,7 +12,7 @@ import itertools
 import math
 import time
 from collections import Counter
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -23,19 +23,51 @@ MESSAGES = [{"role": "user", "content": "Say hi"}]
 REQUEST_TIMEOUT_S = 30  # per request; a stuck request fails the run instead of hanging it
 
 
+def _has_content(line: bytes) -> bool:
+    """Whether an SSE ``data:`` line carries generated text (the role chunk does not)."""
+    if not line.startswith(b"data:") or b'"content"' not in line:
+        return False
+    try:
+        chunk = orjson.loads(line[5:])
+    except orjson.JSONDecodeError:
+        return False
+    return any((c.get("delta") or {}).get("content") for c in chunk.get("choices") or ())
+
+
+def _event_line(name: bytes) -> Callable[[bytes], bool]:
+    """A stream marker: the SSE ``event: <name>`` line (Responses and Messages streams name
+    every event)."""
+    line = b"event: " + name
+    return lambda data: data.startswith(line)
+
+
 @dataclass(frozen=True)
 class Target:
+    """Where one kind of request goes and what it sends: the URL (its path included), the
+    headers, the JSON bodies (plain and streamed) and how its stream is read. The defaults
+    are the chat-completions API's; ``make_responses_target`` and ``make_messages_target``
+    make the other dialects' targets."""
+
     name: str  # "direct", "router", "uvicorn", ...
     url: str  # one, or several the requests alternate over (router instances)
-    auth: tuple[str, ...]  # Authorization headers to rotate over (none for direct)
+    auth: tuple[str, ...]  # values of the key header to rotate over (none for direct)
     body: bytes
     stream_body: bytes
     urls: tuple[str, ...] = ()
+    auth_header: str = "Authorization"  # the header ``auth`` is sent in
+    extra_headers: tuple[tuple[str, str], ...] = ()  # sent on every request, after the key
+    # A stream line that carries the first generated text (time to first token) ...
+    first_token: Callable[[bytes], bool] = _has_content
+    # ... and the start of the line that ends a complete stream.
+    end_marker: bytes = b"data: [DONE]"
+    end_name: str = "[DONE]"  # what the error says when the end never came
 
     def headers(self, i: int) -> dict[str, str]:
         headers = {"Content-Type": "application/json"}
         if self.auth:
-            headers["Authorization"] = self.auth[i % len(self.auth)]
+            headers[self.auth_header] = self.auth[i % len(self.auth)]
+        if self.extra_headers:
+            headers.update(self.extra_headers)
         return headers
 
     def url_for(self, i: int) -> str:
@@ -44,12 +76,47 @@ class Target:
 
 def make_target(name: str, url: str | Sequence[str], model: str, keys: Sequence[str], *,
                 max_tokens: int = 16) -> Target:
-    """``url``: one endpoint, or several that successive requests alternate between."""
+    """A chat-completions target. ``url``: one endpoint, or several that successive requests
+    alternate between."""
     urls = (url,) if isinstance(url, str) else tuple(url)
     body = {"model": model, "messages": MESSAGES, "max_tokens": max_tokens}
     stream = {**body, "stream": True, "stream_options": {"include_usage": True}}
     return Target(name, urls[0], tuple(f"Bearer {k}" for k in keys), orjson.dumps(body),
                   orjson.dumps(stream), urls if len(urls) > 1 else ())
+
+
+def prompt_text() -> str:
+    """The text of ``MESSAGES`` (one user message): what the other dialects send as input."""
+    return "\n".join(str(m["content"]) for m in MESSAGES)
+
+
+def make_responses_target(name: str, url: str, model: str, keys: Sequence[str], *,
+                          max_tokens: int = 16) -> Target:
+    """A Responses API target (``POST /v1/responses``): the same prompt and cap as
+    ``make_target``'s, not stored; a stream's first token is its first
+    ``response.output_text.delta``, its end ``response.completed``."""
+    body = {"model": model, "input": prompt_text(), "max_output_tokens": max_tokens,
+            "store": False}
+    return Target(name, url, tuple(f"Bearer {k}" for k in keys), orjson.dumps(body),
+                  orjson.dumps({**body, "stream": True}),
+                  first_token=_event_line(b"response.output_text.delta"),
+                  end_marker=b"event: response.completed", end_name="response.completed")
+
+
+ANTHROPIC_VERSION = "2023-06-01"
+
+
+def make_messages_target(name: str, url: str, model: str, keys: Sequence[str], *,
+                         max_tokens: int = 16) -> Target:
+    """An Anthropic Messages API target (``POST /v1/messages``): the same messages and cap
+    as ``make_target``'s, the key in ``x-api-key``, ``anthropic-version`` set; a stream's
+    first token is its first ``content_block_delta``, its end ``message_stop``."""
+    body = {"model": model, "max_tokens": max_tokens, "messages": MESSAGES}
+    return Target(name, url, tuple(keys), orjson.dumps(body),
+                  orjson.dumps({**body, "stream": True}), auth_header="x-api-key",
+                  extra_headers=(("anthropic-version", ANTHROPIC_VERSION),),
+                  first_token=_event_line(b"content_block_delta"),
+                  end_marker=b"event: message_stop", end_name="message_stop")
 
 
 @dataclass
@@ -107,25 +174,16 @@ async def timed_request(session: aiohttp.ClientSession, target: Target
     return (None if status == 200 else f"HTTP {status}"), time.perf_counter() - start
 
 
-def _has_content(line: bytes) -> bool:
-    """Whether an SSE ``data:`` line carries generated text (the role chunk does not)."""
-    if not line.startswith(b"data:") or b'"content"' not in line:
-        return False
-    try:
-        chunk = orjson.loads(line[5:])
-    except orjson.JSONDecodeError:
-        return False
-    return any((c.get("delta") or {}).get("content") for c in chunk.get("choices") or ())
-
-
 async def timed_stream(session: aiohttp.ClientSession, target: Target,
                        on_first_token: Any = None) -> tuple[str | None, float, float | None]:
-    """(error, seconds to [DONE], seconds to the first content chunk). ``on_first_token``,
-    if given, is called when the first content arrives."""
+    """(error, seconds to the end of the stream, seconds to the first content), as
+    ``target`` marks them ([DONE] and the first content chunk for chat).
+    ``on_first_token``, if given, is called when the first content arrives."""
     i = next(_request_counter)
     start = time.perf_counter()
     ttft: float | None = None
     done = False
+    first_token, end_marker = target.first_token, target.end_marker
     try:
         async with session.post(target.url_for(i), data=target.stream_body,
                                 headers=target.headers(i)) as response:
@@ -133,17 +191,18 @@ async def timed_stream(session: aiohttp.ClientSession, target: Target,
                 await response.read()
                 return f"HTTP {response.status}", time.perf_counter() - start, None
             async for line in response.content:
-                if ttft is None and _has_content(line):
+                if ttft is None and first_token(line):
                     ttft = time.perf_counter() - start
                     if on_first_token is not None:
                         on_first_token()
-                if line.startswith(b"data: [DONE]"):
+                if line.startswith(end_marker):
                     done = True
     except (aiohttp.ClientError, TimeoutError) as exc:
         return type(exc).__name__, time.perf_counter() - start, ttft
     elapsed = time.perf_counter() - start
     if not done or ttft is None:
-        return ("stream without [DONE]" if not done else "stream without content"), elapsed, ttft
+        return (f"stream without {target.end_name}" if not done else "stream without content"
+                ), elapsed, ttft
     return None, elapsed, ttft
 
 

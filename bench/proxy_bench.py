@@ -8,8 +8,11 @@ the ops CLI, starts a cheap local upstream (``bench/fast_upstream.py``) and the 
 (uvicorn, one worker, full billing on PostgreSQL), then sends the same load straight to the
 upstream and through the router, in alternating blocks so that the noise of a shared
 machine falls on both alike. It prints added latency at concurrency 1 and 64, requests/s
-both ways, streaming time to first token both ways, the targets next to them, and checks
-afterwards that the database charged every request the router answered. Everything stays
+both ways, streaming time to first token both ways, the targets next to them, the same at
+concurrency 1 for the Responses API (``/v1/responses``, translated to chat for the upstream)
+and the Anthropic Messages API (``/v1/messages``, sent natively to an anthropic worker on
+the same upstream), and checks afterwards that the database charged every request the
+router answered. Everything stays
 on 127.0.0.1 and every phase is bounded in count or time.
 
 By default the router has no Redis and the bench keys no limits; ``--redis-url``,
@@ -35,6 +38,8 @@ from urllib.parse import urlsplit
 import aiohttp
 import psycopg
 from harness import (
+    ANTHROPIC_MODEL,
+    ANTHROPIC_UPSTREAM_MODEL,
     DEFAULT_SERVER,
     KEY_LIMIT_MAX,
     ROUTER_MODEL,
@@ -53,6 +58,7 @@ from harness import (
     router_env,
     run_async,
     seed,
+    seed_anthropic,
     start_service,
     stop_service,
     upstream_argv,
@@ -63,6 +69,8 @@ from load import (
     Target,
     abba,
     closed_loop,
+    make_messages_target,
+    make_responses_target,
     make_target,
     pct,
     sequential,
@@ -232,14 +240,24 @@ class Results:
     cn: dict[str, Run] = field(default_factory=dict)
     stream: dict[str, Run] = field(default_factory=dict)
     warmup: dict[str, Run] = field(default_factory=dict)
+    # The other APIs at concurrency 1: dialect ("responses", "messages") -> phase ("warmup",
+    # "c1", "stream") -> target ("direct", "router") -> its run.
+    dialects: dict[str, dict[str, dict[str, Run]]] = field(default_factory=dict)
     profile: Run = field(default_factory=Run)
     commit_probe: dict[str, dict[str, float]] = field(default_factory=dict)
     # One router answer after the measured phases: its status and x-ratelimit-* headers
     # (what the key's limits let through, as counted at that moment).
     limit_probe: dict[str, Any] = field(default_factory=dict)
 
+    def _dialect_runs(self) -> list[tuple[str, dict[str, Run]]]:
+        return [(dialect, runs) for dialect, phases in self.dialects.items()
+                for runs in phases.values()]
+
     def router_ok(self) -> int:
-        runs = [self.c1, self.cn, self.stream, self.warmup]
+        """Router requests answered 200, every API and phase (warm-up included): each must
+        have been charged."""
+        runs = [self.c1, self.cn, self.stream, self.warmup,
+                *(runs for _, runs in self._dialect_runs())]
         return (sum(r["router"].ok for r in runs if "router" in r) + self.profile.ok
                 + (self.limit_probe.get("status") == 200))
 
@@ -248,6 +266,9 @@ class Results:
         for runs in (self.c1, self.cn, self.stream, self.warmup):
             for name, run in runs.items():
                 total.update({f"{name}: {k}": v for k, v in run.errors.items()})
+        for dialect, runs in self._dialect_runs():
+            for name, run in runs.items():
+                total.update({f"{dialect} {name}: {k}": v for k, v in run.errors.items()})
         total.update({f"router (profiled): {k}": v for k, v in self.profile.errors.items()})
         status = self.limit_probe.get("status", 200)
         if status != 200:
@@ -270,8 +291,30 @@ async def probe_limits(session: aiohttp.ClientSession, router: Target) -> dict[s
         return {"status": type(exc).__name__}
 
 
+async def dialect_phases(session: aiohttp.ClientSession, options: Options, meter: Meter,
+                         phases: dict[str, dict[str, Run]], direct: Target, router: Target
+                         ) -> None:
+    """One API other than chat completions, at concurrency 1 as the chat rows: a short
+    warm-up, then ``--requests`` sequential requests and ``--stream-requests`` sequential
+    streams per target, in alternating blocks against the upstream called directly as the
+    router calls it."""
+    pair = (direct, router)
+    for target in pair:
+        run = phases.setdefault("warmup", {}).setdefault(target.name, Run())
+        await sequential(session, target, max(10, options.warmup // 4), run)
+        await sequential(session, target, max(10, options.warmup // 4), run, stream=True)
+    for phase, count, stream in (("c1", options.requests, False),
+                                 ("stream", options.stream_requests, True)):
+        blocks = split(count, options.block)
+        for i, target in enumerate(abba(pair, len(blocks))):
+            run = phases.setdefault(phase, {}).setdefault(target.name, Run())
+            await meter.measure(run, sequential(session, target, blocks[i // 2], run,
+                                                stream=stream))
+
+
 async def run_load(options: Options, direct: Target, router: Target, meter: Meter,
-                   profile: Callable[[float, Run], Awaitable[dict[str, Any] | None]]
+                   profile: Callable[[float, Run], Awaitable[dict[str, Any] | None]],
+                   dialects: dict[str, tuple[Target, Target]]
                    ) -> tuple[Results, dict[str, Any] | None]:
     results = Results()
     pair = (direct, router)
@@ -309,6 +352,13 @@ async def run_load(options: Options, direct: Target, router: Target, meter: Mete
             await meter.measure(run, sequential(session, target, blocks[i // 2], run,
                                                 stream=True))
 
+        for dialect, (dialect_direct, dialect_router) in dialects.items():
+            print(f"{dialect}: {options.requests} requests and {options.stream_requests} "
+                  "streams per target ...", flush=True)
+            await dialect_phases(session, options, meter,
+                                 results.dialects.setdefault(dialect, {}),
+                                 dialect_direct, dialect_router)
+
         results.commit_probe["end"] = probe_commits(options.database_url)
         results.limit_probe = await probe_limits(session, router)
 
@@ -340,6 +390,7 @@ def main(argv: list[str] | None = None) -> int:
         flush_redis_db(options.redis_url)  # rate-limit windows and slots of earlier runs
     keys = seed(env, upstream_port, options.users, key_rpm=options.key_rpm,
                 key_tpm=options.key_tpm, key_concurrency=options.key_concurrency)
+    seed_anthropic(env, upstream_port)
 
     services: list[Service] = []
     try:
@@ -369,12 +420,27 @@ def main(argv: list[str] | None = None) -> int:
                              UPSTREAM_MODEL, [])
         routed = make_target("router", f"http://127.0.0.1:{router_port}/v1/chat/completions",
                              ROUTER_MODEL, keys)
+        # The other APIs: the router's request against the one it makes of the upstream
+        # (Responses: translated to chat completions on the OpenAI-compatible worker;
+        # Messages: sent as it is to the anthropic worker).
+        upstream_url, router_url = (f"http://127.0.0.1:{upstream_port}/v1",
+                                    f"http://127.0.0.1:{router_port}/v1")
+        dialects = {
+            "responses": (make_target("direct", f"{upstream_url}/chat/completions",
+                                      UPSTREAM_MODEL, []),
+                          make_responses_target("router", f"{router_url}/responses",
+                                                ROUTER_MODEL, keys)),
+            "messages": (make_messages_target("direct", f"{upstream_url}/messages",
+                                              ANTHROPIC_UPSTREAM_MODEL, []),
+                         make_messages_target("router", f"{router_url}/messages",
+                                              ANTHROPIC_MODEL, keys)),
+        }
         meter = Meter(router.proc.pid, options.database_url)
         # granian runs the app in a child of the process it starts as: profile that one
         # (with uvicorn and one worker they are the same process).
         worker_pid = max(process_tree(router.proc.pid), key=process_cpu_seconds)
         results, profile = run_async(run_load(options, direct, routed, meter,
-                                              make_profiler(worker_pid, side_cpu)),
+                                              make_profiler(worker_pid, side_cpu), dialects),
                                      RUN_TIMEOUT_S)
         environment["loadavg_end"] = os.getloadavg()
         # Right away: the windows hold the requests of the last minute only.

@@ -15,6 +15,7 @@ from load import (
     diff,
     fmt,
     pct,
+    table,
     verdict,
 )
 from pyspy import shares
@@ -26,6 +27,12 @@ if TYPE_CHECKING:  # the runner imports this module; only the types go the other
 TARGET_ADDED_P50_C1_MS = 2.0
 TARGET_ROUTER_RPS = 1000.0
 TARGET_TTFT_ADDED_P50_MS = 3.0
+# What each dialect row compares: the router's request against the upstream's, the one the
+# router makes for it.
+DIALECT_REQUESTS = {
+    "responses": ("POST /v1/chat/completions", "POST /v1/responses"),
+    "messages": ("POST /v1/messages (anthropic worker)", "POST /v1/messages"),
+}
 
 
 def configuration(options: Options) -> dict[str, Any]:
@@ -97,6 +104,26 @@ def run_summary(run: Run) -> dict[str, Any]:
             "db_waits_pct": shares(run.db_waits, sum(run.db_waits.values()), 8)}
 
 
+def dialect_summary(dialect: str, phases: dict[str, dict[str, Run]]) -> dict[str, Any]:
+    """One other API at concurrency 1: its plain requests and its streams, direct and
+    through the router, and what the router adds."""
+    c1 = {k: run_summary(v) for k, v in phases.get("c1", {}).items()}
+    st = {k: run_summary(v) for k, v in phases.get("stream", {}).items()}
+    direct, router = DIALECT_REQUESTS.get(dialect, ("", ""))
+
+    def added(runs: dict[str, Any], key: str) -> float | None:
+        if "router" not in runs or "direct" not in runs:
+            return None
+        return diff(runs["router"][key], runs["direct"][key])
+
+    return {"direct_request": direct, "router_request": router,
+            "concurrency_1": c1 | {"added_p50_ms": added(c1, "p50_ms"),
+                                   "added_p99_ms": added(c1, "p99_ms")},
+            "streaming": st | {"ttft_added_p50_ms": added(st, "ttft_p50_ms"),
+                               "ttft_added_p99_ms": added(st, "ttft_p99_ms"),
+                               "total_added_p50_ms": added(st, "p50_ms")}}
+
+
 def build_report(options: Options, results: Results, billing: BillingCheck,
                  profile: dict[str, Any] | None, environment: dict[str, Any],
                  config: dict[str, Any], redis: dict[str, Any] | None) -> dict[str, Any]:
@@ -133,6 +160,8 @@ def build_report(options: Options, results: Results, billing: BillingCheck,
             "ttft_added_p50_ms": [TARGET_TTFT_ADDED_P50_MS,
                                   verdict(ttft_added, TARGET_TTFT_ADDED_P50_MS, at_most=True)],
         },
+        "dialects": {name: dialect_summary(name, phases)
+                     for name, phases in results.dialects.items()},
         "postgres_commit_probe": results.commit_probe,
         "errors": dict(results.errors()),
         "billing": vars(billing) | {"expected": expected, "ok": billing.ok(expected)},
@@ -192,6 +221,8 @@ def print_report(report: dict[str, Any], concurrency: int) -> None:
               f"ms, p99 {probe['p99_ms']:.2f} ms -> one wallet takes at most "
               f"~{probe['one_wallet_max_rps']:,.0f} requests/s (2 wallet updates each)")
 
+    print_dialects(report)
+
     errors = report["errors"]
     print(f"\nerrors: {sum(errors.values())}" + (f" {errors}" if errors else ""))
     billing = report["billing"]
@@ -205,6 +236,48 @@ def print_report(report: dict[str, Any], concurrency: int) -> None:
     profile = report["profile"]
     if profile:
         print_profile(profile, concurrency)
+
+
+def print_dialects(report: dict[str, Any]) -> None:
+    """The other APIs, at concurrency 1 like the chat rows above, each against the upstream
+    called directly as the router calls it; "chat added" repeats the chat rows' for
+    comparison."""
+    dialects = report.get("dialects") or {}
+    if not dialects:
+        return
+    c1, st = report["concurrency_1"], report["streaming"]
+    chat = {"added_p50_ms": c1["added_p50_ms"], "added_p99_ms": c1["added_p99_ms"],
+            "ttft_added_p50_ms": st["ttft_added_p50_ms"],
+            "total_added_p50_ms": diff(st["router"]["p50_ms"], st["direct"]["p50_ms"])}
+    d, r = "direct", "router"
+    rows = []
+    for name, summary in dialects.items():
+        one, stream = summary["concurrency_1"], summary["streaming"]
+        if d not in one or r not in one or d not in stream or r not in stream:
+            continue
+        rows += [
+            (f"{name} c=1 latency p50", fmt(one[d]["p50_ms"]), fmt(one[r]["p50_ms"]),
+             fmt(one["added_p50_ms"]), fmt(chat["added_p50_ms"])),
+            (f"{name} c=1 latency p99", fmt(one[d]["p99_ms"]), fmt(one[r]["p99_ms"]),
+             fmt(one["added_p99_ms"]), fmt(chat["added_p99_ms"])),
+            (f"{name} stream TTFT p50", fmt(stream[d]["ttft_p50_ms"]),
+             fmt(stream[r]["ttft_p50_ms"]), fmt(stream["ttft_added_p50_ms"]),
+             fmt(chat["ttft_added_p50_ms"])),
+            (f"{name} stream total p50", fmt(stream[d]["p50_ms"]), fmt(stream[r]["p50_ms"]),
+             fmt(stream["total_added_p50_ms"]), fmt(chat["total_added_p50_ms"])),
+        ]
+    print("\nother APIs at concurrency 1, through the router vs straight to the upstream as "
+          "the router calls it: " + "; ".join(
+              f"{name}: {summary['router_request']} vs {summary['direct_request']}"
+              for name, summary in dialects.items()))
+    print(table(("", "direct", "router", "added", "chat added"), rows))
+    for name, summary in dialects.items():
+        for label, runs in (("c=1", summary["concurrency_1"]), ("stream", summary["streaming"])):
+            if r in runs:
+                print(f"  {name} {label:<6} router CPU "
+                      f"{fmt(runs[r]['router_cpu_us_per_request'], 'us', 0):>7}/request; "
+                      f"PostgreSQL {fmt(runs[r]['postgres_cpu_us_per_request'], 'us', 0):>7}"
+                      "/request")
 
 
 def print_limits(report: dict[str, Any]) -> None:
