@@ -2,7 +2,11 @@ from django.urls import path, re_path
 
 from proxy.dialects.completions.views import CompletionsView
 from proxy.dialects.embeddings.views import EmbeddingsView
-from proxy.dialects.messages.views import CountTokensView, MessagesView
+from proxy.dialects.messages.views import (
+    CountTokensView,
+    MessagesView,
+    unknown_messages_route,
+)
 from proxy.dialects.responses.views import (
     ResponseDetailView,
     ResponseInputTokensView,
@@ -18,6 +22,7 @@ urlpatterns = [
     re_path(r"^responses/(?P<response_id>[^/]+)$", ResponseDetailView.as_view()),
     path("messages", MessagesView.as_view()),
     path("messages/count_tokens", CountTokensView.as_view()),
+    re_path(r"^messages/(?P<rest>.+)$", unknown_messages_route),
     path("embeddings", EmbeddingsView.as_view()),
     path("completions", CompletionsView.as_view()),
     path("models", views.ModelListView.as_view()),

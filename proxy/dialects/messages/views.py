@@ -22,6 +22,7 @@ from proxy.ground.errors import (
     model_not_found,
     permission_denied,
     request_too_large,
+    route_not_found,
 )
 from proxy.ground.responses import json_response
 from proxy.ground.tokens import count_text_tokens, exact_prompt_tokens
@@ -76,3 +77,8 @@ class CountTokensView(AnthropicView):
         tokens = exact_prompt_tokens(chat.messages) + sum(
             count_text_tokens(orjson.dumps(tool).decode()) for tool in chat.body.get("tools") or ())
         return json_response({"input_tokens": tokens})
+
+
+async def unknown_messages_route(request: HttpRequest, rest: str = "") -> HttpResponse:
+    """Anything else under /v1/messages/ is a 404 its (Anthropic) clients can read."""
+    return anthropic_error_response(route_not_found(request.method or "", request.path))

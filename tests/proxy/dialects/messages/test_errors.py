@@ -79,6 +79,10 @@ def test_an_unknown_model_is_not_found(claude_price, make_key, sdk_for):
     with pytest.raises(anthropic.NotFoundError):
         sdk_for(secret).messages.count_tokens(model="no-such-model",
                                               messages=ASK["messages"])
+    # A route under /v1/messages/ that does not exist is a 404 in Anthropic's shape too.
+    with pytest.raises(anthropic.NotFoundError) as caught:
+        sdk_for(secret).post("/v1/messages/batches/nope", cast_to=httpx.Response, body={})
+    assert _error_type(caught.value) == "not_found_error"
 
 
 def test_the_rpm_limit_is_a_rate_limit_error_with_its_headers(anthropic_worker, sdk_for,
