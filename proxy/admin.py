@@ -10,7 +10,6 @@ from typing import Any
 from urllib.parse import urlencode
 
 from django.contrib import admin, messages
-from django.core.exceptions import ImproperlyConfigured
 from django.db import transaction
 from django.db.models import QuerySet
 from django.forms import BaseFormSet, ModelForm
@@ -19,7 +18,6 @@ from django.template.response import TemplateResponse
 from django.urls import reverse
 from django.utils import timezone
 from django.utils.html import format_html, format_html_join
-from django.utils.text import Truncator
 from django.utils.timesince import timesince
 
 from audit.actors import Actor
@@ -86,10 +84,11 @@ class WorkerAdmin(AuditedAdmin):
     audit_name = "worker"
     form = WorkerAdminForm
     inlines = (WorkerModelInline,)
-    list_display = ("name", "kind", "cap_field", "enabled", "health", "last_probe",
-                    "probe_error", "recent_requests", "recent_error_rate", "recent_p50",
-                    "recent_flags", "priority", "weight", "max_concurrency", "base_url",
-                    "key_set", "header_names", "served_models")
+    # What fits 1280 px: the fleet's state and traffic. The probe's error is on hover; the
+    # endpoint, key, headers, cap field, weight and slots are on the worker's page.
+    list_display = ("name", "kind_short", "health", "circuit", "last_probe", "recent_requests",
+                    "recent_error_rate", "recent_p50", "recent_flags", "priority",
+                    "served_models")
     list_filter = ("kind", "enabled", "healthy", "draining")
     search_fields = ("name", "models__model")
     ordering = ("-priority", "name")
@@ -159,15 +158,27 @@ class WorkerAdmin(AuditedAdmin):
 
     @admin.display(description="Health")
     def health(self, obj: Worker) -> str:
-        labels = ["healthy" if obj.healthy else "unhealthy"]
-        circuit = getattr(obj, "circuit", "closed")
-        if circuit != "closed":
-            labels.append(f"circuit {circuit}")
+        labels = ["healthy" if obj.healthy else "unhealthy"]  # the probe's (circuit: beside)
         if obj.draining:
             labels.append("draining")
         if not obj.enabled:
             labels.append("disabled")
+        if obj.last_probe_error:
+            # The probe's last error on hover: the column stays narrow.
+            return format_html('<span title="{}">{}</span>', obj.last_probe_error,
+                               _badges(*labels))
         return _badges(*labels)
+
+    @admin.display(description="Kind", ordering="kind")
+    def kind_short(self, obj: Worker) -> str:
+        return obj.kind  # "openai", not "OpenAI-compatible": the list's width is scarce
+
+    @admin.display(description="Circuit")
+    def circuit(self, obj: Worker) -> str:
+        # The breaker's state (read for the page in changelist_view), beside the probe's.
+        state = getattr(obj, "circuit", "closed")
+        return format_html('<span class="router-badge circuit-{}" title="circuit {}">{}</span>',
+                           state.replace(" ", "-"), state, state)
 
     @admin.display(description="Last probe", ordering="last_probe_at")
     def last_probe(self, obj: Worker) -> str:
@@ -180,32 +191,25 @@ class WorkerAdmin(AuditedAdmin):
             return ago
         return f"{ago}, {obj.last_probe_latency_ms} ms"
 
-    @admin.display(description="Probe error")
-    def probe_error(self, obj: Worker) -> str:
-        if not obj.last_probe_error:
-            return "-"
-        return format_html('<span title="{}">{}</span>', obj.last_probe_error,
-                           Truncator(obj.last_probe_error).chars(60))
-
     @staticmethod
     def _stats(obj: Worker) -> WorkerStats:
         return getattr(obj, "recent_stats", None) or WorkerStats()
 
-    @admin.display(description=f"Requests ({_WINDOW})")
+    @admin.display(description=f"Req./{_WINDOW}")
     def recent_requests(self, obj: Worker) -> int:
         return self._stats(obj).requests
 
-    @admin.display(description=f"Upstream errors ({_WINDOW})")
+    @admin.display(description=f"Errors/{_WINDOW}")
     def recent_error_rate(self, obj: Worker) -> str:
         rate = self._stats(obj).error_rate
         return "-" if rate is None else f"{rate:.1%}"
 
-    @admin.display(description=f"p50 latency ({_WINDOW})")
+    @admin.display(description=f"p50/{_WINDOW}")
     def recent_p50(self, obj: Worker) -> str:
         p50 = self._stats(obj).p50_latency_ms
         return "-" if p50 is None else f"{p50} ms"
 
-    @admin.display(description="Flags (24 h)")
+    @admin.display(description="Flags/24 h")
     def recent_flags(self, obj: Worker) -> str:
         flags: WorkerUsageFlags = getattr(obj, "flags", None) or WorkerUsageFlags()
         counts = ((flags.over_cap, "over cap"), (flags.over_hold, "over hold"),
@@ -246,20 +250,6 @@ class WorkerAdmin(AuditedAdmin):
                              ((_flagged_usage_url(obj.name, since), label)
                               for label, since in windows)),
         )
-
-    @admin.display(description="Key set", boolean=True)
-    def key_set(self, obj: Worker) -> bool:
-        return obj.has_api_key
-
-    @admin.display(description="Extra headers")
-    def header_names(self, obj: Worker) -> str:
-        # The names only: a value may be a secret (x-portkey-api-key).
-        if not obj.extra_headers_encrypted:
-            return "-"
-        try:
-            return ", ".join(obj.extra_header_names)
-        except ImproperlyConfigured:
-            return "(cannot be decrypted)"
 
     @admin.display(description="Models")
     def served_models(self, obj: Worker) -> str:
@@ -339,3 +329,5 @@ class WorkerAdmin(AuditedAdmin):
         if failed:
             text += " " + "; ".join(failed)
         self.message_user(request, text, messages.WARNING if failed else messages.SUCCESS)
+
+from proxy import admin_costs  # noqa: E402,F401 - the upstream cost prices' admin, beside the workers'

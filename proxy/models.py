@@ -246,6 +246,45 @@ class Worker(models.Model):
                                   "another control character.")
 
 
+class UpstreamCost(models.Model):
+    """What the upstream charges us for a worker's model, in USD per 1M tokens, from
+    ``effective_from`` on: versioned like our prices (a change is a new row), so every usage
+    record's upstream cost is computed at the version in force when it was served."""
+
+    worker_model = models.ForeignKey("WorkerModel", on_delete=models.CASCADE,
+                                     related_name="costs")
+    input_usd_per_mtok = models.DecimalField(max_digits=12, decimal_places=6)
+    cached_input_usd_per_mtok = models.DecimalField(
+        max_digits=12, decimal_places=6, null=True, blank=True,
+        help_text="Empty means the input price.")
+    cache_write_usd_per_mtok = models.DecimalField(
+        max_digits=12, decimal_places=6, null=True, blank=True,
+        help_text="Empty means 1.25x the input price (Anthropic's 5-minute cache).")
+    output_usd_per_mtok = models.DecimalField(max_digits=12, decimal_places=6)
+    effective_from = models.DateTimeField(default=timezone.now)
+    created_by = models.ForeignKey(settings.AUTH_USER_MODEL, on_delete=models.PROTECT,
+                                   null=True, blank=True, related_name="+")
+    created_at = models.DateTimeField(auto_now_add=True)
+
+    class Meta:
+        ordering = ["worker_model", "-effective_from"]
+        constraints = [
+            models.UniqueConstraint(fields=["worker_model", "effective_from"],
+                                    name="proxy_cost_one_version_per_instant"),
+            models.CheckConstraint(
+                condition=Q(input_usd_per_mtok__gte=0, output_usd_per_mtok__gte=0)
+                & (Q(cached_input_usd_per_mtok__isnull=True)
+                   | Q(cached_input_usd_per_mtok__gte=0))
+                & (Q(cache_write_usd_per_mtok__isnull=True)
+                   | Q(cache_write_usd_per_mtok__gte=0)),
+                name="proxy_cost_not_negative"),
+        ]
+
+    def __str__(self) -> str:
+        return (f"{self.worker_model_id}: ${self.input_usd_per_mtok} in / "
+                f"${self.output_usd_per_mtok} out per 1M tokens")
+
+
 class WorkerModel(models.Model):
     """A model a worker serves: the name clients use, and the upstream's own name for it."""
 
@@ -286,3 +325,4 @@ class StoredResponse(models.Model):
 
     def __str__(self) -> str:
         return self.id
+

@@ -13,16 +13,18 @@ from functools import cached_property
 from ipaddress import IPv4Network, IPv6Network, ip_address, ip_network
 
 from django.conf import settings
+from django.db.models import Prefetch
 from django.utils import timezone
 
 from accounts.keys import key_digest
 from accounts.selectors import api_key_authenticate
 from accounts.services import api_key_touch
 from billing.models import ModelPrice
+from billing.models.prices import CACHE_WRITE_FACTOR
 from billing.selectors import price_current, prices_current
 from proxy.ground.cache import TTLCache
 from proxy.limits import Limits, Scope
-from proxy.models import Worker, WorkerModel
+from proxy.models import UpstreamCost, Worker, WorkerModel
 from proxy.upstream.providers.base import UpstreamTarget
 
 
@@ -100,16 +102,35 @@ async def price_for_model(model: str) -> ModelPrice | None:
 
 
 def _load_targets(model: str) -> list[UpstreamTarget]:
+    # The cost versions in force come with the rows (one prefetch query, all versions up to
+    # now, newest first): a target carries its worker's cost price, so costing a request
+    # needs no query of its own.
+    in_force = (UpstreamCost.objects.filter(effective_from__lte=timezone.now())
+                .order_by("-effective_from"))
     rows = (
         WorkerModel.objects.select_related("worker")
+        .prefetch_related(Prefetch("costs", queryset=in_force, to_attr="costs_in_force"))
         .filter(model=model, worker__enabled=True, worker__draining=False,
                 worker__healthy=True)
         .order_by("-worker__priority", "worker__name")
     )
-    return [_target(row.worker, row.upstream_name) for row in rows]
+    return [_target(row.worker, row.upstream_name,
+                    cost=row.costs_in_force[0] if row.costs_in_force else None)
+            for row in rows]
 
 
-def _target(worker: Worker, upstream_model: str) -> UpstreamTarget:
+def _target(worker: Worker, upstream_model: str, *,
+            cost: UpstreamCost | None = None) -> UpstreamTarget:
+    # An unset cached or cache-write cost takes the input price, or 1.25x it, as our own
+    # prices do (ModelPrice.cached_price, cache_write_price).
+    prices = {} if cost is None else {
+        "cost_input": cost.input_usd_per_mtok, "cost_output": cost.output_usd_per_mtok,
+        "cost_cached_input": (cost.input_usd_per_mtok if cost.cached_input_usd_per_mtok is None
+                              else cost.cached_input_usd_per_mtok),
+        "cost_cache_write": (cost.input_usd_per_mtok * CACHE_WRITE_FACTOR
+                             if cost.cache_write_usd_per_mtok is None
+                             else cost.cache_write_usd_per_mtok),
+    }
     return UpstreamTarget(
         worker_id=worker.pk, worker_name=worker.name, kind=worker.kind,
         base_url=worker.base_url, api_key_encrypted=worker.api_key_encrypted,
@@ -120,7 +141,7 @@ def _target(worker: Worker, upstream_model: str) -> UpstreamTarget:
         weight=worker.weight, max_concurrency=worker.max_concurrency,
         cap_field=worker.cap_field, auth_header=worker.auth_header,
         extra_headers_encrypted=worker.extra_headers_encrypted,
-        api_version=worker.api_version, dialects=worker.dialects,
+        api_version=worker.api_version, dialects=worker.dialects, **prices,
     )
 
 

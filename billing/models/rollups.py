@@ -29,6 +29,13 @@ class UsageRollup(models.Model):
     completion_tokens = models.BigIntegerField(default=0)
     cached_tokens = models.BigIntegerField(default=0)
     cost_micros = models.BigIntegerField(default=0)
+    # The upstream's cost of the requests whose cost is known, and how many were not: a
+    # margin is only shown over the known part, and the unknown part is said.
+    upstream_cost_micros = models.BigIntegerField(default=0)
+    unknown_cost_requests = models.PositiveIntegerField(default=0)
+    # What those requests of unknown cost were charged: the margin is cost_micros minus this
+    # minus upstream_cost_micros, over the requests whose cost is known.
+    unknown_cost_charged_micros = models.BigIntegerField(default=0)
 
     class Meta:
         indexes = [

@@ -64,6 +64,10 @@ class UsageRecord(models.Model):
     cache_write_tokens = models.PositiveIntegerField(default=0)
     endpoint = models.CharField(max_length=16, choices=Endpoint.choices, default=Endpoint.CHAT)
     cost_micros = models.BigIntegerField(default=0)
+    # What the upstream charges us for the same tokens, at the worker's cost price in force
+    # (proxy.UpstreamCost), rounded the same way; NULL when the worker has no cost price:
+    # unknown is never shown as zero.
+    upstream_cost_micros = models.BigIntegerField(null=True, blank=True)
     price = models.ForeignKey("billing.ModelPrice", on_delete=models.PROTECT, related_name="+",
                               db_index=False)
     source = models.CharField(max_length=10, choices=Source.choices, default=Source.PROVIDER)
@@ -92,6 +96,9 @@ class UsageRecord(models.Model):
         constraints = [
             models.CheckConstraint(condition=Q(cost_micros__gte=0),
                                    name="billing_usage_cost_not_negative"),
+            models.CheckConstraint(condition=Q(upstream_cost_micros__isnull=True)
+                                   | Q(upstream_cost_micros__gte=0),
+                                   name="billing_usage_upstream_cost_not_negative"),
             models.CheckConstraint(
                 condition=Q(cached_tokens__lte=F("prompt_tokens") - F("cache_write_tokens")),
                 name="billing_usage_cached_within_prompt"),

@@ -40,6 +40,9 @@ class UsageReport:
     latency_ms: int | None = None
     ttft_ms: int | None = None
     endpoint: str = UsageRecord.Endpoint.CHAT  # the API the request came in through
+    # What the upstream charges us for these same tokens (proxy.UpstreamCost, rounded like
+    # the charge); None: unknown. A voided hold records None whatever this says.
+    upstream_cost_micros: int | None = None
 
 
 def hold_create(
@@ -142,6 +145,7 @@ def hold_settle(*, hold_id: str, usage: UsageReport) -> HoldOutcome:
         _resolve(hold, Hold.Status.POSTED, charged_micros=charged)
         _budget_release(hold, charged_micros=charged)
         record = _usage_record_create(hold, wallet=wallet, usage=usage, cost_micros=charged,
+                                      upstream_cost_micros=usage.upstream_cost_micros,
                                       over_hold=cost > hold.amount_micros)
         return HoldOutcome(hold=hold, usage_record=record, charged_micros=charged,
                            already_resolved=False)
@@ -177,7 +181,8 @@ def _release(hold_id: str, status: str, usage: UsageReport | None) -> HoldOutcom
         _resolve(hold, status, charged_micros=0)
         _budget_release(hold, charged_micros=0)
         record = (
-            _usage_record_create(hold, wallet=wallet, usage=usage, cost_micros=0)
+            _usage_record_create(hold, wallet=wallet, usage=usage, cost_micros=0,
+                                 upstream_cost_micros=None)
             if usage is not None
             else None
         )
@@ -222,14 +227,16 @@ def _resolved(hold: Hold) -> HoldOutcome:
 
 
 def _usage_record_create(
-    hold: Hold, *, wallet: Wallet, usage: UsageReport, cost_micros: int, over_hold: bool = False
+    hold: Hold, *, wallet: Wallet, usage: UsageReport, cost_micros: int,
+    upstream_cost_micros: int | None, over_hold: bool = False,
 ) -> UsageRecord:
     return UsageRecord.objects.create(
         request_id=hold.pk, user_id=wallet.user_id, api_key_id=hold.api_key_id, model=hold.model,
         worker=usage.worker, prompt_tokens=usage.prompt_tokens,
         completion_tokens=usage.completion_tokens, cached_tokens=usage.cached_tokens,
         cache_write_tokens=usage.cache_write_tokens, endpoint=usage.endpoint,
-        cost_micros=cost_micros, price=hold.price, source=usage.source, status=usage.status,
+        cost_micros=cost_micros, upstream_cost_micros=upstream_cost_micros, price=hold.price,
+        source=usage.source, status=usage.status,
         estimate_reason=usage.estimate_reason, over_cap=usage.over_cap, over_hold=over_hold,
         latency_ms=usage.latency_ms, ttft_ms=usage.ttft_ms,
     )

@@ -47,14 +47,22 @@ def usage_rollup(*, since: datetime, until: datetime | None = None) -> int:
                 .annotate(requests=Count("id"),
                           failed=Count("id", filter=~Q(status=UsageRecord.Status.OK)),
                           prompt=Sum("prompt_tokens"), completion=Sum("completion_tokens"),
-                          cached=Sum("cached_tokens"), cost=Sum("cost_micros"))
+                          cached=Sum("cached_tokens"), cost=Sum("cost_micros"),
+                          # NULL (unknown) costs are left out of the sum, and counted.
+                          upstream=Sum("upstream_cost_micros"),
+                          unknown=Count("id", filter=Q(upstream_cost_micros__isnull=True)),
+                          unknown_charged=Sum("cost_micros",
+                                              filter=Q(upstream_cost_micros__isnull=True)))
             )
             rollups = [
                 UsageRollup(period=period, bucket_start=row["bucket"], user_id=row["user_id"],
                             api_key_id=row["api_key_id"], model=row["model"],
                             requests=row["requests"], failed_requests=row["failed"],
                             prompt_tokens=row["prompt"], completion_tokens=row["completion"],
-                            cached_tokens=row["cached"], cost_micros=row["cost"])
+                            cached_tokens=row["cached"], cost_micros=row["cost"],
+                            upstream_cost_micros=row["upstream"] or 0,
+                            unknown_cost_requests=row["unknown"],
+                            unknown_cost_charged_micros=row["unknown_charged"] or 0)
                 for row in rows
             ]
             UsageRollup.objects.bulk_create(rollups, batch_size=1000)

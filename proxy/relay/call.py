@@ -13,7 +13,7 @@ import orjson
 from django.conf import settings
 
 from billing.models import BAD_USAGE_REASONS, ModelPrice, UsageRecord
-from billing.money import format_usd
+from billing.money import MoneyError, format_usd
 from billing.services import UsageReport
 from proxy import money
 from proxy.dialects.base import Dialect, NativeCodec
@@ -49,6 +49,7 @@ class Call:
     first_token_at: float | None = None
     worker: str = ""
     upstream_model: str = ""  # the model's name at the worker tried last
+    target: UpstreamTarget | None = None  # the worker tried last: its cost price, too
     reply_text: str = ""  # what the client received, for the log only when content is on
     upstream_called: bool = False  # an upstream has started working on it
     resolving: bool = False  # its settlement (or void) has started
@@ -60,6 +61,11 @@ class Call:
         self.meter = OutputMeter(allowance=self.plan.allowance, n=self.chat.n)
         self.request_id = self.request.request_id
 
+
+    def attempt(self, target: UpstreamTarget) -> None:
+        """The worker this request goes to now (each failover moves it on)."""
+        self.worker, self.upstream_model, self.target = (target.worker_name,
+                                                         target.upstream_model, target)
 
     def native_codec(self, target: UpstreamTarget) -> NativeCodec | None:
         """The codec to send this request to ``target`` in the client's own dialect, or
@@ -112,6 +118,22 @@ class Call:
             prompt, completion = self.plan.prompt_tokens, self.plan.allowance * self.chat.n
         return Verdict(prompt, completion, 0, reason, None)
 
+    def upstream_cost(self, verdict: Verdict) -> int | None:
+        """What the worker charges us for the tokens this request is charged for; None when
+        unknown (no worker reached, or no cost price). It must not stop the charge."""
+        if self.target is None:
+            return None
+        try:
+            return self.target.upstream_cost_micros(
+                prompt_tokens=verdict.prompt_tokens,
+                completion_tokens=verdict.completion_tokens,
+                cached_tokens=verdict.cached_tokens,
+                cache_write_tokens=verdict.cache_write_tokens)
+        except MoneyError:
+            logger.exception("request %s: its upstream cost could not be computed",
+                             self.request_id)
+            return None
+
     def report(self, verdict: Verdict, status: str) -> UsageReport:
         now = time.monotonic()
         return UsageReport(
@@ -120,7 +142,8 @@ class Call:
             cache_write_tokens=verdict.cache_write_tokens, source=verdict.source,
             estimate_reason=verdict.reason, over_cap=self.meter.over_cap, status=status,
             worker=self.worker, latency_ms=self.elapsed_ms(now),
-            ttft_ms=self.elapsed_ms(self.first_token_at), endpoint=self.dialect.endpoint)
+            ttft_ms=self.elapsed_ms(self.first_token_at), endpoint=self.dialect.endpoint,
+            upstream_cost_micros=self.upstream_cost(verdict))
 
     def shown_usage(self, verdict: Verdict, charged: int) -> dict[str, Any]:
         """The usage the client is shown: exactly what it was charged for, with the

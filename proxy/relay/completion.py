@@ -169,7 +169,7 @@ async def _attempt_failed(call: Call, lease: Lease, exc: UpstreamError) -> bool:
 async def _complete(call: Call, candidates: Candidates) -> HttpResponse:
     failure: UpstreamError | None = None
     while (lease := await candidates.next()) is not None:
-        call.worker, call.upstream_model = lease.target.worker_name, lease.target.upstream_model
+        call.attempt(lease.target)
         call.upstream_called = True
         try:
             answer = await _ask(call, lease.target)
@@ -206,7 +206,7 @@ async def _answer(call: Call, answer: dict[str, Any], lease: Lease) -> HttpRespo
 async def _stream(call: Call, candidates: Candidates) -> StreamingHttpResponse:
     failure: UpstreamError | None = None
     while (lease := await candidates.next()) is not None:
-        call.worker, call.upstream_model = lease.target.worker_name, lease.target.upstream_model
+        call.attempt(lease.target)
         call.upstream_called = True
         try:
             upstream = await _open(call, lease.target)

@@ -6,7 +6,18 @@ from __future__ import annotations
 import argparse
 from collections.abc import Callable
 
-from router_admin.cli import demo, keys, money, prices, staff, sweep, users, vouchers, workers
+from router_admin.cli import (
+    costs,
+    demo,
+    keys,
+    money,
+    prices,
+    staff,
+    sweep,
+    users,
+    vouchers,
+    workers,
+)
 from router_admin.cli.base import Subparsers
 
 GROUPS: tuple[Callable[[Subparsers], None], ...] = (
@@ -17,6 +28,7 @@ GROUPS: tuple[Callable[[Subparsers], None], ...] = (
     keys.add_parsers,
     prices.add_parsers,
     workers.add_parsers,
+    costs.add_parsers,
     sweep.add_parsers,
     demo.add_parsers,
 )

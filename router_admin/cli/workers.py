@@ -20,6 +20,7 @@ from proxy.services import (
     worker_set_enabled,
     workers_probe_all,
 )
+from proxy.upstream.breaker import breaker_states_now
 from proxy.upstream.probes import ProbeResult
 from router_admin.cli.base import Options, Subparsers, group, subcommand
 
@@ -110,12 +111,15 @@ def _models_text(worker: Worker) -> str:
     return ",".join(names) or "-"
 
 
-def _describe(worker: Worker, *, health: bool = False) -> str:
+def _describe(worker: Worker, *, health: bool = False, circuit: str = "closed") -> str:
     states = ["enabled" if worker.enabled else "disabled"]
     if health:
         if worker.draining:
             states.append("draining")
+        # The probe's verdict and the breaker's are separate: a worker that passes its probe
+        # can still be out of rotation, its circuit opened by failing requests.
         states.append("healthy" if worker.healthy else "unhealthy")
+        states.append(f"circuit {circuit}")
     text = (
         f"{worker.name}: kind {worker.kind}, {', '.join(states)}, "
         f"priority {worker.priority}, weight {worker.weight}, "
@@ -192,8 +196,11 @@ def worker_add_command(options: Options) -> list[str]:
 
 
 def worker_list_command(options: Options) -> list[str]:
-    workers = Worker.objects.prefetch_related("models").order_by("-priority", "name")
-    return [_describe(worker, health=True) for worker in workers] or ["No workers."]
+    workers = list(Worker.objects.prefetch_related("models").order_by("-priority", "name"))
+    # Read where the routers keep it: Redis when configured, so this process sees theirs.
+    circuits = breaker_states_now([worker.pk for worker in workers])
+    return [_describe(worker, health=True, circuit=circuits.get(worker.pk, "closed"))
+            for worker in workers] or ["No workers."]
 
 
 def _toggle_command(enabled: bool) -> Callable[[Options], list[str]]:

@@ -295,11 +295,12 @@ def test_worker_list_shows_everything_but_the_key():
     lines = router("worker", "list")
 
     assert lines == [
-        "up: kind openai, enabled, healthy, priority 1, weight 1, max concurrency 64, "
-        "cap field max_completion_tokens, base url https://up.example/v1, key: set, "
-        "models: alias=real-name,gpt-x, last probe: never",
-        "mock: kind mock, disabled, healthy, priority 0, weight 1, max concurrency 64, "
-        "cap field max_tokens, base url -, key: none, models: mock-gpt, last probe: never",
+        "up: kind openai, enabled, healthy, circuit closed, priority 1, weight 1, "
+        "max concurrency 64, cap field max_completion_tokens, base url https://up.example/v1, "
+        "key: set, models: alias=real-name,gpt-x, last probe: never",
+        "mock: kind mock, disabled, healthy, circuit closed, priority 0, weight 1, "
+        "max concurrency 64, cap field max_tokens, base url -, key: none, models: mock-gpt, "
+        "last probe: never",
     ]
     output = "\n".join(lines)
     assert SECRET not in output
@@ -354,7 +355,8 @@ def test_worker_list_shows_draining_unhealthy_and_the_last_probe():
 
     (line,) = router("worker", "list")
 
-    assert line.startswith("up: kind openai, enabled, draining, unhealthy, priority 0, ")
+    assert line.startswith(
+        "up: kind openai, enabled, draining, unhealthy, circuit closed, priority 0, ")
     assert re.search(r", last probe: \d{4}-\d\d-\d\d \d\d:\d\d:\d\d UTC, "
                      r"cannot connect to 127\.0\.0\.1:9: Connection refused$", line), line
     assert SECRET not in line

@@ -130,7 +130,8 @@ async def _resolve_many(items: list[_Resolution]
              "endpoint": item.usage.endpoint, "source": item.usage.source,
              "estimate_reason": item.usage.estimate_reason, "over_cap": item.usage.over_cap,
              "usage_status": item.usage.status, "latency_ms": item.usage.latency_ms,
-             "ttft_ms": item.usage.ttft_ms}
+             "ttft_ms": item.usage.ttft_ms,
+             "upstream_cost_micros": _upstream_cost(item.usage, item.cost_micros)}
             for i, item in enumerate(items)]).decode(), "month": current_month()}, rows=True)
     except DatabaseUnavailable as error:
         # Each alone would wait for the database again: each caller retries, later.
@@ -364,9 +365,15 @@ async def _resolve_alone(hold_id: str, usage: UsageReport, cost_micros: int | No
         "source": usage.source,
         "estimate_reason": usage.estimate_reason, "over_cap": usage.over_cap,
         "usage_status": usage.status, "latency_ms": usage.latency_ms,
-        "ttft_ms": usage.ttft_ms, "month": current_month(),
+        "ttft_ms": usage.ttft_ms, "upstream_cost": _upstream_cost(usage, cost_micros),
+        "month": current_month(),
     })
     return row[0] if row else None
+
+
+def _upstream_cost(usage: UsageReport, cost_micros: int | None) -> int | None:
+    """A void charges nothing and records no upstream cost (unknown, not zero)."""
+    return None if cost_micros is None else usage.upstream_cost_micros
 
 
 async def holds_extend(*, hold_ids: list[str], expires_at: datetime) -> int:

@@ -13,6 +13,11 @@ commits synchronously later, which flushes the WAL up to and past it. PostgreSQL
 in between can only forget the hold of a request that was in flight; that request is then
 not charged (its settle finds no hold), and no balance is ever overstated.
 
+A charge's ledger entry is stamped with ``clock_timestamp()``, when it is written under its
+wallet's lock, not ``now()`` (its transaction's start): a wallet's entries then follow the
+order of their running balance in time too, so a monthly statement's opening and closing
+balances chain even for a charge that began before midnight and committed after a top-up.
+
 Lock order, everywhere: hold rows, then wallet rows (by id when there are several), then
 budget rows. The ``*_MANY`` statements lock their wallets with an ordered ``FOR NO KEY
 UPDATE`` first, so two of them sharing wallets (two processes, two instances) queue instead
@@ -111,7 +116,8 @@ WITH hold AS (
     INSERT INTO billing_ledgerentry (wallet_id, kind, amount_micros, balance_after_micros,
                                      idempotency_key, memo, hold_id, created_at)
     SELECT wallet.id, 'charge', -hold.charged_micros, wallet.posted_micros,
-           'charge:' || hold.id, hold.model || ' request ' || hold.id, hold.id, now()
+           'charge:' || hold.id, hold.model || ' request ' || hold.id, hold.id,
+           clock_timestamp()
       FROM hold, wallet
      WHERE hold.charged_micros > 0
 ), budget AS (
@@ -127,12 +133,14 @@ WITH hold AS (
     INSERT INTO billing_usagerecord (request_id, user_id, api_key_id, model, worker,
                                      prompt_tokens, completion_tokens, cached_tokens,
                                      cache_write_tokens, endpoint,
-                                     cost_micros, price_id, source, estimate_reason, over_cap,
-                                     over_hold, status, latency_ms, ttft_ms, created_at)
+                                     cost_micros, upstream_cost_micros, price_id, source,
+                                     estimate_reason, over_cap, over_hold, status, latency_ms,
+                                     ttft_ms, created_at)
     SELECT hold.id, wallet.user_id, hold.api_key_id, hold.model, %(worker)s,
            %(prompt_tokens)s, %(completion_tokens)s, %(cached_tokens)s,
            %(cache_write_tokens)s, %(endpoint)s,
-           hold.charged_micros, hold.price_id, %(source)s, %(estimate_reason)s, %(over_cap)s,
+           hold.charged_micros, %(upstream_cost)s::bigint, hold.price_id, %(source)s,
+           %(estimate_reason)s, %(over_cap)s,
            %(cost)s > hold.amount_micros, %(usage_status)s, %(latency_ms)s, %(ttft_ms)s, now()
       FROM hold, wallet
 )
@@ -149,7 +157,7 @@ WITH item AS (
              prompt_tokens int, completion_tokens int, cached_tokens int,
              cache_write_tokens int, endpoint text, source text,
              estimate_reason text, over_cap boolean, usage_status text, latency_ms int,
-             ttft_ms int)
+             ttft_ms int, upstream_cost_micros bigint)
 ), hold AS (
     UPDATE billing_hold AS h
        SET status = item.status, charged_micros = LEAST(item.cost, h.amount_micros),
@@ -180,7 +188,8 @@ WITH item AS (
            wallet.posted_micros + wallet.charged
                - sum(hold.charged_micros) OVER (PARTITION BY hold.wallet_id
                                                 ORDER BY hold.ord),
-           'charge:' || hold.id, hold.model || ' request ' || hold.id, hold.id, now()
+           'charge:' || hold.id, hold.model || ' request ' || hold.id, hold.id,
+           clock_timestamp()
       FROM hold JOIN wallet ON wallet.id = hold.wallet_id
      WHERE hold.charged_micros > 0
      ORDER BY hold.ord
@@ -198,12 +207,14 @@ WITH item AS (
     INSERT INTO billing_usagerecord (request_id, user_id, api_key_id, model, worker,
                                      prompt_tokens, completion_tokens, cached_tokens,
                                      cache_write_tokens, endpoint,
-                                     cost_micros, price_id, source, estimate_reason, over_cap,
-                                     over_hold, status, latency_ms, ttft_ms, created_at)
+                                     cost_micros, upstream_cost_micros, price_id, source,
+                                     estimate_reason, over_cap, over_hold, status, latency_ms,
+                                     ttft_ms, created_at)
     SELECT hold.id, wallet.user_id, hold.api_key_id, hold.model, item.worker,
            item.prompt_tokens, item.completion_tokens, item.cached_tokens,
            item.cache_write_tokens, item.endpoint,
-           hold.charged_micros, hold.price_id, item.source, item.estimate_reason,
+           hold.charged_micros, item.upstream_cost_micros, hold.price_id, item.source,
+           item.estimate_reason,
            item.over_cap, item.cost > hold.amount_micros, item.usage_status,
            item.latency_ms, item.ttft_ms, now()
       FROM hold JOIN item ON item.ord = hold.ord JOIN wallet ON wallet.id = hold.wallet_id

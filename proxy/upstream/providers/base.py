@@ -2,10 +2,13 @@ from __future__ import annotations
 
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
+from decimal import Decimal
 from typing import Any, Protocol
 
 import orjson
 
+from billing.models.prices import CACHE_WRITE_FACTOR
+from billing.money import cost_micros
 from proxy.crypto import decrypt_secret
 
 
@@ -39,6 +42,28 @@ class UpstreamTarget:
     api_version: str = ""
     # The APIs the upstream speaks natively (Worker.dialects).
     dialects: tuple[str, ...] = ("chat",)
+    # The upstream's cost price in force for this model (proxy.UpstreamCost), USD per 1M
+    # tokens, with the cached and cache-write defaults already applied; None: unknown.
+    cost_input: Decimal | None = None
+    cost_cached_input: Decimal | None = None
+    cost_cache_write: Decimal | None = None
+    cost_output: Decimal | None = None
+
+    def upstream_cost_micros(self, *, prompt_tokens: int, completion_tokens: int,
+                             cached_tokens: int = 0, cache_write_tokens: int = 0) -> int | None:
+        """What these tokens cost us at this worker, rounded exactly like a charge (one
+        ceil, ``billing.money.cost_micros``); None when the worker has no cost price."""
+        if self.cost_input is None or self.cost_output is None:
+            return None
+        return cost_micros(
+            prompt_tokens=prompt_tokens, completion_tokens=completion_tokens,
+            cached_tokens=cached_tokens, input_price=self.cost_input,
+            output_price=self.cost_output,
+            cached_input_price=(self.cost_input if self.cost_cached_input is None
+                                else self.cost_cached_input),
+            cache_write_tokens=cache_write_tokens,
+            cache_write_price=(self.cost_input * CACHE_WRITE_FACTOR
+                               if self.cost_cache_write is None else self.cost_cache_write))
 
     @property
     def api_key(self) -> str:
