@@ -18,6 +18,7 @@ from accounts.tokens import token_generate
 from audit.actors import Actor
 from audit.services import audit_record
 from audit.snapshots import Snapshot, snapshot
+from billing.services.wallets import wallet_get_or_create
 
 # What an API key is, for the audit trail: not last_used_at, which requests move. The digest
 # is kept only as "set" / "changed" (audit.snapshots masks it by its name).
@@ -34,7 +35,12 @@ def user_create(
     is_superuser: bool = False,
     actor: Actor | None = None,
 ) -> User:
-    """Create a user; audited when an ``actor`` (staff, the CLI) creates it."""
+    """Create a user and their (empty) wallet, together; audited when an ``actor`` (staff,
+    the CLI) creates it.
+
+    Every account has a wallet from the moment it exists, so staff can find and credit a
+    user who never paid; the sign-up, the admin's add form, the CLI and ``createsuperuser``
+    all come through here."""
     email = User.objects.normalize_email(email.strip()).lower()
     try:
         validate_email(email)
@@ -47,6 +53,7 @@ def user_create(
             user = User.objects.create_user(
                 email, password, name=name, is_staff=is_staff, is_superuser=is_superuser
             )
+            wallet_get_or_create(user=user)
             if actor is not None:
                 audit_record(actor=actor, action="user.create", obj=user, before=None,
                              after=user_audit_snapshot(user))

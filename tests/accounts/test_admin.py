@@ -32,7 +32,7 @@ def test_the_user_list_shows_each_available_balance_in_usd(admin_client, user, p
     rows = {row.email: row.available_micros for row in response.context["cl"].result_list}
     assert rows[user.email] == 10_500_000
     assert "10.500000" in response.text
-    assert "0.000000" in response.text  # the staff user has no wallet at all
+    assert "0.000000" in response.text  # the staff user was never credited
 
 
 def test_the_user_list_is_searched_by_email(admin_client, make_user):

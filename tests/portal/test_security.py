@@ -7,7 +7,7 @@ from django.test import Client
 from django.urls import reverse
 
 from accounts.models import ApiKey
-from billing.models import KeyBudget, UsageRecord, Wallet
+from billing.models import KeyBudget, LedgerEntry, UsageRecord
 from billing.selectors import wallet_balance
 from tests.portal.conftest import PASSWORD
 
@@ -82,7 +82,7 @@ def test_posted_owner_and_balance_fields_are_ignored(member_client, member, othe
     assert api_key.digest != "0" * 64
     assert not KeyBudget.objects.filter(api_key=api_key).exists()
     assert wallet_balance(user=member).posted_micros == 10_000_000
-    assert not Wallet.objects.filter(user=other).exists()
+    assert not LedgerEntry.objects.filter(wallet__user=other).exists()  # nothing credited
     assert not ApiKey.objects.filter(user=other).exists()
 
 

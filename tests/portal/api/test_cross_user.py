@@ -10,7 +10,7 @@ from django.utils import timezone
 
 from accounts.models import ApiKey, ManagementToken
 from accounts.services import management_token_create
-from billing.models import KeyBudget, Wallet
+from billing.models import KeyBudget, LedgerEntry
 from billing.selectors import wallet_balance
 from tests.portal.api.conftest import session_client
 
@@ -104,7 +104,7 @@ def test_creating_a_key_with_ownership_or_money_fields_is_refused_and_changes_no
         assert "cannot be set" in response.json()["error"]["fields"][field][0]
     assert not ApiKey.objects.filter(name="sneaky").exists()
     assert wallet_balance(user=member) == balance_before
-    assert not Wallet.objects.filter(user=other).exists()
+    assert not LedgerEntry.objects.filter(wallet__user=other).exists()  # nothing credited
 
 
 def test_patching_ownership_or_money_fields_is_refused_and_changes_nothing(
