@@ -20,92 +20,56 @@ from django.utils.html import format_html
 from audit.actors import Actor
 from audit.admin_base import AuditedAdmin
 from audit.snapshots import Snapshot, snapshot
-from billing import admin_topups  # noqa: F401
+from billing import admin_records, admin_topups  # noqa: F401
 from billing.admin_base import ReadOnlyAdmin
+from billing.admin_refunds import WalletStatementMixin
 from billing.errors import BillingError, IdempotencyConflict
 from billing.forms import WalletCreditForm
 from billing.models import (
-    BAD_USAGE_REASONS,
     BalanceAlert,
-    Hold,
     KeyBudget,
     LedgerEntry,
     ModelPrice,
     OutboxMessage,
-    UsageRecord,
     UsageRollup,
     Wallet,
 )
 from billing.money import format_usd
-from billing.selectors import USAGE_FLAGGED, wallet_audit
+from billing.selectors import wallet_audit
 from billing.services import price_set, wallet_credit
 from billing.services.budgets import CAP_FIELDS
 from billing.services.prices import PRICE_AUDIT_FIELDS
+from router_admin.admin_display import short_text, usd_cell, when
 
 
 def _usd(micros: int | None) -> str:
     return "-" if micros is None else format_usd(micros)
 
 
-class PricedModelFilter(admin.SimpleListFilter):
-    """Filter by model name, offering the models that have a price.
-
-    Every hold and usage record points at a price, so these are all the models they can
-    name; listing them from the small price table avoids a DISTINCT over a large one.
-    """
-
-    title = "model"
-    parameter_name = "model"
-
-    def lookups(self, request: HttpRequest, model_admin: admin.ModelAdmin) -> list[tuple[str, str]]:
-        names = ModelPrice.objects.order_by("model").values_list("model", flat=True).distinct()
-        return [(name, name) for name in names]
-
-    def queryset(self, request: HttpRequest, queryset: QuerySet) -> QuerySet:
-        return queryset.filter(model=self.value()) if self.value() else queryset
-
-
-class FlaggedUsageFilter(admin.SimpleListFilter):
-    """Records that flag a misbehaving upstream, as the workers page counts them: any flag is
-    one condition (an OR the separate field filters cannot express), the partial index's."""
-
-    title = "flagged"
-    parameter_name = "flagged"
-
-    def lookups(self, request: HttpRequest, model_admin: admin.ModelAdmin) -> list[tuple[str, str]]:
-        return [("any", "Any flag"), ("bad_usage", "Usage not believed")]
-
-    def queryset(self, request: HttpRequest, queryset: QuerySet) -> QuerySet:
-        if self.value() == "any":
-            return queryset.filter(USAGE_FLAGGED)
-        if self.value() == "bad_usage":
-            return queryset.filter(estimate_reason__in=BAD_USAGE_REASONS)
-        return queryset
-
-
 @admin.register(Wallet)
-class WalletAdmin(ReadOnlyAdmin):
+class WalletAdmin(WalletStatementMixin, ReadOnlyAdmin):
     list_display = ("user", "posted_usd", "pending_usd", "available_usd", "updated_at")
     list_select_related = ("user",)
     search_fields = ("user__email",)
     ordering = ("user__email",)
     fields = ("user", "posted_usd", "pending_usd", "available_usd", "ledger_check",
-              "entries", "created_at", "updated_at")
-    readonly_fields = ("posted_usd", "pending_usd", "available_usd", "ledger_check", "entries")
+              "entries", "statements", "created_at", "updated_at")
+    readonly_fields = ("posted_usd", "pending_usd", "available_usd", "ledger_check", "entries",
+                       "statements")
     actions = ("credit_wallets",)
     credit_template = "admin/billing/wallet/credit.html"
 
     @admin.display(description="Posted (USD)", ordering="posted_micros")
     def posted_usd(self, obj: Wallet) -> str:
-        return format_usd(obj.posted_micros)
+        return usd_cell(obj.posted_micros)
 
     @admin.display(description="Pending (USD)", ordering="pending_micros")
     def pending_usd(self, obj: Wallet) -> str:
-        return format_usd(obj.pending_micros)
+        return usd_cell(obj.pending_micros)
 
     @admin.display(description="Available (USD)")
     def available_usd(self, obj: Wallet) -> str:
-        return format_usd(obj.available_micros)
+        return usd_cell(obj.available_micros)
 
     @admin.display(description="Ledger check")
     def ledger_check(self, obj: Wallet) -> str:
@@ -174,71 +138,6 @@ class WalletAdmin(ReadOnlyAdmin):
             ]
 
 
-@admin.register(LedgerEntry)
-class LedgerEntryAdmin(ReadOnlyAdmin):
-    list_display = ("id", "created_at", "wallet", "kind", "amount_usd", "balance_after_usd",
-                    "memo", "created_by")
-    list_filter = ("kind", "created_at")
-    list_select_related = ("wallet__user", "created_by")
-    search_fields = ("wallet__user__email", "=idempotency_key", "=hold__id", "memo")
-    show_full_result_count = False  # the ledger only grows; skip counting all of it
-    fields = ("wallet", "kind", "amount_usd", "balance_after_usd", "idempotency_key", "memo",
-              "hold", "created_by", "created_at")
-    readonly_fields = ("amount_usd", "balance_after_usd")
-
-    @admin.display(description="Amount (USD)", ordering="amount_micros")
-    def amount_usd(self, obj: LedgerEntry) -> str:
-        return format_usd(obj.amount_micros)
-
-    @admin.display(description="Balance after (USD)")
-    def balance_after_usd(self, obj: LedgerEntry) -> str:
-        return format_usd(obj.balance_after_micros)
-
-
-@admin.register(Hold)
-class HoldAdmin(ReadOnlyAdmin):
-    list_display = ("id", "wallet", "model", "amount_usd", "charged_usd", "status",
-                    "created_at", "expires_at", "resolved_at")
-    list_filter = ("status", PricedModelFilter, "created_at")
-    list_select_related = ("wallet__user",)
-    search_fields = ("=id", "wallet__user__email", "model")
-    show_full_result_count = False
-    fields = ("id", "wallet", "api_key", "model", "price", "amount_usd", "charged_usd",
-              "status", "created_at", "expires_at", "resolved_at")
-    readonly_fields = ("amount_usd", "charged_usd", "created_at")
-
-    @admin.display(description="Reserved (USD)", ordering="amount_micros")
-    def amount_usd(self, obj: Hold) -> str:
-        return format_usd(obj.amount_micros)
-
-    @admin.display(description="Charged (USD)", ordering="charged_micros")
-    def charged_usd(self, obj: Hold) -> str:
-        return format_usd(obj.charged_micros)
-
-
-@admin.register(UsageRecord)
-class UsageRecordAdmin(ReadOnlyAdmin):
-    list_display = ("request_id", "user", "endpoint", "model", "prompt_tokens",
-                    "completion_tokens", "cached_tokens", "cost_usd", "source",
-                    "estimate_reason", "status", "worker", "latency_ms", "created_at")
-    # The workers page links here with ?worker=<name>&flagged=any (a plain field lookup the
-    # admin accepts): worker names are not listed, that would be a DISTINCT over every record.
-    list_filter = ("status", "endpoint", PricedModelFilter, "source", FlaggedUsageFilter,
-                   "estimate_reason", "over_cap", "over_hold", "created_at")
-    list_select_related = ("user",)
-    search_fields = ("=request_id", "user__email", "model")
-    show_full_result_count = False
-    fields = ("request_id", "user", "api_key", "endpoint", "model", "worker", "price",
-              "prompt_tokens", "completion_tokens", "cached_tokens", "cache_write_tokens",
-              "cost_usd", "source", "estimate_reason",
-              "over_cap", "over_hold", "status", "latency_ms", "ttft_ms", "created_at")
-    readonly_fields = ("cost_usd", "created_at")
-
-    @admin.display(description="Cost (USD)", ordering="cost_micros")
-    def cost_usd(self, obj: UsageRecord) -> str:
-        return format_usd(obj.cost_micros)
-
-
 @admin.register(ModelPrice)
 class ModelPriceAdmin(AuditedAdmin):
     """Prices are versions: a change is a new row, so records keep the price they paid."""
@@ -246,9 +145,8 @@ class ModelPriceAdmin(AuditedAdmin):
     audit_name = "price"
     audit_adds = False  # price_set audits the new version against the one it replaces
 
-    list_display = ("model", "kind", "input_usd_per_mtok", "output_usd_per_mtok",
-                    "cached_input_usd_per_mtok", "cache_write_usd_per_mtok",
-                    "max_output_tokens", "effective_from", "state", "created_by")
+    list_display = ("model_short", "kind", "input_price", "output_price",
+                    "cached_price_shown", "max_output_tokens", "effective", "state")
     list_filter = ("kind", "model")
     list_select_related = ("created_by",)
     search_fields = ("model",)
@@ -274,6 +172,27 @@ class ModelPriceAdmin(AuditedAdmin):
             effective_from__lte=now,
         )
         return super().get_queryset(request).annotate(superseded=Exists(newer_in_force))
+
+    @admin.display(description="Model", ordering="model")
+    def model_short(self, obj: ModelPrice) -> Any:
+        return short_text(obj.model, keep=24)
+
+    @admin.display(description="From (UTC)", ordering="effective_from")
+    def effective(self, obj: ModelPrice) -> Any:
+        return when(obj.effective_from)
+
+    @admin.display(description="In $/1M", ordering="input_usd_per_mtok")
+    def input_price(self, obj: ModelPrice) -> Any:
+        return format_html('<span class="router-money">{}</span>', obj.input_usd_per_mtok)
+
+    @admin.display(description="Out $/1M", ordering="output_usd_per_mtok")
+    def output_price(self, obj: ModelPrice) -> Any:
+        return format_html('<span class="router-money">{}</span>', obj.output_usd_per_mtok)
+
+    @admin.display(description="Cached / write $/1M")
+    def cached_price_shown(self, obj: ModelPrice) -> Any:
+        return format_html('<span class="router-money">{} / {}</span>', obj.cached_price,
+                           obj.cache_write_price)
 
     @admin.display(description="State")
     def state(self, obj: ModelPrice) -> str:
@@ -338,7 +257,7 @@ class KeyBudgetAdmin(AuditedAdmin):
 
     @admin.display(description="Pending (USD)")
     def pending(self, obj: KeyBudget) -> str:
-        return format_usd(obj.pending_micros)
+        return usd_cell(obj.pending_micros)
 
     @admin.display(description="Spent this month (USD)")
     def month_spent(self, obj: KeyBudget) -> str:

@@ -20,12 +20,14 @@ from django.utils import timezone
 
 from audit.actors import Actor
 from billing.admin_base import ReadOnlyAdmin
+from billing.admin_refunds import TopUpRefundMixin
 from billing.errors import BillingError
 from billing.forms import VoucherBatchForm
 from billing.models import CheckoutTopUp, StripeEvent, Voucher
 from billing.money import format_usd
 from billing.services.vouchers import voucher_batch_create, vouchers_expire
 from billing.voucher_codes import code_digest
+from router_admin.admin_display import short_id, short_text, usd_cell, when
 
 
 class VoucherStateFilter(admin.SimpleListFilter):
@@ -52,8 +54,8 @@ class VoucherAdmin(ReadOnlyAdmin):
     """Vouchers are made by "Generate vouchers" and never edited: an amount, once printed
     on a code, must not change. Unused ones can be voided (expired now)."""
 
-    list_display = ("prefix", "amount_usd", "memo", "batch", "state", "created_at",
-                    "expires_at", "redeemed_by", "redeemed_at")
+    list_display = ("prefix", "amount_usd", "state", "expires_at", "redeemed_by",
+                    "created_at")
     list_filter = (VoucherStateFilter, "created_at")
     list_select_related = ("redeemed_by",)
     search_fields = ("code_prefix", "memo", "redeemed_by__email", "=batch")
@@ -69,8 +71,8 @@ class VoucherAdmin(ReadOnlyAdmin):
         return f"{obj.code_prefix}-…"
 
     @admin.display(description="Amount (USD)", ordering="amount_micros")
-    def amount_usd(self, obj: Voucher) -> str:
-        return format_usd(obj.amount_micros)
+    def amount_usd(self, obj: Voucher) -> Any:
+        return usd_cell(obj.amount_micros)
 
     @admin.display(description="State")
     def state(self, obj: Voucher) -> str:
@@ -152,24 +154,36 @@ def _csv_data_uri(codes: list[str], form: VoucherBatchForm) -> str:
 
 
 @admin.register(CheckoutTopUp)
-class CheckoutTopUpAdmin(ReadOnlyAdmin):
-    list_display = ("id", "created_at", "user", "amount_usd", "status", "credited_usd",
-                    "session_id", "payment_intent_id")
+class CheckoutTopUpAdmin(TopUpRefundMixin, ReadOnlyAdmin):
+    list_display = ("created", "user_short", "amount_usd", "status", "credited_usd",
+                    "session")
     list_filter = ("status", "created_at")
     list_select_related = ("user", "credited_entry")
     search_fields = ("user__email", "=session_id", "=payment_intent_id")
     fields = ("user", "amount_usd", "currency", "status", "credited_usd", "credited_entry",
-              "session_id", "payment_intent_id", "created_at", "updated_at")
-    readonly_fields = ("amount_usd", "credited_usd")
+              "refunds", "session_id", "payment_intent_id", "created_at", "updated_at")
+    readonly_fields = ("amount_usd", "credited_usd", "refunds")
 
     @admin.display(description="Asked (USD)", ordering="amount_micros")
-    def amount_usd(self, obj: CheckoutTopUp) -> str:
-        return format_usd(obj.amount_micros)
+    def amount_usd(self, obj: CheckoutTopUp) -> Any:
+        return usd_cell(obj.amount_micros)
 
     @admin.display(description="Credited (USD)")
-    def credited_usd(self, obj: CheckoutTopUp) -> str:
+    def credited_usd(self, obj: CheckoutTopUp) -> Any:
         # Stripe's received amount, which can differ from what was asked (see the log).
-        return format_usd(obj.credited_entry.amount_micros) if obj.credited_entry else "-"
+        return usd_cell(obj.credited_entry.amount_micros if obj.credited_entry else None)
+
+    @admin.display(description="Time (UTC)", ordering="created_at")
+    def created(self, obj: CheckoutTopUp) -> Any:
+        return when(obj.created_at)
+
+    @admin.display(description="User", ordering="user__email")
+    def user_short(self, obj: CheckoutTopUp) -> Any:
+        return short_text(obj.user.email)
+
+    @admin.display(description="Checkout session", ordering="session_id")
+    def session(self, obj: CheckoutTopUp) -> Any:
+        return short_id(obj.session_id, keep=16)
 
 
 @admin.register(StripeEvent)

@@ -9,7 +9,7 @@ from django import forms
 from django.core.exceptions import ValidationError
 
 from billing.models import LedgerEntry
-from billing.money import MoneyError, usd_to_micros
+from billing.money import MICROS_PER_CENT, MoneyError, usd_to_micros
 from billing.topup_limits import VOUCHER_BATCH_MAX
 
 # A typo guard, not a business rule: a billion dollars is far past any real credit, and
@@ -77,3 +77,43 @@ class VoucherBatchForm(forms.Form):
             return usd_to_micros(self.cleaned_data["amount"])
         except MoneyError as exc:
             raise ValidationError(str(exc), code="invalid") from None
+
+
+class UsageRefundForm(forms.Form):
+    """Refund one request's charge. No operation id: the request id already makes it once."""
+
+    reason = forms.CharField(
+        max_length=500, widget=forms.Textarea(attrs={"rows": 3, "cols": 60}),
+        help_text="Kept on the refund's ledger entry as its memo, and in the audit trail.")
+
+
+class TopUpRefundForm(forms.Form):
+    """Refund (part of) a card top-up to the card through Stripe."""
+
+    amount_usd = forms.CharField(
+        label="Amount (USD)", max_length=32,
+        help_text="In whole cents, at most what is left to refund of this top-up.")
+    reason = forms.CharField(
+        max_length=500, widget=forms.Textarea(attrs={"rows": 3, "cols": 60}),
+        help_text="Kept on the refund and in the audit trail.")
+    # As on the credit form: a double click or a retried POST sends the same id, which finds
+    # the same refund (and Stripe the same idempotency key) instead of refunding twice.
+    operation_id = forms.UUIDField(widget=forms.HiddenInput, initial=uuid.uuid4)
+
+    def clean_amount_usd(self) -> int:
+        try:
+            micros = usd_to_micros(self.cleaned_data["amount_usd"].strip())
+        except MoneyError as exc:
+            raise ValidationError(str(exc), code="invalid") from None
+        if micros <= 0 or micros % MICROS_PER_CENT:
+            raise ValidationError("A card refund is a positive amount in whole cents.",
+                                  code="invalid")
+        return micros
+
+    def operation_key(self) -> str:
+        return f"admin:{self.cleaned_data['operation_id']}"
+
+
+class MonthForm(forms.Form):
+    month = forms.RegexField(regex=r"^\d{4}-\d{2}$", max_length=7,
+                             help_text="YYYY-MM, in the site's time zone.")

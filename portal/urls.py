@@ -5,7 +5,7 @@ from django.contrib.auth import views as auth_views
 from django.urls import path, reverse_lazy
 
 from portal.forms import SignInForm
-from portal.views import account, auth, dashboard, keys, tokens, topups, usage
+from portal.views import account, auth, dashboard, keys, statements, tokens, topups, usage
 
 app_name = "portal"
 
@@ -42,6 +42,8 @@ urlpatterns = [
     path("topups/checkout/", topups.checkout_create, name="checkout_create"),
     path("usage/", usage.usage, name="usage"),
     path("usage.csv", usage.usage_csv, name="usage_csv"),
+    path("statement/", statements.statement_page, name="statement"),
+    path("statement.csv", statements.statement_csv, name="statement_csv"),
     path("settings/", account.account_settings, name="settings"),
     path("tokens/", tokens.tokens_page, name="tokens"),
     path("tokens/<int:token_id>/revoke/", tokens.token_revoke, name="token_revoke"),

@@ -15,6 +15,8 @@ class LedgerEntry(models.Model):
         REFUND = "refund", "Refund"
         ADJUSTMENT = "adjustment", "Adjustment"
         VOUCHER = "voucher", "Voucher"
+        # Money a card refund took back out of the wallet (billing.models.TopUpRefund).
+        CARD_REFUND = "card_refund", "Card refund"
 
     # Indexed by (wallet, -id) below; a wallet-only index would only slow each insert.
     wallet = models.ForeignKey("billing.Wallet", on_delete=models.PROTECT, related_name="entries",
@@ -39,13 +41,18 @@ class LedgerEntry(models.Model):
                                    name="billing_ledger_amount_not_zero"),
             models.CheckConstraint(condition=Q(balance_after_micros__gte=0),
                                    name="billing_ledger_balance_after_not_negative"),
-            # The sign follows the kind: only charges take money, only adjustments go both ways.
+            # The sign follows the kind: only charges and card refunds take money, only
+            # adjustments go both ways.
             models.CheckConstraint(
-                condition=Q(kind="charge", amount_micros__lt=0)
+                condition=Q(kind__in=["charge", "card_refund"], amount_micros__lt=0)
                 | Q(kind__in=["topup", "refund", "voucher"], amount_micros__gt=0)
                 | Q(kind="adjustment"),
                 name="billing_ledger_sign_matches_kind",
             ),
+            # A request is refunded once, whatever key a caller picks: one refund per hold.
+            # Partial, so the request path's charge inserts do not maintain it.
+            models.UniqueConstraint(fields=["hold"], condition=Q(kind="refund"),
+                                    name="billing_ledger_one_refund_per_request"),
         ]
 
     def __str__(self) -> str:

@@ -101,3 +101,66 @@ class StripeEvent(models.Model):
 
     def __str__(self) -> str:
         return f"{self.type} {self.event_id}"
+
+
+class TopUpRefund(models.Model):
+    """Money sent back to the card of a paid Checkout top-up, through Stripe's refund API.
+
+    The wallet gives back what the refund returns to the card, but only as far as its
+    available balance goes (it may have been spent): ``debited_micros`` is what the ledger
+    took back (``debit_entry``, kind ``card_refund``), ``unrecovered_micros`` the rest, which
+    the business carries. Both are set once, together (``debited_at``). Started in the admin
+    (the row first, so its id can travel in the refund's metadata) or learnt of from Stripe's
+    webhook for a refund made in Stripe's dashboard.
+    """
+
+    class Status(models.TextChoices):
+        CREATING = "creating", "Creating"  # the call to Stripe has not returned yet
+        PENDING = "pending", "Pending at Stripe"
+        SUCCEEDED = "succeeded", "Succeeded"
+        FAILED = "failed", "Failed"  # Stripe refused it, or the refund failed later
+        CANCELED = "canceled", "Canceled"
+
+    topup = models.ForeignKey(CheckoutTopUp, on_delete=models.PROTECT, related_name="refunds")
+    amount_micros = models.BigIntegerField()
+    debited_micros = models.BigIntegerField(default=0)
+    unrecovered_micros = models.BigIntegerField(default=0)
+    debited_at = models.DateTimeField(null=True, blank=True)
+    status = models.CharField(max_length=16, choices=Status.choices, default=Status.CREATING)
+    stripe_refund_id = models.CharField(max_length=255, blank=True)
+    # The admin form's operation id (a double click submits it twice), or ``stripe:<refund
+    # id>`` for a refund learnt of from Stripe.
+    idempotency_key = models.CharField(max_length=200, unique=True)
+    reason = models.CharField(max_length=500, blank=True)
+    debit_entry = models.OneToOneField("billing.LedgerEntry", on_delete=models.PROTECT,
+                                       null=True, blank=True, related_name="+")
+    # A refund that failed after the wallet was debited gives the debit back (an adjustment).
+    return_entry = models.OneToOneField("billing.LedgerEntry", on_delete=models.PROTECT,
+                                        null=True, blank=True, related_name="+")
+    created_by = models.ForeignKey(settings.AUTH_USER_MODEL, on_delete=models.PROTECT,
+                                   null=True, blank=True, related_name="+", db_index=False)
+    created_at = models.DateTimeField(auto_now_add=True)
+    updated_at = models.DateTimeField(auto_now=True)
+
+    class Meta:
+        ordering = ["-id"]
+        constraints = [
+            models.CheckConstraint(condition=Q(amount_micros__gt=0),
+                                   name="billing_topuprefund_amount_positive"),
+            models.UniqueConstraint(fields=["stripe_refund_id"], condition=~Q(stripe_refund_id=""),
+                                    name="billing_topuprefund_stripe_id_unique"),
+            # Not yet applied, or applied in full: what was debited and what was not add up
+            # to the refund, neither negative.
+            models.CheckConstraint(
+                condition=Q(debited_at__isnull=True, debited_micros=0, unrecovered_micros=0)
+                | Q(debited_at__isnull=False, debited_micros__gte=0, unrecovered_micros__gte=0,
+                    debited_micros=models.F("amount_micros") - models.F("unrecovered_micros")),
+                name="billing_topuprefund_debit_adds_up"),
+            models.CheckConstraint(
+                condition=Q(debited_micros=0, debit_entry__isnull=True)
+                | Q(debited_micros__gt=0, debit_entry__isnull=False),
+                name="billing_topuprefund_debit_has_entry"),
+        ]
+
+    def __str__(self) -> str:
+        return f"refund {self.pk} of top-up {self.topup_id} ({self.status})"

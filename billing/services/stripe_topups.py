@@ -29,16 +29,13 @@ from billing.money import (
     micros_to_usd,
 )
 from billing.selectors.topups import stripe_topups_enabled
+from billing.services.stripe_client import stripe_client
+from billing.services.topup_refunds import refund_event_apply
 from billing.services.wallets import wallet_credit
 from billing.topup_limits import TOPUP_MAX_MICROS, TOPUP_MIN_MICROS
 
 logger = logging.getLogger(__name__)
 
-# Creating a session is interactive (the user waits to be redirected): a short timeout,
-# and the SDK's bounded retries, which only retry what Stripe says is safe to retry and
-# reuse our idempotency key, so a retried create cannot make a second session.
-STRIPE_TIMEOUT_SECONDS = 20
-STRIPE_NETWORK_RETRIES = 2
 # Balances are micro-USD and a cent converts to exactly 10,000 of them, so Stripe charges
 # in USD; another currency would need an exchange rate that nothing here keeps.
 STRIPE_CURRENCY = "usd"
@@ -53,15 +50,8 @@ class WebhookOutcome(StrEnum):
     NOT_PAID = "not_paid"  # a completed session whose payment is still pending
     UPDATED = "updated"  # a session expired or its delayed payment failed
     IGNORED = "ignored"  # an event type or a payment that is not ours to handle
-
-
-def _stripe_client() -> stripe.StripeClient:
-    return stripe.StripeClient(
-        settings.STRIPE_SECRET_KEY,
-        base_addresses={"api": settings.STRIPE_API_BASE},
-        max_network_retries=STRIPE_NETWORK_RETRIES,
-        http_client=stripe.RequestsClient(timeout=STRIPE_TIMEOUT_SECONDS),
-    )
+    REFUND_APPLIED = "refund_applied"  # a card refund debited the wallet, or was recorded
+    REFUND_ALREADY_APPLIED = "refund_already_applied"  # e.g. started in the admin, debited
 
 
 def topup_checkout_create(*, user: User, amount_micros: int, success_url: str,
@@ -100,7 +90,7 @@ def topup_checkout_create(*, user: User, amount_micros: int, success_url: str,
         "cancel_url": cancel_url,
     }
     try:
-        session = _stripe_client().v1.checkout.sessions.create(
+        session = stripe_client().v1.checkout.sessions.create(
             params=params, options={"idempotency_key": f"binom-topup-{topup.pk}"})
     except stripe.StripeError as exc:
         logger.warning("checkout top-up %d: Stripe refused the session: %s", topup.pk, exc)
@@ -239,10 +229,37 @@ def _credit(topup: CheckoutTopUp, *, payment_intent_id: str | None, amount_cents
     return WebhookOutcome.CREDITED
 
 
+def _refund(refund: Payload, event_type: str) -> WebhookOutcome:
+    applied = refund_event_apply(refund=refund)
+    if applied is None:
+        return WebhookOutcome.IGNORED
+    return WebhookOutcome.REFUND_APPLIED if applied else WebhookOutcome.REFUND_ALREADY_APPLIED
+
+
+def _charge_refunded(charge: Payload, event_type: str) -> WebhookOutcome:
+    """``charge.refunded`` lists the charge's refunds (``refunds.data``) in API versions that
+    still expand it; each is applied as its own ``refund.*`` event would be, so whichever
+    event arrives first debits and the other finds it done. Without the list, the refund
+    events carry the same news."""
+    outcomes = [_refund({**refund, "payment_intent": refund.get("payment_intent")
+                         or charge.get("payment_intent")}, event_type)
+                for refund in ((charge.get("refunds") or {}).get("data") or [])]
+    if WebhookOutcome.REFUND_APPLIED in outcomes:
+        return WebhookOutcome.REFUND_APPLIED
+    if WebhookOutcome.REFUND_ALREADY_APPLIED in outcomes:
+        return WebhookOutcome.REFUND_ALREADY_APPLIED
+    return WebhookOutcome.IGNORED
+
+
 _HANDLERS: dict[str, Callable[[Payload, str], WebhookOutcome]] = {
     "checkout.session.completed": _session_paid,
     "checkout.session.async_payment_succeeded": _session_paid,
     "payment_intent.succeeded": _payment_intent_succeeded,
     "checkout.session.expired": _session_unpaid_end,
     "checkout.session.async_payment_failed": _session_unpaid_end,
+    "refund.created": _refund,
+    "refund.updated": _refund,
+    "refund.failed": _refund,
+    "charge.refund.updated": _refund,
+    "charge.refunded": _charge_refunded,
 }

@@ -1,0 +1,180 @@
+"""The admin of what requests leave behind: ledger entries, holds and usage records (read
+only; a request's refund is the one action)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from django.contrib import admin
+from django.db.models import QuerySet
+from django.http import HttpRequest
+
+# Vouchers and Stripe top-ups have their own module; importing it registers them.
+from billing import admin_topups  # noqa: F401
+from billing.admin_base import ReadOnlyAdmin
+from billing.admin_refunds import LedgerExportMixin, UsageRefundMixin
+from billing.models import (
+    BAD_USAGE_REASONS,
+    Hold,
+    LedgerEntry,
+    ModelPrice,
+    UsageRecord,
+)
+from billing.selectors import USAGE_FLAGGED
+from router_admin.admin_display import short_id, short_text, usd_cell, when
+
+
+class PricedModelFilter(admin.SimpleListFilter):
+    """Filter by model name, offering the models that have a price.
+
+    Every hold and usage record points at a price, so these are all the models they can
+    name; listing them from the small price table avoids a DISTINCT over a large one.
+    """
+
+    title = "model"
+    parameter_name = "model"
+
+    def lookups(self, request: HttpRequest, model_admin: admin.ModelAdmin) -> list[tuple[str, str]]:
+        names = ModelPrice.objects.order_by("model").values_list("model", flat=True).distinct()
+        return [(name, name) for name in names]
+
+    def queryset(self, request: HttpRequest, queryset: QuerySet) -> QuerySet:
+        return queryset.filter(model=self.value()) if self.value() else queryset
+
+
+class FlaggedUsageFilter(admin.SimpleListFilter):
+    """Records that flag a misbehaving upstream, as the workers page counts them: any flag is
+    one condition (an OR the separate field filters cannot express), the partial index's."""
+
+    title = "flagged"
+    parameter_name = "flagged"
+
+    def lookups(self, request: HttpRequest, model_admin: admin.ModelAdmin) -> list[tuple[str, str]]:
+        return [("any", "Any flag"), ("bad_usage", "Usage not believed")]
+
+    def queryset(self, request: HttpRequest, queryset: QuerySet) -> QuerySet:
+        if self.value() == "any":
+            return queryset.filter(USAGE_FLAGGED)
+        if self.value() == "bad_usage":
+            return queryset.filter(estimate_reason__in=BAD_USAGE_REASONS)
+        return queryset
+
+
+@admin.register(LedgerEntry)
+class LedgerEntryAdmin(LedgerExportMixin, ReadOnlyAdmin):
+    # What fits 1280 px: the id, who made it and the full memo are on the entry's page.
+    list_display = ("created", "user", "kind", "amount_usd", "balance_after_usd",
+                    "memo_short")
+    list_filter = ("kind", "created_at")
+    list_select_related = ("wallet__user", "created_by")
+    search_fields = ("wallet__user__email", "=idempotency_key", "=hold__id", "memo")
+    show_full_result_count = False  # the ledger only grows; skip counting all of it
+    fields = ("wallet", "kind", "amount_usd", "balance_after_usd", "idempotency_key", "memo",
+              "hold", "created_by", "created_at")
+    readonly_fields = ("amount_usd", "balance_after_usd")
+
+    @admin.display(description="Time (UTC)", ordering="created_at")
+    def created(self, obj: LedgerEntry) -> Any:
+        return when(obj.created_at)
+
+    @admin.display(description="User", ordering="wallet__user__email")
+    def user(self, obj: LedgerEntry) -> Any:
+        return short_text(obj.wallet.user.email)
+
+    @admin.display(description="Memo")
+    def memo_short(self, obj: LedgerEntry) -> Any:
+        return short_id(obj.memo, keep=40) if obj.memo else ""
+
+    @admin.display(description="Amount (USD)", ordering="amount_micros")
+    def amount_usd(self, obj: LedgerEntry) -> Any:
+        return usd_cell(obj.amount_micros)
+
+    @admin.display(description="Balance after (USD)")
+    def balance_after_usd(self, obj: LedgerEntry) -> Any:
+        return usd_cell(obj.balance_after_micros)
+
+
+@admin.register(Hold)
+class HoldAdmin(ReadOnlyAdmin):
+    list_display = ("short_id", "user", "model_short", "amount_usd", "charged_usd", "status",
+                    "created")
+    list_filter = ("status", PricedModelFilter, "created_at")
+    list_select_related = ("wallet__user",)
+    search_fields = ("=id", "wallet__user__email", "model")
+    show_full_result_count = False
+    fields = ("id", "wallet", "api_key", "model", "price", "amount_usd", "charged_usd",
+              "status", "created_at", "expires_at", "resolved_at")
+    readonly_fields = ("amount_usd", "charged_usd", "created_at")
+
+    @admin.display(description="Request", ordering="id")
+    def short_id(self, obj: Hold) -> Any:
+        return short_id(obj.pk)
+
+    @admin.display(description="User", ordering="wallet__user__email")
+    def user(self, obj: Hold) -> Any:
+        return short_text(obj.wallet.user.email)
+
+    @admin.display(description="Model", ordering="model")
+    def model_short(self, obj: Hold) -> Any:
+        return short_text(obj.model, keep=24)
+
+    @admin.display(description="Time (UTC)", ordering="created_at")
+    def created(self, obj: Hold) -> Any:
+        return when(obj.created_at)
+
+    @admin.display(description="Reserved (USD)", ordering="amount_micros")
+    def amount_usd(self, obj: Hold) -> Any:
+        return usd_cell(obj.amount_micros)
+
+    @admin.display(description="Charged (USD)", ordering="charged_micros")
+    def charged_usd(self, obj: Hold) -> Any:
+        return usd_cell(obj.charged_micros)
+
+
+@admin.register(UsageRecord)
+class UsageRecordAdmin(UsageRefundMixin, ReadOnlyAdmin):
+    # What fits 1280 px; cache tokens, the source of the count and latency are on the
+    # record's page, and source, reason and the flags are filters.
+    list_display = ("created", "request", "user_short", "endpoint", "model_short", "tokens",
+                    "cost_usd", "upstream_cost_usd", "status", "worker")
+    # The workers page links here with ?worker=<name>&flagged=any (a plain field lookup the
+    # admin accepts): worker names are not listed, that would be a DISTINCT over every record.
+    list_filter = ("status", "endpoint", PricedModelFilter, "source", FlaggedUsageFilter,
+                   "estimate_reason", "over_cap", "over_hold", "created_at")
+    list_select_related = ("user",)
+    search_fields = ("=request_id", "user__email", "model")
+    show_full_result_count = False
+    fields = ("request_id", "user", "api_key", "endpoint", "model", "worker", "price",
+              "prompt_tokens", "completion_tokens", "cached_tokens", "cache_write_tokens",
+              "cost_usd", "upstream_cost_usd", "source", "estimate_reason",
+              "over_cap", "over_hold", "status", "latency_ms", "ttft_ms", "created_at",
+              "refund")
+    readonly_fields = ("cost_usd", "upstream_cost_usd", "created_at", "refund")
+
+    @admin.display(description="Time (UTC)", ordering="created_at")
+    def created(self, obj: UsageRecord) -> Any:
+        return when(obj.created_at)
+
+    @admin.display(description="Request", ordering="request_id")
+    def request(self, obj: UsageRecord) -> Any:
+        return short_id(obj.request_id)
+
+    @admin.display(description="User", ordering="user__email")
+    def user_short(self, obj: UsageRecord) -> Any:
+        return short_text(obj.user.email)
+
+    @admin.display(description="Model", ordering="model")
+    def model_short(self, obj: UsageRecord) -> Any:
+        return short_text(obj.model, keep=24)
+
+    @admin.display(description="Tokens in / out")
+    def tokens(self, obj: UsageRecord) -> str:
+        return f"{obj.prompt_tokens:,} / {obj.completion_tokens:,}"
+
+    @admin.display(description="Charged (USD)", ordering="cost_micros")
+    def cost_usd(self, obj: UsageRecord) -> Any:
+        return usd_cell(obj.cost_micros)
+
+    @admin.display(description="Upstream cost (USD)", ordering="upstream_cost_micros")
+    def upstream_cost_usd(self, obj: UsageRecord) -> Any:
+        return usd_cell(obj.upstream_cost_micros)  # a dash when unknown, never $0

@@ -1,0 +1,163 @@
+"""Monthly statements, read straight from the ledger.
+
+A month is [first day 00:00, next month's first day 00:00) in the site's time zone, by the
+entries' ``created_at``. The opening and closing balances are the ledger's own
+``balance_after_micros`` (of the wallet's last entry before each bound, or 0), not sums
+computed here, so that ``opening + the month's entries == closing`` is a check of the
+ledger, not an identity.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from datetime import date, datetime
+
+from django.db.models import Count, QuerySet, Sum
+from django.utils import timezone
+
+from accounts.models import User
+from billing.models import LedgerEntry
+
+_MONTH = re.compile(r"^(\d{4})-(\d{2})$")
+
+# Where each kind goes on a statement, in the order the sections are shown.
+SECTIONS: tuple[tuple[str, str, tuple[str, ...]], ...] = (
+    ("topups", "Top-ups", (LedgerEntry.Kind.TOPUP, LedgerEntry.Kind.VOUCHER)),
+    ("adjustments", "Adjustments", (LedgerEntry.Kind.ADJUSTMENT,)),
+    ("charges", "Charges by model", (LedgerEntry.Kind.CHARGE,)),
+    ("refunds", "Refunds", (LedgerEntry.Kind.REFUND, LedgerEntry.Kind.CARD_REFUND)),
+)
+# Lines of these kinds are split by the model of the request (the entry's hold).
+_BY_MODEL = {LedgerEntry.Kind.CHARGE, LedgerEntry.Kind.REFUND}
+
+
+class BadMonth(ValueError):
+    pass
+
+
+def month_parse(value: str) -> date:
+    """``2026-03`` -> 2026-03-01; BadMonth for anything else."""
+    match = _MONTH.match(value or "")
+    if not match or not 1 <= int(match[2]) <= 12 or int(match[1]) < 2000:
+        raise BadMonth(f"{value!r} is not a month (YYYY-MM).")
+    return date(int(match[1]), int(match[2]), 1)
+
+
+def month_bounds(month: date) -> tuple[datetime, datetime]:
+    tz = timezone.get_default_timezone()
+    start = datetime(month.year, month.month, 1, tzinfo=tz)
+    following = (date(month.year + 1, 1, 1) if month.month == 12
+                 else date(month.year, month.month + 1, 1))
+    return start, datetime(following.year, following.month, 1, tzinfo=tz)
+
+
+@dataclass(frozen=True)
+class StatementLine:
+    kind: str
+    label: str
+    model: str  # the request's model for charges and request refunds, else ""
+    entries: int
+    amount_micros: int
+
+
+@dataclass(frozen=True)
+class StatementSection:
+    key: str
+    title: str
+    lines: list[StatementLine]
+
+    @property
+    def total_micros(self) -> int:
+        return sum(line.amount_micros for line in self.lines)
+
+
+@dataclass(frozen=True)
+class Statement:
+    user: User
+    month: date
+    start: datetime
+    end: datetime
+    opening_micros: int
+    closing_micros: int
+    sections: list[StatementSection] = field(default_factory=list)
+
+    @property
+    def movement_micros(self) -> int:
+        return sum(section.total_micros for section in self.sections)
+
+    @property
+    def reconciles(self) -> bool:
+        return self.opening_micros + self.movement_micros == self.closing_micros
+
+    def section(self, key: str) -> StatementSection:
+        return next(section for section in self.sections if section.key == key)
+
+
+def _balance_before(entries: QuerySet[LedgerEntry], moment: datetime) -> int:
+    # The last entry by id: ids follow the wallet's row lock, under which every entry of a
+    # wallet is written, so the highest id holds the latest balance.
+    last = entries.filter(created_at__lt=moment).order_by("-id").values_list(
+        "balance_after_micros", flat=True).first()
+    return last or 0
+
+
+def statement(*, user: User, month: date) -> Statement:
+    """The user's statement for ``month`` (any date in it)."""
+    month = month.replace(day=1)
+    start, end = month_bounds(month)
+    entries = LedgerEntry.objects.filter(wallet__user=user)
+    rows = (statement_entries(user=user, month=month).order_by()
+            .values("kind", "hold__model")
+            .annotate(n=Count("id"), total=Sum("amount_micros")))
+    totals: dict[tuple[str, str], tuple[int, int]] = {}
+    for row in rows:
+        kind = row["kind"]
+        key = (kind, (row["hold__model"] or "") if kind in _BY_MODEL else "")
+        count, amount = totals.get(key, (0, 0))
+        totals[key] = (count + row["n"], amount + row["total"])
+    by_kind: dict[str, list[StatementLine]] = {}
+    for (kind, model), (count, amount) in totals.items():
+        by_kind.setdefault(kind, []).append(StatementLine(
+            kind=kind, label=LedgerEntry.Kind(kind).label, model=model, entries=count,
+            amount_micros=amount))
+    sections = [
+        StatementSection(key=key, title=title, lines=sorted(
+            (line for kind in kinds for line in by_kind.get(kind, [])),
+            key=lambda line: (kinds.index(line.kind), line.model)))
+        for key, title, kinds in SECTIONS
+    ]
+    return Statement(user=user, month=month, start=start, end=end,
+                     opening_micros=_balance_before(entries, start),
+                     closing_micros=_balance_before(entries, end), sections=sections)
+
+
+def statement_entries(*, user: User, month: date) -> QuerySet[LedgerEntry]:
+    """The user's ledger entries of the month, oldest first (the statement's CSV)."""
+    start, end = month_bounds(month.replace(day=1))
+    return (LedgerEntry.objects.filter(wallet__user=user, created_at__gte=start,
+                                       created_at__lt=end)
+            .select_related("hold").order_by("id"))
+
+
+def ledger_month(*, month: date) -> QuerySet[LedgerEntry]:
+    """Every wallet's entries of the month, for accounting; oldest first."""
+    start, end = month_bounds(month.replace(day=1))
+    return (LedgerEntry.objects.filter(created_at__gte=start, created_at__lt=end)
+            .select_related("wallet__user", "hold", "created_by").order_by("id"))
+
+
+def statement_months(*, user: User) -> Iterator[date]:
+    """The months the user's ledger has entries in, newest first (for a month picker)."""
+    tz = timezone.get_default_timezone()
+    first = LedgerEntry.objects.filter(wallet__user=user).order_by("id").values_list(
+        "created_at", flat=True).first()
+    if first is None:
+        return
+    first_month = timezone.localtime(first, tz).date().replace(day=1)
+    month = timezone.localtime(timezone.now(), tz).date().replace(day=1)
+    while month >= first_month:
+        yield month
+        month = date(month.year - 1, 12, 1) if month.month == 1 else date(
+            month.year, month.month - 1, 1)
