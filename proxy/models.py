@@ -326,3 +326,7 @@ class StoredResponse(models.Model):
     def __str__(self) -> str:
         return self.id
 
+
+# The fleet roll-ups live in their own module; imported here, Django finds them as models of
+# this app.
+from proxy.rollups import WorkerRollup  # noqa: E402, F401

@@ -26,3 +26,11 @@ def responses_expire() -> dict[str, int]:
     from proxy.dialects.responses.store import responses_delete_expired
 
     return {"deleted": responses_delete_expired()}
+
+
+@shared_task
+def worker_rollup_task() -> dict[str, int]:
+    """Recompute the fleet roll-ups of the recent hours (beat; see settings)."""
+    from proxy.rollup_service import worker_rollup_recent
+
+    return {"rows": worker_rollup_recent()}

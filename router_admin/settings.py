@@ -386,6 +386,8 @@ CELERY_BEAT_SCHEDULE = {
                      "options": {"expires": 10.0}},
     "usage-rollup": {"task": "billing.tasks.usage_rollup_task", "schedule": 300.0,
                      "options": {"expires": 300.0}},
+    "worker-rollup": {"task": "proxy.tasks.worker_rollup_task", "schedule": 300.0,
+                      "options": {"expires": 300.0}},
     "wallets-reconcile": {"task": "billing.tasks.wallets_reconcile_task",
                           "schedule": 3600.0, "options": {"expires": 3600.0}},
     "responses-expire": {"task": "proxy.tasks.responses_expire", "schedule": 3600.0,

@@ -1,0 +1,96 @@
+"""Money in (the ledger's credits by source) and spend per user (the usage roll-ups)."""
+
+from __future__ import annotations
+
+from collections import defaultdict
+from dataclasses import dataclass
+from datetime import UTC, datetime
+
+from django.db.models import Exists, OuterRef, Q, Sum
+from django.db.models.functions import Trunc
+
+from billing.models import CheckoutTopUp, LedgerEntry, UsageRollup
+from router_admin.dashboard.periods import Window
+
+SOURCES = (("card", "Card"), ("voucher", "Voucher"), ("staff", "Staff credit"))
+RUN_OUT_DAYS = 7
+TOP_USERS = 10
+
+
+@dataclass(frozen=True)
+class MoneyIn:
+    by_source: dict[str, int]  # source -> micro-USD
+    by_bucket: dict[datetime, dict[str, int]]
+
+    @property
+    def total(self) -> int:
+        return sum(self.by_source.values())
+
+
+def money_in(window: Window) -> MoneyIn:
+    """Credits since the window's start: card top-ups (those a Stripe Checkout credited),
+    redeemed vouchers, and staff credits (positive adjustments, and top-ups entered by staff
+    rather than paid). Refunds of charges are not money in.
+
+    ``kind IN (...)`` matches the partial index billing_ledger_credits_by_time, so the
+    ledger's charges (one a request) are never read."""
+    card = CheckoutTopUp.objects.filter(credited_entry=OuterRef("pk"))
+    rows = (LedgerEntry.objects
+            .filter(kind__in=[LedgerEntry.Kind.TOPUP, LedgerEntry.Kind.VOUCHER,
+                              LedgerEntry.Kind.ADJUSTMENT], created_at__gte=window.start)
+            .filter(~Q(kind=LedgerEntry.Kind.ADJUSTMENT) | Q(amount_micros__gt=0))
+            .annotate(card=Exists(card),
+                      bucket=Trunc("created_at", window.unit, tzinfo=UTC))
+            .values("bucket", "kind", "card").annotate(total=Sum("amount_micros"))
+            .order_by())
+    by_source = {key: 0 for key, _ in SOURCES}
+    by_bucket: dict[datetime, dict[str, int]] = defaultdict(lambda: dict.fromkeys(by_source, 0))
+    for row in rows:
+        if row["kind"] == LedgerEntry.Kind.VOUCHER:
+            source = "voucher"
+        elif row["kind"] == LedgerEntry.Kind.TOPUP and row["card"]:
+            source = "card"
+        else:
+            source = "staff"
+        by_source[source] += row["total"]
+        by_bucket[row["bucket"]][source] += row["total"]
+    return MoneyIn(by_source=by_source, by_bucket=dict(by_bucket))
+
+
+@dataclass(frozen=True)
+class Spender:
+    user_id: int
+    email: str
+    spend_micros: int
+    available_micros: int | None  # None: no wallet
+    days_left: float | None  # at the window's rate; None when nothing was spent
+
+
+@dataclass(frozen=True)
+class Spenders:
+    top: list[Spender]
+    running_out: list[Spender]
+
+
+def spenders(window: Window) -> Spenders:
+    """Per-user spend over the window (one aggregate over the roll-ups, joined to the
+    wallet), its top, and those whose available balance lasts under RUN_OUT_DAYS at the
+    window's average daily rate."""
+    rows = (UsageRollup.objects.filter(period=window.unit, bucket_start__gte=window.start)
+            .values("user_id", "user__email", "user__wallet__posted_micros",
+                    "user__wallet__pending_micros")
+            .annotate(spend=Sum("cost_micros")).filter(spend__gt=0).order_by())
+    everyone = []
+    for row in rows:
+        posted = row["user__wallet__posted_micros"]
+        available = None if posted is None else posted - row["user__wallet__pending_micros"]
+        rate = row["spend"] / window.days
+        days_left = None if available is None else max(available, 0) / rate
+        everyone.append(Spender(user_id=row["user_id"], email=row["user__email"],
+                                spend_micros=row["spend"], available_micros=available,
+                                days_left=days_left))
+    top = sorted(everyone, key=lambda s: (-s.spend_micros, s.user_id))[:TOP_USERS]
+    running_out = sorted((s for s in everyone if s.days_left is not None
+                          and s.days_left < RUN_OUT_DAYS),
+                         key=lambda s: (s.days_left, s.user_id))[:TOP_USERS]
+    return Spenders(top=top, running_out=running_out)
