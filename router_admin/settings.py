@@ -176,12 +176,13 @@ WHITENOISE_USE_FINDERS = DEBUG  # no collectstatic needed for the embedded defau
 # on pages that do not link an icon (JSON, the API's answers opened in a browser).
 WHITENOISE_ROOT = BASE_DIR / "router_admin" / "site_root"
 # With DEBUG off (production) WhiteNoise serves what collectstatic (`make serve` runs it)
-# wrote: names carry a hash of the content, so browsers may cache them forever, and each
-# file is also stored compressed.
+# wrote: scripts minified (Django's admin ships most of its own unminified), names that carry
+# a hash of the content, so browsers may cache them forever, and each file also stored
+# compressed (router_admin/static_storage.py).
 STORAGES = {
     "default": {"BACKEND": "django.core.files.storage.FileSystemStorage"},
     "staticfiles": {"BACKEND": "django.contrib.staticfiles.storage.StaticFilesStorage"
-                    if DEBUG else "whitenoise.storage.CompressedManifestStaticFilesStorage"},
+                    if DEBUG else "router_admin.static_storage.MinifiedCompressedManifestStorage"},
 }
 
 REST_FRAMEWORK = {

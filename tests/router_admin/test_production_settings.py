@@ -92,8 +92,9 @@ def test_production_mode_has_the_secure_settings():
     assert values["SECURE_CONTENT_TYPE_NOSNIFF"] is True
     assert values["SECURE_REFERRER_POLICY"] == "same-origin"
     assert values["X_FRAME_OPTIONS"] == "DENY"
+    # WhiteNoise's compressed manifest storage, with scripts minified as they are collected.
     assert values["STORAGES"]["staticfiles"]["BACKEND"] == (
-        "whitenoise.storage.CompressedManifestStaticFilesStorage")
+        "router_admin.static_storage.MinifiedCompressedManifestStorage")
     middleware = values["MIDDLEWARE"]
     assert middleware.index("whitenoise.middleware.WhiteNoiseMiddleware") == (
         middleware.index("django.middleware.security.SecurityMiddleware") + 1)
