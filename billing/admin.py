@@ -152,7 +152,7 @@ class ModelPriceAdmin(AuditedAdmin):
     search_fields = ("model",)
     add_fields = ("model", "kind", "input_usd_per_mtok", "output_usd_per_mtok",
                   "cached_input_usd_per_mtok", "cache_write_usd_per_mtok", "max_output_tokens",
-                  "effective_from")
+                  "context_length", "effective_from")
     view_fields = (*add_fields, "state", "created_by", "created_at", "new_version")
     readonly_fields = ("state", "new_version")
 
@@ -216,6 +216,7 @@ class ModelPriceAdmin(AuditedAdmin):
             output_usd_per_mtok=data["output_usd_per_mtok"],
             cached_input_usd_per_mtok=data.get("cached_input_usd_per_mtok"),
             cache_write_usd_per_mtok=data.get("cache_write_usd_per_mtok"), kind=data["kind"],
+            context_length=data.get("context_length"),
             max_output_tokens=data["max_output_tokens"], effective_from=data["effective_from"],
             created_by=request.user, actor=Actor.of_request(request),
         )

@@ -48,6 +48,9 @@ class ModelPrice(models.Model):
                             help_text="Which endpoints may call the model: a chat model is "
                             "refused on /v1/embeddings and an embedding model on the others.")
     max_output_tokens = models.PositiveIntegerField(default=4096)
+    context_length = models.PositiveIntegerField(
+        null=True, blank=True,
+        help_text="The model's context window in tokens, shown in /v1/models; empty: unknown.")
     effective_from = models.DateTimeField(default=timezone.now)
     created_by = models.ForeignKey(settings.AUTH_USER_MODEL, on_delete=models.PROTECT,
                                    null=True, blank=True, related_name="+")

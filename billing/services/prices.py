@@ -18,7 +18,7 @@ DEFAULT_MAX_OUTPUT_TOKENS = 4096
 # What a price version is, for the audit trail (its id and author are the row's own).
 PRICE_AUDIT_FIELDS = ("model", "input_usd_per_mtok", "output_usd_per_mtok",
                       "cached_input_usd_per_mtok", "cache_write_usd_per_mtok", "kind",
-                      "max_output_tokens", "effective_from")
+                      "max_output_tokens", "context_length", "effective_from")
 
 
 def _price(value: Decimal | str, *, field: str) -> Decimal:
@@ -42,6 +42,7 @@ def price_set(
     max_output_tokens: int | None = None,
     cache_write_usd_per_mtok: Decimal | str | None = None,
     kind: str | None = None,
+    context_length: int | None = None,
     effective_from: datetime | None = None,
     created_by: User | None = None,
     actor: Actor | None = None,
@@ -58,6 +59,10 @@ def price_set(
         raise InvalidAmount("max_output_tokens must be at least 1.")
     if kind is None:
         kind = current.kind if current else ModelKind.CHAT
+    if context_length is None and current is not None:
+        context_length = current.context_length
+    if context_length is not None and context_length < 1:
+        raise InvalidAmount("context_length must be at least 1.")
     if kind not in ModelKind.values:
         raise InvalidAmount(f"kind must be one of: {', '.join(ModelKind.values)}.")
     try:
@@ -75,6 +80,7 @@ def price_set(
                     else _price(cache_write_usd_per_mtok, field="cache write")
                 ),
                 kind=kind,
+                context_length=context_length,
                 max_output_tokens=max_output_tokens,
                 effective_from=effective_from or timezone.now(),
                 created_by=created_by,

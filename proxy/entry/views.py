@@ -12,6 +12,7 @@ from django.http import HttpRequest, HttpResponse, StreamingHttpResponse
 
 from proxy.dialects.chat.request import parse_chat_request
 from proxy.entry.auth import authenticate
+from proxy.entry.catalogue import model_object
 from proxy.ground.errors import ApiError, method_not_allowed, model_not_found, request_too_large
 from proxy.ground.responses import error_response, json_response
 from proxy.relay import completion as relay
@@ -64,17 +65,12 @@ class ChatCompletionsView(OpenAIView):
         return await relay.chat_completion(request=request, caller=caller, chat=chat)
 
 
-def _model_object(price: Any) -> dict[str, Any]:
-    return {"id": price.model, "object": "model",
-            "created": int(price.effective_from.timestamp()), "owned_by": "binom-router"}
-
-
 class ModelListView(OpenAIView):
     async def get(self, request: HttpRequest) -> HttpResponse:
         await authenticate(request)
         prices = await routable_prices()
         return json_response({"object": "list",
-                                    "data": [_model_object(p) for p in prices]})
+                                    "data": [model_object(p) for p in prices]})
 
 
 class ModelDetailView(OpenAIView):
@@ -83,7 +79,7 @@ class ModelDetailView(OpenAIView):
         prices = await routable_prices()
         for price in prices:
             if price.model == model:
-                return json_response(_model_object(price))
+                return json_response(model_object(price))
         raise model_not_found(model)
 
 

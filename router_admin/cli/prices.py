@@ -26,6 +26,9 @@ def add_parsers(subparsers: Subparsers) -> None:
     set_.add_argument("--kind", choices=ModelKind.values,
                       help="chat (chat, responses, messages, completions), embedding, or "
                       "both; default: the current version's, or chat.")
+    set_.add_argument("--context-length", type=int, metavar="N",
+                      help="The model's context window in tokens (shown in /v1/models); "
+                      "default: the current version's.")
     set_.add_argument("--max-output-tokens", type=int, metavar="N",
                       help="Largest completion the model may produce; default: the current "
                       "version's, or 4096.")
@@ -37,6 +40,7 @@ def price_set_command(options: Options) -> list[str]:
         output_usd_per_mtok=options["output"],
         cached_input_usd_per_mtok=options["cached_input"],
         cache_write_usd_per_mtok=options["cache_write"], kind=options["kind"],
+        context_length=options["context_length"],
         max_output_tokens=options["max_output_tokens"], actor=Actor.cli(),
     )
     return [f"Set price {price.pk}: {price} (cached input ${price.cached_price}, cache write "
