@@ -77,6 +77,9 @@ class ApiKey(models.Model):
     allowed_ips = models.JSONField(default=list, blank=True,
                                    help_text='Client networks in CIDR form, e.g. '
                                    '["203.0.113.0/24"]; empty: any.')
+    # A short-lived key the portal's playground mints for one signed-in session: billed and
+    # limited like any key, kept out of the user's key lists, revoked on sign-out.
+    playground = models.BooleanField(default=False, editable=False)
 
     class Meta:
         verbose_name = "API key"

@@ -5,7 +5,19 @@ from django.contrib.auth import views as auth_views
 from django.urls import path, reverse_lazy
 
 from portal.forms import SignInForm
-from portal.views import account, auth, dashboard, keys, statements, tokens, topups, usage
+from portal.views import (
+    account,
+    auth,
+    dashboard,
+    keys,
+    models,
+    statements,
+    tokens,
+    topups,
+    usage,
+    usage_detail,
+)
+from portal.views.playground import playground, playground_key
 
 app_name = "portal"
 
@@ -42,9 +54,13 @@ urlpatterns = [
     path("topups/checkout/", topups.checkout_create, name="checkout_create"),
     path("usage/", usage.usage, name="usage"),
     path("usage.csv", usage.usage_csv, name="usage_csv"),
+    path("usage/<str:request_id>/", usage_detail.usage_detail, name="usage_detail"),
+    path("models/", models.models_page, name="models"),
     path("statement/", statements.statement_page, name="statement"),
     path("statement.csv", statements.statement_csv, name="statement_csv"),
     path("settings/", account.account_settings, name="settings"),
     path("tokens/", tokens.tokens_page, name="tokens"),
     path("tokens/<int:token_id>/revoke/", tokens.token_revoke, name="token_revoke"),
+    path("playground/", playground, name="playground"),
+    path("playground/key", playground_key, name="playground_key"),
 ]

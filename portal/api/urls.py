@@ -8,6 +8,7 @@ from portal.api.views.keys import KeyDetailApi, KeyListApi
 from portal.api.views.tokens import TokenDetailApi, TokenListApi
 from portal.api.views.topups import CheckoutApi, TopUpDetailApi, TopUpListApi
 from portal.api.views.usage import UsageByModelApi, UsageDailyApi, UsageListApi
+from portal.api.views.usage_detail import UsageDetailApi
 from portal.api.views.vouchers import VoucherRedeemApi
 
 app_name = "api"
@@ -19,6 +20,7 @@ urlpatterns = [
     path("usage", UsageListApi.as_view(), name="usage"),
     path("usage/daily", UsageDailyApi.as_view(), name="usage-daily"),
     path("usage/models", UsageByModelApi.as_view(), name="usage-models"),
+    path("usage/<str:request_id>", UsageDetailApi.as_view(), name="usage-detail"),
     path("vouchers/redeem", VoucherRedeemApi.as_view(), name="voucher-redeem"),
     path("topups", TopUpListApi.as_view(), name="topups"),
     path("topups/<int:topup_id>", TopUpDetailApi.as_view(), name="topup"),
