@@ -31,12 +31,15 @@ class Segment:
 
 @dataclass(frozen=True)
 class Column:
-    """One day: its stacked segments and the tooltip that names every value."""
+    """One day: its stacked segments, the tooltip that names every value, and the same
+    figures one per series for the table a screen reader reads instead of the bars."""
 
     segments: tuple[Segment, ...]
     title: str
     hit_x: float
     hit_width: float
+    day: date
+    values: tuple[str, ...]
 
 
 @dataclass(frozen=True)
@@ -63,6 +66,10 @@ class BarChart:
     dates: tuple[DateLabel, ...]
     legend: tuple[tuple[str, str], ...]  # (css class, name)
     empty: bool
+
+    @property
+    def series_names(self) -> tuple[str, ...]:
+        return tuple(name for _, name in self.legend)
 
     @property
     def center_x(self) -> float:
@@ -108,7 +115,8 @@ def bar_chart(*, days: Sequence[date], series: Sequence[tuple[str, str, Sequence
         title = f"{day:%a %d %b}: " + ", ".join(
             f"{name} {format_value(values[i])}" for name, _, values in series)
         columns.append(Column(segments=tuple(segments), title=title, hit_x=LEFT + i * slot,
-                              hit_width=slot))
+                              hit_width=slot, day=day,
+                              values=tuple(format_value(values[i]) for _, _, values in series)))
     empty = not any(totals)
     # An empty chart gets no scale: "0 to $0.000001" would only confuse.
     ticks = () if empty else tuple(

@@ -79,3 +79,9 @@ def make_usage(price: ModelPrice) -> Callable[..., UsageRecord]:
 
     return make
 
+
+
+def money_html(micros: int) -> str:
+    """What the portal's ``usd`` filter renders: six decimals, the exact micro-USD on hover."""
+    return (f'<span class="money" title="{micros:,} micro-USD">'
+            f'{"-" if micros < 0 else ""}${abs(micros) / 1_000_000:.6f}</span>')

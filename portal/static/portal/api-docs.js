@@ -95,6 +95,17 @@
     return request;
   };
 
+  // With deepLinking, Swagger UI draws each operation's path as a link inside the button
+  // that opens the operation: a control in a control, which a keyboard or screen reader
+  // cannot use sensibly. The path becomes plain text; opening an operation still sets its
+  // #fragment in the address bar, so links to an operation keep working.
+  plugins.push(() => ({
+    wrapComponents: {
+      DeepLink: (Original, system) => (props) =>
+        system.React.createElement(Original, {...props, enabled: false}),
+    },
+  }));
+
   ui = SwaggerUIBundle({
     url: config.schemaUrl,
     dom_id: "#swagger-ui",

@@ -69,7 +69,7 @@ def test_sign_up_top_up_create_a_key_call_the_api_see_usage_and_revoke(
     page.get_by_label("Password again").fill(PASSWORD)
     page.get_by_role("button", name="Create account").click()
     expect(page).to_have_url(f"{site.url}/")
-    expect(page.get_by_test_id("available-balance")).to_have_text("$0.00")
+    expect(page.get_by_test_id("available-balance")).to_have_text("$0.000000")
     expect(page.get_by_test_id("base-url")).to_have_text(site.base_url)
 
     # Redeem a voucher: the balance changes at once.
@@ -78,8 +78,8 @@ def test_sign_up_top_up_create_a_key_call_the_api_see_usage_and_revoke(
     page.get_by_label("Code").fill(voucher_code)
     page.get_by_role("button", name="Redeem").click()
     expect(page.get_by_role("status").first).to_contain_text(
-        "Voucher redeemed: $5.00 was added to your balance.")
-    expect(page.get_by_test_id("available-balance")).to_have_text("$5.00")
+        "Voucher redeemed: $5.000000 was added to your balance.")
+    expect(page.get_by_test_id("available-balance")).to_have_text("$5.000000")
     expect(page.get_by_test_id("credits-table")).to_contain_text("Voucher")
     ARTIFACTS.mkdir(parents=True, exist_ok=True)
     page.screenshot(path=str(ARTIFACTS / "topups.png"), full_page=True)
