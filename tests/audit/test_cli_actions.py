@@ -82,7 +82,7 @@ def test_the_first_price_of_a_model_is_recorded_whole():
     assert entry.after == {"model": "fresh", "input_usd_per_mtok": "0.5",
                            "output_usd_per_mtok": "1.25", "cached_input_usd_per_mtok": None,
                            "cache_write_usd_per_mtok": None, "kind": "chat",
-                           "max_output_tokens": 4096,
+                           "max_output_tokens": 4096, "context_length": None,
                            "effective_from": entry.after["effective_from"]}
 
 
