@@ -18,6 +18,11 @@ from tests.live_router import LiveRouter
 from tests.portal.browser.conftest import ARTIFACTS, MODEL, in_thread, needs_chromium
 from tests.portal.conftest import PASSWORD
 from tests.proxy.upstream import UpstreamServer
+from tests.router_admin.browser.conftest import (
+    FORBIDDEN_IMPACTS,
+    accessibility_violations,
+    describe,
+)
 
 pytestmark = [needs_chromium, pytest.mark.django_db(transaction=True)]
 
@@ -57,6 +62,11 @@ def _records() -> list[UsageRecord]:
 
 def _charge_of(record: UsageRecord) -> int:
     return -LedgerEntry.objects.get(hold_id=record.request_id, kind="charge").amount_micros
+
+
+def _no_serious_violations(page: Page) -> None:
+    bad = [v for v in accessibility_violations(page) if v["impact"] in FORBIDDEN_IMPACTS]
+    assert not bad, describe(bad)
 
 
 def test_a_streamed_chat_shows_its_cost_and_a_stopped_one_is_charged_what_it_produced(
@@ -114,6 +124,27 @@ def test_a_streamed_chat_shows_its_cost_and_a_stopped_one_is_charged_what_it_pro
     page.set_viewport_size({"width": 390, "height": 844})
     assert page.evaluate("document.documentElement.scrollWidth") <= 390
     page.screenshot(path=str(ARTIFACTS / "playground-390.png"), full_page=True)
+    _no_serious_violations(page)
+
+    # The Models page lists what the playground called, at its price per 1M tokens.
+    page.set_viewport_size({"width": 1280, "height": 900})
+    page.get_by_role("navigation").get_by_role("link", name="Models").click()
+    row = page.locator(f"[data-testid=model-row][data-model='{SLOW_MODEL}']")
+    expect(row.get_by_test_id("price-input")).to_contain_text("1")
+    _no_serious_violations(page)
+
+    # The stopped request's page, reached from the usage list: its charge is the ledger's.
+    page.get_by_role("navigation").get_by_role("link", name="Usage").click()
+    page.locator(f"a[href$='/usage/{stopped.request_id}/']").click()
+    expect(page.get_by_test_id("request-id")).to_have_text(stopped.request_id)
+    expect(page.get_by_test_id("status")).to_have_text("Client disconnected")
+    expect(page.get_by_test_id("charged")).to_have_text(
+        f"${format_usd(in_thread(_charge_of, stopped))}")
+    page.screenshot(path=str(ARTIFACTS / "request-page.png"), full_page=True)
+    _no_serious_violations(page)
+    page.set_viewport_size({"width": 390, "height": 844})
+    assert page.evaluate("document.documentElement.scrollWidth") <= 390
+    page.screenshot(path=str(ARTIFACTS / "request-page-390.png"), full_page=True)
 
     # Signing out revokes the playground key.
     page.get_by_role("button", name="Log out").click()
