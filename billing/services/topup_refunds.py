@@ -96,6 +96,7 @@ def topup_refund(*, topup: CheckoutTopUp, amount_micros: int, reason: str,
             f"Stripe did not make the refund: {exc.user_message or exc}. Nothing was "
             "debited.") from exc
     with transaction.atomic():
+        _lock_topup(refund.topup_id)
         locked = TopUpRefund.objects.select_for_update().select_related("topup").get(
             pk=refund.pk)
         _apply(locked, stripe_refund_id=answer.id, stripe_status=answer.status)
@@ -139,12 +140,36 @@ def refund_event_apply(*, refund: Payload) -> bool | None:
     if str(refund.get("currency", "usd")).lower() != "usd":
         logger.error("Stripe refund %s is in %r; not applied", refund_id, refund.get("currency"))
         return None
+    _lock_topup_of(refund_id, refund.get("metadata") or {}, refund.get("payment_intent"))
     row = _known_refund(refund_id, refund.get("metadata") or {})
     if row is None:
         row = _refund_made_at_stripe(refund)
         if row is None:
             return None
     return _apply(row, stripe_refund_id=refund_id, stripe_status=refund.get("status"))
+
+
+def _lock_topup(topup_id: int) -> None:
+    CheckoutTopUp.objects.select_for_update().filter(pk=topup_id).first()
+
+
+def _lock_topup_of(refund_id: str, metadata: Payload, intent: Any) -> None:
+    """Lock the top-up a refund event is about before anything else.
+
+    Every path that changes a top-up's refunds (the admin's, and each webhook event: Stripe
+    sends refund.created, refund.updated, charge.refunded... at once) takes the top-up's row
+    first, then the refund's, then the wallet's: in one order, so concurrent deliveries queue
+    instead of deadlocking (they did: one held the top-up and waited for a refund row that
+    another, holding it through a join, had locked before reaching for the top-up)."""
+    rows = TopUpRefund.objects.values_list("topup_id", flat=True)
+    topup_id = rows.filter(stripe_refund_id=refund_id).first()
+    row_id = str(metadata.get("topup_refund_id", ""))
+    if topup_id is None and row_id.isdigit():
+        topup_id = rows.filter(pk=int(row_id)).first()
+    if topup_id is not None:
+        _lock_topup(topup_id)
+    elif isinstance(intent, str) and intent:
+        CheckoutTopUp.objects.select_for_update().filter(payment_intent_id=intent).first()
 
 
 def _known_refund(refund_id: str, metadata: Payload) -> TopUpRefund | None:
