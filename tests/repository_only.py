@@ -1,6 +1,6 @@
 """Tests read nothing beside the repository: a clone on a new machine has no folder next
-to it (the OpenAI document the tests once read from ``../shared`` is kept in the repository
-now). An audit hook refuses, for the whole test session, any file opened in the folder
+to it (what the tests need, such as OpenAI's API description, is kept in the repository).
+An audit hook refuses, for the whole test session, any file opened in the folder
 that holds the repository but outside the repository itself; the interpreter, its
 libraries, the temporary folder and the user's caches stay readable wherever they are."""
 

@@ -11,7 +11,7 @@ from tests.repository_only import REPOSITORY, OutsideTheRepository, forbidden, r
 
 
 def test_a_file_beside_the_repository_cannot_be_opened_by_a_test():
-    beside = REPOSITORY.parent / "shared" / "openai" / "openapi.json"
+    beside = REPOSITORY.parent / "another-project" / "data.json"
     assert forbidden(str(beside))
     with pytest.raises(OutsideTheRepository):
         open(beside, "rb")  # noqa: SIM115 - the open itself is what is refused
@@ -28,7 +28,7 @@ def test_files_in_the_repository_and_the_temporary_folder_stay_readable(tmp_path
 def test_a_repository_cloned_into_a_temporary_folder_or_a_home_is_guarded_too(holder):
     """CI clones into a temporary folder: being temporary does not exempt its siblings."""
     rules = rules_for(holder / "binom-router")
-    assert forbidden(str(holder / "shared" / "openai" / "openapi.json"), rules=rules)
+    assert forbidden(str(holder / "another-project" / "data.json"), rules=rules)
     assert not forbidden(str(holder / "binom-router" / "tests" / "x.json"), rules=rules)
     assert not forbidden(str(Path(tempfile.gettempdir()) / "pytest-of-root" / "x"),
                          rules=rules)
