@@ -1,5 +1,5 @@
-"""The admin of what requests leave behind: ledger entries, holds and usage records (read
-only; a request's refund is the one action)."""
+"""The admin of what requests leave behind: ledger entries, holds, usage records and the
+counts of refused requests (read only; a request's refund is the one action)."""
 
 from __future__ import annotations
 
@@ -18,6 +18,7 @@ from billing.models import (
     Hold,
     LedgerEntry,
     ModelPrice,
+    RefusedRequests,
     UsageRecord,
 )
 from billing.selectors import USAGE_FLAGGED
@@ -178,3 +179,28 @@ class UsageRecordAdmin(UsageRefundMixin, ReadOnlyAdmin):
     @admin.display(description="Upstream cost (USD)", ordering="upstream_cost_micros")
     def upstream_cost_usd(self, obj: UsageRecord) -> Any:
         return usd_cell(obj.upstream_cost_micros)  # a dash when unknown, never $0
+
+
+@admin.register(RefusedRequests)
+class RefusedRequestsAdmin(ReadOnlyAdmin):
+    """Requests refused for money or a limit, per key and minute: a user asking why their
+    integration stopped is answered here."""
+
+    list_display = ("minute_utc", "user_short", "api_key", "endpoint", "model", "status",
+                    "reason", "count", "message_short")
+    list_filter = ("status", "reason", "endpoint", "minute")
+    list_select_related = ("user", "api_key")
+    search_fields = ("user__email", "=api_key__prefix", "model")
+    show_full_result_count = False
+
+    @admin.display(description="Minute (UTC)", ordering="minute")
+    def minute_utc(self, obj: RefusedRequests) -> Any:
+        return when(obj.minute)
+
+    @admin.display(description="User", ordering="user__email")
+    def user_short(self, obj: RefusedRequests) -> Any:
+        return short_text(obj.user.email)
+
+    @admin.display(description="Last message")
+    def message_short(self, obj: RefusedRequests) -> Any:
+        return short_text(obj.message, keep=60)

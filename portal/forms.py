@@ -228,13 +228,19 @@ class CheckoutForm(forms.Form):
         return parse_usd(self.cleaned_data["amount_usd"], allow_zero=False)
 
 
+# The usage list's status for requests refused before any charge (402, 429): they are
+# counted per key and minute in ``RefusedRequests``, not recorded one by one.
+REFUSED = "refused"
+
+
 class UsageFilterForm(forms.Form):
     """The filters of the usage table and its CSV export, read from the query string."""
 
     model = forms.CharField(required=False, max_length=200)
     key = forms.IntegerField(required=False, min_value=1)
     status = forms.ChoiceField(required=False,
-                               choices=[("", "Any status"), *UsageRecord.Status.choices])
+                               choices=[("", "Any status"), *UsageRecord.Status.choices,
+                                        (REFUSED, "Refused (not charged)")])
     endpoint = forms.ChoiceField(required=False, choices=[("", "Any endpoint"),
                                                           *UsageRecord.Endpoint.choices])
     since = forms.DateField(label="From", required=False,

@@ -138,6 +138,10 @@ ROUTER_SETTLE_LINGER_MS = env_int("ROUTER_SETTLE_LINGER_MS", 20, minimum=0)
 ROUTER_RESERVE_WAIT_MS = env_int("ROUTER_RESERVE_WAIT_MS", 5000, minimum=0)
 
 DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
+# How often each router process writes its counts of refused requests (402, 429) for the
+# usage list: one statement per interval, none per refusal (proxy.money.refusals).
+ROUTER_REFUSALS_FLUSH_MS = env_int("ROUTER_REFUSALS_FLUSH_MS", 5000, minimum=1)
+
 AUTH_USER_MODEL = "accounts.User"
 
 AUTH_PASSWORD_VALIDATORS = [

@@ -100,6 +100,7 @@ def forget_shared_state() -> None:
     process: they must not leak from one test's database to the next."""
     from proxy.ground.cache import clear_all_caches
     from proxy.limits import reset_local_limits
+    from proxy.money.refusals import forget_refusals
     from proxy.upstream.breaker import reset_local_breakers
     from proxy.upstream.capacity import reset_local_slots
 
@@ -107,6 +108,7 @@ def forget_shared_state() -> None:
     reset_local_breakers()
     reset_local_slots()
     reset_local_limits()
+    forget_refusals()
 
 
 def flush_redis() -> None:

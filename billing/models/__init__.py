@@ -3,6 +3,7 @@ from billing.models.budgets import KeyBudget
 from billing.models.holds import Hold
 from billing.models.ledger import LedgerEntry
 from billing.models.prices import ModelKind, ModelPrice
+from billing.models.refusals import RefusedRequests
 from billing.models.rollups import UsageRollup
 from billing.models.topups import CheckoutTopUp, StripeEvent, Voucher
 from billing.models.usage import BAD_USAGE_REASONS, UsageRecord
@@ -18,6 +19,7 @@ __all__ = [
     "ModelKind",
     "ModelPrice",
     "OutboxMessage",
+    "RefusedRequests",
     "StripeEvent",
     "UsageRecord",
     "UsageRollup",

@@ -2,6 +2,7 @@
 
 from billing.selectors.alerts import balance_alert_of
 from billing.selectors.budgets import SpendCaps, SpendingRoom, key_spend_caps, spending_room_of
+from billing.selectors.refusals import refused_count_of, refused_requests_of
 from billing.selectors.topups import stripe_topups_enabled, topup_of, topups_of
 from billing.selectors.usage import (
     USAGE_FLAGGED,
@@ -47,6 +48,8 @@ __all__ = [
     "ledger_entries_of",
     "price_current",
     "prices_current",
+    "refused_count_of",
+    "refused_requests_of",
     "spending_room_of",
     "stripe_topups_enabled",
     "topup_of",

@@ -5,6 +5,7 @@ from drf_spectacular.views import SpectacularAPIView, SpectacularSwaggerView
 from portal.api.base import NotFoundApi
 from portal.api.views.balance import BalanceApi
 from portal.api.views.keys import KeyDetailApi, KeyListApi
+from portal.api.views.refused import RefusedListApi
 from portal.api.views.tokens import TokenDetailApi, TokenListApi
 from portal.api.views.topups import CheckoutApi, TopUpDetailApi, TopUpListApi
 from portal.api.views.usage import UsageByModelApi, UsageDailyApi, UsageListApi
@@ -20,6 +21,7 @@ urlpatterns = [
     path("usage", UsageListApi.as_view(), name="usage"),
     path("usage/daily", UsageDailyApi.as_view(), name="usage-daily"),
     path("usage/models", UsageByModelApi.as_view(), name="usage-models"),
+    path("usage/refused", RefusedListApi.as_view(), name="usage-refused"),
     path("usage/<str:request_id>", UsageDetailApi.as_view(), name="usage-detail"),
     path("vouchers/redeem", VoucherRedeemApi.as_view(), name="voucher-redeem"),
     path("topups", TopUpListApi.as_view(), name="topups"),

@@ -3,12 +3,13 @@ same requests as CSV. Every read is of the signed-in user's own records."""
 
 from __future__ import annotations
 
+from datetime import timedelta
 from typing import Any
 
 from django.contrib.auth.decorators import login_required
 from django.core.paginator import Paginator
 from django.db.models import QuerySet
-from django.http import HttpRequest, HttpResponse, StreamingHttpResponse
+from django.http import HttpRequest, HttpResponse, QueryDict, StreamingHttpResponse
 from django.shortcuts import render
 from django.utils import timezone
 from django.views.decorators.http import require_GET
@@ -16,15 +17,22 @@ from django.views.decorators.http import require_GET
 from accounts.selectors import api_keys_of
 from billing.models import UsageRecord
 from billing.money import format_usd
-from billing.selectors import usage_by_model, usage_daily, usage_records_of
+from billing.selectors import (
+    refused_count_of,
+    refused_requests_of,
+    usage_by_model,
+    usage_daily,
+    usage_records_of,
+)
 from portal.charts import bar_chart
 from portal.csv_export import spreadsheet_safe, usage_csv_response
-from portal.forms import UsageFilterForm
+from portal.forms import REFUSED, UsageFilterForm
 from portal.templatetags.portal_tags import thousands, usd
 from portal.views.keys import owned_key_or_404
 
 PAGE_SIZE = 25
 CHART_DAYS = 30
+REFUSED_SHOWN = 5
 CSV_HEADER = ["time_utc", "request_id", "endpoint", "model", "api_key", "api_key_name",
               "status", "prompt_tokens", "completion_tokens", "cached_tokens",
               "cache_write_tokens", "cost_usd", "latency_ms", "source"]
@@ -33,6 +41,9 @@ CSV_HEADER = ["time_utc", "request_id", "endpoint", "model", "api_key", "api_key
 def _filtered_records(request: HttpRequest) -> tuple[UsageFilterForm, QuerySet[UsageRecord]]:
     form = UsageFilterForm(request.GET)
     filters = form.filters()
+    if filters.status == REFUSED:
+        # Records are what was charged; refusals are shown from their counts instead.
+        return form, UsageRecord.objects.none()
     if filters.api_key_id is not None:
         owned_key_or_404(request.user, filters.api_key_id)  # another user's key: 404
     return form, usage_records_of(user=request.user, filters=filters)
@@ -42,14 +53,23 @@ def _filtered_records(request: HttpRequest) -> tuple[UsageFilterForm, QuerySet[U
 @require_GET
 def usage(request: HttpRequest) -> HttpResponse:
     form, records = _filtered_records(request)
-    page = Paginator(records, PAGE_SIZE).get_page(request.GET.get("page"))
+    filters = form.filters()
+    refused_only = filters.status == REFUSED
+    refused = refused_requests_of(user=request.user, filters=filters)
+    page = Paginator(refused if refused_only else records, PAGE_SIZE).get_page(
+        request.GET.get("page"))
     days = usage_daily(user=request.user, days=CHART_DAYS)
     dates = [day.day for day in days]
     query = request.GET.copy()
     query.pop("page", None)
+    since = timezone.now() - timedelta(days=CHART_DAYS)
     return render(request, "portal/usage.html", {
         "form": form,
         "page": page,
+        "refused_only": refused_only,
+        # The latest refusals above the requests, so a broken integration shows why.
+        "refused_latest": [] if refused_only else list(refused[:REFUSED_SHOWN]),
+        "refused_query": _with_status(query, REFUSED),
         "query": query.urlencode(),
         "keys": api_keys_of(user=request.user),
         "by_model": usage_by_model(user=request.user, days=CHART_DAYS),
@@ -60,8 +80,15 @@ def usage(request: HttpRequest) -> HttpResponse:
             ("Completion", "bar-completion", [day.completion_tokens for day in days])]),
         "totals": {"requests": sum(day.requests for day in days),
                    "cost_micros": sum(day.cost_micros for day in days),
-                   "tokens": sum(day.prompt_tokens + day.completion_tokens for day in days)},
+                   "tokens": sum(day.prompt_tokens + day.completion_tokens for day in days),
+                   "refused": refused_count_of(user=request.user, since=since)},
     })
+
+
+def _with_status(query: QueryDict, status: str) -> str:
+    narrowed = query.copy()
+    narrowed["status"] = status
+    return narrowed.urlencode()
 
 
 def _row(record: UsageRecord) -> list[Any]:

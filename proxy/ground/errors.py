@@ -15,6 +15,8 @@ class ApiError(Exception):
     code: str | None = None
     param: str | None = None
     headers: dict[str, str] = field(default_factory=dict)
+    # Which limit refused a 402 ("balance", or the key cap's period): for the usage list.
+    reason: str = ""
 
     def __post_init__(self) -> None:
         super().__init__(self.message)

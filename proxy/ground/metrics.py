@@ -29,6 +29,8 @@ TOKENS = Counter("router_tokens", "Tokens billed, by model and kind", ["model", 
 CHARGED = Counter("router_charged_micros", "Micro-USD charged, by model", ["model"])
 SETTLE_FAILURES = Counter("router_settle_failures", "Charges that could not be written as "
                           "computed, by what was done instead", ["fallback"])
+REFUSALS_DROPPED = Counter("router_refusals_dropped", "Refused requests not counted for the "
+                           "usage list (too many groups between two writes)")
 USAGE_FLAGS = Counter("router_usage_flags", "Answers whose output passed the cap or whose "
                       "usage was not believed, by worker and flag", ["worker", "flag"])
 UPSTREAM_ERRORS = Counter("router_upstream_errors", "Failed upstream attempts, by worker",

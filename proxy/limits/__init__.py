@@ -220,7 +220,7 @@ def limits_error(admission: Admission) -> ApiError:
                    f"{refusal.limit}, Used {refusal.used}, Requested {refusal.requested}. "
                    f"Please try again in {duration(round(admission.retry_after_s * 1000))}.")
     return ApiError(429, message, "rate_limit_exceeded", code="rate_limit_exceeded",
-                    headers=dict(admission.headers))
+                    headers=dict(admission.headers), reason="rate_limit")
 
 
 def reset_local_limits() -> None:

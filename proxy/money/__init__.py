@@ -8,6 +8,7 @@ from __future__ import annotations
 from proxy.money.background import in_background, settlements_in_flight, shielded
 from proxy.money.output_meter import OutputMeter
 from proxy.money.plan import ChargePlan, Refused, capped_plan, plan_charge
+from proxy.money.refusals import flush_refusals, note_refusal
 from proxy.money.reservations import plan_waiting, reserve
 from proxy.money.room import RoomWait
 from proxy.money.settlement import (
@@ -24,11 +25,32 @@ from proxy.money.usage_check import Verdict, allowance, check_usage, tolerance
 async def wait_for_settlements() -> None:
     """Let every settlement in flight finish, then stop the hold keeper (tests; graceful
     shutdown: nothing is running by then)."""
+    await flush_refusals()
     await settlements_in_flight()
     stop_keeper()
 
 
-__all__ = ["SETTLE_RETRY_DELAYS_S", "ChargePlan", "OutputMeter", "Refused", "RoomWait",
-           "Verdict", "allowance", "capped_plan", "charge_for", "check_usage", "hold_keeper",
-           "in_background", "plan_charge", "plan_waiting", "reserve", "settle", "shielded",
-           "tolerance", "void", "wait_for_settlements"]
+__all__ = [
+    "SETTLE_RETRY_DELAYS_S",
+    "ChargePlan",
+    "OutputMeter",
+    "Refused",
+    "RoomWait",
+    "Verdict",
+    "allowance",
+    "capped_plan",
+    "charge_for",
+    "check_usage",
+    "flush_refusals",
+    "hold_keeper",
+    "in_background",
+    "note_refusal",
+    "plan_charge",
+    "plan_waiting",
+    "reserve",
+    "settle",
+    "shielded",
+    "tolerance",
+    "void",
+    "wait_for_settlements",
+]

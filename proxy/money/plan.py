@@ -74,7 +74,9 @@ def refusal(limit: str, needed: int, room: int, held: int) -> Refused:
         message = (f"This API key has reached its {limit} spend cap: this request needs up "
                    f"to ${format_usd(needed)} but ${format_usd(max(0, room))} of the cap "
                    "remains.")
-    return Refused(insufficient_quota(message), held)
+    error = insufficient_quota(message)
+    error.reason = limit
+    return Refused(error, held)
 
 
 def client_cap(chat: ChatRequest, price: ModelPrice) -> int | None:

@@ -17,7 +17,7 @@ from typing import Any
 from django.conf import settings
 from django.http import HttpResponse, StreamingHttpResponse
 
-from billing.models import ModelKind, UsageRecord
+from billing.models import ModelKind, ModelPrice, UsageRecord
 from proxy import money
 from proxy.dialects.base import Dialect, StreamRender
 from proxy.dialects.chat.render import CHAT
@@ -32,7 +32,7 @@ from proxy.ground.errors import (
 )
 from proxy.ground.metrics import UPSTREAM_ERRORS
 from proxy.ground.responses import json_response
-from proxy.limits import limits_admit, limits_error, limits_release
+from proxy.limits import Admission, limits_admit, limits_error, limits_release
 from proxy.money import Verdict
 from proxy.relay.call import Call
 from proxy.selectors import Caller, price_for_model, targets_for_model
@@ -56,26 +56,12 @@ async def chat_completion(*, request: Any, caller: Caller, chat: ChatRequest,
         targets = [target for target in targets if dialect.serves(target)]
     if not targets:
         raise no_available_workers(chat.model)
-    # A request that names its cap needs no database to plan; one that does not asks
-    # what its wallet and key leave, and may have to wait for room.
-    plan = money.capped_plan(chat, price)
-    wait = None
-    if plan is None:
-        wait = money.RoomWait(caller.user_id)
-        plan = await money.plan_waiting(caller=caller, chat=chat, price=price, wait=wait)
-    admission = await limits_admit(scopes=caller.limit_scopes(), request_id=request.request_id,
-                                   tokens=plan.limit_tokens)
-    if not admission.allowed:
-        raise limits_error(admission)
     try:
-        # A request that had to wait for room may be planned again: the token counters
-        # are corrected to the actual count when it settles.
-        plan = await money.reserve(request_id=request.request_id, caller=caller, chat=chat,
-                                      price=price, plan=plan, wait=wait)
-    except BaseException as error:
-        await money.shielded(limits_release(admission))
-        if isinstance(error, ApiError):
-            error.headers.update(admission.headers)
+        plan, admission = await _admit_and_hold(request.request_id, caller, chat, price)
+    except ApiError as error:
+        # A 402 or 429 is counted for the user's usage list (in memory, written later).
+        money.note_refusal(caller=caller, model=chat.model, endpoint=dialect.endpoint,
+                           error=error, request_id=request.request_id)
         raise
     # From here on the request holds money: whatever happens, Call resolves it.
     call = Call(request=request, caller=caller, chat=chat, price=price, plan=plan,
@@ -92,6 +78,34 @@ async def chat_completion(*, request: Any, caller: Caller, chat: ChatRequest,
     for name, value in admission.headers.items():
         response[name] = value
     return response
+
+
+async def _admit_and_hold(request_id: str, caller: Caller, chat: ChatRequest,
+                          price: ModelPrice) -> tuple[money.ChargePlan, Admission]:
+    """The request's plan, its admission by the limits, and its hold; or the 402 or 429
+    that refuses it (with nothing held and no limit slot taken)."""
+    # A request that names its cap needs no database to plan; one that does not asks
+    # what its wallet and key leave, and may have to wait for room.
+    plan = money.capped_plan(chat, price)
+    wait = None
+    if plan is None:
+        wait = money.RoomWait(caller.user_id)
+        plan = await money.plan_waiting(caller=caller, chat=chat, price=price, wait=wait)
+    admission = await limits_admit(scopes=caller.limit_scopes(), request_id=request_id,
+                                   tokens=plan.limit_tokens)
+    if not admission.allowed:
+        raise limits_error(admission)
+    try:
+        # A request that had to wait for room may be planned again: the token counters
+        # are corrected to the actual count when it settles.
+        plan = await money.reserve(request_id=request_id, caller=caller, chat=chat,
+                                   price=price, plan=plan, wait=wait)
+    except BaseException as error:
+        await money.shielded(limits_release(admission))
+        if isinstance(error, ApiError):
+            error.headers.update(admission.headers)
+        raise
+    return plan, admission
 
 
 def _check_kind(kind: str, dialect: Dialect, model: str) -> None:

@@ -7,11 +7,13 @@ from datetime import datetime
 import pytest
 from django.core.cache import cache
 from django.test import Client
+from django.utils import timezone
 
 from accounts.models import ApiKey, User
 from accounts.services import api_key_create
 from billing.models import ModelPrice, UsageRecord
 from billing.services import wallet_credit
+from billing.services.refusals import RefusalCount, refusals_record
 
 PASSWORD = "correct horse battery staple 42"
 _request_ids = itertools.count(1)
@@ -85,3 +87,21 @@ def money_html(micros: int) -> str:
     """What the portal's ``usd`` filter renders: six decimals, the exact micro-USD on hover."""
     return (f'<span class="money" title="{micros:,} micro-USD">'
             f'{"-" if micros < 0 else ""}${abs(micros) / 1_000_000:.6f}</span>')
+
+
+@pytest.fixture
+def refuse(make_key) -> Callable[..., ApiKey]:
+    """Count refused requests of ``user`` as the request path does (a group per key and
+    minute); returns the key."""
+
+    def make(user, *, key=None, count=1, status=402, reason="balance", model="test-model",
+             endpoint="chat", at=None, message="You exceeded your current quota."):
+        key = key or make_key(user, name="ci")
+        minute = (at or timezone.now()).replace(second=0, microsecond=0)
+        refusals_record(counts=[RefusalCount(
+            user_id=user.pk, api_key_id=key.pk, minute=minute, status=status, reason=reason,
+            model=model, endpoint=endpoint, count=count, message=message,
+            last_request_id="req_last")])
+        return key
+
+    return make
