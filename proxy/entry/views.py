@@ -29,6 +29,8 @@ class OpenAIView(APIView):
 
     authentication_classes: list[Any] = []
     permission_classes: list[Any] = []
+    # How this view's clients read an error (a dialect with its own shape overrides it).
+    render_error = staticmethod(error_response)
 
     def dispatch(self, request: HttpRequest, *args: Any, **kwargs: Any
                  ) -> Coroutine[Any, Any, HttpResponse | StreamingHttpResponse]:
@@ -47,7 +49,7 @@ class OpenAIView(APIView):
                 raise method_not_allowed(request.method or "", request.path)
             return await handler(request, *args, **kwargs)
         except ApiError as error:
-            response = error_response(error)
+            response = self.render_error(error)
             if error.status == 405:
                 response["Allow"] = ", ".join(m.upper() for m in self._allowed_methods()
                                               if m != "OPTIONS")

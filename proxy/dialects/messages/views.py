@@ -4,8 +4,6 @@ check to the upstream's failure, is answered in Anthropic's shape."""
 
 from __future__ import annotations
 
-from typing import Any
-
 import orjson
 from django.conf import settings
 from django.core.exceptions import RequestDataTooBig
@@ -17,8 +15,6 @@ from proxy.dialects.messages.request import parse_messages_request
 from proxy.entry.auth import authenticate_api_key_header
 from proxy.entry.views import OpenAIView
 from proxy.ground.errors import (
-    ApiError,
-    method_not_allowed,
     model_not_found,
     permission_denied,
     request_too_large,
@@ -40,20 +36,7 @@ def _body(request: HttpRequest) -> bytes:
 class AnthropicView(OpenAIView):
     """OpenAIView's dispatch, with errors in Anthropic's shape."""
 
-    async def async_dispatch(self, request: HttpRequest, *args: Any, **kwargs: Any
-                             ) -> HttpResponse | StreamingHttpResponse:
-        self.args, self.kwargs, self.request = args, kwargs, request
-        method = request.method.lower() if request.method else ""
-        handler = getattr(self, method, None) if method in self.http_method_names else None
-        try:
-            if handler is None or method == "options":
-                raise method_not_allowed(request.method or "", request.path)
-            return await handler(request, *args, **kwargs)
-        except ApiError as error:
-            response = anthropic_error_response(error)
-            if error.status == 405:
-                response["Allow"] = "POST"
-            return response
+    render_error = staticmethod(anthropic_error_response)
 
 
 class MessagesView(AnthropicView):

@@ -12,10 +12,10 @@ from collections.abc import AsyncIterator, Mapping
 from typing import TYPE_CHECKING, Any
 
 import aiohttp
-import orjson
 
 from proxy.upstream.providers.base import UpstreamError, UpstreamTarget
 from proxy.upstream.providers.http import ErrorFrom, endpoint, post_json, read_json
+from proxy.upstream.providers.sse import DONE, sse_events
 
 if TYPE_CHECKING:
     from proxy.dialects.base import EventTranslator, NativeCodec
@@ -87,8 +87,8 @@ class NativeStream:
         worker = self._target.worker_name
         translator = self._translator
         try:
-            async for event in self._events():
-                if event is None:
+            async for event in sse_events(self._response, worker):
+                if event is DONE:
                     return  # OpenAI's [DONE]
                 for chunk in translator.feed(event):
                     yield chunk
@@ -100,23 +100,3 @@ class NativeStream:
                                 retryable=False) from None
         finally:
             self._response.close()
-
-    async def _events(self) -> AsyncIterator[dict[str, Any] | None]:
-        content = self._response.content
-        while True:
-            line = await content.readline()
-            if not line:
-                return
-            if not line.startswith(b"data:"):
-                continue  # event names (repeated in the JSON's "type"), comments, blanks
-            data = line[5:].strip()
-            if data == b"[DONE]":
-                yield None
-                return
-            try:
-                event = orjson.loads(data)
-            except orjson.JSONDecodeError:
-                raise UpstreamError(f"{self._target.worker_name} sent a malformed event",
-                                    retryable=False) from None
-            if isinstance(event, dict):
-                yield event

@@ -11,6 +11,7 @@ from multidict import CIMultiDict, CIMultiDictProxy
 
 from proxy.upstream.providers.base import UpstreamError, UpstreamTarget
 from proxy.upstream.providers.http import endpoint, post_json, read_json, retryable_status
+from proxy.upstream.providers.sse import DONE, sse_events
 
 
 def _error_from(status: int, raw: bytes) -> UpstreamError:
@@ -80,39 +81,19 @@ class OpenAIStream:
         self._response.close()
 
     async def __aiter__(self) -> AsyncIterator[dict[str, Any]]:
+        worker = self._target.worker_name
         try:
-            async for line in self._lines():
-                if not line.startswith(b"data:"):
-                    continue  # comments, event names, keep-alives
-                data = line[5:].strip()
-                if data == b"[DONE]":
+            async for chunk in sse_events(self._response, worker):
+                if chunk is DONE:
                     return
-                try:
-                    chunk = orjson.loads(data)
-                except orjson.JSONDecodeError:
-                    raise UpstreamError(f"{self._target.worker_name} sent a malformed chunk",
-                                        retryable=False) from None
-                if isinstance(chunk, dict) and isinstance(chunk.get("error"), dict):
-                    raise UpstreamError(
-                        f"{self._target.worker_name}: {chunk['error'].get('message')}",
-                        retryable=False, body=chunk)
+                if isinstance(chunk.get("error"), dict):
+                    raise UpstreamError(f"{worker}: {chunk['error'].get('message')}",
+                                        retryable=False, body=chunk)
                 yield chunk
             # The body ended without [DONE]: the upstream went away mid-answer.
-            raise UpstreamError(f"{self._target.worker_name} ended the stream early",
-                                retryable=False)
+            raise UpstreamError(f"{worker} ended the stream early", retryable=False)
         except (TimeoutError, aiohttp.ClientError) as exc:
-            raise UpstreamError(f"{self._target.worker_name} broke off the stream: "
-                                f"{exc.__class__.__name__}", retryable=False) from None
+            raise UpstreamError(f"{worker} broke off the stream: {exc.__class__.__name__}",
+                                retryable=False) from None
         finally:
             self._response.close()
-
-    async def _lines(self) -> AsyncIterator[bytes]:
-        # readline splits on \n; SSE events are separated by blank lines we simply skip.
-        content = self._response.content
-        while True:
-            line = await content.readline()
-            if not line:
-                return
-            line = line.rstrip(b"\r\n")
-            if line:
-                yield line

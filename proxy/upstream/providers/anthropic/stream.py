@@ -14,7 +14,6 @@ from collections.abc import AsyncIterator
 from typing import Any
 
 import aiohttp
-import orjson
 
 from proxy.upstream.providers.anthropic.response import (
     completion_id,
@@ -23,6 +22,7 @@ from proxy.upstream.providers.anthropic.response import (
     usage_from,
 )
 from proxy.upstream.providers.base import UpstreamError, UpstreamTarget
+from proxy.upstream.providers.sse import DONE, sse_events
 
 Chunk = dict[str, Any]
 
@@ -133,7 +133,9 @@ class AnthropicStream:
         worker = self._target.worker_name
         translator = self._translator
         try:
-            async for event in self._events():
+            async for event in sse_events(self._response, worker):
+                if event is DONE:
+                    break  # not Anthropic's: its streams end with message_stop
                 if event.get("type") == "error":
                     raise stream_error(event, worker=worker,
                                        before_output=not translator.started)
@@ -148,21 +150,3 @@ class AnthropicStream:
                                 retryable=False) from None
         finally:
             self._response.close()
-
-    async def _events(self) -> AsyncIterator[dict[str, Any]]:
-        # Every Anthropic event repeats its name as the JSON's "type", so the "event:" lines
-        # can be skipped; events are one "data:" line each, separated by blank lines.
-        content = self._response.content
-        while True:
-            line = await content.readline()
-            if not line:
-                return
-            if not line.startswith(b"data:"):
-                continue
-            try:
-                event = orjson.loads(line[5:].strip())
-            except orjson.JSONDecodeError:
-                raise UpstreamError(f"{self._target.worker_name} sent a malformed event",
-                                    retryable=False) from None
-            if isinstance(event, dict):
-                yield event
