@@ -104,3 +104,8 @@ class DatabaseUnavailable(Exception):
     about the request, and trying again once the database is back may well succeed. A
     statement that failed this way may still have committed: callers make sure it is undone
     or done again, never done twice."""
+
+
+class InvalidAutoTopUp(BillingError):
+    """Auto top-up settings that cannot be saved (an amount out of bounds, a ceiling below
+    the amount, turning it on without a saved card); the message says why."""

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from celery import shared_task
 
+from billing.services.auto_topup import auto_topups_nudge, auto_topups_run
 from billing.services.outbox import outbox_drain
 from billing.services.rollups import usage_rollup_recent
 from billing.services.sweeper import holds_sweep, wallets_reconcile
@@ -27,4 +28,15 @@ def usage_rollup_task() -> dict[str, int]:
 @shared_task
 def outbox_drain_task() -> dict[str, int]:
     result = outbox_drain()
-    return {"delivered": len(result.delivered), "failed": len(result.failed)}
+    # A low-balance alert among them is the database having seen a crossing: start that
+    # wallet's auto top-up now, not at the next minute's run.
+    started = auto_topups_nudge(message_ids=result.delivered + result.failed)
+    return {"delivered": len(result.delivered), "failed": len(result.failed),
+            "auto_topups_started": len(started)}
+
+
+@shared_task
+def auto_topups_task() -> dict[str, int]:
+    result = auto_topups_run()
+    return {"started": len(result.started), "resent": len(result.resent),
+            "looked_up": len(result.looked_up), "cards_described": result.cards_described}

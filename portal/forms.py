@@ -22,6 +22,12 @@ from accounts.policies import clean_allowed_ips, clean_allowed_models
 from billing.models import UsageRecord
 from billing.money import MoneyError, micros_to_usd, usd_to_micros
 from billing.selectors import SpendCaps, UsageFilters, key_spend_caps
+from billing.services.billing_profiles import (
+    BILLING_NAME_MAX,
+    BillingProfileInvalid,
+    billing_address_clean,
+    billing_name_clean,
+)
 from portal.throttle import (
     RESET_EMAILS_PER_ADDRESS,
     RESET_EMAILS_PER_MAILBOX,
@@ -292,3 +298,34 @@ class BalanceAlertForm(forms.Form):
         raw = self.cleaned_data["threshold_usd"].strip()
         return parse_usd(raw, allow_zero=False) if raw else None
 
+
+class BillingDetailsForm(forms.Form):
+    """The name and address receipts are made out to. The rules are billing's
+    (``billing_name_clean``, ``billing_address_clean``), checked here to show them by field."""
+
+    billing_name = forms.CharField(
+        label="Name on receipts", required=False, max_length=BILLING_NAME_MAX,
+        widget=forms.TextInput(attrs={"autocomplete": "organization"}),
+        help_text="A person or a company. Empty: your email address.")
+    # A generous bound on what is read at all; the address's own limits are billing's.
+    billing_address = forms.CharField(
+        label="Billing address", required=False, max_length=5_000,
+        widget=forms.Textarea(attrs={"rows": 4, "autocomplete": "street-address"}),
+        help_text="As it should read on receipts: street, city, country, and a tax number "
+        "if you need one.")
+
+    @classmethod
+    def initial_for(cls, wallet: Any) -> dict[str, str]:
+        return {"billing_name": wallet.billing_name, "billing_address": wallet.billing_address}
+
+    def clean_billing_name(self) -> str:
+        try:
+            return billing_name_clean(self.cleaned_data["billing_name"])
+        except BillingProfileInvalid as exc:
+            raise ValidationError(str(exc), code="invalid") from None
+
+    def clean_billing_address(self) -> str:
+        try:
+            return billing_address_clean(self.cleaned_data["billing_address"])
+        except BillingProfileInvalid as exc:
+            raise ValidationError(str(exc), code="invalid") from None

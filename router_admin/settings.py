@@ -137,11 +137,11 @@ ROUTER_SETTLE_LINGER_MS = env_int("ROUTER_SETTLE_LINGER_MS", 20, minimum=0)
 # in flight to settle before it is answered 402 (0: at once). See proxy.money.room.
 ROUTER_RESERVE_WAIT_MS = env_int("ROUTER_RESERVE_WAIT_MS", 5000, minimum=0)
 
-DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
 # How often each router process writes its counts of refused requests (402, 429) for the
 # usage list: one statement per interval, none per refusal (proxy.money.refusals).
 ROUTER_REFUSALS_FLUSH_MS = env_int("ROUTER_REFUSALS_FLUSH_MS", 5000, minimum=1)
 
+DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
 AUTH_USER_MODEL = "accounts.User"
 
 AUTH_PASSWORD_VALIDATORS = [
@@ -235,6 +235,8 @@ STRIPE_SECRET_KEY = env_str("STRIPE_SECRET_KEY", "")
 STRIPE_WEBHOOK_SECRET = env_str("STRIPE_WEBHOOK_SECRET", "")
 # Tests point this at a local server standing in for api.stripe.com.
 STRIPE_API_BASE = env_str("STRIPE_API_BASE", "https://api.stripe.com")
+# Who issues the receipts of top-ups: the operator's name as it should appear on them.
+ROUTER_RECEIPT_ISSUER = env_str("ROUTER_RECEIPT_ISSUER", "Binom Router").strip() or "Binom Router"
 
 # --- Security of the site (admin, portal). Production = DEBUG off, the default whenever
 # DATABASE_URL names PostgreSQL. `manage.py check --deploy` reports only the opt-ins below
@@ -350,6 +352,8 @@ LOGGING = {
         # One line per request, the access log's: psycopg's pool says at INFO that it lent
         # and took back a connection, three lines per billed request.
         "psycopg.pool": {"level": "WARNING"},
+        # Seven INFO lines ("Step 1 - Fetching and parsing HTML"...) per PDF receipt.
+        "weasyprint.progress": {"level": "WARNING"},
     },
 }
 
@@ -377,6 +381,10 @@ CELERY_TASK_ALWAYS_EAGER = False
 CELERY_TIMEZONE = TIME_ZONE
 # How often beat probes every enabled worker (GET {base_url}/models) and records its health.
 ROUTER_PROBE_INTERVAL_SECONDS = env_int("ROUTER_PROBE_INTERVAL_SECONDS", 30, minimum=1)
+# How often beat looks for wallets below their auto top-up threshold (and reconciles the
+# charges whose outcome Stripe's webhook has not told): the longest a crossing waits.
+ROUTER_AUTO_TOPUP_INTERVAL_SECONDS = env_int("ROUTER_AUTO_TOPUP_INTERVAL_SECONDS", 60,
+                                             minimum=1)
 CELERY_BEAT_SCHEDULE = {
     "workers-probe": {
         "task": "proxy.tasks.workers_probe",
@@ -389,6 +397,11 @@ CELERY_BEAT_SCHEDULE = {
                     "options": {"expires": 60.0}},
     "outbox-drain": {"task": "billing.tasks.outbox_drain_task", "schedule": 10.0,
                      "options": {"expires": 10.0}},
+    # Wallets below their auto top-up threshold get their charge started; charges whose
+    # outcome was missed are reconciled with Stripe (billing.services.auto_topup.runs).
+    "auto-topups": {"task": "billing.tasks.auto_topups_task",
+                    "schedule": float(ROUTER_AUTO_TOPUP_INTERVAL_SECONDS),
+                    "options": {"expires": float(ROUTER_AUTO_TOPUP_INTERVAL_SECONDS)}},
     "usage-rollup": {"task": "billing.tasks.usage_rollup_task", "schedule": 300.0,
                      "options": {"expires": 300.0}},
     "worker-rollup": {"task": "proxy.tasks.worker_rollup_task", "schedule": 300.0,

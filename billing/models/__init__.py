@@ -1,4 +1,5 @@
 from billing.models.alerts import BalanceAlert, OutboxMessage
+from billing.models.auto_topup import AutoTopUp, AutoTopUpCharge
 from billing.models.budgets import KeyBudget
 from billing.models.holds import Hold
 from billing.models.ledger import LedgerEntry
@@ -11,6 +12,8 @@ from billing.models.wallets import Wallet
 
 __all__ = [
     "BAD_USAGE_REASONS",
+    "AutoTopUp",
+    "AutoTopUpCharge",
     "BalanceAlert",
     "CheckoutTopUp",
     "Hold",

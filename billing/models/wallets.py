@@ -19,6 +19,11 @@ class Wallet(models.Model):
     pending_micros = models.BigIntegerField(default=0)
     created_at = models.DateTimeField(auto_now_add=True)
     updated_at = models.DateTimeField(auto_now=True)
+    # Who pays, as receipts name them; set by the wallet's owner (empty: their email). A
+    # database default too: a migration whose models predate these columns (0004 gives
+    # every user a wallet) inserts wallets without them.
+    billing_name = models.CharField(max_length=200, blank=True, db_default="")
+    billing_address = models.TextField(blank=True, db_default="")
 
     class Meta:
         constraints = [

@@ -1,6 +1,13 @@
 """Reads of billing state, by sub-domain; import from here."""
 
 from billing.selectors.alerts import balance_alert_of
+from billing.selectors.auto_topup import (
+    AutoTopUpState,
+    auto_topup_charges_of,
+    auto_topup_state_of,
+    auto_topups_due,
+    wallet_contacts,
+)
 from billing.selectors.budgets import SpendCaps, SpendingRoom, key_spend_caps, spending_room_of
 from billing.selectors.refusals import refused_count_of, refused_requests_of
 from billing.selectors.topups import stripe_topups_enabled, topup_of, topups_of
@@ -33,6 +40,7 @@ from billing.selectors.wallets import (
 
 __all__ = [
     "USAGE_FLAGGED",
+    "AutoTopUpState",
     "Balance",
     "DailyUsage",
     "ModelUsage",
@@ -43,6 +51,9 @@ __all__ = [
     "WalletAudit",
     "WorkerUsageFlags",
     "api_key_spend_of",
+    "auto_topup_charges_of",
+    "auto_topup_state_of",
+    "auto_topups_due",
     "balance_alert_of",
     "key_spend_caps",
     "ledger_entries_of",
@@ -63,5 +74,6 @@ __all__ = [
     "wallet_audits_failing",
     "wallet_balance",
     "wallet_balance_of",
+    "wallet_contacts",
     "wallets_with_sums",
 ]

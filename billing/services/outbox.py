@@ -1,4 +1,5 @@
-"""Delivering the outbox: low-balance alerts by email and signed webhook.
+"""Delivering the outbox: low-balance alerts by email and signed webhook, and the emails
+that say auto top-up switched itself off.
 
 Messages are claimed with a short lease in a transaction of their own (SKIP LOCKED, so
 drainers never take the same message), delivered with no transaction open, then marked
@@ -24,6 +25,7 @@ from django.utils import timezone
 
 from billing.models import BalanceAlert, OutboxMessage
 from billing.money import format_usd
+from billing.services.auto_topup.notices import AUTO_TOPUP_DISABLED, auto_topup_disabled_send
 from billing.services.webhook_targets import webhook_post
 
 logger = logging.getLogger(__name__)
@@ -83,6 +85,9 @@ def _failed(message: OutboxMessage, error: Exception, now: datetime) -> None:
 
 
 def _deliver(message: OutboxMessage) -> None:
+    if message.kind == AUTO_TOPUP_DISABLED:
+        auto_topup_disabled_send(message)
+        return
     if message.kind != "low_balance":
         raise ValueError(f"unknown outbox message kind {message.kind!r}")
     alert = BalanceAlert.objects.filter(user_id=message.user_id).first()

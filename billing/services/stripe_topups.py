@@ -5,6 +5,11 @@ payment twice (``checkout.session.completed`` and ``payment_intent.succeeded``).
 guards make a payment credit once: the processed event's UNIQUE id, our top-up row locked
 while it is credited (``credited_entry`` set once), and the ledger's UNIQUE idempotency key
 ``stripe:<payment intent id>``.
+
+The same webhook settles auto top-up's off-session charges (``billing.services.auto_topup``:
+their intents carry ``auto_topup_charge_id``, and their charge row plays the top-up row's
+part) and saves the cards owners keep for it (``setup_intent.succeeded``, or a card top-up
+paid with "keep this card").
 """
 
 from __future__ import annotations
@@ -29,9 +34,17 @@ from billing.money import (
     micros_to_usd,
 )
 from billing.selectors.topups import stripe_topups_enabled
+from billing.services.auto_topup import (
+    CARD_PURPOSE,
+    IntentOutcome,
+    Source,
+    auto_topup_card_save,
+    auto_topup_customer_ensure,
+    auto_topup_intent_apply,
+)
 from billing.services.stripe_client import stripe_client
 from billing.services.topup_refunds import refund_event_apply
-from billing.services.wallets import wallet_credit
+from billing.services.wallets import wallet_credit, wallet_get_or_create
 from billing.topup_limits import TOPUP_MAX_MICROS, TOPUP_MIN_MICROS
 
 logger = logging.getLogger(__name__)
@@ -52,15 +65,32 @@ class WebhookOutcome(StrEnum):
     IGNORED = "ignored"  # an event type or a payment that is not ours to handle
     REFUND_APPLIED = "refund_applied"  # a card refund debited the wallet, or was recorded
     REFUND_ALREADY_APPLIED = "refund_already_applied"  # e.g. started in the admin, debited
+    CHARGE_FAILED = "charge_failed"  # an auto top-up's charge failed: switched off, owner told
+    RECORDED = "recorded"  # an auto top-up's charge Stripe has and has not finished
+    ALREADY_SETTLED = "already_settled"  # a late word on an auto top-up charge decided before
+    CARD_SAVED = "card_saved"  # a card kept for auto top-up
+
+
+_INTENT_OUTCOMES = {
+    IntentOutcome.CREDITED: WebhookOutcome.CREDITED,
+    IntentOutcome.ALREADY_CREDITED: WebhookOutcome.ALREADY_CREDITED,
+    IntentOutcome.FAILED: WebhookOutcome.CHARGE_FAILED,
+    IntentOutcome.ALREADY_SETTLED: WebhookOutcome.ALREADY_SETTLED,
+    IntentOutcome.RECORDED: WebhookOutcome.RECORDED,
+    IntentOutcome.NOT_OURS: WebhookOutcome.IGNORED,
+}
 
 
 def topup_checkout_create(*, user: User, amount_micros: int, success_url: str,
-                          cancel_url: str) -> str:
+                          cancel_url: str, save_card: bool = False) -> str:
     """Start a card top-up of ``amount_micros``; returns the Checkout URL to redirect to.
 
     Not one transaction but three short writes: the row is saved first so its id can go
     into the session's metadata, and no transaction stays open while Stripe answers (a
     slow provider would otherwise hold a database connection and row locks).
+
+    With ``save_card`` (the payer opted in) Stripe keeps the card on the wallet's customer
+    for off-session charges, and the webhook saves it for auto top-up.
     """
     if not stripe_topups_enabled():
         raise TopUpsDisabled
@@ -68,9 +98,17 @@ def topup_checkout_create(*, user: User, amount_micros: int, success_url: str,
     if not in_bounds or amount_micros % MICROS_PER_CENT:
         raise InvalidAmount(f"A top-up is between ${micros_to_usd(TOPUP_MIN_MICROS):,.2f} and "
                             f"${micros_to_usd(TOPUP_MAX_MICROS):,.2f}, in whole cents.")
+    customer: Payload = {"customer_email": user.email}
+    keep_card: dict[str, str] = {}
+    if save_card:
+        # A card kept for later belongs to the wallet's own Stripe customer (made before the
+        # row, so a failure here leaves no top-up stuck in "creating").
+        wallet = wallet_get_or_create(user=user)
+        customer = {"customer": auto_topup_customer_ensure(wallet=wallet)}
+        keep_card = {"wallet_id": str(wallet.pk), "purpose": CARD_PURPOSE}
     topup = CheckoutTopUp.objects.create(user=user, amount_micros=amount_micros,
                                          currency=STRIPE_CURRENCY)
-    reference = {"user_id": str(user.pk), "topup_id": str(topup.pk)}
+    reference = {"user_id": str(user.pk), "topup_id": str(topup.pk), **keep_card}
     params: Payload = {
         "mode": "payment",
         "line_items": [{
@@ -82,13 +120,15 @@ def topup_checkout_create(*, user: User, amount_micros: int, success_url: str,
             },
         }],
         "client_reference_id": str(topup.pk),
-        "customer_email": user.email,
+        **customer,
         "metadata": reference,
         # Copied onto the payment intent, so payment_intent.succeeded finds the row too.
         "payment_intent_data": {"metadata": reference},
         "success_url": success_url,
         "cancel_url": cancel_url,
     }
+    if save_card:
+        params["payment_intent_data"]["setup_future_usage"] = "off_session"
     try:
         session = stripe_client().v1.checkout.sessions.create(
             params=params, options={"idempotency_key": f"binom-topup-{topup.pk}"})
@@ -157,12 +197,45 @@ def _session_paid(session: Payload, event_type: str) -> WebhookOutcome:
 
 
 def _payment_intent_succeeded(intent: Payload, event_type: str) -> WebhookOutcome:
+    if _is_auto_topup(intent):
+        return _INTENT_OUTCOMES[auto_topup_intent_apply(intent=intent, source=Source.WEBHOOK)]
     topup = _topup_locked(intent.get("metadata"), session_id=None)
     if topup is None:
         return WebhookOutcome.IGNORED  # a payment on the account that is not a top-up
-    return _credit(topup, payment_intent_id=intent.get("id"),
-                   amount_cents=intent.get("amount_received"), currency=intent.get("currency"),
-                   event_type=event_type, session_id=None)
+    outcome = _credit(topup, payment_intent_id=intent.get("id"),
+                      amount_cents=intent.get("amount_received"),
+                      currency=intent.get("currency"), event_type=event_type, session_id=None)
+    metadata = intent.get("metadata") or {}
+    if metadata.get("purpose") == CARD_PURPOSE and str(metadata.get("wallet_id", "")).isdigit():
+        # The payer asked to keep the card: only this event names it (the session's does not).
+        auto_topup_card_save(wallet_id=int(metadata["wallet_id"]),
+                             customer_id=intent.get("customer"),
+                             payment_method=intent.get("payment_method"))
+    return outcome
+
+
+def _payment_intent_unpaid(intent: Payload, event_type: str) -> WebhookOutcome:
+    """A payment that failed, wants the cardholder, or was canceled. A Checkout top-up's
+    session tells of its own end; only auto top-up's charges are settled here."""
+    if not _is_auto_topup(intent):
+        return WebhookOutcome.IGNORED
+    return _INTENT_OUTCOMES[auto_topup_intent_apply(intent=intent, source=Source.WEBHOOK)]
+
+
+def _setup_intent_succeeded(setup_intent: Payload, event_type: str) -> WebhookOutcome:
+    """A card saved on a setup-mode Checkout page for a wallet's auto top-up."""
+    metadata = setup_intent.get("metadata") or {}
+    wallet_id = str(metadata.get("wallet_id", ""))
+    if metadata.get("purpose") != CARD_PURPOSE or not wallet_id.isdigit():
+        return WebhookOutcome.IGNORED
+    saved = auto_topup_card_save(wallet_id=int(wallet_id),
+                                 customer_id=setup_intent.get("customer"),
+                                 payment_method=setup_intent.get("payment_method"))
+    return WebhookOutcome.CARD_SAVED if saved else WebhookOutcome.IGNORED
+
+
+def _is_auto_topup(intent: Payload) -> bool:
+    return "auto_topup_charge_id" in (intent.get("metadata") or {})
 
 
 def _session_unpaid_end(session: Payload, event_type: str) -> WebhookOutcome:
@@ -255,6 +328,10 @@ _HANDLERS: dict[str, Callable[[Payload, str], WebhookOutcome]] = {
     "checkout.session.completed": _session_paid,
     "checkout.session.async_payment_succeeded": _session_paid,
     "payment_intent.succeeded": _payment_intent_succeeded,
+    "payment_intent.payment_failed": _payment_intent_unpaid,
+    "payment_intent.requires_action": _payment_intent_unpaid,
+    "payment_intent.canceled": _payment_intent_unpaid,
+    "setup_intent.succeeded": _setup_intent_succeeded,
     "checkout.session.expired": _session_unpaid_end,
     "checkout.session.async_payment_failed": _session_unpaid_end,
     "refund.created": _refund,

@@ -3,8 +3,10 @@ from drf_spectacular.utils import extend_schema
 from drf_spectacular.views import SpectacularAPIView, SpectacularSwaggerView
 
 from portal.api.base import NotFoundApi
+from portal.api.views.auto_topup import AutoTopUpApi, AutoTopUpCardApi
 from portal.api.views.balance import BalanceApi
 from portal.api.views.keys import KeyDetailApi, KeyListApi
+from portal.api.views.receipts import ReceiptDetailApi, ReceiptListApi
 from portal.api.views.refused import RefusedListApi
 from portal.api.views.tokens import TokenDetailApi, TokenListApi
 from portal.api.views.topups import CheckoutApi, TopUpDetailApi, TopUpListApi
@@ -27,6 +29,10 @@ urlpatterns = [
     path("topups", TopUpListApi.as_view(), name="topups"),
     path("topups/<int:topup_id>", TopUpDetailApi.as_view(), name="topup"),
     path("topups/checkout", CheckoutApi.as_view(), name="topup-checkout"),
+    path("auto-topup", AutoTopUpApi.as_view(), name="auto-topup"),
+    path("auto-topup/card", AutoTopUpCardApi.as_view(), name="auto-topup-card"),
+    path("receipts", ReceiptListApi.as_view(), name="receipts"),
+    path("receipts/<int:entry_id>", ReceiptDetailApi.as_view(), name="receipt"),
     path("tokens", TokenListApi.as_view(), name="tokens"),
     path("tokens/<int:token_id>", TokenDetailApi.as_view(), name="token"),
     path("schema/", SpectacularAPIView.as_view(), name="schema"),
