@@ -4,6 +4,7 @@ from django.conf import settings
 from django.contrib.auth.base_user import AbstractBaseUser, BaseUserManager
 from django.contrib.auth.models import PermissionsMixin
 from django.db import models
+from django.db.models import Q
 from django.db.models.functions import Lower
 from django.utils import timezone
 
@@ -80,10 +81,20 @@ class ApiKey(models.Model):
     # A short-lived key the portal's playground mints for one signed-in session: billed and
     # limited like any key, kept out of the user's key lists, revoked on sign-out.
     playground = models.BooleanField(default=False, editable=False)
+    # An organization's key spends the organization's wallet; ``user`` is the member who
+    # owns it (their budget in the organization applies), or, for a service key, the admin
+    # who created it (no member budget: the key's own caps and the wallet bound it).
+    organization = models.ForeignKey("organizations.Organization", on_delete=models.PROTECT,
+                                     null=True, blank=True, related_name="api_keys")
+    service = models.BooleanField(default=False, editable=False)
 
     class Meta:
         verbose_name = "API key"
         ordering = ["-created_at"]
+        constraints = [
+            models.CheckConstraint(condition=Q(service=False) | Q(organization__isnull=False),
+                                   name="accounts_apikey_service_keys_are_organizations"),
+        ]
 
     def __str__(self) -> str:
         return f"{self.prefix}… ({self.name})" if self.name else f"{self.prefix}…"

@@ -35,8 +35,10 @@ def api_key_authenticate(*, raw_key: str) -> ApiKey | None:
 def api_keys_of(*, user: User) -> QuerySet[ApiKey]:
     """The user's keys, newest first, revoked ones included (they stay in the usage).
     Playground keys are not among them: the portal mints and revokes those itself, and
-    their secret is never the user's to manage (accounts/playground.py)."""
-    return (ApiKey.objects.filter(user=user, playground=False).select_related("budget")
+    their secret is never the user's to manage (accounts/playground.py); nor are keys of
+    organizations, managed on the organization's pages."""
+    return (ApiKey.objects.filter(user=user, playground=False, organization__isnull=True)
+            .select_related("budget")
             .order_by("-created_at", "-pk"))
 
 

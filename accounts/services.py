@@ -92,9 +92,13 @@ def api_key_create(
     max_concurrency: int | None = None,
     allowed_models: list[str] | None = None,
     allowed_ips: list[str] | None = None,
+    organization_id: int | None = None,
+    service: bool = False,
     actor: Actor | None = None,
 ) -> CreatedApiKey:
-    """Create a key; audited (never its secret) when an ``actor`` creates it."""
+    """Create a key; audited (never its secret) when an ``actor`` creates it. With an
+    ``organization_id`` it spends that organization's wallet (``organizations.services``
+    checks who may create it); ``service``: no member's budget applies."""
     _check_policy(expires_at=expires_at, rpm=rpm, tpm=tpm, max_concurrency=max_concurrency)
     generated = key_generate()
     with transaction.atomic():
@@ -102,7 +106,8 @@ def api_key_create(
             user=user, name=name.strip()[:100], prefix=generated.prefix,
             digest=generated.digest, expires_at=expires_at, rpm=rpm, tpm=tpm,
             max_concurrency=max_concurrency, allowed_models=clean_allowed_models(allowed_models),
-            allowed_ips=clean_allowed_ips(allowed_ips),
+            allowed_ips=clean_allowed_ips(allowed_ips), organization_id=organization_id,
+            service=service,
         )
         if actor is not None:
             audit_record(actor=actor, action="api_key.create", obj=api_key, before=None,

@@ -42,13 +42,22 @@ class KeySpendCapReached(BillingError):
                  held_micros: int = 0) -> None:
         self.needed_micros = needed_micros
         self.remaining_micros = max(0, remaining_micros)
-        self.period = period  # "lifetime" or "monthly"
+        # "lifetime" or "monthly": the key's; "member lifetime" or "member monthly": its
+        # owner's budget in the key's organization.
+        self.period = period
         self.held_micros = held_micros  # as for InsufficientFunds
-        super().__init__(
-            f"This API key has reached its {period} spend cap: this request needs up to "
-            f"${format_usd(needed_micros)} but ${format_usd(self.remaining_micros)} of the "
-            "cap remains."
-        )
+        super().__init__(cap_message(period, needed_micros, self.remaining_micros))
+
+
+def cap_message(period: str, needed_micros: int, remaining_micros: int) -> str:
+    """What a client refused by a spend cap is told (the API's 402 says the same)."""
+    left = f"${format_usd(max(0, remaining_micros))}"
+    if period.startswith("member "):
+        return (f"You have reached your {period.removeprefix('member ')} budget in this "
+                f"organization: this request needs up to ${format_usd(needed_micros)} but "
+                f"{left} of the budget remains.")
+    return (f"This API key has reached its {period} spend cap: this request needs up to "
+            f"${format_usd(needed_micros)} but {left} of the cap remains.")
 
 
 class InvalidAlert(BillingError):

@@ -17,11 +17,13 @@ from django.db.models import Prefetch
 from django.utils import timezone
 
 from accounts.keys import key_digest
+from accounts.models import ApiKey
 from accounts.selectors import api_key_authenticate
 from accounts.services import api_key_touch
-from billing.models import ModelPrice
+from billing.models import ModelPrice, Wallet
 from billing.models.prices import CACHE_WRITE_FACTOR
 from billing.selectors import price_current, prices_current
+from billing.services.wallets import wallet_get_or_create
 from proxy.ground.cache import TTLCache
 from proxy.limits import Limits, Scope
 from proxy.models import UpstreamCost, Worker, WorkerModel
@@ -35,11 +37,13 @@ class Caller:
     user_id: int
     api_key_id: int
     key_prefix: str
+    wallet_id: int  # the user's own, or the key's organization's
     expires_at: datetime | None
     key_limits: Limits = field(default_factory=Limits)
     user_limits: Limits = field(default_factory=Limits)
     allowed_models: frozenset[str] = frozenset()
     allowed_networks: tuple[IPv4Network | IPv6Network, ...] = ()
+    organization_id: int | None = None
 
     def limit_scopes(self) -> tuple[Scope, ...]:
         return self._limit_scopes
@@ -73,6 +77,16 @@ _targets: TTLCache[str, list[UpstreamTarget]] = TTLCache(ttl=_ttl)
 _routable: TTLCache[str, list[ModelPrice]] = TTLCache(ttl=_ttl)
 
 
+def wallet_id_for_key(*, api_key: ApiKey) -> int:
+    """The wallet a key spends: its organization's, or its user's own (made if a user
+    created outside our paths has none yet)."""
+    if api_key.organization_id is not None:
+        return Wallet.objects.values_list("pk", flat=True).get(
+            organization_id=api_key.organization_id)
+    found = Wallet.objects.filter(user_id=api_key.user_id).values_list("pk", flat=True).first()
+    return found if found is not None else wallet_get_or_create(user=api_key.user).pk
+
+
 def _load_caller(raw_key: str) -> Caller | None:
     api_key = api_key_authenticate(raw_key=raw_key)
     if api_key is None:
@@ -81,6 +95,8 @@ def _load_caller(raw_key: str) -> Caller | None:
     user = api_key.user
     return Caller(
         user_id=api_key.user_id, api_key_id=api_key.pk, key_prefix=api_key.prefix,
+        wallet_id=wallet_id_for_key(api_key=api_key),
+        organization_id=api_key.organization_id,
         expires_at=api_key.expires_at,
         key_limits=Limits(api_key.rpm, api_key.tpm, api_key.max_concurrency),
         user_limits=Limits(user.rpm, user.tpm, user.max_concurrency),

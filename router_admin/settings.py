@@ -71,6 +71,7 @@ INSTALLED_APPS = [
     "accounts.two_factor.apps.RecoveryCodesConfig",  # django_otp.plugins.otp_static
     "router_admin",
     "accounts",
+    "organizations",
     "billing",
     "proxy",
     "portal",
@@ -136,6 +137,9 @@ ROUTER_SETTLE_LINGER_MS = env_int("ROUTER_SETTLE_LINGER_MS", 20, minimum=0)
 # How long a request its money cannot cover waits for the holds of the same wallet (or key)
 # in flight to settle before it is answered 402 (0: at once). See proxy.money.room.
 ROUTER_RESERVE_WAIT_MS = env_int("ROUTER_RESERVE_WAIT_MS", 5000, minimum=0)
+
+# How long an invitation to an organization stays valid.
+ROUTER_INVITATION_DAYS = env_int("ROUTER_INVITATION_DAYS", 7, minimum=1)
 
 # How often each router process writes its counts of refused requests (402, 429) for the
 # usage list: one statement per interval, none per refusal (proxy.money.refusals).

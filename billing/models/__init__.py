@@ -1,6 +1,6 @@
 from billing.models.alerts import BalanceAlert, OutboxMessage
 from billing.models.auto_topup import AutoTopUp, AutoTopUpCharge
-from billing.models.budgets import KeyBudget
+from billing.models.budgets import KeyBudget, MemberBudget
 from billing.models.holds import Hold
 from billing.models.ledger import LedgerEntry
 from billing.models.prices import ModelKind, ModelPrice
@@ -19,6 +19,7 @@ __all__ = [
     "Hold",
     "KeyBudget",
     "LedgerEntry",
+    "MemberBudget",
     "ModelKind",
     "ModelPrice",
     "OutboxMessage",

@@ -54,6 +54,11 @@ class UsageRecord(models.Model):
                              related_name="usage_records", db_index=False)
     api_key = models.ForeignKey("accounts.ApiKey", on_delete=models.PROTECT, null=True,
                                 blank=True, related_name="usage_records", db_index=False)
+    # The organization whose wallet paid (NULL: the user's own); ``user`` is then the
+    # member who owns the key.
+    organization = models.ForeignKey("organizations.Organization", on_delete=models.PROTECT,
+                                     null=True, blank=True, related_name="usage_records",
+                                     db_index=False)
     model = models.CharField(max_length=200)
     worker = models.CharField(max_length=200, blank=True)
     prompt_tokens = models.PositiveIntegerField(default=0)
@@ -88,6 +93,9 @@ class UsageRecord(models.Model):
         indexes = [
             models.Index(fields=["user", "-created_at"]),
             models.Index(fields=["api_key", "-created_at"]),
+            # An organization's pages; personal records (most) are left out of it.
+            models.Index(fields=["organization", "-created_at"], name="billing_usage_org",
+                         condition=Q(organization__isnull=False)),
             # The few records that flag a misbehaving upstream, per worker, for the admin.
             models.Index(fields=["worker", "-created_at"], name="billing_usage_flagged",
                          condition=Q(over_cap=True) | Q(over_hold=True)

@@ -6,15 +6,19 @@ from django.db.models import F, Q
 
 
 class Wallet(models.Model):
-    """A user's prepaid balance in micro-USD.
+    """A prepaid balance in micro-USD, of a user or of an organization.
 
-    ``posted_micros`` is what the ledger says the user has; ``pending_micros`` is what requests
+    ``posted_micros`` is what the ledger says the owner has; ``pending_micros`` is what requests
     in flight have reserved. The CHECK constraints make ``posted - pending >= 0`` a fact the
     database guarantees, whatever code writes to it.
     """
 
+    # A wallet belongs to one user or to one organization (the CHECK below).
     user = models.OneToOneField(settings.AUTH_USER_MODEL, on_delete=models.PROTECT,
-                                related_name="wallet")
+                                related_name="wallet", null=True, blank=True)
+    organization = models.OneToOneField("organizations.Organization",
+                                        on_delete=models.PROTECT, related_name="wallet",
+                                        null=True, blank=True)
     posted_micros = models.BigIntegerField(default=0)
     pending_micros = models.BigIntegerField(default=0)
     created_at = models.DateTimeField(auto_now_add=True)
@@ -31,10 +35,13 @@ class Wallet(models.Model):
                                    name="billing_wallet_pending_not_negative"),
             models.CheckConstraint(condition=Q(posted_micros__gte=F("pending_micros")),
                                    name="billing_wallet_available_not_negative"),
+            models.CheckConstraint(condition=Q(user__isnull=True, organization__isnull=False)
+                                   | Q(user__isnull=False, organization__isnull=True),
+                                   name="billing_wallet_one_owner"),
         ]
 
     def __str__(self) -> str:
-        return f"wallet of {self.user}"
+        return f"wallet of {self.user or self.organization}"
 
     @property
     def available_micros(self) -> int:

@@ -1,7 +1,8 @@
 """Reserve -> settle: the money side of one request.
 
-Lock order, everywhere: the hold row, then the wallet row. ``hold_create`` only locks the
-wallet (its hold does not exist yet), so no two of these can wait on each other in a cycle.
+Lock order, everywhere: the hold row, then the wallet row, then the key's budget, then the
+key owner's budget in its organization. ``hold_create`` only locks the wallet and budgets
+(its hold does not exist yet), so no two of these can wait on each other in a cycle.
 """
 
 from __future__ import annotations
@@ -16,7 +17,15 @@ from django.utils import timezone
 
 from accounts.models import ApiKey, User
 from billing.errors import HoldNotFound, IdempotencyConflict, InsufficientFunds, InvalidAmount
-from billing.models import Hold, KeyBudget, LedgerEntry, ModelPrice, UsageRecord, Wallet
+from billing.models import (
+    Hold,
+    KeyBudget,
+    LedgerEntry,
+    MemberBudget,
+    ModelPrice,
+    UsageRecord,
+    Wallet,
+)
 from billing.services.budgets import budget_reserve, budget_resolve
 from billing.services.ledger import ledger_post
 from billing.services.wallets import wallet_get_or_create
@@ -47,7 +56,8 @@ class UsageReport:
 
 def hold_create(
     *,
-    user: User,
+    user: User | None = None,
+    wallet: Wallet | None = None,
     hold_id: str,
     amount_micros: int,
     price: ModelPrice,
@@ -55,22 +65,29 @@ def hold_create(
     api_key: ApiKey | None = None,
     expires_at: datetime | None = None,
 ) -> Hold:
-    """Reserve ``amount_micros`` of the user's available balance for request ``hold_id``.
+    """Reserve ``amount_micros`` of a wallet's available balance (``wallet``, or ``user``'s
+    own) for request ``hold_id``; with an ``api_key``, within its caps and, for an
+    organization's key, its owner's budget there.
 
-    Raises InsufficientFunds when the available balance cannot cover it. Calling it again
-    with the same id returns the existing hold and reserves nothing more.
+    Raises InsufficientFunds when the available balance cannot cover it (KeySpendCapReached
+    for a cap). Calling it again with the same id returns the existing hold and reserves
+    nothing more.
     """
     if amount_micros <= 0:
         raise InvalidAmount("A hold must reserve a positive amount.")
     expires_at = expires_at or timezone.now() + timedelta(
         seconds=settings.ROUTER_HOLD_TTL_SECONDS
     )
-    wallet_get_or_create(user=user)
+    if wallet is None:
+        if user is None:
+            raise InvalidAmount("A hold needs a wallet or a user.")
+        wallet = wallet_get_or_create(user=user)
+    wallet_id = wallet.pk
     try:
         with transaction.atomic():
             # The row lock serialises every reservation against this wallet, so the check
             # below and the increment after it see the same balance.
-            wallet = Wallet.objects.select_for_update().get(user=user)
+            wallet = Wallet.objects.select_for_update().get(pk=wallet_id)
             existing = Hold.objects.filter(pk=hold_id).first()
             if existing is not None:
                 return _same_hold_or_conflict(existing, wallet=wallet, amount=amount_micros)
@@ -84,6 +101,9 @@ def hold_create(
                     api_key_id=api_key.pk).first()
                 if budget is not None:
                     budget_reserve(budget, amount_micros)
+                member = _member_budget(api_key)
+                if member is not None:
+                    budget_reserve(member, amount_micros, scope="member ")
             wallet.pending_micros += amount_micros
             wallet.save(update_fields=["pending_micros", "updated_at"])
             return Hold.objects.create(
@@ -196,6 +216,18 @@ def _budget_release(hold: Hold, *, charged_micros: int) -> None:
     budget = KeyBudget.objects.select_for_update().filter(api_key_id=hold.api_key_id).first()
     if budget is not None:
         budget_resolve(budget, amount_micros=hold.amount_micros, charged_micros=charged_micros)
+    member = _member_budget(hold.api_key)
+    if member is not None:
+        budget_resolve(member, amount_micros=hold.amount_micros, charged_micros=charged_micros)
+
+
+def _member_budget(api_key: ApiKey) -> MemberBudget | None:
+    """The locked budget of an organization key's owner there (lock order: after the
+    key's budget); None for a personal or a service key."""
+    if api_key.organization_id is None or api_key.service:
+        return None
+    return MemberBudget.objects.select_for_update().filter(
+        organization_id=api_key.organization_id, user_id=api_key.user_id).first()
 
 
 def _lock_hold(hold_id: str) -> Hold:
@@ -230,8 +262,11 @@ def _usage_record_create(
     hold: Hold, *, wallet: Wallet, usage: UsageReport, cost_micros: int,
     upstream_cost_micros: int | None, over_hold: bool = False,
 ) -> UsageRecord:
+    # An organization's request is its key owner's; a personal one, the wallet's owner's.
+    user_id = hold.api_key.user_id if hold.api_key_id is not None else wallet.user_id
     return UsageRecord.objects.create(
-        request_id=hold.pk, user_id=wallet.user_id, api_key_id=hold.api_key_id, model=hold.model,
+        request_id=hold.pk, user_id=user_id, organization_id=wallet.organization_id,
+        api_key_id=hold.api_key_id, model=hold.model,
         worker=usage.worker, prompt_tokens=usage.prompt_tokens,
         completion_tokens=usage.completion_tokens, cached_tokens=usage.cached_tokens,
         cache_write_tokens=usage.cache_write_tokens, endpoint=usage.endpoint,

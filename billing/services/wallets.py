@@ -24,7 +24,8 @@ def wallet_get_or_create(*, user: User) -> Wallet:
 
 def wallet_credit(
     *,
-    user: User,
+    user: User | None = None,
+    wallet: Wallet | None = None,
     amount_micros: int,
     idempotency_key: str,
     memo: str,
@@ -34,7 +35,8 @@ def wallet_credit(
 ) -> LedgerEntry:
     """Add (or, for an adjustment, remove) money. Calling it again with the same key returns
     the entry the first call wrote and moves nothing. With an ``actor`` (staff, the CLI) the
-    credit is audited, ``memo`` as its reason."""
+    credit is audited, ``memo`` as its reason. The wallet is ``wallet`` (an organization's,
+    say), or ``user``'s own."""
     if kind not in CREDIT_KINDS:
         raise InvalidAmount(f"{kind!r} is not a kind of credit.")
     if amount_micros == 0:
@@ -44,13 +46,17 @@ def wallet_credit(
     if not idempotency_key:
         raise InvalidAmount("An idempotency key is required.")
 
-    existing = _entry_for_key(idempotency_key, user=user, amount_micros=amount_micros)
+    if wallet is None:
+        if user is None:
+            raise InvalidAmount("A credit needs a wallet or a user.")
+        wallet = wallet_get_or_create(user=user)
+    wallet_id = wallet.pk
+    existing = _entry_for_key(idempotency_key, wallet_id=wallet_id, amount_micros=amount_micros)
     if existing is not None:
         return existing
-    wallet_get_or_create(user=user)
     try:
         with transaction.atomic():
-            wallet = Wallet.objects.select_for_update().get(user=user)
+            wallet = Wallet.objects.select_for_update().get(pk=wallet_id)
             if wallet.available_micros + amount_micros < 0:
                 raise InsufficientFunds(needed_micros=-amount_micros,
                                         available_micros=wallet.available_micros)
@@ -71,17 +77,18 @@ def wallet_credit(
     except IntegrityError:
         # A concurrent call with the same key committed first; the unique index decided
         # which one wrote, and this one returns that entry.
-        existing = _entry_for_key(idempotency_key, user=user, amount_micros=amount_micros)
+        existing = _entry_for_key(idempotency_key, wallet_id=wallet_id,
+                                  amount_micros=amount_micros)
         if existing is None:
             raise
         return existing
 
 
-def _entry_for_key(key: str, *, user: User, amount_micros: int) -> LedgerEntry | None:
-    entry = LedgerEntry.objects.select_related("wallet").filter(idempotency_key=key).first()
+def _entry_for_key(key: str, *, wallet_id: int, amount_micros: int) -> LedgerEntry | None:
+    entry = LedgerEntry.objects.filter(idempotency_key=key).first()
     if entry is None:
         return None
-    if entry.wallet.user_id != user.pk or entry.amount_micros != amount_micros:
+    if entry.wallet_id != wallet_id or entry.amount_micros != amount_micros:
         raise IdempotencyConflict(
             f"The idempotency key {key!r} was already used for a different credit."
         )

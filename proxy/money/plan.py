@@ -12,6 +12,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from billing.errors import cap_message
 from billing.models import ModelPrice
 from billing.money import format_usd
 from billing.selectors import SpendingRoom
@@ -64,16 +65,19 @@ def worst_case(price: ModelPrice, prompt_tokens: int, cap: int, n: int,
                                     cache_write_tokens=written))
 
 
-def refusal(limit: str, needed: int, room: int, held: int) -> Refused:
-    """The 402 for a request needing ``needed`` where ``limit`` leaves ``room``."""
+def refusal(limit: str, needed: int, room: int, held: int, *,
+            organization: bool = False) -> Refused:
+    """The 402 for a request needing ``needed`` where ``limit`` leaves ``room``: the
+    wallet's balance ("balance": the organization's, for an organization's key), the key's
+    cap ("lifetime", "monthly") or its owner's budget ("member lifetime", "member
+    monthly")."""
     if limit == "balance":
+        whose = "the organization's" if organization else "your"
         message = (f"You exceeded your current quota: this request needs up to "
-                   f"${format_usd(needed)} but your available balance is "
+                   f"${format_usd(needed)} but {whose} available balance is "
                    f"${format_usd(max(0, room))}. Add funds to continue.")
     else:
-        message = (f"This API key has reached its {limit} spend cap: this request needs up "
-                   f"to ${format_usd(needed)} but ${format_usd(max(0, room))} of the cap "
-                   "remains.")
+        message = cap_message(limit, needed, room)
     error = insufficient_quota(message)
     error.reason = limit
     return Refused(error, held)
@@ -112,18 +116,20 @@ def affordable_cap(price: ModelPrice, prompt: int, n: int, room: int,
 
 
 def plan_with_room(chat: ChatRequest, price: ModelPrice, prompt: int,
-                   room: SpendingRoom) -> ChargePlan:
-    """The plan of a request without a client cap, given what its limits leave."""
+                   room: SpendingRoom, *, organization: bool = False) -> ChargePlan:
+    """The plan of a request without a client cap, given what its limits leave (all of
+    them: the cap shrinks to what the tightest affords)."""
     limit, left, held = room.tightest()
     writes = chat.may_write_cache
     if chat.n == 0:  # nothing to generate (embeddings): the hold is the prompt's
         needed = worst_case(price, prompt, 0, 0, writes)
         if needed > left:
-            raise refusal(limit, needed, left, held)
+            raise refusal(limit, needed, left, held, organization=organization)
         return ChargePlan(prompt, 0, needed, 0)
     cap = affordable_cap(price, prompt, chat.n, left, writes)
     if cap < 1:
-        raise refusal(limit, worst_case(price, prompt, 1, chat.n, writes), left, held)
+        raise refusal(limit, worst_case(price, prompt, 1, chat.n, writes), left, held,
+                      organization=organization)
     return ChargePlan(prompt, cap, worst_case(price, prompt, cap, chat.n, writes), chat.n)
 
 
@@ -151,5 +157,6 @@ async def plan_charge(*, caller: Caller, chat: ChatRequest, price: ModelPrice) -
     plan = capped_plan(chat, price)
     if plan is not None:
         return plan
-    room = await spending_room(user_id=caller.user_id, api_key_id=caller.api_key_id)
-    return plan_with_room(chat, price, prompt_bound(chat), room)
+    room = await spending_room(wallet_id=caller.wallet_id, api_key_id=caller.api_key_id)
+    return plan_with_room(chat, price, prompt_bound(chat), room,
+                          organization=caller.organization_id is not None)

@@ -34,17 +34,18 @@ async def reserve(*, request_id: str, caller: Caller, chat: ChatRequest, price: 
     while True:
         try:
             await hold_reserve(
-                user_id=caller.user_id, hold_id=request_id, amount_micros=plan.amount_micros,
+                wallet_id=caller.wallet_id, hold_id=request_id, amount_micros=plan.amount_micros,
                 price_id=price.pk, model=chat.model, api_key_id=caller.api_key_id,
                 expires_at=timezone.now() + timedelta(seconds=settings.ROUTER_HOLD_TTL_SECONDS))
             hold_keeper().add(request_id)
             return plan
         except InsufficientFunds as refused:
-            wait = wait or RoomWait(caller.user_id)
+            wait = wait or RoomWait(caller.wallet_id)
             await wait.after(refusal("balance", refused.needed_micros,
-                                     refused.available_micros, refused.held_micros))
+                                     refused.available_micros, refused.held_micros,
+                                     organization=caller.organization_id is not None))
         except KeySpendCapReached as capped:
-            wait = wait or RoomWait(caller.user_id)
+            wait = wait or RoomWait(caller.wallet_id)
             await wait.after(refusal(capped.period, capped.needed_micros,
                                      capped.remaining_micros, capped.held_micros))
         if chat.max_tokens is None:
@@ -54,8 +55,9 @@ async def reserve(*, request_id: str, caller: Caller, chat: ChatRequest, price: 
 async def _replanned(caller: Caller, chat: ChatRequest, price: ModelPrice, plan: ChargePlan,
                      wait: RoomWait) -> ChargePlan:
     while True:
-        room = await spending_room(user_id=caller.user_id, api_key_id=caller.api_key_id)
+        room = await spending_room(wallet_id=caller.wallet_id, api_key_id=caller.api_key_id)
         try:
-            return plan_with_room(chat, price, plan.prompt_tokens, room)
+            return plan_with_room(chat, price, plan.prompt_tokens, room,
+                                  organization=caller.organization_id is not None)
         except Refused as refused:
             await wait.after(refused)

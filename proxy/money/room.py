@@ -5,7 +5,7 @@ A request without a cap reserves what the balance affords; on a small balance, t
 of several concurrent requests takes all of it, and would make the others fail although
 the balance covers every actual answer. So a refusal while holds are in flight is not
 final: the request waits (at most ``ROUTER_RESERVE_WAIT_MS``) and tries again each time a
-hold of the same user is resolved in this process, or every ``POLL_S`` for those of other
+hold of the same wallet is resolved in this process, or every ``POLL_S`` for those of other
 instances. A refusal with nothing in flight is answered at once.
 """
 
@@ -24,9 +24,10 @@ POLL_MARGIN_S = 0.03
 _waiting: dict[asyncio.AbstractEventLoop, dict[int, set[asyncio.Future[None]]]] = {}
 
 
-def room_freed(user_id: int) -> None:
-    """A hold of ``user_id`` was resolved: wake the requests of that user waiting for room."""
-    waiters = _waiting.get(asyncio.get_running_loop(), {}).pop(user_id, None)
+def room_freed(wallet_id: int) -> None:
+    """A hold on ``wallet_id`` was resolved: wake the requests of that wallet (its user's,
+    or its organization members') waiting for room."""
+    waiters = _waiting.get(asyncio.get_running_loop(), {}).pop(wallet_id, None)
     for waiter in waiters or ():
         if not waiter.done():
             waiter.set_result(None)
@@ -40,8 +41,8 @@ class RoomWait:
     """One request's patience: ``ROUTER_RESERVE_WAIT_MS`` from its first refusal, shared by
     every refusal it meets after that."""
 
-    def __init__(self, user_id: int) -> None:
-        self.user_id = user_id
+    def __init__(self, wallet_id: int) -> None:
+        self.wallet_id = wallet_id
         self._deadline: float | None = None  # set at the first refusal: most never meet one
 
     async def after(self, refused: Refused) -> None:
@@ -53,7 +54,7 @@ class RoomWait:
         if refused.held_micros <= 0 or remaining <= 0:
             raise refused.error from None
         waiter = loop.create_future()
-        waiters = _waiting.setdefault(loop, {}).setdefault(self.user_id, set())
+        waiters = _waiting.setdefault(loop, {}).setdefault(self.wallet_id, set())
         waiters.add(waiter)
         try:
             # Not wait_for: on Python 3.11 it can drop the request's own cancellation.

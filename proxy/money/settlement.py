@@ -72,7 +72,7 @@ def _cost(price: ModelPrice, usage: UsageReport) -> int:
                              cache_write_tokens=usage.cache_write_tokens)
 
 
-async def settle(*, request_id: str, user_id: int, price: ModelPrice, usage: UsageReport,
+async def settle(*, request_id: str, wallet_id: int, price: ModelPrice, usage: UsageReport,
                  fallback: Callable[[], UsageReport], deferred: bool = False) -> int:
     """Charge ``usage`` (at most the hold); returns what was charged. ``fallback``: the
     router's own count, charged if ``usage`` cannot be. ``deferred``: the answer was sent,
@@ -83,17 +83,17 @@ async def settle(*, request_id: str, user_id: int, price: ModelPrice, usage: Usa
     that task resolves the hold from now on.
     """
     hold_keeper().own(request_id, asyncio.current_task())
-    return await _resolve(request_id, user_id, price, usage, fallback, deferred=deferred)
+    return await _resolve(request_id, wallet_id, price, usage, fallback, deferred=deferred)
 
 
-async def void(*, request_id: str, user_id: int, usage: UsageReport) -> None:
+async def void(*, request_id: str, wallet_id: int, usage: UsageReport) -> None:
     """Release the hold, charging nothing: the request produced nothing billable. Run it as
     ``settle``."""
     hold_keeper().own(request_id, asyncio.current_task())
-    await _resolve(request_id, user_id, None, usage, lambda: usage, deferred=False)
+    await _resolve(request_id, wallet_id, None, usage, lambda: usage, deferred=False)
 
 
-async def _resolve(request_id: str, user_id: int, price: ModelPrice | None,
+async def _resolve(request_id: str, wallet_id: int, price: ModelPrice | None,
                    usage: UsageReport, fallback: Callable[[], UsageReport], *,
                    deferred: bool) -> int:
     # What to write, in order, until one is written; what to count and say when it fails.
@@ -118,7 +118,7 @@ async def _resolve(request_id: str, user_id: int, price: ModelPrice | None,
                 # database may be away for a while: the tries go on where nobody waits, and
                 # the caller is told the charge they will write (the statement caps it at
                 # the hold, which the checked usage never passes).
-                in_background(_resolve(request_id, user_id, price, usage, fallback,
+                in_background(_resolve(request_id, wallet_id, price, usage, fallback,
                                        deferred=True))
                 return cost or 0
             except Exception:
@@ -127,7 +127,7 @@ async def _resolve(request_id: str, user_id: int, price: ModelPrice | None,
         return 0
     finally:
         hold_keeper().discard(request_id)
-        room_freed(user_id)
+        room_freed(wallet_id)
 
 
 def _released(usage: UsageReport) -> UsageReport:

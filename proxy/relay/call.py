@@ -174,7 +174,7 @@ class Call:
         verdict = self.verdict(reported, complete=complete)
         usage = self.report(verdict, status)
         charged = await money.settle(request_id=self.request_id,
-                                        user_id=self.caller.user_id, price=self.price,
+                                        wallet_id=self.caller.wallet_id, price=self.price,
                                         usage=usage, fallback=lambda: self._fallback(status))
         # The token counters learn the actual count; the concurrency slot is freed.
         await limits_settle(self.admission,
@@ -211,7 +211,7 @@ class Call:
 
     async def _record(self, usage: UsageReport) -> None:
         charged = await money.settle(request_id=self.request_id,
-                                        user_id=self.caller.user_id, price=self.price,
+                                        wallet_id=self.caller.wallet_id, price=self.price,
                                         usage=usage, fallback=lambda: self._fallback(Status.OK),
                                         deferred=True)
         self.log(usage, charged)
@@ -223,7 +223,7 @@ class Call:
         await money.shielded(self._void(usage))
 
     async def _void(self, usage: UsageReport) -> None:
-        await money.void(request_id=self.request_id, user_id=self.caller.user_id,
+        await money.void(request_id=self.request_id, wallet_id=self.caller.wallet_id,
                             usage=usage)
         await limits_release(self.admission)
 

@@ -89,7 +89,7 @@ async def _admit_and_hold(request_id: str, caller: Caller, chat: ChatRequest,
     plan = money.capped_plan(chat, price)
     wait = None
     if plan is None:
-        wait = money.RoomWait(caller.user_id)
+        wait = money.RoomWait(caller.wallet_id)
         plan = await money.plan_waiting(caller=caller, chat=chat, price=price, wait=wait)
     admission = await limits_admit(scopes=caller.limit_scopes(), request_id=request_id,
                                    tokens=plan.limit_tokens)

@@ -31,6 +31,7 @@ from billing.services.hot_path import (
 )
 from billing.services.hot_path.connections import pool
 from tests.loop_thread import LoopThread
+from tests.wallet_ids import wallet_id_of
 
 pytestmark = pytest.mark.django_db(transaction=True)
 
@@ -51,7 +52,7 @@ def _paths(request, settings) -> None:
 
 
 def _reserve(user, price, hold_id: str, amount: int):
-    return hold_reserve(user_id=user.pk, hold_id=hold_id, amount_micros=amount,
+    return hold_reserve(wallet_id=wallet_id_of(user.pk), hold_id=hold_id, amount_micros=amount,
                         price_id=price.pk, model=price.model, api_key_id=None,
                         expires_at=timezone.now() + timedelta(minutes=5))
 
@@ -88,7 +89,7 @@ def test_a_refusal_says_what_is_available(loop, user, price):
     with pytest.raises(InsufficientFunds) as refused:
         loop.run(_reserve(user, price, "big", 501))
     assert (refused.value.needed_micros, refused.value.available_micros) == (501, 500)
-    assert loop.run(wallet_available(user_id=user.pk)) == 500
+    assert loop.run(wallet_available(wallet_id=wallet_id_of(user.pk))) == 500
     assert not Hold.objects.exists()
 
 

@@ -20,6 +20,7 @@ from billing.selectors import wallet_audit
 from billing.services import UsageReport, key_budget_set, wallet_credit
 from billing.services.hot_path import batchers, hold_reserve, hold_resolve
 from tests.loop_thread import LoopThread
+from tests.wallet_ids import wallet_id_of
 
 pytestmark = pytest.mark.django_db(transaction=True)
 
@@ -34,7 +35,7 @@ def loop(settings) -> Iterator[LoopThread]:
 
 def _reserve(user_id: int, price: Any, hold_id: str, amount: int,
              api_key_id: int | None = None) -> Any:
-    return hold_reserve(user_id=user_id, hold_id=hold_id, amount_micros=amount,
+    return hold_reserve(wallet_id=wallet_id_of(user_id), hold_id=hold_id, amount_micros=amount,
                         price_id=price.pk, model=price.model, api_key_id=api_key_id,
                         expires_at=timezone.now() + timedelta(minutes=5))
 

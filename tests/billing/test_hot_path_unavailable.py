@@ -26,6 +26,7 @@ from billing.services.hot_path.statements import (
     RESOLVE_SQL,
 )
 from tests.loop_thread import LoopThread
+from tests.wallet_ids import wallet_id_of
 
 pytestmark = pytest.mark.django_db(transaction=True)
 
@@ -38,7 +39,7 @@ def loop() -> Iterator[LoopThread]:
 
 
 def _reserve(user_id: int, price: Any, hold_id: str) -> Any:
-    return hold_reserve(user_id=user_id, hold_id=hold_id, amount_micros=1_000,
+    return hold_reserve(wallet_id=wallet_id_of(user_id), hold_id=hold_id, amount_micros=1_000,
                         price_id=price.pk, model=price.model, api_key_id=None,
                         expires_at=timezone.now() + timedelta(minutes=5))
 

@@ -22,6 +22,7 @@ from billing.services import (
 )
 from billing.services.hot_path import close_pools, hold_reserve, hold_resolve
 from tests.concurrency import run_concurrently
+from tests.wallet_ids import wallet_id_of
 
 
 @pytest.fixture
@@ -85,8 +86,8 @@ def test_concurrent_request_path_reserves_stop_exactly_at_the_cap(user, price, s
     async def all_at_once() -> list[object]:
         try:
             return await asyncio.gather(*(hold_reserve(
-                user_id=user.pk, hold_id=f"r{i}", amount_micros=300, price_id=price.pk,
-                model=price.model, api_key_id=key.pk,
+                wallet_id=wallet_id_of(user.pk), hold_id=f"r{i}", amount_micros=300,
+                price_id=price.pk, model=price.model, api_key_id=key.pk,
                 expires_at=timezone.now() + timedelta(minutes=5)) for i in range(30)),
                 return_exceptions=True)
         finally:

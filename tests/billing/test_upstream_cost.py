@@ -28,6 +28,7 @@ from billing.services.hot_path import batchers, hold_reserve, hold_resolve
 from billing.services.rollups import usage_rollup
 from proxy.upstream.providers.base import UpstreamTarget
 from tests.loop_thread import LoopThread
+from tests.wallet_ids import wallet_id_of
 
 _prices = st.decimals(min_value=0, max_value=Decimal("200"), places=6)
 
@@ -140,7 +141,7 @@ def loop(settings):
 def _settle_all(loop: LoopThread, user: Any, price: Any, costs: list[int | None],
                 void_every: int = 0) -> None:
     async def one(i: int, cost: int | None) -> None:
-        await hold_reserve(user_id=user.pk, hold_id=f"p{i}", amount_micros=1_000,
+        await hold_reserve(wallet_id=wallet_id_of(user.pk), hold_id=f"p{i}", amount_micros=1_000,
                            price_id=price.pk, model=price.model, api_key_id=None,
                            expires_at=timezone.now() + timedelta(minutes=5))
         voided = void_every and i % void_every == 0

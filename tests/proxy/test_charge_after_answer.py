@@ -23,6 +23,7 @@ from proxy.money import allowance, settlement
 from tests.live_router import wait_for_charges
 from tests.loop_thread import LoopThread
 from tests.proxy.upstream import plan_completion
+from tests.wallet_ids import wallet_id_of
 
 MESSAGES = [{"role": "user", "content": "Say something short."}]
 
@@ -87,10 +88,11 @@ def test_a_charge_the_database_refuses_at_first_is_written_on_a_later_try(
     usage = UsageReport(prompt_tokens=10, completion_tokens=20, worker="w")
     loop = LoopThread()
     try:
-        loop.run(hold_reserve(user_id=user.pk, hold_id="late", amount_micros=210,
+        loop.run(hold_reserve(wallet_id=wallet_id_of(user.pk), hold_id="late", amount_micros=210,
                               price_id=price.pk, model=price.model, api_key_id=None,
                               expires_at=timezone.now() + timedelta(minutes=5)))
-        charged = loop.run(settlement.settle(request_id="late", user_id=user.pk, price=price,
+        charged = loop.run(settlement.settle(request_id="late",
+                                             wallet_id=wallet_id_of(user.pk), price=price,
                                              usage=usage, fallback=lambda: usage,
                                              deferred=True))
     finally:

@@ -53,6 +53,7 @@ from billing.services.hot_path.connections import on_postgresql as _on_postgresq
 from billing.services.hot_path.statements import (
     BUDGET_SQL,
     EXTEND_SQL,
+    MEMBER_BUDGET_SQL,
     RESERVE_MANY_SQL,
     RESERVE_SQL,
     RESOLVE_MANY_SQL,
@@ -75,7 +76,7 @@ BATCH_MAX = 64
 class _Reservation:
     # The names of _reserve_alone's arguments, and of RESERVE_MANY_SQL's item columns.
     hold_id: str
-    user_id: int
+    wallet_id: int
     amount_micros: int
     price_id: int
     model: str
@@ -183,33 +184,35 @@ async def close_pools() -> None:
     await close_pool()
 
 
-async def wallet_available(*, user_id: int) -> int:
-    """A user's available balance in micro-USD (0 without a wallet)."""
+async def wallet_available(*, wallet_id: int) -> int:
+    """A wallet's available balance in micro-USD (0 without one)."""
     if not _on_postgresql():
-        from billing.selectors import wallet_balance_of
+        from billing.selectors import wallet_available_of
 
-        return await sync_to_async(wallet_balance_of, thread_sensitive=False)(user_id=user_id)
-    return (await _wallet_balances(user_id))[0]
+        return await sync_to_async(wallet_available_of, thread_sensitive=False)(
+            wallet_id=wallet_id)
+    return (await _wallet_balances(wallet_id))[0]
 
 
-async def spending_room(*, user_id: int, api_key_id: int | None) -> SpendingRoom:
-    """What the user's wallet and the key's spend caps leave, in one statement."""
+async def spending_room(*, wallet_id: int, api_key_id: int | None) -> SpendingRoom:
+    """What the wallet, the key's spend caps and its owner's budget in the key's
+    organization leave, in one statement."""
     if not _on_postgresql():
         return await sync_to_async(spending_room_of, thread_sensitive=False)(
-            user_id=user_id, api_key_id=api_key_id)
-    row = await fetch(SPENDING_ROOM_SQL, {"user_id": user_id, "api_key_id": api_key_id,
+            wallet_id=wallet_id, api_key_id=api_key_id)
+    row = await fetch(SPENDING_ROOM_SQL, {"wallet_id": wallet_id, "api_key_id": api_key_id,
                                           "month": current_month()})
     return SpendingRoom(*row) if row else SpendingRoom(0)
 
 
-async def _wallet_balances(user_id: int) -> tuple[int, int]:
+async def _wallet_balances(wallet_id: int) -> tuple[int, int]:
     """(available, held) in micro-USD; (0, 0) without a wallet."""
-    row = await fetch(WALLET_AVAILABLE_SQL, {"user_id": user_id})
+    row = await fetch(WALLET_AVAILABLE_SQL, {"wallet_id": wallet_id})
     return (row[0], row[1]) if row else (0, 0)
 
 
 async def hold_reserve(
-    *, user_id: int, hold_id: str, amount_micros: int, price_id: int, model: str,
+    *, wallet_id: int, hold_id: str, amount_micros: int, price_id: int, model: str,
     api_key_id: int | None, expires_at: datetime,
 ) -> None:
     """Reserve ``amount_micros`` for request ``hold_id``, or raise InsufficientFunds (or
@@ -224,7 +227,7 @@ async def hold_reserve(
     A database that does not answer raises DatabaseUnavailable; as that statement may have
     committed, the hold is released once the database is back (``_release``).
     """
-    reservation = _Reservation(hold_id, user_id, amount_micros, price_id, model, api_key_id,
+    reservation = _Reservation(hold_id, wallet_id, amount_micros, price_id, model, api_key_id,
                                expires_at)
     if (_on_postgresql() and _batching()
             and await batchers()[0].submit(reservation) is not ALONE):
@@ -278,19 +281,23 @@ async def _released(hold_id: str) -> None:
 
 
 async def _reserve_alone(
-    *, user_id: int, hold_id: str, amount_micros: int, price_id: int, model: str,
+    *, wallet_id: int, hold_id: str, amount_micros: int, price_id: int, model: str,
     api_key_id: int | None, expires_at: datetime,
 ) -> None:
     try:
         row = await fetch(RESERVE_SQL, {
-            "user_id": user_id, "hold_id": hold_id, "amount": amount_micros,
+            "wallet_id": wallet_id, "hold_id": hold_id, "amount": amount_micros,
             "price_id": price_id, "model": model, "api_key_id": api_key_id,
             "expires_at": expires_at, "month": current_month(),
         })
     except psycopg.errors.CheckViolation as violation:
-        if not (violation.diag.constraint_name or "").startswith("billing_keybudget"):
-            raise
-        raise await _cap_refusal(api_key_id, amount_micros) from None
+        constraint = violation.diag.constraint_name or ""
+        if constraint.startswith("billing_keybudget"):
+            raise await _cap_refusal(BUDGET_SQL, api_key_id, amount_micros, "") from None
+        if constraint.startswith("billing_memberbudget"):
+            raise await _cap_refusal(MEMBER_BUDGET_SQL, api_key_id, amount_micros,
+                                     "member ") from None
+        raise
     except psycopg.errors.UniqueViolation as violation:
         if violation.diag.constraint_name != "billing_hold_pkey":
             raise
@@ -304,34 +311,37 @@ async def _reserve_alone(
         # Read the balance again, in a statement of its own: the refused statement's
         # snapshot may predate the reservations that made it fail, and the message must not
         # claim more money than there is.
-        available, held = await _wallet_balances(user_id)
+        available, held = await _wallet_balances(wallet_id)
         raise InsufficientFunds(needed_micros=amount_micros, available_micros=available,
                                 held_micros=held)
 
 
-async def _cap_refusal(api_key_id: int | None, amount_micros: int) -> KeySpendCapReached:
-    """Which cap a refused reservation would have passed, read back on the same pool."""
-    row = await fetch(BUDGET_SQL, {"api_key_id": api_key_id})
+async def _cap_refusal(sql: str, api_key_id: int | None, amount_micros: int,
+                       scope: str) -> KeySpendCapReached:
+    """Which cap (the key's, or with ``scope`` "member ", its owner's budget in the
+    organization) a refused reservation would have passed, read back on the same pool."""
+    row = await fetch(sql, {"api_key_id": api_key_id})
     refusal = None
     if row is not None:
-        budget = KeyBudget(api_key_id=api_key_id, lifetime_limit_micros=row[0],
-                           monthly_limit_micros=row[1], spent_micros=row[2],
-                           pending_micros=row[3], month=row[4], month_spent_micros=row[5])
-        refusal = cap_shortfall(budget, amount_micros)
+        budget = KeyBudget(lifetime_limit_micros=row[0], monthly_limit_micros=row[1],
+                           spent_micros=row[2], pending_micros=row[3], month=row[4],
+                           month_spent_micros=row[5])
+        refusal = cap_shortfall(budget, amount_micros, scope=scope)
     # The cap had room again when read back: a concurrent request settled meanwhile, and
     # trying again may well succeed (``held_micros`` says room may come back).
     return refusal or KeySpendCapReached(needed_micros=amount_micros, remaining_micros=0,
-                                         period="lifetime", held_micros=amount_micros)
+                                         period=f"{scope}lifetime", held_micros=amount_micros)
 
 
-def _hold_create_orm(*, user_id: int, hold_id: str, amount_micros: int, price_id: int,
+def _hold_create_orm(*, wallet_id: int, hold_id: str, amount_micros: int, price_id: int,
                      model: str, api_key_id: int | None, expires_at: datetime) -> None:
-    from accounts.models import ApiKey, User
-    from billing.models import ModelPrice
+    from accounts.models import ApiKey
+    from billing.models import ModelPrice, Wallet
 
-    hold_create(user=User(pk=user_id), hold_id=hold_id, amount_micros=amount_micros,
+    hold_create(wallet=Wallet(pk=wallet_id), hold_id=hold_id, amount_micros=amount_micros,
                 price=ModelPrice.objects.get(pk=price_id), model=model,
-                api_key=ApiKey(pk=api_key_id) if api_key_id else None, expires_at=expires_at)
+                api_key=ApiKey.objects.get(pk=api_key_id) if api_key_id else None,
+                expires_at=expires_at)
 
 
 async def hold_resolve(*, hold_id: str, usage: UsageReport, cost_micros: int | None,

@@ -19,10 +19,16 @@ order of their running balance in time too, so a monthly statement's opening and
 balances chain even for a charge that began before midnight and committed after a top-up.
 
 Lock order, everywhere: hold rows, then wallet rows (by id when there are several), then
-budget rows. The ``*_MANY`` statements lock their wallets with an ordered ``FOR NO KEY
-UPDATE`` first, so two of them sharing wallets (two processes, two instances) queue instead
-of deadlocking; a budget row belongs to one wallet's key, so its lock is only ever taken
-under that wallet's.
+key budget rows, then member budget rows. The ``*_MANY`` statements lock their wallets
+with an ordered ``FOR NO KEY UPDATE`` first, so two of them sharing wallets (two
+processes, two instances) queue instead of deadlocking; a budget row belongs to one
+wallet's key (a member budget, to one organization's wallet), so its lock is only ever
+taken under that wallet's.
+
+A wallet is named by its id (a user's or an organization's, ``proxy.selectors.Caller``). An
+organization key's member budget is found through the key (its organization and owner,
+neither of which ever changes), in the reservation and in the settle alike; a service key
+and a personal key have none.
 """
 
 from __future__ import annotations
@@ -31,7 +37,7 @@ RESERVE_SQL = """
 WITH wallet AS (
     UPDATE billing_wallet
        SET pending_micros = pending_micros + %(amount)s, updated_at = now()
-     WHERE user_id = %(user_id)s AND posted_micros - pending_micros >= %(amount)s
+     WHERE id = %(wallet_id)s AND posted_micros - pending_micros >= %(amount)s
  RETURNING id
 ), hold AS (
     INSERT INTO billing_hold (id, wallet_id, api_key_id, price_id, model, amount_micros,
@@ -50,6 +56,16 @@ WITH wallet AS (
            month = %(month)s
       FROM wallet
      WHERE b.api_key_id = %(api_key_id)s
+), member AS (
+    -- The key's owner's budget in its organization, the same way (see MemberBudget).
+    UPDATE billing_memberbudget AS m
+       SET pending_micros = m.pending_micros + %(amount)s,
+           month_spent_micros = CASE WHEN m.month = %(month)s THEN m.month_spent_micros
+                                     ELSE 0 END,
+           month = %(month)s
+      FROM wallet, accounts_apikey AS k
+     WHERE k.id = %(api_key_id)s AND NOT k.service
+       AND m.organization_id = k.organization_id AND m.user_id = k.user_id
 )
 SELECT count(*), set_config('synchronous_commit', 'off', true) FROM hold
 """
@@ -60,27 +76,27 @@ SELECT count(*), set_config('synchronous_commit', 'off', true) FROM hold
 RESERVE_MANY_SQL = """
 WITH item AS (
     SELECT * FROM json_to_recordset(%(items)s::json)
-        AS r(hold_id text, user_id bigint, amount_micros bigint, price_id bigint, model text,
-             api_key_id bigint, expires_at timestamptz)
+        AS r(hold_id text, wallet_id bigint, amount_micros bigint, price_id bigint,
+             model text, api_key_id bigint, expires_at timestamptz)
 ), asked AS (
-    SELECT user_id, sum(amount_micros) AS total FROM item GROUP BY user_id
+    SELECT wallet_id, sum(amount_micros) AS total FROM item GROUP BY wallet_id
 ), locked AS (
     SELECT w.id FROM billing_wallet AS w
-     WHERE w.user_id IN (SELECT user_id FROM asked)
+     WHERE w.id IN (SELECT wallet_id FROM asked)
      ORDER BY w.id FOR NO KEY UPDATE
 ), wallet AS (
     UPDATE billing_wallet AS w
        SET pending_micros = w.pending_micros + asked.total, updated_at = now()
       FROM asked
-     WHERE w.user_id = asked.user_id AND w.id IN (SELECT id FROM locked)
+     WHERE w.id = asked.wallet_id AND w.id IN (SELECT id FROM locked)
        AND w.posted_micros - w.pending_micros >= asked.total
- RETURNING w.id, w.user_id
+ RETURNING w.id AS wallet_id
 ), hold AS (
     INSERT INTO billing_hold (id, wallet_id, api_key_id, price_id, model, amount_micros,
                               charged_micros, status, created_at, expires_at)
-    SELECT item.hold_id, wallet.id, item.api_key_id, item.price_id, item.model,
+    SELECT item.hold_id, item.wallet_id, item.api_key_id, item.price_id, item.model,
            item.amount_micros, 0, 'pending', now(), item.expires_at
-      FROM item JOIN wallet USING (user_id)
+      FROM item JOIN wallet USING (wallet_id)
  RETURNING id
 ), budget AS (
     -- A cap one of them would pass fails the whole statement: they all try alone then.
@@ -90,9 +106,21 @@ WITH item AS (
                                      ELSE 0 END,
            month = %(month)s
       FROM (SELECT item.api_key_id, sum(item.amount_micros) AS total
-              FROM item JOIN wallet USING (user_id)
+              FROM item JOIN wallet USING (wallet_id)
              GROUP BY item.api_key_id) AS k
      WHERE b.api_key_id = k.api_key_id
+), member AS (
+    UPDATE billing_memberbudget AS m
+       SET pending_micros = m.pending_micros + t.total,
+           month_spent_micros = CASE WHEN m.month = %(month)s THEN m.month_spent_micros
+                                     ELSE 0 END,
+           month = %(month)s
+      FROM (SELECT k.organization_id, k.user_id, sum(item.amount_micros) AS total
+              FROM item JOIN wallet USING (wallet_id)
+              JOIN accounts_apikey AS k ON k.id = item.api_key_id
+             WHERE NOT k.service AND k.organization_id IS NOT NULL
+             GROUP BY k.organization_id, k.user_id) AS t
+     WHERE m.organization_id = t.organization_id AND m.user_id = t.user_id
 )
 SELECT id, set_config('synchronous_commit', 'off', true) FROM hold
 """
@@ -111,7 +139,7 @@ WITH hold AS (
            updated_at = now()
       FROM hold
      WHERE w.id = hold.wallet_id
- RETURNING w.id, w.user_id, w.posted_micros
+ RETURNING w.id, w.user_id, w.organization_id, w.posted_micros
 ), entry AS (
     INSERT INTO billing_ledgerentry (wallet_id, kind, amount_micros, balance_after_micros,
                                      idempotency_key, memo, hold_id, created_at)
@@ -129,20 +157,31 @@ WITH hold AS (
            month = %(month)s
       FROM hold
      WHERE b.api_key_id = hold.api_key_id
+), member AS (
+    UPDATE billing_memberbudget AS m
+       SET pending_micros = m.pending_micros - hold.amount_micros,
+           spent_micros = m.spent_micros + hold.charged_micros,
+           month_spent_micros = CASE WHEN m.month = %(month)s THEN m.month_spent_micros
+                                     ELSE 0 END + hold.charged_micros,
+           month = %(month)s
+      FROM hold JOIN accounts_apikey AS k ON k.id = hold.api_key_id
+     WHERE NOT k.service AND m.organization_id = k.organization_id AND m.user_id = k.user_id
 ), usage AS (
-    INSERT INTO billing_usagerecord (request_id, user_id, api_key_id, model, worker,
+    INSERT INTO billing_usagerecord (request_id, user_id, organization_id, api_key_id, model,
+                                     worker,
                                      prompt_tokens, completion_tokens, cached_tokens,
                                      cache_write_tokens, endpoint,
                                      cost_micros, upstream_cost_micros, price_id, source,
                                      estimate_reason, over_cap, over_hold, status, latency_ms,
                                      ttft_ms, created_at)
-    SELECT hold.id, wallet.user_id, hold.api_key_id, hold.model, %(worker)s,
+    SELECT hold.id, coalesce(k.user_id, wallet.user_id), wallet.organization_id,
+           hold.api_key_id, hold.model, %(worker)s,
            %(prompt_tokens)s, %(completion_tokens)s, %(cached_tokens)s,
            %(cache_write_tokens)s, %(endpoint)s,
            hold.charged_micros, %(upstream_cost)s::bigint, hold.price_id, %(source)s,
            %(estimate_reason)s, %(over_cap)s,
            %(cost)s > hold.amount_micros, %(usage_status)s, %(latency_ms)s, %(ttft_ms)s, now()
-      FROM hold, wallet
+      FROM hold CROSS JOIN wallet LEFT JOIN accounts_apikey AS k ON k.id = hold.api_key_id
 )
 SELECT charged_micros FROM hold
 """
@@ -180,7 +219,7 @@ WITH item AS (
            updated_at = now()
       FROM moved
      WHERE w.id = moved.wallet_id AND w.id IN (SELECT id FROM locked)
- RETURNING w.id, w.user_id, w.posted_micros, moved.charged
+ RETURNING w.id, w.user_id, w.organization_id, w.posted_micros, moved.charged
 ), entry AS (
     INSERT INTO billing_ledgerentry (wallet_id, kind, amount_micros, balance_after_micros,
                                      idempotency_key, memo, hold_id, created_at)
@@ -203,14 +242,29 @@ WITH item AS (
       FROM (SELECT api_key_id, sum(amount_micros) AS held, sum(charged_micros) AS charged
               FROM hold GROUP BY api_key_id) AS k
      WHERE b.api_key_id = k.api_key_id
+), member AS (
+    UPDATE billing_memberbudget AS m
+       SET pending_micros = m.pending_micros - t.held,
+           spent_micros = m.spent_micros + t.charged,
+           month_spent_micros = CASE WHEN m.month = %(month)s THEN m.month_spent_micros
+                                     ELSE 0 END + t.charged,
+           month = %(month)s
+      FROM (SELECT k.organization_id, k.user_id, sum(hold.amount_micros) AS held,
+                   sum(hold.charged_micros) AS charged
+              FROM hold JOIN accounts_apikey AS k ON k.id = hold.api_key_id
+             WHERE NOT k.service AND k.organization_id IS NOT NULL
+             GROUP BY k.organization_id, k.user_id) AS t
+     WHERE m.organization_id = t.organization_id AND m.user_id = t.user_id
 ), usage AS (
-    INSERT INTO billing_usagerecord (request_id, user_id, api_key_id, model, worker,
+    INSERT INTO billing_usagerecord (request_id, user_id, organization_id, api_key_id, model,
+                                     worker,
                                      prompt_tokens, completion_tokens, cached_tokens,
                                      cache_write_tokens, endpoint,
                                      cost_micros, upstream_cost_micros, price_id, source,
                                      estimate_reason, over_cap, over_hold, status, latency_ms,
                                      ttft_ms, created_at)
-    SELECT hold.id, wallet.user_id, hold.api_key_id, hold.model, item.worker,
+    SELECT hold.id, coalesce(k.user_id, wallet.user_id), wallet.organization_id,
+           hold.api_key_id, hold.model, item.worker,
            item.prompt_tokens, item.completion_tokens, item.cached_tokens,
            item.cache_write_tokens, item.endpoint,
            hold.charged_micros, item.upstream_cost_micros, hold.price_id, item.source,
@@ -218,6 +272,7 @@ WITH item AS (
            item.over_cap, item.cost > hold.amount_micros, item.usage_status,
            item.latency_ms, item.ttft_ms, now()
       FROM hold JOIN item ON item.ord = hold.ord JOIN wallet ON wallet.id = hold.wallet_id
+      LEFT JOIN accounts_apikey AS k ON k.id = hold.api_key_id
      ORDER BY hold.ord
 )
 SELECT ord, charged_micros FROM hold
@@ -230,23 +285,39 @@ UPDATE billing_hold SET expires_at = %(expires_at)s
 
 WALLET_AVAILABLE_SQL = """
 SELECT posted_micros - pending_micros, pending_micros FROM billing_wallet
- WHERE user_id = %(user_id)s
+ WHERE id = %(wallet_id)s
 """
 
-# The wallet and, when the key has a budget row, what its caps leave (NULL: no such cap).
+# The wallet and, when the key has a budget row (and its owner one in the key's
+# organization), what their caps leave (NULL: no such cap).
 SPENDING_ROOM_SQL = """
 SELECT w.posted_micros - w.pending_micros, w.pending_micros,
        b.lifetime_limit_micros - b.spent_micros - b.pending_micros,
        b.monthly_limit_micros - CASE WHEN b.month = %(month)s THEN b.month_spent_micros
                                      ELSE 0 END - b.pending_micros,
-       coalesce(b.pending_micros, 0)
+       coalesce(b.pending_micros, 0),
+       m.lifetime_limit_micros - m.spent_micros - m.pending_micros,
+       m.monthly_limit_micros - CASE WHEN m.month = %(month)s THEN m.month_spent_micros
+                                     ELSE 0 END - m.pending_micros,
+       coalesce(m.pending_micros, 0)
   FROM billing_wallet AS w
   LEFT JOIN billing_keybudget AS b ON b.api_key_id = %(api_key_id)s
- WHERE w.user_id = %(user_id)s
+  LEFT JOIN accounts_apikey AS k ON k.id = %(api_key_id)s AND NOT k.service
+  LEFT JOIN billing_memberbudget AS m
+         ON m.organization_id = k.organization_id AND m.user_id = k.user_id
+ WHERE w.id = %(wallet_id)s
 """
 
 BUDGET_SQL = """
 SELECT lifetime_limit_micros, monthly_limit_micros, spent_micros, pending_micros, month,
        month_spent_micros
   FROM billing_keybudget WHERE api_key_id = %(api_key_id)s
+"""
+
+MEMBER_BUDGET_SQL = """
+SELECT m.lifetime_limit_micros, m.monthly_limit_micros, m.spent_micros, m.pending_micros,
+       m.month, m.month_spent_micros
+  FROM billing_memberbudget AS m
+  JOIN accounts_apikey AS k ON m.organization_id = k.organization_id AND m.user_id = k.user_id
+ WHERE k.id = %(api_key_id)s AND NOT k.service
 """

@@ -20,6 +20,7 @@ from proxy.money import Verdict, hold_keeper, settlement, wait_for_settlements
 from proxy.relay import call as call_module
 from tests.loop_thread import LoopThread
 from tests.proxy.money.conftest import MESSAGES, settled
+from tests.wallet_ids import wallet_id_of
 
 PROMPT = exact_prompt_tokens(MESSAGES)
 
@@ -78,7 +79,7 @@ def test_a_hold_its_request_left_behind_is_released_at_the_keepers_next_round(us
 
     async def scenario() -> int:
         async def forgetful_request() -> None:
-            await hold_reserve(user_id=user.pk, hold_id="orphan", amount_micros=500,
+            await hold_reserve(wallet_id=wallet_id_of(user.pk), hold_id="orphan", amount_micros=500,
                                price_id=price.pk, model=price.model, api_key_id=None,
                                expires_at=timezone.now() + timedelta(minutes=15))
             hold_keeper().add("orphan")  # and then it ends without resolving it
@@ -118,11 +119,11 @@ def test_a_settlement_someone_waits_for_is_not_held_up_while_the_database_is_awa
     usage = UsageReport(prompt_tokens=10, completion_tokens=20, worker="w")
     loop = LoopThread()
     try:
-        loop.run(hold_reserve(user_id=user.pk, hold_id="waited", amount_micros=210,
+        loop.run(hold_reserve(wallet_id=wallet_id_of(user.pk), hold_id="waited", amount_micros=210,
                               price_id=price.pk, model=price.model, api_key_id=None,
                               expires_at=timezone.now() + timedelta(minutes=5)))
         started = time.monotonic()
-        charged = loop.run(settlement.settle(request_id="waited", user_id=user.pk,
+        charged = loop.run(settlement.settle(request_id="waited", wallet_id=wallet_id_of(user.pk),
                                              price=price, usage=usage,
                                              fallback=lambda: usage))
         assert time.monotonic() - started < 0.2  # no pause: the retries are not its

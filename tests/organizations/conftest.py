@@ -1,0 +1,1 @@
+from tests.proxy.upstream import upstream  # noqa: F401 - a fixture
