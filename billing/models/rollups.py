@@ -5,7 +5,8 @@ from django.db import models
 
 
 class UsageRollup(models.Model):
-    """Usage summed per hour or per day (UTC), user, key and model.
+    """Usage summed per hour or per day (UTC), user, key and model (and the organization
+    that paid, when one did: a member's organization requests are not their own spend).
 
     Charts and reports read these instead of the raw usage records. Rows are recomputed
     from the records for a window at a time (``billing.services.rollups``), never
@@ -22,6 +23,9 @@ class UsageRollup(models.Model):
                              related_name="+", db_index=False)
     api_key = models.ForeignKey("accounts.ApiKey", on_delete=models.CASCADE, null=True,
                                 blank=True, related_name="+", db_index=False)
+    organization = models.ForeignKey("organizations.Organization", on_delete=models.CASCADE,
+                                     null=True, blank=True, related_name="+",
+                                     db_index=False)
     model = models.CharField(max_length=200)
     requests = models.PositiveIntegerField(default=0)
     failed_requests = models.PositiveIntegerField(default=0)
@@ -41,6 +45,9 @@ class UsageRollup(models.Model):
         indexes = [
             models.Index(fields=["user", "period", "bucket_start"]),
             models.Index(fields=["period", "bucket_start"]),
+            models.Index(fields=["organization", "period", "bucket_start"],
+                         name="billing_rollup_org",
+                         condition=models.Q(organization__isnull=False)),
         ]
 
     def __str__(self) -> str:

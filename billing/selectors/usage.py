@@ -1,6 +1,9 @@
 """Reads of usage: a user's, for the portal and the self-service API, and the records that
 flag a misbehaving upstream, per worker, for the staff pages.
 
+A user's usage is what their own wallet paid: requests they made with an organization's
+keys are the organization's (``billing.selectors.organization_usage``).
+
 Aggregates combine two sources: the daily roll-ups (``billing.models.UsageRollup``) for
 days before today, and the raw usage records for today. The roll-up job recomputes today
 and yesterday every few minutes, so finished days are complete in the roll-ups once it has
@@ -74,9 +77,11 @@ def _totals(user: User, *, since: datetime, now: datetime, by: str | None) -> di
     """Sums per ``by`` (a field both sources have, or None for one total) from ``since``
     (a UTC midnight) to now: roll-ups before today, records for today."""
     today = _today_start(now)
-    rollups = UsageRollup.objects.filter(user=user, period=UsageRollup.Period.DAY,
+    rollups = UsageRollup.objects.filter(user=user, organization=None,
+                                         period=UsageRollup.Period.DAY,
                                          bucket_start__gte=since, bucket_start__lt=today)
-    records = UsageRecord.objects.filter(user=user, created_at__gte=max(since, today))
+    records = UsageRecord.objects.filter(user=user, organization=None,
+                                         created_at__gte=max(since, today))
     group = [by] if by else []
     totals: dict = defaultdict(lambda: dict.fromkeys(_FIELDS, 0))
     for source, sums in ((rollups, _ROLLUP_SUMS), (records, _RECORD_SUMS)):
@@ -104,12 +109,13 @@ def usage_daily(*, user: User, days: int = 30, now: datetime | None = None) -> l
     now = now or timezone.now()
     today = _today_start(now)
     first = today - timedelta(days=days - 1)
-    rollups = (UsageRollup.objects.filter(user=user, period=UsageRollup.Period.DAY,
+    rollups = (UsageRollup.objects.filter(user=user, organization=None,
+                                          period=UsageRollup.Period.DAY,
                                           bucket_start__gte=first, bucket_start__lt=today)
                .values("bucket_start").annotate(**_ROLLUP_SUMS))
     by_day = {row["bucket_start"].astimezone(UTC).date(): row for row in rollups}
     by_day[today.date()] = UsageRecord.objects.filter(
-        user=user, created_at__gte=today).aggregate(**_RECORD_SUMS)
+        user=user, organization=None, created_at__gte=today).aggregate(**_RECORD_SUMS)
     result = []
     for offset in range(days):
         day = (first + timedelta(days=offset)).date()
@@ -140,9 +146,11 @@ def api_key_spend_of(*, user: User, now: datetime | None = None) -> dict[int, in
 
 def usage_records_of(*, user: User,
                      filters: UsageFilters | None = None) -> QuerySet[UsageRecord]:
-    """The user's requests, newest first, narrowed by ``filters``; only ever their own."""
+    """The user's requests, newest first, narrowed by ``filters``; only ever their own, and
+    only those their own wallet paid (an organization's are on its pages)."""
     filters = filters or UsageFilters()
-    records = UsageRecord.objects.filter(user=user).select_related("api_key")
+    records = (UsageRecord.objects.filter(user=user, organization=None)
+               .select_related("api_key"))
     if filters.model:
         records = records.filter(model=filters.model)
     if filters.api_key_id is not None:

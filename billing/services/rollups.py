@@ -43,7 +43,7 @@ def usage_rollup(*, since: datetime, until: datetime | None = None) -> int:
             rows = (
                 UsageRecord.objects.filter(created_at__gte=start, created_at__lt=end)
                 .annotate(bucket=trunc("created_at", tzinfo=UTC))
-                .values("bucket", "user_id", "api_key_id", "model")
+                .values("bucket", "user_id", "organization_id", "api_key_id", "model")
                 .annotate(requests=Count("id"),
                           failed=Count("id", filter=~Q(status=UsageRecord.Status.OK)),
                           prompt=Sum("prompt_tokens"), completion=Sum("completion_tokens"),
@@ -56,6 +56,7 @@ def usage_rollup(*, since: datetime, until: datetime | None = None) -> int:
             )
             rollups = [
                 UsageRollup(period=period, bucket_start=row["bucket"], user_id=row["user_id"],
+                            organization_id=row["organization_id"],
                             api_key_id=row["api_key_id"], model=row["model"],
                             requests=row["requests"], failed_requests=row["failed"],
                             prompt_tokens=row["prompt"], completion_tokens=row["completion"],

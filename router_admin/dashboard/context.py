@@ -127,6 +127,7 @@ def dashboard_context(request: HttpRequest, *, now: datetime | None = None) -> d
 def _spender(spender: Any) -> dict[str, Any]:
     return {
         "user_id": spender.user_id, "email": spender.email,
+        "organization_id": spender.organization_id,
         "spend": format_usd(spender.spend_micros),
         "available": "no wallet" if spender.available_micros is None
         else format_usd(spender.available_micros),

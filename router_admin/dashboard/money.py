@@ -59,11 +59,15 @@ def money_in(window: Window) -> MoneyIn:
 
 @dataclass(frozen=True)
 class Spender:
-    user_id: int
-    email: str
+    """A user spending their own wallet, or an organization (``organization_id``; its
+    members' spend together, against its wallet)."""
+
+    user_id: int | None
+    email: str  # the user's email, or the organization's name
     spend_micros: int
     available_micros: int | None  # None: no wallet
     days_left: float | None  # at the window's rate; None when nothing was spent
+    organization_id: int | None = None
 
 
 @dataclass(frozen=True)
@@ -73,24 +77,41 @@ class Spenders:
 
 
 def spenders(window: Window) -> Spenders:
-    """Per-user spend over the window (one aggregate over the roll-ups, joined to the
-    wallet), its top, and those whose available balance lasts under RUN_OUT_DAYS at the
-    window's average daily rate."""
-    rows = (UsageRollup.objects.filter(period=window.unit, bucket_start__gte=window.start)
-            .values("user_id", "user__email", "user__wallet__posted_micros",
-                    "user__wallet__pending_micros")
-            .annotate(spend=Sum("cost_micros")).filter(spend__gt=0).order_by())
-    everyone = []
-    for row in rows:
-        posted = row["user__wallet__posted_micros"]
-        available = None if posted is None else posted - row["user__wallet__pending_micros"]
-        rate = row["spend"] / window.days
-        days_left = None if available is None else max(available, 0) / rate
-        everyone.append(Spender(user_id=row["user_id"], email=row["user__email"],
-                                spend_micros=row["spend"], available_micros=available,
-                                days_left=days_left))
-    top = sorted(everyone, key=lambda s: (-s.spend_micros, s.user_id))[:TOP_USERS]
+    """Spend over the window per wallet: a user's own, and each organization's (one
+    aggregate each over the roll-ups, joined to the wallet), its top, and those whose
+    available balance lasts under RUN_OUT_DAYS at the window's average daily rate."""
+    rollups = (UsageRollup.objects.filter(period=window.unit, bucket_start__gte=window.start)
+               .order_by())
+    personal = (rollups.filter(organization=None)
+                .values("user_id", "user__email", "user__wallet__posted_micros",
+                        "user__wallet__pending_micros")
+                .annotate(spend=Sum("cost_micros")).filter(spend__gt=0))
+    teams = (rollups.filter(organization__isnull=False)
+             .values("organization_id", "organization__name",
+                     "organization__wallet__posted_micros",
+                     "organization__wallet__pending_micros")
+             .annotate(spend=Sum("cost_micros")).filter(spend__gt=0))
+    everyone = [_spender(window, row, "user__") for row in personal]
+    everyone += [_spender(window, row, "organization__") for row in teams]
+
+    def order(spender: Spender) -> tuple[int, int]:
+        return (spender.user_id or 0, spender.organization_id or 0)
+
+    top = sorted(everyone, key=lambda s: (-s.spend_micros, *order(s)))[:TOP_USERS]
     running_out = sorted((s for s in everyone if s.days_left is not None
                           and s.days_left < RUN_OUT_DAYS),
-                         key=lambda s: (s.days_left, s.user_id))[:TOP_USERS]
+                         key=lambda s: (s.days_left, *order(s)))[:TOP_USERS]
     return Spenders(top=top, running_out=running_out)
+
+
+def _spender(window: Window, row: dict, owner: str) -> Spender:
+    posted = row[f"{owner}wallet__posted_micros"]
+    available = None if posted is None else posted - row[f"{owner}wallet__pending_micros"]
+    days_left = None if available is None else max(available, 0) / (row["spend"] / window.days)
+    if owner == "user__":
+        return Spender(user_id=row["user_id"], email=row["user__email"],
+                       spend_micros=row["spend"], available_micros=available,
+                       days_left=days_left)
+    return Spender(user_id=None, email=row["organization__name"], spend_micros=row["spend"],
+                   available_micros=available, days_left=days_left,
+                   organization_id=row["organization_id"])
