@@ -19,8 +19,9 @@ from accounts.models import ApiKey, User
 from accounts.services import CreatedApiKey, api_key_create, api_key_revoke
 from audit.actors import Actor
 from audit.services import audit_record
-from billing.models import Wallet
+from billing.models import LedgerEntry, Wallet
 from billing.services.budgets import member_budget_open, member_budget_set
+from billing.services.vouchers import voucher_redeem
 from organizations.errors import InvitationInvalid, LastOwner, NotAllowed, OrganizationError
 from organizations.models import Invitation, Membership, Organization, Role
 from organizations.roles import Action, may
@@ -275,3 +276,19 @@ def member_budget_update(*, organization: Organization, actor: User, user: User,
     member_budget_set(organization_id=organization.pk, user_id=user.pk,
                       lifetime_limit_micros=lifetime_limit_micros,
                       monthly_limit_micros=monthly_limit_micros, actor=_actor(actor))
+
+
+# --- money ---
+
+def organization_voucher_redeem(*, organization: Organization, actor: User,
+                                code: str) -> LedgerEntry:
+    """A billing member or an owner redeems a voucher into the organization's wallet (the
+    voucher records them as its redeemer)."""
+    _require(organization, actor, Action.BILLING)
+    with transaction.atomic():
+        wallet = Wallet.objects.get(organization=organization)
+        entry = voucher_redeem(user=actor, code=code, wallet=wallet)
+        audit_record(actor=_actor(actor), action="organization.voucher", obj=organization,
+                     before=None, after={"amount_micros": entry.amount_micros,
+                                         "ledger_entry": entry.pk})
+    return entry

@@ -20,6 +20,7 @@ from portal.views import (
     usage,
     usage_detail,
 )
+from portal.views.organizations.urls import organization_urlpatterns
 from portal.views.playground import playground, playground_key
 
 app_name = "portal"
@@ -76,4 +77,5 @@ urlpatterns = [
     path("tokens/<int:token_id>/revoke/", tokens.token_revoke, name="token_revoke"),
     path("playground/", playground, name="playground"),
     path("playground/key", playground_key, name="playground_key"),
+    *organization_urlpatterns,
 ]

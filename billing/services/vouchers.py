@@ -13,7 +13,7 @@ from accounts.models import User
 from audit.actors import Actor
 from audit.services import AuditObject, audit_record, audit_record_each
 from billing.errors import BillingError, InvalidAmount, VoucherInvalid
-from billing.models import LedgerEntry, Voucher
+from billing.models import LedgerEntry, Voucher, Wallet
 from billing.money import format_usd
 from billing.services.wallets import wallet_credit
 from billing.topup_limits import VOUCHER_BATCH_MAX, VOUCHER_MAX_MICROS, VOUCHER_MIN_MICROS
@@ -65,8 +65,10 @@ def voucher_batch_create(
 
 
 @transaction.atomic
-def voucher_redeem(*, user: User, code: str) -> LedgerEntry:
-    """Credit the voucher's amount to ``user``, once ever.
+def voucher_redeem(*, user: User, code: str, wallet: Wallet | None = None) -> LedgerEntry:
+    """Credit the voucher's amount to ``user``'s wallet, or to ``wallet`` (an
+    organization's: ``organizations.services`` checks who may), once ever; ``user`` is
+    who redeemed it either way.
 
     The conditional UPDATE decides between concurrent redeemers: the first takes the row
     lock; the others wait for it and, once it commits, find ``redeemed_at`` set and match
@@ -85,8 +87,9 @@ def voucher_redeem(*, user: User, code: str) -> LedgerEntry:
         raise VoucherInvalid
     voucher = Voucher.objects.get(code_digest=digest)
     return wallet_credit(
-        user=user, amount_micros=voucher.amount_micros, kind=LedgerEntry.Kind.VOUCHER,
-        idempotency_key=f"voucher:{voucher.pk}", memo=f"Voucher {voucher.code_prefix}",
+        user=user, wallet=wallet, amount_micros=voucher.amount_micros,
+        kind=LedgerEntry.Kind.VOUCHER, idempotency_key=f"voucher:{voucher.pk}",
+        memo=f"Voucher {voucher.code_prefix}",
     )
 
 

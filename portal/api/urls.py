@@ -6,6 +6,7 @@ from portal.api.base import NotFoundApi
 from portal.api.views.auto_topup import AutoTopUpApi, AutoTopUpCardApi
 from portal.api.views.balance import BalanceApi
 from portal.api.views.keys import KeyDetailApi, KeyListApi
+from portal.api.views.organizations.urls import organization_api_urlpatterns
 from portal.api.views.receipts import ReceiptDetailApi, ReceiptListApi
 from portal.api.views.refused import RefusedListApi
 from portal.api.views.tokens import TokenDetailApi, TokenListApi
@@ -35,6 +36,7 @@ urlpatterns = [
     path("receipts/<int:entry_id>", ReceiptDetailApi.as_view(), name="receipt"),
     path("tokens", TokenListApi.as_view(), name="tokens"),
     path("tokens/<int:token_id>", TokenDetailApi.as_view(), name="token"),
+    *organization_api_urlpatterns,
     path("schema/", SpectacularAPIView.as_view(), name="schema"),
     # Our page around Swagger UI: drf-spectacular's starts it with inline code, which the
     # site's Content-Security-Policy refuses.

@@ -1,0 +1,112 @@
+"""An organization with one member of each role, a stranger who runs another organization,
+keys, an open invitation, a voucher and some usage: what the organization pages and the
+/api/orgs endpoints are tried against. ``tests/portal/api/organizations`` imports it."""
+
+from __future__ import annotations
+
+import itertools
+from collections.abc import Callable
+from dataclasses import dataclass
+
+import pytest
+from django.test import Client
+
+from accounts.models import ApiKey, User
+from billing.models import ModelPrice, UsageRecord, Wallet
+from billing.services import wallet_credit
+from billing.services.vouchers import voucher_batch_create
+from organizations.models import Organization, Role
+from organizations.services import (
+    invitation_accept,
+    invitation_create,
+    organization_create,
+    organization_key_create,
+)
+from tests.portal.conftest import PASSWORD
+
+ROLES = ("owner", "admin", "billing", "member")
+_requests = itertools.count(1)
+
+
+@dataclass
+class Team:
+    organization: Organization
+    other: Organization  # the stranger's own organization
+    users: dict[str, User]  # by role, plus "target" (a plain member acted upon) and "outsider"
+    keys: dict[str, ApiKey]  # each user's own key, "service", "foreign" (of ``other``)
+    invitation_id: int
+    foreign_invitation_id: int
+    voucher: str
+
+    def placeholders(self, actor: str) -> dict[str, object]:
+        """What a path or a body of the role table may name, as seen by ``actor``."""
+        me = self.users[actor]
+        return {"org": self.organization.pk, "other_org": self.other.pk,
+                "target": self.users["target"].pk, "me": me.pk,
+                "my_key": self.keys[actor if actor != "outsider" else "foreign"].pk,
+                "target_key": self.keys["target"].pk, "service_key": self.keys["service"].pk,
+                "foreign_key": self.keys["foreign"].pk, "invitation": self.invitation_id,
+                "foreign_invitation": self.foreign_invitation_id,
+                "outsider": self.users["outsider"].pk, "voucher": self.voucher,
+                "name": self.organization.name}
+
+
+def join(organization: Organization, inviter: User, user: User, role: str) -> None:
+    _, token = invitation_create(organization=organization, actor=inviter, email=user.email,
+                                 role=role)
+    invitation_accept(token=token, user=user)
+
+
+@pytest.fixture
+def org_usage(price: ModelPrice) -> Callable[..., UsageRecord]:
+    """A request paid by an organization's wallet, made with ``api_key`` (its owner is the
+    member the usage counts for)."""
+
+    def make(api_key: ApiKey, *, cost_micros: int = 1_000, model: str = "test-model",
+             prompt_tokens: int = 100, completion_tokens: int = 50) -> UsageRecord:
+        return UsageRecord.objects.create(
+            request_id=f"org-req-{next(_requests)}", user_id=api_key.user_id, api_key=api_key,
+            organization_id=api_key.organization_id, model=model, price=price,
+            prompt_tokens=prompt_tokens, completion_tokens=completion_tokens,
+            cost_micros=cost_micros, latency_ms=90)
+
+    return make
+
+
+@pytest.fixture
+def team(make_user, org_usage) -> Team:
+    users = {role: make_user(email=f"{role}@example.com", password=PASSWORD)
+             for role in (*ROLES, "target", "outsider")}
+    organization = organization_create(name="Acme", owner=users["owner"])
+    for role in (Role.ADMIN, Role.BILLING, Role.MEMBER):
+        join(organization, users["owner"], users[role], role)
+    join(organization, users["owner"], users["target"], Role.MEMBER)
+    other = organization_create(name="Other Co", owner=users["outsider"])
+    wallet_credit(wallet=Wallet.objects.get(organization=organization),
+                  amount_micros=50_000_000, idempotency_key=f"fund-org-{organization.pk}",
+                  memo="opening credit", kind="topup")
+    keys = {who: organization_key_create(organization=organization, actor=users[who],
+                                         name=f"{who} key").api_key
+            for who in (*ROLES, "target")}
+    keys["service"] = organization_key_create(organization=organization,
+                                              actor=users["admin"], name="ci",
+                                              service=True).api_key
+    keys["foreign"] = organization_key_create(organization=other, actor=users["outsider"],
+                                              name="theirs").api_key
+    invitation, _ = invitation_create(organization=organization, actor=users["owner"],
+                                      email="invitee@example.com")
+    foreign, _ = invitation_create(organization=other, actor=users["outsider"],
+                                   email="invitee@example.com")
+    for who in ("member", "target", "service"):
+        org_usage(keys[who], cost_micros=2_000)
+    org_usage(keys["foreign"], cost_micros=7_000)
+    [voucher] = voucher_batch_create(amount_micros=5_000_000, count=1)
+    return Team(organization=organization, other=other, users=users, keys=keys,
+                invitation_id=invitation.pk, foreign_invitation_id=foreign.pk,
+                voucher=voucher)
+
+
+def signed_in(user: User) -> Client:
+    client = Client()
+    client.force_login(user)
+    return client
