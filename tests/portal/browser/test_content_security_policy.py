@@ -25,10 +25,13 @@ from tests.portal.conftest import PASSWORD
 from tests.router_admin.csp import EXPECTED_POLICY, policy_directives
 from tests.staff import authenticator_code
 
-pytestmark = [needs_chromium, pytest.mark.django_db(transaction=True)]
+# One seeded state for the module (see shared_site). The tests write only what no other
+# test looks at (a key, vouchers); the one that enrols a second factor has its own staff.
+pytestmark = [needs_chromium, pytest.mark.django_db]
 
 MEMBER = "csp.member@example.com"
 STAFF = "csp.staff@example.com"
+ENROLLING_STAFF = "csp.staff.enrolling@example.com"
 CHECKOUT_URL = "https://checkout.stripe.com/c/pay/cs_test_csp"
 
 # Runs in every document before its own scripts, so that no violation goes unheard: the
@@ -96,19 +99,35 @@ def _fill_the_site() -> Site:
                                completion_tokens=500, cost_micros=2000, latency_ms=120)
     worker_create(name="mock", kind="mock", models=[("csp-model", "")])
     user_create(email=STAFF, password=PASSWORD, is_staff=True, is_superuser=True)
+    user_create(email=ENROLLING_STAFF, password=PASSWORD, is_staff=True, is_superuser=True)
     return Site(member_key_id=api_key.pk, wallet_id=User.objects.get(email=MEMBER).wallet.pk)
 
 
+@pytest.fixture(scope="module")
+def seeded(shared_site: LiveRouter) -> Site:
+    return in_thread(_fill_the_site)
+
+
 @pytest.fixture
-def filled(site: LiveRouter, settings, stripe_keys, monkeypatch) -> Site:
-    settings.PASSWORD_HASHERS = ["django.contrib.auth.hashers.MD5PasswordHasher"]
+def site(shared_site: LiveRouter) -> LiveRouter:
+    return shared_site
+
+
+@pytest.fixture
+def page(shared_page: Page) -> Page:
+    """A fresh page (cookies of its own) over the module's seeded state."""
+    return shared_page
+
+
+@pytest.fixture
+def filled(seeded: Site, settings, stripe_keys, monkeypatch) -> Site:
     # The admin's pages are under test here, not staff's sign-in: no second factor.
     settings.ROUTER_STAFF_2FA = False
     # Stripe stands in: the top-up form's redirect goes to Stripe Checkout's real address,
     # which the browser is then served locally (see _pretend_to_be_stripe).
     monkeypatch.setattr("portal.views.topups.topup_checkout_create",
                         lambda **kwargs: CHECKOUT_URL)
-    return in_thread(_fill_the_site)
+    return seeded
 
 
 def _pretend_to_be_stripe(route: Route) -> None:
@@ -261,10 +280,10 @@ def test_staff_second_factor_pages_work_under_the_policy(
     settings.ROUTER_STAFF_2FA = True
 
     # First sign-in: the authenticator's QR code, then the recovery codes.
-    _sign_in(page, "/admin/login/", STAFF)
+    _sign_in(page, "/admin/login/", ENROLLING_STAFF)
     expect(page).to_have_url(f"{site.url}/admin/two-factor/enrol/?next=/admin/")
     expect(page.locator(".two-factor-qr svg")).to_be_visible()
-    device = in_thread(TOTPDevice.objects.get, user__email=STAFF)
+    device = in_thread(TOTPDevice.objects.get, user__email=ENROLLING_STAFF)
     page.locator("input[name=code]").fill(authenticator_code(device))
     page.locator("#login-form [type=submit]").click()
     recovery_code = page.locator(".two-factor-recovery-codes code").first.inner_text()
@@ -273,7 +292,7 @@ def test_staff_second_factor_pages_work_under_the_policy(
 
     # The next sign-in asks for a code.
     page.locator("#logout-form [type=submit]").click()
-    _sign_in(page, "/admin/login/", STAFF)
+    _sign_in(page, "/admin/login/", ENROLLING_STAFF)
     expect(page).to_have_url(f"{site.url}/admin/two-factor/?next=/admin/")
     page.locator("input[name=code]").fill(recovery_code)
     page.locator("#login-form [type=submit]").click()

@@ -6,17 +6,20 @@ from __future__ import annotations
 
 import json
 import uuid
+from collections.abc import Iterator
 from dataclasses import dataclass
 from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
 import pytest
+from django.test import override_settings
 from django.urls import reverse
 from django.utils import timezone
 
-# The portal's browser fixtures: the live site and a fresh Chromium page at 1280 x 900.
-from tests.portal.browser.conftest import in_thread, page, site  # noqa: F401
+# The portal's browser fixtures: the live site over one seeded state for the module, and
+# a fresh Chromium page at 1280 x 900 for each test.
+from tests.portal.browser.conftest import in_thread, shared_page, shared_site  # noqa: F401
 from tests.portal.conftest import PASSWORD
 
 AXE = Path(__file__).resolve().parent / "vendor" / "axe.min.js"
@@ -80,17 +83,18 @@ def _seed() -> Seeded:
     return Seeded(member_id=member.pk)
 
 
-@pytest.fixture
-def seeded(site, settings) -> Seeded:  # noqa: F811 - the imported fixture
-    settings.PASSWORD_HASHERS = ["django.contrib.auth.hashers.MD5PasswordHasher"]
+@pytest.fixture(scope="module")
+def seeded(shared_site) -> Iterator[Seeded]:  # noqa: F811 - the imported fixture
+    """One seeded state for the module's tests, which only look at it (see shared_site)."""
     # The pages are under test here, not staff's sign-in (tests/router_admin covers it).
-    settings.ROUTER_STAFF_2FA = False
-    return in_thread(_seed)
+    with override_settings(ROUTER_STAFF_2FA=False):
+        yield in_thread(_seed)
 
 
 @pytest.fixture
-def staff_page(seeded: Seeded, page: Any) -> Any:  # noqa: F811 - the imported fixture
-    """The browser page, signed in to the admin as staff."""
+def staff_page(seeded: Seeded, shared_page: Any) -> Any:  # noqa: F811 - the imported fixture
+    """A fresh browser page (cookies of its own), signed in to the admin as staff."""
+    page = shared_page
     page.goto(reverse("admin:login"))
     page.locator("input[name=username]").fill(STAFF)
     page.locator("input[name=password]").fill(PASSWORD)

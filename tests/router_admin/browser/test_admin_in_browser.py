@@ -25,7 +25,8 @@ from tests.router_admin.browser.conftest import (
     overflow,
 )
 
-pytestmark = [needs_chromium, pytest.mark.django_db(transaction=True)]
+# One seeded state for the module (see the conftest's seeded): the tests only look at it.
+pytestmark = [needs_chromium, pytest.mark.django_db]
 
 
 def _check(page: Any, name: str, screenshots: Path) -> list[str]:
