@@ -157,7 +157,7 @@ def _refund_message(refund: TopUpRefund) -> str:
 
 
 class WalletStatementMixin:
-    """A user's monthly statements, from their wallet's page."""
+    """A wallet's monthly statements (a user's or an organization's), from its page."""
 
     def get_urls(self) -> list[URLPattern]:
         view = self.admin_site.admin_view
@@ -175,9 +175,10 @@ class WalletStatementMixin:
     def _wallet_and_month(self, request: HttpRequest, object_id: str) -> tuple[Wallet, Any]:
         if not self.has_view_permission(request):
             raise PermissionDenied
-        wallet = get_object_or_404(Wallet.objects.select_related("user"), pk=object_id)
+        wallet = get_object_or_404(Wallet.objects.select_related("user", "organization"),
+                                   pk=object_id)
         value = request.GET.get("month")
-        months = list(statement_months(user=wallet.user))
+        months = list(statement_months(wallet=wallet))
         try:
             month = month_parse(value) if value else (months[0] if months else None)
         except BadMonth:
@@ -190,12 +191,13 @@ class WalletStatementMixin:
             self.message_user(request, "This wallet has no ledger entries yet.", messages.INFO)
             return HttpResponseRedirect(_change_url(wallet))
         csv_url = reverse("admin:billing_wallet_statement_csv", args=[wallet.pk])
+        shown = statement(wallet=wallet, month=month)
         return TemplateResponse(request, "portal/statement.html", {
             **self.admin_site.each_context(request),
             "base_template": "admin/base_site.html", "opts": self.opts,
-            "title": f"Statement of {wallet.user.email}",
-            "statement": statement(user=wallet.user, month=month),
-            "months": list(statement_months(user=wallet.user)),
+            "title": f"Statement of {shown.holder}",
+            "statement": shown,
+            "months": list(statement_months(wallet=wallet)),
             "page_url": reverse("admin:billing_wallet_statement", args=[wallet.pk]),
             "csv_url": f"{csv_url}?month={month:%Y-%m}",
         })
@@ -204,8 +206,8 @@ class WalletStatementMixin:
         wallet, month = self._wallet_and_month(request, object_id)
         if month is None:
             raise Http404("This wallet has no ledger entries yet.")
-        return statement_csv_response(statement=statement(user=wallet.user, month=month),
-                                      entries=statement_entries(user=wallet.user, month=month))
+        return statement_csv_response(statement=statement(wallet=wallet, month=month),
+                                      entries=statement_entries(wallet=wallet, month=month))
 
 
 class LedgerExportMixin:

@@ -83,6 +83,32 @@ def key_is_own(*, api_key: ApiKey, user: User) -> bool:
     return api_key.user_id == user.pk and not api_key.service
 
 
+def billing_organization_ids(*, user: User) -> QuerySet[Membership]:
+    """The live organizations whose billing ``user`` may see and act on (receipts, billing
+    details, card top-ups, auto top-up, statements), by the role table: ids, as a subquery
+    for ``organization_id__in``. Billing reads its access rule from here
+    (``billing.selectors.receipts``), so which roles those are is said once, in roles.py."""
+    return (Membership.objects.filter(user=user, role__in=_roles_that(Action.BILLING),
+                                      organization__deleted_at__isnull=True)
+            .values("organization_id"))
+
+
+def billing_contacts_of(*, organization_id: int) -> list[str]:
+    """The addresses that answer for an organization's money: its members whose role may
+    see its billing (owners and billing members), owners first. Empty once it is deleted
+    (its memberships go with it)."""
+    members = (Membership.objects.filter(organization_id=organization_id,
+                                         role__in=_roles_that(Action.BILLING),
+                                         organization__deleted_at__isnull=True)
+               .exclude(user__email="").values_list("role", "user__email"))
+    return [email for _, email in sorted(members, key=lambda m: (ROLE_ORDER.get(m[0], 9),
+                                                                 m[1]))]
+
+
+def _roles_that(action: Action) -> list[str]:
+    return [role for role in Role.values if may(role, action)]
+
+
 def sees_all_usage(role: str | None) -> bool:
     """Whether the role sees every member's usage and budget, or only its holder's own."""
     return may(role, Action.VIEW_ALL_USAGE) or may(role, Action.MANAGE_BUDGETS)

@@ -1,5 +1,6 @@
-"""Statements and the month's ledger as CSV: a user's statement (portal and admin alike) and
-every entry of a month for accounting (staff only).
+"""Statements and the month's ledger as CSV: a wallet's statement (a person's or an
+organization's; portal and admin alike) and every entry of a month for accounting (staff
+only).
 
 Amounts are USD with six decimals (micro-USD, exact), signed as in the ledger, so a column's
 sum is the statement's movement. Streamed from an async iterator, as portal.csv_export
@@ -45,8 +46,16 @@ def _statement_row(entry: LedgerEntry) -> list[Any]:
             format_usd(entry.balance_after_micros)]
 
 
+def _holder(entry: LedgerEntry) -> str:
+    # The column names whose wallet it is: a person's email, or an organization's name.
+    wallet = entry.wallet
+    if wallet.user_id is not None:
+        return wallet.user.email
+    return f"organization {wallet.organization_id}: {spreadsheet_safe(wallet.organization.name)}"
+
+
 def _ledger_row(entry: LedgerEntry) -> list[Any]:
-    return [entry.created_at.isoformat(), entry.pk, entry.wallet.user.email, entry.kind,
+    return [entry.created_at.isoformat(), entry.pk, _holder(entry), entry.kind,
             _model(entry), entry.hold_id or "", format_usd(entry.amount_micros),
             format_usd(entry.balance_after_micros), spreadsheet_safe(entry.idempotency_key),
             spreadsheet_safe(entry.memo), entry.created_by.email if entry.created_by else ""]
@@ -80,7 +89,7 @@ def statement_csv_response(*, statement: Statement,
                format_usd(statement.opening_micros)]
     closing = [statement.end.isoformat(), "", CLOSING, *blank,
                format_usd(statement.closing_micros)]
-    filename = f"statement-{statement.month:%Y-%m}-user{statement.user.pk}.csv"
+    filename = f"statement-{statement.month:%Y-%m}-{statement.holder_ref}.csv"
     return _response(_lines(STATEMENT_HEADER, entries, _statement_row, [opening], [closing]),
                      filename)
 

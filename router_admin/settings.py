@@ -209,7 +209,8 @@ SPECTACULAR_SETTINGS = {
     "PREPROCESSING_HOOKS": ["portal.api.schema.only_self_service_api"],
     "SCHEMA_PATH_PREFIX": "/api",
     "ENUM_NAME_OVERRIDES": {"KeyStatusEnum": ["active", "expired", "revoked"],
-                            "UsageStatusEnum": "billing.models.UsageRecord.Status"},
+                            "UsageStatusEnum": "billing.models.UsageRecord.Status",
+                            "TopUpStatusEnum": ["creating", "open", "paid", "expired", "failed"]},
     # No CDN: the docs page loads Swagger UI from our own static files, and never asks the
     # public validator service about our schema.
     "SWAGGER_UI_DIST": "SIDECAR",

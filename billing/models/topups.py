@@ -44,9 +44,10 @@ class Voucher(models.Model):
 
 
 class CheckoutTopUp(models.Model):
-    """One Stripe Checkout Session we created for a user. The row is written before the
-    session exists so that its id can travel in the session's metadata; the webhook finds
-    it again by that id and credits the amount once (``credited_entry``)."""
+    """One Stripe Checkout Session we created for a payer (``user``) to credit ``wallet``:
+    their own, or an organization's they pay for. The row is written before the session
+    exists so that its id can travel in the session's metadata; the webhook finds it again
+    by that id and credits the amount once (``credited_entry``) to ``wallet``."""
 
     class Status(models.TextChoices):
         CREATING = "creating", "Creating"  # the call to Stripe has not returned yet
@@ -57,6 +58,11 @@ class CheckoutTopUp(models.Model):
 
     user = models.ForeignKey(settings.AUTH_USER_MODEL, on_delete=models.PROTECT,
                              related_name="checkout_topups", db_index=False)
+    # Set on every row written since 0019 (which filled it in for the rows before: the
+    # payer's own wallet). Nullable so that an insert that leaves it out (a writer older
+    # than the column) still means what it meant then; ``wallet_lookup`` reads it so.
+    wallet = models.ForeignKey("billing.Wallet", on_delete=models.PROTECT, null=True,
+                               blank=True, related_name="checkout_topups", db_index=False)
     amount_micros = models.BigIntegerField()
     currency = models.CharField(max_length=3)
     status = models.CharField(max_length=16, choices=Status.choices, default=Status.CREATING)
@@ -69,7 +75,8 @@ class CheckoutTopUp(models.Model):
 
     class Meta:
         ordering = ["-id"]
-        indexes = [models.Index(fields=["user", "-id"])]
+        indexes = [models.Index(fields=["user", "-id"]),
+                   models.Index(fields=["wallet", "-id"], name="billing_topup_wallet_recent")]
         constraints = [
             models.CheckConstraint(condition=Q(amount_micros__gt=0),
                                    name="billing_checkouttopup_amount_positive"),
@@ -85,6 +92,14 @@ class CheckoutTopUp(models.Model):
 
     def __str__(self) -> str:
         return f"checkout top-up {self.pk} ({self.status})"
+
+    @property
+    def wallet_lookup(self) -> dict[str, int]:
+        """How to find the one wallet this top-up credits (and a refund of it debits): its
+        ``wallet``, or for a row without one, the payer's own wallet."""
+        if self.wallet_id is not None:
+            return {"pk": self.wallet_id}
+        return {"user_id": self.user_id}
 
 
 class StripeEvent(models.Model):

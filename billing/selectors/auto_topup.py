@@ -12,15 +12,18 @@ from django.utils import timezone
 
 from billing.models import AutoTopUp, AutoTopUpCharge, Wallet
 from billing.selectors.topups import stripe_topups_enabled
+from organizations.selectors import billing_contacts_of
 
 
 def wallet_contacts(wallet: Wallet) -> list[str]:
     """The addresses told about a wallet's money (auto top-up switched off, ...).
 
-    The one place that decides it: today a wallet is a person's and this is their email;
-    organization wallets will answer their owners and billing members here, and every
-    message follows.
+    The one place that decides it, read when a message is sent: a person's wallet answers
+    their email; an organization's, its owners and billing members (the roles that may see
+    its billing, owners first), whoever they are by then.
     """
+    if wallet.organization_id is not None:
+        return billing_contacts_of(organization_id=wallet.organization_id)
     if wallet.user_id is None:
         return []
     email = wallet.user.email

@@ -6,9 +6,17 @@ database never lets change (the ledger is append-only), so they read the same ev
 The payer's name and address are the wallet's billing details as they are now, so a
 corrected address shows on every receipt.
 
-Who may see a receipt is decided in one place, ``_viewable_wallets``: today the wallet's own
-user. Any other entry, another user's or one that is not a credit, is ReceiptNotFound, the
-same 404 as an id that never existed.
+Who may see a receipt is decided in one place, ``_viewable_wallets``: a person's own wallet,
+and the wallets of the organizations where their role may see billing (owners and billing
+members: the role table says so, read through ``organizations.selectors``). The same rule
+gives the pages of an organization's money their wallet (``wallet_of_viewer``): billing
+details, card top-ups, auto top-up, statements. Any other entry, another user's, another
+organization's, or one that is not a credit, is ReceiptNotFound, the same 404 as an id that
+never existed.
+
+Organizations answer the "who" (which organizations a user may bill for); billing imports
+that one selector and nothing else of theirs, and keeps the rule here rather than in each
+view, so a page or an endpoint cannot forget it.
 """
 
 from __future__ import annotations
@@ -24,6 +32,7 @@ from django.db.models import Q, QuerySet
 from accounts.models import User
 from billing.errors import TopUpNotFound
 from billing.models import LedgerEntry, Voucher, Wallet
+from organizations.selectors import billing_organization_ids
 
 
 class ReceiptNotFound(TopUpNotFound):
@@ -99,30 +108,46 @@ class Receipt:
 
 
 def _viewable_wallets(*, user: User) -> QuerySet[Wallet]:
-    """The wallets whose receipts and billing details ``user`` may see and set.
+    """The wallets whose receipts and billing ``user`` may see and set: the one access rule.
 
-    The one access rule for receipts: today a user's own wallet. Wallets of organizations
-    are added here, for the members whose role may see billing, and nowhere else.
+    Their own, and those of the live organizations where their role may see billing.
     """
-    return Wallet.objects.filter(user=user)
+    return Wallet.objects.filter(
+        Q(user=user) | Q(organization_id__in=billing_organization_ids(user=user)))
 
 
-def wallet_of_viewer(*, user: User) -> Wallet | None:
-    """The wallet whose billing details ``user`` sets in the portal: their own (every
-    account has one from sign-up). Organizations will pass which wallet is meant."""
-    return _viewable_wallets(user=user).order_by("pk").first()
+def _scoped(wallets: QuerySet[Wallet], *, user: User, wallet: Wallet | None
+            ) -> QuerySet[Wallet]:
+    # One wallet at a time: a person's receipts and an organization's are listed apart,
+    # each under its own account, even for someone who may see both.
+    return wallets.filter(pk=wallet.pk) if wallet is not None else wallets.filter(user=user)
 
 
-def receipt_entries_of(*, user: User) -> QuerySet[LedgerEntry]:
-    """The ledger entries with a receipt that ``user`` may see, newest first."""
-    return (LedgerEntry.objects.filter(RECEIPT_ENTRIES, wallet__in=_viewable_wallets(user=user))
-            .select_related("wallet__user").order_by("-id"))
+def wallet_of_viewer(*, user: User, organization_id: int | None = None) -> Wallet | None:
+    """The wallet whose billing ``user`` sees and sets: their own (every account has one
+    from sign-up), or with ``organization_id`` that organization's, if their role there may
+    see its billing. None otherwise: callers answer 404."""
+    wallets = _viewable_wallets(user=user)
+    if organization_id is None:
+        return wallets.filter(user=user).select_related("user").first()
+    return (wallets.filter(organization_id=organization_id)
+            .select_related("organization").first())
 
 
-def receipt_for(*, user: User, entry_id: int) -> Receipt:
-    """The receipt of ledger entry ``entry_id``; ReceiptNotFound unless ``user`` may see it
-    and the entry is a credit that has one."""
-    entry = receipt_entries_of(user=user).filter(pk=entry_id).first()
+def receipt_entries_of(*, user: User, wallet: Wallet | None = None
+                       ) -> QuerySet[LedgerEntry]:
+    """The ledger entries with a receipt of ``wallet`` (by default ``user``'s own), newest
+    first; none at all unless ``user`` may see that wallet's receipts."""
+    wallets = _scoped(_viewable_wallets(user=user), user=user, wallet=wallet)
+    return (LedgerEntry.objects.filter(RECEIPT_ENTRIES, wallet__in=wallets)
+            .select_related("wallet__user", "wallet__organization").order_by("-id"))
+
+
+def receipt_for(*, user: User, entry_id: int, wallet: Wallet | None = None) -> Receipt:
+    """The receipt of ledger entry ``entry_id`` of ``wallet`` (by default ``user``'s own);
+    ReceiptNotFound unless ``user`` may see it, the entry is that wallet's, and it is a
+    credit that has one."""
+    entry = receipt_entries_of(user=user, wallet=wallet).filter(pk=entry_id).first()
     if entry is None:
         raise ReceiptNotFound("No such receipt.")
     return receipts_from(entries=[entry])[0]
@@ -164,9 +189,11 @@ def _receipt(entry: LedgerEntry, voucher_prefixes: dict[int, str]) -> Receipt:
 
 
 def _owner_label(wallet: Wallet) -> str:
-    """Who a receipt names when the wallet has no billing name: its user's email. (An
-    organization's wallet will name the organization here.)"""
-    return wallet.user.email if wallet.user_id is not None else ""
+    """Who a receipt names when the wallet has no billing name: its user's email, or the
+    organization's name."""
+    if wallet.user_id is not None:
+        return wallet.user.email
+    return wallet.organization.name if wallet.organization_id is not None else ""
 
 
 def _after(key: str, prefix: str) -> str:

@@ -1,4 +1,7 @@
-"""Monthly statements, read straight from the ledger.
+"""Monthly statements of a wallet (a person's or an organization's), read straight from the
+ledger. Callers say which wallet; who may read it is theirs to check
+(``billing.selectors.receipts.wallet_of_viewer`` for the portal and the API, staff in the
+admin). ``user=`` stands for that user's own wallet.
 
 A month is [first day 00:00, next month's first day 00:00) in the site's time zone, by the
 entries' ``created_at``. The opening and closing balances are the ledger's own
@@ -18,7 +21,7 @@ from django.db.models import Count, QuerySet, Sum
 from django.utils import timezone
 
 from accounts.models import User
-from billing.models import LedgerEntry
+from billing.models import LedgerEntry, Wallet
 
 _MONTH = re.compile(r"^(\d{4})-(\d{2})$")
 
@@ -75,13 +78,15 @@ class StatementSection:
 
 @dataclass(frozen=True)
 class Statement:
-    user: User
+    holder: str  # whose statement it is: the person's email or the organization's name
+    holder_ref: str  # ``user12`` or ``org3``: names the CSV file
     month: date
     start: datetime
     end: datetime
     opening_micros: int
     closing_micros: int
     sections: list[StatementSection] = field(default_factory=list)
+    user: User | None = None  # a person's own statement (None: an organization's)
 
     @property
     def movement_micros(self) -> int:
@@ -103,12 +108,29 @@ def _balance_before(entries: QuerySet[LedgerEntry], moment: datetime) -> int:
     return last or 0
 
 
-def statement(*, user: User, month: date) -> Statement:
-    """The user's statement for ``month`` (any date in it)."""
+def _ledger_of(*, wallet: Wallet | None, user: User | None) -> QuerySet[LedgerEntry]:
+    if wallet is not None:
+        return LedgerEntry.objects.filter(wallet=wallet)
+    if user is None:
+        raise ValueError("A statement is of a wallet, or of a user's own wallet.")
+    return LedgerEntry.objects.filter(wallet__user=user)
+
+
+def _holder(*, wallet: Wallet | None, user: User | None) -> tuple[str, str, User | None]:
+    if wallet is not None and wallet.organization_id is not None:
+        return wallet.organization.name, f"org{wallet.organization_id}", None
+    person = user if wallet is None else wallet.user
+    assert person is not None  # a wallet has a user or an organization (its CHECK)
+    return person.email, f"user{person.pk}", person
+
+
+def statement(*, month: date, wallet: Wallet | None = None,
+              user: User | None = None) -> Statement:
+    """The statement of ``wallet`` (or ``user``'s own) for ``month`` (any date in it)."""
     month = month.replace(day=1)
     start, end = month_bounds(month)
-    entries = LedgerEntry.objects.filter(wallet__user=user)
-    rows = (statement_entries(user=user, month=month).order_by()
+    entries = _ledger_of(wallet=wallet, user=user)
+    rows = (statement_entries(wallet=wallet, user=user, month=month).order_by()
             .values("kind", "hold__model")
             .annotate(n=Count("id"), total=Sum("amount_micros")))
     totals: dict[tuple[str, str], tuple[int, int]] = {}
@@ -128,16 +150,19 @@ def statement(*, user: User, month: date) -> Statement:
             key=lambda line: (kinds.index(line.kind), line.model)))
         for key, title, kinds in SECTIONS
     ]
-    return Statement(user=user, month=month, start=start, end=end,
-                     opening_micros=_balance_before(entries, start),
+    holder, holder_ref, person = _holder(wallet=wallet, user=user)
+    return Statement(holder=holder, holder_ref=holder_ref, user=person, month=month,
+                     start=start, end=end, opening_micros=_balance_before(entries, start),
                      closing_micros=_balance_before(entries, end), sections=sections)
 
 
-def statement_entries(*, user: User, month: date) -> QuerySet[LedgerEntry]:
-    """The user's ledger entries of the month, oldest first (the statement's CSV)."""
+def statement_entries(*, month: date, wallet: Wallet | None = None,
+                      user: User | None = None) -> QuerySet[LedgerEntry]:
+    """The ledger entries of ``wallet`` (or ``user``'s own) in the month, oldest first (the
+    statement's CSV)."""
     start, end = month_bounds(month.replace(day=1))
-    return (LedgerEntry.objects.filter(wallet__user=user, created_at__gte=start,
-                                       created_at__lt=end)
+    return (_ledger_of(wallet=wallet, user=user).filter(created_at__gte=start,
+                                                        created_at__lt=end)
             .select_related("hold").order_by("id"))
 
 
@@ -145,13 +170,16 @@ def ledger_month(*, month: date) -> QuerySet[LedgerEntry]:
     """Every wallet's entries of the month, for accounting; oldest first."""
     start, end = month_bounds(month.replace(day=1))
     return (LedgerEntry.objects.filter(created_at__gte=start, created_at__lt=end)
-            .select_related("wallet__user", "hold", "created_by").order_by("id"))
+            .select_related("wallet__user", "wallet__organization", "hold", "created_by")
+            .order_by("id"))
 
 
-def statement_months(*, user: User) -> Iterator[date]:
-    """The months the user's ledger has entries in, newest first (for a month picker)."""
+def statement_months(*, wallet: Wallet | None = None,
+                     user: User | None = None) -> Iterator[date]:
+    """The months the ledger of ``wallet`` (or ``user``'s own) has entries in, newest first
+    (for a month picker)."""
     tz = timezone.get_default_timezone()
-    first = LedgerEntry.objects.filter(wallet__user=user).order_by("id").values_list(
+    first = _ledger_of(wallet=wallet, user=user).order_by("id").values_list(
         "created_at", flat=True).first()
     if first is None:
         return

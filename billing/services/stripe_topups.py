@@ -4,7 +4,8 @@ Stripe may deliver an event more than once, several deliveries at once, and tell
 payment twice (``checkout.session.completed`` and ``payment_intent.succeeded``). Three
 guards make a payment credit once: the processed event's UNIQUE id, our top-up row locked
 while it is credited (``credited_entry`` set once), and the ledger's UNIQUE idempotency key
-``stripe:<payment intent id>``.
+``stripe:<payment intent id>``. The money goes to the wallet the row names, the payer's own
+or an organization's they paid for, whoever the payer is.
 
 The same webhook settles auto top-up's off-session charges (``billing.services.auto_topup``:
 their intents carry ``auto_topup_charge_id``, and their charge row plays the top-up row's
@@ -25,7 +26,7 @@ from django.db import IntegrityError, transaction
 
 from accounts.models import User
 from billing.errors import InvalidAmount, PaymentProviderError, TopUpsDisabled, WebhookRejected
-from billing.models import CheckoutTopUp, LedgerEntry, StripeEvent
+from billing.models import CheckoutTopUp, LedgerEntry, StripeEvent, Wallet
 from billing.money import (
     MICROS_PER_CENT,
     cents_to_micros,
@@ -82,8 +83,12 @@ _INTENT_OUTCOMES = {
 
 
 def topup_checkout_create(*, user: User, amount_micros: int, success_url: str,
-                          cancel_url: str, save_card: bool = False) -> str:
-    """Start a card top-up of ``amount_micros``; returns the Checkout URL to redirect to.
+                          cancel_url: str, save_card: bool = False,
+                          wallet: Wallet | None = None) -> str:
+    """Start a card top-up of ``amount_micros`` paid by ``user`` into ``wallet`` (an
+    organization's: the caller has checked that ``user`` may, through
+    ``billing.selectors.receipts.wallet_of_viewer``) or, by default, ``user``'s own wallet;
+    returns the Checkout URL to redirect to.
 
     Not one transaction but three short writes: the row is saved first so its id can go
     into the session's metadata, and no transaction stays open while Stripe answers (a
@@ -98,17 +103,26 @@ def topup_checkout_create(*, user: User, amount_micros: int, success_url: str,
     if not in_bounds or amount_micros % MICROS_PER_CENT:
         raise InvalidAmount(f"A top-up is between ${micros_to_usd(TOPUP_MIN_MICROS):,.2f} and "
                             f"${micros_to_usd(TOPUP_MAX_MICROS):,.2f}, in whole cents.")
+    if wallet is None:
+        wallet = wallet_get_or_create(user=user)
     customer: Payload = {"customer_email": user.email}
     keep_card: dict[str, str] = {}
     if save_card:
         # A card kept for later belongs to the wallet's own Stripe customer (made before the
         # row, so a failure here leaves no top-up stuck in "creating").
-        wallet = wallet_get_or_create(user=user)
         customer = {"customer": auto_topup_customer_ensure(wallet=wallet)}
         keep_card = {"wallet_id": str(wallet.pk), "purpose": CARD_PURPOSE}
-    topup = CheckoutTopUp.objects.create(user=user, amount_micros=amount_micros,
+    # For an organization: named on Stripe's page and in its dashboard, so the payer and
+    # whoever reads the payment later see whose balance it was for.
+    organization = ({"organization_id": str(wallet.organization_id)}
+                    if wallet.organization_id is not None else {})
+    product = "Binom Router balance top-up"
+    if wallet.organization_id is not None:
+        product = f"{product} for {wallet.organization.name}"[:250]
+    topup = CheckoutTopUp.objects.create(user=user, wallet=wallet, amount_micros=amount_micros,
                                          currency=STRIPE_CURRENCY)
-    reference = {"user_id": str(user.pk), "topup_id": str(topup.pk), **keep_card}
+    reference = {"user_id": str(user.pk), "topup_id": str(topup.pk), **organization,
+                 **keep_card}
     params: Payload = {
         "mode": "payment",
         "line_items": [{
@@ -116,7 +130,7 @@ def topup_checkout_create(*, user: User, amount_micros: int, success_url: str,
             "price_data": {
                 "currency": topup.currency,
                 "unit_amount": micros_to_cents(amount_micros),
-                "product_data": {"name": "Binom Router balance top-up"},
+                "product_data": {"name": product},
             },
         }],
         "client_reference_id": str(topup.pk),
@@ -291,9 +305,15 @@ def _credit(topup: CheckoutTopUp, *, payment_intent_id: str | None, amount_cents
     # A paid session always has a payment intent; the session id only stands in, should
     # Stripe ever omit it, so the row's lock and credited_entry still credit once.
     payment_ref = payment_intent_id or f"session:{session_id}"
+    # The wallet the row names (an organization's, when a member paid for it), never
+    # assumed to be the payer's; rows from before the column credit the payer's own.
+    wallet = topup.wallet
+    memo = f"Card top-up {topup.pk} (Stripe)"
+    if wallet is not None and wallet.organization_id is not None:
+        memo = f"{memo}, paid by {topup.user.email}"
     entry = wallet_credit(
-        user=topup.user, amount_micros=received_micros, kind=LedgerEntry.Kind.TOPUP,
-        idempotency_key=f"stripe:{payment_ref}", memo=f"Card top-up {topup.pk} (Stripe)",
+        user=topup.user, wallet=wallet, amount_micros=received_micros,
+        kind=LedgerEntry.Kind.TOPUP, idempotency_key=f"stripe:{payment_ref}", memo=memo,
     )
     topup.status = CheckoutTopUp.Status.PAID
     topup.credited_entry = entry

@@ -3,7 +3,9 @@ what it can.
 
 The wallet is debited by the refunded amount only as far as its available balance goes
 (posted minus what requests in flight hold; never below zero): the user may have spent the
-top-up already. What could not be taken back is recorded on the refund as unrecovered.
+top-up already. What could not be taken back is recorded on the refund as unrecovered. The
+wallet is the one the top-up credited (``CheckoutTopUp.wallet_lookup``): an organization's
+for a member's payment into it, never the payer's own.
 
 One refund debits once, however it is learnt of: the admin's call to Stripe, then Stripe's
 ``refund.*`` and ``charge.refunded`` events (each delivered possibly more than once, in any
@@ -223,7 +225,7 @@ def _apply(row: TopUpRefund, *, stripe_refund_id: str, stripe_status: Any) -> bo
 
 
 def _debit(row: TopUpRefund) -> bool:
-    wallet = Wallet.objects.select_for_update().get(user_id=row.topup.user_id)
+    wallet = Wallet.objects.select_for_update().get(**row.topup.wallet_lookup)
     debit = max(0, min(row.amount_micros, wallet.available_micros))
     if debit:
         row.debit_entry = ledger_post(
@@ -242,7 +244,7 @@ def _debit(row: TopUpRefund) -> bool:
 def _give_back(row: TopUpRefund) -> bool:
     """The refund failed after the wallet was debited: the card got nothing back, so the
     wallet gets its debit back."""
-    wallet = Wallet.objects.select_for_update().get(user_id=row.topup.user_id)
+    wallet = Wallet.objects.select_for_update().get(**row.topup.wallet_lookup)
     row.return_entry = ledger_post(
         wallet=wallet, kind=LedgerEntry.Kind.ADJUSTMENT, amount_micros=row.debited_micros,
         idempotency_key=f"card_refund_returned:{row.pk}",

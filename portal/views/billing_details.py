@@ -21,7 +21,7 @@ def billing_details(request: HttpRequest) -> HttpResponse:
     wallet = wallet_of_viewer(user=request.user)
     if wallet is None:
         raise Http404("No wallet.")
-    next_url = _next_url(request)
+    next_url = next_url_of(request)
     form = BillingDetailsForm(request.POST or None,
                               initial=BillingDetailsForm.initial_for(wallet))
     if request.method == "POST" and form.is_valid():
@@ -40,7 +40,7 @@ def billing_details(request: HttpRequest) -> HttpResponse:
     }, status=400 if form.is_bound and form.errors else 200)
 
 
-def _next_url(request: HttpRequest) -> str:
+def next_url_of(request: HttpRequest) -> str:
     """Where to go once saved (the receipt the user came from): only a path on this site."""
     candidate = request.POST.get("next") or request.GET.get("next") or ""
     if candidate.startswith("/") and url_has_allowed_host_and_scheme(

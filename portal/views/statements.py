@@ -22,7 +22,7 @@ from billing.selectors.statements import (
 from portal.statement_csv import statement_csv_response
 
 
-def _month(request: HttpRequest) -> date:
+def month_from_query(request: HttpRequest) -> date:
     value = request.GET.get("month")
     if not value:
         return timezone.localdate(timezone.now(), timezone.get_default_timezone()).replace(day=1)
@@ -35,7 +35,7 @@ def _month(request: HttpRequest) -> date:
 @login_required
 @require_GET
 def statement_page(request: HttpRequest) -> HttpResponse:
-    month = _month(request)
+    month = month_from_query(request)
     return render(request, "portal/statement.html", {
         "statement": statement(user=request.user, month=month),
         "months": list(statement_months(user=request.user)),
@@ -47,6 +47,6 @@ def statement_page(request: HttpRequest) -> HttpResponse:
 @login_required
 @require_GET
 def statement_csv(request: HttpRequest) -> StreamingHttpResponse:
-    month = _month(request)
+    month = month_from_query(request)
     return statement_csv_response(statement=statement(user=request.user, month=month),
                                   entries=statement_entries(user=request.user, month=month))

@@ -1,6 +1,10 @@
 """Auto top-up: read and set it, and start saving the card it charges (a Stripe Checkout in
 setup mode). Charges start off the request path and are credited by Stripe's webhook; this
-API only shows them through the month's total and the in-flight flag."""
+API only shows them through the month's total and the in-flight flag.
+
+The work is done once, against a wallet (``auto_topup_read``, ``auto_topup_write``,
+``auto_topup_card_start``): the caller's own here, an organization's under /api/orgs
+(``portal.api.views.organizations.topups``), which chooses it by the caller's role."""
 
 from __future__ import annotations
 
@@ -22,7 +26,7 @@ from portal.api.serializers import StrictInputSerializer
 
 
 def _wallet(request: Request) -> Wallet:
-    """The wallet the caller acts on: their own (organizations will choose it here)."""
+    """The wallet the caller acts on here: their own."""
     return wallet_get_or_create(user=request.user)
 
 
@@ -64,12 +68,46 @@ class AutoTopUpInputSerializer(StrictInputSerializer):
         return data
 
 
+class CardInputSerializer(StrictInputSerializer):
+    success_url = serializers.URLField(help_text="Where Stripe sends you once the card "
+                                       "is saved; Stripe replaces {CHECKOUT_SESSION_ID}.")
+    cancel_url = serializers.URLField(help_text="Where Stripe sends you if you cancel.")
+
+
+class CardOutputSerializer(serializers.Serializer):
+    checkout_url = serializers.URLField(help_text="Stripe's page: open it to enter a card.")
+
+
+def auto_topup_read(wallet: Wallet) -> Response:
+    return Response(AutoTopUpOutputSerializer(auto_topup_state_of(wallet=wallet)).data)
+
+
+def auto_topup_write(request: Request, wallet: Wallet) -> Response:
+    serializer = AutoTopUpInputSerializer(data=request.data)
+    serializer.is_valid(raise_exception=True)
+    data = serializer.validated_data
+    auto_topup_configure(wallet=wallet, enabled=data["enabled"],
+                         threshold_micros=data["threshold_usd"],
+                         amount_micros=data["amount_usd"],
+                         monthly_ceiling_micros=data["monthly_ceiling_usd"])
+    return auto_topup_read(wallet)
+
+
+def auto_topup_card_start(request: Request, wallet: Wallet) -> Response:
+    serializer = CardInputSerializer(data=request.data)
+    serializer.is_valid(raise_exception=True)
+    url = auto_topup_card_checkout_create(
+        wallet=wallet, success_url=serializer.validated_data["success_url"],
+        cancel_url=serializer.validated_data["cancel_url"])
+    return Response(CardOutputSerializer({"checkout_url": url}).data,
+                    status=status.HTTP_201_CREATED)
+
+
 class AutoTopUpApi(ApiView):
     @extend_schema(operation_id="auto_topup_retrieve", summary="Your auto top-up",
                    responses={200: AutoTopUpOutputSerializer, **error_responses()})
     def get(self, request: Request) -> Response:
-        return Response(AutoTopUpOutputSerializer(
-            auto_topup_state_of(wallet=_wallet(request))).data)
+        return auto_topup_read(_wallet(request))
 
     @extend_schema(operation_id="auto_topup_update", summary="Set your auto top-up",
                    description="Every field is required. Turning it on needs a card saved "
@@ -78,26 +116,10 @@ class AutoTopUpApi(ApiView):
                    request=AutoTopUpInputSerializer,
                    responses={200: AutoTopUpOutputSerializer, **error_responses(400, 503)})
     def put(self, request: Request) -> Response:
-        serializer = AutoTopUpInputSerializer(data=request.data)
-        serializer.is_valid(raise_exception=True)
-        data = serializer.validated_data
-        wallet = _wallet(request)
-        auto_topup_configure(wallet=wallet, enabled=data["enabled"],
-                             threshold_micros=data["threshold_usd"],
-                             amount_micros=data["amount_usd"],
-                             monthly_ceiling_micros=data["monthly_ceiling_usd"])
-        return Response(AutoTopUpOutputSerializer(auto_topup_state_of(wallet=wallet)).data)
+        return auto_topup_write(request, _wallet(request))
 
 
 class AutoTopUpCardApi(ApiView):
-    class CardInputSerializer(StrictInputSerializer):
-        success_url = serializers.URLField(help_text="Where Stripe sends you once the card "
-                                           "is saved; Stripe replaces {CHECKOUT_SESSION_ID}.")
-        cancel_url = serializers.URLField(help_text="Where Stripe sends you if you cancel.")
-
-    class CardOutputSerializer(serializers.Serializer):
-        checkout_url = serializers.URLField(help_text="Stripe's page: open it to enter a card.")
-
     @extend_schema(operation_id="auto_topup_card",
                    summary="Save a card for auto top-up (Stripe Checkout, setup mode)",
                    description="Nothing is charged. The card is saved when Stripe reports it "
@@ -106,10 +128,4 @@ class AutoTopUpCardApi(ApiView):
                    request=CardInputSerializer,
                    responses={201: CardOutputSerializer, **error_responses(400, 502, 503)})
     def post(self, request: Request) -> Response:
-        serializer = self.CardInputSerializer(data=request.data)
-        serializer.is_valid(raise_exception=True)
-        url = auto_topup_card_checkout_create(
-            wallet=_wallet(request), success_url=serializer.validated_data["success_url"],
-            cancel_url=serializer.validated_data["cancel_url"])
-        return Response(self.CardOutputSerializer({"checkout_url": url}).data,
-                        status=status.HTTP_201_CREATED)
+        return auto_topup_card_start(request, _wallet(request))

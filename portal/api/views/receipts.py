@@ -1,6 +1,7 @@
-"""Receipts of credited top-ups (card, voucher, staff credit), by ledger entry id: the same
-figures as the portal's printable receipt. Another user's receipt, or an entry that is not
-a credit, is a 404."""
+"""Receipts of credited top-ups (card, voucher, staff credit) of your own wallet, by ledger
+entry id: the same figures as the portal's printable receipt. Another user's receipt, an
+organization's (those are under /api/orgs/{id}/receipts), or an entry that is not a credit,
+is a 404."""
 
 from __future__ import annotations
 
@@ -24,7 +25,8 @@ from portal.api.schema import error_responses
 class ReceiptOutputSerializer(serializers.Serializer):
     class BilledToSerializer(serializers.Serializer):
         name = serializers.CharField(source="payer_name",
-                                     help_text="The billing name; your email when none is set.")
+                                     help_text="The billing name; when none is set, your "
+                                     "email, or the organization's name.")
         address = serializers.CharField(source="payer_address",
                                         help_text="The billing address, lines separated by \\n.")
 

@@ -19,6 +19,8 @@ from django.shortcuts import render
 from django.views.decorators.http import require_http_methods
 
 from accounts.models import ApiKey, User
+from billing.models import Wallet
+from billing.selectors.receipts import wallet_of_viewer
 from organizations.errors import NotAllowed
 from organizations.models import Organization
 from organizations.roles import Action, may
@@ -95,6 +97,16 @@ def usage_member(access: OrgAccess, member_id: int | None) -> User | None:
     if membership is None:
         raise Http404("No such member.")
     return membership.user
+
+
+def billing_wallet(access: OrgAccess) -> Wallet:
+    """The organization's wallet for its billing pages and endpoints, through billing's one
+    rule of whose billing a user may see and act on (``wallet_of_viewer``). The role was
+    checked before (a 403); the rule answering None anyway is a 404, never another wallet."""
+    wallet = wallet_of_viewer(user=access.user, organization_id=access.organization.pk)
+    if wallet is None:
+        raise Http404("No such organization.")
+    return wallet
 
 
 def key_in_or_404(access: OrgAccess, key_id: int) -> ApiKey:

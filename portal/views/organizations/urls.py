@@ -6,7 +6,9 @@ from __future__ import annotations
 from django.urls import path
 
 from portal.views.organizations import (
+    auto_topup,
     billing,
+    billing_papers,
     budgets,
     invitations,
     keys,
@@ -40,5 +42,23 @@ organization_urlpatterns = [
     path("orgs/<int:org_id>/usage.csv", usage.usage_csv, name="org_usage_csv"),
     path("orgs/<int:org_id>/billing/", billing.billing, name="org_billing"),
     path("orgs/<int:org_id>/billing/voucher/", billing.voucher, name="org_voucher"),
+    path("orgs/<int:org_id>/billing/checkout/", billing.checkout, name="org_checkout"),
+    path("orgs/<int:org_id>/billing/auto/", auto_topup.auto_topup, name="org_auto_topup"),
+    path("orgs/<int:org_id>/billing/auto/card/", auto_topup.auto_topup_card,
+         name="org_auto_topup_card"),
+    path("orgs/<int:org_id>/billing/auto/card/done/", auto_topup.auto_topup_card_done,
+         name="org_auto_topup_card_done"),
+    path("orgs/<int:org_id>/billing/auto/pay-and-save/", auto_topup.auto_topup_pay_and_save,
+         name="org_auto_topup_pay_and_save"),
+    path("orgs/<int:org_id>/billing/receipts/<int:entry_id>/", billing_papers.receipt,
+         name="org_receipt"),
+    path("orgs/<int:org_id>/billing/receipts/<int:entry_id>/receipt.pdf",
+         billing_papers.receipt_pdf, name="org_receipt_pdf"),
+    path("orgs/<int:org_id>/billing/details/", billing_papers.billing_details,
+         name="org_billing_details"),
+    path("orgs/<int:org_id>/billing/statement/", billing_papers.statement_page,
+         name="org_statement"),
+    path("orgs/<int:org_id>/billing/statement.csv", billing_papers.statement_csv,
+         name="org_statement_csv"),
     path("invitations/<str:token>/", invitations.accept, name="invitation_accept"),
 ]

@@ -1,18 +1,19 @@
 """An organization with one member of each role, a stranger who runs another organization,
-keys, an open invitation, a voucher and some usage: what the organization pages and the
-/api/orgs endpoints are tried against. ``tests/portal/api/organizations`` imports it."""
+keys, an open invitation, a voucher, some usage and a credit with a receipt in each
+organization: what the organization pages and the /api/orgs endpoints are tried against,
+with Stripe a local fake (``org_stripe``). ``tests/portal/api/organizations`` imports it."""
 
 from __future__ import annotations
 
 import itertools
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 
 import pytest
 from django.test import Client
 
 from accounts.models import ApiKey, User
-from billing.models import ModelPrice, UsageRecord, Wallet
+from billing.models import CheckoutTopUp, ModelPrice, UsageRecord, Wallet
 from billing.services import wallet_credit
 from billing.services.vouchers import voucher_batch_create
 from organizations.models import Organization, Role
@@ -22,6 +23,8 @@ from organizations.services import (
     organization_create,
     organization_key_create,
 )
+from tests.billing.auto_topup_fakes import FakeStripeAutoTopUp
+from tests.billing.stripe_fakes import SECRET_KEY, WEBHOOK_SECRET
 from tests.portal.conftest import PASSWORD
 
 ROLES = ("owner", "admin", "billing", "member")
@@ -37,6 +40,11 @@ class Team:
     invitation_id: int
     foreign_invitation_id: int
     voucher: str
+    receipt_id: int  # the organization's opening credit: a ledger entry with a receipt
+    foreign_receipt_id: int  # the other organization's
+    personal_receipt_id: int  # a credit of the owner's own wallet
+    topups: dict[str, CheckoutTopUp]  # card top-ups: "org" (paid by billing), "foreign",
+    # and "personal" (the owner's own)
 
     def placeholders(self, actor: str) -> dict[str, object]:
         """What a path or a body of the role table may name, as seen by ``actor``."""
@@ -48,7 +56,11 @@ class Team:
                 "foreign_key": self.keys["foreign"].pk, "invitation": self.invitation_id,
                 "foreign_invitation": self.foreign_invitation_id,
                 "outsider": self.users["outsider"].pk, "voucher": self.voucher,
-                "name": self.organization.name}
+                "name": self.organization.name, "receipt": self.receipt_id,
+                "foreign_receipt": self.foreign_receipt_id,
+                "personal_receipt": self.personal_receipt_id,
+                "topup": self.topups["org"].pk, "foreign_topup": self.topups["foreign"].pk,
+                "personal_topup": self.topups["personal"].pk}
 
 
 def join(organization: Organization, inviter: User, user: User, role: str) -> None:
@@ -82,9 +94,15 @@ def team(make_user, org_usage) -> Team:
         join(organization, users["owner"], users[role], role)
     join(organization, users["owner"], users["target"], Role.MEMBER)
     other = organization_create(name="Other Co", owner=users["outsider"])
-    wallet_credit(wallet=Wallet.objects.get(organization=organization),
-                  amount_micros=50_000_000, idempotency_key=f"fund-org-{organization.pk}",
-                  memo="opening credit", kind="topup")
+    opening = wallet_credit(wallet=Wallet.objects.get(organization=organization),
+                            amount_micros=50_000_000,
+                            idempotency_key=f"fund-org-{organization.pk}",
+                            memo="opening credit", kind="topup")
+    foreign = wallet_credit(wallet=Wallet.objects.get(organization=other),
+                            amount_micros=3_000_000, idempotency_key=f"fund-org-{other.pk}",
+                            memo="their credit", kind="topup")
+    personal = wallet_credit(user=users["owner"], amount_micros=1_000_000,
+                             idempotency_key="fund-owner", memo="own credit", kind="topup")
     keys = {who: organization_key_create(organization=organization, actor=users[who],
                                          name=f"{who} key").api_key
             for who in (*ROLES, "target")}
@@ -95,15 +113,39 @@ def team(make_user, org_usage) -> Team:
                                               name="theirs").api_key
     invitation, _ = invitation_create(organization=organization, actor=users["owner"],
                                       email="invitee@example.com")
-    foreign, _ = invitation_create(organization=other, actor=users["outsider"],
-                                   email="invitee@example.com")
+    foreign_invitation, _ = invitation_create(organization=other, actor=users["outsider"],
+                                              email="invitee@example.com")
     for who in ("member", "target", "service"):
         org_usage(keys[who], cost_micros=2_000)
     org_usage(keys["foreign"], cost_micros=7_000)
     [voucher] = voucher_batch_create(amount_micros=5_000_000, count=1)
+    topups = {name: CheckoutTopUp.objects.create(
+        user=payer, wallet=Wallet.objects.get(**wallet), amount_micros=20_000_000,
+        currency="usd", status=CheckoutTopUp.Status.OPEN, session_id=f"cs_team_{name}")
+        for name, payer, wallet in (
+            ("org", users["billing"], {"organization": organization}),
+            ("foreign", users["outsider"], {"organization": other}),
+            ("personal", users["owner"], {"user": users["owner"]}))}
     return Team(organization=organization, other=other, users=users, keys=keys,
-                invitation_id=invitation.pk, foreign_invitation_id=foreign.pk,
-                voucher=voucher)
+                invitation_id=invitation.pk, foreign_invitation_id=foreign_invitation.pk,
+                voucher=voucher, receipt_id=opening.pk, foreign_receipt_id=foreign.pk,
+                personal_receipt_id=personal.pk, topups=topups)
+
+
+@pytest.fixture(scope="module")
+def _stripe_server() -> Iterator[FakeStripeAutoTopUp]:
+    with FakeStripeAutoTopUp() as server:
+        yield server
+
+
+@pytest.fixture
+def org_stripe(settings, _stripe_server) -> FakeStripeAutoTopUp:
+    """Card payments on, Stripe a local fake answering as test mode does (Checkout in
+    payment and setup mode, customers, payment intents); one server per test module."""
+    settings.STRIPE_SECRET_KEY = SECRET_KEY
+    settings.STRIPE_WEBHOOK_SECRET = WEBHOOK_SECRET
+    settings.STRIPE_API_BASE = _stripe_server.url
+    return _stripe_server
 
 
 def signed_in(user: User) -> Client:

@@ -8,7 +8,9 @@ organization only, gets 404 for every row (an organization one is not in cannot 
 apart from one that does not exist).
 
 {placeholders} in paths and bodies are filled from ``Team.placeholders`` for the acting
-role: {me} and {my_key} are the actor's own.
+role: {me} and {my_key} are the actor's own. Card payments are on, against a local fake of
+Stripe (``org_stripe``), so the money rows answer as they would in production: a redirect
+to Stripe's page, a 201 with its URL.
 """
 
 from __future__ import annotations
@@ -20,7 +22,7 @@ OWNER, ADMIN, BILLING, MEMBER = "owner", "admin", "billing", "member"
 OUTSIDER = "outsider"
 MEMBERS = frozenset({OWNER, ADMIN, BILLING, MEMBER})
 MANAGERS = frozenset({OWNER, ADMIN})  # members, keys, budgets
-MONEY = frozenset({OWNER, BILLING})  # top-ups, ledger
+MONEY = frozenset({OWNER, BILLING})  # top-ups, ledger, receipts, statements, auto top-up
 SEE_ALL = frozenset({OWNER, ADMIN, BILLING})  # everyone's usage and budgets
 OWNERS = frozenset({OWNER})
 ACTORS = (OWNER, ADMIN, BILLING, MEMBER, OUTSIDER)
@@ -97,6 +99,24 @@ PAGES = [
     Case("billing", "get", f"{ORG}/billing/", MONEY, 200),
     Case("redeem a voucher", "post", f"{ORG}/billing/voucher/", MONEY, 302,
          {"code": "{voucher}"}),
+    # To Stripe's page: the organization's wallet is credited by the webhook.
+    Case("pay by card", "post", f"{ORG}/billing/checkout/", MONEY, 302, {"amount_usd": "20"}),
+    Case("auto top-up", "get", f"{ORG}/billing/auto/", MONEY, 200),
+    Case("set auto top-up", "post", f"{ORG}/billing/auto/", MONEY, 302,
+         {"threshold_usd": "5", "amount_usd": "20", "monthly_ceiling_usd": "100"}),
+    Case("save a card for auto top-up", "post", f"{ORG}/billing/auto/card/", MONEY, 302),
+    Case("back from saving a card", "get",
+         f"{ORG}/billing/auto/card/done/?session_id=cs_test_unknown", MONEY, 302),
+    Case("pay by card and keep the card", "post", f"{ORG}/billing/auto/pay-and-save/", MONEY,
+         302, {"amount_usd": "20"}),
+    Case("a receipt", "get", f"{ORG}/billing/receipts/{{receipt}}/", MONEY, 200),
+    Case("a receipt as PDF", "get", f"{ORG}/billing/receipts/{{receipt}}/receipt.pdf", MONEY,
+         200),
+    Case("billing details", "get", f"{ORG}/billing/details/", MONEY, 200),
+    Case("set billing details", "post", f"{ORG}/billing/details/", MONEY, 302,
+         {"billing_name": "Acme Ltd", "billing_address": "1 Main Street\nSpringfield"}),
+    Case("statement", "get", f"{ORG}/billing/statement/", MONEY, 200),
+    Case("statement CSV", "get", f"{ORG}/billing/statement.csv", MONEY, 200),
 ]
 
 API = "/api/orgs/{org}"
@@ -144,6 +164,20 @@ API_ENDPOINTS = [
     Case("ledger", "get", f"{API}/ledger", MONEY, 200),
     Case("redeem a voucher", "post", f"{API}/vouchers/redeem", MONEY, 200,
          {"code": "{voucher}"}),
+    Case("card top-ups", "get", f"{API}/topups", MONEY, 200),
+    Case("a card top-up", "get", f"{API}/topups/{{topup}}", MONEY, 200),
+    Case("pay by card", "post", f"{API}/topups/checkout", MONEY, 201,
+         {"amount_usd": "20.00", "success_url": "https://example.com/paid",
+          "cancel_url": "https://example.com/billing"}),
+    Case("auto top-up", "get", f"{API}/auto-topup", MONEY, 200),
+    Case("set auto top-up", "put", f"{API}/auto-topup", MONEY, 200,
+         {"enabled": False, "threshold_usd": "5", "amount_usd": "20",
+          "monthly_ceiling_usd": "100"}),
+    Case("save a card for auto top-up", "post", f"{API}/auto-topup/card", MONEY, 201,
+         {"success_url": "https://example.com/card?s={{CHECKOUT_SESSION_ID}}",
+          "cancel_url": "https://example.com/billing"}),
+    Case("receipts", "get", f"{API}/receipts", MONEY, 200),
+    Case("a receipt", "get", f"{API}/receipts/{{receipt}}", MONEY, 200),
 ]
 
 
@@ -175,6 +209,12 @@ FOREIGN_PAGES = [
          frozenset(), 404),
     Case("CSV of another organization's key", "get", f"{ORG}/usage.csv?key={{foreign_key}}",
          frozenset(), 404),
+    Case("another organization's receipt", "get",
+         f"{ORG}/billing/receipts/{{foreign_receipt}}/", frozenset(), 404),
+    Case("another organization's receipt as PDF", "get",
+         f"{ORG}/billing/receipts/{{foreign_receipt}}/receipt.pdf", frozenset(), 404),
+    Case("one's own receipt under the organization", "get",
+         f"{ORG}/billing/receipts/{{personal_receipt}}/", frozenset(), 404),
 ]
 
 FOREIGN_API = [
@@ -194,4 +234,12 @@ FOREIGN_API = [
     Case("usage of another organization's key", "get", f"{API}/usage?key={{foreign_key}}",
          frozenset(), 404),
     Case("another organization by id", "get", "/api/orgs/{other_org}", frozenset(), 404),
+    Case("another organization's receipt", "get", f"{API}/receipts/{{foreign_receipt}}",
+         frozenset(), 404),
+    Case("one's own receipt under the organization", "get",
+         f"{API}/receipts/{{personal_receipt}}", frozenset(), 404),
+    Case("another organization's card top-up", "get", f"{API}/topups/{{foreign_topup}}",
+         frozenset(), 404),
+    Case("one's own card top-up under the organization", "get",
+         f"{API}/topups/{{personal_topup}}", frozenset(), 404),
 ]

@@ -14,6 +14,7 @@ import pytest
 from django.urls import reverse
 from playwright.sync_api import expect
 
+from tests.billing.stripe_fakes import SECRET_KEY, WEBHOOK_SECRET
 from tests.portal.browser.conftest import in_thread, needs_chromium, page, site  # noqa: F401
 from tests.portal.browser.test_portal_a11y_and_mobile import _check
 from tests.portal.conftest import PASSWORD
@@ -31,6 +32,7 @@ class Seeded:
     member_id: int
     key_id: int
     token: str
+    receipt_id: int
 
 
 def _seed() -> Seeded:
@@ -53,9 +55,14 @@ def _seed() -> Seeded:
     invitation_accept(token=token, user=member)
     _, token = invitation_create(organization=organization, actor=owner,
                                  email="someone.invited.with.a.long.address@example.com")
-    wallet_credit(wallet=Wallet.objects.get(organization=organization),
-                  amount_micros=1_234_567_891, kind="topup",
-                  idempotency_key=f"voucher:{uuid.uuid4().hex}", memo="Voucher BR-ABCD")
+    wallet = Wallet.objects.get(organization=organization)
+    credit = wallet_credit(wallet=wallet, amount_micros=1_234_567_891, kind="topup",
+                           idempotency_key=f"voucher:{uuid.uuid4().hex}",
+                           memo="Voucher BR-ABCD")
+    Wallet.objects.filter(pk=wallet.pk).update(
+        billing_name=f"{NAME} (Europe) Limited, Accounts Payable Department",
+        billing_address="Floor 27, One International Financial Centre Tower\n"
+                        "1 Harbour View Street, Central\nHong Kong SAR")
     price = price_set(model="anthropic/claude-3-7-sonnet-20250219", input_usd_per_mtok="3",
                       output_usd_per_mtok="15", max_output_tokens=8192)
     keys = [organization_key_create(organization=organization, actor=who,
@@ -71,12 +78,15 @@ def _seed() -> Seeded:
             prompt_tokens=123_456, completion_tokens=7_890, cost_micros=488_718,
             latency_ms=12_345)
     return Seeded(organization_id=organization.pk, member_id=member.pk, key_id=keys[1].pk,
-                  token=token)
+                  token=token, receipt_id=credit.pk)
 
 
 @pytest.fixture
 def seeded(site: Any, settings: Any) -> Seeded:  # noqa: F811 - the imported fixture
     settings.PASSWORD_HASHERS = ["django.contrib.auth.hashers.MD5PasswordHasher"]
+    # Card payments on, so the billing pages show their forms (showing them calls nobody).
+    settings.STRIPE_SECRET_KEY = SECRET_KEY
+    settings.STRIPE_WEBHOOK_SECRET = WEBHOOK_SECRET
     return in_thread(_seed)
 
 
@@ -108,6 +118,10 @@ def test_every_organization_page_fits_a_phone_and_is_accessible(
         "org-budget-edit": reverse("portal:org_budget_edit", args=[org, member]),
         "org-usage": reverse("portal:org_usage", args=[org]),
         "org-billing": reverse("portal:org_billing", args=[org]),
+        "org-auto-topup": reverse("portal:org_auto_topup", args=[org]),
+        "org-billing-details": reverse("portal:org_billing_details", args=[org]),
+        "org-statement": reverse("portal:org_statement", args=[org]),
+        "org-receipt": reverse("portal:org_receipt", args=[org, seeded.receipt_id]),
     }
     _sign_in(page, OWNER)
     problems = []

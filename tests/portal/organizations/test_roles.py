@@ -11,7 +11,7 @@ from portal.views.organizations.urls import organization_urlpatterns
 from tests.portal.organizations.conftest import signed_in
 from tests.portal.organizations.role_table import FOREIGN_PAGES, OWNER, PAGES, case_id, cases
 
-pytestmark = pytest.mark.django_db
+pytestmark = [pytest.mark.django_db, pytest.mark.usefixtures("org_stripe")]
 
 
 @pytest.mark.parametrize(("case", "role"), cases(PAGES), ids=case_id)
@@ -43,7 +43,8 @@ def test_the_table_covers_every_organization_page():
 
 
 _NAMES = ("org", "other_org", "target", "me", "my_key", "target_key", "service_key",
-          "foreign_key", "invitation", "foreign_invitation", "outsider", "voucher", "name")
+          "foreign_key", "invitation", "foreign_invitation", "outsider", "voucher", "name",
+          "receipt", "foreign_receipt", "personal_receipt")
 
 
 def test_a_signed_out_visitor_is_sent_to_sign_in(client, team):

@@ -11,11 +11,12 @@ from rest_framework import exceptions
 from rest_framework.request import Request
 from rest_framework.response import Response
 
+from billing.models import Wallet
 from organizations.errors import InvitationInvalid, LastOwner, NotAllowed, OrganizationError
 from organizations.roles import Action
 from portal.api.base import ApiView
 from portal.api.errors import DomainError, api_exception_handler
-from portal.views.organizations.access import OrgAccess, org_access, require
+from portal.views.organizations.access import OrgAccess, billing_wallet, org_access, require
 
 
 def _as_api_exception(exc: Exception) -> Exception:
@@ -48,3 +49,9 @@ class OrgApiView(ApiView):
         access = org_access(user=request.user, organization_id=org_id)
         require(access, action)
         return access
+
+    def billing_access(self, request: Request, org_id: int) -> tuple[OrgAccess, Wallet]:
+        """The caller's access for the organization's money (owners and billing members,
+        else 403) and its wallet, by billing's one rule of whose billing one may see."""
+        access = self.access(request, org_id, Action.BILLING)
+        return access, billing_wallet(access)

@@ -1,7 +1,6 @@
 """An organization's money: its balance (every member may read it: it is what their
 requests draw on), its ledger and redeeming a voucher into it (billing members and
-owners). Card top-ups and receipts for organizations are not here yet (issue 18, points 5
-and 6)."""
+owners). Card top-ups and auto top-up are in ``topups``, receipts in ``receipts``."""
 
 from __future__ import annotations
 

@@ -19,6 +19,14 @@ from portal.api.views.organizations.organizations import (
     OrgListApi,
     OrgTransferApi,
 )
+from portal.api.views.organizations.receipts import OrgReceiptDetailApi, OrgReceiptListApi
+from portal.api.views.organizations.topups import (
+    OrgAutoTopUpApi,
+    OrgAutoTopUpCardApi,
+    OrgCheckoutApi,
+    OrgTopUpDetailApi,
+    OrgTopUpListApi,
+)
 from portal.api.views.organizations.usage import (
     OrgUsageByKeyApi,
     OrgUsageByMemberApi,
@@ -54,4 +62,15 @@ organization_api_urlpatterns = [
     path("orgs/<int:org_id>/ledger", OrgLedgerApi.as_view(), name="org-ledger"),
     path("orgs/<int:org_id>/vouchers/redeem", OrgVoucherRedeemApi.as_view(),
          name="org-voucher-redeem"),
+    path("orgs/<int:org_id>/topups", OrgTopUpListApi.as_view(), name="org-topups"),
+    path("orgs/<int:org_id>/topups/<int:topup_id>", OrgTopUpDetailApi.as_view(),
+         name="org-topup"),
+    path("orgs/<int:org_id>/topups/checkout", OrgCheckoutApi.as_view(),
+         name="org-topup-checkout"),
+    path("orgs/<int:org_id>/auto-topup", OrgAutoTopUpApi.as_view(), name="org-auto-topup"),
+    path("orgs/<int:org_id>/auto-topup/card", OrgAutoTopUpCardApi.as_view(),
+         name="org-auto-topup-card"),
+    path("orgs/<int:org_id>/receipts", OrgReceiptListApi.as_view(), name="org-receipts"),
+    path("orgs/<int:org_id>/receipts/<int:entry_id>", OrgReceiptDetailApi.as_view(),
+         name="org-receipt"),
 ]

@@ -1,1 +1,6 @@
-from tests.portal.organizations.conftest import org_usage, team  # noqa: F401 - fixtures
+from tests.portal.organizations.conftest import (  # noqa: F401 - fixtures
+    _stripe_server,
+    org_stripe,
+    org_usage,
+    team,
+)

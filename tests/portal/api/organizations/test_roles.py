@@ -16,7 +16,7 @@ from tests.portal.organizations.role_table import (
     cases,
 )
 
-pytestmark = pytest.mark.django_db
+pytestmark = [pytest.mark.django_db, pytest.mark.usefixtures("org_stripe")]
 
 
 @pytest.mark.parametrize(("case", "role"), cases(API_ENDPOINTS), ids=case_id)
@@ -37,7 +37,8 @@ def test_each_endpoint_answers_each_role_as_the_table_says(team, case, role):
 def test_the_table_covers_every_organization_endpoint():
     named = {pattern.name for pattern in organization_api_urlpatterns} - {"orgs"}
     values = {name: 1 for name in ("org", "target", "me", "my_key", "target_key",
-                                   "service_key", "invitation", "voucher")}
+                                   "service_key", "invitation", "voucher", "receipt",
+                                   "topup")}
     covered = {resolve(case.fill(values)[0].split("?")[0]).url_name for case in API_ENDPOINTS}
     assert named == covered
 
