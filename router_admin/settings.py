@@ -295,6 +295,9 @@ ROUTER_LOOKUP_TTL_SECONDS = env_int("ROUTER_LOOKUP_TTL_SECONDS", 5, minimum=0)
 # request waits for a worker with free capacity before 503; workers tried per request.
 ROUTER_BREAKER_FAILURES = env_int("ROUTER_BREAKER_FAILURES", 5, minimum=1)
 ROUTER_BREAKER_COOLDOWN_SECONDS = env_int("ROUTER_BREAKER_COOLDOWN_SECONDS", 30, minimum=1)
+# How often each process reads again, in the background, the circuits other instances may
+# have opened (its own failures count at once): requests never wait for Redis to ask.
+ROUTER_BREAKER_REFRESH_MS = env_int("ROUTER_BREAKER_REFRESH_MS", 1000, minimum=10)
 ROUTER_CAPACITY_WAIT_MS = env_int("ROUTER_CAPACITY_WAIT_MS", 2000, minimum=0)
 ROUTER_MAX_ATTEMPTS = env_int("ROUTER_MAX_ATTEMPTS", 3, minimum=1)
 

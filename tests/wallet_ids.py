@@ -3,13 +3,41 @@
 
 from __future__ import annotations
 
+import asyncio
 from concurrent.futures import ThreadPoolExecutor
+
+from django.db import connection
 
 from billing.models import Wallet
 
+# A user's wallet never changes, and user ids are not reused within a test session (the
+# database is emptied between tests, its sequences are not reset).
+_known: dict[int, int] = {}
+
+
+def _read(user_id: int) -> int:
+    return Wallet.objects.values_list("pk", flat=True).get(user_id=user_id)
+
+
+def _read_in_a_thread(user_id: int) -> int:
+    try:
+        return _read(user_id)
+    finally:
+        connection.close()  # the thread ends here; so must its connection
+
 
 def wallet_id_of(user_id: int) -> int:
-    """Read in a thread of its own, so that a test's event loop may call it too (the rows
-    are committed: these tests run with ``transactional_db``)."""
-    with ThreadPoolExecutor(max_workers=1) as pool:
-        return pool.submit(lambda: Wallet.objects.get(user_id=user_id).pk).result()
+    """Callable from a test's event loop too, where the ORM may not run: there, the one
+    read goes to a short-lived thread (the rows are committed: these tests run with
+    ``transactional_db``). Read once per user."""
+    found = _known.get(user_id)
+    if found is None:
+        try:
+            asyncio.get_running_loop()
+        except RuntimeError:
+            found = _read(user_id)
+        else:
+            with ThreadPoolExecutor(max_workers=1) as pool:
+                found = pool.submit(_read_in_a_thread, user_id).result()
+        _known[user_id] = found
+    return found

@@ -16,9 +16,12 @@ the shared limits into per-process ones.
 from __future__ import annotations
 
 import asyncio
+import hashlib
 import logging
 import time
 from collections import deque
+from collections.abc import Sequence
+from dataclasses import dataclass
 from typing import Any
 
 import redis.asyncio as aioredis
@@ -27,7 +30,7 @@ from django.core.signals import setting_changed
 from django.dispatch import receiver
 from redis.asyncio.connection import AbstractConnection
 from redis.exceptions import ConnectionError as RedisConnectionError
-from redis.exceptions import RedisError
+from redis.exceptions import NoScriptError, RedisError
 
 logger = logging.getLogger(__name__)
 
@@ -194,3 +197,29 @@ def reset_for_tests() -> None:
     global _down_until, _last_warning
     _down_until = _last_warning = 0.0
     _clients.clear()
+
+
+class RedisScript:
+    """A Lua script sent by its digest, and in full only when Redis does not know it yet
+    (once per Redis start): a few bytes per call instead of the whole script."""
+
+    def __init__(self, source: str) -> None:
+        self.source = source
+        self.sha = hashlib.sha1(source.encode(), usedforsecurity=False).hexdigest()
+
+    async def run(self, client: aioredis.Redis, keys: Sequence[str],
+                  args: Sequence[str | int | float]) -> Any:
+        try:
+            return await client.evalsha(self.sha, len(keys), *keys, *args)
+        except NoScriptError:
+            return await client.eval(self.source, len(keys), *keys, *args)
+
+
+@dataclass(frozen=True)
+class SlotAsk:
+    """A worker's slot to take with the admission: its in-flight set, its limit, and how
+    long a slot lasts unreleased (``proxy.upstream.capacity``)."""
+
+    key: str
+    limit: int
+    lease_s: float

@@ -22,9 +22,10 @@ checked in every scope and dimension, and counted in all of them only if all hav
   ``CONCURRENCY_RETRY_AFTER_S``.
 
 Cost: one Redis round trip to admit (all scopes, all dimensions), and one to settle
-(``limits_settle``: correct the tokens and release the slots together; none when no scope
-limits TPM or concurrency). ``limits_release`` alone ends a request that has no usage to
-count (it failed, or was refused further on).
+(``limits_settle``: correct the tokens and release the slots together, the worker's slot
+too; none when no scope limits TPM or concurrency and there is no worker slot to free).
+``limits_release`` alone ends a request that has no usage to count (it failed, or was
+refused further on).
 """
 
 from __future__ import annotations
@@ -39,12 +40,13 @@ from django.conf import settings
 from redis.exceptions import RedisError
 
 from proxy.ground.errors import ApiError
-from proxy.ground.shared_state import redis_client, redis_failed
+from proxy.ground.shared_state import SlotAsk, redis_client, redis_failed
 from proxy.limits import local_store, redis_store
 from proxy.limits.base import DIMENSION_NAMES, NEVER, TOKENS, Limits, Scope, Verdict
 from proxy.limits.headers import duration, ratelimit_headers, retry_headers
 
-__all__ = ["Admission", "Limits", "Refusal", "Scope", "limits_admit", "limits_correct_tokens",
+__all__ = ["Admission", "Limits", "Refusal", "Scope", "SlotAsk", "limits_admit",
+           "limits_correct_tokens",
            "limits_error", "limits_release", "limits_settle", "reset_local_limits"]
 
 # The RPM and TPM window. A module constant so that tests can shorten it.
@@ -80,14 +82,25 @@ class Admission:
     shared: bool = True  # counted in Redis (else in this process, where it is settled)
     maybe_in_redis: bool = False  # counted here after Redis failed to answer the admission
     released: bool = field(default=False, compare=False)
+    # The worker's slot taken with the admission (its set and member), until a lease takes
+    # it over (``take_slot``) or a release frees it.
+    slot: tuple[str, str] | None = None
+
+    def take_slot(self) -> list[tuple[str, str]]:
+        """The slot taken with the admission, now the caller's to free (empty if none)."""
+        slot, self.slot = self.slot, None
+        return [slot] if slot else []
 
 
 def _window_ms() -> int:
     return math.ceil(WINDOW_SECONDS * 1000)
 
 
-async def limits_admit(*, scopes: Sequence[Scope], request_id: str, tokens: int) -> Admission:
-    """Admit a request (``tokens``: its worst case) in all its scopes, or in none."""
+async def limits_admit(*, scopes: Sequence[Scope], request_id: str, tokens: int,
+                       slot: SlotAsk | None = None) -> Admission:
+    """Admit a request (``tokens``: its worst case) in all its scopes, or in none; with
+    ``slot``, take that worker slot in the same round trip if the request is admitted and
+    one is free (``Admission.slot``). Without limits to count, no slot is taken here."""
     if tokens < 0:
         raise ValueError("tokens cannot be negative")
     if not request_id or request_id.startswith("#"):
@@ -101,9 +114,11 @@ async def limits_admit(*, scopes: Sequence[Scope], request_id: str, tokens: int)
                "busy_retry_ms": math.ceil(CONCURRENCY_RETRY_AFTER_S * 1000)}
     client = redis_client()
     verdict: Verdict | None = None
+    slot_taken = False
     if client is not None and await _settle_in_redis(client):
         try:
-            verdict = await redis_store.admit(client, limited, **options)
+            verdict, slot_taken = await redis_store.admit(client, limited, slot=slot,
+                                                          **options)
         except RedisError as error:
             # The script may have run and only its answer been lost: the release then
             # removes the slot from Redis too; the window's counts lapse with the window.
@@ -115,6 +130,8 @@ async def limits_admit(*, scopes: Sequence[Scope], request_id: str, tokens: int)
     admission = Admission(verdict.allowed, None, 0.0, headers, request_id=request_id,
                           scopes=limited, tokens=tokens, shared=shared,
                           maybe_in_redis=not shared and client is not None)
+    if slot_taken and slot is not None:
+        admission.slot = (slot.key, request_id)
     if not verdict.allowed:
         _refused(admission, verdict)
     return admission
@@ -145,40 +162,49 @@ async def limits_correct_tokens(admission: Admission, *, actual_tokens: int) -> 
 
 
 async def limits_release(admission: Admission) -> None:
-    """The request ended: free its concurrency slots. Calling it again does nothing."""
-    await _settle(admission, actual_tokens=None, release=True)
+    """The request ended: free its concurrency slots (and the worker's slot taken with
+    the admission, if no lease took it over). Calling it again does nothing."""
+    await _settle(admission, actual_tokens=None, release=True,
+                  also_release=admission.take_slot())
 
 
-async def limits_settle(admission: Admission, *, actual_tokens: int) -> None:
-    """Both at once, in one round trip: correct the tokens and release the slots."""
-    await _settle(admission, actual_tokens=actual_tokens, release=True)
+async def limits_settle(admission: Admission, *, actual_tokens: int,
+                        also_release: Sequence[tuple[str, str]] = ()) -> None:
+    """Both at once, in one round trip: correct the tokens and release the slots, with
+    ``also_release``: other in-flight entries of the request to remove in the same trip
+    (its worker's slot, ``Lease.hand_over``)."""
+    await _settle(admission, actual_tokens=actual_tokens, release=True,
+                  also_release=[*also_release, *admission.take_slot()])
 
 
-async def _settle(admission: Admission, *, actual_tokens: int | None, release: bool) -> None:
-    if not admission.allowed:
-        return
+async def _settle(admission: Admission, *, actual_tokens: int | None, release: bool,
+                  also_release: Sequence[tuple[str, str]] = ()) -> None:
     correct: tuple[Scope, ...] = ()
-    if actual_tokens is not None and actual_tokens != admission.tokens:
-        admission.tokens = actual_tokens
-        correct = tuple(scope for scope in admission.scopes if scope.limits.tpm is not None)
     freed: tuple[Scope, ...] = ()
-    if release and not admission.released:
-        admission.released = True
-        freed = tuple(scope for scope in admission.scopes
-                      if scope.limits.concurrency is not None)
     request_id = admission.request_id
-    if not admission.shared:
-        if correct:
-            local_store.correct_tokens(correct, request_id=request_id,
-                                       actual_tokens=admission.tokens, window_ms=_window_ms())
-        if freed:
-            local_store.release(freed, request_id=request_id)
-        if not admission.maybe_in_redis:
-            return
-        correct = ()
-    if not correct and not freed:
+    if admission.allowed:
+        if actual_tokens is not None and actual_tokens != admission.tokens:
+            admission.tokens = actual_tokens
+            correct = tuple(scope for scope in admission.scopes
+                            if scope.limits.tpm is not None)
+        if release and not admission.released:
+            admission.released = True
+            freed = tuple(scope for scope in admission.scopes
+                          if scope.limits.concurrency is not None)
+        if not admission.shared:
+            if correct:
+                local_store.correct_tokens(correct, request_id=request_id,
+                                           actual_tokens=admission.tokens,
+                                           window_ms=_window_ms())
+            if freed:
+                local_store.release(freed, request_id=request_id)
+            correct = ()
+            if not admission.maybe_in_redis:
+                freed = ()
+    if not correct and not freed and not also_release:
         return
     _unreleased.extend(redis_store.in_flight_slots(freed, request_id))
+    _unreleased.extend(also_release)
     client = redis_client()
     if client is not None:
         # Should this fail, the estimate stays counted: stricter than the truth, for one

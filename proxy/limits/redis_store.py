@@ -13,13 +13,11 @@ exactly, where microseconds would be rounded.
 
 from __future__ import annotations
 
-import hashlib
 from collections.abc import Sequence
 
 import redis.asyncio as aioredis
-from redis.exceptions import NoScriptError
 
-from proxy.ground.shared_state import redis_key
+from proxy.ground.shared_state import RedisScript, SlotAsk, redis_key
 from proxy.limits.base import Scope, ScopeCount, Verdict
 
 # KEYS: three per scope (window, tokens, in flight). ARGV: window ms, lease ms, request id,
@@ -27,6 +25,9 @@ from proxy.limits.base import Scope, ScopeCount, Verdict
 # (-1: unlimited). Returns allowed, refused scope (1-based), dimension, retry ms (-1:
 # never), used, then per scope the requests and tokens in its window before this one and,
 # on a refusal, the ms until that window is empty. Checks every scope before writing to any.
+# With one more key (a worker's in-flight set, ``proxy.upstream.capacity``) and two more
+# arguments (its limit, its lease in seconds), an admitted request also takes a slot there
+# if one is free, and the reply ends with 1 (taken) or 0: one round trip on the way in.
 _ADMIT = """
 local t = redis.call('TIME')
 local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
@@ -36,6 +37,9 @@ local horizon = now - window
 local verdict = {1, 0, 0, 0, 0}
 local rank = -1
 local counts, limits = {}, {}
+local scopes = math.floor(#KEYS / 3)
+local slot_key = nil
+if #KEYS > 3 * scopes then slot_key = KEYS[#KEYS] end
 
 -- Keep the refusal that takes longest to clear: waiting it out clears the others too.
 local function refuse(scope, dimension, retry, used)
@@ -61,7 +65,7 @@ local function tokens_free_in(w, tk, excess)
   end
 end
 
-for i = 1, #KEYS / 3 do
+for i = 1, scopes do
   local w, tk, c = KEYS[3 * i - 2], KEYS[3 * i - 1], KEYS[3 * i]
   local rpm, tpm, conc = tonumber(ARGV[3 * i + 3]), tonumber(ARGV[3 * i + 4]),
                          tonumber(ARGV[3 * i + 5])
@@ -115,7 +119,7 @@ if verdict[1] == 0 then
     end
   end
 else
-  for i = 1, #KEYS / 3 do
+  for i = 1, scopes do
     local w, tk, c = KEYS[3 * i - 2], KEYS[3 * i - 1], KEYS[3 * i]
     if limits[i][1] >= 0 or limits[i][2] >= 0 then
       redis.call('ZADD', w, now, id)
@@ -139,6 +143,23 @@ else
 end
 for i = 1, #counts do
   for _, v in ipairs(counts[i]) do table.insert(verdict, v) end
+end
+if slot_key then
+  local taken = 0
+  if verdict[1] == 1 then
+    local slot_limit = tonumber(ARGV[3 * scopes + 6])
+    local slot_lease = tonumber(ARGV[3 * scopes + 7])
+    local now_s = now / 1000
+    redis.call('ZREMRANGEBYSCORE', slot_key, '-inf', now_s)
+    if redis.call('ZSCORE', slot_key, id) then
+      taken = 1
+    elseif redis.call('ZCARD', slot_key) < slot_limit then
+      redis.call('ZADD', slot_key, now_s + slot_lease, id)
+      redis.call('EXPIRE', slot_key, math.ceil(slot_lease))
+      taken = 1
+    end
+  end
+  table.insert(verdict, taken)
 end
 return verdict
 """
@@ -167,23 +188,8 @@ return 0
 """
 
 
-class _Script:
-    """A script sent by its digest, and in full only when Redis does not know it yet."""
-
-    def __init__(self, source: str) -> None:
-        self.source = source
-        self.sha = hashlib.sha1(source.encode(), usedforsecurity=False).hexdigest()
-
-    async def run(self, client: aioredis.Redis, keys: Sequence[str],
-                  args: Sequence[str | int]) -> list[int]:
-        try:
-            return await client.evalsha(self.sha, len(keys), *keys, *args)
-        except NoScriptError:
-            return await client.eval(self.source, len(keys), *keys, *args)
-
-
-_admit_script = _Script(_ADMIT)
-_settle_script = _Script(_SETTLE)
+_admit_script = RedisScript(_ADMIT)
+_settle_script = RedisScript(_SETTLE)
 
 
 def _window_key(name: str) -> str:
@@ -203,17 +209,23 @@ def _limit(value: int | None) -> int:
 
 
 async def admit(client: aioredis.Redis, scopes: Sequence[Scope], *, request_id: str,
-                tokens: int, window_ms: int, lease_ms: int, busy_retry_ms: int) -> Verdict:
+                tokens: int, window_ms: int, lease_ms: int, busy_retry_ms: int,
+                slot: SlotAsk | None = None) -> tuple[Verdict, bool]:
+    """The verdict, and whether the worker's slot ``slot`` asks for was taken with it."""
     keys: list[str] = []
-    args: list[str | int] = [window_ms, lease_ms, request_id, tokens, busy_retry_ms]
+    args: list[str | int | float] = [window_ms, lease_ms, request_id, tokens, busy_retry_ms]
     for scope in scopes:
         keys += [_window_key(scope.name), _tokens_key(scope.name), _in_flight_key(scope.name)]
         args += [_limit(scope.limits.rpm), _limit(scope.limits.tpm),
                  _limit(scope.limits.concurrency)]
+    if slot is not None:
+        keys.append(slot.key)
+        args += [slot.limit, slot.lease_s]
     reply = [int(value) for value in await _admit_script.run(client, keys, args)]
     counts = tuple(ScopeCount(*reply[5 + 3 * i:8 + 3 * i]) for i in range(len(scopes)))
-    return Verdict(allowed=reply[0] == 1, refused_scope=reply[1] - 1, dimension=reply[2],
-                   retry_ms=reply[3], used=reply[4], counts=counts)
+    verdict = Verdict(allowed=reply[0] == 1, refused_scope=reply[1] - 1, dimension=reply[2],
+                      retry_ms=reply[3], used=reply[4], counts=counts)
+    return verdict, slot is not None and reply[-1] == 1
 
 
 def in_flight_slots(scopes: Sequence[Scope], request_id: str) -> list[tuple[str, str]]:

@@ -50,6 +50,7 @@ class Call:
     worker: str = ""
     upstream_model: str = ""  # the model's name at the worker tried last
     target: UpstreamTarget | None = None  # the worker tried last: its cost price, too
+    lease: Lease | None = None  # its slot, freed with the request's limits when it settles
     reply_text: str = ""  # what the client received, for the log only when content is on
     upstream_called: bool = False  # an upstream has started working on it
     resolving: bool = False  # its settlement (or void) has started
@@ -62,10 +63,12 @@ class Call:
         self.request_id = self.request.request_id
 
 
-    def attempt(self, target: UpstreamTarget) -> None:
+    def attempt(self, lease: Lease) -> None:
         """The worker this request goes to now (each failover moves it on)."""
+        target = lease.target
         self.worker, self.upstream_model, self.target = (target.worker_name,
                                                          target.upstream_model, target)
+        self.lease = lease
 
     def native_codec(self, target: UpstreamTarget) -> NativeCodec | None:
         """The codec to send this request to ``target`` in the client's own dialect, or
@@ -176,9 +179,11 @@ class Call:
         charged = await money.settle(request_id=self.request_id,
                                         wallet_id=self.caller.wallet_id, price=self.price,
                                         usage=usage, fallback=lambda: self._fallback(status))
-        # The token counters learn the actual count; the concurrency slot is freed.
+        # The token counters learn the actual count; the concurrency slot is freed, and
+        # the worker's slot with it (one round trip to Redis on the way out).
         await limits_settle(self.admission,
-                            actual_tokens=usage.prompt_tokens + usage.completion_tokens)
+                            actual_tokens=usage.prompt_tokens + usage.completion_tokens,
+                            also_release=self.lease.hand_over() if self.lease else ())
         self.log(usage, charged)
         return charged, verdict
 
@@ -204,10 +209,10 @@ class Call:
         return money.charge_for(price=self.price, plan=self.plan, usage=usage)
 
     async def _book(self, usage: UsageReport, lease: Lease) -> None:
-        await lease.release()
-        await lease.succeeded()
+        await lease.succeeded()  # nothing to do, unless its circuit has failures on record
         await limits_settle(self.admission,
-                            actual_tokens=usage.prompt_tokens + usage.completion_tokens)
+                            actual_tokens=usage.prompt_tokens + usage.completion_tokens,
+                            also_release=lease.hand_over())
 
     async def _record(self, usage: UsageReport) -> None:
         charged = await money.settle(request_id=self.request_id,

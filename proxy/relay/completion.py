@@ -56,8 +56,10 @@ async def chat_completion(*, request: Any, caller: Caller, chat: ChatRequest,
         targets = [target for target in targets if dialect.serves(target)]
     if not targets:
         raise no_available_workers(chat.model)
+    candidates = Candidates(targets, request.request_id)
     try:
-        plan, admission = await _admit_and_hold(request.request_id, caller, chat, price)
+        plan, admission = await _admit_and_hold(request.request_id, caller, chat, price,
+                                                candidates)
     except ApiError as error:
         # A 402 or 429 is counted for the user's usage list (in memory, written later).
         money.note_refusal(caller=caller, model=chat.model, endpoint=dialect.endpoint,
@@ -67,10 +69,10 @@ async def chat_completion(*, request: Any, caller: Caller, chat: ChatRequest,
     call = Call(request=request, caller=caller, chat=chat, price=price, plan=plan,
                 admission=admission, dialect=dialect)
     try:
-        candidates = Candidates(targets, request.request_id)
         response = await (_stream(call, candidates) if chat.stream
                           else _complete(call, candidates))
     except BaseException as error:
+        await money.shielded(candidates.release_unused())
         await call.abandon(error)
         if isinstance(error, ApiError):
             error.headers.update(admission.headers)
@@ -81,9 +83,11 @@ async def chat_completion(*, request: Any, caller: Caller, chat: ChatRequest,
 
 
 async def _admit_and_hold(request_id: str, caller: Caller, chat: ChatRequest,
-                          price: ModelPrice) -> tuple[money.ChargePlan, Admission]:
-    """The request's plan, its admission by the limits, and its hold; or the 402 or 429
-    that refuses it (with nothing held and no limit slot taken)."""
+                          price: ModelPrice, candidates: Candidates
+                          ) -> tuple[money.ChargePlan, Admission]:
+    """The request's plan, its admission by the limits (with its first worker's slot, in
+    the same round trip to Redis), and its hold; or the 402 or 429 that refuses it (with
+    nothing held and no slot taken)."""
     # A request that names its cap needs no database to plan; one that does not asks
     # what its wallet and key leave, and may have to wait for room.
     plan = money.capped_plan(chat, price)
@@ -92,7 +96,7 @@ async def _admit_and_hold(request_id: str, caller: Caller, chat: ChatRequest,
         wait = money.RoomWait(caller.wallet_id)
         plan = await money.plan_waiting(caller=caller, chat=chat, price=price, wait=wait)
     admission = await limits_admit(scopes=caller.limit_scopes(), request_id=request_id,
-                                   tokens=plan.limit_tokens)
+                                   tokens=plan.limit_tokens, slot=candidates.first_slot())
     if not admission.allowed:
         raise limits_error(admission)
     try:
@@ -101,10 +105,11 @@ async def _admit_and_hold(request_id: str, caller: Caller, chat: ChatRequest,
         plan = await money.reserve(request_id=request_id, caller=caller, chat=chat,
                                    price=price, plan=plan, wait=wait)
     except BaseException as error:
-        await money.shielded(limits_release(admission))
+        await money.shielded(limits_release(admission))  # the worker's slot with it
         if isinstance(error, ApiError):
             error.headers.update(admission.headers)
         raise
+    candidates.slot_taken(admission.take_slot())
     return plan, admission
 
 
@@ -183,7 +188,7 @@ async def _attempt_failed(call: Call, lease: Lease, exc: UpstreamError) -> bool:
 async def _complete(call: Call, candidates: Candidates) -> HttpResponse:
     failure: UpstreamError | None = None
     while (lease := await candidates.next()) is not None:
-        call.attempt(lease.target)
+        call.attempt(lease)
         call.upstream_called = True
         try:
             answer = await _ask(call, lease.target)
@@ -220,7 +225,7 @@ async def _answer(call: Call, answer: dict[str, Any], lease: Lease) -> HttpRespo
 async def _stream(call: Call, candidates: Candidates) -> StreamingHttpResponse:
     failure: UpstreamError | None = None
     while (lease := await candidates.next()) is not None:
-        call.attempt(lease.target)
+        call.attempt(lease)
         call.upstream_called = True
         try:
             upstream = await _open(call, lease.target)

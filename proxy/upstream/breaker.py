@@ -4,6 +4,15 @@ Closed: requests flow, failures are counted and a success resets the count. Afte
 ``ROUTER_BREAKER_FAILURES`` failures in a row it opens: the worker gets no requests for
 ``ROUTER_BREAKER_COOLDOWN_SECONDS``. Then it is half-open: exactly one trial request is let
 through (across all instances); its success closes the breaker, its failure opens it again.
+
+With Redis, a request does not ask Redis whether a breaker lets it through: each process
+keeps what Redis holds for the workers it uses (``_Snapshot``), read once when a worker is
+first seen, refreshed in the background every ``ROUTER_BREAKER_REFRESH_MS`` (one pipelined
+read for all of them; no request waits for it), and updated at once by its own failures
+and successes, which go to Redis as they happen. Redis is asked only to claim a half-open
+breaker's one trial. So another instance's breaker opening is seen here within the refresh
+interval, at the price of a few more requests to a failing worker meanwhile (each of which
+is failed over like any other failure).
 """
 
 from __future__ import annotations
@@ -12,10 +21,11 @@ import asyncio
 import time
 from dataclasses import dataclass
 
+import redis.asyncio as aioredis
 from django.conf import settings
 from redis.exceptions import RedisError
 
-from proxy.ground.shared_state import redis_client, redis_failed, redis_key
+from proxy.ground.shared_state import RedisScript, redis_client, redis_failed, redis_key
 
 # A trial that never reports back (its process died) frees the half-open slot after this.
 TRIAL_TIMEOUT_SECONDS = 30.0
@@ -48,6 +58,10 @@ return 0
 """
 
 
+_allow_script = RedisScript(_ALLOW)
+_failure_script = RedisScript(_FAILURE)
+
+
 @dataclass
 class _Local:
     failures: int = 0
@@ -55,7 +69,57 @@ class _Local:
     trial_until: float = 0.0
 
 
+# The breakers themselves, while there is no Redis (with Redis, ``_Snapshot`` keeps what was
+# last read of them there).
 _local: dict[int, _Local] = {}
+
+
+class _Snapshot:
+    """One event loop's view of the breakers in Redis (the ASGI server runs one per
+    process)."""
+
+    def __init__(self) -> None:
+        self.states: dict[int, _Local | None] = {}  # None: no breaker on record (closed)
+        self.read_at = time.monotonic()
+        self.refreshing: asyncio.Task[None] | None = None
+
+    def refresh_if_due(self, client: aioredis.Redis) -> None:
+        due = time.monotonic() - self.read_at >= settings.ROUTER_BREAKER_REFRESH_MS / 1000
+        if due and self.refreshing is None:
+            self.refreshing = asyncio.get_running_loop().create_task(self._refresh(client))
+
+    async def _refresh(self, client: aioredis.Redis) -> None:
+        try:
+            ids = list(self.states)
+            fresh = await _read(client, ids)
+            self.states.update(zip(ids, fresh, strict=True))
+            self.read_at = time.monotonic()
+        except RedisError as error:
+            redis_failed(error)
+        finally:
+            self.refreshing = None
+
+
+_snapshots: dict[asyncio.AbstractEventLoop, _Snapshot] = {}
+
+
+def _snapshot() -> _Snapshot:
+    loop = asyncio.get_running_loop()
+    found = _snapshots.get(loop)
+    if found is None:
+        found = _snapshots[loop] = _Snapshot()
+    return found
+
+
+async def _read(client: aioredis.Redis, worker_ids: list[int]) -> list[_Local | None]:
+    """The breakers of ``worker_ids`` as Redis holds them, in one round trip."""
+    async with client.pipeline(transaction=False) as pipe:
+        for worker_id in worker_ids:
+            pipe.hmget(_key(worker_id), "failures", "open_until", "trial_until")
+        rows = await pipe.execute()
+    return [None if all(value is None for value in row)
+            else _Local(int(row[0] or 0), float(row[1] or 0), float(row[2] or 0))
+            for row in rows]
 
 
 def _key(worker_id: int) -> str:
@@ -74,8 +138,7 @@ async def breaker_allows(worker_id: int) -> int:
     now = time.time()
     if client is not None:
         try:
-            return int(await client.eval(_ALLOW, 1, _key(worker_id), now,
-                                         TRIAL_TIMEOUT_SECONDS))
+            return await _allows_shared(client, worker_id, now)
         except RedisError as error:
             redis_failed(error)
     state = _local.get(worker_id)
@@ -89,11 +152,55 @@ async def breaker_allows(worker_id: int) -> int:
     return ALLOWED
 
 
+async def _allows_shared(client: aioredis.Redis, worker_id: int, now: float) -> int:
+    snapshot = _snapshot()
+    if worker_id not in snapshot.states:
+        # First seen by this process: read, once, rather than guess it closed.
+        snapshot.states[worker_id] = (await _read(client, [worker_id]))[0]
+    else:
+        snapshot.refresh_if_due(client)
+    seen = snapshot.states[worker_id]
+    if seen is None:
+        return ALLOWED_CLEAN
+    if seen.open_until == 0:
+        return ALLOWED
+    if now < seen.open_until or now < seen.trial_until:
+        return REFUSED
+    # Half-open, as far as this process knows: Redis decides which request is the trial.
+    verdict = int(await _allow_script.run(client, [_key(worker_id)],
+                                          [now, TRIAL_TIMEOUT_SECONDS]))
+    if verdict == REFUSED:
+        seen.trial_until = now + TRIAL_TIMEOUT_SECONDS  # another instance's trial
+    elif verdict == ALLOWED and seen.open_until:
+        seen.trial_until = now + TRIAL_TIMEOUT_SECONDS
+    else:
+        snapshot.states[worker_id] = None  # closed meanwhile
+    return verdict
+
+
+def breaker_closed_in_memory(worker_id: int) -> int | None:
+    """ALLOWED_CLEAN or ALLOWED when this process knows the worker's circuit (as kept from
+    Redis) to be closed; None when it is open, half-open (whose trial Redis must grant) or
+    not known yet. Never waits: for choosing a worker before asking Redis anything."""
+    client = redis_client()
+    if client is None:
+        return None
+    snapshot = _snapshot()
+    if worker_id not in snapshot.states:
+        return None
+    snapshot.refresh_if_due(client)
+    seen = snapshot.states[worker_id]
+    if seen is None:
+        return ALLOWED_CLEAN
+    return ALLOWED if seen.open_until == 0 else None
+
+
 async def breaker_success(worker_id: int) -> None:
     client = redis_client()
     if client is not None:
         try:
             await client.delete(_key(worker_id))
+            _snapshot().states[worker_id] = None
             return
         except RedisError as error:
             redis_failed(error)
@@ -108,10 +215,18 @@ async def breaker_failure(worker_id: int) -> bool:
     cooldown = settings.ROUTER_BREAKER_COOLDOWN_SECONDS
     if client is not None:
         try:
-            return bool(await client.eval(_FAILURE, 1, _key(worker_id), now, threshold,
-                                          cooldown))
+            opened = bool(await _failure_script.run(client, [_key(worker_id)],
+                                                    [now, threshold, cooldown]))
         except RedisError as error:
             redis_failed(error)
+        else:
+            states = _snapshot().states
+            seen = states.get(worker_id) or _Local()
+            seen.failures += 1
+            if opened:
+                seen.open_until, seen.trial_until = now + cooldown, 0.0
+            states[worker_id] = seen
+            return opened
     state = _local.setdefault(worker_id, _Local())
     state.failures += 1
     if state.trial_until > 0 or state.failures >= threshold:
@@ -140,6 +255,7 @@ async def breaker_state(worker_id: int) -> str:
 
 def reset_local_breakers() -> None:
     _local.clear()
+    _snapshots.clear()
 
 
 def breaker_states_now(worker_ids: list[int]) -> dict[int, str]:

@@ -13,7 +13,13 @@ from collections import defaultdict
 
 from redis.exceptions import RedisError
 
-from proxy.ground.shared_state import redis_client, redis_failed, redis_key
+from proxy.ground.shared_state import (
+    RedisScript,
+    SlotAsk,
+    redis_client,
+    redis_failed,
+    redis_key,
+)
 
 # A slot lapses after this long unless released; longer than any request may take.
 SLOT_LEASE_SECONDS = 3600.0
@@ -27,6 +33,8 @@ redis.call('EXPIRE', KEYS[1], math.ceil(tonumber(ARGV[4])))
 return 1
 """
 
+_acquire_script = RedisScript(_ACQUIRE)
+
 _local: defaultdict[int, set[str]] = defaultdict(set)
 
 
@@ -38,8 +46,9 @@ async def slot_acquire(worker_id: int, limit: int, request_id: str) -> bool:
     client = redis_client()
     if client is not None:
         try:
-            return bool(await client.eval(_ACQUIRE, 1, _key(worker_id), time.time(), limit,
-                                          request_id, SLOT_LEASE_SECONDS))
+            return bool(await _acquire_script.run(client, [_key(worker_id)],
+                                                  [time.time(), limit, request_id,
+                                                   SLOT_LEASE_SECONDS]))
         except RedisError as error:
             redis_failed(error)
     holders = _local[worker_id]
@@ -47,6 +56,20 @@ async def slot_acquire(worker_id: int, limit: int, request_id: str) -> bool:
         return False
     holders.add(request_id)
     return True
+
+
+def slot_ask(worker_id: int, limit: int) -> SlotAsk:
+    """A slot of this worker, for another script to take in the same round trip (the
+    request's admission, ``proxy.limits.limits_admit``)."""
+    return SlotAsk(key=_key(worker_id), limit=limit, lease_s=SLOT_LEASE_SECONDS)
+
+
+def slot_hand_over(worker_id: int, request_id: str) -> list[tuple[str, str]]:
+    """Free the slot here, and return the (set, request id) pair to remove from Redis, for
+    a caller that removes it together with other work in one round trip (the request's
+    limits, ``proxy.limits.limits_settle``); empty without Redis."""
+    _local[worker_id].discard(request_id)
+    return [(_key(worker_id), request_id)] if redis_client() is not None else []
 
 
 async def slot_release(worker_id: int, request_id: str) -> None:

@@ -17,14 +17,16 @@ from itertools import groupby
 
 from django.conf import settings
 
+from proxy.ground.shared_state import SlotAsk
 from proxy.upstream.breaker import (
     ALLOWED_CLEAN,
     REFUSED,
     breaker_allows,
+    breaker_closed_in_memory,
     breaker_failure,
     breaker_success,
 )
-from proxy.upstream.capacity import slot_acquire, slot_release
+from proxy.upstream.capacity import slot_acquire, slot_ask, slot_hand_over, slot_release
 from proxy.upstream.providers.base import UpstreamTarget
 
 POLL_SECONDS = 0.02
@@ -60,6 +62,14 @@ class Lease:
             self._released = True
             await slot_release(self.target.worker_id, self.request_id)
 
+    def hand_over(self) -> list[tuple[str, str]]:
+        """Release the slot with the caller's own round trip to Redis: the (set, request
+        id) pairs it must remove there (none when already released)."""
+        if self._released:
+            return []
+        self._released = True
+        return slot_hand_over(self.target.worker_id, self.request_id)
+
     async def succeeded(self) -> None:
         if not self.breaker_clean:
             await breaker_success(self.target.worker_id)
@@ -77,11 +87,45 @@ class Candidates:
         self._order = weighted_order(targets, rng)
         self._done: set[int] = set()
         self.attempts = 0
+        self._first: tuple[UpstreamTarget, int] | None = None  # (worker, breaker verdict)
+        self._taken: Lease | None = None  # its slot, taken with the request's admission
+
+    def first_slot(self) -> SlotAsk | None:
+        """The slot of the worker this request would try first, for the admission to take
+        in its own round trip; None when that worker's circuit is not known closed."""
+        if not self._order:
+            return None
+        target = self._order[0]
+        verdict = breaker_closed_in_memory(target.worker_id)
+        if verdict is None:
+            return None  # next() asks, in order
+        self._first = (target, verdict)
+        return slot_ask(target.worker_id, target.max_concurrency)
+
+    def slot_taken(self, slot: list[tuple[str, str]]) -> None:
+        """The admission took the first worker's slot: ``next`` starts with it, and the
+        lease frees it."""
+        if slot and self._first is not None:
+            target, verdict = self._first
+            self._taken = Lease(target, self.request_id,
+                                breaker_clean=verdict == ALLOWED_CLEAN)
+
+    async def release_unused(self) -> None:
+        """Free the slot taken with the admission if no attempt used it (the request ended
+        before its first attempt)."""
+        if self._taken is not None:
+            lease, self._taken = self._taken, None
+            await lease.release()
 
     async def next(self) -> Lease | None:
         """The next worker to try, or None when none is left or none freed up in time."""
         if self.attempts >= settings.ROUTER_MAX_ATTEMPTS:
             return None
+        if self._taken is not None:
+            lease, self._taken = self._taken, None
+            self._done.add(lease.target.worker_id)
+            self.attempts += 1
+            return lease
         deadline = time.monotonic() + settings.ROUTER_CAPACITY_WAIT_MS / 1000
         while True:
             full = False

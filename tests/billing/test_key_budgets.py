@@ -83,10 +83,12 @@ def test_concurrent_request_path_reserves_stop_exactly_at_the_cap(user, price, s
     key_budget_set(api_key=key, lifetime_limit_micros=5 * 300 + 299,
                    monthly_limit_micros=None)
 
+    wallet_id = wallet_id_of(user.pk)
+
     async def all_at_once() -> list[object]:
         try:
             return await asyncio.gather(*(hold_reserve(
-                wallet_id=wallet_id_of(user.pk), hold_id=f"r{i}", amount_micros=300,
+                wallet_id=wallet_id, hold_id=f"r{i}", amount_micros=300,
                 price_id=price.pk, model=price.model, api_key_id=key.pk,
                 expires_at=timezone.now() + timedelta(minutes=5)) for i in range(30)),
                 return_exceptions=True)
