@@ -1,7 +1,7 @@
 """What the router adds on top of its upstream: latency, throughput and time to first token.
 
     .venv/bin/python bench/proxy_bench.py [--requests N] [--duration S] [--database-url URL]
-    .venv/bin/python bench/proxy_bench.py --production   # Redis and key limits, as deployed
+    .venv/bin/python bench/proxy_bench.py --bare   # no Redis, no key limits
 
 One run drops and recreates a dedicated PostgreSQL database, migrates and seeds it through
 the ops CLI, starts a cheap local upstream (``bench/fast_upstream.py``) and the router
@@ -15,10 +15,11 @@ the same upstream), and checks afterwards that the database charged every reques
 router answered. Everything stays
 on 127.0.0.1 and every phase is bounded in count or time.
 
-By default the router has no Redis and the bench keys no limits; ``--redis-url``,
-``--key-rpm`` and ``--key-tpm`` (or ``--production`` for all three) run it as it is deployed:
-limits, worker slots and circuit breakers in Redis, and every request checked against its
-key's RPM and TPM (limits high enough never to refuse one).
+By default it runs the router as it is deployed (the production configuration): limits,
+worker slots and circuit breakers in Redis, and every request checked against its key's RPM
+and TPM (limits high enough never to refuse one). ``--bare`` runs it without Redis and
+without key limits (``--redis-url``, ``--key-rpm`` and ``--key-tpm`` set each one);
+``--production`` is accepted and changes nothing.
 """
 from __future__ import annotations
 
@@ -170,15 +171,18 @@ def parse_options(argv: list[str] | None = None) -> Options:
     parser.add_argument("--key-concurrency", type=int, default=None, metavar="N",
                         help="requests in flight of each bench key (default: no limit)")
     parser.add_argument("--production", action="store_true",
-                        help=f"as deployed: --redis-url {PRODUCTION['redis_url']} --key-rpm "
-                             f"{PRODUCTION['key_rpm']} --key-tpm {PRODUCTION['key_tpm']} "
-                             "(options given explicitly win; --key-rpm 0 or --redis-url '' "
-                             "turn one off)")
+                        help="the default (kept for older command lines)")
+    parser.add_argument("--bare", action="store_true",
+                        help="no Redis and no key limits, unless given explicitly (by "
+                             f"default: --redis-url {PRODUCTION['redis_url']} --key-rpm "
+                             f"{PRODUCTION['key_rpm']} --key-tpm {PRODUCTION['key_tpm']}; "
+                             "--key-rpm 0 or --redis-url '' turn one off)")
     args = parser.parse_args(argv)
-    if args.production:
+    if not args.bare:
         for name, value in PRODUCTION.items():
             if getattr(args, name) is None:
                 setattr(args, name, value)
+    del args.bare
     args.redis_url = args.redis_url or ""
     if args.redis_url and not urlsplit(args.redis_url).path.strip("/"):
         parser.error("--redis-url must name a database number (it is flushed), e.g. "
