@@ -8,7 +8,7 @@ import sys
 import httpx
 
 from accounts.models import ApiKey
-from tests.router_admin.test_production_settings import production_env
+from tests.router_admin.production import production_env
 from tests.router_processes import env_for_test_database, router_processes
 
 BODY = {"model": "mock-gpt", "messages": [{"role": "user", "content": "hi"}], "max_tokens": 5}

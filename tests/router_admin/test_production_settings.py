@@ -4,14 +4,14 @@ from collectstatic, and refusing to start without its secrets."""
 from __future__ import annotations
 
 import json
-import os
 import re
-import secrets
 import subprocess
 import sys
 from pathlib import Path
 
 import pytest
+
+from tests.router_admin.production import production_env
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -31,20 +31,6 @@ JUSTIFIED = {
 }
 SECRETS = ("DATABASE_URL", "REDIS_URL", "SECRET_KEY", "ROUTER_ENCRYPTION_KEYS",
            "ALLOWED_HOSTS")
-
-
-def production_env(**extra: str) -> dict[str, str]:
-    clean = {k: v for k, v in os.environ.items()
-             if k not in {"DEBUG", "DJANGO_SETTINGS_MODULE", "SECURE_PROXY_SSL_HEADER",
-                          "SECURE_SSL_REDIRECT", "SECURE_HSTS_SECONDS", "EMAIL_BACKEND",
-                          "EMAIL_HOST"}}
-    return {**clean, "DATABASE_URL": "postgres://postgres@127.0.0.1:5432/never_connected",
-            # Never connected to: these processes only read settings.
-            "REDIS_URL": os.environ.get("REDIS_URL", "redis://127.0.0.1:6379/0"),
-            "SECRET_KEY": secrets.token_urlsafe(50),
-            "ROUTER_ENCRYPTION_KEYS": "A8xkVaa1nVl7KDppCml_KeREI_n2hNgvJejhGkTXCz8=",
-            "ALLOWED_HOSTS": "router.example.com",
-            "EMAIL_HOST": "smtp.example.com", **extra}
 
 
 def _run(*args: str, env: dict[str, str]) -> subprocess.CompletedProcess[str]:
@@ -148,14 +134,11 @@ def test_serve_names_every_problem_at_once():
         assert line in result.stderr
 
 
-def test_collectstatic_writes_hashed_and_compressed_files_for_whitenoise(tmp_path):
-    result = _run("manage.py", "collectstatic", "--noinput",
-                  env=production_env(STATIC_ROOT=str(tmp_path)))
-    assert result.returncode == 0, result.stderr
-    manifest = json.loads((tmp_path / "staticfiles.json").read_text())["paths"]
+def test_collectstatic_writes_hashed_and_compressed_files_for_whitenoise(collected_static):
+    manifest = json.loads((collected_static / "staticfiles.json").read_text())["paths"]
     hashed = manifest["admin/css/base.css"]
     assert re.fullmatch(r"admin/css/base\.[0-9a-f]{12}\.css", hashed)
-    assert (tmp_path / f"{hashed}.gz").exists()
+    assert (collected_static / f"{hashed}.gz").exists()
 
 
 # --- email: sent, never printed ----------------------------------------------------------

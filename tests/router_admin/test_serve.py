@@ -13,7 +13,7 @@ from pathlib import Path
 import redis
 
 from serve import beat_lock_name, server_argv
-from tests.router_admin.test_production_settings import production_env
+from tests.router_admin.production import production_env
 
 ROOT = Path(__file__).resolve().parents[2]
 PROCESSES = ("release", "web", "worker", "beat")
