@@ -177,9 +177,15 @@ def _batching() -> bool:
 
 
 async def close_pools() -> None:
-    """Let this loop's releases of abandoned holds finish, then close its connections."""
-    while _releasing:
-        await asyncio.gather(*list(_releasing), return_exceptions=True)
+    """Let this loop's releases of abandoned holds finish, then close its connections.
+
+    Only this loop's: a release begun in a loop that has since closed (a process's other
+    loop, a test's) can neither be awaited here nor ever finish, and must not stop this
+    one from closing."""
+    loop = asyncio.get_running_loop()
+    _releasing.difference_update([task for task in _releasing if task.get_loop().is_closed()])
+    while mine := [task for task in _releasing if task.get_loop() is loop]:
+        await asyncio.gather(*mine, return_exceptions=True)
     _batchers.pop(asyncio.get_running_loop(), None)
     await close_pool()
 
