@@ -21,11 +21,11 @@ def _usd_input(micros: int) -> str:
 class AutoTopUpForm(forms.Form):
     enabled = forms.BooleanField(label="Top up automatically", required=False)
     threshold_usd = forms.CharField(
-        label="When my balance falls below (USD)", max_length=32,
-        help_text="Compared with your balance after each request's charge, within a minute.")
+        label="When the balance falls below (USD)", max_length=32,
+        help_text="Compared with the balance after each request's charge, within a minute.")
     amount_usd = forms.CharField(
         label="Add (USD)", max_length=32,
-        help_text="Charged to your saved card each time: $5 to $10,000, whole cents.")
+        help_text="Charged to the saved card each time: $5 to $10,000, whole cents.")
     monthly_ceiling_usd = forms.CharField(
         label="At most, per calendar month (USD)", max_length=32,
         help_text="Auto top-ups made or in progress this month (UTC) never go past it.")

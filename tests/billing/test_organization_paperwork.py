@@ -195,6 +195,7 @@ def test_a_declined_organization_card_switches_auto_top_up_off_and_emails_its_bi
     assert sorted(email.to) == ["billing@acme.example", "co-owner@acme.example",
                                 "owner@acme.example"]
     assert "auto top-up is off" in email.subject
+    assert f"to {acme.organization.name}'s Binom Router balance" in email.body
     assert acme.wallet.posted_micros == 1 * USD  # nothing was credited
 
 

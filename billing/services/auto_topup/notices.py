@@ -36,15 +36,18 @@ def auto_topup_disabled_queue(*, wallet_id: int, reason: str, amount_micros: int
 
 
 def auto_topup_disabled_send(message: OutboxMessage) -> None:
-    wallet = Wallet.objects.select_related("user").filter(
+    wallet = Wallet.objects.select_related("user", "organization").filter(
         pk=message.payload.get("wallet_id")).first()
     recipients = wallet_contacts(wallet) if wallet is not None else []
     if not recipients:
         return  # nobody to tell (the wallet or its people are gone): nothing to retry
     amount = format_usd(int(message.payload.get("amount_micros", 0)))
+    # An organization's owners and billing members are told whose balance it is.
+    whose = (f"{wallet.organization.name}'s" if wallet.organization is not None
+             else "your")
     send_mail(
         subject="Binom Router: auto top-up is off, your card could not be charged",
-        message=(f"We tried to add ${amount} to your Binom Router balance with your saved "
+        message=(f"We tried to add ${amount} to {whose} Binom Router balance with the saved "
                  f"card, and it did not go through:\n\n{message.payload.get('reason', '')}\n\n"
                  "Auto top-up is now off, so nothing more will be tried. Check the card (or "
                  "save another) and turn auto top-up on again on the portal's Auto top-up "
