@@ -6,6 +6,7 @@ from dataclasses import dataclass
 
 from accounts.models import ApiKey
 from billing.models import KeyBudget, MemberBudget, Wallet
+from billing.models.budgets import SpendBudget
 from billing.services.budgets import current_month
 
 
@@ -86,7 +87,7 @@ def spending_room_of(*, wallet_id: int, api_key_id: int | None) -> SpendingRoom:
                         member_monthly, member.pending_micros if member else 0)
 
 
-def _room(budget: KeyBudget | MemberBudget | None) -> tuple[int | None, int | None]:
+def _room(budget: SpendBudget | None) -> tuple[int | None, int | None]:
     """What a budget's lifetime and monthly caps leave (None: no such cap)."""
     if budget is None:
         return None, None

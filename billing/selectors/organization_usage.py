@@ -19,7 +19,13 @@ from django.utils import timezone
 
 from accounts.models import User
 from billing.models import LedgerEntry, MemberBudget, UsageRecord, Wallet
-from billing.selectors.usage import DailyUsage, ModelUsage, UsageFilters
+from billing.selectors.usage import (
+    DailyUsage,
+    ModelUsage,
+    UsageFilters,
+    today_start,
+    usage_narrowed,
+)
 from billing.selectors.wallets import Balance
 from billing.services.budgets import current_month
 from organizations.models import Organization
@@ -69,10 +75,6 @@ class MemberBudgetView:
     pending_micros: int  # held by their requests in flight
 
 
-def _today_start(now: datetime) -> datetime:
-    return now.astimezone(UTC).replace(hour=0, minute=0, second=0, microsecond=0)
-
-
 def _records(organization: Organization, member: User | None) -> QuerySet[UsageRecord]:
     records = UsageRecord.objects.filter(organization=organization)
     if member is None:
@@ -85,7 +87,7 @@ def _records(organization: Organization, member: User | None) -> QuerySet[UsageR
 def _window(organization: Organization, member: User | None, days: int,
             now: datetime | None) -> QuerySet[UsageRecord]:
     """The records of the last ``days`` UTC days, today included."""
-    since = _today_start(now or timezone.now()) - timedelta(days=days - 1)
+    since = today_start(now or timezone.now()) - timedelta(days=days - 1)
     return _records(organization, member).filter(created_at__gte=since).order_by()
 
 
@@ -97,28 +99,15 @@ def organization_usage_records(*, organization: Organization, member: User | Non
                                filters: UsageFilters | None = None
                                ) -> QuerySet[UsageRecord]:
     """The organization's requests (one member's, with ``member``), newest first."""
-    filters = filters or UsageFilters()
     records = _records(organization, member).select_related("api_key", "user")
-    if filters.model:
-        records = records.filter(model=filters.model)
-    if filters.api_key_id is not None:
-        records = records.filter(api_key_id=filters.api_key_id)
-    if filters.status:
-        records = records.filter(status=filters.status)
-    if filters.endpoint:
-        records = records.filter(endpoint=filters.endpoint)
-    if filters.since is not None:
-        records = records.filter(created_at__gte=filters.since)
-    if filters.until is not None:
-        records = records.filter(created_at__lt=filters.until)
-    return records.order_by("-created_at", "-pk")
+    return usage_narrowed(records, filters or UsageFilters())
 
 
 def organization_usage_daily(*, organization: Organization, member: User | None = None,
                              days: int = 30, now: datetime | None = None) -> list[DailyUsage]:
     """One row per UTC day, the oldest first, days without use as zeros."""
     now = now or timezone.now()
-    first = _today_start(now) - timedelta(days=days - 1)
+    first = today_start(now) - timedelta(days=days - 1)
     rows = (_window(organization, member, days, now)
             .annotate(day=TruncDay("created_at", tzinfo=UTC)).values("day").annotate(**_SUMS))
     by_day = {row["day"].astimezone(UTC).date(): row for row in rows}
@@ -173,7 +162,7 @@ def organization_usage_by_key(*, organization: Organization, member: User | None
 def organization_spend_month(*, organization: Organization, member: User | None = None,
                              now: datetime | None = None) -> int:
     """Spent this calendar month (UTC), in micro-USD."""
-    start = _today_start(now or timezone.now()).replace(day=1)
+    start = today_start(now or timezone.now()).replace(day=1)
     total = (_records(organization, member).filter(created_at__gte=start)
              .aggregate(total=Sum("cost_micros"))["total"])
     return total or 0

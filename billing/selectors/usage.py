@@ -69,14 +69,15 @@ _RECORD_SUMS = {"requests": Count("id"), "prompt_tokens": Sum("prompt_tokens"),
 _FIELDS = tuple(_ROLLUP_SUMS)
 
 
-def _today_start(now: datetime) -> datetime:
+def today_start(now: datetime) -> datetime:
+    """The start of ``now``'s UTC day."""
     return now.astimezone(UTC).replace(hour=0, minute=0, second=0, microsecond=0)
 
 
 def _totals(user: User, *, since: datetime, now: datetime, by: str | None) -> dict:
     """Sums per ``by`` (a field both sources have, or None for one total) from ``since``
     (a UTC midnight) to now: roll-ups before today, records for today."""
-    today = _today_start(now)
+    today = today_start(now)
     rollups = UsageRollup.objects.filter(user=user, organization=None,
                                          period=UsageRollup.Period.DAY,
                                          bucket_start__gte=since, bucket_start__lt=today)
@@ -96,7 +97,7 @@ def _totals(user: User, *, since: datetime, now: datetime, by: str | None) -> di
 
 def usage_spend_summary(*, user: User, now: datetime | None = None) -> SpendSummary:
     now = now or timezone.now()
-    today = _today_start(now)
+    today = today_start(now)
     month = _totals(user, since=today.replace(day=1), now=now, by=None)[None]
     today_totals = _totals(user, since=today, now=now, by=None)[None]
     return SpendSummary(today_micros=today_totals["cost_micros"],
@@ -107,7 +108,7 @@ def usage_spend_summary(*, user: User, now: datetime | None = None) -> SpendSumm
 def usage_daily(*, user: User, days: int = 30, now: datetime | None = None) -> list[DailyUsage]:
     """One row per UTC day, the oldest first, days without use included as zeros."""
     now = now or timezone.now()
-    today = _today_start(now)
+    today = today_start(now)
     first = today - timedelta(days=days - 1)
     rollups = (UsageRollup.objects.filter(user=user, organization=None,
                                           period=UsageRollup.Period.DAY,
@@ -128,7 +129,7 @@ def usage_by_model(*, user: User, days: int = 30,
                    now: datetime | None = None) -> list[ModelUsage]:
     """Totals per model over the last ``days`` UTC days (today included), costliest first."""
     now = now or timezone.now()
-    since = _today_start(now) - timedelta(days=days - 1)
+    since = today_start(now) - timedelta(days=days - 1)
     totals = _totals(user, since=since, now=now, by="model")
     rows = [ModelUsage(model=model, **sums) for model, sums in totals.items()]
     return sorted(rows, key=lambda row: (-row.cost_micros, row.model))
@@ -148,9 +149,15 @@ def usage_records_of(*, user: User,
                      filters: UsageFilters | None = None) -> QuerySet[UsageRecord]:
     """The user's requests, newest first, narrowed by ``filters``; only ever their own, and
     only those their own wallet paid (an organization's are on its pages)."""
-    filters = filters or UsageFilters()
     records = (UsageRecord.objects.filter(user=user, organization=None)
                .select_related("api_key"))
+    return usage_narrowed(records, filters or UsageFilters())
+
+
+def usage_narrowed(records: QuerySet[UsageRecord],
+                   filters: UsageFilters) -> QuerySet[UsageRecord]:
+    """``records`` narrowed by ``filters``, newest first (the portal's and the API's lists,
+    a person's or an organization's)."""
     if filters.model:
         records = records.filter(model=filters.model)
     if filters.api_key_id is not None:

@@ -14,6 +14,7 @@ from audit.services import audit_record
 from audit.snapshots import snapshot
 from billing.errors import InvalidAmount, KeySpendCapReached
 from billing.models import KeyBudget, MemberBudget
+from billing.models.budgets import SpendBudget
 
 
 def current_month() -> date:
@@ -51,7 +52,7 @@ def _month_spent(budget: KeyBudget, month: date) -> int:
     return budget.month_spent_micros if budget.month == month else 0
 
 
-def cap_shortfall(budget: KeyBudget | MemberBudget, amount_micros: int, *,
+def cap_shortfall(budget: SpendBudget, amount_micros: int, *,
                   scope: str = "") -> KeySpendCapReached | None:
     """The cap that ``amount_micros`` more would pass, as the refusal to raise, or None.
     ``scope`` "member " names a member's budget in an organization (the same columns)."""
@@ -71,7 +72,7 @@ def cap_shortfall(budget: KeyBudget | MemberBudget, amount_micros: int, *,
     return None
 
 
-def budget_reserve(budget: KeyBudget | MemberBudget, amount_micros: int, *,
+def budget_reserve(budget: SpendBudget, amount_micros: int, *,
                    scope: str = "") -> None:
     """Count a new hold against a locked budget row (a key's, or a member's), or refuse it."""
     refusal = cap_shortfall(budget, amount_micros, scope=scope)
@@ -84,7 +85,7 @@ def budget_reserve(budget: KeyBudget | MemberBudget, amount_micros: int, *,
     budget.save(update_fields=["pending_micros", "month_spent_micros", "month"])
 
 
-def budget_resolve(budget: KeyBudget | MemberBudget, *, amount_micros: int,
+def budget_resolve(budget: SpendBudget, *, amount_micros: int,
                    charged_micros: int) -> None:
     """Release a hold from a locked budget row, counting what it charged as spent."""
     month = current_month()
