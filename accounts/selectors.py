@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+
 from django.db.models import QuerySet
 from django.utils import timezone
 
@@ -30,6 +32,22 @@ def api_key_authenticate(*, raw_key: str) -> ApiKey | None:
     if not api_key.is_usable(timezone.now()):
         return None
     return api_key
+
+
+def api_keys_authenticate(*, raw_keys: Sequence[str]) -> list[ApiKey | None]:
+    """``api_key_authenticate`` for many keys in one query: a key (or None) per raw key,
+    in order, by the same rules."""
+    well_formed = [raw for raw in raw_keys if key_is_well_formed(raw)]
+    by_prefix = {api_key.prefix: api_key for api_key in ApiKey.objects.select_related("user")
+                 .filter(prefix__in={key_prefix_of(raw) for raw in well_formed})}
+    now = timezone.now()
+    found: list[ApiKey | None] = []
+    for raw in raw_keys:
+        api_key = by_prefix.get(key_prefix_of(raw)) if key_is_well_formed(raw) else None
+        usable = (api_key is not None and digests_match(api_key.digest, key_digest(raw))
+                  and api_key.is_usable(now))
+        found.append(api_key if usable else None)
+    return found
 
 
 def api_keys_of(*, user: User) -> QuerySet[ApiKey]:

@@ -7,6 +7,7 @@ seconds: a revoked key stops working, and a new price or worker takes effect, wi
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
 from functools import cached_property
@@ -18,8 +19,8 @@ from django.utils import timezone
 
 from accounts.keys import key_digest
 from accounts.models import ApiKey
-from accounts.selectors import api_key_authenticate
-from accounts.services import api_key_touch
+from accounts.selectors import api_key_authenticate, api_keys_authenticate
+from accounts.services import api_key_touch, api_keys_touch
 from billing.models import ModelPrice, Wallet
 from billing.models.prices import CACHE_WRITE_FACTOR
 from billing.selectors import price_current, prices_current
@@ -71,12 +72,6 @@ def _ttl() -> float:
     return float(getattr(settings, "ROUTER_LOOKUP_TTL_SECONDS", 5))
 
 
-_callers: TTLCache[str, Caller | None] = TTLCache(ttl=_ttl)
-_prices: TTLCache[str, ModelPrice | None] = TTLCache(ttl=_ttl)
-_targets: TTLCache[str, list[UpstreamTarget]] = TTLCache(ttl=_ttl)
-_routable: TTLCache[str, list[ModelPrice]] = TTLCache(ttl=_ttl)
-
-
 def wallet_id_for_key(*, api_key: ApiKey) -> int:
     """The wallet a key spends: its organization's, or its user's own (made if a user
     created outside our paths has none yet)."""
@@ -87,15 +82,29 @@ def wallet_id_for_key(*, api_key: ApiKey) -> int:
     return found if found is not None else wallet_get_or_create(user=api_key.user).pk
 
 
-def _load_caller(raw_key: str) -> Caller | None:
-    api_key = api_key_authenticate(raw_key=raw_key)
-    if api_key is None:
-        return None
-    api_key_touch(api_key=api_key)
+def _wallet_ids_for_keys(api_keys: Sequence[ApiKey]) -> dict[int, int]:
+    """``wallet_id_for_key`` of many keys, by key id, in two queries."""
+    personal = dict(Wallet.objects.filter(
+        user_id__in={k.user_id for k in api_keys if k.organization_id is None})
+        .values_list("user_id", "pk"))
+    shared = dict(Wallet.objects.filter(
+        organization_id__in={k.organization_id for k in api_keys
+                             if k.organization_id is not None})
+        .values_list("organization_id", "pk"))
+    found: dict[int, int] = {}
+    for api_key in api_keys:
+        wallet_id = (shared.get(api_key.organization_id) if api_key.organization_id is not None
+                     else personal.get(api_key.user_id))
+        found[api_key.pk] = (wallet_id if wallet_id is not None
+                             else wallet_id_for_key(api_key=api_key))
+    return found
+
+
+def _caller(api_key: ApiKey, wallet_id: int) -> Caller:
     user = api_key.user
     return Caller(
         user_id=api_key.user_id, api_key_id=api_key.pk, key_prefix=api_key.prefix,
-        wallet_id=wallet_id_for_key(api_key=api_key),
+        wallet_id=wallet_id,
         organization_id=api_key.organization_id,
         expires_at=api_key.expires_at,
         key_limits=Limits(api_key.rpm, api_key.tpm, api_key.max_concurrency),
@@ -106,8 +115,43 @@ def _load_caller(raw_key: str) -> Caller | None:
     )
 
 
+def _load_caller(raw_key: str) -> Caller | None:
+    api_key = api_key_authenticate(raw_key=raw_key)
+    if api_key is None:
+        return None
+    api_key_touch(api_key=api_key)
+    return _caller(api_key, wallet_id_for_key(api_key=api_key))
+
+
+def _load_callers(raw_keys: Sequence[str]) -> list[Caller | None]:
+    """``_load_caller`` of every key the keeper reloads at once, in four queries."""
+    api_keys = api_keys_authenticate(raw_keys=raw_keys)
+    usable = [api_key for api_key in api_keys if api_key is not None]
+    api_keys_touch(api_keys=usable)
+    wallets = _wallet_ids_for_keys(usable)
+    return [None if api_key is None else _caller(api_key, wallets[api_key.pk])
+            for api_key in api_keys]
+
+
+def _load_prices(models: Sequence[str]) -> list[ModelPrice | None]:
+    """The price in force of each model, in one query (``price_current`` of each)."""
+    current: dict[str, ModelPrice] = {}
+    for price in ModelPrice.objects.filter(model__in=set(models),
+                                           effective_from__lte=timezone.now()).order_by(
+            "model", "-effective_from"):
+        current.setdefault(price.model, price)
+    return [current.get(model) for model in models]
+
+
+_callers: TTLCache[str, Caller | None] = TTLCache(ttl=_ttl, reload_many=_load_callers)
+_prices: TTLCache[str, ModelPrice | None] = TTLCache(ttl=_ttl, reload_many=_load_prices)
+_targets: TTLCache[str, list[UpstreamTarget]] = TTLCache(ttl=_ttl)
+_routable: TTLCache[str, list[ModelPrice]] = TTLCache(ttl=_ttl)
+
+
 async def caller_for_key(raw_key: str) -> Caller | None:
-    caller = await _callers.get_or_load(key_digest(raw_key), lambda: _load_caller(raw_key))
+    caller = await _callers.get_or_load(key_digest(raw_key), lambda: _load_caller(raw_key),
+                                        arg=raw_key)
     if caller is not None and caller.expires_at is not None and caller.expires_at <= timezone.now():
         return None  # expired while cached
     return caller

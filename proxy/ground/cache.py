@@ -5,9 +5,9 @@ from __future__ import annotations
 import asyncio
 import time
 from collections import OrderedDict
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from typing import Generic, TypeVar
+from typing import Any, Generic, TypeVar
 
 from asgiref.sync import sync_to_async
 from django.db import InterfaceError, OperationalError, connection
@@ -39,6 +39,7 @@ class _Entry(Generic[V]):
     value: V
     load: Callable[[], V]
     used: float  # when a request last read it
+    arg: Any = None  # what ``reload_many`` needs to load it again (the cache key if None)
 
 
 class TTLCache(Generic[K, V]):
@@ -54,39 +55,53 @@ class TTLCache(Generic[K, V]):
     answers, and a keeper task reloads, before they expire, the entries read in the last
     ``KEEPALIVE_SECONDS`` (a key used every ten seconds never waits for the database). No
     entry is ever answered past its expiry, so a revoked key still stops within ``ttl()``.
+
+    ``reload_many``, if given, loads many entries at once (the ``arg`` each was stored
+    with, in order; a value per arg): the keeper then reloads what is due in one
+    statement per ``BATCH`` instead of one load each. Every key used in the last five
+    minutes is reloaded about once per ``ttl()``: one by one, at about a millisecond of CPU
+    each, 1,000 keys in use would cost a quarter of a core.
     """
 
     REFRESH_AHEAD = 0.25
     KEEPALIVE_SECONDS = 300.0
+    BATCH = 500
 
-    def __init__(self, *, ttl: Callable[[], float], maxsize: int = 10_000) -> None:
+    def __init__(self, *, ttl: Callable[[], float], maxsize: int = 10_000,
+                 reload_many: Callable[[Sequence[Any]], Sequence[V]] | None = None) -> None:
         self.ttl = ttl
         self.maxsize = maxsize
+        self.reload_many = reload_many
         self._data: OrderedDict[K, _Entry[V]] = OrderedDict()
         self._loading: dict[K, asyncio.Future[V]] = {}
         self._keepers: dict[asyncio.AbstractEventLoop, asyncio.Task[None]] = {}
         _all_caches.append(self)
 
-    async def get_or_load(self, key: K, load: Callable[[], V]) -> V:
+    async def get_or_load(self, key: K, load: Callable[[], V], *, arg: Any = None) -> V:
         now = time.monotonic()
         hit = self._data.get(key)
         if hit is not None and hit.expires > now:
             hit.used = now
             if hit.expires - now < self.ttl() * self.REFRESH_AHEAD:
-                self._refresh(key, hit.load)
+                self._refresh(key, hit.load, hit.arg)
             return hit.value
         pending = self._loading.get(key)
         if pending is not None and pending.get_loop() is asyncio.get_running_loop():
             return await asyncio.shield(pending)
-        value = await asyncio.shield(self._load(key, load))
+        value = await asyncio.shield(self._load(key, load, arg))
         self._keep_alive()
         return value
 
-    def _load(self, key: K, load: Callable[[], V]) -> asyncio.Future[V]:
+    def _load(self, key: K, load: Callable[[], V], arg: Any) -> asyncio.Future[V]:
         """One load of ``key`` in a worker thread, stored when it lands (shared by every
         request asking meanwhile)."""
         future = asyncio.ensure_future(
             sync_to_async(_read_in_thread, thread_sensitive=False)(load))
+        self._store_when_done(key, future, load, arg)
+        return future
+
+    def _store_when_done(self, key: K, future: asyncio.Future[V], load: Callable[[], V],
+                         arg: Any) -> None:
         self._loading[key] = future
 
         def stored(done: asyncio.Future[V]) -> None:
@@ -97,20 +112,43 @@ class TTLCache(Generic[K, V]):
             now = time.monotonic()
             old = self._data.get(key)
             self._data[key] = _Entry(now + self.ttl(), done.result(), load,
-                                     old.used if old else now)
+                                     old.used if old else now, arg)
             self._data.move_to_end(key)
             while len(self._data) > self.maxsize:
                 self._data.popitem(last=False)
 
         future.add_done_callback(stored)
-        return future
 
-    def _refresh(self, key: K, load: Callable[[], V]) -> None:
+    def _idle(self, key: K) -> bool:
         pending = self._loading.get(key)
-        if pending is None or pending.get_loop() is not asyncio.get_running_loop():
+        return pending is None or pending.get_loop() is not asyncio.get_running_loop()
+
+    def _refresh(self, key: K, load: Callable[[], V], arg: Any = None) -> None:
+        if self._idle(key):
             # Nobody waits for it; a failure (the database away) leaves the entry to expire
             # and the next request to load it, and say so.
-            self._load(key, load).add_done_callback(_quiet)
+            self._load(key, load, arg).add_done_callback(_quiet)
+
+    def _refresh_many(self, due: list[tuple[K, _Entry[V]]]) -> None:
+        """Reload ``due`` through ``reload_many``, a batch at a time, each in one worker
+        thread; every key gets its own future, so a request that misses meanwhile waits
+        for the batch instead of loading the key again."""
+        assert self.reload_many is not None
+        reload_many = self.reload_many
+        loop = asyncio.get_running_loop()
+        due = [(key, entry) for key, entry in due if self._idle(key)]
+        for start in range(0, len(due), self.BATCH):
+            chunk = due[start:start + self.BATCH]
+            futures: list[asyncio.Future[V]] = []
+            for key, entry in chunk:
+                future: asyncio.Future[V] = loop.create_future()
+                self._store_when_done(key, future, entry.load, entry.arg)
+                future.add_done_callback(_quiet)
+                futures.append(future)
+            args = [key if entry.arg is None else entry.arg for key, entry in chunk]
+            batch = asyncio.ensure_future(sync_to_async(_read_in_thread, thread_sensitive=False)(
+                lambda args=args: reload_many(args)))
+            batch.add_done_callback(lambda done, futures=futures: _hand_out(done, futures))
 
     def _keep_alive(self) -> None:
         if self.ttl() <= 0:
@@ -126,11 +164,14 @@ class TTLCache(Generic[K, V]):
         while self.ttl() > 0:
             await asyncio.sleep(max(self.ttl() * self.REFRESH_AHEAD / 2, 0.05))
             now = time.monotonic()
-            due = [(key, entry.load) for key, entry in list(self._data.items())
+            due = [(key, entry) for key, entry in list(self._data.items())
                    if now - entry.used < self.KEEPALIVE_SECONDS
                    and entry.expires - now < self.ttl() * self.REFRESH_AHEAD]
-            for key, load in due:
-                self._refresh(key, load)
+            if self.reload_many is not None and len(due) > 1:
+                self._refresh_many(due)
+            else:
+                for key, entry in due:
+                    self._refresh(key, entry.load, entry.arg)
             if not any(now - entry.used < self.KEEPALIVE_SECONDS
                        for entry in self._data.values()):
                 return
@@ -144,6 +185,26 @@ class TTLCache(Generic[K, V]):
         if keeper is not None:
             keeper.cancel()
         return keeper
+
+
+def _hand_out(batch: asyncio.Future[Sequence[V]], futures: list[asyncio.Future[V]]) -> None:
+    """A batch reload landed: give each key's future its value (or the batch's failure)."""
+    if batch.cancelled():
+        for future in futures:
+            future.cancel()
+        return
+    error = batch.exception()
+    values = None if error is not None else batch.result()
+    if values is not None and len(values) != len(futures):
+        error = RuntimeError(f"reload_many returned {len(values)} values for "
+                             f"{len(futures)} keys")
+    for i, future in enumerate(futures):
+        if future.done():
+            continue
+        if error is not None:
+            future.set_exception(error)
+        else:
+            future.set_result(values[i])  # type: ignore[index]
 
 
 def _quiet(done: asyncio.Future[object]) -> None:

@@ -87,3 +87,57 @@ def test_a_zero_time_to_live_caches_nothing_and_keeps_nothing():
         return load.calls
 
     assert asyncio.run(story()) == 3
+
+
+class ManyLoads:
+    """A ``reload_many`` that records each batch it is given."""
+
+    def __init__(self) -> None:
+        self.batches: list[list[str]] = []
+        self.lock = threading.Lock()
+
+    def __call__(self, args):
+        with self.lock:
+            self.batches.append(list(args))
+        return [f"{arg}-reloaded" for arg in args]
+
+
+def test_the_keeper_reloads_what_is_due_in_one_batch_not_one_load_each(monkeypatch):
+    monkeypatch.setattr(TTLCache, "KEEPALIVE_SECONDS", 5.0)
+    many = ManyLoads()
+    cache: TTLCache = TTLCache(ttl=lambda: 0.4, reload_many=many)
+    singles = Loads("first")
+
+    async def story() -> list[str]:
+        for i in range(30):
+            await cache.get_or_load(f"digest{i}", singles, arg=f"key{i}")
+        await asyncio.sleep(0.45)  # past the first life: the keeper reloaded them ahead
+        return [await cache.get_or_load(f"digest{i}", singles, arg=f"key{i}")
+                for i in range(30)]
+
+    seen = asyncio.run(story())
+    assert singles.calls == 30  # the first loads only: none waited again
+    assert seen == [f"key{i}-reloaded" for i in range(30)]
+    # Every key was reloaded through reload_many, with the arg it was stored with, a few
+    # batches in all (those due at the same tick of the keeper go together), not 30 loads.
+    assert {arg for batch in many.batches for arg in batch} == {f"key{i}" for i in range(30)}
+    assert len(many.batches) <= 6
+
+
+def test_a_failed_batch_leaves_entries_to_expire_and_load_again(monkeypatch):
+    monkeypatch.setattr(TTLCache, "KEEPALIVE_SECONDS", 5.0)
+
+    def broken(args):
+        raise RuntimeError("database away")
+
+    cache: TTLCache = TTLCache(ttl=lambda: 0.3, reload_many=broken)
+    load = Loads("v1")
+
+    async def story() -> list[str]:
+        await cache.get_or_load("a", load)
+        await cache.get_or_load("b", load)
+        load.value = "v2"
+        await asyncio.sleep(0.35)  # the batch failed: both expired, nothing stale answers
+        return [await cache.get_or_load("a", load), await cache.get_or_load("b", load)]
+
+    assert asyncio.run(story()) == ["v2", "v2"]
