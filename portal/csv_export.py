@@ -1,7 +1,10 @@
 """Usage records as a CSV download, for the portal's page and the self-service API alike.
 
 Streamed from an async iterator: the ASGI server then sends rows as the database yields
-them in chunks, where a synchronous iterator would first be read whole into memory.
+them in chunks, where a synchronous iterator would first be read whole into memory. On
+PostgreSQL, callers that pass ``columns`` (the SQL twin of ``row``) get the rows formatted
+by the database and streamed through COPY (portal.csv_copy), about ten times faster; the
+Python ``row`` serves SQLite.
 """
 
 from __future__ import annotations
@@ -10,10 +13,11 @@ import csv
 from collections.abc import AsyncIterator, Callable, Iterable, Sequence
 from typing import Any
 
-from django.db.models import QuerySet
+from django.db.models import Expression, QuerySet
 from django.http import StreamingHttpResponse
 
 from billing.models import UsageRecord
+from portal.csv_copy import copy_csv_lines, copy_supported
 
 CHUNK_SIZE = 1000
 
@@ -46,8 +50,17 @@ async def _lines(header: Sequence[str], records: QuerySet[UsageRecord],
 
 def usage_csv_response(*, header: Sequence[str], records: QuerySet[UsageRecord],
                        row: Callable[[UsageRecord], Sequence[Any]],
-                       filename: str) -> StreamingHttpResponse:
+                       filename: str,
+                       columns: Sequence[Expression | str] | None = None
+                       ) -> StreamingHttpResponse:
+    """``row`` of each record, or on PostgreSQL ``columns`` (the same cells as SQL
+    expressions, see portal.csv_copy) through COPY when given."""
+    lines: AsyncIterator[str] | AsyncIterator[bytes]
+    if columns is not None and copy_supported(records):
+        lines = copy_csv_lines(header=header, records=records, columns=columns)
+    else:
+        lines = _lines(header, records, row)
     return StreamingHttpResponse(
-        _lines(header, records, row), content_type="text/csv; charset=utf-8",
+        lines, content_type="text/csv; charset=utf-8",
         headers={"Content-Disposition": f'attachment; filename="{filename}"',
                  "Cache-Control": "private, no-store"})
