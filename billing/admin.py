@@ -35,7 +35,7 @@ from billing.models import (
     Wallet,
 )
 from billing.money import format_usd
-from billing.selectors import wallet_audit
+from billing.selectors.wallet_check import wallet_check
 from billing.services import price_set, wallet_credit
 from billing.services.budgets import CAP_FIELDS
 from billing.services.prices import PRICE_AUDIT_FIELDS
@@ -73,11 +73,19 @@ class WalletAdmin(WalletStatementMixin, ReadOnlyAdmin):
 
     @admin.display(description="Ledger check")
     def ledger_check(self, obj: Wallet) -> str:
-        audit = wallet_audit(wallet_id=obj.pk)
-        if audit.consistent:
-            return "The ledger and pending holds add up to this wallet's balances."
-        return (f"MISMATCH: ledger sum {format_usd(audit.ledger_sum_micros)}, pending holds "
-                f"{format_usd(audit.pending_holds_micros)}")
+        # From the running balance (two index probes), not a re-sum of the history: the
+        # full re-sum is ``router reconcile``'s.
+        check = wallet_check(wallet_id=obj.pk)
+        if check.consistent:
+            return ("The ledger and pending holds add up to this wallet's balances (by the "
+                    "latest entry's running balance; router reconcile re-sums the history).")
+        ledger = ("no ledger entries" if check.ledger_balance_micros is None
+                  else f"latest ledger entry's balance {format_usd(check.ledger_balance_micros)}")
+        return format_html(
+            '<strong class="errornote">MISMATCH: posted {}, {}; pending {}, pending holds {}. '
+            "Run <code>router reconcile</code>.</strong>",
+            format_usd(check.posted_micros), ledger, format_usd(check.pending_micros),
+            format_usd(check.pending_holds_micros))
 
     @admin.display(description="Ledger entries")
     def entries(self, obj: Wallet) -> str:
@@ -115,7 +123,7 @@ class WalletAdmin(WalletStatementMixin, ReadOnlyAdmin):
             "opts": self.opts,
             "form": form,
             "wallets": wallets,
-            "balances": [(w.user.email, format_usd(w.available_micros)) for w in wallets],
+            "balances": [(w.holder_label, format_usd(w.available_micros)) for w in wallets],
             "action_checkbox_name": admin.helpers.ACTION_CHECKBOX_NAME,
             "media": self.media + form.media,
         }
@@ -128,7 +136,7 @@ class WalletAdmin(WalletStatementMixin, ReadOnlyAdmin):
         with transaction.atomic():
             return [
                 wallet_credit(
-                    user=wallet.user, amount_micros=form.amount_micros,
+                    wallet=wallet, amount_micros=form.amount_micros,
                     kind=form.cleaned_data["kind"],
                     idempotency_key=form.idempotency_key(wallet.pk),
                     memo=form.cleaned_data["reason"], created_by=request.user,

@@ -1,5 +1,7 @@
 """The admin of what requests leave behind: ledger entries, holds, usage records and the
-counts of refused requests (read only; a request's refund is the one action)."""
+counts of refused requests (read only; a request's refund is the one action). Each is a
+table that grows with every request, so each list is paged by cursor and never counted
+(billing.admin_keyset)."""
 
 from __future__ import annotations
 
@@ -12,7 +14,9 @@ from django.http import HttpRequest
 # Vouchers and Stripe top-ups have their own module; importing it registers them.
 from billing import admin_topups  # noqa: F401
 from billing.admin_base import ReadOnlyAdmin
+from billing.admin_keyset import KeysetAdminMixin
 from billing.admin_refunds import LedgerExportMixin, UsageRefundMixin
+from billing.keyset import BY_ID
 from billing.models import (
     BAD_USAGE_REASONS,
     Hold,
@@ -62,14 +66,17 @@ class FlaggedUsageFilter(admin.SimpleListFilter):
 
 
 @admin.register(LedgerEntry)
-class LedgerEntryAdmin(LedgerExportMixin, ReadOnlyAdmin):
+class LedgerEntryAdmin(LedgerExportMixin, KeysetAdminMixin, ReadOnlyAdmin):
     # What fits 1280 px: the id, who made it and the full memo are on the entry's page.
     list_display = ("created", "user", "kind", "amount_usd", "balance_after_usd",
                     "memo_short")
     list_filter = ("kind", "created_at")
-    list_select_related = ("wallet__user", "created_by")
-    search_fields = ("wallet__user__email", "=idempotency_key", "=hold__id", "memo")
-    show_full_result_count = False  # the ledger only grows; skip counting all of it
+    list_select_related = ("wallet__user", "wallet__organization", "created_by")
+    search_fields = ("wallet__user__email", "wallet__organization__name", "=idempotency_key",
+                     "=hold__id", "memo")
+    # The ledger only grows: paged by cursor on its primary key (or (wallet, -id) for one
+    # wallet's), never counted.
+    keyset_order = BY_ID
     fields = ("wallet", "kind", "amount_usd", "balance_after_usd", "idempotency_key", "memo",
               "hold", "created_by", "created_at")
     readonly_fields = ("amount_usd", "balance_after_usd")
@@ -78,9 +85,9 @@ class LedgerEntryAdmin(LedgerExportMixin, ReadOnlyAdmin):
     def created(self, obj: LedgerEntry) -> Any:
         return when(obj.created_at)
 
-    @admin.display(description="User", ordering="wallet__user__email")
+    @admin.display(description="Wallet of")
     def user(self, obj: LedgerEntry) -> Any:
-        return short_text(obj.wallet.user.email)
+        return short_text(obj.wallet.holder_label)
 
     @admin.display(description="Memo")
     def memo_short(self, obj: LedgerEntry) -> Any:
@@ -96,13 +103,12 @@ class LedgerEntryAdmin(LedgerExportMixin, ReadOnlyAdmin):
 
 
 @admin.register(Hold)
-class HoldAdmin(ReadOnlyAdmin):
+class HoldAdmin(KeysetAdminMixin, ReadOnlyAdmin):
     list_display = ("short_id", "user", "model_short", "amount_usd", "charged_usd", "status",
                     "created")
     list_filter = ("status", PricedModelFilter, "created_at")
-    list_select_related = ("wallet__user",)
-    search_fields = ("=id", "wallet__user__email", "model")
-    show_full_result_count = False
+    list_select_related = ("wallet__user", "wallet__organization")
+    search_fields = ("=id", "wallet__user__email", "wallet__organization__name", "model")
     fields = ("id", "wallet", "api_key", "model", "price", "amount_usd", "charged_usd",
               "status", "created_at", "expires_at", "resolved_at")
     readonly_fields = ("amount_usd", "charged_usd", "created_at")
@@ -111,9 +117,9 @@ class HoldAdmin(ReadOnlyAdmin):
     def short_id(self, obj: Hold) -> Any:
         return short_id(obj.pk)
 
-    @admin.display(description="User", ordering="wallet__user__email")
+    @admin.display(description="Wallet of")
     def user(self, obj: Hold) -> Any:
-        return short_text(obj.wallet.user.email)
+        return short_text(obj.wallet.holder_label)
 
     @admin.display(description="Model", ordering="model")
     def model_short(self, obj: Hold) -> Any:
@@ -133,7 +139,7 @@ class HoldAdmin(ReadOnlyAdmin):
 
 
 @admin.register(UsageRecord)
-class UsageRecordAdmin(UsageRefundMixin, ReadOnlyAdmin):
+class UsageRecordAdmin(UsageRefundMixin, KeysetAdminMixin, ReadOnlyAdmin):
     # What fits 1280 px; cache tokens, the source of the count and latency are on the
     # record's page, and source, reason and the flags are filters.
     list_display = ("created", "request", "user_short", "endpoint", "model_short", "tokens",
@@ -144,7 +150,6 @@ class UsageRecordAdmin(UsageRefundMixin, ReadOnlyAdmin):
                    "estimate_reason", "over_cap", "over_hold", "created_at")
     list_select_related = ("user",)
     search_fields = ("=request_id", "user__email", "model")
-    show_full_result_count = False
     fields = ("request_id", "user", "api_key", "endpoint", "model", "worker", "price",
               "prompt_tokens", "completion_tokens", "cached_tokens", "cache_write_tokens",
               "cost_usd", "upstream_cost_usd", "source", "estimate_reason",
@@ -182,7 +187,7 @@ class UsageRecordAdmin(UsageRefundMixin, ReadOnlyAdmin):
 
 
 @admin.register(RefusedRequests)
-class RefusedRequestsAdmin(ReadOnlyAdmin):
+class RefusedRequestsAdmin(KeysetAdminMixin, ReadOnlyAdmin):
     """Requests refused for money or a limit, per key and minute: a user asking why their
     integration stopped is answered here."""
 
@@ -191,7 +196,7 @@ class RefusedRequestsAdmin(ReadOnlyAdmin):
     list_filter = ("status", "reason", "endpoint", "minute")
     list_select_related = ("user", "api_key")
     search_fields = ("user__email", "=api_key__prefix", "model")
-    show_full_result_count = False
+    keyset_order = ("minute", "id")
 
     @admin.display(description="Minute (UTC)", ordering="minute")
     def minute_utc(self, obj: RefusedRequests) -> Any:

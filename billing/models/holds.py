@@ -35,6 +35,10 @@ class Hold(models.Model):
             # The sweeper's query: pending holds past their expiry.
             models.Index(fields=["expires_at"], condition=Q(status="pending"),
                          name="billing_hold_pending_expiry"),
+            # The admin's list, newest first (billing.keyset). Written on insert and again on
+            # the settling UPDATE (which changes ``status``, a column of the index above, so
+            # it is never a HOT update).
+            models.Index(fields=["-created_at", "-id"], name="billing_hold_created"),
         ]
         constraints = [
             models.CheckConstraint(condition=Q(amount_micros__gt=0),

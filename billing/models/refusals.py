@@ -41,7 +41,10 @@ class RefusedRequests(models.Model):
 
     class Meta:
         ordering = ["-minute"]
-        indexes = [models.Index(fields=["user", "-minute"], name="billing_refusal_user")]
+        indexes = [models.Index(fields=["user", "-minute"], name="billing_refusal_user"),
+                   # The admin's list of everyone's, newest first (billing.keyset). Refusals
+                   # are written in batches (one upsert per key and minute), not per request.
+                   models.Index(fields=["-minute", "-id"], name="billing_refusal_minute")]
         constraints = [
             models.UniqueConstraint(fields=["api_key", "minute", "status", "reason", "model",
                                             "endpoint"], name="billing_refusal_one_group"),

@@ -48,8 +48,8 @@ class UsageRecord(models.Model):
         SETTLE_ERROR = "settle_error", "Charge could not be computed or written"
 
     request_id = models.CharField(max_length=64, unique=True)
-    # Indexed by (user, -created_at) and (api_key, -created_at) below; one row is written per
-    # request, so no index is kept that those two do not already serve.
+    # Indexed by the lists that read them (see Meta.indexes); one row is written per request,
+    # so no index is kept that a page does not need.
     user = models.ForeignKey(settings.AUTH_USER_MODEL, on_delete=models.PROTECT,
                              related_name="usage_records", db_index=False)
     api_key = models.ForeignKey("accounts.ApiKey", on_delete=models.PROTECT, null=True,
@@ -86,15 +86,26 @@ class UsageRecord(models.Model):
     status = models.CharField(max_length=16, choices=Status.choices, default=Status.OK)
     latency_ms = models.PositiveIntegerField(null=True, blank=True)
     ttft_ms = models.PositiveIntegerField(null=True, blank=True)
-    created_at = models.DateTimeField(auto_now_add=True, db_index=True)
+    created_at = models.DateTimeField(auto_now_add=True)
 
     class Meta:
         ordering = ["-created_at"]
+        # Every list reads newest first, ties broken by id (billing.keyset): each index ends
+        # in (-created_at, -id), so a page is a range read of one index whatever its depth.
+        # Seven are written per request (the primary key and request_id's two included): one
+        # more than before the keyset pages, the (user, model) one.
         indexes = [
-            models.Index(fields=["user", "-created_at"]),
-            models.Index(fields=["api_key", "-created_at"]),
+            # The admin's list of every request, and the roll-up job's time ranges.
+            models.Index(fields=["-created_at", "-id"], name="billing_usage_created"),
+            # A user's requests (portal, API, the user's admin page).
+            models.Index(fields=["user", "-created_at", "-id"], name="billing_usage_user"),
+            # The same narrowed to a model: without it a rare model's page reads the user's
+            # whole history to find 25 rows.
+            models.Index(fields=["user", "model", "-created_at", "-id"],
+                         name="billing_usage_user_model"),
+            models.Index(fields=["api_key", "-created_at", "-id"], name="billing_usage_key"),
             # An organization's pages; personal records (most) are left out of it.
-            models.Index(fields=["organization", "-created_at"], name="billing_usage_org",
+            models.Index(fields=["organization", "-created_at", "-id"], name="billing_usage_org",
                          condition=Q(organization__isnull=False)),
             # The few records that flag a misbehaving upstream, per worker, for the admin.
             models.Index(fields=["worker", "-created_at"], name="billing_usage_flagged",

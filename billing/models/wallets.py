@@ -44,5 +44,13 @@ class Wallet(models.Model):
         return f"wallet of {self.user or self.organization}"
 
     @property
+    def holder_label(self) -> str:
+        """Who the wallet belongs to, for lists: the user's email or the organization's
+        name (marked, so the two cannot be confused)."""
+        if self.user_id is not None:
+            return self.user.email
+        return f"{self.organization.name} (organization)"
+
+    @property
     def available_micros(self) -> int:
         return self.posted_micros - self.pending_micros

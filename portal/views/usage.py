@@ -7,7 +7,6 @@ from datetime import timedelta
 from typing import Any
 
 from django.contrib.auth.decorators import login_required
-from django.core.paginator import Paginator
 from django.db.models import QuerySet
 from django.http import HttpRequest, HttpResponse, QueryDict, StreamingHttpResponse
 from django.shortcuts import render
@@ -25,8 +24,10 @@ from billing.selectors import (
     usage_records_of,
 )
 from portal.charts import bar_chart
+from portal.csv_copy import SafeText, Text, Usd, UtcIso
 from portal.csv_export import spreadsheet_safe, usage_csv_response
 from portal.forms import REFUSED, UsageFilterForm
+from portal.keyset_pages import portal_page
 from portal.templatetags.portal_tags import thousands, usd
 from portal.views.keys import owned_key_or_404
 
@@ -56,16 +57,24 @@ def usage(request: HttpRequest) -> HttpResponse:
     filters = form.filters()
     refused_only = filters.status == REFUSED
     refused = refused_requests_of(user=request.user, filters=filters)
-    page = Paginator(refused if refused_only else records, PAGE_SIZE).get_page(
-        request.GET.get("page"))
+    # By cursor, newest first: page 1,000 costs what page 1 costs, and nothing counts the
+    # user's whole history (the 30-day totals above the table come from the roll-ups).
+    if refused_only:
+        page, links = portal_page(request, refused, scope=f"usage-refused:{request.user.pk}",
+                                  size=PAGE_SIZE, order=("minute", "id"))
+    else:
+        page, links = portal_page(request, records, scope=f"usage:{request.user.pk}",
+                                  size=PAGE_SIZE)
     days = usage_daily(user=request.user, days=CHART_DAYS)
     dates = [day.day for day in days]
     query = request.GET.copy()
-    query.pop("page", None)
+    for name in ("cursor", "page"):
+        query.pop(name, None)
     since = timezone.now() - timedelta(days=CHART_DAYS)
     return render(request, "portal/usage.html", {
         "form": form,
         "page": page,
+        "links": links,
         "refused_only": refused_only,
         # The latest refusals above the requests, so a broken integration shows why.
         "refused_latest": [] if refused_only else list(refused[:REFUSED_SHOWN]),
@@ -101,10 +110,17 @@ def _row(record: UsageRecord) -> list[Any]:
             "" if record.latency_ms is None else record.latency_ms, record.source]
 
 
+# ``_row`` as SQL, for the COPY export on PostgreSQL (portal.csv_copy): cell for cell.
+CSV_SQL_ROW = (UtcIso("created_at"), Text("request_id"), Text("endpoint"), SafeText("model"),
+               Text("api_key__prefix"), SafeText("api_key__name"), Text("status"),
+               "prompt_tokens", "completion_tokens", "cached_tokens", "cache_write_tokens",
+               Usd("cost_micros"), "latency_ms", Text("source"))
+
+
 @login_required
 @require_GET
 def usage_csv(request: HttpRequest) -> StreamingHttpResponse:
     _, records = _filtered_records(request)
     stamp = timezone.now().strftime("%Y%m%d-%H%M%S")
     return usage_csv_response(header=CSV_HEADER, records=records, row=_row,
-                              filename=f"usage-{stamp}.csv")
+                              columns=CSV_SQL_ROW, filename=f"usage-{stamp}.csv")

@@ -18,8 +18,9 @@ from billing.money import format_usd
 from billing.selectors import UsageFilters, usage_by_model, usage_daily, usage_records_of
 from portal.api.base import ApiView
 from portal.api.fields import UsdField
-from portal.api.pagination import ApiPagination
+from portal.api.pagination import KeysetApiPagination
 from portal.api.schema import error_responses
+from portal.csv_copy import SafeText, Text, Usd, UtcIso
 from portal.csv_export import csv_lines, spreadsheet_safe, usage_csv_response
 
 CSV_COLUMNS = ("created_at", "request_id", "endpoint", "model", "key_prefix", "prompt_tokens",
@@ -87,7 +88,7 @@ class DaysInputSerializer(serializers.Serializer):
 
 
 class UsageListApi(ApiView):
-    pagination_class = ApiPagination
+    pagination_class = KeysetApiPagination
     renderer_classes = [renderers.JSONRenderer, CsvRenderer]
 
     class UsageFilterSerializer(serializers.Serializer):
@@ -107,8 +108,10 @@ class UsageListApi(ApiView):
 
     @extend_schema(
         operation_id="usage_list", summary="Your requests, newest first",
-        description="Filter by model, key, status and time. `?format=csv` (or `Accept: "
-        "text/csv`) downloads every matching request as CSV instead of a page of JSON.",
+        description="Filter by model, key, status and time. Pages by cursor: follow "
+        "`next` (and `previous`) with the same filters; `has_more` says whether `next` has "
+        "rows; no total is counted. `?format=csv` (or `Accept: text/csv`) downloads every "
+        "matching request as CSV instead of a page of JSON.",
         parameters=[UsageFilterSerializer],
         responses={(200, "application/json"): UsageRecordSerializer(many=True),
                    (200, "text/csv"): OpenApiResponse(OpenApiTypes.STR,
@@ -128,9 +131,9 @@ class UsageListApi(ApiView):
             until=query.get("until")))
         if request.accepted_renderer.format == "csv":
             return usage_csv_response(header=CSV_COLUMNS, records=records, row=_csv_row,
-                                      filename="usage.csv")
-        paginator = self.pagination_class()
-        page = paginator.paginate_queryset(records, request, view=self)
+                                      columns=CSV_SQL_ROW, filename="usage.csv")
+        paginator = self.pagination_class(scope=f"usage:{request.user.pk}")
+        page = paginator.paginate_queryset(records, request)
         return paginator.get_paginated_response(UsageRecordSerializer(page, many=True).data)
 
 
@@ -141,6 +144,13 @@ def _csv_row(r: UsageRecord) -> list[Any]:
             r.status, r.source,
             "" if r.latency_ms is None else r.latency_ms,
             "" if r.ttft_ms is None else r.ttft_ms]
+
+
+# ``_csv_row`` as SQL, for the COPY export on PostgreSQL (portal.csv_copy): cell for cell.
+CSV_SQL_ROW = (UtcIso("created_at"), Text("request_id"), Text("endpoint"), SafeText("model"),
+               Text("api_key__prefix"), "prompt_tokens", "completion_tokens", "cached_tokens",
+               "cache_write_tokens", Usd("cost_micros"), "cost_micros", Text("status"),
+               Text("source"), "latency_ms", "ttft_ms")
 
 
 def _sums(request: Request, selector: Any) -> list[dict[str, Any]]:

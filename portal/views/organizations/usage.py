@@ -7,7 +7,6 @@ from __future__ import annotations
 
 from typing import Any
 
-from django.core.paginator import Paginator
 from django.http import HttpRequest, HttpResponse
 from django.shortcuts import render
 from django.utils import timezone
@@ -25,8 +24,10 @@ from billing.selectors.organization_usage import (
 )
 from organizations.selectors import members_of, organization_keys_of, sees_all_usage
 from portal.charts import bar_chart
+from portal.csv_copy import SafeText, Text, Usd, UtcIso
 from portal.csv_export import spreadsheet_safe, usage_csv_response
 from portal.forms_organizations import OrganizationUsageFilterForm
+from portal.keyset_pages import portal_page
 from portal.templatetags.portal_tags import thousands, usd
 from portal.views.organizations.access import (
     OrgAccess,
@@ -58,15 +59,19 @@ def usage(request: HttpRequest, access: OrgAccess) -> HttpResponse:
     organization = access.organization
     records = organization_usage_records(organization=organization, member=member,
                                          filters=filters)
-    page = Paginator(records, PAGE_SIZE).get_page(request.GET.get("page"))
+    # By cursor, newest first, on the organization's index: no count of its history.
+    page, links = portal_page(request, records, size=PAGE_SIZE,
+                              scope=f"org-usage:{organization.pk}:{access.user.pk}")
     days = organization_usage_daily(organization=organization, member=member,
                                     days=CHART_DAYS)
     dates = [day.day for day in days]
     query = request.GET.copy()
-    query.pop("page", None)
+    for name in ("cursor", "page"):
+        query.pop(name, None)
     sees_all = sees_all_usage(access.role)
     return render(request, "portal/organizations/usage.html", {
-        "access": access, "form": form, "page": page, "query": query.urlencode(),
+        "access": access, "form": form, "page": page, "links": links,
+        "query": query.urlencode(),
         "sees_all": sees_all, "member": member,
         "members": members_of(organization=organization) if sees_all else [],
         "keys": organization_keys_of(organization=organization, user=access.user,
@@ -102,6 +107,14 @@ def csv_row(record: UsageRecord) -> list[Any]:
             "" if record.latency_ms is None else record.latency_ms, record.source]
 
 
+# ``csv_row`` as SQL, for the COPY export on PostgreSQL (portal.csv_copy): cell for cell.
+CSV_SQL_ROW = (UtcIso("created_at"), Text("request_id"), Text("user__email"),
+               Text("endpoint"), SafeText("model"), Text("api_key__prefix"),
+               SafeText("api_key__name"), Text("status"), "prompt_tokens",
+               "completion_tokens", "cached_tokens", "cache_write_tokens",
+               Usd("cost_micros"), "latency_ms", Text("source"))
+
+
 @org_page()
 def usage_csv(request: HttpRequest, access: OrgAccess) -> HttpResponse:
     _, member, filters = _scope(request, access)
@@ -109,4 +122,5 @@ def usage_csv(request: HttpRequest, access: OrgAccess) -> HttpResponse:
                                          filters=filters)
     stamp = timezone.now().strftime("%Y%m%d-%H%M%S")
     return usage_csv_response(header=CSV_HEADER, records=records, row=csv_row,
+                              columns=CSV_SQL_ROW,
                               filename=f"usage-org{access.organization.pk}-{stamp}.csv")

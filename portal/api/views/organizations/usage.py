@@ -24,7 +24,7 @@ from billing.selectors.organization_usage import (
     organization_usage_daily,
     organization_usage_records,
 )
-from portal.api.pagination import ApiPagination
+from portal.api.pagination import KeysetApiPagination
 from portal.api.schema import error_responses
 from portal.api.views.organizations.base import OrgApiView
 from portal.api.views.usage import (
@@ -36,7 +36,7 @@ from portal.api.views.usage import (
 )
 from portal.csv_export import csv_lines, usage_csv_response
 from portal.views.organizations.access import key_in_or_404, usage_member
-from portal.views.organizations.usage import CSV_HEADER, csv_row
+from portal.views.organizations.usage import CSV_HEADER, CSV_SQL_ROW, csv_row
 
 
 class OrgCsvRenderer(CsvRenderer):
@@ -91,13 +91,14 @@ class UsageFilterSerializer(serializers.Serializer):
 
 
 class OrgUsageListApi(OrgApiView):
-    pagination_class = ApiPagination
+    pagination_class = KeysetApiPagination
     renderer_classes = [renderers.JSONRenderer, OrgCsvRenderer]
 
     @extend_schema(
         operation_id="org_usage_list", summary="The organization's requests, newest first",
-        description="Yours only, unless your role sees every member's usage. `?format=csv` "
-        "(or `Accept: text/csv`) downloads every matching request as CSV.",
+        description="Yours only, unless your role sees every member's usage. Pages by "
+        "cursor, as `/api/usage`. `?format=csv` (or `Accept: text/csv`) downloads every "
+        "matching request as CSV.",
         parameters=[UsageFilterSerializer],
         responses={(200, "application/json"): OrgUsageRecordSerializer(many=True),
                    (200, "text/csv"): OpenApiResponse(OpenApiTypes.STR, description="Columns: "
@@ -118,9 +119,9 @@ class OrgUsageListApi(OrgApiView):
                                  since=query.get("since"), until=query.get("until")))
         if request.accepted_renderer.format == "csv":
             return usage_csv_response(header=CSV_HEADER, records=records, row=csv_row,
-                                      filename=f"usage-org{org_id}.csv")
-        paginator = self.pagination_class()
-        page = paginator.paginate_queryset(records, request, view=self)
+                                      columns=CSV_SQL_ROW, filename=f"usage-org{org_id}.csv")
+        paginator = self.pagination_class(scope=f"org-usage:{org_id}:{request.user.pk}")
+        page = paginator.paginate_queryset(records, request)
         return paginator.get_paginated_response(
             OrgUsageRecordSerializer(page, many=True).data)
 
