@@ -2,10 +2,16 @@
 
 from __future__ import annotations
 
+import logging
+
 from celery import shared_task
+from django.conf import settings
+from django.db import connection
 
 from billing.services.auto_topup import auto_topups_nudge, auto_topups_run
 from billing.services.outbox import outbox_drain
+from billing.services.partitions import partitions_ensure
+from billing.services.retention import RetentionRefused, retention_apply
 from billing.services.rollups import usage_rollup_recent
 from billing.services.sweeper import holds_sweep, wallets_reconcile
 
@@ -40,3 +46,17 @@ def auto_topups_task() -> dict[str, int]:
     result = auto_topups_run()
     return {"started": len(result.started), "resent": len(result.resent),
             "looked_up": len(result.looked_up), "cards_described": result.cards_described}
+
+
+@shared_task
+def partitions_maintain_task() -> dict[str, list[str] | str]:
+    """The months ahead's partitions, then the retention policy when one is set. A refused
+    retention (a month not rolled up yet, a pending hold) is logged and tried the next day."""
+    result: dict[str, list[str] | str] = {"created": partitions_ensure()}
+    if settings.ROUTER_USAGE_RETENTION_MONTHS and connection.vendor == "postgresql":
+        try:
+            result["dropped"] = retention_apply().dropped
+        except RetentionRefused as refusal:
+            logging.getLogger(__name__).warning("retention: %s", refusal)
+            result["retention_refused"] = str(refusal)
+    return result

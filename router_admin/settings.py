@@ -344,6 +344,11 @@ ROUTER_LOG_CONTENT = env_bool("ROUTER_LOG_CONTENT", False)
 # Billing: how long a request's hold may stay pending before the sweeper resolves it.
 ROUTER_HOLD_TTL_SECONDS = env_int("ROUTER_HOLD_TTL_SECONDS", 900, minimum=30)
 
+# Usage records and holds older than this many whole months (besides the current one) are
+# dropped, a monthly partition at a time, once the roll-ups cover them (PostgreSQL; see
+# billing.services.retention). 0: keep everything. The ledger and roll-ups are kept always.
+ROUTER_USAGE_RETENTION_MONTHS = env_int("ROUTER_USAGE_RETENTION_MONTHS", 0, minimum=0)
+
 # Responses API: how long a stored response (store=true, the default) can be fetched and
 # named as previous_response_id; older ones are deleted by the responses-expire beat task.
 ROUTER_RESPONSES_RETENTION_DAYS = env_int("ROUTER_RESPONSES_RETENTION_DAYS", 30, minimum=1)
@@ -418,5 +423,8 @@ CELERY_BEAT_SCHEDULE = {
                           "schedule": 3600.0, "options": {"expires": 3600.0}},
     "responses-expire": {"task": "proxy.tasks.responses_expire", "schedule": 3600.0,
                          "options": {"expires": 3600.0}},
+    # Next months' partitions of usage records and holds, then the retention policy.
+    "partitions-maintain": {"task": "billing.tasks.partitions_maintain_task",
+                            "schedule": 86400.0, "options": {"expires": 3600.0}},
 }
 # --- end of Celery -----------------------------------------------------------------------

@@ -26,8 +26,13 @@ class LedgerEntry(models.Model):
     balance_after_micros = models.BigIntegerField()
     idempotency_key = models.CharField(max_length=200, unique=True)
     memo = models.CharField(max_length=500, blank=True)
+    # The request id (a hold's id is its request's), with no foreign key in the database:
+    # holds are request-level detail, partitioned by month and dropped by the retention
+    # policy (billing.services.retention), while the ledger is kept for ever; and PostgreSQL
+    # can only reference a partitioned table through a key that holds its partition key.
+    # ``entry.hold`` raises Hold.DoesNotExist once its month has been dropped.
     hold = models.ForeignKey("billing.Hold", on_delete=models.PROTECT, null=True, blank=True,
-                             related_name="entries", db_index=False)
+                             related_name="entries", db_index=False, db_constraint=False)
     created_by = models.ForeignKey(settings.AUTH_USER_MODEL, on_delete=models.PROTECT,
                                    null=True, blank=True, related_name="+", db_index=False)
     created_at = models.DateTimeField(auto_now_add=True)

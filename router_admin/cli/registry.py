@@ -11,6 +11,7 @@ from router_admin.cli import (
     demo,
     keys,
     money,
+    partitions,
     prices,
     staff,
     sweep,
@@ -30,6 +31,7 @@ GROUPS: tuple[Callable[[Subparsers], None], ...] = (
     workers.add_parsers,
     costs.add_parsers,
     sweep.add_parsers,
+    partitions.add_parsers,
     demo.add_parsers,
 )
 

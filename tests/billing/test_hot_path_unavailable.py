@@ -22,6 +22,8 @@ from billing.services.hot_path.connections import fetch, pool
 from billing.services.hot_path.statements import (
     RESERVE_MANY_SQL,
     RESERVE_SQL,
+    RESOLVE_AT_SQL,
+    RESOLVE_MANY_AT_SQL,
     RESOLVE_MANY_SQL,
     RESOLVE_SQL,
 )
@@ -56,7 +58,8 @@ def lost_answers(monkeypatch) -> dict[str, Any]:
             seen["reserves"] += 1
             await real(sql, params, rows=rows)
             raise DatabaseUnavailable("the server closed the connection unexpectedly")
-        if sql in (RESOLVE_SQL, RESOLVE_MANY_SQL) and seen["resolves_refused"]:
+        if (sql in (RESOLVE_SQL, RESOLVE_MANY_SQL, RESOLVE_AT_SQL, RESOLVE_MANY_AT_SQL)
+                and seen["resolves_refused"]):
             seen["resolves_refused"] -= 1
             raise DatabaseUnavailable("connection refused")
         return await real(sql, params, rows=rows)

@@ -26,6 +26,7 @@ import orjson
 import psycopg
 from asgiref.sync import sync_to_async
 from django.conf import settings
+from django.utils import timezone
 
 from billing.errors import DatabaseUnavailable, InsufficientFunds, KeySpendCapReached
 from billing.models import KeyBudget, UsageRecord
@@ -39,6 +40,7 @@ from billing.services.holds import (
     hold_void,
 )
 from billing.services.holds import holds_extend as holds_extend_orm
+from billing.services.hot_path import hold_times
 from billing.services.hot_path.batches import ALONE, Alone, Batcher
 from billing.services.hot_path.connections import (
     RETRY_DELAYS_S,
@@ -56,6 +58,8 @@ from billing.services.hot_path.statements import (
     MEMBER_BUDGET_SQL,
     RESERVE_MANY_SQL,
     RESERVE_SQL,
+    RESOLVE_AT_SQL,
+    RESOLVE_MANY_AT_SQL,
     RESOLVE_MANY_SQL,
     RESOLVE_SQL,
     SPENDING_ROOM_SQL,
@@ -82,6 +86,8 @@ class _Reservation:
     model: str
     api_key_id: int | None
     expires_at: datetime
+    # The hold's created_at, chosen once so that every try inserts the same primary key.
+    created_at: datetime
 
 
 @dataclass(frozen=True)
@@ -89,6 +95,7 @@ class _Resolution:
     hold_id: str
     cost_micros: int | None  # None: void
     usage: UsageReport
+    created_at: datetime | None = None  # the hold's, when this process reserved it
 
 
 async def _reserve_many(items: list[_Reservation]
@@ -108,7 +115,7 @@ async def _reserve_many(items: list[_Reservation]
         # Each alone would wait for the database again. The statement may have committed
         # before its connection died: its holds are released once the database is back.
         for item in items:
-            _release(item.hold_id)
+            _release(item.hold_id, item.created_at)
         return [DatabaseUnavailable(str(error)) for _ in items]
     taken = {row[0] for row in rows}
     return [True if item.hold_id in taken else ALONE for item in items]
@@ -119,8 +126,13 @@ async def _resolve_many(items: list[_Resolution]
     try:
         if len(items) == 1:
             return [await _resolve_alone(items[0].hold_id, items[0].usage,
-                                         items[0].cost_micros)]
-        rows = await fetch(RESOLVE_MANY_SQL, {"items": orjson.dumps([
+                                         items[0].cost_micros, items[0].created_at)]
+        times = [item.created_at for item in items]
+        known = all(time is not None for time in times)
+        rows = await fetch(RESOLVE_MANY_AT_SQL if known else RESOLVE_MANY_SQL, {
+            "created_min": min(times) if known else None,  # type: ignore[type-var]
+            "created_max": max(times) if known else None,  # type: ignore[type-var]
+            "items": orjson.dumps([
             {"ord": i, "hold_id": item.hold_id,
              "status": "voided" if item.cost_micros is None else "posted",
              "cost": item.cost_micros or 0, "worker": item.usage.worker,
@@ -132,7 +144,8 @@ async def _resolve_many(items: list[_Resolution]
              "estimate_reason": item.usage.estimate_reason, "over_cap": item.usage.over_cap,
              "usage_status": item.usage.status, "latency_ms": item.usage.latency_ms,
              "ttft_ms": item.usage.ttft_ms,
-             "upstream_cost_micros": _upstream_cost(item.usage, item.cost_micros)}
+             "upstream_cost_micros": _upstream_cost(item.usage, item.cost_micros),
+             "created_at": item.created_at}
             for i, item in enumerate(items)]).decode(), "month": current_month()}, rows=True)
     except DatabaseUnavailable as error:
         # Each alone would wait for the database again: each caller retries, later.
@@ -234,9 +247,10 @@ async def hold_reserve(
     committed, the hold is released once the database is back (``_release``).
     """
     reservation = _Reservation(hold_id, wallet_id, amount_micros, price_id, model, api_key_id,
-                               expires_at)
+                               expires_at, timezone.now())
     if (_on_postgresql() and _batching()
             and await batchers()[0].submit(reservation) is not ALONE):
+        hold_times.remember(hold_id, reservation.created_at)
         return
     work = asyncio.ensure_future(_reserve_alone(**vars(reservation)) if _on_postgresql()
                                  else sync_to_async(_hold_create_orm, thread_sensitive=False)(
@@ -244,23 +258,26 @@ async def hold_reserve(
     try:
         await asyncio.shield(work)
     except asyncio.CancelledError:
-        work.add_done_callback(lambda done: _release_if_taken(done, hold_id))
+        work.add_done_callback(lambda done: _release_if_taken(done, hold_id,
+                                                              reservation.created_at))
         raise
+    hold_times.remember(hold_id, reservation.created_at)
 
 
 def _release_abandoned(item: _Reservation, taken: bool | Alone) -> None:
     """A batched reservation whose caller went away while it was sent: release it now
     rather than when the sweeper finds it expired."""
     if taken is True:
-        _release(item.hold_id)
+        _release(item.hold_id, item.created_at)
 
 
-def _release_if_taken(work: asyncio.Future[None], hold_id: str) -> None:
+def _release_if_taken(work: asyncio.Future[None], hold_id: str, created_at: datetime) -> None:
     if not work.cancelled() and work.exception() is None:
-        _release(hold_id)
+        _release(hold_id, created_at)
 
 
-def _release(hold_id: str) -> None:
+def _release(hold_id: str, created_at: datetime) -> None:
+    hold_times.remember(hold_id, created_at)
     task = asyncio.ensure_future(_released(hold_id))
     _releasing.add(task)
     task.add_done_callback(_releasing.discard)
@@ -288,13 +305,13 @@ async def _released(hold_id: str) -> None:
 
 async def _reserve_alone(
     *, wallet_id: int, hold_id: str, amount_micros: int, price_id: int, model: str,
-    api_key_id: int | None, expires_at: datetime,
+    api_key_id: int | None, expires_at: datetime, created_at: datetime,
 ) -> None:
     try:
         row = await fetch(RESERVE_SQL, {
             "wallet_id": wallet_id, "hold_id": hold_id, "amount": amount_micros,
             "price_id": price_id, "model": model, "api_key_id": api_key_id,
-            "expires_at": expires_at, "month": current_month(),
+            "expires_at": expires_at, "created_at": created_at, "month": current_month(),
         })
     except psycopg.errors.CheckViolation as violation:
         constraint = violation.diag.constraint_name or ""
@@ -305,13 +322,13 @@ async def _reserve_alone(
                                      "member ") from None
         raise
     except psycopg.errors.UniqueViolation as violation:
-        if violation.diag.constraint_name != "billing_hold_pkey":
+        if not _is_hold_key(violation.diag.constraint_name or ""):
             raise
         return  # an earlier try committed before its connection died: this hold is ours
     except DatabaseUnavailable:
         # It may have committed before its connection died, and nobody will use the hold:
         # it is released once the database is back, not left for the sweeper.
-        _release(hold_id)
+        _release(hold_id, created_at)
         raise
     if not row or not row[0]:
         # Read the balance again, in a statement of its own: the refused statement's
@@ -320,6 +337,12 @@ async def _reserve_alone(
         available, held = await _wallet_balances(wallet_id)
         raise InsufficientFunds(needed_micros=amount_micros, available_micros=available,
                                 held_micros=held)
+
+
+def _is_hold_key(constraint: str) -> bool:
+    """The holds' primary key: PostgreSQL names the partition's own (``billing_hold_p2027_01
+    _pkey``, ``billing_hold_default_pkey``) where the table is partitioned by month."""
+    return constraint.startswith("billing_hold_") and constraint.endswith("_pkey")
 
 
 async def _cap_refusal(sql: str, api_key_id: int | None, amount_micros: int,
@@ -340,7 +363,10 @@ async def _cap_refusal(sql: str, api_key_id: int | None, amount_micros: int,
 
 
 def _hold_create_orm(*, wallet_id: int, hold_id: str, amount_micros: int, price_id: int,
-                     model: str, api_key_id: int | None, expires_at: datetime) -> None:
+                     model: str, api_key_id: int | None, expires_at: datetime,
+                     created_at: datetime) -> None:
+    # created_at is left to the model (auto_now_add): nothing partitions the ORM's tables
+    # by it, and this path is the embedded SQLite default.
     from accounts.models import ApiKey
     from billing.models import ModelPrice, Wallet
 
@@ -362,17 +388,23 @@ async def hold_resolve(*, hold_id: str, usage: UsageReport, cost_micros: int | N
         outcome = await sync_to_async(_resolve_orm, thread_sensitive=False)(
             hold_id, usage, cost_micros)
         return None if outcome.already_resolved else outcome.charged_micros
+    created_at = hold_times.recall(hold_id)
+    charged = ALONE
     if _batching():
         batcher = batchers()[2 if deferred else 1]
-        charged = await batcher.submit(_Resolution(hold_id, cost_micros, usage))
-        if charged is not ALONE:
-            return charged  # type: ignore[return-value]
-    return await _resolve_alone(hold_id, usage, cost_micros)
+        charged = await batcher.submit(_Resolution(hold_id, cost_micros, usage, created_at))
+    if charged is ALONE:
+        charged = await _resolve_alone(hold_id, usage, cost_micros, created_at)
+    # Forgotten only once the database answered: a caller trying again after
+    # DatabaseUnavailable still names the partition.
+    hold_times.forget(hold_id)
+    return charged  # type: ignore[return-value]
 
 
-async def _resolve_alone(hold_id: str, usage: UsageReport, cost_micros: int | None
-                         ) -> int | None:
-    row = await fetch(RESOLVE_SQL, {
+async def _resolve_alone(hold_id: str, usage: UsageReport, cost_micros: int | None,
+                         created_at: datetime | None) -> int | None:
+    row = await fetch(RESOLVE_SQL if created_at is None else RESOLVE_AT_SQL, {
+        "created_at": created_at,
         "hold_id": hold_id, "status": "voided" if cost_micros is None else "posted",
         "cost": cost_micros or 0, "worker": usage.worker,
         "prompt_tokens": usage.prompt_tokens, "completion_tokens": usage.completion_tokens,
@@ -398,7 +430,8 @@ async def holds_extend(*, hold_ids: list[str], expires_at: datetime) -> int:
     if not _on_postgresql():
         return await sync_to_async(holds_extend_orm, thread_sensitive=False)(
             hold_ids=hold_ids, expires_at=expires_at)
-    return await execute(EXTEND_SQL, {"hold_ids": hold_ids, "expires_at": expires_at})
+    return await execute(EXTEND_SQL, {"hold_ids": hold_ids, "expires_at": expires_at,
+                                      "created_since": hold_times.oldest(hold_ids)})
 
 
 def _resolve_orm(hold_id: str, usage: UsageReport, cost_micros: int | None) -> HoldOutcome:

@@ -25,6 +25,15 @@ processes, two instances) queue instead of deadlocking; a budget row belongs to 
 wallet's key (a member budget, to one organization's wallet), so its lock is only ever
 taken under that wallet's.
 
+Holds and usage records are partitioned by month of ``created_at`` on PostgreSQL (billing
+migration 0021). A hold's ``created_at`` is therefore chosen by the router, not ``now()``:
+the moment the reservation was first asked, carried by every try of it, so a retried
+statement hits its own hold's primary key ``(id, created_at)``, and the settle names the
+hold's partition (``*_AT_SQL``), where PostgreSQL looks in that one partition only instead
+of probing every month's index. A settle that does not know the time (a hold reserved by
+another process, or before a restart) runs the statement without it, which probes each
+partition's index once: a number the retention policy keeps bounded.
+
 A wallet is named by its id (a user's or an organization's, ``proxy.selectors.Caller``). An
 organization key's member budget is found through the key (its organization and owner,
 neither of which ever changes), in the reservation and in the settle alike; a service key
@@ -43,7 +52,7 @@ WITH wallet AS (
     INSERT INTO billing_hold (id, wallet_id, api_key_id, price_id, model, amount_micros,
                               charged_micros, status, created_at, expires_at)
     SELECT %(hold_id)s, wallet.id, %(api_key_id)s, %(price_id)s, %(model)s, %(amount)s,
-           0, 'pending', now(), %(expires_at)s
+           0, 'pending', %(created_at)s, %(expires_at)s
       FROM wallet
  RETURNING id
 ), budget AS (
@@ -77,7 +86,8 @@ RESERVE_MANY_SQL = """
 WITH item AS (
     SELECT * FROM json_to_recordset(%(items)s::json)
         AS r(hold_id text, wallet_id bigint, amount_micros bigint, price_id bigint,
-             model text, api_key_id bigint, expires_at timestamptz)
+             model text, api_key_id bigint, expires_at timestamptz,
+             created_at timestamptz)
 ), asked AS (
     SELECT wallet_id, sum(amount_micros) AS total FROM item GROUP BY wallet_id
 ), locked AS (
@@ -95,7 +105,7 @@ WITH item AS (
     INSERT INTO billing_hold (id, wallet_id, api_key_id, price_id, model, amount_micros,
                               charged_micros, status, created_at, expires_at)
     SELECT item.hold_id, item.wallet_id, item.api_key_id, item.price_id, item.model,
-           item.amount_micros, 0, 'pending', now(), item.expires_at
+           item.amount_micros, 0, 'pending', item.created_at, item.expires_at
       FROM item JOIN wallet USING (wallet_id)
  RETURNING id
 ), budget AS (
@@ -196,7 +206,7 @@ WITH item AS (
              prompt_tokens int, completion_tokens int, cached_tokens int,
              cache_write_tokens int, endpoint text, source text,
              estimate_reason text, over_cap boolean, usage_status text, latency_ms int,
-             ttft_ms int, upstream_cost_micros bigint)
+             ttft_ms int, upstream_cost_micros bigint, created_at timestamptz)
 ), hold AS (
     UPDATE billing_hold AS h
        SET status = item.status, charged_micros = LEAST(item.cost, h.amount_micros),
@@ -278,9 +288,12 @@ WITH item AS (
 SELECT ord, charged_micros FROM hold
 """
 
+# ``created_since``: the oldest of the holds' creation times, when all are known (NULL
+# otherwise), so that older months are not probed.
 EXTEND_SQL = """
 UPDATE billing_hold SET expires_at = %(expires_at)s
  WHERE id = ANY(%(hold_ids)s) AND status = 'pending' AND expires_at < %(expires_at)s
+   AND created_at >= coalesce(%(created_since)s::timestamptz, '-infinity')
 """
 
 WALLET_AVAILABLE_SQL = """
@@ -321,3 +334,21 @@ SELECT m.lifetime_limit_micros, m.monthly_limit_micros, m.spent_micros, m.pendin
   JOIN accounts_apikey AS k ON m.organization_id = k.organization_id AND m.user_id = k.user_id
  WHERE k.id = %(api_key_id)s AND NOT k.service
 """
+
+
+# The same settles, for holds whose creation time the router knows (it reserved them): the
+# hold's month is named, and PostgreSQL touches that partition only (at planning, or at
+# executor start for a prepared generic plan).
+_ONE_HOLD = "     WHERE id = %(hold_id)s AND status = 'pending'\n"
+_MANY_HOLDS = "     WHERE h.id = item.hold_id AND h.status = 'pending'\n"
+assert RESOLVE_SQL.count(_ONE_HOLD) == 1
+assert RESOLVE_MANY_SQL.count(_MANY_HOLDS) == 1
+RESOLVE_AT_SQL = RESOLVE_SQL.replace(
+    _ONE_HOLD, "     WHERE id = %(hold_id)s AND created_at = %(created_at)s"
+               " AND status = 'pending'\n")
+# Each hold by its own time, and the statement's range of times as parameters, which the
+# planner prunes on (a join's values it cannot).
+RESOLVE_MANY_AT_SQL = RESOLVE_MANY_SQL.replace(
+    _MANY_HOLDS, "     WHERE h.id = item.hold_id AND h.created_at = item.created_at\n"
+                 "       AND h.created_at BETWEEN %(created_min)s AND %(created_max)s\n"
+                 "       AND h.status = 'pending'\n")
