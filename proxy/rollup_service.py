@@ -1,10 +1,13 @@
 """The fleet roll-up: usage per hour and day, worker and model, recomputed from the usage
 records a window at a time.
 
-On PostgreSQL one INSERT ... SELECT ... GROUP BY per period does the work in the database
-(a window of a day's records never leaves it); the embedded SQLite mode, whose histories
-are small, sums in Python. Either way the window's rows are deleted and written again in
-one transaction, so a run is idempotent and readers never see half a bucket.
+On PostgreSQL the database does the sums, a day per transaction: hours with one INSERT ...
+SELECT ... GROUP BY over the records, the day from its 24 hours (histograms merged key by
+key), so a run costs the hours it recomputes and a rebuild of history runs in bounded
+memory. The embedded SQLite mode, whose histories are small, sums in Python. Either way a
+bucket's rows are deleted and written again in one transaction, so a run is idempotent and
+readers never see half a bucket. The same reasoning as ``billing.services.rollups``, which
+this follows.
 """
 
 from __future__ import annotations
@@ -33,6 +36,9 @@ def bucket_floor(moment: datetime, period: str) -> datetime:
 def _step(period: str) -> timedelta:
     return timedelta(days=1) if period == WorkerRollup.Period.DAY else timedelta(hours=1)
 
+
+_HOUR = timedelta(hours=1)
+_DAY = timedelta(days=1)
 
 # Histograms as sparse JSON objects: one GROUP BY (bucket, worker, model, histogram bucket)
 # then jsonb_object_agg, rather than 52 FILTERed counts per row evaluated on every record.
@@ -78,14 +84,99 @@ LEFT JOIN ttft USING (b, worker, model)
 """
 
 
+# A day from its hours: the totals summed, each histogram merged by summing its counts
+# key by key (the keys are the same bucket indexes as the hours').
+_DAYS_FROM_HOURS = """
+WITH h AS (
+    SELECT date_trunc('day', bucket_start AT TIME ZONE 'UTC') AT TIME ZONE 'UTC' AS b,
+           worker, model, requests, failed_requests, prompt_tokens, completion_tokens,
+           cost_micros, known_cost_micros, upstream_cost_micros, unknown_cost_requests,
+           latency_hist, ttft_hist
+      FROM proxy_workerrollup
+     WHERE period = 'hour' AND bucket_start >= %(start)s AND bucket_start < %(end)s
+), totals AS (
+    SELECT b, worker, model, sum(requests) AS requests, sum(failed_requests) AS failed,
+           sum(prompt_tokens) AS prompt, sum(completion_tokens) AS completion,
+           sum(cost_micros) AS cost, sum(known_cost_micros) AS known_cost,
+           sum(upstream_cost_micros) AS upstream, sum(unknown_cost_requests) AS unknown
+      FROM h GROUP BY b, worker, model
+), lat AS (
+    SELECT b, worker, model, jsonb_object_agg(k, n) AS hist FROM (
+        SELECT b, worker, model, e.key AS k, sum(e.value::bigint) AS n
+          FROM h CROSS JOIN LATERAL jsonb_each_text(h.latency_hist) AS e
+         GROUP BY b, worker, model, e.key) AS x
+    GROUP BY b, worker, model
+), ttft AS (
+    SELECT b, worker, model, jsonb_object_agg(k, n) AS hist FROM (
+        SELECT b, worker, model, e.key AS k, sum(e.value::bigint) AS n
+          FROM h CROSS JOIN LATERAL jsonb_each_text(h.ttft_hist) AS e
+         GROUP BY b, worker, model, e.key) AS x
+    GROUP BY b, worker, model
+)
+INSERT INTO proxy_workerrollup (period, bucket_start, worker, model, requests,
+    failed_requests, prompt_tokens, completion_tokens, cost_micros, known_cost_micros,
+    upstream_cost_micros, unknown_cost_requests, latency_hist, ttft_hist)
+SELECT 'day', t.b, t.worker, t.model, t.requests, t.failed, t.prompt, t.completion,
+       t.cost, t.known_cost, t.upstream, t.unknown,
+       coalesce(lat.hist, '{}'::jsonb), coalesce(ttft.hist, '{}'::jsonb)
+FROM totals AS t
+LEFT JOIN lat USING (b, worker, model)
+LEFT JOIN ttft USING (b, worker, model)
+"""
+
+
 def worker_rollup(*, since: datetime, until: datetime | None = None) -> int:
     """Recompute every hourly and daily bucket that overlaps [since, until). Returns the
-    number of rows written."""
+    number of rows written.
+
+    On PostgreSQL the window is widened to whole days (a day is summed from all its hours,
+    so all of them are recomputed) and run a day at a time.
+    """
+    until = until or timezone.now()
+    if connection.vendor != "postgresql":
+        return worker_rollup_in_python(since=since, until=until)
+    return _rollup_by_day(hours_from=bucket_floor(since, WorkerRollup.Period.DAY),
+                          hours_until=bucket_floor(until, WorkerRollup.Period.DAY) + _DAY)
+
+
+def _rollup_by_day(*, hours_from: datetime, hours_until: datetime) -> int:
+    """Recompute the hours in [hours_from, hours_until) from the records and each day they
+    touch from its hours, a day per transaction. A day's hours outside the range are read
+    as they are: its caller vouches that they are rolled up already."""
+    written = 0
+    day = bucket_floor(hours_from, WorkerRollup.Period.DAY)
+    while day < hours_until:
+        written += _rollup_day(day, hours_from=max(hours_from, day),
+                               hours_until=min(hours_until, day + _DAY))
+        day += _DAY
+    return written
+
+
+def _rollup_day(day: datetime, *, hours_from: datetime, hours_until: datetime) -> int:
+    with transaction.atomic(), connection.cursor() as cursor:
+        cursor.execute("SELECT pg_advisory_xact_lock(%s)", [_ADVISORY_LOCK])
+        written = 0
+        for period, start, end in ((WorkerRollup.Period.HOUR, hours_from, hours_until),
+                                   (WorkerRollup.Period.DAY, day, day + _DAY)):
+            WorkerRollup.objects.filter(period=period, bucket_start__gte=start,
+                                        bucket_start__lt=end).delete()
+            if period == WorkerRollup.Period.HOUR:
+                cursor.execute(_INSERT, {"unit": period, "bounds": list(BOUNDS_MS),
+                                         "start": start, "end": end, "period": period})
+            else:
+                cursor.execute(_DAYS_FROM_HOURS, {"start": start, "end": end})
+            written += cursor.rowcount
+        return written
+
+
+def worker_rollup_in_python(*, since: datetime, until: datetime | None = None) -> int:
+    """``worker_rollup`` with every bucket summed in Python from the records: what SQLite
+    runs, and the reference the SQL is tested against. Only the window's own hours are
+    recomputed."""
     until = until or timezone.now()
     written = 0
     with transaction.atomic():
-        postgres = connection.vendor == "postgresql"
-        if postgres:
+        if connection.vendor == "postgresql":
             with connection.cursor() as cursor:
                 cursor.execute("SELECT pg_advisory_xact_lock(%s)", [_ADVISORY_LOCK])
         for period in _PERIODS:
@@ -93,13 +184,7 @@ def worker_rollup(*, since: datetime, until: datetime | None = None) -> int:
             end = bucket_floor(until, period) + _step(period)
             WorkerRollup.objects.filter(period=period, bucket_start__gte=start,
                                         bucket_start__lt=end).delete()
-            if postgres:
-                with connection.cursor() as cursor:
-                    cursor.execute(_INSERT, {"unit": period, "bounds": list(BOUNDS_MS),
-                                             "start": start, "end": end, "period": period})
-                    written += cursor.rowcount
-            else:
-                written += _rollup_in_python(period, start, end)
+            written += _rollup_in_python(period, start, end)
     return written
 
 
@@ -139,10 +224,21 @@ def _rollup_in_python(period: str, start: datetime, end: datetime) -> int:
 
 def worker_rollup_recent(*, now: datetime | None = None) -> int:
     """What beat runs: from the latest hour already rolled up (at least the last two hours)
-    to now, so a job that did not run for a while catches up. No bucket yet: everything."""
+    to now, so a job that did not run for a while catches up. No bucket yet: everything.
+
+    On PostgreSQL only those hours are summed from the records and their days from their
+    hours; the day's earlier hours stay as earlier runs left them, which is what the
+    records say (records are only inserted, stamped when written, and every run
+    recomputes at least the two hours before it).
+    """
     now = now or timezone.now()
     latest = WorkerRollup.objects.filter(period=WorkerRollup.Period.HOUR).aggregate(
         latest=Max("bucket_start"))["latest"]
     if latest is None:
-        latest = UsageRecord.objects.aggregate(first=Min("created_at"))["first"] or now
-    return worker_rollup(since=min(latest, now - timedelta(hours=2)), until=now)
+        first = UsageRecord.objects.aggregate(first=Min("created_at"))["first"] or now
+        return worker_rollup(since=min(first, now - timedelta(hours=2)), until=now)
+    since = min(latest, now - timedelta(hours=2))
+    if connection.vendor != "postgresql":
+        return worker_rollup_in_python(since=since, until=now)
+    return _rollup_by_day(hours_from=bucket_floor(since, WorkerRollup.Period.HOUR),
+                          hours_until=bucket_floor(now, WorkerRollup.Period.HOUR) + _HOUR)

@@ -6,12 +6,15 @@ its usage record in the same transaction that resolves the hold, so a hold still
 has no usage to charge: the sweeper expires every hold past ``expires_at`` and releases
 its money. Holds are claimed with ``FOR UPDATE SKIP LOCKED``, so any number of sweepers may
 run at once, and each hold is still resolved exactly once (the services only move a
-pending hold).
+pending hold). On PostgreSQL a thousand holds cost a handful of statements, not a
+transaction each: a backlog of ten thousand (an instance that died under load) clears in
+seconds.
 """
 
 from __future__ import annotations
 
 import logging
+from collections import defaultdict
 from dataclasses import dataclass, field
 from datetime import datetime
 
@@ -20,11 +23,18 @@ from django.utils import timezone
 
 from billing.models import Hold
 from billing.selectors import WalletAudit, wallet_audits_failing
+from billing.services.budgets import current_month
 from billing.services.holds import hold_expire
+from billing.services.sweep_statements import (
+    EXPIRE_SQL,
+    KEY_BUDGETS_RELEASE_SQL,
+    MEMBER_BUDGETS_RELEASE_SQL,
+    WALLETS_RELEASE_SQL,
+)
 
 logger = logging.getLogger(__name__)
 
-BATCH = 200
+BATCH = 1000
 
 
 @dataclass
@@ -33,19 +43,47 @@ class SweepResult:
 
 
 def holds_sweep(*, now: datetime | None = None, batch: int = BATCH) -> SweepResult:
-    """Expire every pending hold past its expiry; safe to run twice at once."""
+    """Expire every pending hold past its expiry; safe to run twice at once.
+
+    On PostgreSQL a batch of holds is expired by a fixed number of statements in one
+    transaction (``sweep_statements``); elsewhere hold by hold through ``hold_expire``.
+    """
     now = now or timezone.now()
+    expire = _expire_batch if connection.vendor == "postgresql" else _expire_one_by_one
     result = SweepResult()
     while True:
-        claimed = _claim(now, batch)
-        if not claimed:
+        claimed, expired = expire(now, batch)
+        result.expired.extend(expired)
+        # Fewer than a batch: nothing is left but what another sweeper holds right now.
+        if claimed < batch:
             return result
-        for hold_id in claimed:
-            outcome = hold_expire(hold_id=hold_id)
-            if not outcome.already_resolved:
-                result.expired.append(hold_id)
-        if len(claimed) < batch:
-            return result
+
+
+def _expire_batch(now: datetime, batch: int) -> tuple[int, list[str]]:
+    """Expire up to ``batch`` holds and release what they reserved, in one transaction."""
+    with transaction.atomic(), connection.cursor() as cursor:
+        cursor.execute(EXPIRE_SQL, {"now": now, "batch": batch})
+        rows = cursor.fetchall()
+        by_wallet: dict[int, int] = defaultdict(int)
+        by_key: dict[int, int] = defaultdict(int)
+        for _, wallet_id, amount, api_key_id in rows:
+            by_wallet[wallet_id] += amount
+            if api_key_id is not None:
+                by_key[api_key_id] += amount
+        month = current_month()
+        for sql, sums in ((WALLETS_RELEASE_SQL, by_wallet), (KEY_BUDGETS_RELEASE_SQL, by_key),
+                          (MEMBER_BUDGETS_RELEASE_SQL, by_key)):
+            if sums:
+                cursor.execute(sql, {"ids": list(sums), "amounts": list(sums.values()),
+                                     "month": month})
+    return len(rows), [row[0] for row in rows]
+
+
+def _expire_one_by_one(now: datetime, batch: int) -> tuple[int, list[str]]:
+    claimed = _claim(now, batch)
+    expired = [hold_id for hold_id in claimed
+               if not hold_expire(hold_id=hold_id).already_resolved]
+    return len(claimed), expired
 
 
 def _claim(now: datetime, batch: int) -> list[str]:
