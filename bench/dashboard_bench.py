@@ -3,12 +3,13 @@
     python bench/dashboard_bench.py [--records 10000000] [--database-url postgres://.../dash_bench]
 
 Drops and recreates a dedicated PostgreSQL database (its name must contain "bench"),
-migrates it, seeds users, wallets, credits and a few pending holds through the services,
-and the usage records with set-based SQL (generate_series: 1,000 users, one of them making
-20 % of the requests, 6 workers, 5 models, 90 days). The roll-ups: the history with the
-same GROUP BY the jobs run, in SQL (billing's job builds its rows in Python, minutes for 90
-days of 10M records), then the real jobs over the last two days; then the admin's index,
-through the test client as a signed-in staff member, warm then timed N times per period.
+migrates it, and seeds the history ``scale_seed.py`` shares with ``scale_bench.py``: 1,000
+users (one of them making 20 % of the requests), organizations, keys and budgets, and the
+usage records with their holds, charges and running balances by set-based SQL
+(generate_series: 6 workers, 5 models, 90 days), the usage roll-ups by the job's GROUP BY in
+SQL; then 50 pending holds through the service, the real roll-up jobs over the last days
+and the fleet roll-ups; then the admin's index, through the test client as a signed-in
+staff member, warm then timed N times per period.
 """
 
 from __future__ import annotations
@@ -21,46 +22,11 @@ import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+sys.path.insert(0, str(Path(__file__).resolve().parent))  # scale_seed, by its plain name
 os.environ.setdefault("DJANGO_SETTINGS_MODULE", "router_admin.settings")
 os.environ.setdefault("ALLOWED_HOSTS", "testserver")  # the test client's host
 
 DEFAULT_URL = "postgres://postgres@127.0.0.1:5432/dash16_bench"
-WORKERS = ["w-openai-1", "w-openai-2", "w-vllm-1", "w-vllm-2", "w-anthropic", "w-slow"]
-MODELS = ["gpt-small", "gpt-large", "claude", "llama-70b", "embed"]
-DAYS = 90
-
-SEED_USAGE = """
-INSERT INTO billing_usagerecord (request_id, user_id, model, worker, prompt_tokens,
-    completion_tokens, cached_tokens, cache_write_tokens, endpoint, cost_micros,
-    upstream_cost_micros, price_id, source, estimate_reason, over_cap, over_hold, status,
-    latency_ms, ttft_ms, created_at)
-SELECT 'b' || g, CASE WHEN g %% 5 = 0 THEN %(hot)s
-                      ELSE (%(users)s::bigint[])[1 + (g * 7919) %% 999] END,
-       (%(models)s::text[])[1 + g %% 5], (%(workers)s::text[])[1 + (g / 7) %% 6],
-       p, c, 0, 0, 'chat', p + 2 * c,
-       CASE WHEN (g / 7) %% 6 = 5 THEN NULL ELSE (p + 2 * c) * 7 / 10 END,
-       %(price)s, 'provider', '', false, false,
-       CASE WHEN g %% 50 = 0 THEN 'upstream_error' WHEN g %% 97 = 0 THEN 'cancelled'
-            ELSE 'ok' END,
-       (200 + (g * 2654435761) %% 4000)::int, (50 + (g * 40503) %% 900)::int,
-       %(now)s - (g::float8 / %(total)s) * interval '%(days)s days'
-FROM (SELECT g, (100 + (g * 37) %% 3000)::int AS p, (10 + (g * 101) %% 800)::int AS c
-      FROM generate_series(%(lo)s::bigint, %(hi)s::bigint) AS g) AS s
-"""
-
-# What billing.services.rollups.usage_rollup writes, as one statement per period.
-ROLLUP_USAGE = """
-INSERT INTO billing_usagerollup (period, bucket_start, user_id, api_key_id, model, requests,
-    failed_requests, prompt_tokens, completion_tokens, cached_tokens, cost_micros,
-    upstream_cost_micros, unknown_cost_requests, unknown_cost_charged_micros)
-SELECT %(period)s, date_trunc(%(period)s, created_at AT TIME ZONE 'UTC') AT TIME ZONE 'UTC',
-       user_id, api_key_id, model, count(*), count(*) FILTER (WHERE status <> 'ok'),
-       sum(prompt_tokens), sum(completion_tokens), sum(cached_tokens), sum(cost_micros),
-       coalesce(sum(upstream_cost_micros), 0),
-       count(*) FILTER (WHERE upstream_cost_micros IS NULL),
-       coalesce(sum(cost_micros) FILTER (WHERE upstream_cost_micros IS NULL), 0)
-FROM billing_usagerecord WHERE created_at < %(until)s GROUP BY 2, 3, 4, 5
-"""
 
 
 def main() -> None:
@@ -86,81 +52,45 @@ def main() -> None:
     measure(options.runs)
 
 
-def _timed(label: str):
-    class Timer:
-        def __enter__(self) -> None:
-            self.started = time.perf_counter()
-
-        def __exit__(self, *exc: object) -> None:
-            print(f"{label}: {time.perf_counter() - self.started:.1f} s", flush=True)
-
-    return Timer()
-
-
 def seed(total: int) -> None:
-    from django.db import connection
-    from django.utils import timezone
+    """The shared history of ``scale_seed.py`` (usage records with their holds, charges and
+    usage roll-ups), and 50 pending holds through the service for the money panels."""
+    from scale_seed import MODELS
+    from scale_seed import seed as seed_history
 
-    from accounts.models import User
-    from billing.models import LedgerEntry
-    from billing.services import price_set
+    from billing.models import ModelPrice, Wallet
     from billing.services.holds import hold_create
-    from billing.services.wallets import wallet_credit
 
-    with _timed("users, wallets and credits (1,000)"):
-        users = User.objects.bulk_create(User(email=f"dash{i}@example.com", password="!")
-                                         for i in range(1000))
-        for i, user in enumerate(users):
-            kind = (LedgerEntry.Kind.TOPUP, LedgerEntry.Kind.VOUCHER,
-                    LedgerEntry.Kind.ADJUSTMENT)[i % 3]
-            wallet_credit(user=user, amount_micros=(i % 50 + 1) * 200_000, kind=kind,
-                          idempotency_key=f"seed-{i}", memo="bench seed")
-        price = None
-        for model in MODELS:
-            price = price_set(model=model, input_usd_per_mtok="1", output_usd_per_mtok="2",
-                              max_output_tokens=4000)
-        for i in range(50):
-            hold_create(user=users[i], hold_id=f"bench-hold-{i}", amount_micros=1000,
-                        price=price, model=MODELS[0])
-    now = timezone.now()
-    ids = [u.pk for u in users]
-    chunk = 1_000_000
-    with _timed(f"usage records ({total:,}, generate_series in chunks of {chunk:,})"):
-        for lo in range(1, total + 1, chunk):
-            with connection.cursor() as cursor:
-                cursor.execute(SEED_USAGE, {
-                    "hot": ids[0], "users": ids[1:], "models": MODELS, "workers": WORKERS,
-                    "price": price.pk, "now": now, "total": total, "days": DAYS, "lo": lo,
-                    "hi": min(lo + chunk - 1, total)})
-            print(f"  {min(lo + chunk - 1, total):,}", flush=True)
-    with _timed("VACUUM ANALYZE"), connection.cursor() as cursor:
-        cursor.execute("VACUUM ANALYZE")
+    seed_history(total)
+    price = ModelPrice.objects.get(model=MODELS[0])
+    for i, wallet in enumerate(Wallet.objects.filter(user__isnull=False).order_by("pk")[:50]):
+        hold_create(wallet=wallet, hold_id=f"bench-hold-{i}", amount_micros=1000,
+                    price=price, model=MODELS[0])
 
 
 def rollups() -> None:
+    """The roll-up jobs themselves over the last days (the seed built the history in SQL),
+    and the fleet roll-ups (``proxy.rollup_service``) day by day."""
     from datetime import timedelta
 
     from django.db import connection
     from django.utils import timezone
+    from scale_seed import DAYS, timed
 
     from billing.services.rollups import usage_rollup
     from proxy.rollup_service import bucket_floor, worker_rollup
 
     now = timezone.now()
     recent = bucket_floor(now - timedelta(days=2), "day")
-    with _timed("usage roll-ups of the history (SQL, the job's GROUP BY)"):
-        for period in ("hour", "day"):
-            with connection.cursor() as cursor:
-                cursor.execute(ROLLUP_USAGE, {"period": period, "until": recent})
-    with _timed("usage roll-up job, last two days (billing.services.rollups)"):
+    with timed("usage roll-up job, last two days (billing.services.rollups)", print):
         usage_rollup(since=recent, until=now)
-    with _timed("worker roll-up job, 90 days (proxy.rollup_service, day by day)"):
+    with timed("worker roll-up job, 90 days (proxy.rollup_service, day by day)", print):
         day = bucket_floor(now - timedelta(days=DAYS + 1), "day")
         while day <= now:
             worker_rollup(since=day, until=min(day + timedelta(days=1), now)
                           - timedelta(microseconds=1))
             day += timedelta(days=1)
-    with _timed("ANALYZE"), connection.cursor() as cursor:
+    with timed("ANALYZE", print), connection.cursor() as cursor:
         cursor.execute("ANALYZE")
 
 
