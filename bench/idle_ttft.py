@@ -62,6 +62,7 @@ class Options:
     samples: int
     idle_seconds: float
     warmup: int
+    floor: bool
     database_url: str
     redis_url: str
     out: Path
@@ -75,6 +76,10 @@ def parse_options(argv: list[str] | None = None) -> Options:
                         help="nothing is sent for this long before each sample (default 10, "
                              "twice the lookup cache's life)")
     parser.add_argument("--warmup", type=int, default=100)
+    parser.add_argument("--floor", action="store_true",
+                        help="also time, each after its own idle spell, one Redis PING and "
+                             "one PostgreSQL SELECT 1 from this process: what waking a "
+                             "process that sat idle costs on this machine, whatever the code")
     parser.add_argument("--database-url", default=DEFAULT_DATABASE_URL,
                         help="dropped and recreated; its name must contain 'bench'")
     parser.add_argument("--redis-url", default="redis://127.0.0.1:6379/13",
@@ -86,8 +91,23 @@ def parse_options(argv: list[str] | None = None) -> Options:
     return Options(**vars(args))
 
 
+def _timed(call: Any) -> float:
+    start = time.perf_counter()
+    call()
+    return time.perf_counter() - start
+
+
 async def measure(options: Options, direct: Any, routed: Any) -> dict[str, Run]:
     runs = {"direct": Run(), "router": Run()}
+    if options.floor:
+        import psycopg
+        import redis
+
+        runs["redis PING"], runs["postgres SELECT 1"] = Run(), Run()
+        database = psycopg.connect(options.database_url, autocommit=True)
+        cache = redis.Redis.from_url(options.redis_url or "redis://127.0.0.1:6379/13")
+        cache.ping()
+        database.execute("SELECT 1")
     async with session_for(1) as session:
         for target in (direct, routed):
             await sequential(session, target, options.warmup, Run(), stream=True)
@@ -98,6 +118,13 @@ async def measure(options: Options, direct: Any, routed: Any) -> dict[str, Run]:
             pair = (direct, routed) if i % 2 == 0 else (routed, direct)
             for target in pair:
                 runs[target.name].record(*await timed_stream(session, target))
+            if options.floor:
+                time.sleep(options.idle_seconds)
+                seconds = _timed(cache.ping)
+                runs["redis PING"].record(None, seconds, seconds)
+                time.sleep(options.idle_seconds)
+                seconds = _timed(lambda: database.execute("SELECT 1").fetchone())
+                runs["postgres SELECT 1"].record(None, seconds, seconds)
     return runs
 
 
@@ -151,6 +178,11 @@ def main(argv: list[str] | None = None) -> int:
             for label, k in (("TTFT p50 after idle", "ttft_p50_ms"),
                              ("TTFT p99 after idle", "ttft_p99_ms"),
                              ("TTFT max after idle", "ttft_max_ms"))]
+    for name in ("redis PING", "postgres SELECT 1"):
+        if name in summary:
+            rows.append((f"{name} after idle p50 / max", "",
+                         f"{fmt(summary[name]['ttft_p50_ms'])} / "
+                         f"{fmt(summary[name]['ttft_max_ms'])}", ""))
     print()
     print(table(("", "direct", "router", "added"), rows))
     met = "met" if added_p99 <= TARGET_ADDED_P99_MS else "not met"

@@ -39,7 +39,8 @@ def test_many_callers_load_in_four_queries_and_equal_one_by_one(django_assert_nu
     with django_assert_num_queries(4):
         batched = _load_callers(asked)
     assert batched == one_by_one
-    assert batched[-3] is None and batched[-2] is None
+    assert batched[-3] is None
+    assert batched[-2] is None
     assert batched[12].organization_id == organization.pk
     assert batched[12].wallet_id != batched[0].wallet_id
     assert ApiKey.objects.filter(last_used_at__isnull=True).count() == 0
@@ -52,8 +53,10 @@ def test_a_revoked_expired_or_changed_key_is_seen_by_the_batch():
     ApiKey.objects.filter(pk=second.pk).update(expires_at=timezone.now() - timedelta(seconds=1))
     ApiKey.objects.filter(pk=third.pk).update(rpm=999)
     found = _load_callers(secrets)
-    assert found[0] is None and found[1] is None
-    assert found[2] is not None and found[2].key_limits.rpm == 999
+    assert found[0] is None
+    assert found[1] is None
+    assert found[2] is not None
+    assert found[2].key_limits.rpm == 999
 
 
 def test_prices_load_in_one_query_each_model_its_price_in_force(django_assert_num_queries):
