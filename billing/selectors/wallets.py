@@ -139,3 +139,22 @@ def wallet_available_of(*, wallet_id: int) -> int:
 def ledger_entries_of(*, user: User, limit: int = 50) -> list[LedgerEntry]:
     """The user's latest ledger entries (credits and charges), newest first."""
     return list(LedgerEntry.objects.filter(wallet__user=user).order_by("-id")[:limit])
+
+
+# What a wallet was credited with (money in, or given back): the credits page lists these.
+CREDIT_KINDS = (LedgerEntry.Kind.TOPUP, LedgerEntry.Kind.VOUCHER, LedgerEntry.Kind.REFUND,
+                LedgerEntry.Kind.ADJUSTMENT)
+
+
+def wallet_credits_of(*, user: User, limit: int = 50) -> list[LedgerEntry]:
+    """The user's latest credits (top-ups, vouchers, refunds, adjustments), newest first.
+
+    Read by kind, not picked out of the latest entries: a busy wallet's latest hundreds of
+    entries are all charges. One short scan of the partial index
+    ``billing_ledger_wallet_credits`` (wallet, -id) WHERE kind IN (the credit kinds): the
+    wallet is looked up first (a scalar subquery), so the scan is on one wallet's credits in
+    id order and stops after ``limit`` rows, whatever the number of charges.
+    """
+    wallet_id = Wallet.objects.filter(user=user).values("pk")[:1]
+    return list(LedgerEntry.objects.filter(wallet_id=Subquery(wallet_id),
+                                           kind__in=CREDIT_KINDS).order_by("-id")[:limit])

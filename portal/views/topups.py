@@ -12,33 +12,23 @@ from django.urls import reverse
 from django.views.decorators.http import require_GET, require_POST
 
 from billing.errors import BillingError
-from billing.models import LedgerEntry
-from billing.selectors import (
-    ledger_entries_of,
-    stripe_topups_enabled,
-    topups_of,
-    wallet_balance,
-)
+from billing.selectors import stripe_topups_enabled, topups_of, wallet_balance
+from billing.selectors.wallets import wallet_credits_of
 from billing.services.stripe_topups import topup_checkout_create
 from billing.services.vouchers import voucher_redeem
 from portal.forms import CheckoutForm, VoucherForm
 from portal.templatetags.portal_tags import usd
 
-CREDIT_KINDS = {LedgerEntry.Kind.TOPUP, LedgerEntry.Kind.VOUCHER, LedgerEntry.Kind.REFUND,
-                LedgerEntry.Kind.ADJUSTMENT}
-
 
 def _page(request: HttpRequest, *, voucher_form: VoucherForm | None = None,
           checkout_form: CheckoutForm | None = None, status: int = 200) -> HttpResponse:
-    entries = [entry for entry in ledger_entries_of(user=request.user, limit=200)
-               if entry.kind in CREDIT_KINDS][:50]
     return render(request, "portal/topups.html", {
         "balance": wallet_balance(user=request.user),
         "voucher_form": voucher_form or VoucherForm(),
         "checkout_form": checkout_form or CheckoutForm(),
         "stripe_enabled": stripe_topups_enabled(),
         "card_topups": topups_of(user=request.user)[:20],
-        "credits": entries,
+        "credits": wallet_credits_of(user=request.user, limit=50),
         "checkout_result": request.GET.get("checkout", ""),
     }, status=status)
 
