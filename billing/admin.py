@@ -22,6 +22,7 @@ from audit.admin_base import AuditedAdmin
 from audit.snapshots import Snapshot, snapshot
 from billing import admin_records, admin_topups  # noqa: F401
 from billing.admin_base import ReadOnlyAdmin
+from billing.admin_keyset import KeysetAdminMixin
 from billing.admin_refunds import WalletStatementMixin
 from billing.errors import BillingError, IdempotencyConflict
 from billing.forms import WalletCreditForm
@@ -274,15 +275,22 @@ class KeyBudgetAdmin(AuditedAdmin):
 
 
 @admin.register(UsageRollup)
-class UsageRollupAdmin(ReadOnlyAdmin):
-    """Usage per hour and per day, per user, key and model; written by the roll-up job."""
+class UsageRollupAdmin(KeysetAdminMixin, ReadOnlyAdmin):
+    """Usage per hour and per day, per user, key and model; written by the roll-up job.
+
+    A row per bucket, user, key and model: millions of them, so the list is paged by cursor
+    and never counted (billing.admin_keyset), in the order of the index
+    (period, bucket_start): the hours, then the days, newest first. No date hierarchy (it
+    reads the table's first and last dates and every distinct day) and no model filter (a
+    DISTINCT over the table): search by model instead. The period and date filters only add
+    conditions on that index."""
 
     list_display = ("period", "bucket_start", "user", "api_key", "model", "requests",
                     "failed_requests", "prompt_tokens", "completion_tokens", "cost")
-    list_filter = ("period", "model", ("bucket_start", admin.DateFieldListFilter))
+    list_filter = ("period", ("bucket_start", admin.DateFieldListFilter))
     search_fields = ("user__email", "model", "api_key__prefix")
     list_select_related = ("user", "api_key")
-    date_hierarchy = "bucket_start"
+    keyset_order = ("period", "bucket_start", "id")
 
     @admin.display(description="Cost (USD)", ordering="cost_micros")
     def cost(self, obj: UsageRollup) -> str:
