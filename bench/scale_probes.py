@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import html
 import importlib
+import os
 import re
 import statistics
 import time
@@ -182,7 +183,10 @@ def portal_figures(client: Any, cast: Cast, runs: int, *, log: Log) -> list[Figu
             ("portal", "usage deep page", "/usage/", False),
             ("api", "api usage deep page", "/api/usage", True),
             ("organization", "org usage deep page", f"/orgs/{org}/usage/", False)):
-        deep, how = deep_url(client, url, api=api, log=log)
+        # SCALE_BENCH_DEEP_PAGES: fewer pages deep, for a quicker run (links are followed
+        # one by one, each a whole page).
+        deep, how = deep_url(client, url, api=api, log=log,
+                             pages=int(os.environ.get("SCALE_BENCH_DEEP_PAGES", DEEP_PAGES)))
         figure = time_get(client, name, group, deep, runs)
         figure.note = f"{how}: {figure.note}"
         figures.append(figure)
