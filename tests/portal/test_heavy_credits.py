@@ -9,6 +9,7 @@ from django.db import connection, transaction
 from django.urls import reverse
 
 from billing.models import LedgerEntry, Wallet
+from billing.selectors.receipts import receipt_entries_of
 from billing.selectors.wallets import wallet_credits_of
 from billing.services import wallet_credit
 from billing.services.ledger import ledger_post
@@ -85,4 +86,25 @@ def test_the_credits_are_one_scan_of_the_partial_index_in_its_order(heavy):
     plan = _plan_of(lambda: wallet_credits_of(user=heavy, limit=50))
 
     # The index's own order serves ORDER BY id DESC LIMIT 50: no sort, no charge read.
+    _uses(plan, "billing_ledger_wallet_credits")
+
+
+def test_a_heavy_users_receipts_are_their_paid_in_credits_newest_first(heavy):
+    receipts = list(receipt_entries_of(user=heavy))
+
+    # Top-ups, vouchers and positive adjustments have receipts; refunds of requests,
+    # negative adjustments and charges do not; another user's never.
+    assert [entry.kind for entry in receipts] == ["adjustment", "voucher", "topup"]
+    assert [entry.pk for entry in receipts] == sorted((e.pk for e in receipts), reverse=True)
+    assert all(entry.wallet.user_id == heavy.pk for entry in receipts)
+
+
+@pytest.mark.skipif("connection.vendor != 'postgresql'",
+                    reason="the plan of PostgreSQL is what is checked")
+def test_receipts_are_read_through_the_partial_index_not_the_whole_ledger(heavy):
+    assert connection.vendor == "postgresql"
+
+    plan = _plan_of(lambda: list(receipt_entries_of(user=heavy)[:20]))
+
+    # With the wallet as a subquery PostgreSQL read the wallet's whole ledger index.
     _uses(plan, "billing_ledger_wallet_credits")
