@@ -21,6 +21,7 @@ from django.db.models import Max, Min
 from django.utils import timezone
 
 from billing.models import UsageRecord
+from billing.services.rollups import day_windows
 from proxy.rollups import BOUNDS_MS, WorkerRollup
 
 # Any number taken by nothing else (billing's roll-up uses 7_400_101).
@@ -143,13 +144,8 @@ def _rollup_by_day(*, hours_from: datetime, hours_until: datetime) -> int:
     """Recompute the hours in [hours_from, hours_until) from the records and each day they
     touch from its hours, a day per transaction. A day's hours outside the range are read
     as they are: its caller vouches that they are rolled up already."""
-    written = 0
-    day = bucket_floor(hours_from, WorkerRollup.Period.DAY)
-    while day < hours_until:
-        written += _rollup_day(day, hours_from=max(hours_from, day),
-                               hours_until=min(hours_until, day + _DAY))
-        day += _DAY
-    return written
+    return sum(_rollup_day(day, hours_from=start, hours_until=end)
+               for day, start, end in day_windows(hours_from, hours_until))
 
 
 def _rollup_day(day: datetime, *, hours_from: datetime, hours_until: datetime) -> int:

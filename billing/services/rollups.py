@@ -8,6 +8,7 @@ are small, sums through the ORM (``usage_rollup_in_python``, the reference).
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 
 from django.db import connection, transaction
@@ -54,13 +55,18 @@ def _rollup_by_day(*, hours_from: datetime, hours_until: datetime) -> int:
     A day's hours outside the range are read as they are: its caller vouches that they
     were rolled up already and that no record has been written in them since.
     """
-    written = 0
+    return sum(_rollup_day(day, hours_from=start, hours_until=end)
+               for day, start, end in day_windows(hours_from, hours_until))
+
+
+def day_windows(hours_from: datetime, hours_until: datetime
+                ) -> Iterator[tuple[datetime, datetime, datetime]]:
+    """Each UTC day that [hours_from, hours_until) touches, as (the day, the start and the
+    end of the range within it): what the roll-ups (usage, workers) redo a day at a time."""
     day = _floor(hours_from, UsageRollup.Period.DAY)
     while day < hours_until:
-        written += _rollup_day(day, hours_from=max(hours_from, day),
-                               hours_until=min(hours_until, day + _DAY))
+        yield day, max(hours_from, day), min(hours_until, day + _DAY)
         day += _DAY
-    return written
 
 
 def _rollup_day(day: datetime, *, hours_from: datetime, hours_until: datetime) -> int:
