@@ -253,6 +253,46 @@ def incremental_rollup_figure(*, log: Log) -> Figure:
                   note=f"usage_rollup_recent: {rows} rows written")
 
 
+def ledger_days_build_figure(*, log: Log) -> Figure | None:
+    """The ledger days' first build (every day of history, a statement per day), what a
+    deployment's first beat run does; None when the days are built already (a reused seed
+    measured before) or the code has none."""
+    refresh = lookup("billing.services.ledger_days.ledger_days_refresh")
+    mark = lookup("billing.models.LedgerDayMark")
+    if refresh is None or mark is None or mark.objects.exists():
+        return None
+    started = time.perf_counter()
+    refreshed = refresh()
+    seconds = time.perf_counter() - started
+    log(f"  ledger days built: {refreshed.days} days, {refreshed.rows:,} rows, {seconds:.1f} s")
+    return Figure("ledger days, first build (all history)", "job", "s", round(seconds, 2),
+                  note=f"{refreshed.days} days, {refreshed.rows:,} rows")
+
+
+def incremental_ledger_days_figure(*, log: Log) -> Figure:
+    """``ledger_days_refresh`` (the beat job, every minute) after INCREMENTAL_RECORDS new
+    charged requests in the last ten minutes; a first run catches up, untimed."""
+    from django.utils import timezone
+    from scale_seed import claim_request_numbers, usage_append
+
+    name = "incremental ledger days (10,000 new)"
+    refresh = lookup("billing.services.ledger_days.ledger_days_refresh")
+    if refresh is None:
+        return Figure(name, "job", "s", None, note="ledger_days_refresh: n/a")
+    refresh()
+    lo = claim_request_numbers(INCREMENTAL_RECORDS)
+    now = timezone.now()
+    span = timedelta(minutes=10)
+    usage_append(lo, lo + INCREMENTAL_RECORDS - 1, start=now - span,
+                 step=(span - timedelta(seconds=1)) / INCREMENTAL_RECORDS)
+    started = time.perf_counter()
+    refreshed = refresh()
+    seconds = time.perf_counter() - started
+    log(f"  ledger days refreshed: {refreshed.days} days, {refreshed.rows} rows")
+    return Figure(name, "job", "s", round(seconds, 3),
+                  note=f"{refreshed.days} day(s), {refreshed.rows} rows written")
+
+
 SWEEP_HOLDS = """
 INSERT INTO billing_hold (id, wallet_id, api_key_id, price_id, model, amount_micros,
                           charged_micros, status, created_at, expires_at)

@@ -9,6 +9,7 @@ from django.conf import settings
 from django.db import connection
 
 from billing.services.auto_topup import auto_topups_nudge, auto_topups_run
+from billing.services.ledger_days import ledger_days_refresh
 from billing.services.outbox import outbox_drain
 from billing.services.partitions import partitions_ensure
 from billing.services.retention import RetentionRefused, retention_apply
@@ -29,6 +30,12 @@ def wallets_reconcile_task() -> dict[str, list[int]]:
 @shared_task
 def usage_rollup_task() -> dict[str, int]:
     return {"rows": usage_rollup_recent()}
+
+
+@shared_task
+def ledger_days_task() -> dict[str, int]:
+    refreshed = ledger_days_refresh()
+    return {"days": refreshed.days, "rows": refreshed.rows}
 
 
 @shared_task

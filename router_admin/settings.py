@@ -417,6 +417,9 @@ CELERY_BEAT_SCHEDULE = {
                     "options": {"expires": float(ROUTER_AUTO_TOPUP_INTERVAL_SECONDS)}},
     "usage-rollup": {"task": "billing.tasks.usage_rollup_task", "schedule": 300.0,
                      "options": {"expires": 300.0}},
+    # Each wallet's ledger summed per day: what monthly statements read (PostgreSQL).
+    "ledger-days": {"task": "billing.tasks.ledger_days_task", "schedule": 60.0,
+                    "options": {"expires": 60.0}},
     "worker-rollup": {"task": "proxy.tasks.worker_rollup_task", "schedule": 300.0,
                       "options": {"expires": 300.0}},
     "wallets-reconcile": {"task": "billing.tasks.wallets_reconcile_task",

@@ -3,6 +3,7 @@ from billing.models.auto_topup import AutoTopUp, AutoTopUpCharge
 from billing.models.budgets import KeyBudget, MemberBudget
 from billing.models.holds import Hold
 from billing.models.ledger import LedgerEntry
+from billing.models.ledger_days import LedgerDay, LedgerDayMark
 from billing.models.prices import ModelKind, ModelPrice
 from billing.models.refusals import RefusedRequests
 from billing.models.rollups import UsageRollup
@@ -18,6 +19,8 @@ __all__ = [
     "CheckoutTopUp",
     "Hold",
     "KeyBudget",
+    "LedgerDay",
+    "LedgerDayMark",
     "LedgerEntry",
     "MemberBudget",
     "ModelKind",
