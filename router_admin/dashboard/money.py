@@ -9,7 +9,9 @@ from datetime import UTC, datetime
 from django.db.models import Exists, OuterRef, Q, Sum
 from django.db.models.functions import Trunc
 
+from accounts.models import User
 from billing.models import CheckoutTopUp, LedgerEntry, UsageRollup
+from organizations.models import Organization
 from router_admin.dashboard.periods import Window
 
 SOURCES = (("card", "Card"), ("voucher", "Voucher"), ("staff", "Staff credit"))
@@ -77,22 +79,33 @@ class Spenders:
 
 
 def spenders(window: Window) -> Spenders:
-    """Spend over the window per wallet: a user's own, and each organization's (one
-    aggregate each over the roll-ups, joined to the wallet), its top, and those whose
+    """Spend over the window per wallet: a user's own, and each organization's (the
+    window's roll-ups summed per owner, then the owners' wallets read), its top, and those whose
     available balance lasts under RUN_OUT_DAYS at the window's average daily rate."""
     rollups = (UsageRollup.objects.filter(period=window.unit, bucket_start__gte=window.start)
                .order_by())
-    personal = (rollups.filter(organization=None)
-                .values("user_id", "user__email", "user__wallet__posted_micros",
-                        "user__wallet__pending_micros")
-                .annotate(spend=Sum("cost_micros")).filter(spend__gt=0))
-    teams = (rollups.filter(organization__isnull=False)
-             .values("organization_id", "organization__name",
-                     "organization__wallet__posted_micros",
-                     "organization__wallet__pending_micros")
-             .annotate(spend=Sum("cost_micros")).filter(spend__gt=0))
-    everyone = [_spender(window, row, "user__") for row in personal]
-    everyone += [_spender(window, row, "organization__") for row in teams]
+    # One pass over the window's rows summed per owner id, then the few hundred owners
+    # joined to their wallets: joined before summing, the rows (86,000 hourly ones at 10M
+    # records) were sorted on each owner's email and balances, on disk (235 ms).
+    user_spend: dict[int, int] = {}
+    team_spend: dict[int, int] = defaultdict(int)
+    for user_id, organization_id, spend in (
+            rollups.values("user_id", "organization_id").annotate(spend=Sum("cost_micros"))
+            .values_list("user_id", "organization_id", "spend")):
+        if organization_id is None:
+            user_spend[user_id] = spend
+        else:
+            team_spend[organization_id] += spend
+    user_spend = {owner: spend for owner, spend in user_spend.items() if spend > 0}
+    team_spend = {owner: spend for owner, spend in team_spend.items() if spend > 0}
+    personal = [{**row, "user_id": row["id"], "spend": user_spend[row["id"]]}
+                for row in User.objects.filter(id__in=user_spend).values(
+                    "id", "email", "wallet__posted_micros", "wallet__pending_micros")]
+    teams = [{**row, "organization_id": row["id"], "spend": team_spend[row["id"]]}
+             for row in Organization.objects.filter(id__in=team_spend).values(
+                 "id", "name", "wallet__posted_micros", "wallet__pending_micros")]
+    everyone = [_spender(window, row, "user") for row in personal]
+    everyone += [_spender(window, row, "organization") for row in teams]
 
     def order(spender: Spender) -> tuple[int, int]:
         return (spender.user_id or 0, spender.organization_id or 0)
@@ -105,13 +118,13 @@ def spenders(window: Window) -> Spenders:
 
 
 def _spender(window: Window, row: dict, owner: str) -> Spender:
-    posted = row[f"{owner}wallet__posted_micros"]
-    available = None if posted is None else posted - row[f"{owner}wallet__pending_micros"]
+    posted = row["wallet__posted_micros"]
+    available = None if posted is None else posted - row["wallet__pending_micros"]
     days_left = None if available is None else max(available, 0) / (row["spend"] / window.days)
-    if owner == "user__":
-        return Spender(user_id=row["user_id"], email=row["user__email"],
+    if owner == "user":
+        return Spender(user_id=row["user_id"], email=row["email"],
                        spend_micros=row["spend"], available_micros=available,
                        days_left=days_left)
-    return Spender(user_id=None, email=row["organization__name"], spend_micros=row["spend"],
+    return Spender(user_id=None, email=row["name"], spend_micros=row["spend"],
                    available_micros=available, days_left=days_left,
                    organization_id=row["organization_id"])
