@@ -228,12 +228,21 @@ def reconcile_figure(runs: int) -> Figure:
                   round(max(times), 3), runs, note=f"{mismatches} mismatched wallets")
 
 
-def incremental_rollup_figure(*, log: Log) -> Figure:
-    """``usage_rollup_recent`` (the beat job) after INCREMENTAL_RECORDS new requests in the
-    last ten minutes; a first run catches up whatever came before, untimed."""
+def _append_recent() -> None:
+    """INCREMENTAL_RECORDS new settled requests over the last ten minutes."""
     from django.utils import timezone
     from scale_seed import claim_request_numbers, usage_append
 
+    lo = claim_request_numbers(INCREMENTAL_RECORDS)
+    now = timezone.now()
+    span = timedelta(minutes=10)
+    usage_append(lo, lo + INCREMENTAL_RECORDS - 1, start=now - span,
+                 step=(span - timedelta(seconds=1)) / INCREMENTAL_RECORDS)
+
+
+def incremental_rollup_figure(*, log: Log) -> Figure:
+    """``usage_rollup_recent`` (the beat job) after INCREMENTAL_RECORDS new requests in the
+    last ten minutes; a first run catches up whatever came before, untimed."""
     recent = lookup("billing.services.rollups.usage_rollup_recent")
     if recent is None:
         return Figure("incremental roll-up (10,000 new)", "job", "s", None,
@@ -241,11 +250,7 @@ def incremental_rollup_figure(*, log: Log) -> Figure:
     started = time.perf_counter()
     recent()
     log(f"  catch-up run of usage_rollup_recent: {time.perf_counter() - started:.1f} s")
-    lo = claim_request_numbers(INCREMENTAL_RECORDS)
-    now = timezone.now()
-    span = timedelta(minutes=10)
-    usage_append(lo, lo + INCREMENTAL_RECORDS - 1, start=now - span,
-                 step=(span - timedelta(seconds=1)) / INCREMENTAL_RECORDS)
+    _append_recent()
     started = time.perf_counter()
     rows = recent()
     seconds = time.perf_counter() - started
@@ -272,19 +277,12 @@ def ledger_days_build_figure(*, log: Log) -> Figure | None:
 def incremental_ledger_days_figure(*, log: Log) -> Figure:
     """``ledger_days_refresh`` (the beat job, every minute) after INCREMENTAL_RECORDS new
     charged requests in the last ten minutes; a first run catches up, untimed."""
-    from django.utils import timezone
-    from scale_seed import claim_request_numbers, usage_append
-
     name = "incremental ledger days (10,000 new)"
     refresh = lookup("billing.services.ledger_days.ledger_days_refresh")
     if refresh is None:
         return Figure(name, "job", "s", None, note="ledger_days_refresh: n/a")
     refresh()
-    lo = claim_request_numbers(INCREMENTAL_RECORDS)
-    now = timezone.now()
-    span = timedelta(minutes=10)
-    usage_append(lo, lo + INCREMENTAL_RECORDS - 1, start=now - span,
-                 step=(span - timedelta(seconds=1)) / INCREMENTAL_RECORDS)
+    _append_recent()
     started = time.perf_counter()
     refreshed = refresh()
     seconds = time.perf_counter() - started

@@ -65,6 +65,17 @@ SELECT coalesce(
     (SELECT max(last_entry_id) FROM billing_ledgerday WHERE day < %(before_day)s))
 """
 
+def _last_id_before(label: str, day: str, moment: str) -> str:
+    """The row naming the wallet's last entry before ``moment`` (a midnight, ``day``): the
+    highest of its days' last entries before that day and of its tail before it."""
+    return f"""
+SELECT 'last_id', '{label}', '', 0,
+       greatest((SELECT max(last_entry_id) FROM billing_ledgerday
+                  WHERE wallet_id = %(wallet)s AND day < %({day})s),
+                (SELECT max(id) FROM tail WHERE created_at < %({moment})s))
+  FROM mark"""  # noqa: S608 - only this module's names are formatted in
+
+
 # A wallet's month from its days, plus the entries written since the mark (the tail): its
 # lines per kind and model, and the ids of its last entries before the month's start and
 # end, whose running balances are the statement's opening and closing. One statement, so
@@ -88,16 +99,6 @@ WITH mark AS (
      GROUP BY kind, model
 )
 SELECT 'line', kind, model, entries, amount FROM lines, mark
-UNION ALL
-SELECT 'last_id', 'opening', '', 0,
-       greatest((SELECT max(last_entry_id) FROM billing_ledgerday
-                  WHERE wallet_id = %(wallet)s AND day < %(first_day)s),
-                (SELECT max(id) FROM tail WHERE created_at < %(start)s))
-  FROM mark
-UNION ALL
-SELECT 'last_id', 'closing', '', 0,
-       greatest((SELECT max(last_entry_id) FROM billing_ledgerday
-                  WHERE wallet_id = %(wallet)s AND day < %(end_day)s),
-                (SELECT max(id) FROM tail WHERE created_at < %(end)s))
-  FROM mark
+UNION ALL {_last_id_before("opening", "first_day", "start")}
+UNION ALL {_last_id_before("closing", "end_day", "end")}
 """  # noqa: S608 - only this module's constants are formatted in
