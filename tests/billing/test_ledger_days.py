@@ -10,6 +10,7 @@ from contextlib import contextmanager
 from datetime import UTC, datetime, timedelta
 
 import pytest
+from django.conf import settings as django_settings
 from django.db import connection, transaction
 from django.test.utils import CaptureQueriesContext
 from django.utils import timezone
@@ -23,6 +24,7 @@ from billing.selectors.statements import statement
 from billing.services import wallet_credit
 from billing.services.ledger_days import LAG, ledger_days_refresh
 from billing.services.refunds import usage_refund
+from billing.tasks import ledger_days_task
 from organizations.services import organization_create
 from tests.billing.statement_history import (
     START,
@@ -266,3 +268,17 @@ def _charge(user, key, price):
     return hold_settle(hold_id=key, usage=UsageReport(prompt_tokens=100,
                                                       completion_tokens=50)).usage_record
 
+
+
+@pytest.mark.django_db
+def test_beat_refreshes_the_days_every_minute(two_prices):
+    history = History(two_prices)
+    history.run(START, ("topup", 5_000_000))
+
+    done = ledger_days_task()
+
+    schedule = django_settings.CELERY_BEAT_SCHEDULE["ledger-days"]
+    assert (schedule["task"], schedule["schedule"]) == ("billing.tasks.ledger_days_task", 60.0)
+    assert done["rows"] >= 1
+    assert LedgerDay.objects.filter(wallet__user=history.user, kind="topup").exists()
+    assert LedgerDayMark.objects.get().complete_before <= timezone.now() - LAG
