@@ -49,7 +49,11 @@ _SUMS = ", ".join(_SUM_COLUMNS)
 _SAME_SUMS = " AND ".join(f"stored.{column} = fresh.{column}" for column in _SUM_COLUMNS)
 
 # One day: its hours in [hours_from, hours_until) from the records, then the day from all
-# its hours (those stored outside that range, the fresh ones inside it). For each period,
+# its hours (those stored outside that range, the fresh ones inside it). Rows that go are
+# found by their range and a hashed NOT IN, and every join is a hash join: the statistics
+# of the roll-ups never cover today's buckets (the planner guessed one stored row), and a
+# nested loop then compared every stored bucket with every fresh one (10,000 x 10,000, 15 s
+# at 10M records). Only ``rollups._rollup_day`` runs it, with nested loops turned off. For each period,
 # ``kept`` are the stored rows equal to a fresh bucket; every other stored row of the range
 # goes and every fresh bucket not kept comes in. One statement, so one snapshot: a reader
 # sees the day before or after, never between; and every CTE reads the rows as they were
@@ -67,9 +71,9 @@ WITH fresh_hours AS ({_HOURS_FROM_RECORDS}
       FROM stored_hours AS stored JOIN fresh_hours AS fresh USING ({_KEY})
      WHERE stored.recomputed AND {_SAME_SUMS}
 ), gone_hours AS (
-    DELETE FROM billing_usagerollup WHERE id IN (
-        SELECT id FROM stored_hours
-         WHERE recomputed AND id NOT IN (SELECT id FROM kept_hours))
+    DELETE FROM billing_usagerollup
+     WHERE period = 'hour' AND bucket_start >= %(hours_from)s
+       AND bucket_start < %(hours_until)s AND id NOT IN (SELECT id FROM kept_hours)
 ), new_hours AS (
     INSERT INTO billing_usagerollup (period, bucket_start, user_id, organization_id,
                                      api_key_id, model, {_SUMS})
@@ -102,8 +106,9 @@ WITH fresh_hours AS ({_HOURS_FROM_RECORDS}
       FROM stored_days AS stored JOIN fresh_days AS fresh USING ({_KEY})
      WHERE {_SAME_SUMS}
 ), gone_days AS (
-    DELETE FROM billing_usagerollup WHERE id IN (
-        SELECT id FROM stored_days WHERE id NOT IN (SELECT id FROM kept_days))
+    DELETE FROM billing_usagerollup
+     WHERE period = 'day' AND bucket_start >= %(day)s AND bucket_start < %(day_end)s
+       AND id NOT IN (SELECT id FROM kept_days)
 ), new_days AS (
     INSERT INTO billing_usagerollup (period, bucket_start, user_id, organization_id,
                                      api_key_id, model, {_SUMS})

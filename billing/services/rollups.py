@@ -79,6 +79,8 @@ def _rollup_day(day: datetime, *, hours_from: datetime, hours_until: datetime) -
         cursor.execute("SET LOCAL jit = off")
         cursor.execute("SET LOCAL work_mem = '64MB'")
         cursor.execute("SET LOCAL enable_mergejoin = off")
+        # Nor nested: see DAY_REFRESH_SQL (a guess of one stored row made one quadratic).
+        cursor.execute("SET LOCAL enable_nestloop = off")
         cursor.execute(DAY_REFRESH_SQL, {"day": day, "day_end": day + _DAY,
                                          "hours_from": hours_from,
                                          "hours_until": hours_until})
