@@ -53,11 +53,12 @@ _SAME_SUMS = " AND ".join(f"stored.{column} = fresh.{column}" for column in _SUM
 # found by their range and a hashed NOT IN, and every join is a hash join: the statistics
 # of the roll-ups never cover today's buckets (the planner guessed one stored row), and a
 # nested loop then compared every stored bucket with every fresh one (10,000 x 10,000, 15 s
-# at 10M records). Only ``rollups._rollup_day`` runs it, with nested loops turned off. For each period,
-# ``kept`` are the stored rows equal to a fresh bucket; every other stored row of the range
-# goes and every fresh bucket not kept comes in. One statement, so one snapshot: a reader
-# sees the day before or after, never between; and every CTE reads the rows as they were
-# before it, hence the day summed from ``day_hours`` rather than from the table.
+# at 10M records). Only ``rollups._rollup_day`` runs it, with nested loops turned off.
+# For each period, ``kept`` are the stored rows equal to a fresh bucket; every other
+# stored row of the range goes and every fresh bucket not kept comes in. One statement, so
+# one snapshot: a reader sees the day before or after, never between; and every CTE reads
+# the rows as they were before it, hence the day summed from ``day_hours`` rather than from
+# the table.
 DAY_REFRESH_SQL = f"""
 WITH fresh_hours AS ({_HOURS_FROM_RECORDS}
 ), stored_hours AS (
