@@ -8,6 +8,8 @@ import csv
 import io
 
 import pytest
+from django.db import connection
+from django.test.utils import CaptureQueriesContext
 from pypdf import PdfReader
 
 from billing.models import AutoTopUp, CheckoutTopUp, LedgerEntry, Voucher, Wallet
@@ -198,3 +200,40 @@ def test_auto_top_up_for_the_organization_acts_on_its_wallet(team, org_stripe):
         f"http://testserver{_path(team, 'auto/card/done/')}?session_id={{CHECKOUT_SESSION_ID}}")
     customer = org_stripe.calls_to("/v1/customers")[-1].form
     assert customer["email"] == "owner@example.com"  # the first of its contacts
+
+
+# --- the ledger, a page at a time by cursor (no count of the organization's history) ---
+
+def _credit_entries(team, count: int) -> list[LedgerEntry]:
+    wallet = _org_wallet(team)
+    return [wallet_credit(wallet=wallet, amount_micros=1_000 + n, kind="adjustment",
+                          idempotency_key=f"org-pages-{n}", memo=f"entry {n}")
+            for n in range(count)]
+
+
+def test_the_ledger_page_walks_older_by_cursor_without_counting(team):
+    _credit_entries(team, 60)  # with the opening credit: 61 entries, two pages of 50
+    client = signed_in(team.users["owner"])
+
+    with CaptureQueriesContext(connection) as queries:
+        first = client.get(_path(team)).content.decode()
+    link = first.split('data-testid="page-older"')[0].rsplit('href="', 1)[1].split('"')[0]
+    second = client.get(_path(team) + link.replace("&amp;", "&")).content.decode()
+
+    assert not any("COUNT(" in query["sql"] for query in queries.captured_queries)
+    assert "entry 59" in first
+    assert "entry 10" in first
+    assert "entry 9" not in first
+    assert "entry 9" in second
+    assert "opening credit" in second
+    assert "entry 59" not in second
+    assert 'data-testid="page-newer"' in second
+    assert 'data-testid="page-older"' not in second
+
+
+def test_a_foreign_cursor_shows_the_newest_entries(team):
+    _credit_entries(team, 3)
+
+    page = signed_in(team.users["owner"]).get(_path(team) + "?cursor=forged").content.decode()
+
+    assert "entry 2" in page

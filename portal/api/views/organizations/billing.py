@@ -9,6 +9,7 @@ from rest_framework import serializers
 from rest_framework.request import Request
 from rest_framework.response import Response
 
+from billing.keyset import BY_ID
 from billing.models import LedgerEntry
 from billing.selectors.organization_usage import (
     organization_balance,
@@ -19,7 +20,7 @@ from organizations.roles import Action
 from organizations.selectors import usage_scope
 from organizations.services import organization_voucher_redeem
 from portal.api.fields import UsdField
-from portal.api.pagination import ApiPagination
+from portal.api.pagination import KeysetApiPagination
 from portal.api.schema import error_responses
 from portal.api.serializers import StrictInputSerializer
 from portal.api.views.organizations.base import OrgApiView
@@ -71,16 +72,21 @@ class OrgBalanceApi(OrgApiView):
 
 
 class OrgLedgerApi(OrgApiView):
-    pagination_class = ApiPagination
+    pagination_class = KeysetApiPagination
 
     @extend_schema(operation_id="org_ledger_list",
                    summary="The organization's ledger, newest first (billing and owners)",
-                   responses={200: LedgerEntrySerializer(many=True), **error_responses(404)})
+                   description="Pages by cursor, as `/api/usage`: `next`, `previous`, "
+                   "`has_more`, `results` and no total (the ledger has an entry per "
+                   "charged request).",
+                   responses={200: LedgerEntrySerializer(many=True),
+                              **error_responses(400, 404)})
     def get(self, request: Request, org_id: int) -> Response:
         access = self.access(request, org_id, Action.BILLING)
-        paginator = self.pagination_class()
+        paginator = self.pagination_class(scope=f"org-ledger:{org_id}:{request.user.pk}",
+                                          order=BY_ID)
         page = paginator.paginate_queryset(
-            organization_ledger_entries(organization=access.organization), request, view=self)
+            organization_ledger_entries(organization=access.organization), request)
         return paginator.get_paginated_response(LedgerEntrySerializer(page, many=True).data)
 
 

@@ -10,6 +10,7 @@ import io
 import pytest
 
 from billing.models import Wallet
+from billing.services import wallet_credit
 from organizations.services import organization_key_create
 from tests.portal.api.conftest import session_client
 
@@ -111,3 +112,27 @@ def test_the_ledger_and_the_balance(team):
     assert (entry["kind"], entry["amount_usd"], entry["balance_after_usd"]) == (
         "topup", "50.000000", "50.000000")
     assert (balance["available_usd"], balance["spend_month_usd"]) == ("50.000000", "0.006000")
+
+
+def test_the_ledger_pages_by_cursor_with_no_total(team):
+    wallet = Wallet.objects.get(organization=team.organization)
+    for n in range(5):
+        wallet_credit(wallet=wallet, amount_micros=1_000 + n, kind="adjustment",
+                      idempotency_key=f"api-ledger-{n}", memo=f"entry {n}")
+    client = session_client(team.users["owner"])
+    path = f"/api/orgs/{team.organization.pk}/ledger"
+
+    first = client.get(path, {"page_size": 4}).json()
+    second = client.get(first["next"]).json()
+    forged = client.get(path, {"cursor": "forged"})
+    foreign = session_client(team.users["billing"]).get(first["next"])
+
+    assert set(first) == {"next", "previous", "has_more", "results"}
+    assert [e["memo"] for e in first["results"]] == ["entry 4", "entry 3", "entry 2",
+                                                    "entry 1"]
+    assert first["has_more"]
+    assert not second["has_more"]
+    assert next(e["memo"] for e in second["results"]) == "entry 0"
+    assert second["results"][-1]["kind"] == "topup"  # the opening credit, the oldest
+    assert (forged.status_code, forged.json()["error"]["code"]) == (400, "invalid_cursor")
+    assert foreign.status_code == 400  # a cursor is bound to its reader
