@@ -5,11 +5,13 @@ past any of them, and the books balance."""
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Iterator
+import functools
+from collections.abc import Callable, Iterator
 
 import httpx
 import orjson
 import pytest
+from django.db import connection
 
 from accounts.services import user_create
 from billing.models import Hold, LedgerEntry, MemberBudget, UsageRecord, Wallet
@@ -65,7 +67,18 @@ def _member(organization, owner, email: str):
     return user
 
 
-async def _fire(urls: list[str], secrets: list[str]) -> list[int]:
+def _cap_taken(organization_id: int, user_id: int, cap_micros: int) -> bool:
+    """The member's budget has reserved or spent its whole cap (read on a thread's own
+    connection, closed after: the routers commit what it reads)."""
+    try:
+        budget = MemberBudget.objects.get(organization_id=organization_id, user_id=user_id)
+        return budget.spent_micros + budget.pending_micros >= cap_micros
+    finally:
+        connection.close()
+
+
+async def _fire(urls: list[str], secrets: list[str],
+                capped_full: Callable[[], bool]) -> list[int]:
     limits = httpx.Limits(max_connections=400, max_keepalive_connections=0)
     async with httpx.AsyncClient(timeout=60, limits=limits) as client:
         async def one(index: int, secret: str) -> int:
@@ -76,7 +89,12 @@ async def _fire(urls: list[str], secrets: list[str]) -> list[int]:
         # The capped member's requests go first, so that the wallet cannot run out before
         # their cap is reached: both limits are then met exactly.
         first = [asyncio.ensure_future(one(i, secrets[0])) for i in range(100)]
-        await asyncio.sleep(0.3)
+        # Waiting for their holds, not for a while: on a loaded machine the routers may
+        # take seconds to reserve them (the upstream answers after 3 s, so they are pending).
+        deadline = asyncio.get_running_loop().time() + 30
+        while not await asyncio.to_thread(capped_full):
+            assert asyncio.get_running_loop().time() < deadline, "the cap was never taken"
+            await asyncio.sleep(0.02)
         rest = [asyncio.ensure_future(one(i, secret)) for secret in secrets[1:]
                 for i in range(100)]
         return list(await asyncio.gather(*first, *rest))
@@ -98,7 +116,8 @@ def test_three_members_on_two_routers_spend_exactly_the_wallet_and_the_members_c
     secrets = [organization_key_create(organization=organization, actor=member).secret
                for member in (capped, other, owner)]
 
-    statuses = asyncio.run(_fire(two_routers, secrets))
+    statuses = asyncio.run(_fire(two_routers, secrets, functools.partial(
+        _cap_taken, organization.pk, capped.pk, 30 * hold)))
 
     wait_for_charges(30)
     assert statuses.count(200) == 120, {s: statuses.count(s) for s in set(statuses)}
