@@ -15,7 +15,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from django.db.models import OuterRef, Subquery, Sum, Value
+from django.db.models import F, OuterRef, Subquery, Sum, Value
 from django.db.models.functions import Coalesce
 
 from billing.models import Hold, LedgerEntry, Wallet
@@ -45,8 +45,13 @@ def wallet_check(*, wallet_id: int) -> WalletCheck:
     latest = (LedgerEntry.objects.filter(wallet=OuterRef("pk")).order_by("-id")
               .values("balance_after_micros")[:1])
     # The condition of the partial index billing_hold_pending_expiry, so the sum reads the
-    # holds in flight, not every hold the wallet ever had.
-    pending = (Hold.objects.filter(wallet=OuterRef("pk"), status=Hold.Status.PENDING)
+    # holds in flight, not every hold the wallet ever had. The wallet is compared as
+    # ``wallet_id + 0``, which no index answers: given the wallet's own index, PostgreSQL
+    # ANDed it with the partial one, reading every hold of a busy wallet's month (88,000
+    # at 10M records: 3 ms) to find the few in flight.
+    pending = (Hold.objects.filter(status=Hold.Status.PENDING)
+               .annotate(wallet_plus_zero=F("wallet_id") + 0)
+               .filter(wallet_plus_zero=OuterRef("pk"))
                .order_by().values("wallet").annotate(s=Sum("amount_micros")).values("s"))
     row = (Wallet.objects.filter(pk=wallet_id)
            .annotate(ledger_balance=Subquery(latest),
