@@ -41,7 +41,13 @@ class RefusedRequests(models.Model):
 
     class Meta:
         ordering = ["-minute"]
-        indexes = [models.Index(fields=["user", "-minute"], name="billing_refusal_user"),
+        # A user's, newest first (the usage page and /api/usage/refused), and by model: their
+        # order in full, so a filter that matches nothing reads nothing (by the global
+        # index below, a model the user was never refused for read every refusal: 22 ms
+        # at 100,000 groups).
+        indexes = [models.Index(fields=["user", "-minute", "-id"], name="billing_refusal_user"),
+                   models.Index(fields=["user", "model", "-minute", "-id"],
+                                name="billing_refusal_user_model"),
                    # The admin's list of everyone's, newest first (billing.keyset). Refusals
                    # are written in batches (one upsert per key and minute), not per request.
                    models.Index(fields=["-minute", "-id"], name="billing_refusal_minute")]
