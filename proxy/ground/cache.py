@@ -10,9 +10,10 @@ from dataclasses import dataclass
 from typing import Any, Generic, TypeVar
 
 from asgiref.sync import sync_to_async
-from django.db import InterfaceError, OperationalError, connection
+from django.db import InterfaceError, OperationalError
 
 from billing.errors import DatabaseUnavailable
+from proxy.ground.orm_thread import recycled
 
 K = TypeVar("K")
 V = TypeVar("V")
@@ -22,15 +23,11 @@ _all_caches: list[TTLCache] = []
 
 def _read_in_thread(load: Callable[[], V]) -> V:
     try:
-        return load()
+        return recycled(load)
     except (OperationalError, InterfaceError) as error:
         # PostgreSQL cannot be reached (or dropped the connection): the request is answered
         # 503, to be tried again, not 500.
         raise DatabaseUnavailable(str(error)) from error
-    finally:
-        # Worker threads never see Django's request signals, so they recycle their own
-        # connection when it broke or outlived CONN_MAX_AGE (no query is sent for this).
-        connection.close_if_unusable_or_obsolete()
 
 
 @dataclass

@@ -12,6 +12,7 @@ from django.conf import settings
 from django.utils import timezone
 
 from proxy.ground.errors import ApiError
+from proxy.ground.orm_thread import in_orm_thread
 from proxy.models import StoredResponse
 
 logger = logging.getLogger(__name__)
@@ -39,14 +40,16 @@ def _owned(response_id: str, user_id: int) -> Any:
 async def stored_context(*, response_id: str, user_id: int) -> list[dict[str, Any]]:
     """The chat messages a stored response's conversation holds; a 404 naming
     ``previous_response_id`` when the caller has no such response."""
-    messages = await _owned(response_id, user_id).values_list("messages", flat=True).afirst()
+    messages = await in_orm_thread(
+        _owned(response_id, user_id).values_list("messages", flat=True).first)
     if messages is None:
         raise not_found(response_id, param="previous_response_id")
     return messages
 
 
 async def stored_response(*, response_id: str, user_id: int) -> dict[str, Any]:
-    response = await _owned(response_id, user_id).values_list("response", flat=True).afirst()
+    response = await in_orm_thread(
+        _owned(response_id, user_id).values_list("response", flat=True).first)
     if response is None:
         raise not_found(response_id)
     usage = response.get("usage")
@@ -57,7 +60,7 @@ async def stored_response(*, response_id: str, user_id: int) -> dict[str, Any]:
 
 
 async def response_delete(*, response_id: str, user_id: int) -> None:
-    deleted, _ = await _owned(response_id, user_id).adelete()
+    deleted, _ = await in_orm_thread(_owned(response_id, user_id).delete)
     if not deleted:
         raise not_found(response_id)
 
@@ -68,9 +71,9 @@ async def response_save(*, response_id: str, user_id: int, api_key_id: int | Non
     """Keep an answered response. Called after its charge is settled (or on its way), so a
     failure here costs the client only the later lookup, never the answer: it is logged."""
     try:
-        await StoredResponse.objects.acreate(
-            id=response_id, user_id=user_id, api_key_id=api_key_id, model=model,
-            messages=messages, response=_storable(response))
+        stored = StoredResponse(id=response_id, user_id=user_id, api_key_id=api_key_id,
+                                model=model, messages=messages, response=_storable(response))
+        await in_orm_thread(lambda: stored.save(force_insert=True))
     except Exception:
         logger.exception("response %s could not be stored", response_id)
 

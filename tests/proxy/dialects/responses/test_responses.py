@@ -7,9 +7,11 @@ import httpx
 import openai
 import orjson
 import pytest
+from django.db import connection
 
 from billing.models import Hold, LedgerEntry, UsageRecord, Wallet
 from proxy.ground.tokens import exact_prompt_tokens
+from tests.live_router import wait_for_charges
 from tests.openai_schema import validate
 from tests.proxy.dialects.responses.tool_upstream import CALL_ARGUMENTS, CALL_ID, CALL_NAME
 from tests.proxy.upstream import DEFAULT_REPLY, plan_completion
@@ -291,3 +293,21 @@ def test_a_bad_request_is_refused_naming_its_param(
     assert answer.json()["error"]["param"] == param
     assert upstream.bodies == []
     assert not Hold.objects.exists()
+
+
+def test_stored_responses_outlive_the_database_dropping_the_routers_connections(
+    openai_worker, make_key, client_for
+):
+    _, secret = make_key()
+    client = client_for(secret)
+    first = client.responses.create(model="test-model", input="Keep this.")
+    assert client.responses.retrieve(first.id).id == first.id  # the store's connection is open
+    wait_for_charges(10)
+    with connection.cursor() as cursor:  # what a PostgreSQL restart or failover does
+        cursor.execute("SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE "
+                       "datname = current_database() AND pid <> pg_backend_pid()")
+
+    second = client.responses.create(model="test-model", input="Go on.",
+                                     previous_response_id=first.id)
+
+    assert client.responses.retrieve(second.id).previous_response_id == first.id
