@@ -248,11 +248,13 @@ def run_scale(options: argparse.Namespace) -> dict[str, Any]:
     if options.seed_only:
         report["figures"] = []
         return report
-    from scale_probes import ledger_days_build_figure
+    from scale_probes import ledger_days_build_figure, rollup_catch_up
 
-    # Statements read the ledger days: built first, as a deployment's first beat run does.
+    # Statements read the ledger days, usage figures the roll-ups up to their mark: both
+    # brought up to date first, as beat keeps a deployment's.
     build = ledger_days_build_figure(log=log)
     figures = [] if build is None else [build]
+    rollup_catch_up(log=log)
     with plain_static():
         figures += _pages(cast, options.runs)
     figures += _jobs(url, cast, options)

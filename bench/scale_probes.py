@@ -240,6 +240,16 @@ def _append_recent() -> None:
                  step=(span - timedelta(seconds=1)) / INCREMENTAL_RECORDS)
 
 
+def rollup_catch_up(*, log: Log) -> None:
+    """``usage_rollup_recent`` once, untimed: the seed sums its roll-ups itself, and beat's
+    run also moves the mark the pages read the roll-ups up to."""
+    recent = lookup("billing.services.rollups.usage_rollup_recent")
+    if recent is not None:
+        started = time.perf_counter()
+        recent()
+        log(f"  catch-up run of usage_rollup_recent: {time.perf_counter() - started:.1f} s")
+
+
 def incremental_rollup_figure(*, log: Log) -> Figure:
     """``usage_rollup_recent`` (the beat job) after INCREMENTAL_RECORDS new requests in the
     last ten minutes; a first run catches up whatever came before, untimed."""
@@ -247,9 +257,7 @@ def incremental_rollup_figure(*, log: Log) -> Figure:
     if recent is None:
         return Figure("incremental roll-up (10,000 new)", "job", "s", None,
                       note="usage_rollup_recent: n/a")
-    started = time.perf_counter()
-    recent()
-    log(f"  catch-up run of usage_rollup_recent: {time.perf_counter() - started:.1f} s")
+    rollup_catch_up(log=log)
     _append_recent()
     started = time.perf_counter()
     rows = recent()

@@ -52,3 +52,26 @@ class UsageRollup(models.Model):
 
     def __str__(self) -> str:
         return f"{self.period} {self.bucket_start:%Y-%m-%d %H:00} {self.model}"
+
+
+class UsageRollupMark(models.Model):
+    """How far the hourly roll-ups are complete: one row, moved by the roll-up job after it
+    has recomputed the hours it vouches for.
+
+    Every usage record created before ``complete_before`` (an hour boundary) is counted in
+    the hourly and daily roll-ups; readers sum the roll-ups before it and the records from
+    it, so a busy user's figures for today read an hour or so of records, not the day's.
+    """
+
+    id = models.PositiveSmallIntegerField(primary_key=True, default=1)
+    complete_before = models.DateTimeField()
+    updated_at = models.DateTimeField(auto_now=True)
+
+    class Meta:
+        constraints = [
+            models.CheckConstraint(condition=models.Q(id=1),
+                                   name="billing_usagerollupmark_one_row"),
+        ]
+
+    def __str__(self) -> str:
+        return f"usage roll-ups complete before {self.complete_before:%Y-%m-%d %H:%M}"

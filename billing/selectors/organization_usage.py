@@ -1,14 +1,12 @@
 """Reads of an organization's money: its balance and ledger, what its members, keys and
 models spent, and each member's budget.
 
-Sums (per day, member, key, model; the month's spend; each key's spend ever) combine two
-sources, as a user's own usage does (``billing.selectors.usage``): the daily roll-ups with
-the organization that paid (index ``billing_rollup_org``) for the days before today, and the
-raw usage records (index ``billing_usage_org``) for today. The roll-up job recomputes today
-and yesterday every 5 minutes, so a finished day is complete in the roll-ups once the job
-has run after midnight UTC (the lag: up to 5 minutes after midnight, yesterday's last
-minutes may be missing), and today's numbers are exact to the last request. A busy
-organization's 30 days cost a few hundred roll-up rows instead of every request's record.
+Sums (per day, member, key, model; the month's spend; each key's spend ever) read the
+organization's daily roll-ups, hourly roll-ups (index ``billing_rollup_org``) and raw usage
+records (index ``billing_usage_org``), each for the stretch of time it is complete and
+cheapest for, as a user's own usage does (``billing.selectors.usage_sources``): today's
+numbers are exact to the last request, and a busy organization's read about an hour of
+records, not the day's or the month's.
 The list of requests itself is read from the records. ``member`` narrows every read to one
 member's requests (a member without a role that sees everyone's usage is always narrowed to
 themselves by the caller).
@@ -16,33 +14,22 @@ themselves by the caller).
 
 from __future__ import annotations
 
-from collections import defaultdict
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 
-from django.db.models import Count, QuerySet, Subquery, Sum
+from django.db.models import QuerySet, Subquery
 from django.utils import timezone
 
 from accounts.models import User
 from billing.models import LedgerEntry, MemberBudget, UsageRecord, UsageRollup, Wallet
-from billing.selectors.usage import (
-    DailyUsage,
-    ModelUsage,
-    UsageFilters,
-    today_start,
-    usage_narrowed,
-)
+from billing.selectors.usage import DailyUsage, ModelUsage, UsageFilters, usage_narrowed
+from billing.selectors.usage_sources import SUM_FIELDS, days_back, today_start, usage_sums
 from billing.selectors.wallets import Balance
 from billing.services.budgets import current_month
 from organizations.models import Organization
 
-_SUMS = {"requests": Count("id"), "prompt_tokens": Sum("prompt_tokens"),
-         "completion_tokens": Sum("completion_tokens"), "cost_micros": Sum("cost_micros")}
-_ROLLUP_SUMS = {"requests": Sum("requests"), "prompt_tokens": Sum("prompt_tokens"),
-                "completion_tokens": Sum("completion_tokens"),
-                "cost_micros": Sum("cost_micros")}
-_FIELDS = tuple(_SUMS)
+_FIELDS = SUM_FIELDS
 # Before any usage this router can have recorded: "ever".
 _EPOCH = datetime(2000, 1, 1, tzinfo=UTC)
 
@@ -100,42 +87,20 @@ def _records(organization: Organization, member: User | None) -> QuerySet[UsageR
     return _narrowed(UsageRecord.objects.filter(organization=organization), member)
 
 
-def _rollups(organization: Organization, member: User | None, *, since: datetime,
-             until: datetime) -> QuerySet[UsageRollup]:
-    """The daily roll-ups of the days in [since, until), both UTC midnights."""
-    rows = UsageRollup.objects.filter(organization=organization,
-                                      period=UsageRollup.Period.DAY,
-                                      bucket_start__gte=since, bucket_start__lt=until)
-    return _narrowed(rows, member).order_by()
-
-
-def _sums(row: dict) -> dict[str, int]:
-    return {field: row.get(field) or 0 for field in _FIELDS}
+def _rollups(organization: Organization, member: User | None) -> QuerySet[UsageRollup]:
+    return _narrowed(UsageRollup.objects.filter(organization=organization), member)
 
 
 def _totals(organization: Organization, member: User | None, *, since: datetime,
             now: datetime | None, by: Sequence[str]) -> dict[tuple, dict[str, int]]:
-    """Sums per ``by`` (fields both sources have) from ``since`` (a UTC midnight) to now:
-    the daily roll-ups before today, the records of today."""
-    today = today_start(now or timezone.now())
-    totals: dict[tuple, dict[str, int]] = defaultdict(lambda: dict.fromkeys(_FIELDS, 0))
-    sources = (
-        (_rollups(organization, member, since=since, until=today), _ROLLUP_SUMS),
-        (_records(organization, member).filter(created_at__gte=max(since, today)).order_by(),
-         _SUMS),
-    )
-    for source, sums in sources:
-        rows = source.values(*by).annotate(**sums) if by else [source.aggregate(**sums)]
-        for row in rows:
-            bucket = totals[tuple(row[field] for field in by)]
-            for name, value in _sums(row).items():
-                bucket[name] += value
-    return totals
+    """Sums per ``by`` (fields both sources have) from ``since`` (a UTC midnight) to now."""
+    return usage_sums(_rollups(organization, member), _records(organization, member),
+                      since=since, now=now or timezone.now(), by=by)
 
 
 def _since(days: int, now: datetime | None) -> datetime:
     """The start of the last ``days`` UTC days, today included."""
-    return today_start(now or timezone.now()) - timedelta(days=days - 1)
+    return days_back(now or timezone.now(), days)
 
 
 def organization_usage_records(*, organization: Organization, member: User | None = None,
@@ -151,17 +116,11 @@ def organization_usage_daily(*, organization: Organization, member: User | None 
     """One row per UTC day, the oldest first, days without use as zeros."""
     now = now or timezone.now()
     first = _since(days, now)
-    today = today_start(now)
-    rows = _rollups(organization, member, since=first, until=today).values(
-        "bucket_start").annotate(**_ROLLUP_SUMS)
-    by_day = {row["bucket_start"].astimezone(UTC).date(): row for row in rows}
-    by_day[today.date()] = (_records(organization, member).filter(created_at__gte=today)
-                            .order_by().aggregate(**_SUMS))
-    result = []
-    for offset in range(days):
-        day = (first + timedelta(days=offset)).date()
-        result.append(DailyUsage(day=day, **_sums(by_day.get(day, {}))))
-    return result
+    by_day = usage_sums(_rollups(organization, member), _records(organization, member),
+                        since=first, now=now, per_day=True)
+    empty = dict.fromkeys(_FIELDS, 0)
+    return [DailyUsage(day=day, **by_day.get((day,), empty))
+            for day in ((first + timedelta(days=offset)).date() for offset in range(days))]
 
 
 def organization_usage_by_model(*, organization: Organization, member: User | None = None,
@@ -213,8 +172,7 @@ def organization_spend_month(*, organization: Organization, member: User | None 
 def organization_key_spend(*, organization: Organization,
                            now: datetime | None = None) -> dict[int, int]:
     """What each of the organization's keys spent, ever (keys that spent nothing are
-    absent): the daily roll-ups before today and today's records, so the same lag as the
-    other sums (none for today's spend)."""
+    absent), exact to the last request like the other sums."""
     totals = _totals(organization, None, since=_EPOCH, now=now, by=("api_key_id",))
     return {key_id: sums["cost_micros"] for (key_id,), sums in totals.items()
             if key_id is not None and sums["cost_micros"]}

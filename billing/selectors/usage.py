@@ -4,26 +4,25 @@ flag a misbehaving upstream, per worker, for the staff pages.
 A user's usage is what their own wallet paid: requests they made with an organization's
 keys are the organization's (``billing.selectors.organization_usage``).
 
-Aggregates combine two sources: the daily roll-ups (``billing.models.UsageRollup``) for
-days before today, and the raw usage records for today. The roll-up job recomputes today
-and yesterday every few minutes, so finished days are complete in the roll-ups once it has
-run after midnight, and today's numbers are exact to the last request without waiting
-for it. Scanning raw records only for today keeps a busy user's 30-day chart cheap.
+Aggregates read the daily roll-ups, the hourly roll-ups and the raw records, each for
+the stretch of time it is complete and cheapest for (``billing.selectors.usage_sources``):
+today's figures are exact to the last request and a busy user's read about an hour of
+records, not the day's.
 """
 
 from __future__ import annotations
 
-from collections import defaultdict
-from collections.abc import Collection, Iterable
+from collections.abc import Collection
 from dataclasses import dataclass
 from dataclasses import field as dataclass_field
 from datetime import UTC, date, datetime, timedelta
 
-from django.db.models import Count, Q, QuerySet, Sum
+from django.db.models import Count, Q, QuerySet
 from django.utils import timezone
 
 from accounts.models import User
 from billing.models import BAD_USAGE_REASONS, UsageRecord, UsageRollup
+from billing.selectors.usage_sources import SUM_FIELDS, days_back, today_start, usage_sums
 
 
 @dataclass(frozen=True)
@@ -61,38 +60,17 @@ class UsageFilters:
     until: datetime | None = None
 
 
-# Field names on UsageRollup and what they sum on UsageRecord.
-_ROLLUP_SUMS = {"requests": Sum("requests"), "prompt_tokens": Sum("prompt_tokens"),
-                "completion_tokens": Sum("completion_tokens"), "cost_micros": Sum("cost_micros")}
-_RECORD_SUMS = {"requests": Count("id"), "prompt_tokens": Sum("prompt_tokens"),
-                "completion_tokens": Sum("completion_tokens"), "cost_micros": Sum("cost_micros")}
-_FIELDS = tuple(_ROLLUP_SUMS)
-
-
-def today_start(now: datetime) -> datetime:
-    """The start of ``now``'s UTC day."""
-    return now.astimezone(UTC).replace(hour=0, minute=0, second=0, microsecond=0)
+_FIELDS = SUM_FIELDS
 
 
 def _totals(user: User, *, since: datetime, now: datetime, by: str | None) -> dict:
     """Sums per ``by`` (a field both sources have, or None for one total) from ``since``
-    (a UTC midnight) to now: roll-ups before today, records for today."""
-    today = today_start(now)
-    rollups = UsageRollup.objects.filter(user=user, organization=None,
-                                         period=UsageRollup.Period.DAY,
-                                         bucket_start__gte=since, bucket_start__lt=today)
-    records = UsageRecord.objects.filter(user=user, organization=None,
-                                         created_at__gte=max(since, today))
-    group = [by] if by else []
-    totals: dict = defaultdict(lambda: dict.fromkeys(_FIELDS, 0))
-    for source, sums in ((rollups, _ROLLUP_SUMS), (records, _RECORD_SUMS)):
-        rows: Iterable[dict] = (source.values(*group).annotate(**sums) if group
-                                else [source.aggregate(**sums)])
-        for row in rows:
-            bucket = totals[row[by] if by else None]
-            for field in _FIELDS:
-                bucket[field] += row[field] or 0
-    return totals
+    (a UTC midnight) to now."""
+    sums = usage_sums(UsageRollup.objects.filter(user=user, organization=None),
+                      UsageRecord.objects.filter(user=user, organization=None),
+                      since=since, now=now, by=(by,) if by else ())
+    # Without ``by`` there is always the one key (), sums of nothing being zeros.
+    return {(key[0] if by else None): row for key, row in sums.items()}
 
 
 def usage_spend_summary(*, user: User, now: datetime | None = None) -> SpendSummary:
@@ -108,29 +86,20 @@ def usage_spend_summary(*, user: User, now: datetime | None = None) -> SpendSumm
 def usage_daily(*, user: User, days: int = 30, now: datetime | None = None) -> list[DailyUsage]:
     """One row per UTC day, the oldest first, days without use included as zeros."""
     now = now or timezone.now()
-    today = today_start(now)
-    first = today - timedelta(days=days - 1)
-    rollups = (UsageRollup.objects.filter(user=user, organization=None,
-                                          period=UsageRollup.Period.DAY,
-                                          bucket_start__gte=first, bucket_start__lt=today)
-               .values("bucket_start").annotate(**_ROLLUP_SUMS))
-    by_day = {row["bucket_start"].astimezone(UTC).date(): row for row in rollups}
-    by_day[today.date()] = UsageRecord.objects.filter(
-        user=user, organization=None, created_at__gte=today).aggregate(**_RECORD_SUMS)
-    result = []
-    for offset in range(days):
-        day = (first + timedelta(days=offset)).date()
-        row = by_day.get(day, {})
-        result.append(DailyUsage(day=day, **{f: row.get(f) or 0 for f in _FIELDS}))
-    return result
+    first = days_back(now, days)
+    by_day = usage_sums(UsageRollup.objects.filter(user=user, organization=None),
+                        UsageRecord.objects.filter(user=user, organization=None),
+                        since=first, now=now, per_day=True)
+    empty = dict.fromkeys(_FIELDS, 0)
+    return [DailyUsage(day=day, **by_day.get((day,), empty))
+            for day in ((first + timedelta(days=offset)).date() for offset in range(days))]
 
 
 def usage_by_model(*, user: User, days: int = 30,
                    now: datetime | None = None) -> list[ModelUsage]:
     """Totals per model over the last ``days`` UTC days (today included), costliest first."""
     now = now or timezone.now()
-    since = today_start(now) - timedelta(days=days - 1)
-    totals = _totals(user, since=since, now=now, by="model")
+    totals = _totals(user, since=days_back(now, days), now=now, by="model")
     rows = [ModelUsage(model=model, **sums) for model, sums in totals.items()]
     return sorted(rows, key=lambda row: (-row.cost_micros, row.model))
 

@@ -28,6 +28,7 @@ from django.utils import timezone
 
 from billing.models import LedgerDayMark, LedgerEntry
 from billing.services.ledger_day_statements import DAY_REFRESH_SQL, TAIL_BOUND_SQL
+from billing.services.open_transactions import oldest_open_transaction
 
 LAG = timedelta(minutes=1)
 LATE = timedelta(minutes=10)
@@ -63,7 +64,7 @@ def ledger_days_refresh(*, now: datetime | None = None, lag: timedelta = LAG,
         return Refreshed(days=0, rows=0, complete_before=None)
     until = (now or timezone.now()) - lag
     if now is None:
-        until = min(until, _oldest_open_transaction() or until)
+        until = min(until, oldest_open_transaction() or until)
     mark = LedgerDayMark.objects.filter(pk=1).first()
     if mark is not None and mark.complete_before > until:
         until = mark.complete_before  # a clock that went back: never move the mark back
@@ -86,18 +87,6 @@ def ledger_days_refresh(*, now: datetime | None = None, lag: timedelta = LAG,
             rows += _refresh_day(day, until)
         _mark_move(until, previous=mark)
     return Refreshed(days=len(days), rows=rows, complete_before=until)
-
-
-def _oldest_open_transaction() -> datetime | None:
-    """When the oldest transaction open on this database (other than ours) started. A
-    database role without pg_read_all_stats sees only its own role's sessions: the router's
-    processes share one role."""
-    with connection.cursor() as cursor:
-        cursor.execute("""
-            SELECT min(xact_start) FROM pg_stat_activity
-             WHERE datname = current_database() AND pid <> pg_backend_pid()
-               AND backend_type = 'client backend'""")
-        return cursor.fetchone()[0]
 
 
 def _days(first: date, last: date) -> Iterator[date]:

@@ -16,13 +16,17 @@ from django.db.models import Count, Max, Min, Q, Sum
 from django.db.models.functions import TruncDay, TruncHour
 from django.utils import timezone
 
-from billing.models import UsageRecord, UsageRollup
+from billing.models import UsageRecord, UsageRollup, UsageRollupMark
+from billing.services.open_transactions import oldest_open_transaction
 from billing.services.rollup_statements import DAY_REFRESH_SQL
 
 # Any number taken by nothing else: serialises roll-up runs on PostgreSQL.
 _ADVISORY_LOCK = 7_400_101
 _HOUR = timedelta(hours=1)
 _DAY = timedelta(days=1)
+# How far behind the clock the mark stays at least: a record is stamped a moment before it is
+# written (in Python, on SQLite).
+LAG = timedelta(minutes=1)
 
 
 def _floor(moment: datetime, period: str) -> datetime:
@@ -134,9 +138,10 @@ def usage_rollup_in_python(*, since: datetime, until: datetime | None = None) ->
     return written
 
 
-def usage_rollup_recent(*, now: datetime | None = None) -> int:
+def usage_rollup_recent(*, now: datetime | None = None, lag: timedelta = LAG) -> int:
     """What beat runs: from the last hour already rolled up (at least the last two hours,
-    and through them today and yesterday) to now.
+    and through them today and yesterday, and never after the mark) to now; then the mark
+    (``UsageRollupMark``) moves to the hour the roll-ups are now complete before.
 
     Starting from the latest hourly bucket, not a fixed window, catches up after the job
     did not run for a while (beat stopped overnight, a deploy): the records written since
@@ -144,18 +149,36 @@ def usage_rollup_recent(*, now: datetime | None = None) -> int:
 
     On PostgreSQL only those hours are summed from the records; their days are summed from
     their hours. The day's earlier hours are as the runs before left them, which is what
-    the records say: records are only ever inserted, stamped with the time they are
-    written, and every run recomputes at least the two hours before it (a record whose
-    transaction stayed open longer than that is the one case this would miss).
+    the records say: records are only ever inserted, stamped with the start of the
+    transaction that writes them, and the mark never passes ``lag`` ago nor the start of
+    the oldest transaction still open (see ``open_transactions``), so a record stamped
+    before the mark was committed before this run summed its hour. Given ``now`` (tests, a
+    backfill), the caller vouches that nothing stamped before ``now - lag`` is still to be
+    committed.
     """
+    until = (now or timezone.now()) - lag
+    if now is None:
+        until = min(until, oldest_open_transaction() or until)
     now = now or timezone.now()
+    mark = UsageRollupMark.objects.filter(pk=1).first()
     latest = UsageRollup.objects.filter(period=UsageRollup.Period.HOUR).aggregate(
         latest=Max("bucket_start"))["latest"]
     if latest is None:
         first = UsageRecord.objects.aggregate(first=Min("created_at"))["first"] or now
-        return usage_rollup(since=min(first, now - timedelta(hours=2)), until=now)
-    since = min(latest, now - timedelta(hours=2))
-    if connection.vendor != "postgresql":
-        return usage_rollup_in_python(since=since, until=now)
-    return _rollup_by_day(hours_from=_floor(since, UsageRollup.Period.HOUR),
-                          hours_until=_floor(now, UsageRollup.Period.HOUR) + _HOUR)
+        written = usage_rollup(since=min(first, now - timedelta(hours=2)), until=now)
+    else:
+        since = min(latest, now - timedelta(hours=2))
+        if mark is not None:
+            since = min(since, mark.complete_before)
+        if connection.vendor != "postgresql":
+            written = usage_rollup_in_python(since=since, until=now)
+        else:
+            written = _rollup_by_day(hours_from=_floor(since, UsageRollup.Period.HOUR),
+                                     hours_until=_floor(now, UsageRollup.Period.HOUR) + _HOUR)
+    complete_before = _floor(until, UsageRollup.Period.HOUR)
+    # Never back (a clock that went back, a backfill to an earlier time): the hours before
+    # the mark stay complete.
+    if mark is None or complete_before > mark.complete_before:
+        UsageRollupMark.objects.update_or_create(
+            pk=1, defaults={"complete_before": complete_before})
+    return written
