@@ -51,8 +51,13 @@ serve: install
 	$(BIN)/python serve.py beat & \
 	$(BIN)/python serve.py web
 
+# One pytest worker per core (TEST_WORKERS=0: in this process only), each with its own test
+# database (pytest-django) and Redis database (tests/parallel_workers.py); a test module
+# stays on one worker, so its module-wide fixtures are built once.
+TEST_WORKERS ?= auto
 test: install-dev
-	$(TEST_ENV) $(BIN)/pytest $(PYTEST_ARGS)
+	$(TEST_ENV) PYTHONPATH=$(CURDIR) $(BIN)/pytest -p tests.parallel_workers \
+		-n $(TEST_WORKERS) --dist loadfile $(PYTEST_ARGS)
 	$(BIN)/ruff check .
 
 lint: install-dev

@@ -21,8 +21,8 @@ import httpx
 from tests.router_processes import free_port
 
 ROOT = Path(__file__).resolve().parents[1]
-TEST_TOOLS = {"pytest", "pytest-django", "hypothesis", "playwright", "openai", "ruff",
-              "jsonschema", "granian"}
+TEST_TOOLS = {"pytest", "pytest-django", "pytest-xdist", "hypothesis", "playwright", "openai",
+              "ruff", "jsonschema", "granian"}
 
 
 def _names(requirements: list[str]) -> set[str]:
