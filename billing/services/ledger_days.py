@@ -33,7 +33,7 @@ from billing.services.open_transactions import oldest_open_transaction
 LAG = timedelta(minutes=1)
 LATE = timedelta(minutes=10)
 # Any number taken by nothing else: one refresh at a time.
-_ADVISORY_LOCK = 7_400_102
+_ADVISORY_LOCK = 7_400_103
 _DAY = timedelta(days=1)
 
 

@@ -9,9 +9,11 @@ are small, sums through the ORM (``usage_rollup_in_python``, the reference).
 from __future__ import annotations
 
 from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
 from datetime import UTC, datetime, timedelta
 
 from django.db import connection, transaction
+from django.db.backends.utils import CursorWrapper
 from django.db.models import Count, Max, Min, Q, Sum
 from django.db.models.functions import TruncDay, TruncHour
 from django.utils import timezone
@@ -20,8 +22,11 @@ from billing.models import UsageRecord, UsageRollup, UsageRollupMark
 from billing.services.open_transactions import oldest_open_transaction
 from billing.services.rollup_statements import DAY_REFRESH_SQL
 
-# Any number taken by nothing else: serialises roll-up runs on PostgreSQL.
+# Any number taken by nothing else: with a day's number, the lock of that day's buckets on
+# PostgreSQL.
 _ADVISORY_LOCK = 7_400_101
+# Days a rebuild of history sums at once, each on its own database connection.
+PARALLEL_DAYS = 2
 _HOUR = timedelta(hours=1)
 _DAY = timedelta(days=1)
 # How far behind the clock the mark stays at least: a record is stamped a moment before it is
@@ -58,9 +63,31 @@ def _rollup_by_day(*, hours_from: datetime, hours_until: datetime) -> int:
 
     A day's hours outside the range are read as they are: its caller vouches that they
     were rolled up already and that no record has been written in them since.
+
+    Many days (a rebuild of history) are summed ``PARALLEL_DAYS`` at a time, each on a
+    connection of its own: the work is the database's, a day per statement, and one
+    connection keeps one of its cores busy. Inside a transaction (the caller's, whose
+    records other connections cannot see) the days go one after the other on it.
     """
-    return sum(_rollup_day(day, hours_from=start, hours_until=end)
-               for day, start, end in day_windows(hours_from, hours_until))
+    windows = list(day_windows(hours_from, hours_until))
+    if len(windows) <= 2 or connection.in_atomic_block:
+        return sum(_rollup_day(day, hours_from=start, hours_until=end)
+                   for day, start, end in windows)
+    with ThreadPoolExecutor(max_workers=PARALLEL_DAYS) as pool:
+        return sum(pool.map(_rollup_day_on_own_connection, windows))
+
+
+def _rollup_day_on_own_connection(window: tuple[datetime, datetime, datetime]) -> int:
+    day, start, end = window
+    try:
+        return _rollup_day(day, hours_from=start, hours_until=end)
+    finally:
+        connection.close()  # this worker thread's; no session is left behind
+
+
+def _lock_day(cursor: CursorWrapper, day: datetime) -> None:
+    """One writer of a day's buckets at a time (the transaction's end releases it)."""
+    cursor.execute("SELECT pg_advisory_xact_lock(%s, %s)", [_ADVISORY_LOCK, day.toordinal()])
 
 
 def day_windows(hours_from: datetime, hours_until: datetime
@@ -75,7 +102,7 @@ def day_windows(hours_from: datetime, hours_until: datetime
 
 def _rollup_day(day: datetime, *, hours_from: datetime, hours_until: datetime) -> int:
     with transaction.atomic(), connection.cursor() as cursor:
-        cursor.execute("SELECT pg_advisory_xact_lock(%s)", [_ADVISORY_LOCK])
+        _lock_day(cursor, day)
         # Compiling the statement (JIT) costs more than running it over a day. A day's
         # buckets are hashed and joined in memory, not in temporary files; and hashed, not
         # sorted and merged: the planner has no statistics on the statement's CTEs and
@@ -99,7 +126,11 @@ def usage_rollup_in_python(*, since: datetime, until: datetime | None = None) ->
     with transaction.atomic():
         if connection.vendor == "postgresql":
             with connection.cursor() as cursor:
-                cursor.execute("SELECT pg_advisory_xact_lock(%s)", [_ADVISORY_LOCK])
+                # Every day the window's buckets touch, in order (the statements above hold
+                # one day's lock at a time, so no two writers wait for each other in a ring).
+                for day, _, _ in day_windows(_floor(since, UsageRollup.Period.DAY),
+                                             _floor(until, UsageRollup.Period.DAY) + _DAY):
+                    _lock_day(cursor, day)
         for period, trunc in ((UsageRollup.Period.HOUR, TruncHour),
                               (UsageRollup.Period.DAY, TruncDay)):
             start = _floor(since, period)

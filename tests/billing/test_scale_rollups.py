@@ -5,16 +5,17 @@ history, and for beat's incremental runs as requests keep arriving."""
 from __future__ import annotations
 
 import random
+import threading
 from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import pytest
-from django.db import connection, transaction  # noqa: F401 - connection: the skipif
+from django.db import connection, transaction
 
 from accounts.services import api_key_create
 from billing.models import UsageRecord, UsageRollup, Wallet
-from billing.services import price_set
+from billing.services import price_set, rollups
 from billing.services.rollups import usage_rollup, usage_rollup_in_python, usage_rollup_recent
 from organizations.models import Role
 from organizations.services import (
@@ -231,3 +232,34 @@ def test_a_rerun_writes_only_the_buckets_that_differ_and_repairs_them(payers):
     assert altered.pk not in remaining
     assert invented.pk not in remaining
     assert len(untouched - remaining) == 1
+
+
+@pytest.mark.django_db(transaction=True)
+def test_a_rebuild_sums_its_days_in_parallel_and_equals_the_orm(payers, monkeypatch):
+    summed_on = []
+    one_day = rollups._rollup_day_on_own_connection
+    monkeypatch.setattr(rollups, "_rollup_day_on_own_connection",
+                        lambda window: summed_on.append(threading.get_ident()) or one_day(window))
+    rng = random.Random(5)
+    _records(payers, _moments(rng, 600, START, END) + EDGES, seed=5)
+    usage_rollup_in_python(since=START, until=END)
+    expected = _usage_rows()
+    UsageRollup.objects.all().delete()
+    connections_before = _sessions()
+
+    # Not inside a transaction: its four days go to the database two at a time.
+    written = usage_rollup(since=START, until=END)
+
+    assert len(summed_on) == 4
+    assert threading.get_ident() not in summed_on
+    assert written == len(expected)
+    assert _usage_rows() == expected
+    assert _sessions() == connections_before  # the workers' connections are closed
+    assert usage_rollup(since=START, until=END) == 0  # again: nothing changed
+
+
+def _sessions() -> int:
+    with connection.cursor() as cursor:
+        cursor.execute("SELECT count(*) FROM pg_stat_activity WHERE datname = "
+                       "current_database()")
+        return cursor.fetchone()[0]
