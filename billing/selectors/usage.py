@@ -76,10 +76,13 @@ def _totals(user: User, *, since: datetime, now: datetime, by: str | None) -> di
 def usage_spend_summary(*, user: User, now: datetime | None = None) -> SpendSummary:
     now = now or timezone.now()
     today = today_start(now)
-    month = _totals(user, since=today.replace(day=1), now=now, by=None)[None]
-    today_totals = _totals(user, since=today, now=now, by=None)[None]
+    # The month's days in one read of each source: today is one of them.
+    by_day = usage_sums(UsageRollup.objects.filter(user=user, organization=None),
+                        UsageRecord.objects.filter(user=user, organization=None),
+                        since=today.replace(day=1), now=now, per_day=True)
+    today_totals = by_day.get((today.date(),), dict.fromkeys(_FIELDS, 0))
     return SpendSummary(today_micros=today_totals["cost_micros"],
-                        month_micros=month["cost_micros"],
+                        month_micros=sum(day["cost_micros"] for day in by_day.values()),
                         requests_today=today_totals["requests"])
 
 
