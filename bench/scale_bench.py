@@ -28,6 +28,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import itertools
 import json
 import logging
 import os
@@ -396,6 +397,30 @@ def _describe(figure: Any) -> str:
 # --------------------------------------------------------------------------- report
 
 
+def best_of(rounds: list[dict[str, Any]]) -> dict[str, Any]:
+    """One scale's report from several rounds: each figure's best (the least time, the most
+    rows per second; noise on a shared machine only ever adds time), and every invariant
+    check that failed in any round."""
+    best: dict[str, dict[str, Any]] = {}
+    for report in rounds:
+        for figure in report["figures"]:
+            kept = best.get(figure["name"])
+            higher = figure["unit"] == "rows/s"
+            if kept is None or kept["value"] is None or (
+                    figure["value"] is not None
+                    and (figure["value"] > kept["value"] if higher
+                         else figure["value"] < kept["value"])):
+                best[figure["name"]] = figure
+    merged = dict(rounds[-1])
+    merged["figures"] = list(best.values())
+    merged["rounds"] = len(rounds)
+    checks = [r.get("invariants_at_end", {}) for r in rounds]
+    merged["invariants_at_end"] = {
+        name: next((c[name] for c in checks if c.get(name)), checks[-1].get(name))
+        for c in checks for name in c}
+    return merged
+
+
 def target_of(row: dict[str, Any]) -> tuple[str, str, float, float | None]:
     if row["group"] != "job":
         return PAGE_TARGET
@@ -475,6 +500,11 @@ def main() -> None:
     parser.add_argument("--seed-only", action="store_true",
                         help="seed (or check a reused seed) and stop: measure later with "
                              "--reuse, e.g. once the code to measure is in place")
+    parser.add_argument("--rounds", type=int, default=1,
+                        help="with --scales: measure the scales in turn this many times "
+                             "(1m, 10m, 1m, 10m...) and keep each figure's best round, so "
+                             "that a noisy minute on the shared machine does not land on "
+                             "one scale only")
     parser.add_argument("--runs", type=int, default=10, help="timed runs per page")
     parser.add_argument("--job-runs", type=int, default=3, help="timed runs of reconcile")
     parser.add_argument("--rollup-memory-limit-mb", type=int, default=ROLLUP_MEMORY_LIMIT_MB)
@@ -493,9 +523,10 @@ def main() -> None:
         scales = [int(s) for s in options.scales.split(",") if s.strip()]
         if "{label}" not in options.database_url and len(scales) > 1:
             raise SystemExit("--scales needs {label} in --database-url (one database each)")
-        reports = []
-        for records in scales:
-            out = f"{Path(options.out).with_suffix('')}-{label_of(records)}.json"
+        rounds: dict[int, list[dict[str, Any]]] = {records: [] for records in scales}
+        for round_number, records in itertools.product(range(options.rounds), scales):
+            out = (f"{Path(options.out).with_suffix('')}-{label_of(records)}"
+                   f"-{round_number + 1}.json")
             argv = [sys.executable, str(Path(__file__)), "--records", str(records),
                     "--database-url", options.database_url, "--runs", str(options.runs),
                     "--job-runs", str(options.job_runs), "--out", out,
@@ -504,9 +535,11 @@ def main() -> None:
                     *(["--reuse"] if options.reuse else []),
                     *(["--seed-only"] if options.seed_only else []),
                     *(["--keep-indexes"] if options.keep_indexes else [])]
-            print(f"=== {records:,} records", flush=True)
+            print(f"=== {records:,} records, round {round_number + 1} of {options.rounds}",
+                  flush=True)
             subprocess.run(argv, check=True)
-            reports.append(json.loads(Path(out).read_text())["scales"][0])
+            rounds[records].append(json.loads(Path(out).read_text())["scales"][0])
+        reports = [best_of(rounds[records]) for records in scales]
     else:
         reports = [run_scale(options)]
     rows = compare(reports)
