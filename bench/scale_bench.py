@@ -436,9 +436,10 @@ def compare(reports: list[dict[str, Any]]) -> list[dict[str, Any]]:
             row = rows.setdefault(figure["name"], {"operation": figure["name"],
                                                    "group": figure["group"],
                                                    "unit": figure["unit"], "values": {},
-                                                   "p95": {}})
+                                                   "p95": {}, "buffers": {}})
             row["values"][report["records"]] = figure["value"]
             row["p95"][report["records"]] = figure["p95"]
+            row["buffers"][report["records"]] = figure.get("buffers")
     for row in rows.values():
         target, kind, threshold, ratio_limit = target_of(row)
         values = [row["values"].get(r["records"]) for r in reports]
@@ -449,8 +450,12 @@ def compare(reports: list[dict[str, Any]]) -> list[dict[str, Any]]:
             met = last <= threshold if kind == "max" else last >= threshold
             if ratio_limit is not None and ratio is not None:
                 met = met and ratio <= ratio_limit
+        work = [row["buffers"].get(r["records"]) for r in reports]
+        work_ratio = (work[-1] / work[0] if len(work) > 1 and work[0] and work[-1] is not None
+                      else None)
         row |= {"ratio": None if ratio is None else round(ratio, 2), "target": target,
-                "met": met}
+                "met": met,
+                "work_ratio": None if work_ratio is None else round(work_ratio, 2)}
     return list(rows.values())
 
 
@@ -458,7 +463,7 @@ def print_table(reports: list[dict[str, Any]], rows: list[dict[str, Any]]) -> No
     scales = [r["records"] for r in reports]
     heads = [label_of(s) for s in scales]
     print(f"\n{'operation':<36}" + "".join(f"{h:>18}" for h in heads)
-          + f"{'ratio':>7}  {'target':<24}met?")
+          + f"{'ratio':>7}  {'target':<24}met?  work")
     for row in rows:
         cells = []
         for scale in scales:
@@ -473,10 +478,13 @@ def print_table(reports: list[dict[str, Any]], rows: list[dict[str, Any]]) -> No
                 cells.append(f"{value:,} {row['unit']}")
         ratio = "" if row["ratio"] is None else f"{row['ratio']:.2f}x"
         met = {True: "yes", False: "NO", None: "n/a"}[row["met"]]
+        work = "" if row.get("work_ratio") is None else f"{row['work_ratio']:.2f}x"
         print(f"{row['operation'][:35]:<36}" + "".join(f"{c:>18}" for c in cells)
-              + f"{ratio:>7}  {row['target']:<24}{met}")
+              + f"{ratio:>7}  {row['target']:<24}{met:<6}{work}")
     print("(pages: p50 / p95 of warm runs; the page target is checked at the last scale, "
-          "its ratio only with two scales)")
+          "its ratio only with two scales; work: the ratio of the buffers the page's "
+          "SELECTs read, by EXPLAIN (ANALYZE, BUFFERS): its database work, which noise on "
+          "the machine does not change)")
     for report in reports:
         seed = report.get("seed_total_seconds")
         bad = {k: v for k, v in report.get("invariants_at_end", {}).items() if v}

@@ -35,6 +35,9 @@ class Figure:
     p95: float | None = None
     runs: int = 0
     note: str = ""
+    # A page's database work: the buffers (8 kB pages, from cache or disk) its SELECTs read,
+    # from EXPLAIN (ANALYZE, BUFFERS) of each. Unlike its time, the same on a busy machine.
+    buffers: int | None = None
 
     def as_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -81,7 +84,38 @@ def _time_get(client: Any, name: str, group: str, url: str, runs: int, warm: int
             b"".join(response.streaming_content)
         times.append((time.perf_counter() - started) * 1000)
     return Figure(name, group, "ms", round(statistics.median(times), 1),
-                  round(percentile(times, 0.95), 1), runs, note=url)
+                  round(percentile(times, 0.95), 1), runs, note=url,
+                  buffers=page_buffers(client, url))
+
+
+def page_buffers(client: Any, url: str) -> int:
+    """The buffers every SELECT of one more GET of ``url`` reads, by EXPLAIN (ANALYZE,
+    BUFFERS) of each right after it ran (its plan node totals include its children's)."""
+    from django.db import connection, transaction
+
+    statements: list[tuple[str, Any]] = []
+
+    def keep(execute: Callable[..., Any], sql: str, params: Any, many: bool,
+             context: Any) -> Any:
+        result = execute(sql, params, many, context)
+        if not many and sql.lstrip().upper().startswith(("SELECT", "WITH")):
+            statements.append((sql, params))
+        return result
+
+    with connection.execute_wrapper(keep):
+        response = client.get(url)
+        if response.streaming:
+            b"".join(response.streaming_content)
+    total = 0
+    # Rolled back: a WITH could write (none of a GET's should).
+    with transaction.atomic(), connection.cursor() as cursor:
+        for sql, params in statements:
+            cursor.execute("EXPLAIN (ANALYZE, BUFFERS, FORMAT JSON) " + sql, params)
+            plan = cursor.fetchone()[0]
+            plan = plan[0]["Plan"] if isinstance(plan, list) else plan
+            total += plan.get("Shared Hit Blocks", 0) + plan.get("Shared Read Blocks", 0)
+        transaction.set_rollback(True)
+    return total
 
 
 NEXT_LINK = re.compile(r'<a\b[^>]*?href="([^"]*)"[^>]*>\s*(?:Older|Next|More)\b'
