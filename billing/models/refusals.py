@@ -30,7 +30,10 @@ class RefusedRequests(models.Model):
     api_key = models.ForeignKey("accounts.ApiKey", on_delete=models.CASCADE,
                                 related_name="refused_requests", db_index=False)
     minute = models.DateTimeField(help_text="The minute (UTC) the requests were refused in.")
-    status = models.PositiveSmallIntegerField()
+    # The two statuses the CHECK below allows, said as choices: the admin's filter lists
+    # them, where without choices it read every row for their distinct values.
+    status = models.PositiveSmallIntegerField(choices=[(402, "402 insufficient funds"),
+                                                       (429, "429 rate limited")])
     reason = models.CharField(max_length=16, choices=Reason.choices)
     model = models.CharField(max_length=200)
     endpoint = models.CharField(max_length=16, choices=Endpoint.choices, default=Endpoint.CHAT)
