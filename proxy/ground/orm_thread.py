@@ -1,32 +1,45 @@
-"""ORM work from the event loop, in a worker thread that recycles its own connection.
+"""ORM work from the event loop, in a worker thread that replaces its own broken connection.
 
 Django recycles a connection that broke (or outlived ``CONN_MAX_AGE``) at the start and the
 end of each request it handles; the router's ``/v1`` handler sends no such signals, and its
 worker threads keep their connections from one call to the next. Without this, a connection
 the server dropped (a PostgreSQL restart, a failover) stayed broken in that thread, failing
 every later call made there.
+
+No query is added to a call that works: Django's own recycling would check the connection
+(``SELECT 1``) before the next call, a round trip on every lookup. Instead a call that finds
+its connection broken is made once more on a new one.
 """
 
 from __future__ import annotations
 
+import time
 from collections.abc import Callable
 from typing import TypeVar
 
 from asgiref.sync import sync_to_async
-from django.db import connection
+from django.db import InterfaceError, OperationalError, connection
 
 T = TypeVar("T")
 
 
 def recycled(work: Callable[[], T]) -> T:
-    """``work()``, then this thread's connection closed if it broke or is too old (no query
-    is sent for the check unless the work had a database error)."""
+    """``work()`` on this thread's connection; if that connection was dropped, ``work()``
+    again on a new one (once: a database that is down still fails). The connection is
+    closed after the call once it outlived ``CONN_MAX_AGE``."""
     try:
         return work()
+    except (OperationalError, InterfaceError):
+        if connection.in_atomic_block or (connection.connection is not None
+                                          and connection.is_usable()):
+            raise  # the statement failed, not the connection (or it cannot be replaced)
+        connection.close()
+        return work()
     finally:
-        connection.close_if_unusable_or_obsolete()
+        if connection.close_at is not None and time.monotonic() >= connection.close_at:
+            connection.close()
 
 
 async def in_orm_thread(work: Callable[[], T]) -> T:
-    """``work()`` (ORM calls) in Django's one thread for them, its connection recycled."""
+    """``work()`` (ORM calls) in Django's one thread for them, on a working connection."""
     return await sync_to_async(recycled, thread_sensitive=True)(work)
