@@ -6,7 +6,7 @@ from billing.models.ledger import LedgerEntry
 from billing.models.ledger_days import LedgerDay, LedgerDayMark
 from billing.models.prices import ModelKind, ModelPrice
 from billing.models.refusals import RefusedRequests
-from billing.models.rollups import UsageRollup, UsageRollupMark
+from billing.models.rollups import UsageOwnerRollup, UsageRollup, UsageRollupMark
 from billing.models.topups import CheckoutTopUp, StripeEvent, Voucher
 from billing.models.usage import BAD_USAGE_REASONS, UsageRecord
 from billing.models.wallets import Wallet
@@ -28,6 +28,7 @@ __all__ = [
     "OutboxMessage",
     "RefusedRequests",
     "StripeEvent",
+    "UsageOwnerRollup",
     "UsageRecord",
     "UsageRollup",
     "UsageRollupMark",

@@ -121,3 +121,34 @@ WITH fresh_hours AS ({_HOURS_FROM_RECORDS}
 )
 SELECT (SELECT count(*) FROM new_hours) + (SELECT count(*) FROM new_days)
 """  # noqa: S608 - only this module's constants are formatted in
+
+# The owners' sums of the buckets a day's statement (above) just rewrote, from those buckets
+# in the same transaction: its hours in [hours_from, hours_until) and the day itself. Like
+# the buckets, only rows whose sums changed are written (an upsert that skips equal rows),
+# and those whose owner no longer has a bucket there are deleted: rewriting every row on
+# each run left the table and its index mostly dead rows for the dashboard to wade through.
+_OWNER_BUCKETS = """
+(period = 'hour' AND bucket_start >= %(hours_from)s AND bucket_start < %(hours_until)s)
+ OR (period = 'day' AND bucket_start >= %(day)s AND bucket_start < %(day_end)s)
+"""
+OWNER_REFRESH_SQL = f"""
+WITH fresh AS (
+    SELECT period, bucket_start, user_id, organization_id, sum(requests) AS requests,
+           sum(cost_micros) AS cost_micros
+      FROM billing_usagerollup
+     WHERE {_OWNER_BUCKETS}
+     GROUP BY period, bucket_start, user_id, organization_id
+), gone AS (
+    DELETE FROM billing_usageownerrollup AS o
+     WHERE ({_OWNER_BUCKETS})
+       AND (period, bucket_start, user_id, coalesce(organization_id, 0)) NOT IN (
+           SELECT period, bucket_start, user_id, coalesce(organization_id, 0) FROM fresh)
+)
+INSERT INTO billing_usageownerrollup (period, bucket_start, user_id, organization_id,
+                                      requests, cost_micros)
+SELECT period, bucket_start, user_id, organization_id, requests, cost_micros FROM fresh
+    ON CONFLICT (period, bucket_start, user_id, organization_id) DO UPDATE
+   SET requests = EXCLUDED.requests, cost_micros = EXCLUDED.cost_micros
+ WHERE (billing_usageownerrollup.requests, billing_usageownerrollup.cost_micros)
+       IS DISTINCT FROM (EXCLUDED.requests, EXCLUDED.cost_micros)
+"""  # noqa: S608 - only this module's constants are formatted in

@@ -18,9 +18,9 @@ from django.db.models import Count, Max, Min, Q, Sum
 from django.db.models.functions import TruncDay, TruncHour
 from django.utils import timezone
 
-from billing.models import UsageRecord, UsageRollup, UsageRollupMark
+from billing.models import UsageOwnerRollup, UsageRecord, UsageRollup, UsageRollupMark
 from billing.services.open_transactions import oldest_open_transaction
-from billing.services.rollup_statements import DAY_REFRESH_SQL
+from billing.services.rollup_statements import DAY_REFRESH_SQL, OWNER_REFRESH_SQL
 
 # Any number taken by nothing else: with a day's number, the lock of that day's buckets on
 # PostgreSQL.
@@ -112,10 +112,12 @@ def _rollup_day(day: datetime, *, hours_from: datetime, hours_until: datetime) -
         cursor.execute("SET LOCAL enable_mergejoin = off")
         # Nor nested: see DAY_REFRESH_SQL (a guess of one stored row made one quadratic).
         cursor.execute("SET LOCAL enable_nestloop = off")
-        cursor.execute(DAY_REFRESH_SQL, {"day": day, "day_end": day + _DAY,
-                                         "hours_from": hours_from,
-                                         "hours_until": hours_until})
-        return int(cursor.fetchone()[0])
+        window = {"day": day, "day_end": day + _DAY, "hours_from": hours_from,
+                  "hours_until": hours_until}
+        cursor.execute(DAY_REFRESH_SQL, window)
+        written = int(cursor.fetchone()[0])
+        cursor.execute(OWNER_REFRESH_SQL, window)
+        return written
 
 
 def usage_rollup_in_python(*, since: datetime, until: datetime | None = None) -> int:
@@ -166,7 +168,24 @@ def usage_rollup_in_python(*, since: datetime, until: datetime | None = None) ->
             ]
             UsageRollup.objects.bulk_create(rollups, batch_size=1000)
             written += len(rollups)
+            owners_rewrite(period, start, end)
     return written
+
+
+def owners_rewrite(period: str, start: datetime, end: datetime) -> None:
+    """``UsageOwnerRollup`` of ``period`` in [start, end) summed again from ``UsageRollup``
+    (the ORM's way of ``OWNER_REFRESH_SQL``)."""
+    UsageOwnerRollup.objects.filter(period=period, bucket_start__gte=start,
+                                    bucket_start__lt=end).delete()
+    sums = (UsageRollup.objects.filter(period=period, bucket_start__gte=start,
+                                       bucket_start__lt=end)
+            .values("bucket_start", "user_id", "organization_id")
+            .annotate(requests=Sum("requests"), cost=Sum("cost_micros")).order_by())
+    UsageOwnerRollup.objects.bulk_create(
+        [UsageOwnerRollup(period=period, bucket_start=row["bucket_start"],
+                          user_id=row["user_id"], organization_id=row["organization_id"],
+                          requests=row["requests"], cost_micros=row["cost"])
+         for row in sums], batch_size=1000)
 
 
 def usage_rollup_recent(*, now: datetime | None = None, lag: timedelta = LAG) -> int:

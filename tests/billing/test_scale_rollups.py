@@ -14,7 +14,7 @@ import pytest
 from django.db import connection, transaction
 
 from accounts.services import api_key_create
-from billing.models import UsageRecord, UsageRollup, Wallet
+from billing.models import UsageOwnerRollup, UsageRecord, UsageRollup, Wallet
 from billing.services import price_set, rollups
 from billing.services.rollups import usage_rollup, usage_rollup_in_python, usage_rollup_recent
 from organizations.models import Role
@@ -106,6 +106,20 @@ def _usage_rows() -> dict[tuple, tuple]:
             for r in UsageRollup.objects.all()}
 
 
+def _owners_agree() -> None:
+    """The owners' roll-ups are the usage roll-ups summed per owner, bucket by bucket."""
+    summed: dict[tuple, list[int]] = {}
+    for r in UsageRollup.objects.all():
+        row = summed.setdefault((r.period, r.bucket_start, r.user_id, r.organization_id),
+                                [0, 0])
+        row[0] += r.requests
+        row[1] += r.cost_micros
+    owners = {(o.period, o.bucket_start, o.user_id, o.organization_id):
+              [o.requests, o.cost_micros] for o in UsageOwnerRollup.objects.all()}
+    assert UsageOwnerRollup.objects.count() == len(owners)  # one row per owner and bucket
+    assert owners == summed
+
+
 def _worker_rows() -> dict[tuple, tuple]:
     return {(r.period, r.bucket_start, r.worker, r.model):
             (r.requests, r.failed_requests, r.prompt_tokens, r.completion_tokens,
@@ -140,6 +154,7 @@ def test_a_rebuild_of_history_equals_the_orm_row_for_row(payers):
 
     assert written == len(expected_usage)
     assert _usage_rows() == expected_usage
+    _owners_agree()
     assert worker_rollup(since=START, until=END) == len(expected_workers)
     assert _worker_rows() == expected_workers
     # Every record counted once per period, on the UTC hour and day it was written in.
@@ -169,6 +184,7 @@ def test_beats_incremental_runs_equal_the_orm_rebuilt_from_the_records(payers):
         worker_rollup_recent(now=now)
         assert _usage_rows() == _rebuilt_in_python(usage_rollup_in_python, _usage_rows,
                                                    since=START, until=now)
+        _owners_agree()
         assert _worker_rows() == _rebuilt_in_python(worker_rollup_in_python, _worker_rows,
                                                     since=START, until=now)
     assert sum(r.requests for r in UsageRollup.objects.filter(period="day")) == len(moments)
@@ -254,6 +270,7 @@ def test_a_rebuild_sums_its_days_in_parallel_and_equals_the_orm(payers, monkeypa
     assert threading.get_ident() not in summed_on
     assert written == len(expected)
     assert _usage_rows() == expected
+    _owners_agree()
     assert _sessions() == connections_before  # the workers' connections are closed
     assert usage_rollup(since=START, until=END) == 0  # again: nothing changed
 
