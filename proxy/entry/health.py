@@ -19,6 +19,7 @@ from django.db import connection
 from django.http import HttpRequest, HttpResponse
 
 from billing.services.hot_path import conninfo
+from proxy.ground.orm_thread import recycled
 from proxy.ground.responses import json_response
 from proxy.models import Worker
 
@@ -41,7 +42,7 @@ async def _database() -> None:
         with connection.cursor() as cursor:
             cursor.execute("SELECT 1")
 
-    await sync_to_async(select_one, thread_sensitive=False)()
+    await sync_to_async(recycled, thread_sensitive=False)(select_one)
 
 
 async def _redis() -> None:
@@ -56,8 +57,8 @@ async def _redis() -> None:
 
 
 async def _workers() -> None:
-    exists = await sync_to_async(Worker.objects.filter(enabled=True).exists,
-                                 thread_sensitive=False)()
+    exists = await sync_to_async(recycled, thread_sensitive=False)(
+        Worker.objects.filter(enabled=True).exists)
     if not exists:
         raise RuntimeError("no enabled worker")
 

@@ -23,6 +23,7 @@ from billing.models import RefusedRequests
 from billing.services.refusals import RefusalCount, refusals_record
 from proxy.ground.errors import ApiError
 from proxy.ground.metrics import REFUSALS_DROPPED
+from proxy.ground.orm_thread import recycled
 from proxy.money.background import tracked
 from proxy.selectors import Caller
 
@@ -77,7 +78,8 @@ class RefusalTally:
                                last_request_id=group.last_request_id)
                   for key, group in groups.items()]
         try:
-            await sync_to_async(refusals_record, thread_sensitive=False)(counts=counts)
+            await sync_to_async(recycled, thread_sensitive=False)(
+                lambda: refusals_record(counts=counts))
         except Exception:
             # What users are shown of their refusals, not money: lost counts are logged,
             # never retried in a loop that could grow while the database is away.
