@@ -16,14 +16,20 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, datetime
 
 from django.db.models import QuerySet, Subquery
 from django.utils import timezone
 
 from accounts.models import User
 from billing.models import LedgerEntry, MemberBudget, UsageRecord, UsageRollup, Wallet
-from billing.selectors.usage import DailyUsage, ModelUsage, UsageFilters, usage_narrowed
+from billing.selectors.usage import (
+    DailyUsage,
+    ModelUsage,
+    UsageFilters,
+    daily_usage,
+    usage_narrowed,
+)
 from billing.selectors.usage_sources import SUM_FIELDS, days_back, today_start, usage_sums
 from billing.selectors.wallets import Balance
 from billing.services.budgets import current_month
@@ -114,13 +120,8 @@ def organization_usage_records(*, organization: Organization, member: User | Non
 def organization_usage_daily(*, organization: Organization, member: User | None = None,
                              days: int = 30, now: datetime | None = None) -> list[DailyUsage]:
     """One row per UTC day, the oldest first, days without use as zeros."""
-    now = now or timezone.now()
-    first = _since(days, now)
-    by_day = usage_sums(_rollups(organization, member), _records(organization, member),
-                        since=first, now=now, per_day=True)
-    empty = dict.fromkeys(_FIELDS, 0)
-    return [DailyUsage(day=day, **by_day.get((day,), empty))
-            for day in ((first + timedelta(days=offset)).date() for offset in range(days))]
+    return daily_usage(_rollups(organization, member), _records(organization, member),
+                       days=days, now=now or timezone.now())
 
 
 def organization_usage_by_model(*, organization: Organization, member: User | None = None,

@@ -88,11 +88,17 @@ def usage_spend_summary(*, user: User, now: datetime | None = None) -> SpendSumm
 
 def usage_daily(*, user: User, days: int = 30, now: datetime | None = None) -> list[DailyUsage]:
     """One row per UTC day, the oldest first, days without use included as zeros."""
-    now = now or timezone.now()
+    return daily_usage(UsageRollup.objects.filter(user=user, organization=None),
+                       UsageRecord.objects.filter(user=user, organization=None),
+                       days=days, now=now or timezone.now())
+
+
+def daily_usage(rollups: QuerySet[UsageRollup], records: QuerySet[UsageRecord], *,
+                days: int, now: datetime) -> list[DailyUsage]:
+    """The last ``days`` UTC days of one owner's ``rollups`` and ``records``, the oldest
+    first, days without use as zeros (a user's own, or an organization's)."""
     first = days_back(now, days)
-    by_day = usage_sums(UsageRollup.objects.filter(user=user, organization=None),
-                        UsageRecord.objects.filter(user=user, organization=None),
-                        since=first, now=now, per_day=True)
+    by_day = usage_sums(rollups, records, since=first, now=now, per_day=True)
     empty = dict.fromkeys(_FIELDS, 0)
     return [DailyUsage(day=day, **by_day.get((day,), empty))
             for day in ((first + timedelta(days=offset)).date() for offset in range(days))]
