@@ -2,6 +2,7 @@ from __future__ import annotations
 
 from django.conf import settings
 from django.db import models
+from django.db.models.functions import Coalesce
 
 
 class UsageRollup(models.Model):
@@ -98,11 +99,12 @@ class UsageOwnerRollup(models.Model):
     cost_micros = models.BigIntegerField(default=0)
 
     class Meta:
-        # One row per owner and bucket (a user's own spend has no organization: NULLs are
-        # not distinct here), which the job's upsert writes against; it also serves the
-        # dashboard's range of buckets.
+        # One row per owner and bucket (a user's own spend has no organization: 0 stands
+        # for it, as in the roll-up statements), which the job's upsert writes against; it
+        # also serves the dashboard's range of buckets. An expression, not NULLS NOT
+        # DISTINCT, which SQLite lacks.
         constraints = [models.UniqueConstraint(
-            fields=["period", "bucket_start", "user", "organization"], nulls_distinct=False,
+            "period", "bucket_start", "user", Coalesce("organization", 0),
             name="billing_ownerrollup_one")]
 
     def __str__(self) -> str:

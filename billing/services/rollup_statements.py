@@ -147,7 +147,7 @@ WITH fresh AS (
 INSERT INTO billing_usageownerrollup (period, bucket_start, user_id, organization_id,
                                       requests, cost_micros)
 SELECT period, bucket_start, user_id, organization_id, requests, cost_micros FROM fresh
-    ON CONFLICT (period, bucket_start, user_id, organization_id) DO UPDATE
+    ON CONFLICT (period, bucket_start, user_id, coalesce(organization_id, 0)) DO UPDATE
    SET requests = EXCLUDED.requests, cost_micros = EXCLUDED.cost_micros
  WHERE (billing_usageownerrollup.requests, billing_usageownerrollup.cost_micros)
        IS DISTINCT FROM (EXCLUDED.requests, EXCLUDED.cost_micros)
