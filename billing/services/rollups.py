@@ -206,10 +206,11 @@ def usage_rollup_recent(*, now: datetime | None = None, lag: timedelta = LAG) ->
     backfill), the caller vouches that nothing stamped before ``now - lag`` is still to be
     committed.
     """
-    until = (now or timezone.now()) - lag
-    if now is None:
-        until = min(until, oldest_open_transaction() or until)
+    given = now is not None
     now = now or timezone.now()
+    until = now - lag
+    if not given:
+        until = min(until, oldest_open_transaction() or until)
     mark = UsageRollupMark.objects.filter(pk=1).first()
     latest = UsageRollup.objects.filter(period=UsageRollup.Period.HOUR).aggregate(
         latest=Max("bucket_start"))["latest"]
