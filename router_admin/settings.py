@@ -159,9 +159,6 @@ AUTH_PASSWORD_VALIDATORS = [
 # cache, Celery's queues) starts with this: deployments sharing one Redis, or one whose
 # database was recreated under another name, never see each other's state.
 ROUTER_REDIS_PREFIX = redis_prefix(DATABASES["default"])
-# Redis connections of each router process (and event loop). A command finding them all
-# busy waits for one (proxy.ground.shared_state); processes x this must stay under maxclients.
-ROUTER_REDIS_MAX_CONNECTIONS = env_int("ROUTER_REDIS_MAX_CONNECTIONS", 200, minimum=1)
 
 CACHES = {
     "default": (

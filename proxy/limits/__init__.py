@@ -35,11 +35,11 @@ from collections import deque
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 
-import redis.asyncio as aioredis
 from django.conf import settings
 from redis.exceptions import RedisError
 
 from proxy.ground.errors import ApiError
+from proxy.ground.redis_pipeline import PipelinedRedis
 from proxy.ground.shared_state import SlotAsk, redis_client, redis_failed
 from proxy.limits import local_store, redis_store
 from proxy.limits.base import DIMENSION_NAMES, NEVER, TOKENS, Limits, Scope, Verdict
@@ -213,7 +213,7 @@ async def _settle(admission: Admission, *, actual_tokens: int | None, release: b
                                actual_tokens=admission.tokens)
 
 
-async def _settle_in_redis(client: aioredis.Redis, *, request_id: str = "",
+async def _settle_in_redis(client: PipelinedRedis, *, request_id: str = "",
                            correct: tuple[Scope, ...] = (), actual_tokens: int = 0) -> bool:
     """Settle in Redis, with the slots released while it did not answer: kept for later
     again should it still not answer (False), as a slot left behind by a short outage would

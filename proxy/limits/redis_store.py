@@ -15,8 +15,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
-import redis.asyncio as aioredis
-
+from proxy.ground.redis_pipeline import PipelinedRedis
 from proxy.ground.shared_state import RedisScript, SlotAsk, redis_key
 from proxy.limits.base import Scope, ScopeCount, Verdict
 
@@ -208,7 +207,7 @@ def _limit(value: int | None) -> int:
     return -1 if value is None else value
 
 
-async def admit(client: aioredis.Redis, scopes: Sequence[Scope], *, request_id: str,
+async def admit(client: PipelinedRedis, scopes: Sequence[Scope], *, request_id: str,
                 tokens: int, window_ms: int, lease_ms: int, busy_retry_ms: int,
                 slot: SlotAsk | None = None) -> tuple[Verdict, bool]:
     """The verdict, and whether the worker's slot ``slot`` asks for was taken with it."""
@@ -233,7 +232,7 @@ def in_flight_slots(scopes: Sequence[Scope], request_id: str) -> list[tuple[str,
     return [(_in_flight_key(scope.name), request_id) for scope in scopes]
 
 
-async def settle(client: aioredis.Redis, *, request_id: str, correct: Sequence[Scope],
+async def settle(client: PipelinedRedis, *, request_id: str, correct: Sequence[Scope],
                  actual_tokens: int, window_ms: int,
                  release: Sequence[tuple[str, str]]) -> None:
     keys: list[str] = []

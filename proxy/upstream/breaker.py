@@ -21,10 +21,10 @@ import asyncio
 import time
 from dataclasses import dataclass
 
-import redis.asyncio as aioredis
 from django.conf import settings
 from redis.exceptions import RedisError
 
+from proxy.ground.redis_pipeline import PipelinedRedis
 from proxy.ground.shared_state import RedisScript, redis_client, redis_failed, redis_key
 
 # A trial that never reports back (its process died) frees the half-open slot after this.
@@ -83,12 +83,12 @@ class _Snapshot:
         self.read_at = time.monotonic()
         self.refreshing: asyncio.Task[None] | None = None
 
-    def refresh_if_due(self, client: aioredis.Redis) -> None:
+    def refresh_if_due(self, client: PipelinedRedis) -> None:
         due = time.monotonic() - self.read_at >= settings.ROUTER_BREAKER_REFRESH_MS / 1000
         if due and self.refreshing is None:
             self.refreshing = asyncio.get_running_loop().create_task(self._refresh(client))
 
-    async def _refresh(self, client: aioredis.Redis) -> None:
+    async def _refresh(self, client: PipelinedRedis) -> None:
         try:
             ids = list(self.states)
             fresh = await _read(client, ids)
@@ -111,12 +111,10 @@ def _snapshot() -> _Snapshot:
     return found
 
 
-async def _read(client: aioredis.Redis, worker_ids: list[int]) -> list[_Local | None]:
+async def _read(client: PipelinedRedis, worker_ids: list[int]) -> list[_Local | None]:
     """The breakers of ``worker_ids`` as Redis holds them, in one round trip."""
-    async with client.pipeline(transaction=False) as pipe:
-        for worker_id in worker_ids:
-            pipe.hmget(_key(worker_id), "failures", "open_until", "trial_until")
-        rows = await pipe.execute()
+    rows = await client.execute_many([("HMGET", _key(worker_id), "failures", "open_until",
+                                       "trial_until") for worker_id in worker_ids])
     return [None if all(value is None for value in row)
             else _Local(int(row[0] or 0), float(row[1] or 0), float(row[2] or 0))
             for row in rows]
@@ -152,7 +150,7 @@ async def breaker_allows(worker_id: int) -> int:
     return ALLOWED
 
 
-async def _allows_shared(client: aioredis.Redis, worker_id: int, now: float) -> int:
+async def _allows_shared(client: PipelinedRedis, worker_id: int, now: float) -> int:
     snapshot = _snapshot()
     if worker_id not in snapshot.states:
         # First seen by this process: read, once, rather than guess it closed.

@@ -216,16 +216,16 @@ def test_settling_corrects_the_tokens_and_frees_the_slot_at_once(store):
 
 
 def test_admitting_and_settling_take_one_redis_round_trip_each(monkeypatch):
-    import redis.asyncio
+    from proxy.ground.redis_pipeline import PipelinedRedis
 
     calls: list[str] = []
-    execute = redis.asyncio.Redis.execute_command
+    execute = PipelinedRedis.execute
 
-    async def counted(self, *args, **options):
+    async def counted(self, *args):
         calls.append(str(args[0]))
-        return await execute(self, *args, **options)
+        return await execute(self, *args)
 
-    monkeypatch.setattr(redis.asyncio.Redis, "execute_command", counted)
+    monkeypatch.setattr(PipelinedRedis, "execute", counted)
     scopes = [key(rpm=10, tpm=1000, concurrency=2), user(rpm=20, tpm=5000, concurrency=4)]
 
     async def one_request() -> None:

@@ -9,7 +9,7 @@ import pytest
 
 from accounts.models import ApiKey
 from billing.models import Hold
-from proxy.ground import shared_state
+from proxy.ground.redis_pipeline import PipelinedRedis
 from proxy.upstream.capacity import in_flight
 
 MESSAGES = [{"role": "user", "content": "Hello there"}]
@@ -19,13 +19,18 @@ MESSAGES = [{"role": "user", "content": "Hello there"}]
 def commands(monkeypatch) -> list[str]:
     """The name of every command the router sends to Redis (scripts by their digest)."""
     sent: list[str] = []
-    real = shared_state.CancellableRedis.execute_command
+    one, many = PipelinedRedis.execute, PipelinedRedis.execute_many
 
-    async def counting(self, *args, **options):
+    async def counting(self, *args):
         sent.append(str(args[0]).upper())
-        return await real(self, *args, **options)
+        return await one(self, *args)
 
-    monkeypatch.setattr(shared_state.CancellableRedis, "execute_command", counting)
+    async def counting_many(self, commands):
+        sent.extend(str(command[0]).upper() for command in commands)
+        return await many(self, commands)
+
+    monkeypatch.setattr(PipelinedRedis, "execute", counting)
+    monkeypatch.setattr(PipelinedRedis, "execute_many", counting_many)
     return sent
 
 

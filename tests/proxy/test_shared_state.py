@@ -117,9 +117,9 @@ def test_weighted_order_puts_each_worker_first_in_proportion_to_its_weight():
 
 
 def test_a_request_cancelled_during_a_redis_command_is_always_cancelled(settings):
-    """Python 3.11's wait_for (under redis-py's socket timeout) can drop a cancellation that
-    arrives as a command's write completes; the router's client raises it anyway. Cancelled
-    at many points of a loop of commands, every task must end."""
+    """Cancelled at many points of a loop of commands, every task must end (Python 3.11's
+    wait_for, under redis-py's socket timeout, dropped a cancellation that arrived as a
+    command's write completed; the router's own client waits on a plain future)."""
     if not settings.REDIS_URL:
         pytest.skip("needs Redis")
 

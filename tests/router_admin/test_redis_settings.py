@@ -45,11 +45,10 @@ def _settings_of(**env: str) -> dict:
     code = ("import json; from django.conf import settings as s; "
             "from router_admin.celery import app; "
             "print(json.dumps({'prefix': s.ROUTER_REDIS_PREFIX, "
-            "'max_connections': s.ROUTER_REDIS_MAX_CONNECTIONS, "
             "'cache': s.CACHES['default'].get('KEY_PREFIX'), "
             "'broker': app.conf.broker_transport_options}))")
     clean = {k: v for k, v in os.environ.items()
-             if k not in {"ROUTER_REDIS_PREFIX", "ROUTER_REDIS_MAX_CONNECTIONS"}}
+             if k not in {"ROUTER_REDIS_PREFIX"}}
     result = subprocess.run(
         [sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, timeout=60,
         check=False, env={**clean, "DJANGO_SETTINGS_MODULE": "router_admin.settings",
@@ -64,14 +63,12 @@ def test_the_cache_and_celerys_broker_keys_start_with_the_database_named_prefix(
     assert found["prefix"] == "router:router_prod:"
     assert found["cache"] == "router:router_prod:cache"  # Django adds :<version>:<key>
     assert found["broker"] == {"global_keyprefix": "router:router_prod:celery:"}
-    assert found["max_connections"] == 200
 
 
-def test_the_settings_take_the_prefix_and_pool_size_from_the_environment():
+def test_the_settings_take_the_prefix_from_the_environment():
     found = _settings_of(DATABASE_URL="postgres://u@127.0.0.1/router_prod",
-                         ROUTER_REDIS_PREFIX="eu:", ROUTER_REDIS_MAX_CONNECTIONS="120")
-    assert (found["prefix"], found["cache"], found["max_connections"]) == ("eu:", "eu:cache",
-                                                                             120)
+                         ROUTER_REDIS_PREFIX="eu:")
+    assert (found["prefix"], found["cache"]) == ("eu:", "eu:cache")
     assert found["broker"] == {"global_keyprefix": "eu:celery:"}
 
 
