@@ -45,31 +45,37 @@ _down_until = 0.0
 REDIS_TIMEOUT_SECONDS = 1.0
 
 
-_prefix: list[str] = []  # ROUTER_REDIS_PREFIX, read once: keys are made on every request
+# ROUTER_REDIS_PREFIX and REDIS_URL, read once: they are needed several times a request, and
+# each read of Django's settings goes through LazyObject.__getattribute__.
+_read_once: dict[str, str] = {}
+
+
+def _setting(name: str) -> str:
+    value = _read_once.get(name)
+    if value is None:
+        value = _read_once[name] = getattr(settings, name) or ""
+    return value
 
 
 def redis_key(name: str) -> str:
     """``name`` in this deployment's namespace."""
-    if not _prefix:
-        _prefix.append(settings.ROUTER_REDIS_PREFIX)
-    return _prefix[0] + name
+    return _setting("ROUTER_REDIS_PREFIX") + name
 
 
 @receiver(setting_changed)
-def _forget_prefix(*, setting: str, **kwargs: Any) -> None:
-    if setting == "ROUTER_REDIS_PREFIX":
-        _prefix.clear()
+def _forget_settings(*, setting: str, **kwargs: Any) -> None:
+    _read_once.pop(setting, None)
 
 
 def redis_client() -> PipelinedRedis | None:
     """The shared Redis client of this event loop, or None to use local state."""
-    if not settings.REDIS_URL or time.monotonic() < _down_until:
+    url = _setting("REDIS_URL")
+    if not url or time.monotonic() < _down_until:
         return None
     loop = asyncio.get_running_loop()
     client = _clients.get(loop)
     if client is None:
-        client = _clients[loop] = PipelinedRedis(settings.REDIS_URL,
-                                                 timeout=REDIS_TIMEOUT_SECONDS,
+        client = _clients[loop] = PipelinedRedis(url, timeout=REDIS_TIMEOUT_SECONDS,
                                                  connect_timeout=REDIS_TIMEOUT_SECONDS)
     return client
 
@@ -93,6 +99,7 @@ async def close_redis_clients() -> None:
 
 def reset_for_tests() -> None:
     global _down_until, _last_warning
+    _read_once.clear()
     _down_until = _last_warning = 0.0
     _clients.clear()
 

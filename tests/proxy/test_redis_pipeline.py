@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import os
 import random
 import shutil
 import socket
@@ -68,9 +69,10 @@ def silent_server() -> Iterator[str]:
         connection.close()
 
 
-def router_connections(server: redis.Redis) -> list[dict]:
-    return [client for client in server.client_list()
-            if client["name"].startswith(CLIENT_NAME)]
+def router_connections(server: redis.Redis) -> set[str]:
+    """The ids of the router connections this process has open in Redis."""
+    return {client["id"] for client in server.client_list()
+            if client["name"] == f"{CLIENT_NAME}:{os.getpid()}"}
 
 
 def test_two_thousand_admissions_at_once_share_one_connection_and_admit_exactly_the_limit(
@@ -78,12 +80,14 @@ def test_two_thousand_admissions_at_once_share_one_connection_and_admit_exactly_
     caplog.set_level(logging.WARNING, logger="proxy.ground.shared_state")
     scopes = [Scope("key:1", Limits(rpm=1000))]
 
+    earlier = router_connections(redis_db)  # other tests' clients, in this process
+
     async def burst() -> tuple[list, int]:
         try:
             admissions = await asyncio.gather(*(
                 limits_admit(scopes=scopes, request_id=f"r{i}", tokens=1)
                 for i in range(2000)))
-            return admissions, len(router_connections(redis_db))
+            return admissions, len(router_connections(redis_db) - earlier)
         finally:
             await shared_state.close_redis_clients()
 
@@ -195,11 +199,13 @@ def test_nobody_listening_fails_at_once():
 
 
 def test_a_connection_closed_by_redis_is_replaced_by_the_next_command(redis_db, settings):
+    earlier = router_connections(redis_db)
+
     async def scenario() -> list[bytes]:
         client = client_for(settings.REDIS_URL)
         assert await client.ping()
-        (connection,) = router_connections(redis_db)
-        redis_db.client_kill_filter(_id=connection["id"])
+        (connection,) = router_connections(redis_db) - earlier
+        redis_db.client_kill_filter(_id=connection)
         await asyncio.sleep(0.1)  # the loop reads the close
         replies = [await client.execute("ECHO", "again")]
         await client.aclose()
