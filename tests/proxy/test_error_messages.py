@@ -41,7 +41,7 @@ def test_an_unreachable_worker_is_an_upstream_failure_with_the_detail_in_the_log
     request_id = failed.value.response.headers["x-request-id"]
     logged = _log_of(caplog, request_id)
     assert openai_worker.name in logged
-    assert "ClientConnector" in logged
+    assert "UpstreamConnectError" in logged
 
 
 def test_a_stream_whose_upstream_dies_says_so_without_naming_the_worker(

@@ -11,7 +11,7 @@ import aiohttp
 import orjson
 from yarl import URL
 
-from proxy.upstream.http_client import upstream_session
+from proxy.upstream.http_client import UpstreamResponse, upstream_session
 from proxy.upstream.providers.base import UpstreamError, UpstreamTarget
 
 ErrorFrom = Callable[[int, bytes], UpstreamError]
@@ -43,12 +43,13 @@ def endpoint(base_url: str, path: str, api_version: str = "") -> URL:
 
 async def post_json(target: UpstreamTarget, url: str | URL, payload: dict[str, Any],
                     headers: Mapping[str, str], *, total: float | None,
-                    error_from: ErrorFrom) -> aiohttp.ClientResponse:
+                    error_from: ErrorFrom) -> UpstreamResponse:
     """POST ``payload``; the response once its status is 200, or the UpstreamError that
     ``error_from`` makes of any other status and its body."""
     try:
         response = await upstream_session().post(
-            url, data=orjson.dumps(payload), headers=headers,
+            url if isinstance(url, URL) else endpoint(url, ""), data=orjson.dumps(payload),
+            headers=headers,
             timeout=_timeout(total, target.connect_timeout_s, target.first_byte_timeout_s))
     except (aiohttp.ClientConnectionError, aiohttp.ClientPayloadError) as exc:
         raise UpstreamError(f"cannot reach {target.worker_name}: {exc.__class__.__name__}",
@@ -83,7 +84,7 @@ def scrub(raw: bytes, target: UpstreamTarget) -> bytes:
     return raw
 
 
-async def read_json(target: UpstreamTarget, response: aiohttp.ClientResponse) -> Any:
+async def read_json(target: UpstreamTarget, response: UpstreamResponse) -> Any:
     """The whole body of a 200 response, parsed; a broken or non-JSON body is retryable."""
     try:
         raw = await response.read()

@@ -13,6 +13,7 @@ from typing import TYPE_CHECKING, Any
 
 import aiohttp
 
+from proxy.upstream.http_client import UpstreamResponse
 from proxy.upstream.providers.base import UpstreamError, UpstreamTarget
 from proxy.upstream.providers.http import ErrorFrom, endpoint, post_json, read_json
 from proxy.upstream.providers.sse import DONE, sse_events
@@ -37,7 +38,7 @@ def _kind_parts(target: UpstreamTarget) -> tuple[Mapping[str, str], ErrorFrom]:
 
 
 async def _post(call: Call, target: UpstreamTarget, codec: NativeCodec,
-                payload: dict[str, Any], *, total: float | None) -> aiohttp.ClientResponse:
+                payload: dict[str, Any], *, total: float | None) -> UpstreamResponse:
     headers, error_from = _kind_parts(target)
     forwarded = codec.headers(call)
     if forwarded:
@@ -73,7 +74,7 @@ class NativeStream:
     """An upstream's SSE in its own dialect, as internal chunks (each carrying the native
     events it came from)."""
 
-    def __init__(self, response: aiohttp.ClientResponse, target: UpstreamTarget,
+    def __init__(self, response: UpstreamResponse, target: UpstreamTarget,
                  translator: EventTranslator) -> None:
         self._response = response
         self._target = target

@@ -9,6 +9,7 @@ import aiohttp
 import orjson
 from multidict import CIMultiDict, CIMultiDictProxy
 
+from proxy.upstream.http_client import UpstreamResponse
 from proxy.upstream.providers.base import UpstreamError, UpstreamTarget
 from proxy.upstream.providers.http import endpoint, post_json, read_json, retryable_status
 from proxy.upstream.providers.sse import DONE, sse_events
@@ -51,7 +52,7 @@ class OpenAIProvider:
         self.target = target
 
     async def _post(self, body: dict[str, Any], *, total: float | None
-                    ) -> aiohttp.ClientResponse:
+                    ) -> UpstreamResponse:
         url = endpoint(self.target.base_url, "/chat/completions", self.target.api_version)
         return await post_json(self.target, url, body, _headers(self.target), total=total,
                                error_from=_error_from)
@@ -71,7 +72,7 @@ class OpenAIProvider:
 
 
 class OpenAIStream:
-    def __init__(self, response: aiohttp.ClientResponse, target: UpstreamTarget) -> None:
+    def __init__(self, response: UpstreamResponse, target: UpstreamTarget) -> None:
         self._response = response
         self._target = target
 

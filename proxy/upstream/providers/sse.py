@@ -6,15 +6,15 @@ from __future__ import annotations
 from collections.abc import AsyncIterator
 from typing import Any
 
-import aiohttp
 import orjson
 
+from proxy.upstream.http_client import UpstreamResponse
 from proxy.upstream.providers.base import UpstreamError
 
 DONE = None  # what ``sse_events`` yields for OpenAI's ``data: [DONE]``, its last
 
 
-async def sse_events(response: aiohttp.ClientResponse,
+async def sse_events(response: UpstreamResponse,
                      worker: str) -> AsyncIterator[dict[str, Any] | None]:
     """The JSON objects of ``response``'s ``data:`` lines, in order, then ``DONE`` if the
     stream says ``[DONE]``; it simply ends when the body does.

@@ -9,8 +9,7 @@ from __future__ import annotations
 
 from typing import Any
 
-import aiohttp
-
+from proxy.upstream.http_client import UpstreamResponse
 from proxy.upstream.providers.anthropic.request import messages_request
 from proxy.upstream.providers.anthropic.response import chat_completion, error_from
 from proxy.upstream.providers.anthropic.stream import AnthropicStream
@@ -40,7 +39,7 @@ class AnthropicProvider:
         return headers
 
     async def _post(self, payload: dict[str, Any], *, total: float | None
-                    ) -> aiohttp.ClientResponse:
+                    ) -> UpstreamResponse:
         worker = self.target.worker_name
         return await post_json(
             self.target, self._url(), payload, self._headers(), total=total,

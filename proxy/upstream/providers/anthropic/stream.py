@@ -15,6 +15,7 @@ from typing import Any
 
 import aiohttp
 
+from proxy.upstream.http_client import UpstreamResponse
 from proxy.upstream.providers.anthropic.response import (
     completion_id,
     finish_reason,
@@ -118,7 +119,7 @@ class ChunkTranslator:
 
 
 class AnthropicStream:
-    def __init__(self, response: aiohttp.ClientResponse, target: UpstreamTarget, *,
+    def __init__(self, response: UpstreamResponse, target: UpstreamTarget, *,
                  model: str, include_usage: bool) -> None:
         self._response = response
         self._target = target
