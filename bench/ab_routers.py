@@ -1,0 +1,214 @@
+"""Two builds of the router side by side in one run: which one is faster, as a ratio that
+the machine's noise does not decide.
+
+    .venv/bin/python bench/ab_routers.py --baseline /tmp/base [--rounds 12 --seconds 2]
+
+``--baseline`` is a checkout of the build to compare against (``git worktree add /tmp/base
+<commit>``); the other build is this checkout. Both must share the database schema (the
+bench database is migrated by this checkout). One run recreates the bench database, flushes
+the Redis database, starts the upstream (``fast_upstream.py``) and both routers in the
+production configuration of ``proxy_bench.py`` (Redis on, every key with an RPM and a TPM
+limit, the worker a max-in-flight; uvicorn with ``make serve``'s flags, one worker each),
+both routers pinned to CPU 0 and the upstream and the load generator to CPU 1. Only one
+router is loaded at a time, in alternating blocks (A B B A ...), so that both see the same
+machine within seconds of each other:
+
+- concurrency 64: a closed loop of ``--seconds`` per block: requests/s and the router's CPU
+  per request;
+- concurrency 1: ``--sequential`` requests per block: latency p50, and what the router adds
+  to the upstream's own (measured in blocks of its own, between);
+- streams: ``--sequential`` streamed requests per block: time to first token p50.
+
+Each figure is the median over the blocks, and the ratio of the two builds is given with the
+spread of its per-round ratios (each round holds one block of each build). At the end,
+every request the routers answered is checked to be billed exactly, as in every bench.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import statistics
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any
+
+from harness import (
+    ROUTER_MODEL,
+    TMP,
+    Service,
+    check_billing,
+    flush_redis_db,
+    free_port,
+    prepare_database,
+    router_argv,
+    router_env,
+    run_async,
+    seed,
+    start_service,
+    stop_service,
+    upstream_argv,
+    wait_ready,
+)
+from load import Run, Target, closed_loop, make_target, pct, sequential, session_for
+from measure import Meter
+from proxy_bench import PRODUCTION
+
+DEFAULT_DATABASE_URL = "postgres://postgres@127.0.0.1:5432/binom_bench"
+RUN_TIMEOUT_S = 1800
+
+
+def start_router(name: str, tree: Path, port: int, env: dict[str, str]) -> Service:
+    """The router of the build in ``tree`` (uvicorn imports the app from its working
+    directory), pinned to CPU 0."""
+    argv = ["taskset", "-c", "0", *router_argv("uvicorn", port, 1)]
+    log_path = TMP / f"ab_routers-{name}.log"
+    log = log_path.open("wb")
+    proc = subprocess.Popen(argv, cwd=tree, env=env, stdout=log,  # noqa: S603 (our argv)
+                            stderr=subprocess.STDOUT,
+                            start_new_session=True)
+    return Service(name, proc, log_path, log)
+
+
+def block_figures(run: Run) -> dict[str, float | None]:
+    return {"rps": run.ok / run.wall if run.wall else None,
+            "cpu_us": 1e6 * run.router_cpu / run.requests if run.requests else None,
+            "p50_ms": pct(run.latencies, 50), "ttft_p50_ms": pct(run.ttfts, 50)}
+
+
+async def measure(options: argparse.Namespace, targets: dict[str, Target],
+                  meters: dict[str, Meter]) -> dict[str, Any]:
+    blocks: dict[str, dict[str, list[dict[str, float | None]]]] = {
+        phase: {name: [] for name in targets} for phase in ("c64", "c1", "stream")}
+    answered = 0
+    async with session_for(options.concurrency) as session:
+        for target in targets.values():  # warm-up: keys, prices, connections, code paths
+            warm = Run()
+            await closed_loop(session, target, options.concurrency, 2.0, warm)
+            answered += warm.ok if target.name != "direct" else 0
+        for round_number in range(options.rounds):
+            order = list(targets) if round_number % 2 == 0 else list(reversed(targets))
+            for name in order:
+                target, meter = targets[name], meters.get(name)
+                for phase in ("c64", "c1", "stream"):
+                    if phase == "c64" and meter is None:
+                        continue  # the direct baseline only for what the router adds
+                    run = Run()
+                    if phase == "c64":
+                        work = closed_loop(session, target, options.concurrency,
+                                           options.seconds, run)
+                    else:
+                        work = sequential(session, target, options.sequential, run,
+                                          stream=phase == "stream")
+                    if meter is not None:
+                        await meter.measure(run, work)
+                    else:
+                        await work
+                    if run.errors:
+                        raise SystemExit(f"{name} {phase}: errors {dict(run.errors)}")
+                    if name != "direct":
+                        answered += run.ok
+                    blocks[phase][name].append(block_figures(run))
+            print(f"round {round_number + 1}/{options.rounds} done", flush=True)
+    return {"blocks": blocks, "answered": answered}
+
+
+def median(values: list[float | None]) -> float | None:
+    present = [v for v in values if v is not None]
+    return statistics.median(present) if present else None
+
+
+def report(blocks: dict[str, dict[str, list[dict[str, float | None]]]]) -> list[str]:
+    rows = []
+
+    def line(label: str, phase: str, key: str, *, added: bool = False) -> None:
+        a = [b[key] for b in blocks[phase]["baseline"]]
+        b = [b[key] for b in blocks[phase]["this build"]]
+        if added:
+            direct = [d[key] for d in blocks[phase]["direct"]]
+            a = [x - d for x, d in zip(a, direct, strict=True) if x is not None and d is not None]
+            b = [x - d for x, d in zip(b, direct, strict=True) if x is not None and d is not None]
+        ratios = sorted(y / x for x, y in zip(a, b, strict=True) if x and y is not None)
+        ma, mb = median(a), median(b)
+        spread = (f"{ratios[len(ratios) // 4]:.2f}-{ratios[(3 * len(ratios)) // 4]:.2f}"
+                  if ratios else "-")
+        rows.append(f"{label:<34} {ma:>10.2f} {mb:>10.2f}   {mb / ma:>6.3f}   {spread}"
+                    if ma and mb else f"{label:<34} -")
+
+    line("c=64 requests/s", "c64", "rps")
+    line("c=64 router CPU per request (us)", "c64", "cpu_us")
+    line("c=1 latency p50 (ms)", "c1", "p50_ms")
+    line("c=1 added p50 (ms)", "c1", "p50_ms", added=True)
+    line("stream TTFT p50 (ms)", "stream", "ttft_p50_ms")
+    line("stream TTFT added p50 (ms)", "stream", "ttft_p50_ms", added=True)
+    header = f"{'median of the blocks':<34} {'baseline':>10} {'this build':>10}   {'ratio':>6}   " \
+             "middle half of the per-round ratios"
+    return [header, *rows]
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--baseline", type=Path, required=True,
+                        help="a checkout of the build to compare against")
+    parser.add_argument("--rounds", type=int, default=12)
+    parser.add_argument("--seconds", type=float, default=2.0,
+                        help="closed-loop seconds per block at --concurrency")
+    parser.add_argument("--sequential", type=int, default=100,
+                        help="requests (and streams) per block at concurrency 1")
+    parser.add_argument("--concurrency", type=int, default=64)
+    parser.add_argument("--redis-url", default=PRODUCTION["redis_url"])
+    parser.add_argument("--database-url", default=DEFAULT_DATABASE_URL)
+    parser.add_argument("--out", type=Path, default=TMP / "ab_routers.json")
+    options = parser.parse_args(argv)
+    if not (options.baseline / "manage.py").exists():
+        parser.error(f"{options.baseline} is not a checkout of the router")
+
+    env = router_env(options.database_url, [], redis_url=options.redis_url)
+    upstream_port, ports = free_port(), {"baseline": free_port(), "this build": free_port()}
+    prepare_database(options.database_url)
+    flush_redis_db(options.redis_url)
+    keys = seed(env, upstream_port, 1, key_rpm=PRODUCTION["key_rpm"],
+                key_tpm=PRODUCTION["key_tpm"])
+    services: list[Service] = []
+    try:
+        os.sched_setaffinity(0, {1})  # the load generator, beside the upstream
+        upstream = start_service("upstream", upstream_argv(upstream_port), env, cpu=1)
+        services.append(upstream)
+        trees = {"baseline": options.baseline.resolve(),
+                 "this build": Path(__file__).resolve().parent.parent}
+        routers = {name: start_router(name.replace(" ", "_"), trees[name], ports[name], env)
+                   for name in trees}
+        services += routers.values()
+        wait_ready(upstream, f"http://127.0.0.1:{upstream_port}/v1/models", {})
+        for name, router in routers.items():
+            wait_ready(router, f"http://127.0.0.1:{ports[name]}/v1/models",
+                       {"Authorization": f"Bearer {keys[0]}"})
+        targets = {"direct": make_target("direct",
+                                         f"http://127.0.0.1:{upstream_port}/v1/chat/completions",
+                                         "upstream-model", [])}
+        for name, port in ports.items():
+            targets[name] = make_target(name, f"http://127.0.0.1:{port}/v1/chat/completions",
+                                        ROUTER_MODEL, keys)
+        meters = {name: Meter(router.proc.pid, options.database_url)
+                  for name, router in routers.items()}
+        print(f"baseline {trees['baseline']} :{ports['baseline']}, this build "
+              f"{trees['this build']} :{ports['this build']}; {options.rounds} rounds",
+              flush=True)
+        result = run_async(measure(options, targets, meters), RUN_TIMEOUT_S)
+    finally:
+        for service in reversed(services):
+            stop_service(service)
+    billing = check_billing(options.database_url, result["answered"])
+    ok = billing.ok(result["answered"])
+    lines = report(result["blocks"])
+    print("\n".join(lines))
+    print(f"billing: {billing.describe(result['answered'])}")
+    options.out.write_text(json.dumps({"blocks": result["blocks"], "report": lines,
+                                       "billing_ok": ok}, indent=1))
+    return 0 if ok else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())
