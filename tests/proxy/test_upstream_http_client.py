@@ -83,7 +83,7 @@ async def post(url: URL, timeout: aiohttp.ClientTimeout = TIMEOUT) -> tuple[int,
 
 def keep_answering(*extra: str) -> Handler:
     async def handler(reader, writer, number):
-        while (request := await read_request(reader)) is not None:
+        while await read_request(reader) is not None:
             writer.write(answer(b'{"n": %d}' % number, *extra))
             await writer.drain()
     return handler
