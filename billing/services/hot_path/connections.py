@@ -15,6 +15,8 @@ from typing import Any
 
 import psycopg
 from django.conf import settings
+from django.core.signals import setting_changed
+from django.dispatch import receiver
 from psycopg_pool import AsyncConnectionPool, PoolTimeout
 
 from billing.errors import DatabaseUnavailable
@@ -29,8 +31,20 @@ RECONNECT_GIVE_UP_S = 2.0
 _pools: dict[asyncio.AbstractEventLoop, AsyncConnectionPool] = {}
 
 
+_engine: list[bool] = []  # read once: asked several times a request (see _forget_engine)
+
+
 def on_postgresql() -> bool:
-    return settings.DATABASES["default"]["ENGINE"] == "django.db.backends.postgresql"
+    if not _engine:
+        _engine.append(settings.DATABASES["default"]["ENGINE"]
+                       == "django.db.backends.postgresql")
+    return _engine[0]
+
+
+@receiver(setting_changed)
+def _forget_engine(*, setting: str, **kwargs: Any) -> None:
+    if setting == "DATABASES":
+        _engine.clear()
 
 
 def conninfo() -> str:
