@@ -361,6 +361,7 @@ class UpstreamSession:
     def __init__(self, loop: asyncio.AbstractEventLoop) -> None:
         self.loop = loop
         self.idle: dict[Origin, list[_Connection]] = {}
+        self.sweep: asyncio.TimerHandle | None = None
         self.closed = False
 
     async def post(self, url: URL, *, data: bytes, headers: Mapping[str, str],
@@ -436,9 +437,33 @@ class UpstreamSession:
             return
         connection.idle_since = time.monotonic()
         self.idle.setdefault(connection.origin, []).append(connection)
+        if self.sweep is None:
+            self.sweep = self.loop.call_later(KEEPALIVE_SECONDS, self._close_stale)
+
+    def _close_stale(self) -> None:
+        """Close what lay unused too long: after a burst of streams, thousands of
+        connections would otherwise stay open (and listed) until traffic came back."""
+        self.sweep = None
+        now = time.monotonic()
+        for origin, idle in list(self.idle.items()):
+            fresh = []
+            for connection in idle:
+                if connection.usable(now):
+                    fresh.append(connection)
+                else:
+                    connection.close()
+            if fresh:
+                self.idle[origin] = fresh
+            else:
+                del self.idle[origin]
+        if self.idle:
+            self.sweep = self.loop.call_later(KEEPALIVE_SECONDS, self._close_stale)
 
     async def close(self) -> None:
         self.closed = True
+        if self.sweep is not None:
+            self.sweep.cancel()
+            self.sweep = None
         for connections in self.idle.values():
             for connection in connections:
                 connection.close()

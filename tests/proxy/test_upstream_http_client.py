@@ -332,3 +332,29 @@ def test_nobody_listening_and_a_line_break_in_a_header_are_refused():
         await close_upstream_sessions()
 
     run(scenario)
+
+
+def test_connections_left_unused_after_a_burst_are_closed(monkeypatch):
+    monkeypatch.setattr(http_client, "KEEPALIVE_SECONDS", 0.2)
+    open_connections: set[int] = set()
+
+    async def handler(reader, writer, number):
+        open_connections.add(number)
+        try:
+            await read_request(reader)
+            await asyncio.sleep(0.05)  # all twenty in flight together
+            writer.write(answer(b"{}"))
+            await writer.drain()
+            await reader.read()  # until the client closes it
+        finally:
+            open_connections.discard(number)
+
+    async def scenario() -> tuple[int, int, int]:
+        async with Server(handler) as url:
+            await asyncio.gather(*(post(url) for _ in range(20)))
+            idle_after_burst = sum(map(len, upstream_session().idle.values()))
+            open_after_burst = len(open_connections)
+            await asyncio.sleep(0.6)
+            return idle_after_burst, open_after_burst, len(open_connections)
+
+    assert run(scenario) == (20, 20, 0)
