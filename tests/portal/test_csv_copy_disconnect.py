@@ -106,6 +106,9 @@ def test_closing_the_stream_midway_cancels_the_copy_and_frees_the_connection(hea
         after = _settled_state(backend)
         # The same (thread's) connection takes the next query at once.
         answer = await sync_to_async(_select_one)()
+        # That thread ends with the context: its connection would stay open (and keep the
+        # test database from being dropped) until collected.
+        await sync_to_async(_close_connection)()
         return received, sending, after, answer
 
     async def run() -> tuple[int, tuple[str, str], tuple[str, str], int]:
@@ -139,6 +142,10 @@ def _settled_state(pid: int, *, wait_s: float = 10.0) -> tuple[str, str]:
 
 def _backend_pid() -> int:
     return connection.connection.info.backend_pid
+
+
+def _close_connection() -> None:
+    connection.close()  # the calling thread's
 
 
 def _select_one() -> int:

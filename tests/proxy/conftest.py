@@ -5,10 +5,13 @@ from collections.abc import Callable, Iterator
 
 import openai
 import pytest
+import redis
 
 from accounts.services import api_key_create, user_create
 from billing.models import ModelPrice
 from billing.services import price_set, wallet_credit
+from proxy.ground import shared_state
+from proxy.limits import reset_local_limits
 from proxy.models import Worker, WorkerModel
 from tests.live_router import LiveRouter, forget_shared_state
 from tests.proxy.upstream import UpstreamServer, upstream  # noqa: F401 - a fixture
@@ -23,6 +26,23 @@ def _fresh_lookups() -> Iterator[None]:
     forget_shared_state()
     yield
     forget_shared_state()
+
+
+@pytest.fixture
+def redis_db(settings) -> Iterator[redis.Redis]:
+    """The test Redis database, empty, with the process's shared state and local limits
+    forgotten before and after."""
+    if not settings.REDIS_URL:
+        pytest.skip("needs Redis")
+    client = redis.Redis.from_url(settings.REDIS_URL, decode_responses=True)
+    client.flushdb()
+    shared_state.reset_for_tests()
+    reset_local_limits()
+    yield client
+    client.flushdb()
+    client.close()
+    shared_state.reset_for_tests()
+    reset_local_limits()
 
 
 @pytest.fixture

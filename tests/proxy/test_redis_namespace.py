@@ -5,15 +5,13 @@ limits, worker slots, circuits, cache or Celery queues."""
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Awaitable, Callable, Iterator
+from collections.abc import Awaitable, Callable
 from typing import TypeVar
 
-import pytest
-import redis
 from django.core.cache import cache
 
 from proxy.ground import shared_state
-from proxy.limits import Limits, Scope, limits_admit, reset_local_limits
+from proxy.limits import Limits, Scope, limits_admit
 from proxy.upstream.breaker import ALLOWED_CLEAN, REFUSED, breaker_allows, breaker_failure
 from proxy.upstream.capacity import slot_acquire
 from router_admin.celery import app as celery_app
@@ -32,19 +30,6 @@ def in_new_instance(scenario: Callable[[], Awaitable[T]]) -> T:
 
     shared_state.reset_for_tests()
     return asyncio.run(in_loop())
-
-
-@pytest.fixture
-def redis_db(settings) -> Iterator[redis.Redis]:
-    client = redis.Redis.from_url(settings.REDIS_URL, decode_responses=True)
-    client.flushdb()
-    shared_state.reset_for_tests()
-    reset_local_limits()
-    yield client
-    client.flushdb()
-    client.close()
-    shared_state.reset_for_tests()
-    reset_local_limits()
 
 
 def key_limited(rpm: int | None = None) -> list[Scope]:

@@ -22,25 +22,13 @@ import redis
 
 from proxy.ground import shared_state
 from proxy.ground.redis_pipeline import CLIENT_NAME, PipelinedRedis
-from proxy.limits import Limits, Scope, limits_admit, reset_local_limits
+from proxy.limits import Limits, Scope, limits_admit
 from tests.router_processes import free_port, wait_for_port
 
 DOWN_WARNING = "Redis is not answering"
 
 
-@pytest.fixture(autouse=True)
-def redis_db(settings) -> Iterator[redis.Redis]:
-    if not settings.REDIS_URL:
-        pytest.skip("needs Redis")
-    client = redis.Redis.from_url(settings.REDIS_URL)
-    client.flushdb()
-    shared_state.reset_for_tests()
-    reset_local_limits()
-    yield client
-    client.flushdb()
-    client.close()
-    shared_state.reset_for_tests()
-    reset_local_limits()
+pytestmark = pytest.mark.usefixtures("redis_db")  # tests/proxy/conftest.py
 
 
 def client_for(url: str, timeout: float = 1.0) -> PipelinedRedis:
