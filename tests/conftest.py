@@ -32,6 +32,15 @@ def _static_files_without_collectstatic():
 
 
 @pytest.fixture(scope="session", autouse=True)
+def _fast_passwords():
+    # The real hasher is slow on purpose (PBKDF2, about 0.4 s a password on this machine)
+    # and tests make and sign in users by the hundred. Processes the tests start (routers,
+    # the CLI) keep the real one.
+    with override_settings(PASSWORD_HASHERS=["django.contrib.auth.hashers.MD5PasswordHasher"]):
+        yield
+
+
+@pytest.fixture(scope="session", autouse=True)
 def _processes_tests_start_share_this_redis_namespace():
     # The routers, Celery workers and commands that tests start are pointed at the test
     # database, whose name would give them another Redis prefix than this process's (named

@@ -20,12 +20,6 @@ _request_ids = itertools.count(1)
 
 
 @pytest.fixture(autouse=True)
-def _fast_passwords(settings) -> None:
-    # The real hasher is slow on purpose; these tests sign in dozens of times.
-    settings.PASSWORD_HASHERS = ["django.contrib.auth.hashers.MD5PasswordHasher"]
-
-
-@pytest.fixture(autouse=True)
 def _fresh_cache() -> Iterator[None]:
     # Sign-in failures are counted in the cache; one test's must not block the next.
     cache.clear()

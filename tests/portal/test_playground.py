@@ -122,8 +122,7 @@ def test_playground_keys_are_hidden_from_the_key_list_and_the_keys_api(member_cl
 
 @pytest.mark.django_db(transaction=True)
 def test_a_call_with_the_key_is_billed_and_its_usage_carries_the_playground_key(
-        mock_model, router: LiveRouter, make_user, settings) -> None:
-    settings.PASSWORD_HASHERS = ["django.contrib.auth.hashers.MD5PasswordHasher"]
+        mock_model, router: LiveRouter, make_user) -> None:
     from billing.services import wallet_credit
 
     user = make_user(email="player@example.com", password=PASSWORD)

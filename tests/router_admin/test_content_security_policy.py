@@ -33,11 +33,6 @@ PASSWORD = "correct horse battery staple 42"
 ROOT = Path(django_settings.BASE_DIR)
 
 
-@pytest.fixture(autouse=True)
-def _fast_passwords(settings) -> None:
-    settings.PASSWORD_HASHERS = ["django.contrib.auth.hashers.MD5PasswordHasher"]
-
-
 @pytest.fixture
 def member() -> User:
     """A portal user with money, a key, a management token and a request on record."""

@@ -115,9 +115,7 @@ def shared_site(request: pytest.FixtureRequest, live_router: LiveRouter,
         raise pytest.UsageError(f"{request.node.name} uses shared_site: mark it "
                                 "`pytestmark = pytest.mark.django_db` (not transactional)")
     flush_redis()  # limits and breaker state that earlier tests left
-    changed = override_settings(
-        SESSION_COOKIE_SECURE=False, CSRF_COOKIE_SECURE=False,
-        PASSWORD_HASHERS=["django.contrib.auth.hashers.MD5PasswordHasher"])
+    changed = override_settings(SESSION_COOKIE_SECURE=False, CSRF_COOKIE_SECURE=False)
     with changed, django_db_blocker.unblock():
         try:
             yield live_router

@@ -60,7 +60,6 @@ def _problems(page: Any) -> list[str]:
 
 def test_the_auto_top_up_page_fits_a_phone_and_is_accessible(site: Any, settings: Any,
                                                               page: Any) -> None:
-    settings.PASSWORD_HASHERS = ["django.contrib.auth.hashers.MD5PasswordHasher"]
     settings.STRIPE_SECRET_KEY = "sk_test_binom_router_tests"
     settings.STRIPE_WEBHOOK_SECRET = "whsec_binom_router_tests"
     in_thread(_seed)

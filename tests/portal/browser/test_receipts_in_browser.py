@@ -38,8 +38,7 @@ def _seed() -> int:
 
 
 @pytest.fixture
-def receipt_id(site: Any, settings: Any) -> int:
-    settings.PASSWORD_HASHERS = ["django.contrib.auth.hashers.MD5PasswordHasher"]
+def receipt_id(site: Any) -> int:
     return in_thread(_seed)
 
 

@@ -83,7 +83,6 @@ def _seed() -> Seeded:
 
 @pytest.fixture
 def seeded(site: Any, settings: Any) -> Seeded:  # noqa: F811 - the imported fixture
-    settings.PASSWORD_HASHERS = ["django.contrib.auth.hashers.MD5PasswordHasher"]
     # Card payments on, so the billing pages show their forms (showing them calls nobody).
     settings.STRIPE_SECRET_KEY = SECRET_KEY
     settings.STRIPE_WEBHOOK_SECRET = WEBHOOK_SECRET
