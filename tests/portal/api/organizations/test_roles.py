@@ -19,6 +19,12 @@ from tests.portal.organizations.role_table import (
 pytestmark = [pytest.mark.django_db, pytest.mark.usefixtures("org_stripe")]
 
 
+@pytest.fixture
+def team(shared_team):
+    # Seeded once for the module: each case rolls back what it did.
+    return shared_team
+
+
 @pytest.mark.parametrize(("case", "role"), cases(API_ENDPOINTS), ids=case_id)
 def test_each_endpoint_answers_each_role_as_the_table_says(team, case, role):
     path, data = case.fill(team.placeholders(role))
