@@ -335,7 +335,7 @@ def test_nobody_listening_and_a_line_break_in_a_header_are_refused():
 
 
 def test_connections_left_unused_after_a_burst_are_closed(monkeypatch):
-    monkeypatch.setattr(http_client, "KEEPALIVE_SECONDS", 0.2)
+    monkeypatch.setattr(http_client.connection, "KEEPALIVE_SECONDS", 0.2)
     open_connections: set[int] = set()
 
     async def handler(reader, writer, number):
