@@ -358,3 +358,25 @@ def test_connections_left_unused_after_a_burst_are_closed(monkeypatch):
             return idle_after_burst, open_after_burst, len(open_connections)
 
     assert run(scenario) == (20, 20, 0)
+
+
+def test_a_header_the_call_names_replaces_the_default_one():
+    seen: list[bytes] = []
+
+    async def handler(reader, writer, number):
+        seen.append(await read_request(reader))
+        writer.write(answer(b"{}"))
+
+    async def scenario() -> None:
+        async with Server(handler) as url:
+            response = await upstream_session().post(
+                url, data=b"{}", timeout=TIMEOUT,
+                headers={"user-agent": "staff-chosen/1.0", "X-Team": "café €"})
+            await response.read()
+            response.release()
+
+    run(scenario)
+    assert seen[0].count(b"ser-agent") == 1
+    assert b"\r\nuser-agent: staff-chosen/1.0\r\n" in seen[0]
+    assert "X-Team: café €".encode() in seen[0]
+    assert b"\r\nAccept-Encoding: identity\r\n" in seen[0]

@@ -39,18 +39,26 @@ def _target(url: URL) -> tuple[Origin, bytes]:
     if url.scheme not in ("http", "https") or not url.host:
         raise aiohttp.InvalidURL(url)
     port = url.port or (443 if url.scheme == "https" else 80)
-    head = (f"POST {url.raw_path_qs} HTTP/1.1\r\nHost: {url.host_port_subcomponent}\r\n"
-            f"User-Agent: {USER_AGENT}\r\nAccept-Encoding: identity\r\n").encode()
-    return (url.scheme, url.raw_host or url.host, port), head
+    head = f"POST {url.raw_path_qs} HTTP/1.1\r\nHost: {url.host_port_subcomponent}\r\n"
+    return (url.scheme, url.raw_host or url.host, port), head.encode()
+
+
+# Sent unless the call names them itself (a worker's extra headers may set its own).
+_DEFAULTS = {"user-agent": f"User-Agent: {USER_AGENT}\r\n",
+             "accept-encoding": "Accept-Encoding: identity\r\n"}
 
 
 def _header_lines(headers: Mapping[str, str]) -> bytes:
     lines = []
+    defaults = dict(_DEFAULTS)
     for name, value in headers.items():
         if "\r" in name or "\n" in name or "\r" in value or "\n" in value:
             raise ValueError(f"An upstream header may not contain a line break: {name!r}")
+        defaults.pop(name.lower(), None)
         lines.append(f"{name}: {value}\r\n")
-    return "".join(lines).encode("latin-1")
+    lines.extend(defaults.values())
+    # UTF-8, as aiohttp sent them before: a worker's header may hold any text.
+    return "".join(lines).encode()
 
 
 class UpstreamSession:
