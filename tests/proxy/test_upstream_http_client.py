@@ -176,7 +176,7 @@ def test_a_stream_is_read_line_by_line_and_closing_it_drops_the_connection():
             response = await upstream_session().post(url, data=b"{}", headers=JSON,
                                                      timeout=TIMEOUT)
             assert response.headers["content-type"] == "text/event-stream"
-            lines = [await response.content.readline() for _ in range(6)]
+            lines = [await response.readline() for _ in range(6)]
             response.close()
             await asyncio.wait_for(server.closed_by_client.wait(), 2)
             return lines, server.closed_by_client.is_set()
@@ -199,7 +199,7 @@ def test_a_large_stream_read_slowly_arrives_whole():
             response = await upstream_session().post(url, data=b"{}", headers=JSON,
                                                      timeout=TIMEOUT)
             count = 0
-            while got := await response.content.readline():
+            while got := await response.readline():
                 assert got == line
                 count += 1
                 if count % 200 == 0:

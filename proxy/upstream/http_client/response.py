@@ -15,17 +15,6 @@ from multidict import CIMultiDict
 from proxy.upstream.http_client.connection import READ_AHEAD_BYTES, Connection
 
 
-class _Content:
-    """The body as it arrives, by lines (Server-Sent Events): what the providers read of
-    aiohttp's ``response.content``."""
-
-    def __init__(self, response: UpstreamResponse) -> None:
-        self._response = response
-
-    async def readline(self) -> bytes:
-        return await self._response.readline()
-
-
 class UpstreamResponse:
     """An upstream's answer: its status and headers once they came, then its body."""
 
@@ -50,7 +39,6 @@ class UpstreamResponse:
         self.last_bytes = self.loop.time()
         self.timer: asyncio.TimerHandle | None = None
         self.decoder: Any = None
-        self.content = _Content(self)
 
     # -- what the parser reports (httptools calls these)
 
@@ -133,6 +121,11 @@ class UpstreamResponse:
             self._headers = CIMultiDict((name.decode("latin-1"), value.decode("latin-1"))
                                         for name, value in self._header_list)
         return self._headers
+
+    async def head(self) -> None:
+        """Wait for the status and the headers."""
+        while not self.headers_done:
+            await self._wait()
 
     async def read(self) -> bytes:
         while not self.complete:

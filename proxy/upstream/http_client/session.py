@@ -78,26 +78,21 @@ class UpstreamSession:
         deadline = None if timeout.total is None else self.loop.time() + timeout.total
         connection = self._reusable(origin)
         if connection is not None:
-            response = await self._send(connection, request, timeout, deadline)
+            response = self._send(connection, request, timeout, deadline)
             try:
-                await self._head(response)
+                await response.head()
                 return response
-            except (aiohttp.ServerDisconnectedError, ConnectionError):
+            except aiohttp.ServerDisconnectedError:
                 if response.received_any:
                     raise
                 # Closed by the upstream while it lay idle: the request never reached it.
         connection = await self._connect(origin, timeout, deadline)
-        response = await self._send(connection, request, timeout, deadline)
-        await self._head(response)
+        response = self._send(connection, request, timeout, deadline)
+        await response.head()
         return response
 
-    async def _head(self, response: UpstreamResponse) -> None:
-        while not response.headers_done:
-            await response._wait()
-
-    async def _send(self, connection: Connection, request: bytes,
-                    timeout: aiohttp.ClientTimeout, deadline: float | None
-                    ) -> UpstreamResponse:
+    def _send(self, connection: Connection, request: bytes, timeout: aiohttp.ClientTimeout,
+              deadline: float | None) -> UpstreamResponse:
         response = UpstreamResponse(connection, read_timeout=timeout.sock_read,
                                     deadline=deadline)
         connection.response = response

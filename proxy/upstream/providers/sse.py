@@ -23,10 +23,9 @@ async def sse_events(response: UpstreamResponse,
     comments, keep-alives and the blank lines between events are skipped; a line that is
     not JSON is the upstream's fault, past the point where another worker could take over.
     """
-    content = response.content
     while True:
         # One event's data is one line in every dialect we read: readline is enough.
-        line = await content.readline()
+        line = await response.readline()
         if not line:
             return
         if not line.startswith(b"data:"):
