@@ -171,6 +171,19 @@ class PipelinedRedis:
             link = await self._connected()
         return await link.send(hiredis.pack_command(args))
 
+    def send_now(self, *args: Arg) -> asyncio.Future[Any] | None:
+        """Write a command before this turn of the loop ends, with whatever else is waiting
+        to go, and return the future of its reply without waiting for it: for a command
+        that must reach Redis before what the caller writes next (the answer whose client
+        may ask again at once, and be counted by the command's effect). None while no
+        connection is open (the caller then awaits ``execute``)."""
+        link = self._link
+        if link is None or link.failed is not None:
+            return None
+        future = link.send(hiredis.pack_command(args))
+        link.flush()
+        return future
+
     async def execute_many(self, commands: Sequence[Sequence[Arg]]) -> list[Any]:
         """Several commands in one write; their replies (or the first error) in order."""
         link = self._link
@@ -207,11 +220,17 @@ class PipelinedRedis:
         return int(await self.execute("ZCOUNT", name, low, high))
 
     async def aclose(self) -> None:
+        """Close the connection once the replies still owed have come (at most ``timeout``):
+        a command sent without waiting (``send_now``) is not taken for a failed one."""
         self._closed = True
         if self._opening is not None:
             self._opening.cancel()
-        if self._link is not None:
-            self._link.fail(RedisConnectionError("The client was closed"))
+        link = self._link
+        if link is not None:
+            owed = [future for future, _ in link.owed if not future.done()]
+            if owed:
+                await asyncio.wait(owed, timeout=self.timeout)
+            link.fail(RedisConnectionError("The client was closed"))
 
     # -- the connection
 

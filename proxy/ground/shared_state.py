@@ -119,6 +119,35 @@ class RedisScript:
         except NoScriptError:
             return await client.eval(self.source, len(keys), *keys, *args)
 
+    def send_now(self, client: PipelinedRedis, keys: Sequence[str],
+                 args: Sequence[str | int | float]) -> asyncio.Future[Any] | None:
+        """The script written at once (``PipelinedRedis.send_now``), and the future of its
+        reply; None while the client has no connection open (then ``run`` it). Should Redis
+        not know the script, it is sent again in full, at once too."""
+        sent = client.send_now("EVALSHA", self.sha, len(keys), *keys, *args)
+        if sent is None:
+            return None
+        reply: asyncio.Future[Any] = sent.get_loop().create_future()
+
+        def relay(done: asyncio.Future[Any]) -> None:
+            error = None if done.cancelled() else done.exception()
+            if reply.done():
+                return
+            if isinstance(error, NoScriptError) and done is sent:
+                again = client.send_now("EVAL", self.source, len(keys), *keys, *args)
+                if again is not None:
+                    again.add_done_callback(relay)
+                    return
+            if done.cancelled():
+                reply.cancel()
+            elif error is not None:
+                reply.set_exception(error)
+            else:
+                reply.set_result(done.result())
+
+        sent.add_done_callback(relay)
+        return reply
+
 
 @dataclass(frozen=True)
 class SlotAsk:

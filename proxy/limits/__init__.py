@@ -30,6 +30,8 @@ refused further on).
 
 from __future__ import annotations
 
+import asyncio
+import logging
 import math
 from collections import deque
 from collections.abc import Sequence
@@ -44,6 +46,8 @@ from proxy.ground.shared_state import SlotAsk, redis_client, redis_failed
 from proxy.limits import local_store, redis_store
 from proxy.limits.base import DIMENSION_NAMES, NEVER, TOKENS, Limits, Scope, Verdict
 from proxy.limits.headers import duration, ratelimit_headers, retry_headers
+
+logger = logging.getLogger(__name__)
 
 __all__ = ["Admission", "Limits", "Refusal", "Scope", "SlotAsk", "limits_admit",
            "limits_correct_tokens",
@@ -210,27 +214,51 @@ async def _settle(admission: Admission, *, actual_tokens: int | None, release: b
         # Should this fail, the estimate stays counted: stricter than the truth, for one
         # window.
         await _settle_in_redis(client, request_id=request_id, correct=correct,
-                               actual_tokens=admission.tokens)
+                               actual_tokens=admission.tokens, wait=False)
 
 
 async def _settle_in_redis(client: PipelinedRedis, *, request_id: str = "",
-                           correct: tuple[Scope, ...] = (), actual_tokens: int = 0) -> bool:
+                           correct: tuple[Scope, ...] = (), actual_tokens: int = 0,
+                           wait: bool = True) -> bool:
     """Settle in Redis, with the slots released while it did not answer: kept for later
     again should it still not answer (False), as a slot left behind by a short outage would
-    otherwise stay taken for its whole lease."""
+    otherwise stay taken for its whole lease.
+
+    With ``wait=False`` the command is written at once and its reply handled when it comes
+    (True: as far as the caller knows, it went): the end of a request need not wait a round
+    trip before its answer goes. Written before the answer, on the connection every
+    admission of this process takes, it still counts before the client's next request can
+    be admitted; one round trip less at concurrency 1."""
     slots = list(_unreleased)
     _unreleased.clear()
     if not slots and not correct:
         return True
+    command = {"request_id": request_id, "correct": correct, "actual_tokens": actual_tokens,
+               "window_ms": _window_ms(), "release": slots}
+    if not wait:
+        reply = redis_store.settle_now(client, **command)
+        if reply is not None:
+            reply.add_done_callback(lambda done: _settled(done, slots))
+            return True
     try:
-        await redis_store.settle(client, request_id=request_id, correct=correct,
-                                 actual_tokens=actual_tokens, window_ms=_window_ms(),
-                                 release=slots)
+        await redis_store.settle(client, **command)
     except RedisError as error:
-        redis_failed(error)
-        _unreleased.extendleft(reversed(slots))
+        _settle_failed(error, slots)
         return False
     return True
+
+
+def _settled(reply: asyncio.Future[object], slots: list[tuple[str, str]]) -> None:
+    error = None if reply.cancelled() else reply.exception()
+    if isinstance(error, RedisError):
+        _settle_failed(error, slots)
+    elif error is not None:
+        logger.error("settling the limits in Redis failed", exc_info=error)
+
+
+def _settle_failed(error: RedisError, slots: list[tuple[str, str]]) -> None:
+    redis_failed(error)
+    _unreleased.extendleft(reversed(slots))
 
 
 def limits_error(admission: Admission) -> ApiError:

@@ -13,7 +13,9 @@ exactly, where microseconds would be rounded.
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Sequence
+from typing import Any
 
 from proxy.ground.redis_pipeline import PipelinedRedis
 from proxy.ground.shared_state import RedisScript, SlotAsk, redis_key
@@ -232,13 +234,32 @@ def in_flight_slots(scopes: Sequence[Scope], request_id: str) -> list[tuple[str,
     return [(_in_flight_key(scope.name), request_id) for scope in scopes]
 
 
-async def settle(client: PipelinedRedis, *, request_id: str, correct: Sequence[Scope],
-                 actual_tokens: int, window_ms: int,
-                 release: Sequence[tuple[str, str]]) -> None:
+def _settle_command(*, request_id: str, correct: Sequence[Scope], actual_tokens: int,
+                    window_ms: int, release: Sequence[tuple[str, str]]
+                    ) -> tuple[list[str], list[str | int]]:
     keys: list[str] = []
     for scope in correct:
         keys += [_window_key(scope.name), _tokens_key(scope.name)]
     keys += [key for key, _ in release]
     args: list[str | int] = [window_ms, request_id, actual_tokens, len(correct)]
     args += [slot_request_id for _, slot_request_id in release]
+    return keys, args
+
+
+async def settle(client: PipelinedRedis, *, request_id: str, correct: Sequence[Scope],
+                 actual_tokens: int, window_ms: int,
+                 release: Sequence[tuple[str, str]]) -> None:
+    keys, args = _settle_command(request_id=request_id, correct=correct,
+                                 actual_tokens=actual_tokens, window_ms=window_ms,
+                                 release=release)
     await _settle_script.run(client, keys, args)
+
+
+def settle_now(client: PipelinedRedis, *, request_id: str, correct: Sequence[Scope],
+               actual_tokens: int, window_ms: int,
+               release: Sequence[tuple[str, str]]) -> asyncio.Future[Any] | None:
+    """``settle`` written at once, its reply not waited for (``RedisScript.send_now``)."""
+    keys, args = _settle_command(request_id=request_id, correct=correct,
+                                 actual_tokens=actual_tokens, window_ms=window_ms,
+                                 release=release)
+    return _settle_script.send_now(client, keys, args)

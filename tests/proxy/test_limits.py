@@ -219,13 +219,18 @@ def test_admitting_and_settling_take_one_redis_round_trip_each(monkeypatch):
     from proxy.ground.redis_pipeline import PipelinedRedis
 
     calls: list[str] = []
-    execute = PipelinedRedis.execute
+    execute, send_now = PipelinedRedis.execute, PipelinedRedis.send_now
 
     async def counted(self, *args):
         calls.append(str(args[0]))
         return await execute(self, *args)
 
+    def counted_now(self, *args):
+        calls.append(str(args[0]))
+        return send_now(self, *args)
+
     monkeypatch.setattr(PipelinedRedis, "execute", counted)
+    monkeypatch.setattr(PipelinedRedis, "send_now", counted_now)
     scopes = [key(rpm=10, tpm=1000, concurrency=2), user(rpm=20, tpm=5000, concurrency=4)]
 
     async def one_request() -> None:
@@ -374,3 +379,44 @@ def test_slots_released_while_redis_was_down_are_freed_in_redis_when_it_is_back(
     after = admit(scopes, "after")
     assert after.allowed
     assert after.shared
+
+
+def test_a_settle_not_waited_for_counts_before_the_next_admission():
+    """The end of a request writes its settle and goes on without the reply; the next
+    admission, on the same connection, comes after it: a client at its concurrency limit
+    calling one request after another is never refused for the one that just ended."""
+    scopes = [key(concurrency=1)]
+
+    async def back_to_back() -> list[bool]:
+        admitted = []
+        for number in range(20):
+            admission = await limits_admit(scopes=scopes, request_id=f"r{number}", tokens=0)
+            admitted.append(admission.allowed)
+            await limits_settle(admission, actual_tokens=0)
+        return admitted
+
+    run(lambda: limits_admit(scopes=[key(rpm=1)], request_id="warm", tokens=0))
+    assert run(back_to_back) == [True] * 20
+
+
+def test_a_settle_whose_reply_never_comes_keeps_its_slots_for_later(monkeypatch, caplog,
+                                                                     settings):
+    """Redis does not answer the settle in time: the slots it freed are kept and freed again
+    with the next command that reaches Redis, and the process counts locally meanwhile."""
+    monkeypatch.setattr(shared_state, "REDIS_TIMEOUT_SECONDS", 0.2)
+    scopes = [key(concurrency=1)]
+    admin = redis.Redis.from_url(settings.REDIS_URL)
+
+    async def scenario() -> tuple[list[tuple[str, str]], bool]:
+        admission = await limits_admit(scopes=scopes, request_id="r1", tokens=0)
+        assert admission.allowed and admission.shared
+        admin.execute_command("CLIENT", "PAUSE", "400", "ALL")
+        await limits_settle(admission, actual_tokens=0)  # returns without the reply
+        kept = list(limits._unreleased)
+        await asyncio.sleep(0.35)  # the reply is overdue (0.2 s and 0.05 s of grace)
+        return kept, list(limits._unreleased)
+
+    before, after = run(scenario)
+    assert before == []
+    assert len(after) == 1 and after[0][1] == "r1"
+    assert "Redis is not answering" in caplog.text
