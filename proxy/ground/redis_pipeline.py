@@ -171,17 +171,18 @@ class PipelinedRedis:
             link = await self._connected()
         return await link.send(hiredis.pack_command(args))
 
-    def send_now(self, *args: Arg) -> asyncio.Future[Any] | None:
-        """Write a command before this turn of the loop ends, with whatever else is waiting
-        to go, and return the future of its reply without waiting for it: for a command
-        that must reach Redis before what the caller writes next (the answer whose client
-        may ask again at once, and be counted by the command's effect). None while no
-        connection is open (the caller then awaits ``execute``)."""
+    def send(self, *args: Arg, at_once: bool = False) -> asyncio.Future[Any] | None:
+        """Send a command and return the future of its reply without waiting for it; None
+        while no connection is open (the caller then awaits ``execute``). It goes with the
+        others of this turn of the loop, or, ``at_once``, in a write of its own (with
+        whatever was waiting) before the caller goes on: for a command that must reach
+        Redis before what the caller writes next reaches anyone else."""
         link = self._link
         if link is None or link.failed is not None:
             return None
         future = link.send(hiredis.pack_command(args))
-        link.flush()
+        if at_once:
+            link.flush()
         return future
 
     async def execute_many(self, commands: Sequence[Sequence[Arg]]) -> list[Any]:
@@ -221,7 +222,7 @@ class PipelinedRedis:
 
     async def aclose(self) -> None:
         """Close the connection once the replies still owed have come (at most ``timeout``):
-        a command sent without waiting (``send_now``) is not taken for a failed one."""
+        a command sent without waiting (``send``) is not taken for a failed one."""
         self._closed = True
         if self._opening is not None:
             self._opening.cancel()

@@ -119,12 +119,13 @@ class RedisScript:
         except NoScriptError:
             return await client.eval(self.source, len(keys), *keys, *args)
 
-    def send_now(self, client: PipelinedRedis, keys: Sequence[str],
-                 args: Sequence[str | int | float]) -> asyncio.Future[Any] | None:
-        """The script written at once (``PipelinedRedis.send_now``), and the future of its
+    def send(self, client: PipelinedRedis, keys: Sequence[str],
+             args: Sequence[str | int | float], *, at_once: bool = False
+             ) -> asyncio.Future[Any] | None:
+        """The script sent without waiting (``PipelinedRedis.send``), and the future of its
         reply; None while the client has no connection open (then ``run`` it). Should Redis
-        not know the script, it is sent again in full, at once too."""
-        sent = client.send_now("EVALSHA", self.sha, len(keys), *keys, *args)
+        not know the script, it is sent again in full."""
+        sent = client.send("EVALSHA", self.sha, len(keys), *keys, *args, at_once=at_once)
         if sent is None:
             return None
         reply: asyncio.Future[Any] = sent.get_loop().create_future()
@@ -134,7 +135,8 @@ class RedisScript:
             if reply.done():
                 return
             if isinstance(error, NoScriptError) and done is sent:
-                again = client.send_now("EVAL", self.source, len(keys), *keys, *args)
+                again = client.send("EVAL", self.source, len(keys), *keys, *args,
+                                    at_once=at_once)
                 if again is not None:
                     again.add_done_callback(relay)
                     return

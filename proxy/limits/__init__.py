@@ -214,21 +214,27 @@ async def _settle(admission: Admission, *, actual_tokens: int | None, release: b
         # Should this fail, the estimate stays counted: stricter than the truth, for one
         # window.
         await _settle_in_redis(client, request_id=request_id, correct=correct,
-                               actual_tokens=admission.tokens, wait=False)
+                               actual_tokens=admission.tokens, wait=False,
+                               at_once=bool(freed))
 
 
 async def _settle_in_redis(client: PipelinedRedis, *, request_id: str = "",
                            correct: tuple[Scope, ...] = (), actual_tokens: int = 0,
-                           wait: bool = True) -> bool:
+                           wait: bool = True, at_once: bool = False) -> bool:
     """Settle in Redis, with the slots released while it did not answer: kept for later
     again should it still not answer (False), as a slot left behind by a short outage would
     otherwise stay taken for its whole lease.
 
-    With ``wait=False`` the command is written at once and its reply handled when it comes
-    (True: as far as the caller knows, it went): the end of a request need not wait a round
-    trip before its answer goes. Written before the answer, on the connection every
-    admission of this process takes, it still counts before the client's next request can
-    be admitted; one round trip less at concurrency 1."""
+    With ``wait=False`` the command is sent and its reply handled when it comes (True: as
+    far as the caller knows, it went): the end of a request need not wait a round trip
+    before its answer goes (one round trip less at concurrency 1). Every admission of this
+    process goes on the same connection after it, so the client's next request sees it
+    here whatever happens. ``at_once`` (a concurrency slot of the client's is freed): it is
+    written before the answer, in a write of its own, so that the next request sees it on
+    any instance too, and a client calling one request after another at its concurrency
+    limit is not refused for the one that just ended. Otherwise it goes with the other
+    commands of this turn of the loop (one write for many: a few microseconds later, and a
+    token count or a worker's slot that lingers that long refuses nobody wrongly)."""
     slots = list(_unreleased)
     _unreleased.clear()
     if not slots and not correct:
@@ -236,7 +242,7 @@ async def _settle_in_redis(client: PipelinedRedis, *, request_id: str = "",
     command = {"request_id": request_id, "correct": correct, "actual_tokens": actual_tokens,
                "window_ms": _window_ms(), "release": slots}
     if not wait:
-        reply = redis_store.settle_now(client, **command)
+        reply = redis_store.send_settle(client, **command, at_once=at_once)
         if reply is not None:
             reply.add_done_callback(lambda done: _settled(done, slots))
             return True

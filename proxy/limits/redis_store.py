@@ -255,11 +255,11 @@ async def settle(client: PipelinedRedis, *, request_id: str, correct: Sequence[S
     await _settle_script.run(client, keys, args)
 
 
-def settle_now(client: PipelinedRedis, *, request_id: str, correct: Sequence[Scope],
-               actual_tokens: int, window_ms: int,
-               release: Sequence[tuple[str, str]]) -> asyncio.Future[Any] | None:
-    """``settle`` written at once, its reply not waited for (``RedisScript.send_now``)."""
+def send_settle(client: PipelinedRedis, *, request_id: str, correct: Sequence[Scope],
+                actual_tokens: int, window_ms: int, release: Sequence[tuple[str, str]],
+                at_once: bool) -> asyncio.Future[Any] | None:
+    """``settle`` sent without waiting for its reply (``RedisScript.send``)."""
     keys, args = _settle_command(request_id=request_id, correct=correct,
                                  actual_tokens=actual_tokens, window_ms=window_ms,
                                  release=release)
-    return _settle_script.send_now(client, keys, args)
+    return _settle_script.send(client, keys, args, at_once=at_once)

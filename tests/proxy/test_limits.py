@@ -219,18 +219,18 @@ def test_admitting_and_settling_take_one_redis_round_trip_each(monkeypatch):
     from proxy.ground.redis_pipeline import PipelinedRedis
 
     calls: list[str] = []
-    execute, send_now = PipelinedRedis.execute, PipelinedRedis.send_now
+    execute, send = PipelinedRedis.execute, PipelinedRedis.send
 
     async def counted(self, *args):
         calls.append(str(args[0]))
         return await execute(self, *args)
 
-    def counted_now(self, *args):
+    def counted_now(self, *args, **options):
         calls.append(str(args[0]))
-        return send_now(self, *args)
+        return send(self, *args, **options)
 
     monkeypatch.setattr(PipelinedRedis, "execute", counted)
-    monkeypatch.setattr(PipelinedRedis, "send_now", counted_now)
+    monkeypatch.setattr(PipelinedRedis, "send", counted_now)
     scopes = [key(rpm=10, tpm=1000, concurrency=2), user(rpm=20, tpm=5000, concurrency=4)]
 
     async def one_request() -> None:
@@ -407,9 +407,10 @@ def test_a_settle_whose_reply_never_comes_keeps_its_slots_for_later(monkeypatch,
     scopes = [key(concurrency=1)]
     admin = redis.Redis.from_url(settings.REDIS_URL)
 
-    async def scenario() -> tuple[list[tuple[str, str]], bool]:
+    async def scenario() -> tuple[list[tuple[str, str]], list[tuple[str, str]]]:
         admission = await limits_admit(scopes=scopes, request_id="r1", tokens=0)
-        assert admission.allowed and admission.shared
+        assert admission.allowed
+        assert admission.shared
         admin.execute_command("CLIENT", "PAUSE", "400", "ALL")
         await limits_settle(admission, actual_tokens=0)  # returns without the reply
         kept = list(limits._unreleased)
@@ -418,5 +419,25 @@ def test_a_settle_whose_reply_never_comes_keeps_its_slots_for_later(monkeypatch,
 
     before, after = run(scenario)
     assert before == []
-    assert len(after) == 1 and after[0][1] == "r1"
+    assert [request_id for _, request_id in after] == ["r1"]
     assert "Redis is not answering" in caplog.text
+
+
+@pytest.mark.parametrize(("limits_", "written_at_once"),
+                         [({"concurrency": 2, "tpm": 1000}, True), ({"tpm": 1000}, False)])
+def test_a_settle_that_frees_a_concurrency_slot_is_written_before_the_caller_goes_on(
+    limits_, written_at_once
+):
+    """Freeing a client's concurrency slot must reach Redis before the answer reaches the
+    client, whichever instance takes its next request; a token count alone goes with the
+    other commands of the loop's turn (one write for many)."""
+    scopes = [key(**limits_)]
+
+    async def scenario() -> bool:
+        admission = await limits_admit(scopes=scopes, request_id="r1", tokens=600)
+        await limits_settle(admission, actual_tokens=300)
+        link = shared_state.redis_client()._link
+        return not link.outgoing
+
+    run(lambda: limits_admit(scopes=[key(rpm=1)], request_id="warm", tokens=0))
+    assert run(scenario) is written_at_once

@@ -19,7 +19,7 @@ MESSAGES = [{"role": "user", "content": "Hello there"}]
 def commands(monkeypatch) -> list[str]:
     """The name of every command the router sends to Redis (scripts by their digest)."""
     sent: list[str] = []
-    one, many, now = PipelinedRedis.execute, PipelinedRedis.execute_many, PipelinedRedis.send_now
+    one, many, now = PipelinedRedis.execute, PipelinedRedis.execute_many, PipelinedRedis.send
 
     async def counting(self, *args):
         sent.append(str(args[0]).upper())
@@ -29,12 +29,12 @@ def commands(monkeypatch) -> list[str]:
         sent.extend(str(command[0]).upper() for command in commands)
         return await many(self, commands)
 
-    def counting_now(self, *args):
+    def counting_now(self, *args, **options):
         sent.append(str(args[0]).upper())
-        return now(self, *args)
+        return now(self, *args, **options)
 
     monkeypatch.setattr(PipelinedRedis, "execute", counting)
-    monkeypatch.setattr(PipelinedRedis, "send_now", counting_now)
+    monkeypatch.setattr(PipelinedRedis, "send", counting_now)
     monkeypatch.setattr(PipelinedRedis, "execute_many", counting_many)
     return sent
 
