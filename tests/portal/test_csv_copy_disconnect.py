@@ -47,19 +47,23 @@ SELECT pid, state FROM pg_stat_activity
 @pytest.fixture(autouse=True)
 def _sessions_gone_after() -> Iterator[None]:
     """A backend outlives its client's close by a moment; the test database is dropped at
-    the end of the run only when no session is left in it."""
+    the end of the run only when no session is left in it. Only the sessions this test
+    opened are waited for: others (a live router's pool, started by another test of this
+    worker) are there for the whole run."""
+    with _own_connection() as conn:
+        started = conn.execute("SELECT clock_timestamp()").fetchone()[0]
     yield
     deadline = time.monotonic() + 10
-    while _other_sessions() and time.monotonic() < deadline:
+    while _sessions_opened_since(started) and time.monotonic() < deadline:
         time.sleep(0.05)
 
 
-def _other_sessions() -> int:
+def _sessions_opened_since(started: object) -> int:
     mine = connection.connection.info.backend_pid if connection.connection else 0
     with _own_connection() as conn:
         return conn.execute("SELECT count(*) FROM pg_stat_activity WHERE datname = "
-                            "current_database() AND pid NOT IN (pg_backend_pid(), %s)",
-                            [mine]).fetchone()[0]
+                            "current_database() AND pid NOT IN (pg_backend_pid(), %s) "
+                            "AND backend_start >= %s", [mine, started]).fetchone()[0]
 
 
 def _own_connection() -> psycopg.Connection:
