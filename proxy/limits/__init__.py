@@ -34,8 +34,9 @@ import asyncio
 import logging
 import math
 from collections import deque
-from collections.abc import Sequence
+from collections.abc import Coroutine, Sequence
 from dataclasses import dataclass, field
+from typing import Any
 
 from django.conf import settings
 from redis.exceptions import RedisError
@@ -51,7 +52,8 @@ logger = logging.getLogger(__name__)
 
 __all__ = ["Admission", "Limits", "Refusal", "Scope", "SlotAsk", "limits_admit",
            "limits_correct_tokens",
-           "limits_error", "limits_release", "limits_settle", "reset_local_limits"]
+           "limits_error", "limits_release", "limits_settle", "limits_settle_begin",
+           "reset_local_limits"]
 
 # The RPM and TPM window. A module constant so that tests can shorten it.
 WINDOW_SECONDS = 60.0
@@ -162,14 +164,18 @@ def _refused(admission: Admission, verdict: Verdict) -> None:
 
 async def limits_correct_tokens(admission: Admission, *, actual_tokens: int) -> None:
     """Count the request's actual tokens instead of the estimate it reserved."""
-    await _settle(admission, actual_tokens=actual_tokens, release=False)
+    rest = _settle_begin(admission, actual_tokens=actual_tokens, release=False)
+    if rest is not None:
+        await rest
 
 
 async def limits_release(admission: Admission) -> None:
     """The request ended: free its concurrency slots (and the worker's slot taken with
     the admission, if no lease took it over). Calling it again does nothing."""
-    await _settle(admission, actual_tokens=None, release=True,
-                  also_release=admission.take_slot())
+    rest = _settle_begin(admission, actual_tokens=None, release=True,
+                         also_release=admission.take_slot())
+    if rest is not None:
+        await rest
 
 
 async def limits_settle(admission: Admission, *, actual_tokens: int,
@@ -177,12 +183,26 @@ async def limits_settle(admission: Admission, *, actual_tokens: int,
     """Both at once, in one round trip: correct the tokens and release the slots, with
     ``also_release``: other in-flight entries of the request to remove in the same trip
     (its worker's slot, ``Lease.hand_over``)."""
-    await _settle(admission, actual_tokens=actual_tokens, release=True,
-                  also_release=[*also_release, *admission.take_slot()])
+    rest = limits_settle_begin(admission, actual_tokens=actual_tokens,
+                               also_release=also_release)
+    if rest is not None:
+        await rest
 
 
-async def _settle(admission: Admission, *, actual_tokens: int | None, release: bool,
-                  also_release: Sequence[tuple[str, str]] = ()) -> None:
+def limits_settle_begin(admission: Admission, *, actual_tokens: int,
+                        also_release: Sequence[tuple[str, str]] = ()
+                        ) -> Coroutine[Any, Any, bool] | None:
+    """``limits_settle`` as far as it goes without waiting: None when that was all (the
+    usual case: counted in this process, or the command sent to Redis, whose reply nobody
+    waits for), else the rest to await (Redis has no connection open yet). The end of a
+    request that is answered whole needs no task of its own this way."""
+    return _settle_begin(admission, actual_tokens=actual_tokens, release=True,
+                         also_release=[*also_release, *admission.take_slot()])
+
+
+def _settle_begin(admission: Admission, *, actual_tokens: int | None, release: bool,
+                  also_release: Sequence[tuple[str, str]] = ()
+                  ) -> Coroutine[Any, Any, bool] | None:
     correct: tuple[Scope, ...] = ()
     freed: tuple[Scope, ...] = ()
     request_id = admission.request_id
@@ -206,46 +226,60 @@ async def _settle(admission: Admission, *, actual_tokens: int | None, release: b
             if not admission.maybe_in_redis:
                 freed = ()
     if not correct and not freed and not also_release:
-        return
+        return None
     _unreleased.extend(redis_store.in_flight_slots(freed, request_id))
     _unreleased.extend(also_release)
     client = redis_client()
-    if client is not None:
-        # Should this fail, the estimate stays counted: stricter than the truth, for one
-        # window.
-        await _settle_in_redis(client, request_id=request_id, correct=correct,
-                               actual_tokens=admission.tokens, wait=False,
-                               at_once=bool(freed))
+    if client is None:
+        return None
+    # Should this fail, the estimate stays counted: stricter than the truth, for one
+    # window.
+    return _send_settle(client, request_id=request_id, correct=correct,
+                        actual_tokens=admission.tokens, at_once=bool(freed))
 
 
-async def _settle_in_redis(client: PipelinedRedis, *, request_id: str = "",
-                           correct: tuple[Scope, ...] = (), actual_tokens: int = 0,
-                           wait: bool = True, at_once: bool = False) -> bool:
-    """Settle in Redis, with the slots released while it did not answer: kept for later
-    again should it still not answer (False), as a slot left behind by a short outage would
-    otherwise stay taken for its whole lease.
+def _send_settle(client: PipelinedRedis, *, request_id: str, correct: tuple[Scope, ...],
+                 actual_tokens: int, at_once: bool) -> Coroutine[Any, Any, bool] | None:
+    """Settle in Redis, with the slots released while it did not answer, without waiting
+    for the reply (handled when it comes); None once sent, else the round trip to await
+    (no connection open yet).
 
-    With ``wait=False`` the command is sent and its reply handled when it comes (True: as
-    far as the caller knows, it went): the end of a request need not wait a round trip
-    before its answer goes (one round trip less at concurrency 1). Every admission of this
-    process goes on the same connection after it, so the client's next request sees it
-    here whatever happens. ``at_once`` (a concurrency slot of the client's is freed): it is
-    written before the answer, in a write of its own, so that the next request sees it on
-    any instance too, and a client calling one request after another at its concurrency
-    limit is not refused for the one that just ended. Otherwise it goes with the other
-    commands of this turn of the loop (one write for many: a few microseconds later, and a
-    token count or a worker's slot that lingers that long refuses nobody wrongly)."""
+    The end of a request need not wait a round trip before its answer goes (one round trip
+    less at concurrency 1). Every admission of this process goes on the same connection
+    after it, so the client's next request sees it here whatever happens. ``at_once`` (a
+    concurrency slot of the client's is freed): it is written before the answer, in a
+    write of its own, so that the next request sees it on any instance too, and a client
+    calling one request after another at its concurrency limit is not refused for the one
+    that just ended. Otherwise it goes with the other commands of this turn of the loop
+    (one write for many: a few microseconds later, and a token count or a worker's slot
+    that lingers that long refuses nobody wrongly)."""
     slots = list(_unreleased)
     _unreleased.clear()
     if not slots and not correct:
-        return True
+        return None
     command = {"request_id": request_id, "correct": correct, "actual_tokens": actual_tokens,
                "window_ms": _window_ms(), "release": slots}
-    if not wait:
-        reply = redis_store.send_settle(client, **command, at_once=at_once)
-        if reply is not None:
-            reply.add_done_callback(lambda done: _settled(done, slots))
-            return True
+    reply = redis_store.send_settle(client, **command, at_once=at_once)
+    if reply is None:
+        return _settle_waiting(client, command, slots)
+    reply.add_done_callback(lambda done: _settled(done, slots))
+    return None
+
+
+async def _settle_in_redis(client: PipelinedRedis) -> bool:
+    """Free in Redis the slots released while it did not answer, waiting for it: kept for
+    later again should it still not answer (False), as a slot left behind by a short outage
+    would otherwise stay taken for its whole lease."""
+    slots = list(_unreleased)
+    _unreleased.clear()
+    if not slots:
+        return True
+    return await _settle_waiting(client, {"request_id": "", "correct": (), "actual_tokens": 0,
+                                          "window_ms": _window_ms(), "release": slots}, slots)
+
+
+async def _settle_waiting(client: PipelinedRedis, command: dict[str, Any],
+                          slots: list[tuple[str, str]]) -> bool:
     try:
         await redis_store.settle(client, **command)
     except RedisError as error:

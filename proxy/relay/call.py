@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
+from collections.abc import Coroutine
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -22,7 +23,7 @@ from proxy.dialects.chat.request import CAP_FIELDS, ChatRequest
 from proxy.ground.access_log import access_log
 from proxy.ground.metrics import SETTLE_FAILURES, USAGE_FLAGS, completion_observed
 from proxy.ground.tokens import exact_prompt_tokens
-from proxy.limits import Admission, limits_release, limits_settle
+from proxy.limits import Admission, limits_release, limits_settle, limits_settle_begin
 from proxy.money import ChargePlan, OutputMeter, Verdict, check_usage
 from proxy.selectors import Caller
 from proxy.upstream.providers import UpstreamTarget
@@ -199,7 +200,9 @@ class Call:
         self.resolving = True
         usage = self.report(verdict, Status.OK)
         try:
-            await money.shielded(self._book(usage, lease))
+            rest = self._book_now(usage, lease)
+            if rest is not None:
+                await money.shielded(rest)
         finally:
             # Started last, so that its first steps (the statement's parameters, the send)
             # run while the answer is on its way; in a finally, so that a client hanging up
@@ -208,8 +211,18 @@ class Call:
             money.hold_keeper().own(self.request_id, task)
         return money.charge_for(price=self.price, plan=self.plan, usage=usage)
 
+    def _book_now(self, usage: UsageReport, lease: Lease) -> Coroutine[Any, Any, object] | None:
+        """Free the worker's slot and correct the token counters, here and now when nothing
+        needs waiting for (the usual case: a task to shield it would cost more than the
+        work); else the rest, to run shielded from the client's hang-up."""
+        if not lease.breaker_clean:  # its circuit has failures on record: clear them first
+            return self._book(usage, lease)
+        return limits_settle_begin(
+            self.admission, actual_tokens=usage.prompt_tokens + usage.completion_tokens,
+            also_release=lease.hand_over())
+
     async def _book(self, usage: UsageReport, lease: Lease) -> None:
-        await lease.succeeded()  # nothing to do, unless its circuit has failures on record
+        await lease.succeeded()
         await limits_settle(self.admission,
                             actual_tokens=usage.prompt_tokens + usage.completion_tokens,
                             also_release=lease.hand_over())
