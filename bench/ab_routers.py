@@ -2,6 +2,7 @@
 the machine's noise does not decide.
 
     .venv/bin/python bench/ab_routers.py --baseline /tmp/base [--rounds 12 --seconds 2]
+        [--restart-every 4]
 
 ``--baseline`` is a checkout of the build to compare against (``git worktree add /tmp/base
 <commit>``); the other build is this checkout. Both must share the database schema (the
@@ -19,8 +20,12 @@ machine within seconds of each other:
   to the upstream's own (measured in blocks of its own, between);
 - streams: ``--sequential`` streamed requests per block: time to first token p50.
 
-Each figure is the median over the blocks, and the ratio of the two builds is given with the
-spread of its per-round ratios (each round holds one block of each build). At the end,
+Both routers are started afresh every ``--restart-every`` rounds (4): two processes of the
+same build, kept for a whole run, differed by 8 % in CPU per request and 15 % in added
+latency at concurrency 1 (an A/A run: ``--baseline`` a worktree of this very commit), which
+is each process's luck (memory layout, hash seeds), not the build's. Each figure is the
+median over the blocks, and the ratio of the two builds is given with the spread of its
+per-round ratios (each round holds one block of each build). At the end,
 every request the routers answered is checked to be billed exactly, as in every bench.
 """
 
@@ -79,7 +84,7 @@ def block_figures(run: Run) -> dict[str, float | None]:
 
 
 async def measure(options: argparse.Namespace, targets: dict[str, Target],
-                  meters: dict[str, Meter]) -> dict[str, Any]:
+                  meters: dict[str, Meter], rounds: range) -> dict[str, Any]:
     blocks: dict[str, dict[str, list[dict[str, float | None]]]] = {
         phase: {name: [] for name in targets} for phase in ("c64", "c1", "stream")}
     answered = 0
@@ -88,7 +93,7 @@ async def measure(options: argparse.Namespace, targets: dict[str, Target],
             warm = Run()
             await closed_loop(session, target, options.concurrency, 2.0, warm)
             answered += warm.ok if target.name != "direct" else 0
-        for round_number in range(options.rounds):
+        for round_number in rounds:
             order = list(targets) if round_number % 2 == 0 else list(reversed(targets))
             for name in order:
                 target, meter = targets[name], meters.get(name)
@@ -153,6 +158,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--baseline", type=Path, required=True,
                         help="a checkout of the build to compare against")
     parser.add_argument("--rounds", type=int, default=12)
+    parser.add_argument("--restart-every", type=int, default=4, metavar="ROUNDS",
+                        help="start both routers afresh every ROUNDS rounds (0: never)")
     parser.add_argument("--seconds", type=float, default=2.0,
                         help="closed-loop seconds per block at --concurrency")
     parser.add_argument("--sequential", type=int, default=100,
@@ -166,48 +173,73 @@ def main(argv: list[str] | None = None) -> int:
         parser.error(f"{options.baseline} is not a checkout of the router")
 
     env = router_env(options.database_url, [], redis_url=options.redis_url)
-    upstream_port, ports = free_port(), {"baseline": free_port(), "this build": free_port()}
+    upstream_port = free_port()
     prepare_database(options.database_url)
     flush_redis_db(options.redis_url)
     keys = seed(env, upstream_port, 1, key_rpm=PRODUCTION["key_rpm"],
                 key_tpm=PRODUCTION["key_tpm"])
-    services: list[Service] = []
+    trees = {"baseline": options.baseline.resolve(),
+             "this build": Path(__file__).resolve().parent.parent}
+    blocks: dict[str, dict[str, list[dict[str, float | None]]]] = {}
+    answered = 0
+    upstream: Service | None = None
     try:
         os.sched_setaffinity(0, {1})  # the load generator, beside the upstream
         upstream = start_service("upstream", upstream_argv(upstream_port), env, cpu=1)
-        services.append(upstream)
-        trees = {"baseline": options.baseline.resolve(),
-                 "this build": Path(__file__).resolve().parent.parent}
-        routers = {name: start_router(name.replace(" ", "_"), trees[name], ports[name], env)
-                   for name in trees}
-        services += routers.values()
         wait_ready(upstream, f"http://127.0.0.1:{upstream_port}/v1/models", {})
+        step = options.restart_every or options.rounds
+        for first in range(0, options.rounds, step):
+            rounds = range(first, min(first + step, options.rounds))
+            # The builds start in turn first (which one a process's memory layout favours
+            # is then the luck of each start, not of the build).
+            order = list(trees) if (first // step) % 2 == 0 else list(reversed(trees))
+            result = measure_with_fresh_routers(options, {name: trees[name] for name in order},
+                                                env, upstream_port, keys, rounds)
+            for phase, per_target in result["blocks"].items():
+                for name, figures in per_target.items():
+                    blocks.setdefault(phase, {}).setdefault(name, []).extend(figures)
+            answered += result["answered"]
+    finally:
+        if upstream is not None:
+            stop_service(upstream)
+    billing = check_billing(options.database_url, answered)
+    ok = billing.ok(answered)
+    lines = report(blocks)
+    print("\n".join(lines))
+    print(f"billing: {billing.describe(answered)}")
+    options.out.write_text(json.dumps({"blocks": blocks, "report": lines,
+                                       "billing_ok": ok}, indent=1))
+    return 0 if ok else 1
+
+
+def measure_with_fresh_routers(options: argparse.Namespace, trees: dict[str, Path],
+                               env: dict[str, str], upstream_port: int, keys: list[str],
+                               rounds: range) -> dict[str, Any]:
+    """Start a router of each build, measure ``rounds`` with them, stop them: two processes
+    of one build differ by several per cent (memory layout, hash seeds), so a comparison
+    that kept the same two processes for the whole run would measure their luck too."""
+    ports = {name: free_port() for name in trees}
+    routers = {name: start_router(name.replace(" ", "_"), trees[name], ports[name], env)
+               for name in trees}
+    try:
         for name, router in routers.items():
             wait_ready(router, f"http://127.0.0.1:{ports[name]}/v1/models",
                        {"Authorization": f"Bearer {keys[0]}"})
         targets = {"direct": make_target("direct",
                                          f"http://127.0.0.1:{upstream_port}/v1/chat/completions",
                                          "upstream-model", [])}
-        for name, port in ports.items():
-            targets[name] = make_target(name, f"http://127.0.0.1:{port}/v1/chat/completions",
-                                        ROUTER_MODEL, keys)
+        for name in ("baseline", "this build"):
+            targets[name] = make_target(
+                name, f"http://127.0.0.1:{ports[name]}/v1/chat/completions", ROUTER_MODEL, keys)
         meters = {name: Meter(router.proc.pid, options.database_url)
                   for name, router in routers.items()}
-        print(f"baseline {trees['baseline']} :{ports['baseline']}, this build "
-              f"{trees['this build']} :{ports['this build']}; {options.rounds} rounds",
-              flush=True)
-        result = run_async(measure(options, targets, meters), RUN_TIMEOUT_S)
+        print(f"rounds {rounds.start + 1}-{rounds.stop} of {options.rounds}: baseline "
+              f"{trees['baseline']} :{ports['baseline']}, this build {trees['this build']} "
+              f":{ports['this build']}", flush=True)
+        return run_async(measure(options, targets, meters, rounds), RUN_TIMEOUT_S)
     finally:
-        for service in reversed(services):
-            stop_service(service)
-    billing = check_billing(options.database_url, result["answered"])
-    ok = billing.ok(result["answered"])
-    lines = report(result["blocks"])
-    print("\n".join(lines))
-    print(f"billing: {billing.describe(result['answered'])}")
-    options.out.write_text(json.dumps({"blocks": result["blocks"], "report": lines,
-                                       "billing_ok": ok}, indent=1))
-    return 0 if ok else 1
+        for router in routers.values():
+            stop_service(router)
 
 
 if __name__ == "__main__":
