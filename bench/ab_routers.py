@@ -40,18 +40,15 @@ import sys
 from pathlib import Path
 from typing import Any
 
+from builds import add_build_options, prepare_builds
 from harness import (
     ROUTER_MODEL,
     TMP,
     Service,
     check_billing,
-    flush_redis_db,
     free_port,
-    prepare_database,
     router_argv,
-    router_env,
     run_async,
-    seed,
     start_service,
     stop_service,
     upstream_argv,
@@ -59,9 +56,7 @@ from harness import (
 )
 from load import Run, Target, closed_loop, make_target, pct, sequential, session_for
 from measure import Meter
-from proxy_bench import PRODUCTION
 
-DEFAULT_DATABASE_URL = "postgres://postgres@127.0.0.1:5432/binom_bench"
 RUN_TIMEOUT_S = 1800
 
 
@@ -155,8 +150,6 @@ def report(blocks: dict[str, dict[str, list[dict[str, float | None]]]]) -> list[
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--baseline", type=Path, required=True,
-                        help="a checkout of the build to compare against")
     parser.add_argument("--rounds", type=int, default=12)
     parser.add_argument("--restart-every", type=int, default=4, metavar="ROUNDS",
                         help="start both routers afresh every ROUNDS rounds (0: never)")
@@ -165,21 +158,13 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--sequential", type=int, default=100,
                         help="requests (and streams) per block at concurrency 1")
     parser.add_argument("--concurrency", type=int, default=64)
-    parser.add_argument("--redis-url", default=PRODUCTION["redis_url"])
-    parser.add_argument("--database-url", default=DEFAULT_DATABASE_URL)
+    add_build_options(parser)
     parser.add_argument("--out", type=Path, default=TMP / "ab_routers.json")
     options = parser.parse_args(argv)
-    if not (options.baseline / "manage.py").exists():
-        parser.error(f"{options.baseline} is not a checkout of the router")
 
-    env = router_env(options.database_url, [], redis_url=options.redis_url)
-    upstream_port = free_port()
-    prepare_database(options.database_url)
-    flush_redis_db(options.redis_url)
-    keys = seed(env, upstream_port, 1, key_rpm=PRODUCTION["key_rpm"],
-                key_tpm=PRODUCTION["key_tpm"])
-    trees = {"baseline": options.baseline.resolve(),
-             "this build": Path(__file__).resolve().parent.parent}
+    builds = prepare_builds(parser, options)
+    env, upstream_port, keys, trees = (builds.env, builds.upstream_port, builds.keys,
+                                       builds.trees)
     blocks: dict[str, dict[str, list[dict[str, float | None]]]] = {}
     answered = 0
     upstream: Service | None = None

@@ -1,0 +1,45 @@
+"""What the benches that compare two builds of the router share (``ab_routers.py``,
+``instructions.py``): the options naming the other build and the services, and one bench
+database and Redis seeded in the production configuration for both."""
+
+from __future__ import annotations
+
+import argparse
+from dataclasses import dataclass
+from pathlib import Path
+
+from harness import flush_redis_db, free_port, prepare_database, router_env, seed
+from proxy_bench import PRODUCTION
+
+DEFAULT_DATABASE_URL = "postgres://postgres@127.0.0.1:5432/binom_bench"
+THIS_BUILD = Path(__file__).resolve().parent.parent
+
+
+def add_build_options(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--baseline", type=Path, required=True,
+                        help="a checkout of the build to compare against (a git worktree)")
+    parser.add_argument("--redis-url", default=PRODUCTION["redis_url"])
+    parser.add_argument("--database-url", default=DEFAULT_DATABASE_URL)
+
+
+@dataclass(frozen=True)
+class Builds:
+    trees: dict[str, Path]  # "baseline" and "this build": the checkouts the routers run from
+    env: dict[str, str]  # the routers' environment
+    upstream_port: int
+    keys: list[str]  # API keys with the production limits, on one wallet
+
+
+def prepare_builds(parser: argparse.ArgumentParser, options: argparse.Namespace) -> Builds:
+    """Both checkouts, and the bench database recreated and seeded (Redis flushed): both
+    builds must share the schema this checkout migrates to."""
+    if not (options.baseline / "manage.py").exists():
+        parser.error(f"{options.baseline} is not a checkout of the router")
+    env = router_env(options.database_url, [], redis_url=options.redis_url)
+    upstream_port = free_port()
+    prepare_database(options.database_url)
+    flush_redis_db(options.redis_url)
+    keys = seed(env, upstream_port, 1, key_rpm=PRODUCTION["key_rpm"],
+                key_tpm=PRODUCTION["key_tpm"])
+    return Builds({"baseline": options.baseline.resolve(), "this build": THIS_BUILD}, env,
+                  upstream_port, keys)
