@@ -23,7 +23,8 @@ checked in every scope and dimension, and counted in all of them only if all hav
 
 Cost: one Redis round trip to admit (all scopes, all dimensions), and one to settle
 (``limits_settle``: correct the tokens and release the slots together, the worker's slot
-too; none when no scope limits TPM or concurrency and there is no worker slot to free).
+too; none when no scope limits TPM or concurrency and there is no worker slot to free),
+whose reply nothing waits for (``_send_settle`` says why that is safe).
 ``limits_release`` alone ends a request that has no usage to count (it failed, or was
 refused further on).
 """
