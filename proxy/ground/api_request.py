@@ -94,3 +94,7 @@ class ApiRequest(ASGIRequest):
         if encoding is not None:
             self.encoding = encoding
         self._stream = body_file
+        # The handler read the whole body and refused it past DATA_UPLOAD_MAX_MEMORY_SIZE
+        # already: ``body`` need not check the size again (a settings read) nor read it
+        # into a copy of its own.
+        self._body = body_file.getvalue()
