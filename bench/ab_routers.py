@@ -33,14 +33,13 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import statistics
 import subprocess
 import sys
 from pathlib import Path
 from typing import Any
 
-from builds import add_build_options, prepare_builds
+from builds import Builds, add_build_options, prepare_builds, upstream_running
 from harness import (
     ROUTER_MODEL,
     TMP,
@@ -49,9 +48,7 @@ from harness import (
     free_port,
     router_argv,
     run_async,
-    start_service,
     stop_service,
-    upstream_argv,
     wait_ready,
 )
 from load import Run, Target, closed_loop, make_target, pct, sequential, session_for
@@ -163,30 +160,22 @@ def main(argv: list[str] | None = None) -> int:
     options = parser.parse_args(argv)
 
     builds = prepare_builds(parser, options)
-    env, upstream_port, keys, trees = (builds.env, builds.upstream_port, builds.keys,
-                                       builds.trees)
     blocks: dict[str, dict[str, list[dict[str, float | None]]]] = {}
     answered = 0
-    upstream: Service | None = None
-    try:
-        os.sched_setaffinity(0, {1})  # the load generator, beside the upstream
-        upstream = start_service("upstream", upstream_argv(upstream_port), env, cpu=1)
-        wait_ready(upstream, f"http://127.0.0.1:{upstream_port}/v1/models", {})
+    with upstream_running(builds):
         step = options.restart_every or options.rounds
         for first in range(0, options.rounds, step):
             rounds = range(first, min(first + step, options.rounds))
             # The builds start in turn first (which one a process's memory layout favours
             # is then the luck of each start, not of the build).
-            order = list(trees) if (first // step) % 2 == 0 else list(reversed(trees))
-            result = measure_with_fresh_routers(options, {name: trees[name] for name in order},
-                                                env, upstream_port, keys, rounds)
+            order = list(builds.trees)
+            if (first // step) % 2:
+                order.reverse()
+            result = measure_with_fresh_routers(options, builds, order, rounds)
             for phase, per_target in result["blocks"].items():
                 for name, figures in per_target.items():
                     blocks.setdefault(phase, {}).setdefault(name, []).extend(figures)
             answered += result["answered"]
-    finally:
-        if upstream is not None:
-            stop_service(upstream)
     billing = check_billing(options.database_url, answered)
     ok = billing.ok(answered)
     lines = report(blocks)
@@ -197,21 +186,22 @@ def main(argv: list[str] | None = None) -> int:
     return 0 if ok else 1
 
 
-def measure_with_fresh_routers(options: argparse.Namespace, trees: dict[str, Path],
-                               env: dict[str, str], upstream_port: int, keys: list[str],
+def measure_with_fresh_routers(options: argparse.Namespace, builds: Builds, order: list[str],
                                rounds: range) -> dict[str, Any]:
-    """Start a router of each build, measure ``rounds`` with them, stop them: two processes
-    of one build differ by several per cent (memory layout, hash seeds), so a comparison
-    that kept the same two processes for the whole run would measure their luck too."""
-    ports = {name: free_port() for name in trees}
-    routers = {name: start_router(name.replace(" ", "_"), trees[name], ports[name], env)
-               for name in trees}
+    """Start a router of each build (in ``order``), measure ``rounds`` with them, stop them:
+    two processes of one build differ by several per cent (memory layout, hash seeds), so a
+    comparison that kept the same two processes for the whole run would measure their luck
+    too."""
+    trees, keys = builds.trees, builds.keys
+    ports = {name: free_port() for name in order}
+    routers = {name: start_router(name.replace(" ", "_"), trees[name], ports[name],
+                                  builds.env) for name in order}
     try:
         for name, router in routers.items():
             wait_ready(router, f"http://127.0.0.1:{ports[name]}/v1/models",
                        {"Authorization": f"Bearer {keys[0]}"})
         targets = {"direct": make_target("direct",
-                                         f"http://127.0.0.1:{upstream_port}/v1/chat/completions",
+                                         f"http://127.0.0.1:{builds.upstream_port}/v1/chat/completions",
                                          "upstream-model", [])}
         for name in ("baseline", "this build"):
             targets[name] = make_target(

@@ -5,10 +5,23 @@ database and Redis seeded in the production configuration for both."""
 from __future__ import annotations
 
 import argparse
+import os
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
-from harness import flush_redis_db, free_port, prepare_database, router_env, seed
+from harness import (
+    flush_redis_db,
+    free_port,
+    prepare_database,
+    router_env,
+    seed,
+    start_service,
+    stop_service,
+    upstream_argv,
+    wait_ready,
+)
 from proxy_bench import PRODUCTION
 
 DEFAULT_DATABASE_URL = "postgres://postgres@127.0.0.1:5432/binom_bench"
@@ -43,3 +56,17 @@ def prepare_builds(parser: argparse.ArgumentParser, options: argparse.Namespace)
                 key_tpm=PRODUCTION["key_tpm"])
     return Builds({"baseline": options.baseline.resolve(), "this build": THIS_BUILD}, env,
                   upstream_port, keys)
+
+
+@contextmanager
+def upstream_running(builds: Builds) -> Iterator[None]:
+    """The upstream on CPU 1, this process (the load generator) beside it, both routers
+    to be pinned to CPU 0; stopped at the end."""
+    os.sched_setaffinity(0, {1})
+    upstream = start_service("upstream", upstream_argv(builds.upstream_port), builds.env,
+                             cpu=1)
+    try:
+        wait_ready(upstream, f"http://127.0.0.1:{builds.upstream_port}/v1/models", {})
+        yield
+    finally:
+        stop_service(upstream)

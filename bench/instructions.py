@@ -31,7 +31,6 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
-import os
 import re
 import shutil
 import subprocess
@@ -39,7 +38,7 @@ import sys
 import time
 from pathlib import Path
 
-from builds import add_build_options, prepare_builds
+from builds import Builds, add_build_options, prepare_builds, upstream_running
 from harness import (
     BIN,
     ROUTER_MODEL,
@@ -48,9 +47,7 @@ from harness import (
     check_billing,
     free_port,
     router_argv,
-    start_service,
     stop_service,
-    upstream_argv,
     wait_ready,
 )
 from load import Run, Target, make_target, sequential, session_for
@@ -123,8 +120,9 @@ async def phase(target: Target, name: str, options: argparse.Namespace, run: Run
         await sequential(session, target, options.sequential, run, stream=name == "stream")
 
 
-def measure_build(name: str, tree: Path, env: dict[str, str], keys: list[str],
-                  options: argparse.Namespace) -> tuple[dict[str, float], int]:
+def measure_build(name: str, tree: Path, builds: Builds, options: argparse.Namespace
+                  ) -> tuple[dict[str, float], int]:
+    env, keys = builds.env, builds.keys
     port = free_port()
     out = TMP / f"instructions-{name}.callgrind"
     for stale in out.parent.glob(out.name + "*"):
@@ -175,20 +173,12 @@ def main(argv: list[str] | None = None) -> int:
         raise SystemExit("valgrind is not installed (apt-get install valgrind)")
 
     builds = prepare_builds(parser, options)
-    env, upstream_port, keys, trees = (builds.env, builds.upstream_port, builds.keys,
-                                       builds.trees)
     results: dict[str, dict[str, float]] = {}
     answered = 0
-    os.sched_setaffinity(0, {1})  # the load generator, beside the upstream
-    upstream = start_service("upstream", upstream_argv(upstream_port), env, cpu=1)
-    try:
-        wait_ready(upstream, f"http://127.0.0.1:{upstream_port}/v1/models", {})
-        for name, tree in trees.items():
-            results[name], count = measure_build(name.replace(" ", "_"), tree, env, keys,
-                                                 options)
+    with upstream_running(builds):
+        for name, tree in builds.trees.items():
+            results[name], count = measure_build(name.replace(" ", "_"), tree, builds, options)
             answered += count
-    finally:
-        stop_service(upstream)
     billing = check_billing(options.database_url, answered)
     ok = billing.ok(answered)
     lines = [f"{'instructions per request':<28} {'baseline':>14} {'this build':>14}   ratio"]

@@ -258,11 +258,12 @@ def _send_settle(client: PipelinedRedis, *, request_id: str, correct: tuple[Scop
     _unreleased.clear()
     if not slots and not correct:
         return None
-    command = {"request_id": request_id, "correct": correct, "actual_tokens": actual_tokens,
-               "window_ms": _window_ms(), "release": slots}
-    reply = redis_store.send_settle(client, **command, at_once=at_once)
+    reply = redis_store.send_settle(client, request_id=request_id, correct=correct,
+                                    actual_tokens=actual_tokens, window_ms=_window_ms(),
+                                    release=slots, at_once=at_once)
     if reply is None:
-        return _settle_waiting(client, command, slots)
+        return _settle_waiting(client, slots, request_id=request_id, correct=correct,
+                               actual_tokens=actual_tokens)
     reply.add_done_callback(lambda done: _settled(done, slots))
     return None
 
@@ -275,14 +276,16 @@ async def _settle_in_redis(client: PipelinedRedis) -> bool:
     _unreleased.clear()
     if not slots:
         return True
-    return await _settle_waiting(client, {"request_id": "", "correct": (), "actual_tokens": 0,
-                                          "window_ms": _window_ms(), "release": slots}, slots)
+    return await _settle_waiting(client, slots)
 
 
-async def _settle_waiting(client: PipelinedRedis, command: dict[str, Any],
-                          slots: list[tuple[str, str]]) -> bool:
+async def _settle_waiting(client: PipelinedRedis, slots: list[tuple[str, str]], *,
+                          request_id: str = "", correct: tuple[Scope, ...] = (),
+                          actual_tokens: int = 0) -> bool:
     try:
-        await redis_store.settle(client, **command)
+        await redis_store.settle(client, request_id=request_id, correct=correct,
+                                 actual_tokens=actual_tokens, window_ms=_window_ms(),
+                                 release=slots)
     except RedisError as error:
         _settle_failed(error, slots)
         return False

@@ -216,16 +216,20 @@ class Call:
         needs waiting for (the usual case: a task to shield it would cost more than the
         work); else the rest, to run shielded from the client's hang-up."""
         if not lease.breaker_clean:  # its circuit has failures on record: clear them first
-            return self._book(usage, lease)
+            return self._book_after_success(usage, lease)
+        return self._settle_limits(usage, lease)
+
+    async def _book_after_success(self, usage: UsageReport, lease: Lease) -> None:
+        await lease.succeeded()
+        rest = self._settle_limits(usage, lease)
+        if rest is not None:
+            await rest
+
+    def _settle_limits(self, usage: UsageReport, lease: Lease
+                       ) -> Coroutine[Any, Any, object] | None:
         return limits_settle_begin(
             self.admission, actual_tokens=usage.prompt_tokens + usage.completion_tokens,
             also_release=lease.hand_over())
-
-    async def _book(self, usage: UsageReport, lease: Lease) -> None:
-        await lease.succeeded()
-        await limits_settle(self.admission,
-                            actual_tokens=usage.prompt_tokens + usage.completion_tokens,
-                            also_release=lease.hand_over())
 
     async def _record(self, usage: UsageReport) -> None:
         charged = await money.settle(request_id=self.request_id,
