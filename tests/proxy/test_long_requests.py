@@ -13,13 +13,16 @@ from billing.models import Hold, LedgerEntry, UsageRecord, Wallet
 from billing.services.sweeper import holds_sweep
 
 MESSAGES = [{"role": "user", "content": "Say something long."}]
+HOLD_TTL = 3.0
 
 
 @pytest.fixture
 def short_hold_ttl(settings):
-    # Real deployments keep holds for minutes; a second and a half makes a 4-second stream
-    # outlive its hold several times over.
-    settings.ROUTER_HOLD_TTL_SECONDS = 1.5
+    # Real deployments keep holds for minutes; three seconds makes an 8-second stream
+    # outlive its hold more than twice over, and leaves the keeper two seconds to spare
+    # (two thirds of the TTL) on a loaded machine: at 1.5 s with a third to spare, a CI run
+    # once saw the sweeper take the hold.
+    settings.ROUTER_HOLD_TTL_SECONDS = HOLD_TTL
 
 
 def _sweep_until(stop: threading.Event, expired: list[str]) -> None:
@@ -33,7 +36,7 @@ def test_a_stream_longer_than_the_hold_ttl_is_charged_in_full_despite_the_sweepe
 ):
     user_id, secret = make_key()
     words = " ".join(f"w{i}" for i in range(20))
-    upstream.configure(reply=words, chunk_delay=0.2)  # about 4 s from first to last token
+    upstream.configure(reply=words, chunk_delay=0.2)  # 40 tokens: 8 s from first to last
     stop, expired = threading.Event(), []
     sweeper = threading.Thread(target=_sweep_until, args=(stop, expired))
     sweeper.start()
@@ -48,7 +51,7 @@ def test_a_stream_longer_than_the_hold_ttl_is_charged_in_full_despite_the_sweepe
         stop.set()
         sweeper.join()
 
-    assert took > 2 * 1.5  # well past the TTL, or the test proves nothing
+    assert took > 2 * HOLD_TTL  # well past the TTL, or the test proves nothing
     assert expired == []
     usage = chunks[-1].usage
     record = UsageRecord.objects.get()
@@ -56,7 +59,7 @@ def test_a_stream_longer_than_the_hold_ttl_is_charged_in_full_despite_the_sweepe
     assert record.completion_tokens == usage.completion_tokens > 0
     hold = Hold.objects.get()
     assert hold.status == Hold.Status.POSTED
-    assert hold.expires_at > hold.created_at + timedelta(seconds=1.5)  # it was extended
+    assert hold.expires_at > hold.created_at + timedelta(seconds=HOLD_TTL)  # it was extended
     charge = LedgerEntry.objects.get(kind="charge")
     assert -charge.amount_micros == record.cost_micros > 0
     wallet = Wallet.objects.get(user_id=user_id)
