@@ -181,6 +181,23 @@ def hold_expire(*, hold_id: str, usage: UsageReport | None = None) -> HoldOutcom
     return _release(hold_id, Hold.Status.EXPIRED, usage)
 
 
+def hold_discard(*, hold_id: str) -> bool:
+    """Delete a pending hold its request never used (refused by the limits while the hold
+    was taken beside their check) and give its money back: no usage record, no ledger
+    entry, as if it had never been taken. False when the hold was no longer pending (it
+    stays as it was)."""
+    with transaction.atomic():
+        hold = _lock_hold(hold_id)
+        if hold.status != Hold.Status.PENDING:
+            return False
+        wallet = Wallet.objects.select_for_update().get(pk=hold.wallet_id)
+        wallet.pending_micros -= hold.amount_micros
+        wallet.save(update_fields=["pending_micros", "updated_at"])
+        _budget_release(hold, charged_micros=0)
+        hold.delete()
+        return True
+
+
 def holds_extend(*, hold_ids: list[str], expires_at: datetime) -> int:
     """Push back the expiry of holds whose requests are still running (a long stream), so
     the sweeper does not release money a live request will still settle. Only pending holds

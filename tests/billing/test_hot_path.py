@@ -17,13 +17,22 @@ import pytest
 from asgiref.sync import sync_to_async
 from django.utils import timezone
 
+from accounts.services import api_key_create
 from billing.errors import InsufficientFunds
-from billing.models import Hold, LedgerEntry, UsageRecord, Wallet
+from billing.models import Hold, KeyBudget, LedgerEntry, UsageRecord, Wallet
 from billing.selectors import wallet_audit
-from billing.services import UsageReport, hold_create, hold_settle, wallet_credit
+from billing.services import (
+    UsageReport,
+    hold_create,
+    hold_settle,
+    key_budget_set,
+    wallet_credit,
+)
+from billing.services.holds import hold_discard as hold_discard_orm
 from billing.services.holds import holds_extend as holds_extend_orm
 from billing.services.hot_path import (
     close_pools,
+    hold_discard,
     hold_reserve,
     hold_resolve,
     holds_extend,
@@ -190,6 +199,35 @@ def test_extending_holds_moves_only_pending_ones_and_never_earlier(loop, user, p
     after = {hold.pk: hold.expires_at for hold in Hold.objects.all()}
     assert moved == 1
     assert after == {**before, "running": new_expiry}
+
+
+@pytest.mark.parametrize("path", ["statement", "orm"])
+def test_a_discarded_hold_is_gone_with_its_money_back_and_nothing_written(loop, user, price,
+                                                                          path):
+    """What a request the limits refused beside its hold leaves: nothing."""
+    wallet_credit(user=user, amount_micros=10_000, idempotency_key="f", memo="")
+    key = api_key_create(user=user).api_key
+    key_budget_set(api_key=key, lifetime_limit_micros=5_000, monthly_limit_micros=None)
+    for hold_id in ("unused", "settled"):
+        loop.run(hold_reserve(wallet_id=wallet_id_of(user.pk), hold_id=hold_id,
+                              amount_micros=2_000, price_id=price.pk, model=price.model,
+                              api_key_id=key.pk,
+                              expires_at=timezone.now() + timedelta(minutes=5)))
+    loop.run(hold_resolve(hold_id="settled", usage=_usage(1, 1), cost_micros=3))
+    discard = (hold_discard if path == "statement"
+               else sync_to_async(hold_discard_orm))
+
+    loop.run(discard(hold_id="unused"))
+    loop.run(discard(hold_id="settled"))  # no longer pending: left as it is
+
+    assert list(Hold.objects.values_list("pk", "status")) == [("settled", "posted")]
+    assert list(UsageRecord.objects.values_list("request_id", flat=True)) == ["settled"]
+    assert LedgerEntry.objects.filter(kind="charge").count() == 1
+    wallet = Wallet.objects.get(user=user)
+    assert (wallet.posted_micros, wallet.pending_micros) == (9_997, 0)
+    budget = KeyBudget.objects.get(api_key=key)
+    assert (budget.pending_micros, budget.spent_micros) == (0, 3)
+    assert wallet_audit(wallet_id=wallet.pk).consistent
 
 
 def test_a_reservation_does_not_turn_off_durable_commits_for_what_follows(loop, user, price,

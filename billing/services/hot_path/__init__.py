@@ -39,6 +39,7 @@ from billing.services.holds import (
     hold_settle,
     hold_void,
 )
+from billing.services.holds import hold_discard as hold_discard_orm
 from billing.services.holds import holds_extend as holds_extend_orm
 from billing.services.hot_path import hold_times
 from billing.services.hot_path.batches import ALONE, Alone, Batcher
@@ -54,6 +55,8 @@ from billing.services.hot_path.connections import (
 from billing.services.hot_path.connections import on_postgresql as _on_postgresql
 from billing.services.hot_path.statements import (
     BUDGET_SQL,
+    DISCARD_AT_SQL,
+    DISCARD_SQL,
     EXTEND_SQL,
     MEMBER_BUDGET_SQL,
     RESERVE_MANY_SQL,
@@ -67,7 +70,8 @@ from billing.services.hot_path.statements import (
 )
 
 __all__ = ["RETRY_DELAYS_S", "RETRY_WINDOW_S", "backoff", "batchers", "close_pools", "conninfo",
-           "hold_reserve", "hold_resolve", "holds_extend", "spending_room", "wallet_available"]
+           "hold_discard", "hold_reserve", "hold_resolve", "holds_extend", "spending_room",
+           "wallet_available"]
 
 logger = logging.getLogger(__name__)
 
@@ -276,23 +280,40 @@ def _release_if_taken(work: asyncio.Future[None], hold_id: str, created_at: date
         _release(hold_id, created_at)
 
 
-def _release(hold_id: str, created_at: datetime) -> None:
-    hold_times.remember(hold_id, created_at)
-    task = asyncio.ensure_future(_released(hold_id))
+def _release(hold_id: str, created_at: datetime | None, *, discard: bool = False) -> None:
+    if created_at is not None:
+        hold_times.remember(hold_id, created_at)
+    task = asyncio.ensure_future(_released(hold_id, discard=discard))
     _releasing.add(task)
     task.add_done_callback(_releasing.discard)
 
 
-async def _released(hold_id: str) -> None:
-    """Void the hold if it exists and is pending, trying again while the database is
-    unavailable. Voiding a hold that was never taken changes nothing."""
+async def hold_discard(*, hold_id: str) -> None:
+    """Delete a hold its request never used and give its money back: the limits refused
+    the request while its hold was being taken beside their check
+    (``proxy.relay.admission``). Nothing is recorded, as for a request refused before its
+    hold: no usage record, no charge. While the database is unavailable it is tried again
+    in the background."""
+    try:
+        await _discard(hold_id)
+    except DatabaseUnavailable:
+        _release(hold_id, None, discard=True)  # its time is still remembered
+
+
+async def _released(hold_id: str, *, discard: bool = False) -> None:
+    """Void the hold if it exists and is pending (``discard``: delete it, with no usage
+    record), trying again while the database is unavailable. Voiding a hold that was never
+    taken changes nothing."""
     usage = UsageReport(prompt_tokens=0, completion_tokens=0,
                         source=UsageRecord.Source.ESTIMATED, status=UsageRecord.Status.CANCELLED,
                         estimate_reason=UsageRecord.EstimateReason.INCOMPLETE)
     pauses = backoff(RETRY_DELAYS_S, RETRY_WINDOW_S)
     while True:
         try:
-            await hold_resolve(hold_id=hold_id, usage=usage, cost_micros=None)
+            if discard:
+                await _discard(hold_id)
+            else:
+                await hold_resolve(hold_id=hold_id, usage=usage, cost_micros=None)
             return
         except DatabaseUnavailable:
             pause = next(pauses, None)
@@ -417,6 +438,16 @@ async def _resolve_alone(hold_id: str, usage: UsageReport, cost_micros: int | No
         "month": current_month(),
     })
     return row[0] if row else None
+
+
+async def _discard(hold_id: str) -> None:
+    if not _on_postgresql():
+        await sync_to_async(hold_discard_orm, thread_sensitive=False)(hold_id=hold_id)
+        return
+    created_at = hold_times.recall(hold_id)
+    await fetch(DISCARD_SQL if created_at is None else DISCARD_AT_SQL, {
+        "hold_id": hold_id, "created_at": created_at, "month": current_month()})
+    hold_times.forget(hold_id)
 
 
 def _upstream_cost(usage: UsageReport, cost_micros: int | None) -> int | None:

@@ -288,6 +288,39 @@ WITH item AS (
 SELECT ord, charged_micros FROM hold
 """
 
+# A hold its request never used (the limits refused the request while its reservation was
+# being taken alongside): deleted, its money given back, no usage record and no ledger entry
+# written, as if it had never been taken; the request is counted as a refusal.
+DISCARD_SQL = """
+WITH hold AS (
+    DELETE FROM billing_hold
+     WHERE id = %(hold_id)s AND status = 'pending'
+ RETURNING wallet_id, amount_micros, api_key_id
+), wallet AS (
+    UPDATE billing_wallet AS w
+       SET pending_micros = w.pending_micros - hold.amount_micros, updated_at = now()
+      FROM hold
+     WHERE w.id = hold.wallet_id
+), budget AS (
+    UPDATE billing_keybudget AS b
+       SET pending_micros = b.pending_micros - hold.amount_micros,
+           month_spent_micros = CASE WHEN b.month = %(month)s THEN b.month_spent_micros
+                                     ELSE 0 END,
+           month = %(month)s
+      FROM hold
+     WHERE b.api_key_id = hold.api_key_id
+), member AS (
+    UPDATE billing_memberbudget AS m
+       SET pending_micros = m.pending_micros - hold.amount_micros,
+           month_spent_micros = CASE WHEN m.month = %(month)s THEN m.month_spent_micros
+                                     ELSE 0 END,
+           month = %(month)s
+      FROM hold JOIN accounts_apikey AS k ON k.id = hold.api_key_id
+     WHERE NOT k.service AND m.organization_id = k.organization_id AND m.user_id = k.user_id
+)
+SELECT count(*) FROM hold
+"""
+
 # ``created_since``: the oldest of the holds' creation times, when all are known (NULL
 # otherwise), so that older months are not probed.
 EXTEND_SQL = """
@@ -343,6 +376,7 @@ _ONE_HOLD = "     WHERE id = %(hold_id)s AND status = 'pending'\n"
 _MANY_HOLDS = "     WHERE h.id = item.hold_id AND h.status = 'pending'\n"
 assert RESOLVE_SQL.count(_ONE_HOLD) == 1
 assert RESOLVE_MANY_SQL.count(_MANY_HOLDS) == 1
+assert DISCARD_SQL.count(_ONE_HOLD) == 1
 RESOLVE_AT_SQL = RESOLVE_SQL.replace(
     _ONE_HOLD, "     WHERE id = %(hold_id)s AND created_at = %(created_at)s"
                " AND status = 'pending'\n")
@@ -352,3 +386,6 @@ RESOLVE_MANY_AT_SQL = RESOLVE_MANY_SQL.replace(
     _MANY_HOLDS, "     WHERE h.id = item.hold_id AND h.created_at = item.created_at\n"
                  "       AND h.created_at BETWEEN %(created_min)s AND %(created_max)s\n"
                  "       AND h.status = 'pending'\n")
+DISCARD_AT_SQL = DISCARD_SQL.replace(
+    _ONE_HOLD, "     WHERE id = %(hold_id)s AND created_at = %(created_at)s"
+               " AND status = 'pending'\n")
