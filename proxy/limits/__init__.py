@@ -52,7 +52,7 @@ from proxy.limits.headers import duration, ratelimit_headers, retry_headers
 logger = logging.getLogger(__name__)
 
 __all__ = ["Admission", "Limits", "Refusal", "Scope", "SlotAsk", "limits_admit",
-           "limits_correct_tokens",
+           "limits_asks_redis", "limits_correct_tokens",
            "limits_error", "limits_release", "limits_settle", "limits_settle_begin",
            "reset_local_limits"]
 
@@ -101,6 +101,13 @@ class Admission:
 
 def _window_ms() -> int:
     return math.ceil(WINDOW_SECONDS * 1000)
+
+
+def limits_asks_redis(scopes: Sequence[Scope]) -> bool:
+    """Whether admitting a request in ``scopes`` waits for a round trip to Redis (there are
+    limits to count, and Redis to count them in): only then is there a wait to overlap."""
+    return (any(not scope.limits.unlimited for scope in scopes)
+            and redis_client() is not None)
 
 
 async def limits_admit(*, scopes: Sequence[Scope], request_id: str, tokens: int,

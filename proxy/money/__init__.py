@@ -9,7 +9,7 @@ from proxy.money.background import in_background, settlements_in_flight, shielde
 from proxy.money.output_meter import OutputMeter
 from proxy.money.plan import ChargePlan, Refused, capped_plan, plan_charge
 from proxy.money.refusals import flush_refusals, note_refusal
-from proxy.money.reservations import plan_waiting, reserve
+from proxy.money.reservations import discard_hold, plan_waiting, reserve, reserve_once
 from proxy.money.room import RoomWait
 from proxy.money.settlement import (
     SETTLE_RETRY_DELAYS_S,
@@ -41,6 +41,7 @@ __all__ = [
     "capped_plan",
     "charge_for",
     "check_usage",
+    "discard_hold",
     "flush_refusals",
     "hold_keeper",
     "in_background",
@@ -48,6 +49,7 @@ __all__ = [
     "plan_charge",
     "plan_waiting",
     "reserve",
+    "reserve_once",
     "settle",
     "shielded",
     "tolerance",

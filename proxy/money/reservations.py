@@ -9,7 +9,7 @@ from django.utils import timezone
 
 from billing.errors import InsufficientFunds, KeySpendCapReached
 from billing.models import ModelPrice
-from billing.services.hot_path import hold_reserve, spending_room
+from billing.services.hot_path import hold_discard, hold_reserve, spending_room
 from proxy.dialects.chat.request import ChatRequest
 from proxy.money.plan import ChargePlan, Refused, plan_charge, plan_with_room, refusal
 from proxy.money.room import RoomWait
@@ -33,11 +33,7 @@ async def reserve(*, request_id: str, caller: Caller, chat: ChatRequest, price: 
     a cap that had to wait is planned again with what its limits leave then)."""
     while True:
         try:
-            await hold_reserve(
-                wallet_id=caller.wallet_id, hold_id=request_id, amount_micros=plan.amount_micros,
-                price_id=price.pk, model=chat.model, api_key_id=caller.api_key_id,
-                expires_at=timezone.now() + timedelta(seconds=settings.ROUTER_HOLD_TTL_SECONDS))
-            hold_keeper().add(request_id)
+            await _take(request_id, caller, chat, price, plan)
             return plan
         except InsufficientFunds as refused:
             wait = wait or RoomWait(caller.wallet_id)
@@ -50,6 +46,33 @@ async def reserve(*, request_id: str, caller: Caller, chat: ChatRequest, price: 
                                      capped.remaining_micros, capped.held_micros))
         if chat.max_tokens is None:
             plan = await _replanned(caller, chat, price, plan, wait)
+
+
+async def reserve_once(*, request_id: str, caller: Caller, chat: ChatRequest,
+                       price: ModelPrice, plan: ChargePlan) -> bool:
+    """Take the hold of ``plan`` if the wallet and the caps have room for it now; False
+    if they have not (``reserve`` then waits for room, or says why there is none)."""
+    try:
+        await _take(request_id, caller, chat, price, plan)
+    except (InsufficientFunds, KeySpendCapReached):
+        return False
+    return True
+
+
+async def discard_hold(request_id: str) -> None:
+    """Give back the hold of a request refused before it used it (by the limits, asked
+    beside the reservation): deleted, no usage record, as for one refused before its hold."""
+    hold_keeper().discard(request_id)
+    await hold_discard(hold_id=request_id)
+
+
+async def _take(request_id: str, caller: Caller, chat: ChatRequest, price: ModelPrice,
+                plan: ChargePlan) -> None:
+    await hold_reserve(
+        wallet_id=caller.wallet_id, hold_id=request_id, amount_micros=plan.amount_micros,
+        price_id=price.pk, model=chat.model, api_key_id=caller.api_key_id,
+        expires_at=timezone.now() + timedelta(seconds=settings.ROUTER_HOLD_TTL_SECONDS))
+    hold_keeper().add(request_id)
 
 
 async def _replanned(caller: Caller, chat: ChatRequest, price: ModelPrice, plan: ChargePlan,

@@ -17,7 +17,7 @@ from typing import Any
 from django.conf import settings
 from django.http import HttpResponse, StreamingHttpResponse
 
-from billing.models import ModelKind, ModelPrice, UsageRecord
+from billing.models import ModelKind, UsageRecord
 from proxy import money
 from proxy.dialects.base import Dialect, StreamRender
 from proxy.dialects.chat.render import CHAT
@@ -32,8 +32,8 @@ from proxy.ground.errors import (
 )
 from proxy.ground.metrics import UPSTREAM_ERRORS
 from proxy.ground.responses import json_response
-from proxy.limits import Admission, limits_admit, limits_error, limits_release
 from proxy.money import Verdict
+from proxy.relay.admission import admit_and_hold
 from proxy.relay.call import Call
 from proxy.selectors import Caller, price_for_model, targets_for_model
 from proxy.upstream.providers import UpstreamError, native, provider_for
@@ -58,8 +58,8 @@ async def chat_completion(*, request: Any, caller: Caller, chat: ChatRequest,
         raise no_available_workers(chat.model)
     candidates = Candidates(targets, request.request_id)
     try:
-        plan, admission = await _admit_and_hold(request.request_id, caller, chat, price,
-                                                candidates)
+        plan, admission = await admit_and_hold(request.request_id, caller, chat, price,
+                                               candidates)
     except ApiError as error:
         # A 402 or 429 is counted for the user's usage list (in memory, written later).
         money.note_refusal(caller=caller, model=chat.model, endpoint=dialect.endpoint,
@@ -80,37 +80,6 @@ async def chat_completion(*, request: Any, caller: Caller, chat: ChatRequest,
     for name, value in admission.headers.items():
         response[name] = value
     return response
-
-
-async def _admit_and_hold(request_id: str, caller: Caller, chat: ChatRequest,
-                          price: ModelPrice, candidates: Candidates
-                          ) -> tuple[money.ChargePlan, Admission]:
-    """The request's plan, its admission by the limits (with its first worker's slot, in
-    the same round trip to Redis), and its hold; or the 402 or 429 that refuses it (with
-    nothing held and no slot taken)."""
-    # A request that names its cap needs no database to plan; one that does not asks
-    # what its wallet and key leave, and may have to wait for room.
-    plan = money.capped_plan(chat, price)
-    wait = None
-    if plan is None:
-        wait = money.RoomWait(caller.wallet_id)
-        plan = await money.plan_waiting(caller=caller, chat=chat, price=price, wait=wait)
-    admission = await limits_admit(scopes=caller.limit_scopes(), request_id=request_id,
-                                   tokens=plan.limit_tokens, slot=candidates.first_slot())
-    if not admission.allowed:
-        raise limits_error(admission)
-    try:
-        # A request that had to wait for room may be planned again: the token counters
-        # are corrected to the actual count when it settles.
-        plan = await money.reserve(request_id=request_id, caller=caller, chat=chat,
-                                   price=price, plan=plan, wait=wait)
-    except BaseException as error:
-        await money.shielded(limits_release(admission))  # the worker's slot with it
-        if isinstance(error, ApiError):
-            error.headers.update(admission.headers)
-        raise
-    candidates.slot_taken(admission.take_slot())
-    return plan, admission
 
 
 def _check_kind(kind: str, dialect: Dialect, model: str) -> None:
