@@ -245,7 +245,12 @@ async def burst(session: aiohttp.ClientSession, target: Target, count: int) -> C
 
 def session_for(concurrency: int) -> aiohttp.ClientSession:
     """A client session that keeps up to ``concurrency`` connections (0: no limit)."""
-    connector = aiohttp.TCPConnector(limit=concurrency, limit_per_host=concurrency)
+    # Idle connections are dropped after 4 s, before uvicorn's 5 s keep-alive closes them
+    # from its side: aiohttp's 15 s let a block reuse a connection the router was closing
+    # just then (one ClientOSError in an ab_routers.py run, each target idle for seconds
+    # while the others were measured).
+    connector = aiohttp.TCPConnector(limit=concurrency, limit_per_host=concurrency,
+                                     keepalive_timeout=4)
     return aiohttp.ClientSession(connector=connector,
                                  timeout=aiohttp.ClientTimeout(total=REQUEST_TIMEOUT_S),
                                  skip_auto_headers=("User-Agent",))
