@@ -113,7 +113,11 @@ class RedisScript:
         self.sha = hashlib.sha1(source.encode(), usedforsecurity=False).hexdigest()
 
     async def run(self, client: PipelinedRedis, keys: Sequence[str],
-                  args: Sequence[str | int | float]) -> Any:
+                  args: Sequence[str | int | float], *, at_once: bool = False) -> Any:
+        """The script's reply; ``at_once``: written before this returns to the loop, not
+        with the rest of the loop's turn (``PipelinedRedis.send``)."""
+        if at_once and (sent := self.send(client, keys, args, at_once=True)) is not None:
+            return await sent
         try:
             return await client.evalsha(self.sha, len(keys), *keys, *args)
         except NoScriptError:

@@ -111,10 +111,12 @@ def limits_asks_redis(scopes: Sequence[Scope]) -> bool:
 
 
 async def limits_admit(*, scopes: Sequence[Scope], request_id: str, tokens: int,
-                       slot: SlotAsk | None = None) -> Admission:
+                       slot: SlotAsk | None = None, at_once: bool = False) -> Admission:
     """Admit a request (``tokens``: its worst case) in all its scopes, or in none; with
     ``slot``, take that worker slot in the same round trip if the request is admitted and
-    one is free (``Admission.slot``). Without limits to count, no slot is taken here."""
+    one is free (``Admission.slot``). Without limits to count, no slot is taken here.
+    ``at_once``: the script is written to Redis as soon as it is ready rather than with
+    the rest of the loop's turn, for a caller that sends other work meanwhile."""
     if tokens < 0:
         raise ValueError("tokens cannot be negative")
     if not request_id or request_id.startswith("#"):
@@ -132,7 +134,7 @@ async def limits_admit(*, scopes: Sequence[Scope], request_id: str, tokens: int,
     if client is not None and await _settle_in_redis(client):
         try:
             verdict, slot_taken = await redis_store.admit(client, limited, slot=slot,
-                                                          **options)
+                                                          at_once=at_once, **options)
         except RedisError as error:
             # The script may have run and only its answer been lost: the release then
             # removes the slot from Redis too; the window's counts lapse with the window.

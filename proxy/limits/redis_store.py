@@ -211,8 +211,9 @@ def _limit(value: int | None) -> int:
 
 async def admit(client: PipelinedRedis, scopes: Sequence[Scope], *, request_id: str,
                 tokens: int, window_ms: int, lease_ms: int, busy_retry_ms: int,
-                slot: SlotAsk | None = None) -> tuple[Verdict, bool]:
-    """The verdict, and whether the worker's slot ``slot`` asks for was taken with it."""
+                slot: SlotAsk | None = None, at_once: bool = False) -> tuple[Verdict, bool]:
+    """The verdict, and whether the worker's slot ``slot`` asks for was taken with it
+    (``at_once``: the script written at once, ``RedisScript.run``)."""
     keys: list[str] = []
     args: list[str | int | float] = [window_ms, lease_ms, request_id, tokens, busy_retry_ms]
     for scope in scopes:
@@ -222,7 +223,8 @@ async def admit(client: PipelinedRedis, scopes: Sequence[Scope], *, request_id: 
     if slot is not None:
         keys.append(slot.key)
         args += [slot.limit, slot.lease_s]
-    reply = [int(value) for value in await _admit_script.run(client, keys, args)]
+    reply = [int(value) for value in await _admit_script.run(client, keys, args,
+                                                             at_once=at_once)]
     counts = tuple(ScopeCount(*reply[5 + 3 * i:8 + 3 * i]) for i in range(len(scopes)))
     verdict = Verdict(allowed=reply[0] == 1, refused_scope=reply[1] - 1, dimension=reply[2],
                       retry_ms=reply[3], used=reply[4], counts=counts)

@@ -9,7 +9,13 @@ from proxy.money.background import in_background, settlements_in_flight, shielde
 from proxy.money.output_meter import OutputMeter
 from proxy.money.plan import ChargePlan, Refused, capped_plan, plan_charge
 from proxy.money.refusals import flush_refusals, note_refusal
-from proxy.money.reservations import discard_hold, plan_waiting, reserve, reserve_once
+from proxy.money.reservations import (
+    discard_hold,
+    plan_waiting,
+    reserve,
+    reserve_once,
+    reserving_alone,
+)
 from proxy.money.room import RoomWait
 from proxy.money.settlement import (
     SETTLE_RETRY_DELAYS_S,
@@ -50,6 +56,7 @@ __all__ = [
     "plan_waiting",
     "reserve",
     "reserve_once",
+    "reserving_alone",
     "settle",
     "shielded",
     "tolerance",

@@ -9,7 +9,12 @@ from django.utils import timezone
 
 from billing.errors import InsufficientFunds, KeySpendCapReached
 from billing.models import ModelPrice
-from billing.services.hot_path import hold_discard, hold_reserve, spending_room
+from billing.services.hot_path import (
+    hold_discard,
+    hold_reserve,
+    reservations_idle,
+    spending_room,
+)
 from proxy.dialects.chat.request import ChatRequest
 from proxy.money.plan import ChargePlan, Refused, plan_charge, plan_with_room, refusal
 from proxy.money.room import RoomWait
@@ -57,6 +62,12 @@ async def reserve_once(*, request_id: str, caller: Caller, chat: ChatRequest,
     except (InsufficientFunds, KeySpendCapReached):
         return False
     return True
+
+
+def reserving_alone() -> bool:
+    """Whether a hold asked now would go to the database at once, on its own (no group of
+    reservations is there or waiting): the process is not busy reserving."""
+    return reservations_idle()
 
 
 async def discard_hold(request_id: str) -> None:

@@ -70,8 +70,8 @@ from billing.services.hot_path.statements import (
 )
 
 __all__ = ["RETRY_DELAYS_S", "RETRY_WINDOW_S", "backoff", "batchers", "close_pools", "conninfo",
-           "hold_discard", "hold_reserve", "hold_resolve", "holds_extend", "spending_room",
-           "wallet_available"]
+           "hold_discard", "hold_reserve", "hold_resolve", "holds_extend",
+           "reservations_idle", "spending_room", "wallet_available"]
 
 logger = logging.getLogger(__name__)
 
@@ -191,6 +191,12 @@ def batchers() -> Batchers:
 
 def _batching() -> bool:
     return settings.ROUTER_DB_BATCHING
+
+
+def reservations_idle() -> bool:
+    """Whether a reservation asked now goes to the database at once: no group of them is
+    in the database (or waiting to go), or they are not grouped."""
+    return not (_on_postgresql() and _batching()) or batchers()[0].idle
 
 
 async def close_pools() -> None:

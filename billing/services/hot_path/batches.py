@@ -63,6 +63,11 @@ class Batcher(Generic[Item, Result]):
         # Statements sent, the requests they carried, and how many of them failed.
         self.batches = self.items = self.failures = 0
 
+    @property
+    def idle(self) -> bool:
+        """Nothing queued nor in the database: an item submitted now is sent at once."""
+        return self._task is None
+
     async def submit(self, item: Item) -> Result | Alone:
         loop = asyncio.get_running_loop()
         future: asyncio.Future[Result | Alone] = loop.create_future()
