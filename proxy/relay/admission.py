@@ -49,7 +49,8 @@ logger = logging.getLogger(__name__)
 
 # How long a caller refused by its limits asks them before its hold (a rate window).
 REFUSED_MEMORY_S = 60.0
-# Callers remembered at most; past this, those refused longer ago than the memory go.
+# Callers remembered at most; past this, those refused longer ago than the memory go (all
+# of them, if they were refused within it).
 REFUSED_KEPT = 10_000
 
 # (key id, wallet id) -> when the limits last refused it (time.monotonic()).
@@ -159,12 +160,16 @@ def _caller_key(caller: Caller) -> tuple[int | None, int]:
 def _refused_lately(caller: Caller) -> bool:
     if not _refused_at:
         return False
-    when = _refused_at.get(_caller_key(caller))
     now = time.monotonic()
     if len(_refused_at) > REFUSED_KEPT:
         for key, at in list(_refused_at.items()):
             if now - at > REFUSED_MEMORY_S:
                 del _refused_at[key]
+        if len(_refused_at) > REFUSED_KEPT:
+            # Refusals for that many callers within a minute: forget them all rather than
+            # walk them on every request (each costs at most one discarded hold again).
+            _refused_at.clear()
+    when = _refused_at.get(_caller_key(caller))
     return when is not None and now - when < REFUSED_MEMORY_S
 
 

@@ -7,6 +7,7 @@ from __future__ import annotations
 import signal
 import threading
 from collections.abc import Iterator
+from functools import partial
 
 import httpx
 import openai
@@ -45,6 +46,10 @@ def discarded(monkeypatch) -> list[str]:
     return seen
 
 
+def _ask(client: openai.OpenAI):
+    return client.chat.completions.create(model="test-model", messages=MESSAGES, max_tokens=5)
+
+
 def _refused(call) -> openai.APIStatusError:
     with pytest.raises(openai.APIStatusError) as refused:
         call()
@@ -56,11 +61,7 @@ def test_a_request_the_limits_refuse_leaves_no_trace_of_the_hold_taken_beside_th
 ):
     user_id, secret = make_key()
     ApiKey.objects.filter(prefix=secret[:18]).update(rpm=1)
-    client = client_for(secret)
-
-    def ask():
-        return client.chat.completions.create(model="test-model", messages=MESSAGES,
-                                              max_tokens=5)
+    ask = partial(_ask, client_for(secret))
 
     ask()
     first = _refused(ask)
@@ -91,11 +92,7 @@ def test_a_request_both_over_its_limit_and_short_of_money_is_told_the_limit(
 ):
     user_id, secret = make_key(credit_micros=10)
     ApiKey.objects.filter(prefix=secret[:18]).update(rpm=1)
-    client = client_for(secret)
-
-    def ask():
-        return client.chat.completions.create(model="test-model", messages=MESSAGES,
-                                              max_tokens=5)
+    ask = partial(_ask, client_for(secret))
 
     assert _refused(ask).status_code == 402  # admitted (the minute's one), then short
     error = _refused(ask)
@@ -112,11 +109,7 @@ def test_a_request_short_of_money_frees_the_concurrency_slot_it_was_admitted_wit
 ):
     user_id, secret = make_key(credit_micros=10)
     ApiKey.objects.filter(prefix=secret[:18]).update(max_concurrency=1)
-    client = client_for(secret)
-
-    def ask():
-        return client.chat.completions.create(model="test-model", messages=MESSAGES,
-                                              max_tokens=5)
+    ask = partial(_ask, client_for(secret))
 
     # A slot not freed would refuse the second with a 429.
     assert [_refused(ask).status_code for _ in range(2)] == [402, 402]
@@ -165,3 +158,21 @@ def test_a_client_gone_while_redis_answers_late_leaves_no_hold_and_no_record(
                       timeout=20).status_code == 200
     router.drain()
     shared_state.reset_for_tests()
+
+
+def test_the_memory_of_refused_callers_stays_bounded(monkeypatch):
+    from types import SimpleNamespace
+
+    monkeypatch.setattr(admission, "REFUSED_KEPT", 3)
+    now = admission.time.monotonic()
+    callers = [SimpleNamespace(api_key_id=i, wallet_id=i) for i in range(5)]
+    admission._refused_at.update({(0, 0): now - 120, (1, 1): now - 90, (2, 2): now,
+                                  (3, 3): now})
+    # Past the bound, those refused longer ago than the memory go; the rest stay.
+    assert admission._refused_lately(callers[2])
+    assert set(admission._refused_at) == {(2, 2), (3, 3)}
+    assert not admission._refused_lately(callers[0])
+    # Past the bound with every one refused lately: all are forgotten.
+    admission._refused_at.update({(4, 4): now, (1, 1): now})
+    assert not admission._refused_lately(callers[4])
+    assert admission._refused_at == {}
