@@ -16,10 +16,17 @@ from tests.fake_dns import fake_dns  # noqa: F401 - a shared fixture
 from tests.live_router import live_router, mock_model, router  # noqa: F401 - shared fixtures
 from tests.repository_only import install as _read_only_inside_the_repository
 from tests.staff import staff_sign_in
+from tests.wallet_ids import forget as _forget_wallet_ids
 
 _read_only_inside_the_repository()
 
 _emails = itertools.count(1)
+
+
+@pytest.fixture(autouse=True)
+def _wallet_ids_of_this_test_only() -> Iterator[None]:
+    yield
+    _forget_wallet_ids()
 
 
 @pytest.fixture(scope="session", autouse=True)

@@ -10,9 +10,14 @@ from django.db import connection
 
 from billing.models import Wallet
 
-# A user's wallet never changes, and user ids are not reused within a test session (the
-# database is emptied between tests, its sequences are not reset).
+# A user's wallet never changes within a test; across tests ids may be reused (a migration
+# test that takes a table down and up again restarts its sequence: a CI run saw a cached
+# id name another test's wallet), so the conftest forgets them after each test.
 _known: dict[int, int] = {}
+
+
+def forget() -> None:
+    _known.clear()
 
 
 def _read(user_id: int) -> int:
