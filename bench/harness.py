@@ -38,6 +38,18 @@ from psycopg import sql
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))  # serve.py, beside manage.py
 from serve import SERVER, server_argv
 
+
+def _exit_on_sigterm(signum: int, frame: object) -> None:
+    # The services a bench starts run in process groups of their own (so that a stop takes
+    # their children too): a bench killed by SIGTERM must still reach the ``finally`` that
+    # stops them. Without this, a `pkill` of ab_routers.py left its two routers and the
+    # upstream running, holding PostgreSQL connections and a Redis database the test
+    # suite's second worker uses.
+    raise SystemExit(128 + signum)
+
+
+signal.signal(signal.SIGTERM, _exit_on_sigterm)
+
 ROOT = Path(__file__).resolve().parent.parent
 BIN = Path(sys.executable).parent  # the venv's bin: its python runs manage.py and the servers
 # Fixed, so a run is reproducible; it only encrypts the (empty) upstream key of the bench.
