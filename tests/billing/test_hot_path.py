@@ -57,7 +57,10 @@ def loop(django_db_setup, django_db_blocker) -> Iterator[LoopThread]:
 def _paths(request, settings) -> None:
     # Every test runs with overlapping requests grouped into one statement, and without.
     settings.ROUTER_DB_BATCHING = request.param == "batched"
-    settings.ROUTER_DB_POOL_SIZE = 40
+    # Enough connections for real contention; at 40 (with the ORM threads beside them) this
+    # file held 74 of PostgreSQL's 100 at once, and a test on the other xdist worker starting
+    # two routers was refused connections ("too many clients already").
+    settings.ROUTER_DB_POOL_SIZE = 16
 
 
 def _reserve(user, price, hold_id: str, amount: int):

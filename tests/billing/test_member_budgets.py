@@ -48,7 +48,10 @@ def _pools_closed(loop) -> Iterator[None]:
 @pytest.fixture(params=["batched", "alone"])
 def path(request, settings) -> str:
     settings.ROUTER_DB_BATCHING = request.param == "batched"
-    settings.ROUTER_DB_POOL_SIZE = 40
+    # Enough connections for real contention; at 40 (with the ORM threads beside them) this
+    # file held 74 of PostgreSQL's 100 at once, and a test on the other xdist worker starting
+    # two routers was refused connections ("too many clients already").
+    settings.ROUTER_DB_POOL_SIZE = 16
     return request.param
 
 
