@@ -106,6 +106,7 @@ class RecordedRequest:
     headers: dict[str, str]
     body: Any  # the parsed JSON, or None when the body was empty or not JSON
     raw: bytes
+    peer: Any = None  # the client's (host, port): one per connection it came on
 
 
 class RecordingServer(ThreadedServer):
@@ -136,8 +137,11 @@ class RecordingServer(ThreadedServer):
             body = orjson.loads(raw) if raw else None
         except orjson.JSONDecodeError:
             body = None
+        transport = request.transport
         recorded = RecordedRequest(method=request.method, path=request.path,
-                                   headers=dict(request.headers), body=body, raw=raw)
+                                   headers=dict(request.headers), body=body, raw=raw,
+                                   peer=transport.get_extra_info("peername") if transport
+                                   else None)
         with self._lock:
             self._requests.append(recorded)
         return recorded

@@ -186,6 +186,97 @@ def test_a_stream_is_read_line_by_line_and_closing_it_drops_the_connection():
     assert closed
 
 
+def stream_then(terminator_after: float | None) -> Handler:
+    """Streams answered on one connection, one after the other: the events up to
+    ``[DONE]``, then the chunked body's last chunk after ``terminator_after`` seconds (never,
+    with None)."""
+    async def handler(reader, writer, number):
+        while await read_request(reader) is not None:
+            writer.write(b"HTTP/1.1 200 OK\r\nContent-Type: text/event-stream\r\n"
+                         b"Transfer-Encoding: chunked\r\n\r\n")
+            piece = b'data: {"n": %d}\n\ndata: [DONE]\n\n' % number
+            writer.write(b"%x\r\n%s\r\n" % (len(piece), piece))
+            await writer.drain()
+            if terminator_after is None:
+                await reader.read()  # until the client goes
+                return
+            await asyncio.sleep(terminator_after)
+            writer.write(b"0\r\n\r\n")
+            await writer.drain()
+    return handler
+
+
+async def read_stream(url: URL) -> list[bytes]:
+    """One stream read to its [DONE], then finished as the providers finish it."""
+    response = await upstream_session().post(url, data=b"{}", headers=JSON, timeout=TIMEOUT)
+    lines = []
+    while (line := await response.readline()) != b"data: [DONE]\n":
+        lines.append(line)
+    response.finish()
+    response.close()  # what the relay's wrap-up does after every stream: nothing now
+    return lines
+
+
+@pytest.mark.parametrize("terminator_after", [0.0, 0.2])
+def test_streams_read_to_their_end_share_one_connection(terminator_after):
+    async def scenario() -> tuple[list[list[bytes]], int]:
+        server = Server(stream_then(terminator_after))
+        async with server as url:
+            streams = []
+            for _ in range(3):
+                streams.append(await read_stream(url))
+                # The last chunk, when it comes late, is awaited by the connection, not by
+                # the reader: the next call waits for it to be back.
+                await asyncio.sleep(terminator_after + 0.1)
+            return streams, server.connections
+
+    streams, connections = run(scenario)
+    assert streams == [[b'data: {"n": 1}\n', b"\n"]] * 3
+    assert connections == 1
+
+
+def test_a_stream_whose_body_never_ends_after_done_is_dropped_after_the_grace(monkeypatch):
+    monkeypatch.setattr(http_client.response, "FINISH_GRACE_SECONDS", 0.2)
+
+    async def scenario() -> tuple[list[list[bytes]], int, bool]:
+        server = Server(stream_then(None))
+        async with server as url:
+            first = await read_stream(url)
+            await asyncio.wait_for(server.closed_by_client.wait(), 2)
+            second = await read_stream(url)
+            return [first, second], server.connections, server.closed_by_client.is_set()
+
+    streams, connections, closed = run(scenario)
+    assert streams == [[b'data: {"n": 1}\n', b"\n"], [b'data: {"n": 2}\n', b"\n"]]
+    assert connections == 2
+    assert closed
+
+
+def test_closing_a_finished_stream_leaves_the_next_call_on_its_connection_alone():
+    async def body_later(reader, writer, number):
+        while await read_request(reader) is not None:
+            writer.write(b"HTTP/1.1 200 OK\r\nContent-Length: 8\r\n\r\n")
+            await writer.drain()
+            await asyncio.sleep(0.1)  # the second call is waiting for its body meanwhile
+            writer.write(b'{"n": %d}' % number)
+
+    async def scenario() -> tuple[int, bytes, int]:
+        server = Server(body_later)
+        async with server as url:
+            first = await upstream_session().post(url, data=b"{}", headers=JSON,
+                                                  timeout=TIMEOUT)
+            await first.read()
+            first.finish()  # complete: given back at once
+            second = await upstream_session().post(url, data=b"{}", headers=JSON,
+                                                   timeout=TIMEOUT)
+            first.close()  # late, from the first call's wrap-up
+            body = await second.read()
+            second.release()
+            return second.status, body, server.connections
+
+    assert run(scenario) == (200, b'{"n": 1}', 1)
+
+
 def test_a_large_stream_read_slowly_arrives_whole():
     line = b"data: " + b"x" * 1000 + b"\n"
 

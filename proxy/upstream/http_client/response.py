@@ -14,6 +14,12 @@ from multidict import CIMultiDict
 
 from proxy.upstream.http_client.connection import READ_AHEAD_BYTES, Connection
 
+# How long a stream read to its end (``[DONE]``) may wait for the message's own end (the
+# chunked body's last, empty chunk) before its connection is dropped instead of reused.
+# Servers send it with the last event or just after it; one that does not is not waited for
+# by anyone: the answer went on without it.
+FINISH_GRACE_SECONDS = 2.0
+
 
 class UpstreamResponse:
     """An upstream's answer: its status and headers once they came, then its body."""
@@ -31,6 +37,7 @@ class UpstreamResponse:
         self.received_any = False
         self.headers_done = False
         self.complete = False
+        self.finished = False  # read to its end: released once the message is complete
         self.keep_alive = False
         self.error: BaseException | None = None
         self.waiter: asyncio.Future[None] | None = None
@@ -86,6 +93,8 @@ class UpstreamResponse:
         self.complete = True
         self._stop_timer()
         self._wake()
+        if self.finished:
+            self.release()
 
     # -- what the connection reports
 
@@ -235,9 +244,30 @@ class UpstreamResponse:
         else:
             connection.close()
 
-    def close(self) -> None:
-        """Drop the connection, whatever is left of the response."""
+    def finish(self) -> None:
+        """The reader saw the answer's end (a stream's ``[DONE]`` or last event): the
+        connection goes back for reuse as soon as the message is complete, which is usually
+        already, or is dropped if that takes longer than ``FINISH_GRACE_SECONDS``. A new
+        connection per stream cost a TCP (and, to a real upstream, a TLS) handshake before
+        every stream's request could leave."""
+        if self.complete or self.error is not None or self.connection.response is not self:
+            self.release()
+            return
+        self.finished = True
         self._stop_timer()
+        self.timer = self.loop.call_later(FINISH_GRACE_SECONDS, self._drop)
+
+    def _drop(self) -> None:
+        self.timer = None
         if self.connection.response is self:
             self.connection.response = None
+            self.connection.close()
+
+    def close(self) -> None:
+        """Drop the connection, whatever is left of the response; nothing once it was
+        released or finished (the connection may already carry another request)."""
+        if self.finished or self.connection.response is not self:
+            return
+        self._stop_timer()
+        self.connection.response = None
         self.connection.close()

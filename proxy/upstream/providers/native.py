@@ -81,23 +81,30 @@ class NativeStream:
         self._translator = translator
 
     async def aclose(self) -> None:
-        # Closing (not releasing) drops the connection: the upstream stops generating.
+        # Closing (not releasing) drops the connection: the upstream stops generating. A
+        # stream read to its end was finished already and keeps its connection.
         self._response.close()
 
     async def __aiter__(self) -> AsyncIterator[dict[str, Any]]:
         worker = self._target.worker_name
         translator = self._translator
+        ended = False  # read to its end: the connection may serve the next call
         try:
             async for event in sse_events(self._response, worker):
                 if event is DONE:
+                    ended = True
                     return  # OpenAI's [DONE]
                 for chunk in translator.feed(event):
                     yield chunk
                 if translator.done:
+                    ended = True
                     return
             raise UpstreamError(f"{worker} ended the stream early", retryable=False)
         except (TimeoutError, aiohttp.ClientError) as exc:
             raise UpstreamError(f"{worker} broke off the stream: {exc.__class__.__name__}",
                                 retryable=False) from None
         finally:
-            self._response.close()
+            if ended:
+                self._response.finish()
+            else:
+                self._response.close()

@@ -78,14 +78,17 @@ class OpenAIStream:
 
     async def aclose(self) -> None:
         # Closing (not releasing) drops the connection, which is how an upstream learns
-        # that nobody is reading and stops generating.
+        # that nobody is reading and stops generating; a stream read to its [DONE] was
+        # finished already and keeps its connection.
         self._response.close()
 
     async def __aiter__(self) -> AsyncIterator[dict[str, Any]]:
         worker = self._target.worker_name
+        ended = False  # read to [DONE]: the connection may serve the next call
         try:
             async for chunk in sse_events(self._response, worker):
                 if chunk is DONE:
+                    ended = True
                     return
                 if isinstance(chunk.get("error"), dict):
                     raise UpstreamError(f"{worker}: {chunk['error'].get('message')}",
@@ -97,4 +100,7 @@ class OpenAIStream:
             raise UpstreamError(f"{worker} broke off the stream: {exc.__class__.__name__}",
                                 retryable=False) from None
         finally:
-            self._response.close()
+            if ended:
+                self._response.finish()
+            else:
+                self._response.close()
