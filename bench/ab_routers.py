@@ -17,8 +17,9 @@ machine within seconds of each other:
 - concurrency 64: a closed loop of ``--seconds`` per block: requests/s and the router's CPU
   per request;
 - concurrency 1: ``--sequential`` requests per block: latency p50, and what the router adds
-  to the upstream's own (measured in blocks of its own, between);
-- streams: ``--sequential`` streamed requests per block: time to first token p50;
+  to the upstream's own (measured in blocks of its own, between), and its CPU per request;
+- streams: ``--sequential`` streamed requests per block: time to first token p50, and the
+  router's CPU per stream, start to end;
 - interleaved (``--interleaved``, 0 to skip): as many requests and as many streams one by
   one, each turn going to the baseline, this build and the upstream direct in a row: what
   the machine does drifts within a block of a hundred requests, and only the order of one
@@ -165,8 +166,10 @@ def report(blocks: dict[str, dict[str, list[dict[str, float | None]]]]) -> list[
     line("c=64 router CPU per request (us)", "c64", "cpu_us")
     line("c=1 latency p50 (ms)", "c1", "p50_ms")
     line("c=1 added p50 (ms)", "c1", "p50_ms", added=True)
+    line("c=1 router CPU per request (us)", "c1", "cpu_us")
     line("stream TTFT p50 (ms)", "stream", "ttft_p50_ms")
     line("stream TTFT added p50 (ms)", "stream", "ttft_p50_ms", added=True)
+    line("stream router CPU per stream (us)", "stream", "cpu_us")
     if any(blocks["c1 interleaved"].values()):
         line("interleaved: c=1 added p50 (ms)", "c1 interleaved", "p50_ms", added=True)
         line("interleaved: TTFT added p50 (ms)", "stream interleaved", "ttft_p50_ms",
