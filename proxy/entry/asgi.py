@@ -24,7 +24,6 @@ from typing import Any
 from asgiref.sync import iscoroutinefunction, sync_to_async
 from django.conf import settings
 from django.core.exceptions import RequestDataTooBig
-from django.core.handlers.asgi import get_script_prefix
 from django.core.signals import setting_changed
 from django.dispatch import receiver
 from django.http import HttpResponseBadRequest, HttpResponseBase
@@ -37,7 +36,8 @@ from proxy.ground.api_request import ApiRequest
 from proxy.ground.errors import invalid_host, request_too_large, route_not_found
 from proxy.ground.hosts import host_allowed, host_of
 from proxy.ground.metrics import refusal_observed
-from proxy.ground.responses import error_response
+from proxy.ground.responses import error_response, header_pairs
+from router_admin.settings_cache import setting
 
 logger = logging.getLogger("django.request")
 
@@ -128,12 +128,12 @@ def _forget_routes(*, setting: str, **kwargs: Any) -> None:
 
 
 def response_headers(response: HttpResponseBase) -> Headers:
-    headers = [(name.encode("ascii"), value.encode("latin-1"))
-               for name, value in response.items()]
+    headers = header_pairs(response)
     if not response.has_header("X-Content-Type-Options"):
         headers.append(NOSNIFF)
-    for cookie in response.cookies.values():
-        headers.append((b"Set-Cookie", cookie.output(header="").encode("ascii").strip()))
+    if response.cookies:
+        for cookie in response.cookies.values():
+            headers.append((b"Set-Cookie", cookie.output(header="").encode("ascii").strip()))
     return headers
 
 
@@ -194,7 +194,9 @@ class ApiASGIHandler:
             return
         if body is None:
             return  # the client left before its body arrived
-        prefix = get_script_prefix(scope)
+        # Django's get_script_prefix(scope), without reading the setting through Django's
+        # lazy settings on every request.
+        prefix = setting("FORCE_SCRIPT_NAME") or scope.get("root_path", "")
         if prefix:
             set_script_prefix(prefix)  # "/" otherwise, as Django set it up
         try:
@@ -213,7 +215,7 @@ class ApiASGIHandler:
         Django spools any body to a temporary file before the view can refuse it; the API
         only takes JSON under ``DATA_UPLOAD_MAX_MEMORY_SIZE``, so it stops reading there.
         """
-        limit = settings.DATA_UPLOAD_MAX_MEMORY_SIZE
+        limit = setting("DATA_UPLOAD_MAX_MEMORY_SIZE")
         message = await receive()
         if message["type"] == "http.disconnect":
             return None

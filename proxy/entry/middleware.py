@@ -17,7 +17,7 @@ from proxy.dialects.messages.errors import anthropic_error_response
 from proxy.ground.access_log import access_log
 from proxy.ground.errors import ApiError, server_error, service_unavailable
 from proxy.ground.metrics import refusal_observed
-from proxy.ground.responses import error_response
+from proxy.ground.responses import error_response, set_own_headers
 
 logger = logging.getLogger("proxy.requests")
 
@@ -73,7 +73,7 @@ class RequestIdMiddleware:
         except Exception:
             logger.exception("request %s failed", request_id)
             response = dialect_error_response(request.path, server_error(request_id))
-        response["x-request-id"] = request_id
+        set_own_headers(response, {"x-request-id": request_id})
         # A completion that was answered logs itself when it settles, with its tokens and
         # cost (a stream, after this returns); everything else is logged here.
         answered = response.status_code == 200 and request.path in CHARGED_PATHS

@@ -14,7 +14,6 @@ import time
 from collections.abc import AsyncIterator
 from typing import Any
 
-from django.conf import settings
 from django.http import HttpResponse, StreamingHttpResponse
 
 from billing.models import ModelKind, UsageRecord
@@ -31,7 +30,7 @@ from proxy.ground.errors import (
     upstream_error,
 )
 from proxy.ground.metrics import UPSTREAM_ERRORS
-from proxy.ground.responses import json_response
+from proxy.ground.responses import json_response, set_own_headers
 from proxy.money import Verdict
 from proxy.relay.admission import admit_and_hold
 from proxy.relay.call import Call
@@ -39,6 +38,7 @@ from proxy.selectors import Caller, price_for_model, targets_for_model
 from proxy.upstream.providers import UpstreamError, native, provider_for
 from proxy.upstream.providers.base import UpstreamStream, UpstreamTarget
 from proxy.upstream.routing import Candidates, Lease
+from router_admin.settings_cache import setting
 
 logger = logging.getLogger(__name__)
 
@@ -77,8 +77,7 @@ async def chat_completion(*, request: Any, caller: Caller, chat: ChatRequest,
         if isinstance(error, ApiError):
             error.headers.update(admission.headers)
         raise
-    for name, value in admission.headers.items():
-        response[name] = value
+    set_own_headers(response, admission.headers)
     return response
 
 
@@ -178,7 +177,7 @@ async def _answer(call: Call, answer: dict[str, Any], lease: Lease) -> HttpRespo
     # Cut at the cap before anything goes out: the client never receives more than its
     # hold covers.
     call.meter.meter_answer(answer)
-    if settings.ROUTER_LOG_CONTENT:
+    if setting("ROUTER_LOG_CONTENT"):
         call.reply_text = "".join(
             str((choice.get("message") or {}).get("content") or "")
             for choice in answer["choices"])
@@ -187,7 +186,7 @@ async def _answer(call: Call, answer: dict[str, Any], lease: Lease) -> HttpRespo
     answer["model"] = call.chat.model
     answer["usage"] = call.shown_usage(verdict, charged)
     response = json_response(await call.dialect.render(call, answer))
-    response["x-router-cost-micros"] = str(charged)
+    set_own_headers(response, {"x-router-cost-micros": str(charged)})
     return response
 
 
@@ -277,7 +276,7 @@ async def _events(call: Call, lease: Lease, upstream: UpstreamStream,
     reported: object = None  # the last usage the upstream sent, wherever it rode
     last = first
     status = UsageRecord.Status.CANCELLED  # until the stream is seen to the end
-    replies: list[str] | None = [] if settings.ROUTER_LOG_CONTENT else None
+    replies: list[str] | None = [] if setting("ROUTER_LOG_CONTENT") else None
     call.first_token_at = time.monotonic()
     try:
         for part in render.opening():
