@@ -13,7 +13,6 @@ from datetime import datetime
 from functools import cached_property
 from ipaddress import IPv4Network, IPv6Network, ip_address, ip_network
 
-from django.conf import settings
 from django.db.models import Prefetch
 from django.utils import timezone
 
@@ -29,6 +28,7 @@ from proxy.ground.cache import TTLCache
 from proxy.limits import Limits, Scope
 from proxy.models import UpstreamCost, Worker, WorkerModel
 from proxy.upstream.providers.base import UpstreamTarget
+from router_admin.settings_cache import setting
 
 
 @dataclass(frozen=True)
@@ -69,7 +69,7 @@ class Caller:
 
 
 def _ttl() -> float:
-    return float(getattr(settings, "ROUTER_LOOKUP_TTL_SECONDS", 5))
+    return float(setting("ROUTER_LOOKUP_TTL_SECONDS"))
 
 
 def wallet_id_for_key(*, api_key: ApiKey) -> int:

@@ -23,12 +23,10 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from django.conf import settings
-from django.core.signals import setting_changed
-from django.dispatch import receiver
 from redis.exceptions import NoScriptError, RedisError
 
 from proxy.ground.redis_pipeline import PipelinedRedis
+from router_admin.settings_cache import forget_all, setting
 
 logger = logging.getLogger(__name__)
 
@@ -45,26 +43,14 @@ _down_until = 0.0
 REDIS_TIMEOUT_SECONDS = 1.0
 
 
-# ROUTER_REDIS_PREFIX and REDIS_URL, read once: they are needed several times a request, and
-# each read of Django's settings goes through LazyObject.__getattribute__.
-_read_once: dict[str, str] = {}
-
-
 def _setting(name: str) -> str:
-    value = _read_once.get(name)
-    if value is None:
-        value = _read_once[name] = getattr(settings, name) or ""
-    return value
+    # ROUTER_REDIS_PREFIX and REDIS_URL: needed several times a request.
+    return setting(name) or ""
 
 
 def redis_key(name: str) -> str:
     """``name`` in this deployment's namespace."""
     return _setting("ROUTER_REDIS_PREFIX") + name
-
-
-@receiver(setting_changed)
-def _forget_settings(*, setting: str, **kwargs: Any) -> None:
-    _read_once.pop(setting, None)
 
 
 def redis_client() -> PipelinedRedis | None:
@@ -99,7 +85,7 @@ async def close_redis_clients() -> None:
 
 def reset_for_tests() -> None:
     global _down_until, _last_warning
-    _read_once.clear()
+    forget_all()
     _down_until = _last_warning = 0.0
     _clients.clear()
 

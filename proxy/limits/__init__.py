@@ -39,7 +39,6 @@ from collections.abc import Coroutine, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from django.conf import settings
 from redis.exceptions import RedisError
 
 from proxy.ground.errors import ApiError
@@ -48,6 +47,7 @@ from proxy.ground.shared_state import SlotAsk, redis_client, redis_failed
 from proxy.limits import local_store, redis_store
 from proxy.limits.base import DIMENSION_NAMES, NEVER, TOKENS, Limits, Scope, Verdict
 from proxy.limits.headers import duration, ratelimit_headers, retry_headers
+from router_admin.settings_cache import setting
 
 logger = logging.getLogger(__name__)
 
@@ -126,7 +126,7 @@ async def limits_admit(*, scopes: Sequence[Scope], request_id: str, tokens: int,
         return Admission(True, None, 0.0, {}, request_id=request_id, tokens=tokens)
     window_ms = _window_ms()
     options = {"request_id": request_id, "tokens": tokens, "window_ms": window_ms,
-               "lease_ms": settings.ROUTER_HOLD_TTL_SECONDS * 1000,
+               "lease_ms": setting("ROUTER_HOLD_TTL_SECONDS") * 1000,
                "busy_retry_ms": math.ceil(CONCURRENCY_RETRY_AFTER_S * 1000)}
     client = redis_client()
     verdict: Verdict | None = None

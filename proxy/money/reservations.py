@@ -2,10 +2,7 @@
 
 from __future__ import annotations
 
-from datetime import timedelta
-
-from django.conf import settings
-from django.utils import timezone
+from datetime import UTC, datetime, timedelta
 
 from billing.errors import InsufficientFunds, KeySpendCapReached
 from billing.models import ModelPrice
@@ -20,6 +17,7 @@ from proxy.money.plan import ChargePlan, Refused, plan_charge, plan_with_room, r
 from proxy.money.room import RoomWait
 from proxy.money.settlement import hold_keeper
 from proxy.selectors import Caller
+from router_admin.settings_cache import setting
 
 
 async def plan_waiting(*, caller: Caller, chat: ChatRequest, price: ModelPrice,
@@ -82,7 +80,7 @@ async def _take(request_id: str, caller: Caller, chat: ChatRequest, price: Model
     await hold_reserve(
         wallet_id=caller.wallet_id, hold_id=request_id, amount_micros=plan.amount_micros,
         price_id=price.pk, model=chat.model, api_key_id=caller.api_key_id,
-        expires_at=timezone.now() + timedelta(seconds=settings.ROUTER_HOLD_TTL_SECONDS))
+        expires_at=datetime.now(UTC) + timedelta(seconds=setting("ROUTER_HOLD_TTL_SECONDS")))
     hold_keeper().add(request_id)
 
 

@@ -11,7 +11,6 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import orjson
-from django.conf import settings
 
 from billing.models import BAD_USAGE_REASONS, ModelPrice, UsageRecord
 from billing.money import MoneyError, format_usd
@@ -28,6 +27,7 @@ from proxy.money import ChargePlan, OutputMeter, Verdict, check_usage
 from proxy.selectors import Caller
 from proxy.upstream.providers import UpstreamTarget
 from proxy.upstream.routing import Lease
+from router_admin.settings_cache import setting
 
 logger = logging.getLogger("proxy.charging")
 
@@ -277,7 +277,7 @@ class Call:
         that is when it ends, which is after its HTTP status was sent)."""
         self.request.logged_by_call = True
         content = ({"messages": self.chat.messages, "reply": self.reply_text}
-                   if settings.ROUTER_LOG_CONTENT else {})
+                   if setting("ROUTER_LOG_CONTENT") else {})
         access_log(request_id=self.request_id, method="POST", path=self.dialect.path,
                    # 200 once the answer or the stream's first chunk went out; none when
                    # the client hung up before any output.

@@ -26,6 +26,7 @@ from redis.exceptions import RedisError
 
 from proxy.ground.redis_pipeline import PipelinedRedis
 from proxy.ground.shared_state import RedisScript, redis_client, redis_failed, redis_key
+from router_admin.settings_cache import setting
 
 # A trial that never reports back (its process died) frees the half-open slot after this.
 TRIAL_TIMEOUT_SECONDS = 30.0
@@ -84,7 +85,7 @@ class _Snapshot:
         self.refreshing: asyncio.Task[None] | None = None
 
     def refresh_if_due(self, client: PipelinedRedis) -> None:
-        due = time.monotonic() - self.read_at >= settings.ROUTER_BREAKER_REFRESH_MS / 1000
+        due = time.monotonic() - self.read_at >= setting("ROUTER_BREAKER_REFRESH_MS") / 1000
         if due and self.refreshing is None:
             self.refreshing = asyncio.get_running_loop().create_task(self._refresh(client))
 

@@ -15,8 +15,6 @@ import time
 from dataclasses import dataclass, field
 from itertools import groupby
 
-from django.conf import settings
-
 from proxy.ground.shared_state import SlotAsk
 from proxy.upstream.breaker import (
     ALLOWED_CLEAN,
@@ -28,6 +26,7 @@ from proxy.upstream.breaker import (
 )
 from proxy.upstream.capacity import slot_acquire, slot_ask, slot_hand_over, slot_release
 from proxy.upstream.providers.base import UpstreamTarget
+from router_admin.settings_cache import setting
 
 POLL_SECONDS = 0.02
 
@@ -119,14 +118,14 @@ class Candidates:
 
     async def next(self) -> Lease | None:
         """The next worker to try, or None when none is left or none freed up in time."""
-        if self.attempts >= settings.ROUTER_MAX_ATTEMPTS:
+        if self.attempts >= setting("ROUTER_MAX_ATTEMPTS"):
             return None
         if self._taken is not None:
             lease, self._taken = self._taken, None
             self._done.add(lease.target.worker_id)
             self.attempts += 1
             return lease
-        deadline = time.monotonic() + settings.ROUTER_CAPACITY_WAIT_MS / 1000
+        deadline = time.monotonic() + setting("ROUTER_CAPACITY_WAIT_MS") / 1000
         while True:
             full = False
             for target in self._order:

@@ -20,13 +20,12 @@ from __future__ import annotations
 import asyncio
 import logging
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import UTC, datetime
 
 import orjson
 import psycopg
 from asgiref.sync import sync_to_async
 from django.conf import settings
-from django.utils import timezone
 
 from billing.errors import DatabaseUnavailable, InsufficientFunds, KeySpendCapReached
 from billing.models import KeyBudget, UsageRecord
@@ -68,6 +67,7 @@ from billing.services.hot_path.statements import (
     SPENDING_ROOM_SQL,
     WALLET_AVAILABLE_SQL,
 )
+from router_admin.settings_cache import setting
 
 __all__ = ["RETRY_DELAYS_S", "RETRY_WINDOW_S", "backoff", "batchers", "close_pools", "conninfo",
            "hold_discard", "hold_reserve", "hold_resolve", "holds_extend",
@@ -190,7 +190,7 @@ def batchers() -> Batchers:
 
 
 def _batching() -> bool:
-    return settings.ROUTER_DB_BATCHING
+    return setting("ROUTER_DB_BATCHING")
 
 
 def reservations_idle() -> bool:
@@ -257,7 +257,7 @@ async def hold_reserve(
     committed, the hold is released once the database is back (``_release``).
     """
     reservation = _Reservation(hold_id, wallet_id, amount_micros, price_id, model, api_key_id,
-                               expires_at, timezone.now())
+                               expires_at, datetime.now(UTC))  # USE_TZ is on
     if (_on_postgresql() and _batching()
             and await batchers()[0].submit(reservation) is not ALONE):
         hold_times.remember(hold_id, reservation.created_at)
