@@ -107,10 +107,14 @@ def server_argv(server: str, *, host: str, port: int, workers: int,
                      str(static_root), "--static-path-expires", str(365 * 24 * 3600)]
         return [*argv, APP]
     if server == "uvicorn":
-        # uvicorn reads FORWARDED_ALLOW_IPS itself (default 127.0.0.1).
+        # X-Forwarded-For/-Proto: the application applies FORWARDED_ALLOW_IPS itself, as
+        # under granian (router_admin/asgi.py); uvicorn's own layer did it a second time
+        # on every request. No Server header: nothing to advertise, one header less to
+        # check and write per response.
         return [str(BIN / "uvicorn"), APP, "--host", host, "--port", str(port),
                 "--workers", str(workers), "--backlog", "4096",
                 "--limit-concurrency", str(max_in_flight), "--lifespan", "on",
+                "--no-proxy-headers", "--no-server-header",
                 "--no-access-log", "--log-level", log_level]
     raise ValueError(f"unknown ASGI server {server!r}")
 

@@ -41,6 +41,13 @@ def test_a_key_is_checked_against_the_address_a_trusted_proxy_forwards(mock_mode
         assert _call(router, secret, **{"X-Forwarded-For": "203.0.113.7"}) == 200
         assert _call(router, secret, **{"X-Forwarded-For": "198.51.100.1"}) == 403
         assert _call(router, secret) == 403
+        # Applied once, by the router (uvicorn's own layer is off), whose answers do not
+        # name the server software.
+        answer = httpx.get(f"{router.base_url}/models", timeout=20,
+                           headers={"Authorization": f"Bearer {secret}",
+                                    "X-Forwarded-For": "203.0.113.7"})
+        assert answer.status_code == 200
+        assert "server" not in answer.headers
 
 
 def test_forwarded_addresses_from_an_untrusted_peer_are_ignored(mock_model, make_key,
