@@ -66,7 +66,7 @@ RUN_TIMEOUT_S = 1800
 def start_router(name: str, tree: Path, port: int, env: dict[str, str]) -> Service:
     """The router of the build in ``tree`` (uvicorn imports the app from its working
     directory), pinned to CPU 0."""
-    argv = ["taskset", "-c", "0", *router_argv("uvicorn", port, 1)]
+    argv = ["taskset", "-c", "0", *router_argv("uvicorn", port, 1, tree)]
     log_path = TMP / f"ab_routers-{name}.log"
     log = log_path.open("wb")
     proc = subprocess.Popen(argv, cwd=tree, env=env, stdout=log,  # noqa: S603 (our argv)

@@ -48,7 +48,7 @@ def start_router(name: str, tree: Path, port: int, env: dict[str, str], out: Pat
     log_path = TMP / f"calls-{name}.log"
     log = log_path.open("wb")
     argv = [str(BIN / "python"), str(THIS_BUILD / "bench" / "profiled_router.py"), str(out),
-            *router_argv("uvicorn", port, 1)]
+            *router_argv("uvicorn", port, 1, tree)]
     proc = subprocess.Popen(["taskset", "-c", "0", *argv], cwd=tree, env=env,  # noqa: S603, S607
                             stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
     return Service(name, proc, log_path, log)

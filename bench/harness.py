@@ -16,6 +16,7 @@ import contextlib
 import hashlib
 import os
 import resource
+import runpy
 import shutil
 import signal
 import socket
@@ -337,12 +338,17 @@ def upstream_argv(port: int, *, chunk_delay_ms: float = 0.0, answer_seconds: flo
             "--chunk-delay-ms", str(chunk_delay_ms), "--answer-seconds", str(answer_seconds)]
 
 
-def router_argv(server: str, port: int, workers: int) -> list[str]:
+def router_argv(server: str, port: int, workers: int, tree: Path | None = None) -> list[str]:
     """The router under ``server`` with ``workers`` processes, with the flags `make serve`
-    gives it (serve.py), on 127.0.0.1."""
+    gives it (serve.py), on 127.0.0.1; ``tree``: another checkout, whose own serve.py says
+    which flags (a build is measured as it would be deployed)."""
     if server not in SERVERS:
         raise SystemExit(f"unknown server {server!r} (one of {', '.join(SERVERS)})")
-    return server_argv(server, host="127.0.0.1", port=port, workers=workers)
+    argv_of = server_argv
+    if tree is not None and tree.resolve() != ROOT:
+        argv_of = runpy.run_path(str(tree / "serve.py"), run_name="serve_of_other_build")[
+            "server_argv"]
+    return argv_of(server, host="127.0.0.1", port=port, workers=workers)
 
 
 def wait_ready(service: Service, url: str, headers: dict[str, str], timeout: float = 60

@@ -57,8 +57,8 @@ PHASES = ("c64", "c1", "stream")
 START_TIMEOUT_S = 900
 
 
-def callgrind_argv(out: Path, port: int) -> list[str]:
-    argv = router_argv("uvicorn", port, 1)
+def callgrind_argv(out: Path, port: int, tree: Path) -> list[str]:
+    argv = router_argv("uvicorn", port, 1, tree)
     # The uvicorn script runs under the virtualenv's interpreter, which valgrind must start.
     return ["taskset", "-c", "0", "valgrind", "--tool=callgrind",
             f"--callgrind-out-file={out}", str(BIN / "python"), *argv]
@@ -67,7 +67,7 @@ def callgrind_argv(out: Path, port: int) -> list[str]:
 def start_router(name: str, tree: Path, port: int, env: dict[str, str], out: Path) -> Service:
     log_path = TMP / f"instructions-{name}.log"
     log = log_path.open("wb")
-    proc = subprocess.Popen(callgrind_argv(out, port), cwd=tree, env=env,  # noqa: S603
+    proc = subprocess.Popen(callgrind_argv(out, port, tree), cwd=tree, env=env,  # noqa: S603
                             stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
     return Service(name, proc, log_path, log)
 
