@@ -28,25 +28,41 @@ def ratelimit_headers(scopes: Sequence[Scope], verdict: Verdict, *, tokens: int,
     """Limit, remaining and reset of requests and of tokens, each for the scope that has the
     least remaining (counting this request when it was admitted). Reset is the time until
     the scope's window is empty again, i.e. back to its whole limit."""
-    headers: dict[str, str] = {}
     admitted = 1 if verdict.allowed else 0
-    for kind, limit_of, used_of in (
-        ("requests", lambda s: s.limits.rpm, lambda c: c.requests + admitted),
-        ("tokens", lambda s: s.limits.tpm, lambda c: c.tokens + admitted * tokens),
-    ):
-        tightest: tuple[int, int, int] | None = None  # remaining, limit, reset ms
-        for scope, count in zip(scopes, verdict.counts, strict=True):
-            limit = limit_of(scope)
-            if limit is None:
-                continue
-            remaining = max(0, limit - used_of(count))
-            if tightest is None or remaining < tightest[0]:
-                tightest = (remaining, limit, window_ms if admitted else count.reset_ms)
+    # The tightest scope of each kind so far: remaining, limit, reset in ms. Written out
+    # for both kinds rather than through a loop of accessors: this runs on every request.
+    requests: tuple[int, int, int] | None = None
+    token_room: tuple[int, int, int] | None = None
+    for scope, count in zip(scopes, verdict.counts, strict=True):
+        limits = scope.limits
+        reset = window_ms if admitted else count.reset_ms
+        if limits.rpm is not None:
+            remaining = max(0, limits.rpm - count.requests - admitted)
+            if requests is None or remaining < requests[0]:
+                requests = (remaining, limits.rpm, reset)
+        if limits.tpm is not None:
+            remaining = max(0, limits.tpm - count.tokens - admitted * tokens)
+            if token_room is None or remaining < token_room[0]:
+                token_room = (remaining, limits.tpm, reset)
+    headers: dict[str, str] = {}
+    for kind, tightest in (("requests", requests), ("tokens", token_room)):
         if tightest is not None:
             headers[f"x-ratelimit-limit-{kind}"] = str(tightest[1])
             headers[f"x-ratelimit-remaining-{kind}"] = str(tightest[0])
-            headers[f"x-ratelimit-reset-{kind}"] = duration(tightest[2])
+            headers[f"x-ratelimit-reset-{kind}"] = (
+                _window_text(window_ms) if tightest[2] == window_ms else duration(tightest[2]))
     return headers
+
+
+_window_texts: dict[int, str] = {}
+
+
+def _window_text(window_ms: int) -> str:
+    """``duration`` of the window's length (every admitted request's reset), remembered."""
+    text = _window_texts.get(window_ms)
+    if text is None:
+        text = _window_texts[window_ms] = duration(window_ms)
+    return text
 
 
 def retry_headers(retry_ms: int) -> dict[str, str]:
