@@ -18,6 +18,7 @@ from __future__ import annotations
 import asyncio
 import io
 import logging
+from collections.abc import Coroutine
 from contextlib import aclosing
 from typing import Any
 
@@ -59,11 +60,13 @@ class _Disconnect:
     upstream and settle what was produced (see ``proxy.relay.completion``), and the handler swallows
     only the cancellation it caused.
 
-    granian's ``receive()`` already returns a future, so watching it costs no task; a
-    server whose ``receive`` is a coroutine (uvicorn) gets one small task.
+    granian's ``receive()`` returns a future: watched as it is. uvicorn's is a coroutine,
+    which this drives itself, step by step, as a task would (its first step here and now,
+    the next when the future it waits on is done): a task of its own per request cost its
+    creation, a turn of the loop to start and another to cancel it (``bench/calls.py``).
     """
 
-    __slots__ = ("_armed", "_cancelling", "_task", "_waiter", "fired")
+    __slots__ = ("_armed", "_cancelling", "_coro", "_task", "_waiter", "fired")
 
     def __init__(self, receive: Any) -> None:
         task = asyncio.current_task()
@@ -72,22 +75,53 @@ class _Disconnect:
         self._cancelling = task.cancelling()
         self._armed = True
         self.fired = False
-        self._waiter: asyncio.Future[Any] = asyncio.ensure_future(receive())
-        self._waiter.add_done_callback(self._received)
+        self._coro: Coroutine[Any, Any, Any] | None = None
+        waiting = receive()
+        if isinstance(waiting, asyncio.Future):
+            self._waiter: asyncio.Future[Any] | None = waiting
+            waiting.add_done_callback(self._received)
+        else:
+            self._waiter = None
+            self._coro = waiting
+            self._step()
+
+    def _step(self, _: object = None) -> None:
+        coro = self._coro
+        if coro is None:
+            return  # disarmed meanwhile
+        try:
+            awaited = coro.send(None)
+        except StopIteration as done:
+            self._coro = None
+            self._message(done.value)
+            return
+        except Exception:
+            # The server's receive failed: it has nothing to say about the client, and the
+            # request carries on (as it did when a task's failure was read and dropped).
+            self._coro = None
+            logger.debug("watching for a disconnect failed", exc_info=True)
+            return
+        if awaited is None:  # a bare yield (sleep(0)): step again on the next turn
+            asyncio.get_running_loop().call_soon(self._step)
+        else:
+            awaited.add_done_callback(self._step)
 
     def _received(self, waiter: asyncio.Future[Any]) -> None:
-        if waiter.cancelled() or waiter.exception() is not None or not self._armed:
-            return
+        if not waiter.cancelled() and waiter.exception() is None:
+            self._message(waiter.result())
+
+    def _message(self, message: Any) -> None:
         # Nothing but a disconnect may follow a complete body in ASGI.
-        if waiter.result().get("type") == "http.disconnect":
+        if self._armed and message.get("type") == "http.disconnect":
             self.fired = True
             self._task.cancel()
 
     def disarm(self) -> None:
         """The answer is complete: a disconnect from now on has nothing left to stop."""
         self._armed = False
-        if isinstance(self._waiter, asyncio.Task) and not self._waiter.done():
-            self._waiter.cancel()  # uvicorn's listener; granian's future resolves by itself
+        coro, self._coro = self._coro, None
+        if coro is not None:
+            coro.close()  # uvicorn's receive stops waiting (its event forgets the waiter)
 
     def caused(self) -> bool:
         """Whether the ``CancelledError`` being handled is this watcher's alone."""
