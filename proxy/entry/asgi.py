@@ -66,7 +66,7 @@ class _Disconnect:
     creation, a turn of the loop to start and another to cancel it (``bench/calls.py``).
     """
 
-    __slots__ = ("_armed", "_cancelling", "_coro", "_task", "_waiter", "fired")
+    __slots__ = ("_armed", "_cancelling", "_coro", "_task", "fired")
 
     def __init__(self, receive: Any) -> None:
         task = asyncio.current_task()
@@ -78,10 +78,8 @@ class _Disconnect:
         self._coro: Coroutine[Any, Any, Any] | None = None
         waiting = receive()
         if isinstance(waiting, asyncio.Future):
-            self._waiter: asyncio.Future[Any] | None = waiting
             waiting.add_done_callback(self._received)
         else:
-            self._waiter = None
             self._coro = waiting
             self._step()
 
@@ -95,15 +93,19 @@ class _Disconnect:
             self._coro = None
             self._message(done.value)
             return
-        except Exception:
-            # The server's receive failed: it has nothing to say about the client, and the
-            # request carries on (as it did when a task's failure was read and dropped).
+        except (Exception, asyncio.CancelledError):
+            # The server's receive failed (or what it waited on was cancelled): it has
+            # nothing to say about the client, and the request carries on (as it did when a
+            # task's failure was read and dropped).
             self._coro = None
             logger.debug("watching for a disconnect failed", exc_info=True)
             return
         if awaited is None:  # a bare yield (sleep(0)): step again on the next turn
             asyncio.get_running_loop().call_soon(self._step)
         else:
+            # As a task does: the future is marked as awaited by its yield, and another
+            # coroutine awaiting it after this one would be refused as if it had not awaited.
+            awaited._asyncio_future_blocking = False
             awaited.add_done_callback(self._step)
 
     def _received(self, waiter: asyncio.Future[Any]) -> None:

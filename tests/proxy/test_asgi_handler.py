@@ -92,6 +92,39 @@ def test_a_disarmed_watcher_cancels_nothing():
     asyncio.run(main())
 
 
+def test_a_receive_coroutine_watched_then_closed_or_failed_leaves_nothing_behind():
+    async def main() -> tuple[list[str], list[object]]:
+        loop = asyncio.get_running_loop()
+        problems: list[object] = []
+        loop.set_exception_handler(lambda _, context: problems.append(context))
+        steps: list[str] = []
+        waited = loop.create_future()
+
+        async def receive() -> dict:  # uvicorn's shape: waits on a future of the server's
+            steps.append("waiting")
+            try:
+                await waited
+            finally:
+                steps.append("done waiting")
+            return {"type": "http.disconnect"}
+
+        closed = _Disconnect(receive)
+        closed.disarm()  # the answer went: the coroutine is closed, its waiter forgotten
+        failed = _Disconnect(receive)
+        # Still waiting on the same future the closed one waited on, as a second task would.
+        assert steps == ["waiting", "done waiting", "waiting"]
+        waited.cancel()  # what it waited on is cancelled: nothing to say, nothing raised
+        await asyncio.sleep(0.01)
+        failed.disarm()
+        assert not closed.fired
+        assert not failed.fired
+        return steps, problems
+
+    steps, problems = asyncio.run(main())
+    assert steps == ["waiting", "done waiting", "waiting", "done waiting"]
+    assert problems == []
+
+
 def _client_after(trusted: list[str], client: str, *headers: tuple[bytes, bytes]) -> tuple:
     scope = {"type": "http", "client": (client, 5000), "scheme": "http",
              "headers": list(headers)}
