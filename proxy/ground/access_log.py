@@ -8,6 +8,7 @@ lines then hold users' data).
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import os
 import threading
@@ -52,8 +53,9 @@ def access_log(*, request_id: str, method: str | None = None, path: str | None =
 
 # A record's fields that are the same for every access line of a thread (its file, level,
 # process and thread names), by (process, thread): a LogRecord works them out again for
-# each record (a path split twice, the process's and the thread's names looked up), about
-# a fifth of what writing a line costs the router.
+# each record (a path split twice, the process's and the thread's names looked up; with the
+# rate-limit headers' single pass, 2.1 % fewer instructions per request at concurrency 64,
+# bench/instructions.py).
 _templates: dict[tuple[int, threading.Thread], tuple[dict[str, Any], float]] = {}
 MAX_TEMPLATES = 64
 
@@ -80,4 +82,15 @@ def _record(message: str) -> logging.LogRecord:
     record.created = now
     record.msecs = int((now - int(now)) * 1000) + 0.0  # as LogRecord computes it
     record.relativeCreated = fields["relativeCreated"] + (now - made_at) * 1000
+    if "taskName" in fields:  # Python 3.12 and later name the asyncio task that logs
+        task = asyncio.current_task() if _loop_running() else None
+        record.taskName = task.get_name() if task is not None else None
     return record
+
+
+def _loop_running() -> bool:
+    try:
+        asyncio.get_running_loop()
+    except RuntimeError:
+        return False
+    return True
