@@ -40,7 +40,6 @@ from __future__ import annotations
 import argparse
 import json
 import statistics
-import subprocess
 import sys
 from pathlib import Path
 from typing import Any
@@ -54,6 +53,7 @@ from harness import (
     free_port,
     router_argv,
     run_async,
+    start_service,
     stop_service,
     wait_ready,
 )
@@ -64,15 +64,8 @@ RUN_TIMEOUT_S = 1800
 
 
 def start_router(name: str, tree: Path, port: int, env: dict[str, str]) -> Service:
-    """The router of the build in ``tree`` (uvicorn imports the app from its working
-    directory), pinned to CPU 0."""
-    argv = ["taskset", "-c", "0", *router_argv("uvicorn", port, 1, tree)]
-    log_path = TMP / f"ab_routers-{name}.log"
-    log = log_path.open("wb")
-    proc = subprocess.Popen(argv, cwd=tree, env=env, stdout=log,  # noqa: S603 (our argv)
-                            stderr=subprocess.STDOUT,
-                            start_new_session=True)
-    return Service(name, proc, log_path, log)
+    """The router of the build in ``tree``, pinned to CPU 0."""
+    return start_service(name, router_argv("uvicorn", port, 1, tree), env, cpu=0, cwd=tree)
 
 
 def block_figures(run: Run) -> dict[str, float | None]:

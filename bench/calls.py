@@ -21,7 +21,6 @@ import os
 import pstats
 import shutil
 import signal
-import subprocess
 import sys
 import time
 from pathlib import Path
@@ -35,6 +34,7 @@ from harness import (
     check_billing,
     free_port,
     router_argv,
+    start_service,
     stop_service,
     wait_ready,
 )
@@ -45,13 +45,9 @@ Row = tuple[str, float, float]  # function, calls per request, own microseconds 
 
 
 def start_router(name: str, tree: Path, port: int, env: dict[str, str], out: Path) -> Service:
-    log_path = TMP / f"calls-{name}.log"
-    log = log_path.open("wb")
     argv = [str(BIN / "python"), str(THIS_BUILD / "bench" / "profiled_router.py"), str(out),
             *router_argv("uvicorn", port, 1, tree)]
-    proc = subprocess.Popen(["taskset", "-c", "0", *argv], cwd=tree, env=env,  # noqa: S603, S607
-                            stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
-    return Service(name, proc, log_path, log)
+    return start_service(name, argv, env, cpu=0, cwd=tree)
 
 
 def label(key: tuple[str, int, str]) -> str:

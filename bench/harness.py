@@ -305,14 +305,16 @@ def can_pin() -> bool:
     return shutil.which("taskset") is not None and len(os.sched_getaffinity(0)) >= 2
 
 
-def start_service(name: str, argv: list[str], env: dict[str, str], cpu: int | None = None
-                  ) -> Service:
+def start_service(name: str, argv: list[str], env: dict[str, str], cpu: int | None = None,
+                  cwd: Path = ROOT) -> Service:
+    """``argv`` in ``cwd`` (another build's checkout: uvicorn imports the app from its
+    working directory), logging to ``/tmp/<script>-<name>.log``."""
     if cpu is not None:
         argv = ["taskset", "-c", str(cpu), *argv]  # taskset execs: the pid stays the server's
     log_path = TMP / f"{script_name()}-{name}.log"
     log = log_path.open("wb")
     # Its own session, so stopping it kills its whole process group and nothing else.
-    proc = subprocess.Popen(argv, cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT,
+    proc = subprocess.Popen(argv, cwd=cwd, env=env, stdout=log, stderr=subprocess.STDOUT,
                             start_new_session=True)
     return Service(name, proc, log_path, log)
 

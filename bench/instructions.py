@@ -47,6 +47,7 @@ from harness import (
     check_billing,
     free_port,
     router_argv,
+    start_service,
     stop_service,
     wait_ready,
 )
@@ -65,11 +66,7 @@ def callgrind_argv(out: Path, port: int, tree: Path) -> list[str]:
 
 
 def start_router(name: str, tree: Path, port: int, env: dict[str, str], out: Path) -> Service:
-    log_path = TMP / f"instructions-{name}.log"
-    log = log_path.open("wb")
-    proc = subprocess.Popen(callgrind_argv(out, port, tree), cwd=tree, env=env,  # noqa: S603
-                            stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
-    return Service(name, proc, log_path, log)
+    return start_service(name, callgrind_argv(out, port, tree), env, cwd=tree)
 
 
 def control(pid: int, *args: str) -> str:

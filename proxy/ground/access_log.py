@@ -83,14 +83,9 @@ def _record(message: str) -> logging.LogRecord:
     record.msecs = int((now - int(now)) * 1000) + 0.0  # as LogRecord computes it
     record.relativeCreated = fields["relativeCreated"] + (now - made_at) * 1000
     if "taskName" in fields:  # Python 3.12 and later name the asyncio task that logs
-        task = asyncio.current_task() if _loop_running() else None
+        try:
+            task = asyncio.current_task()
+        except RuntimeError:  # no event loop in this thread
+            task = None
         record.taskName = task.get_name() if task is not None else None
     return record
-
-
-def _loop_running() -> bool:
-    try:
-        asyncio.get_running_loop()
-    except RuntimeError:
-        return False
-    return True

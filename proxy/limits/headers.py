@@ -49,20 +49,8 @@ def ratelimit_headers(scopes: Sequence[Scope], verdict: Verdict, *, tokens: int,
         if tightest is not None:
             headers[f"x-ratelimit-limit-{kind}"] = str(tightest[1])
             headers[f"x-ratelimit-remaining-{kind}"] = str(tightest[0])
-            headers[f"x-ratelimit-reset-{kind}"] = (
-                _window_text(window_ms) if tightest[2] == window_ms else duration(tightest[2]))
+            headers[f"x-ratelimit-reset-{kind}"] = duration(tightest[2])
     return headers
-
-
-_window_texts: dict[int, str] = {}
-
-
-def _window_text(window_ms: int) -> str:
-    """``duration`` of the window's length (every admitted request's reset), remembered."""
-    text = _window_texts.get(window_ms)
-    if text is None:
-        text = _window_texts[window_ms] = duration(window_ms)
-    return text
 
 
 def retry_headers(retry_ms: int) -> dict[str, str]:
