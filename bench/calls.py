@@ -69,6 +69,7 @@ def collect(pid: int, out: Path, requests: int, keep: Path | None) -> list[Row]:
             raise SystemExit("the router wrote no profile")
         time.sleep(0.1)
     if keep is not None:
+        keep.parent.mkdir(parents=True, exist_ok=True)
         shutil.copyfile(out, keep)
     stats = pstats.Stats(str(out)).stats  # type: ignore[attr-defined]
     rows = [(label(key), calls / requests, own * 1e6 / requests)
