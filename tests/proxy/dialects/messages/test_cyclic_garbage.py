@@ -1,0 +1,36 @@
+"""Native Anthropic answers and streams, and the Messages dialect translated to an OpenAI
+worker, leave nothing of the router's for the cycle collector either (see
+tests/proxy/test_cyclic_garbage.py)."""
+
+from __future__ import annotations
+
+import pytest
+
+from accounts.models import ApiKey
+from tests.live_router import wait_for_charges
+from tests.proxy.test_cyclic_garbage import cycle_collector_findings
+
+MESSAGES = [{"role": "user", "content": "Say something deterministic."}]
+
+
+@pytest.mark.usefixtures("redis_db")
+@pytest.mark.parametrize("model", ["claude-test", "test-model"])
+def test_messages_leave_nothing_of_the_routers_for_the_cycle_collector(
+    anthropic_worker, openai_worker, make_key, sdk_for, router, model
+):
+    _, secret = make_key()
+    ApiKey.objects.filter(prefix=secret[:18]).update(rpm=1000, tpm=1_000_000)
+    client = sdk_for(secret)
+    client.messages.create(model=model, max_tokens=50, messages=MESSAGES)
+    router.drain()
+
+    with cycle_collector_findings() as found:
+        for _ in range(2):
+            assert client.messages.create(model=model, max_tokens=50,
+                                          messages=MESSAGES).content
+            with client.messages.stream(model=model, max_tokens=50,
+                                        messages=MESSAGES) as stream:
+                assert "".join(stream.text_stream)
+        wait_for_charges()
+    router.drain()
+    assert found == []
