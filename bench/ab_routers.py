@@ -15,7 +15,8 @@ router is loaded at a time, in alternating blocks (A B B A ...), so that both se
 machine within seconds of each other:
 
 - concurrency 64: a closed loop of ``--seconds`` per block: requests/s and the router's CPU
-  per request;
+  per request, and p99 over p50 of all the blocks' latencies pooled (a stall every few
+  seconds lands in some blocks only);
 - concurrency 1: ``--sequential`` requests per block: latency p50, and what the router adds
   to the upstream's own (measured in blocks of its own, between), and its CPU per request;
 - streams: ``--sequential`` streamed requests per block: time to first token p50, and the
@@ -79,6 +80,9 @@ async def measure(options: argparse.Namespace, targets: dict[str, Target],
     blocks: dict[str, dict[str, list[dict[str, float | None]]]] = {
         phase: {name: [] for name in targets}
         for phase in ("c64", "c1", "stream", "c1 interleaved", "stream interleaved")}
+    # Every latency at concurrency 64, all blocks pooled: a stall of the router every few
+    # seconds lands in some blocks only, so it shows in the pooled tail, not in the medians.
+    pooled: dict[str, list[float]] = {name: [] for name in targets}
     answered = 0
     async with session_for(options.concurrency) as session:
         for target in targets.values():  # warm-up: keys, prices, connections, code paths
@@ -108,11 +112,13 @@ async def measure(options: argparse.Namespace, targets: dict[str, Target],
                     if name != "direct":
                         answered += run.ok
                     blocks[phase][name].append(block_figures(run))
+                    if phase == "c64":
+                        pooled[name] += run.latencies
             if options.interleaved:
                 answered += await interleaved(session, targets, order, options.interleaved,
                                               blocks)
             print(f"round {round_number + 1}/{options.rounds} done", flush=True)
-    return {"blocks": blocks, "answered": answered}
+    return {"blocks": blocks, "pooled": pooled, "answered": answered}
 
 
 async def interleaved(session: Any, targets: dict[str, Target], order: list[str], count: int,
@@ -138,7 +144,8 @@ def median(values: list[float | None]) -> float | None:
     return statistics.median(present) if present else None
 
 
-def report(blocks: dict[str, dict[str, list[dict[str, float | None]]]]) -> list[str]:
+def report(blocks: dict[str, dict[str, list[dict[str, float | None]]]],
+           pooled: dict[str, list[float]]) -> list[str]:
     rows = []
 
     def line(label: str, phase: str, key: str, *, added: bool = False) -> None:
@@ -157,6 +164,13 @@ def report(blocks: dict[str, dict[str, list[dict[str, float | None]]]]) -> list[
 
     line("c=64 requests/s", "c64", "rps")
     line("c=64 router CPU per request (us)", "c64", "cpu_us")
+    tails = {name: (pct(pooled.get(name, []), 50), pct(pooled.get(name, []), 99))
+             for name in ("baseline", "this build")}
+    if all(p50 and p99 for p50, p99 in tails.values()):
+        (a50, a99), (b50, b99) = tails["baseline"], tails["this build"]
+        rows.append(f"{'c=64 p99 / p50, blocks pooled':<34} {a99 / a50:>10.2f} {b99 / b50:>10.2f}"
+                    f"   {(b99 / b50) / (a99 / a50):>6.3f}   p99 {a99:.1f} -> {b99:.1f} ms, "
+                    f"p50 {a50:.1f} -> {b50:.1f} ms")
     line("c=1 latency p50 (ms)", "c1", "p50_ms")
     line("c=1 added p50 (ms)", "c1", "p50_ms", added=True)
     line("c=1 router CPU per request (us)", "c1", "cpu_us")
@@ -191,6 +205,7 @@ def main(argv: list[str] | None = None) -> int:
 
     builds = prepare_builds(parser, options)
     blocks: dict[str, dict[str, list[dict[str, float | None]]]] = {}
+    pooled: dict[str, list[float]] = {}
     answered = 0
     with upstream_running(builds):
         step = options.restart_every or options.rounds
@@ -205,10 +220,12 @@ def main(argv: list[str] | None = None) -> int:
             for phase, per_target in result["blocks"].items():
                 for name, figures in per_target.items():
                     blocks.setdefault(phase, {}).setdefault(name, []).extend(figures)
+            for name, latencies in result["pooled"].items():
+                pooled.setdefault(name, []).extend(latencies)
             answered += result["answered"]
     billing = check_billing(options.database_url, answered)
     ok = billing.ok(answered)
-    lines = report(blocks)
+    lines = report(blocks, pooled)
     print("\n".join(lines))
     print(f"billing: {billing.describe(answered)}")
     options.out.write_text(json.dumps({"blocks": blocks, "report": lines,
