@@ -1,0 +1,144 @@
+"""What stops the router under sustained load: the passes of Python's cycle collector and
+the tail they leave, for two builds side by side.
+
+    .venv/bin/python bench/stalls.py --baseline /tmp/base [--rounds 3 --seconds 10]
+
+Both routers run in the production configuration of ``ab_routers.py`` (Redis on, key
+limits, the worker a max-in-flight; uvicorn with ``make serve``'s flags, one worker each,
+pinned to CPU 0), each under ``gc_watch.py``, which logs every pass of the collector. Each
+round loads each build in turn (A B, then B A) with a closed loop at ``--concurrency`` for
+``--seconds`` without a break: a pause every few seconds would fall between the one-second
+blocks of ``ab_routers.py`` or in a block of its own, and the medians never show it. For
+each build: requests/s, latency p50, p99 and the longest, and the collector's passes that
+took over ``--pause-ms`` within the loaded windows (how many, the longest, and the objects
+they freed per request: what the requests left in reference cycles). Every request is
+checked to be billed exactly at the end, as in every bench.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import sys
+import time
+from pathlib import Path
+
+from builds import THIS_BUILD, Builds, add_build_options, prepare_builds, upstream_running
+from harness import (
+    BIN,
+    ROUTER_MODEL,
+    TMP,
+    Service,
+    check_billing,
+    free_port,
+    router_argv,
+    start_service,
+    stop_service,
+    wait_ready,
+)
+from load import Run, closed_loop, make_target, pct, session_for
+
+Window = tuple[float, float, Run]  # monotonic start and end of a loaded spell, and its run
+
+
+def start_router(name: str, tree: Path, port: int, env: dict[str, str], log: Path) -> Service:
+    argv = [str(BIN / "python"), str(THIS_BUILD / "bench" / "gc_watch.py"), str(log),
+            *router_argv("uvicorn", port, 1, tree)]
+    return start_service(name, argv, env, cpu=0, cwd=tree)
+
+
+async def load(builds: Builds, ports: dict[str, int], options: argparse.Namespace
+               ) -> tuple[dict[str, list[Window]], int]:
+    """Each build's loaded windows, and the requests answered in the warm-up."""
+    targets = {name: make_target(name, f"http://127.0.0.1:{port}/v1/chat/completions",
+                                 ROUTER_MODEL, builds.keys) for name, port in ports.items()}
+    windows: dict[str, list[Window]] = {name: [] for name in targets}
+    warmed = 0
+    async with session_for(options.concurrency) as session:
+        for target in targets.values():  # warm-up: caches, connections, code paths
+            warm = Run()
+            await closed_loop(session, target, options.concurrency, 3.0, warm)
+            warmed += warm.ok
+        for round_number in range(options.rounds):
+            order = list(targets) if round_number % 2 == 0 else list(reversed(targets))
+            for name in order:
+                run = Run()
+                started = time.monotonic()
+                await closed_loop(session, targets[name], options.concurrency,
+                                  options.seconds, run)
+                if run.errors:
+                    raise SystemExit(f"{name}: errors {dict(run.errors)}")
+                windows[name].append((started, time.monotonic(), run))
+            print(f"round {round_number + 1}/{options.rounds} done", flush=True)
+    return windows, warmed
+
+
+def passes_within(log: Path, windows: list[Window]) -> list[dict[str, float]]:
+    """The collector's passes that ended inside one of ``windows``."""
+    passes = [json.loads(line) for line in log.read_text().splitlines() if line]
+    return [p for p in passes if any(start <= p["at"] <= end for start, end, _ in windows)]
+
+
+def figures(windows: list[Window], passes: list[dict[str, float]], pause_ms: float
+            ) -> dict[str, float | None]:
+    latencies = [latency for _, _, run in windows for latency in run.latencies]
+    ok = sum(run.ok for _, _, run in windows)
+    seconds = sum(end - start for start, end, _ in windows)
+    long = [p for p in passes if p["ms"] > pause_ms]
+    p50, p99 = pct(latencies, 50), pct(latencies, 99)
+    return {"requests/s": ok / seconds, "p50 ms": p50, "p99 ms": p99,
+            "p99 / p50": p99 / p50 if p50 and p99 else None,
+            "longest ms": 1000 * max(latencies) if latencies else None,
+            f"passes over {pause_ms:g} ms": float(len(long)),
+            "longest pass ms": max((p["ms"] for p in long), default=0.0),
+            "objects freed per request": sum(p["freed"] for p in passes) / ok if ok else None}
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--rounds", type=int, default=3)
+    parser.add_argument("--seconds", type=float, default=10.0,
+                        help="seconds of unbroken load per build and round")
+    parser.add_argument("--concurrency", type=int, default=64)
+    parser.add_argument("--pause-ms", type=float, default=5.0,
+                        help="a collector's pass longer than this is counted as a pause")
+    add_build_options(parser)
+    parser.add_argument("--out", type=Path, default=TMP / "stalls.json")
+    options = parser.parse_args(argv)
+
+    builds = prepare_builds(parser, options)
+    names = list(builds.trees)
+    ports = {name: free_port() for name in names}
+    logs = {name: TMP / f"stalls-{name.replace(' ', '_')}.jsonl" for name in names}
+    results: dict[str, dict[str, float | None]] = {}
+    with upstream_running(builds):
+        routers = {name: start_router(name.replace(" ", "_"), builds.trees[name], ports[name],
+                                      builds.env, logs[name]) for name in names}
+        try:
+            for name, router in routers.items():
+                wait_ready(router, f"http://127.0.0.1:{ports[name]}/v1/models",
+                           {"Authorization": f"Bearer {builds.keys[0]}"})
+            windows, warmed = asyncio.run(load(builds, ports, options))
+        finally:
+            for router in routers.values():
+                stop_service(router)
+    for name in names:
+        results[name] = figures(windows[name], passes_within(logs[name], windows[name]),
+                                options.pause_ms)
+    answered = warmed + sum(run.ok for runs in windows.values() for *_, run in runs)
+    billing = check_billing(options.database_url, answered)
+    lines = [f"{'':<30} {'baseline':>10} {'this build':>10}"]
+    for key in results["baseline"]:
+        a, b = results["baseline"][key], results["this build"][key]
+        lines.append(f"{key:<30} {a if a is not None else float('nan'):>10.2f} "
+                     f"{b if b is not None else float('nan'):>10.2f}")
+    print("\n".join(lines))
+    print(f"billing: {billing.describe(answered)}")
+    options.out.write_text(json.dumps({"results": results, "report": lines,
+                                       "billing_ok": billing.ok(answered)}, indent=1))
+    return 0 if billing.ok(answered) else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())
