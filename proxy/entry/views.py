@@ -53,6 +53,12 @@ class OpenAIView(APIView):
             if error.status == 405:
                 response["Allow"] = ", ".join(m.upper() for m in self._allowed_methods()
                                               if m != "OPTIONS")
+            # Answered: what raised the error is of no more use. Its traceback holds every
+            # frame of the request and its context the refusal it was raised from, which may
+            # hold the error itself (proxy.money.Refused): a cycle, one per refused request,
+            # that only the garbage collector would free, stopping every request meanwhile.
+            error.__traceback__ = None
+            error.__context__ = None
             return response
 
 

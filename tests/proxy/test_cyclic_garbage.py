@@ -18,6 +18,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
+import openai
 import pytest
 from django.conf import settings
 
@@ -173,6 +174,70 @@ def test_billed_answers_and_streams_leave_nothing_of_the_routers_for_the_cycle_c
                     model="test-model", messages=MESSAGES, max_tokens=5, stream=True):
                 pass
         # Charged (not router.drain(), which also stops the hold keeper: once per process).
+        wait_for_charges()
+    router.drain()
+    assert found == []
+
+
+@pytest.mark.usefixtures("redis_db")
+def test_refusals_leave_nothing_of_the_routers_for_the_cycle_collector(
+    openai_worker, make_key, client_for, router
+):
+    # What a client hammering the router with a bad key, past its limits or without money
+    # is answered: each must not leave work for the collector either.
+    _, secret = make_key()
+    _, broke = make_key(credit_micros=0)
+    ApiKey.objects.filter(prefix=secret[:18]).update(rpm=2, tpm=1_000_000)
+    client, poor, stranger = (client_for(secret), client_for(broke),
+                              client_for("sk-not-a-key-at-all"))
+    client.chat.completions.create(model="test-model", messages=MESSAGES, max_tokens=5)
+    router.drain()
+
+    calls = [
+        (stranger, {"model": "test-model", "max_tokens": 5}, openai.AuthenticationError),
+        (poor, {"model": "test-model", "max_tokens": 5}, openai.APIStatusError),
+        (poor, {"model": "test-model"}, openai.APIStatusError),  # no cap: planned from room
+        (client, {"model": "no-such-model", "max_tokens": 5}, openai.NotFoundError),
+        (client, {"model": "test-model", "max_tokens": -1}, openai.BadRequestError),
+        (client, {"model": "test-model", "max_tokens": 5}, openai.RateLimitError),
+    ]
+    client.chat.completions.create(model="test-model", messages=MESSAGES, max_tokens=5)
+    with cycle_collector_findings() as found:
+        for _ in range(3):
+            for caller, options, refusal in calls:
+                with pytest.raises(refusal):
+                    caller.chat.completions.create(messages=MESSAGES, **options)
+        wait_for_charges()
+    router.drain()
+    assert found == []
+
+
+@pytest.mark.usefixtures("redis_db")
+def test_failed_upstreams_leave_nothing_of_the_routers_for_the_cycle_collector(
+    openai_worker, upstream, make_key, client_for, router
+):
+    _, secret = make_key()
+    ApiKey.objects.filter(prefix=secret[:18]).update(rpm=1000, tpm=1_000_000)
+    client = client_for(secret)
+    client.chat.completions.create(model="test-model", messages=MESSAGES, max_tokens=5)
+    router.drain()
+
+    with cycle_collector_findings() as found:
+        for _ in range(2):
+            upstream.configure(status=503)  # the upstream's fault: 502, nothing charged
+            with pytest.raises(openai.APIStatusError):
+                client.chat.completions.create(model="test-model", messages=MESSAGES,
+                                               max_tokens=5)
+            upstream.configure(status=400)  # the client's mistake, as the upstream saw it
+            with pytest.raises(openai.BadRequestError):
+                client.chat.completions.create(model="test-model", messages=MESSAGES,
+                                               max_tokens=5)
+            upstream.configure(status=None, die_after_chunks=2)  # a stream cut short
+            with pytest.raises(openai.APIError):
+                for _chunk in client.chat.completions.create(
+                        model="test-model", messages=MESSAGES, max_tokens=50, stream=True):
+                    pass
+            upstream.configure(die_after_chunks=None)
         wait_for_charges()
     router.drain()
     assert found == []

@@ -81,6 +81,11 @@ class Batcher(Generic[Item, Result]):
             if future.done() and not future.cancelled():
                 self._abandoned(item, future)
             raise
+        finally:
+            # A refusal raised here holds this frame in its traceback, and the future holds
+            # the refusal: a cycle for the garbage collector to find, one per refused
+            # request, unless the frame lets go of the future.
+            del future
 
     def _abandoned(self, item: Item, future: asyncio.Future[Result | Alone]) -> None:
         if self._on_abandoned is not None and future.exception() is None:
