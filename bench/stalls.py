@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import gc
 import json
 import sys
 import time
@@ -40,6 +41,21 @@ from harness import (
 from load import Run, closed_loop, make_target, pct, session_for
 
 Window = tuple[float, float, Run]  # monotonic start and end of a loaded spell, and its run
+
+# This process's own collector passes (the load generator's: it stalls all 64 clients at
+# once, and the latencies they measure, as the router's would): when each ended, its length.
+_client_passes: list[tuple[float, float]] = []
+
+
+def _watch_client(phase: str, info: dict[str, int]) -> None:
+    if phase == "start":
+        _watch_client.started = time.perf_counter()  # type: ignore[attr-defined]
+    else:
+        took = time.perf_counter() - _watch_client.started  # type: ignore[attr-defined]
+        _client_passes.append((time.monotonic(), 1000 * took))
+
+
+gc.callbacks.append(_watch_client)
 
 
 def start_router(name: str, tree: Path, port: int, env: dict[str, str], log: Path) -> Service:
@@ -92,7 +108,10 @@ def figures(windows: list[Window], passes: list[dict[str, float]], pause_ms: flo
             "longest ms": 1000 * max(latencies) if latencies else None,
             f"passes over {pause_ms:g} ms": float(len(long)),
             "longest pass ms": max((p["ms"] for p in long), default=0.0),
-            "objects freed per request": sum(p["freed"] for p in passes) / ok if ok else None}
+            "objects freed per request": sum(p["freed"] for p in passes) / ok if ok else None,
+            f"load generator passes > {pause_ms:g} ms": float(sum(
+                1 for at, ms in _client_passes if ms > pause_ms
+                and any(start <= at <= end for start, end, _ in windows)))}
 
 
 def main(argv: list[str] | None = None) -> int:
