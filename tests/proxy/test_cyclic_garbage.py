@@ -241,3 +241,25 @@ def test_failed_upstreams_leave_nothing_of_the_routers_for_the_cycle_collector(
         wait_for_charges()
     router.drain()
     assert found == []
+
+
+@pytest.mark.usefixtures("redis_db")
+def test_streams_the_client_hangs_up_on_leave_nothing_of_the_routers_for_the_cycle_collector(
+    openai_worker, upstream, make_key, client_for, router
+):
+    _, secret = make_key()
+    ApiKey.objects.filter(prefix=secret[:18]).update(rpm=1000, tpm=1_000_000)
+    client = client_for(secret)
+    client.chat.completions.create(model="test-model", messages=MESSAGES, max_tokens=5)
+    router.drain()
+    upstream.configure(chunk_delay=0.05)  # the client goes while chunks are still coming
+
+    with cycle_collector_findings() as found:
+        for _ in range(3):
+            stream = client.chat.completions.create(model="test-model", messages=MESSAGES,
+                                                    max_tokens=50, stream=True)
+            next(iter(stream))
+            stream.close()
+        wait_for_charges()
+    router.drain()
+    assert found == []
