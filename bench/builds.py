@@ -43,16 +43,18 @@ class Builds:
     keys: list[str]  # API keys with the production limits, on one wallet
 
 
-def prepare_builds(parser: argparse.ArgumentParser, options: argparse.Namespace) -> Builds:
+def prepare_builds(parser: argparse.ArgumentParser, options: argparse.Namespace, *,
+                   wallets: int = 1) -> Builds:
     """Both checkouts, and the bench database recreated and seeded (Redis flushed): both
-    builds must share the schema this checkout migrates to."""
+    builds must share the schema this checkout migrates to. ``wallets``: users, each with
+    its wallet and one key (the load goes round them)."""
     if not (options.baseline / "manage.py").exists():
         parser.error(f"{options.baseline} is not a checkout of the router")
     env = router_env(options.database_url, [], redis_url=options.redis_url)
     upstream_port = free_port()
     prepare_database(options.database_url)
     flush_redis_db(options.redis_url)
-    keys = seed(env, upstream_port, 1, key_rpm=PRODUCTION["key_rpm"],
+    keys = seed(env, upstream_port, wallets, key_rpm=PRODUCTION["key_rpm"],
                 key_tpm=PRODUCTION["key_tpm"])
     return Builds({"baseline": options.baseline.resolve(), "this build": THIS_BUILD}, env,
                   upstream_port, keys)

@@ -12,7 +12,8 @@ blocks of ``ab_routers.py`` or in a block of its own, and the medians never show
 each build: requests/s, latency p50, p99 and the longest, and the collector's passes that
 took over ``--pause-ms`` within the loaded windows (how many, the longest, and the objects
 they freed per request: what the requests left in reference cycles). Every request is
-checked to be billed exactly at the end, as in every bench.
+checked to be billed exactly at the end, as in every bench. ``--wallets 64`` spreads the
+requests over 64 users' wallets (the issue's "on one wallet and on 64").
 """
 
 from __future__ import annotations
@@ -120,13 +121,15 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--seconds", type=float, default=10.0,
                         help="seconds of unbroken load per build and round")
     parser.add_argument("--concurrency", type=int, default=64)
+    parser.add_argument("--wallets", type=int, default=1,
+                        help="users with a wallet and a key each, the requests going round them")
     parser.add_argument("--pause-ms", type=float, default=5.0,
                         help="a collector's pass longer than this is counted as a pause")
     add_build_options(parser)
     parser.add_argument("--out", type=Path, default=TMP / "stalls.json")
     options = parser.parse_args(argv)
 
-    builds = prepare_builds(parser, options)
+    builds = prepare_builds(parser, options, wallets=options.wallets)
     names = list(builds.trees)
     ports = {name: free_port() for name in names}
     logs = {name: TMP / f"stalls-{name.replace(' ', '_')}.jsonl" for name in names}
