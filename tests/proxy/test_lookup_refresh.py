@@ -163,3 +163,41 @@ def test_a_failed_batch_leaves_entries_to_expire_and_load_again(monkeypatch):
                                          cache.get_or_load("b", load)))
 
     assert asyncio.run(story()) == ["v2", "v2"]
+
+
+def test_keys_read_all_the_time_are_still_reloaded_in_batches(monkeypatch):
+    # Under load every key in use is read many times a second, through the part of its life
+    # where it is due: those reads leave it to the keeper's batch rather than reloading it
+    # alone (one worker thread each, fighting the event loop for the interpreter's lock).
+    monkeypatch.setattr(TTLCache, "KEEPALIVE_SECONDS", 5.0)
+    many = ManyLoads()
+    cache: TTLCache = TTLCache(ttl=lambda: 1.0, reload_many=many)
+    starter, singles = Loads("first"), Loads("first")
+
+    async def story() -> list[str]:
+        # The keeper starts with a first key (due alone, it is reloaded alone); the others
+        # are loaded half-way between two of its ticks (an eighth of their life apart), so
+        # that they become due while the reads below come every 10 ms and the keeper's next
+        # tick is still far.
+        await cache.get_or_load("starter", starter, arg="starter")
+        await asyncio.sleep(0.06)
+        await asyncio.gather(*(cache.get_or_load(f"digest{i}", singles, arg=f"key{i}")
+                               for i in range(30)))
+        started = time.monotonic()
+        while time.monotonic() - started < 2.2:  # more than two lives, read all the while
+            for i in range(30):
+                await cache.get_or_load(f"digest{i}", singles, arg=f"key{i}")
+            await cache.get_or_load("starter", starter, arg="starter")
+            await asyncio.sleep(0.01)
+        return [await cache.get_or_load(f"digest{i}", singles, arg=f"key{i}")
+                for i in range(30)]
+
+    seen = asyncio.run(story())
+    # The first loads, and none on their own after them but for a rare one whose keeper's
+    # tick a busy machine delayed past the reads' own margin (reloading alone then is the
+    # fallback); with every read reloading what was due, 90 keys were reloaded alone.
+    assert singles.calls <= 30 + 3
+    assert seen == [f"key{i}-reloaded" for i in range(30)]
+    reloads = [arg for batch in many.batches for arg in batch]
+    assert set(reloads) == {f"key{i}" for i in range(30)}
+    assert len(many.batches) <= 6  # two or three lives, a batch or two each
