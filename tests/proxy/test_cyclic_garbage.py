@@ -80,6 +80,24 @@ def cycle_collector_findings() -> Iterator[list[str]]:
         gc.enable()
 
 
+def production_key(make_key, *, rpm: int = 1000) -> str:
+    """A funded key with an RPM and a TPM limit, production's shape: the key's limits and
+    the worker's slot are asked of Redis."""
+    _, secret = make_key()
+    ApiKey.objects.filter(prefix=secret[:18]).update(rpm=rpm, tpm=1_000_000)
+    return secret
+
+
+@pytest.fixture
+def chat_client(openai_worker, make_key, client_for, router, redis_db) -> openai.OpenAI:
+    """The openai SDK with a production key, after a first request: it fills the lookups'
+    caches, which stay."""
+    client = client_for(production_key(make_key))
+    client.chat.completions.create(model="test-model", messages=MESSAGES, max_tokens=5)
+    router.drain()
+    return client
+
+
 def test_the_census_sees_a_cycle_the_router_would_leave():
     # The check itself: a closure that refers to itself, as the script relay's did.
     class Relay:
@@ -155,17 +173,10 @@ def test_script_replies_leave_nothing_for_the_cycle_collector(redis_db):
     assert found == []
 
 
-@pytest.mark.usefixtures("redis_db")
 def test_billed_answers_and_streams_leave_nothing_of_the_routers_for_the_cycle_collector(
-    openai_worker, make_key, client_for, router
+    chat_client, router
 ):
-    _, secret = make_key()
-    # Production's shape: the key's limits and the worker's slot are asked of Redis.
-    ApiKey.objects.filter(prefix=secret[:18]).update(rpm=1000, tpm=1_000_000)
-    client = client_for(secret)
-    client.chat.completions.create(model="test-model", messages=MESSAGES, max_tokens=5)
-    router.drain()  # the first request also fills the lookups' caches, which stay
-
+    client = chat_client
     with cycle_collector_findings() as found:
         for _ in range(3):
             client.chat.completions.create(model="test-model", messages=MESSAGES,
@@ -185,10 +196,8 @@ def test_refusals_leave_nothing_of_the_routers_for_the_cycle_collector(
 ):
     # What a client hammering the router with a bad key, past its limits or without money
     # is answered: each must not leave work for the collector either.
-    _, secret = make_key()
     _, broke = make_key(credit_micros=0)
-    ApiKey.objects.filter(prefix=secret[:18]).update(rpm=2, tpm=1_000_000)
-    client, poor, stranger = (client_for(secret), client_for(broke),
+    client, poor, stranger = (client_for(production_key(make_key, rpm=2)), client_for(broke),
                               client_for("sk-not-a-key-at-all"))
     client.chat.completions.create(model="test-model", messages=MESSAGES, max_tokens=5)
     router.drain()
@@ -212,16 +221,10 @@ def test_refusals_leave_nothing_of_the_routers_for_the_cycle_collector(
     assert found == []
 
 
-@pytest.mark.usefixtures("redis_db")
 def test_failed_upstreams_leave_nothing_of_the_routers_for_the_cycle_collector(
-    openai_worker, upstream, make_key, client_for, router
+    chat_client, upstream, router
 ):
-    _, secret = make_key()
-    ApiKey.objects.filter(prefix=secret[:18]).update(rpm=1000, tpm=1_000_000)
-    client = client_for(secret)
-    client.chat.completions.create(model="test-model", messages=MESSAGES, max_tokens=5)
-    router.drain()
-
+    client = chat_client
     with cycle_collector_findings() as found:
         for _ in range(2):
             upstream.configure(status=503)  # the upstream's fault: 502, nothing charged
@@ -243,15 +246,10 @@ def test_failed_upstreams_leave_nothing_of_the_routers_for_the_cycle_collector(
     assert found == []
 
 
-@pytest.mark.usefixtures("redis_db")
 def test_streams_the_client_hangs_up_on_leave_nothing_of_the_routers_for_the_cycle_collector(
-    openai_worker, upstream, make_key, client_for, router
+    chat_client, upstream, router
 ):
-    _, secret = make_key()
-    ApiKey.objects.filter(prefix=secret[:18]).update(rpm=1000, tpm=1_000_000)
-    client = client_for(secret)
-    client.chat.completions.create(model="test-model", messages=MESSAGES, max_tokens=5)
-    router.drain()
+    client = chat_client
     upstream.configure(chunk_delay=0.05)  # the client goes while chunks are still coming
 
     with cycle_collector_findings() as found:

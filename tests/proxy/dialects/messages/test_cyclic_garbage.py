@@ -6,9 +6,8 @@ from __future__ import annotations
 
 import pytest
 
-from accounts.models import ApiKey
 from tests.live_router import wait_for_charges
-from tests.proxy.test_cyclic_garbage import cycle_collector_findings
+from tests.proxy.test_cyclic_garbage import cycle_collector_findings, production_key
 
 MESSAGES = [{"role": "user", "content": "Say something deterministic."}]
 
@@ -18,9 +17,7 @@ MESSAGES = [{"role": "user", "content": "Say something deterministic."}]
 def test_messages_leave_nothing_of_the_routers_for_the_cycle_collector(
     anthropic_worker, openai_worker, make_key, sdk_for, router, model
 ):
-    _, secret = make_key()
-    ApiKey.objects.filter(prefix=secret[:18]).update(rpm=1000, tpm=1_000_000)
-    client = sdk_for(secret)
+    client = sdk_for(production_key(make_key))
     client.messages.create(model=model, max_tokens=50, messages=MESSAGES)
     router.drain()
 

@@ -5,18 +5,15 @@ from __future__ import annotations
 
 import pytest
 
-from accounts.models import ApiKey
 from tests.live_router import wait_for_charges
-from tests.proxy.test_cyclic_garbage import cycle_collector_findings
+from tests.proxy.test_cyclic_garbage import cycle_collector_findings, production_key
 
 
 @pytest.mark.usefixtures("redis_db")
 def test_responses_leave_nothing_of_the_routers_for_the_cycle_collector(
     openai_worker, make_key, client_for, router
 ):
-    _, secret = make_key()
-    ApiKey.objects.filter(prefix=secret[:18]).update(rpm=1000, tpm=1_000_000)
-    client = client_for(secret)
+    client = client_for(production_key(make_key))
     client.responses.create(model="test-model", input="Hi.", max_output_tokens=400)
     router.drain()
 
