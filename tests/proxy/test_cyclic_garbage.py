@@ -56,9 +56,9 @@ def _router_object(obj: object) -> str | None:
     if isinstance(obj, types.MethodType):
         return _router_object(obj.__self__)
     code = getattr(obj, "cr_code", None) or getattr(obj, "f_code", None)
-    if code is not None and code.co_filename.startswith(REPOSITORY) and (
-            "/tests/" not in code.co_filename):
-        return code.co_qualname
+    if code is not None and code.co_filename.startswith(REPOSITORY) and not any(
+            part in code.co_filename for part in ("/tests/", "/site-packages/")):
+        return code.co_qualname  # the router's own file (not a test's, nor the virtualenv's)
     return None
 
 
