@@ -175,7 +175,9 @@ class TTLCache(Generic[K, V]):
             due = [(key, entry) for key, entry in list(self._data.items())
                    if now - entry.used < self.KEEPALIVE_SECONDS
                    and entry.expires - now < self.ttl() * self.REFRESH_AHEAD]
-            if self.reload_many is not None and len(due) > 1:
+            # Through reload_many even when one entry is due: loaded alone (its own load), a key
+            # that fell out of step with the others was reloaded alone in every life after.
+            if self.reload_many is not None and due:
                 self._refresh_many(due)
             else:
                 for key, entry in due:

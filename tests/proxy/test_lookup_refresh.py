@@ -134,9 +134,11 @@ def test_the_keeper_reloads_what_is_due_in_one_batch_not_one_load_each(monkeypat
     assert singles.calls == 30  # the first loads only: none waited again
     assert seen == [f"key{i}-reloaded" for i in range(30)]
     # Every key was reloaded through reload_many, with the arg it was stored with, a few
-    # batches in all (those due at the same tick of the keeper go together), not 30 loads.
+    # batches in all (those due at the same tick of the keeper go together; a key whose
+    # first load a busy machine delayed past a tick is due alone, in a batch of its own),
+    # not 30 loads.
     assert {arg for batch in many.batches for arg in batch} == {f"key{i}" for i in range(30)}
-    assert len(many.batches) <= 6
+    assert len(many.batches) <= 10
 
 
 def test_a_failed_batch_leaves_entries_to_expire_and_load_again(monkeypatch):
@@ -175,10 +177,9 @@ def test_keys_read_all_the_time_are_still_reloaded_in_batches(monkeypatch):
     starter, singles = Loads("first"), Loads("first")
 
     async def story() -> list[str]:
-        # The keeper starts with a first key (due alone, it is reloaded alone); the others
-        # are loaded half-way between two of its ticks (an eighth of their life apart), so
-        # that they become due while the reads below come every 10 ms and the keeper's next
-        # tick is still far.
+        # The keeper starts with a first key; the others are loaded half-way between two of
+        # its ticks (an eighth of their life apart), so that they become due while the
+        # reads below come every 10 ms and the keeper's next tick is still far.
         await cache.get_or_load("starter", starter, arg="starter")
         await asyncio.sleep(0.06)
         await asyncio.gather(*(cache.get_or_load(f"digest{i}", singles, arg=f"key{i}")
@@ -198,6 +199,8 @@ def test_keys_read_all_the_time_are_still_reloaded_in_batches(monkeypatch):
     # fallback); with every read reloading what was due, 90 keys were reloaded alone.
     assert singles.calls <= 30 + 3
     assert seen == [f"key{i}-reloaded" for i in range(30)]
-    reloads = [arg for batch in many.batches for arg in batch]
-    assert set(reloads) == {f"key{i}" for i in range(30)}
-    assert len(many.batches) <= 6  # two or three lives, a batch or two each
+    assert starter.calls == 1  # due alone at the keeper's ticks, it goes in batches too
+    reloads = {arg for batch in many.batches for arg in batch}
+    assert reloads == {"starter"} | {f"key{i}" for i in range(30)}
+    # Two or three lives, a batch or two each for the keys, as many for the starter.
+    assert len(many.batches) <= 12
