@@ -27,14 +27,11 @@ from pathlib import Path
 
 from builds import THIS_BUILD, Builds, prepare_builds, upstream_running
 from harness import (
-    BIN,
     ROUTER_MODEL,
     TMP,
-    Service,
     check_billing,
     free_port,
-    router_argv,
-    start_service,
+    start_wrapped_router,
     stop_service,
     wait_ready,
 )
@@ -42,12 +39,6 @@ from instructions import PHASES, closed_count, phase
 from load import Run, make_target
 
 Row = tuple[str, float, float]  # function, calls per request, own microseconds per request
-
-
-def start_router(name: str, tree: Path, port: int, env: dict[str, str], out: Path) -> Service:
-    argv = [str(BIN / "python"), str(THIS_BUILD / "bench" / "profiled_router.py"), str(out),
-            *router_argv("uvicorn", port, 1, tree)]
-    return start_service(name, argv, env, cpu=0, cwd=tree)
 
 
 def label(key: tuple[str, int, str]) -> str:
@@ -81,7 +72,7 @@ def measure_build(name: str, tree: Path, builds: Builds, options: argparse.Names
                   ) -> tuple[dict[str, list[Row]], int]:
     port = free_port()
     out = TMP / f"calls-{name}.pstats"
-    router = start_router(name, tree, port, builds.env, out)
+    router = start_wrapped_router("profiled_router.py", out, name, tree, port, builds.env)
     answered = 0
     profiles: dict[str, list[Row]] = {}
     try:

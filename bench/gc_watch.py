@@ -16,12 +16,13 @@ import json
 import runpy
 import sys
 import time
+from collections.abc import Callable
 from typing import Any
 
 
-def main() -> None:
-    out, argv = sys.argv[1], sys.argv[2:]
-    log = open(out, "w", buffering=1)  # noqa: SIM115 - open for the process's whole life
+def watch_passes(on_pass: Callable[[float, int, float, int], None]) -> None:
+    """Call ``on_pass(ended_at, generation, milliseconds, objects_freed)`` after every pass
+    of this process's cycle collector (``ended_at``: ``time.monotonic()``)."""
     started = [0.0]
 
     def watch(phase: str, info: dict[str, Any]) -> None:
@@ -29,11 +30,20 @@ def main() -> None:
             started[0] = time.perf_counter()
             return
         took = time.perf_counter() - started[0]
-        log.write(json.dumps({"at": time.monotonic(), "generation": info["generation"],
-                              "ms": round(took * 1000, 3), "freed": info["collected"]})
-                  + "\n")
+        on_pass(time.monotonic(), info["generation"], took * 1000, info["collected"])
 
     gc.callbacks.append(watch)
+
+
+def main() -> None:
+    out, argv = sys.argv[1], sys.argv[2:]
+    log = open(out, "w", buffering=1)  # noqa: SIM115 - open for the process's whole life
+
+    def write(at: float, generation: int, ms: float, freed: int) -> None:
+        log.write(json.dumps({"at": at, "generation": generation, "ms": round(ms, 3),
+                              "freed": freed}) + "\n")
+
+    watch_passes(write)
     sys.argv = argv
     runpy.run_path(argv[0], run_name="__main__")
 

@@ -353,6 +353,16 @@ def router_argv(server: str, port: int, workers: int, tree: Path | None = None) 
     return argv_of(server, host="127.0.0.1", port=port, workers=workers)
 
 
+def start_wrapped_router(wrapper: str, out: Path, name: str, tree: Path, port: int,
+                         env: dict[str, str]) -> Service:
+    """The router of the build in ``tree`` (``make serve``'s uvicorn, one worker, on CPU 0)
+    run by this checkout's bench script ``wrapper``, which writes what it records to
+    ``out`` (``profiled_router.py``, ``gc_watch.py``)."""
+    argv = [str(BIN / "python"), str(Path(__file__).parent / wrapper), str(out),
+            *router_argv("uvicorn", port, 1, tree)]
+    return start_service(name, argv, env, cpu=0, cwd=tree)
+
+
 def wait_ready(service: Service, url: str, headers: dict[str, str], timeout: float = 60
                ) -> None:
     deadline = time.monotonic() + timeout

@@ -20,22 +20,19 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import gc
 import json
 import sys
 import time
 from pathlib import Path
 
-from builds import THIS_BUILD, Builds, add_build_options, prepare_builds, upstream_running
+from builds import Builds, add_build_options, prepare_builds, upstream_running
+from gc_watch import watch_passes
 from harness import (
-    BIN,
     ROUTER_MODEL,
     TMP,
-    Service,
     check_billing,
     free_port,
-    router_argv,
-    start_service,
+    start_wrapped_router,
     stop_service,
     wait_ready,
 )
@@ -46,23 +43,7 @@ Window = tuple[float, float, Run]  # monotonic start and end of a loaded spell, 
 # This process's own collector passes (the load generator's: it stalls all 64 clients at
 # once, and the latencies they measure, as the router's would): when each ended, its length.
 _client_passes: list[tuple[float, float]] = []
-
-
-def _watch_client(phase: str, info: dict[str, int]) -> None:
-    if phase == "start":
-        _watch_client.started = time.perf_counter()  # type: ignore[attr-defined]
-    else:
-        took = time.perf_counter() - _watch_client.started  # type: ignore[attr-defined]
-        _client_passes.append((time.monotonic(), 1000 * took))
-
-
-gc.callbacks.append(_watch_client)
-
-
-def start_router(name: str, tree: Path, port: int, env: dict[str, str], log: Path) -> Service:
-    argv = [str(BIN / "python"), str(THIS_BUILD / "bench" / "gc_watch.py"), str(log),
-            *router_argv("uvicorn", port, 1, tree)]
-    return start_service(name, argv, env, cpu=0, cwd=tree)
+watch_passes(lambda at, generation, ms, freed: _client_passes.append((at, ms)))
 
 
 async def load(builds: Builds, ports: dict[str, int], options: argparse.Namespace
@@ -135,8 +116,9 @@ def main(argv: list[str] | None = None) -> int:
     logs = {name: TMP / f"stalls-{name.replace(' ', '_')}.jsonl" for name in names}
     results: dict[str, dict[str, float | None]] = {}
     with upstream_running(builds):
-        routers = {name: start_router(name.replace(" ", "_"), builds.trees[name], ports[name],
-                                      builds.env, logs[name]) for name in names}
+        routers = {name: start_wrapped_router("gc_watch.py", logs[name], name.replace(" ", "_"),
+                                              builds.trees[name], ports[name], builds.env)
+                   for name in names}
         try:
             for name, router in routers.items():
                 wait_ready(router, f"http://127.0.0.1:{ports[name]}/v1/models",

@@ -26,7 +26,7 @@ from accounts.models import ApiKey
 from proxy.ground.redis_pipeline import PipelinedRedis
 from proxy.ground.shared_state import RedisScript
 from proxy.upstream.http_client import upstream_session
-from tests.live_router import wait_for_charges
+from tests.live_router import LiveRouter, wait_for_charges
 from tests.proxy.test_upstream_http_client import (
     JSON,
     TIMEOUT,
@@ -78,6 +78,17 @@ def cycle_collector_findings() -> Iterator[list[str]]:
         gc.set_debug(0)
         gc.garbage.clear()
         gc.enable()
+
+
+@contextmanager
+def router_findings(router: LiveRouter) -> Iterator[list[str]]:
+    """``cycle_collector_findings`` of calls to the live router: counted once their charges
+    are written (not by ``router.drain()``, which also stops the hold keeper: once per
+    process, and a cycle of its own), the router drained after."""
+    with cycle_collector_findings() as found:
+        yield found
+        wait_for_charges()
+    router.drain()
 
 
 def production_key(make_key, *, rpm: int = 1000) -> str:
@@ -177,16 +188,13 @@ def test_billed_answers_and_streams_leave_nothing_of_the_routers_for_the_cycle_c
     chat_client, router
 ):
     client = chat_client
-    with cycle_collector_findings() as found:
+    with router_findings(router) as found:
         for _ in range(3):
             client.chat.completions.create(model="test-model", messages=MESSAGES,
                                            max_tokens=5)
             for _chunk in client.chat.completions.create(
                     model="test-model", messages=MESSAGES, max_tokens=5, stream=True):
                 pass
-        # Charged (not router.drain(), which also stops the hold keeper: once per process).
-        wait_for_charges()
-    router.drain()
     assert found == []
 
 
@@ -211,13 +219,11 @@ def test_refusals_leave_nothing_of_the_routers_for_the_cycle_collector(
         (client, {"model": "test-model", "max_tokens": 5}, openai.RateLimitError),
     ]
     client.chat.completions.create(model="test-model", messages=MESSAGES, max_tokens=5)
-    with cycle_collector_findings() as found:
+    with router_findings(router) as found:
         for _ in range(3):
             for caller, options, refusal in calls:
                 with pytest.raises(refusal):
                     caller.chat.completions.create(messages=MESSAGES, **options)
-        wait_for_charges()
-    router.drain()
     assert found == []
 
 
@@ -225,7 +231,7 @@ def test_failed_upstreams_leave_nothing_of_the_routers_for_the_cycle_collector(
     chat_client, upstream, router
 ):
     client = chat_client
-    with cycle_collector_findings() as found:
+    with router_findings(router) as found:
         for _ in range(2):
             upstream.configure(status=503)  # the upstream's fault: 502, nothing charged
             with pytest.raises(openai.APIStatusError):
@@ -241,8 +247,6 @@ def test_failed_upstreams_leave_nothing_of_the_routers_for_the_cycle_collector(
                         model="test-model", messages=MESSAGES, max_tokens=50, stream=True):
                     pass
             upstream.configure(die_after_chunks=None)
-        wait_for_charges()
-    router.drain()
     assert found == []
 
 
@@ -252,12 +256,10 @@ def test_streams_the_client_hangs_up_on_leave_nothing_of_the_routers_for_the_cyc
     client = chat_client
     upstream.configure(chunk_delay=0.05)  # the client goes while chunks are still coming
 
-    with cycle_collector_findings() as found:
+    with router_findings(router) as found:
         for _ in range(3):
             stream = client.chat.completions.create(model="test-model", messages=MESSAGES,
                                                     max_tokens=50, stream=True)
             next(iter(stream))
             stream.close()
-        wait_for_charges()
-    router.drain()
     assert found == []
