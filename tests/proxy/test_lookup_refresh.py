@@ -144,7 +144,10 @@ def test_the_keeper_reloads_what_is_due_in_one_batch_not_one_load_each(monkeypat
 def test_a_failed_batch_leaves_entries_to_expire_and_load_again(monkeypatch):
     monkeypatch.setattr(TTLCache, "KEEPALIVE_SECONDS", 5.0)
 
+    batches: list[list[str]] = []
+
     def broken(args):
+        batches.append(list(args))
         raise RuntimeError("database away")
 
     cache: TTLCache = TTLCache(ttl=lambda: 0.3, reload_many=broken)
@@ -154,17 +157,23 @@ def test_a_failed_batch_leaves_entries_to_expire_and_load_again(monkeypatch):
         await cache.get_or_load("a", load)
         await cache.get_or_load("b", load)
         load.value = "v2"
-        # Past both entries' expiry, the keeper's batches failed, none in flight: on a busy
-        # machine one may still be in its thread at 0.35 s, and a read that joined it would
-        # share its failure (the keeper tries again every tick while the keys are in use).
-        expired = time.monotonic() + 0.35
-        while time.monotonic() < expired or cache._loading:
+        # Past both entries' expiry, the keeper's batches failed. The keeper tries again at
+        # every tick while the keys are in use, and a read that joined one of its batches
+        # would share its failure: it is stopped, and its last batch (on a busy machine
+        # still in its thread at 0.35 s) left to land, before the reads. Left running, its
+        # tick could fall between the last check and the reads (seen once in CI).
+        await asyncio.sleep(0.35)
+        keeper = cache.stop(asyncio.get_running_loop())
+        assert keeper is not None  # it ran: the entries were kept, and failed to reload
+        await asyncio.gather(keeper, return_exceptions=True)
+        while cache._loading:
             await asyncio.sleep(0.01)
-        # Both reads look at the cache before either waits: no batch can start in between.
+        assert all(entry.expires < time.monotonic() for entry in cache._data.values())
         return list(await asyncio.gather(cache.get_or_load("a", load),
                                          cache.get_or_load("b", load)))
 
     assert asyncio.run(story()) == ["v2", "v2"]
+    assert {arg for batch in batches for arg in batch} == {"a", "b"}  # the keeper did try
 
 
 def test_keys_read_all_the_time_are_still_reloaded_in_batches(monkeypatch):
