@@ -92,6 +92,12 @@ class TextCounter:
             tail = tail[split:]
         elif len(tail) > FORCED_SPLIT_CHARS:
             self._committed += count_text_tokens(tail) + FORCED_SPLIT_MARGIN
+            if limit is not None and self._committed > limit:
+                # The margin stands for merges with what follows, and within it of the
+                # limit nothing more may follow: the count stays at the limit (the tail
+                # fitted, so still at least the text's own) and the next piece is cut to
+                # nothing, which ends the text.
+                self._committed = limit
             tail = ""
         self._tail, self._tail_tokens = tail, None
         return piece

@@ -7,7 +7,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from proxy.ground.tokens import count_text_tokens, encode_text
-from proxy.money.counting import FORCED_SPLIT_CHARS, TextCounter, cut_text
+from proxy.money.counting import FORCED_SPLIT_CHARS, FORCED_SPLIT_MARGIN, TextCounter, cut_text
 from tests.proxy.charging.texts import DIGITS, LATIN, MARKS, PUNCTUATION, pieces, split, texts
 
 # The vocabulary loads once (about a second), inside the first example.
@@ -158,3 +158,21 @@ def test_a_limit_of_zero_keeps_nothing() -> None:
     counter = TextCounter()
     assert counter.add("hello", limit=0) == ""
     assert counter.tokens == 0
+
+
+def test_a_forced_split_near_the_limit_does_not_count_past_it() -> None:
+    # Digits hold no split point: 2,050 of them are split by force, counted with the
+    # forced split's margin. Within a token or two of the limit the margin must not carry
+    # the count past it (it did: 686 tokens for a limit of 684, once in CI through the
+    # property test above); the count stays at least the text's own.
+    body = "1234567890" * 205
+    assert len(body) > FORCED_SPLIT_CHARS
+    exact = count_text_tokens(body)
+    for limit in range(exact, exact + FORCED_SPLIT_MARGIN + 1):
+        counter = TextCounter()
+        assert counter.add(body, limit=limit) == body
+        assert exact <= counter.tokens <= limit
+        # Whatever fits after it is still counted within the limit, and never low.
+        more = counter.add("12345", limit=limit)
+        assert "12345".startswith(more)
+        assert count_text_tokens(body + more) <= counter.tokens <= limit
