@@ -19,6 +19,7 @@ site_application = get_asgi_application()  # sets Django up before the API handl
 
 from billing.services.hot_path import close_pools  # noqa: E402
 from proxy.entry.asgi import HEALTH_PATHS, ApiASGIHandler  # noqa: E402
+from proxy.entry.keep_warm import start_keep_warm, stop_keep_warm  # noqa: E402
 from proxy.ground.cache import stop_cache_keepers  # noqa: E402
 from proxy.ground.forwarded import ForwardedHeaders  # noqa: E402
 from proxy.ground.metrics import process_exiting  # noqa: E402
@@ -64,11 +65,13 @@ async def _lifespan(receive: Any, send: Any) -> None:
             # Load the tokenizer's vocabularies now, not in the first request's event loop.
             await asyncio.to_thread(preload)
             _settle_the_heap()
+            start_keep_warm()
             await send({"type": "lifespan.startup.complete"})
         elif message["type"] == "lifespan.shutdown":
             # The server has drained its requests; let their settlements reach the database
             # before the process goes, so no hold waits for the sweeper.
             await wait_for_settlements()
+            await stop_keep_warm()
             await stop_cache_keepers()
             await close_upstream_sessions()
             await close_pools()

@@ -287,6 +287,11 @@ CSRF_TRUSTED_ORIGINS = env_list("CSRF_TRUSTED_ORIGINS", [])
 # are cached in each process (a revoked key stops working within this many seconds).
 DATA_UPLOAD_MAX_MEMORY_SIZE = env_int("ROUTER_MAX_BODY_BYTES", 10 * 1024 * 1024, minimum=1024)
 ROUTER_LOOKUP_TTL_SECONDS = env_int("ROUTER_LOOKUP_TTL_SECONDS", 5, minimum=0)
+# While a process that served requests in the last five minutes is quiet, how often it
+# touches its connections (a Redis PING, an empty statement on each idle PostgreSQL
+# connection, a fresh connection to each upstream it called), so that the next request
+# finds them open and the processes behind them awake (proxy.entry.keep_warm). 0: off.
+ROUTER_KEEP_WARM_MS = env_int("ROUTER_KEEP_WARM_MS", 1000, minimum=0)
 
 # Worker pool: failures in a row that open a worker's circuit, and for how long; how long a
 # request waits for a worker with free capacity before 503; workers tried per request.

@@ -48,6 +48,16 @@ def _fast_passwords():
 
 
 @pytest.fixture(scope="session", autouse=True)
+def _quiet_routers_are_not_kept_warm():
+    # A router kept warm touches Redis, its PostgreSQL pool and its upstreams after every
+    # quiet second (proxy.entry.keep_warm): tests count connections, statements and calls,
+    # and sit quiet between them. tests/proxy/test_keep_warm.py turns it on for its own.
+    with override_settings(ROUTER_KEEP_WARM_MS=0), pytest.MonkeyPatch.context() as patch:
+        patch.setenv("ROUTER_KEEP_WARM_MS", "0")
+        yield
+
+
+@pytest.fixture(scope="session", autouse=True)
 def _processes_tests_start_share_this_redis_namespace():
     # The routers, Celery workers and commands that tests start are pointed at the test
     # database, whose name would give them another Redis prefix than this process's (named

@@ -88,9 +88,14 @@ def live_router(django_db_setup, django_db_blocker) -> Iterator[LiveRouter]:
     yield router
     router.stop()
     hosts.disable()
-    # The router's executor threads keep their connections; end them so the test database
-    # can be dropped.
-    with django_db_blocker.unblock(), connection.cursor() as cursor:
+    with django_db_blocker.unblock():
+        end_other_sessions()
+
+
+def end_other_sessions() -> None:
+    """End every other session of the test database: a stopped router's executor threads
+    keep their connections, which would stop the database from being dropped."""
+    with connection.cursor() as cursor:
         cursor.execute("SELECT pg_terminate_backend(pid) FROM pg_stat_activity "
                        "WHERE datname = current_database() AND pid <> pg_backend_pid()")
 

@@ -77,6 +77,20 @@ def redis_failed(error: RedisError) -> None:
                        error.__class__.__name__)
 
 
+async def ping_redis() -> None:
+    """A PING on this event loop's client, if it has one (nothing to keep warm otherwise):
+    sent while the process is quiet (``proxy.entry.keep_warm``), so that the next request
+    finds the connection open and Redis awake. A Redis that does not answer is noticed here
+    rather than by that request."""
+    client = _clients.get(asyncio.get_running_loop())
+    if client is None or time.monotonic() < _down_until:
+        return
+    try:
+        await client.ping()
+    except RedisError as error:
+        redis_failed(error)
+
+
 async def close_redis_clients() -> None:
     client = _clients.pop(asyncio.get_running_loop(), None)
     if client is not None:

@@ -46,6 +46,7 @@ from billing.services.hot_path.connections import (
     RETRY_DELAYS_S,
     RETRY_WINDOW_S,
     backoff,
+    check_pool,
     close_pool,
     conninfo,
     execute,
@@ -69,7 +70,8 @@ from billing.services.hot_path.statements import (
 )
 from router_admin.settings_cache import setting
 
-__all__ = ["RETRY_DELAYS_S", "RETRY_WINDOW_S", "backoff", "batchers", "close_pools", "conninfo",
+__all__ = ["RETRY_DELAYS_S", "RETRY_WINDOW_S", "backoff", "batchers", "check_pool", "close_pools",
+           "conninfo",
            "hold_discard", "hold_reserve", "hold_resolve", "holds_extend",
            "reservations_idle", "spending_room", "wallet_available"]
 

@@ -77,6 +77,16 @@ async def pool() -> AsyncConnectionPool:
     return found
 
 
+async def check_pool() -> None:
+    """Run an empty statement on each idle connection of this event loop's pool, if it has
+    one (``psycopg_pool``'s check: a broken connection is replaced). Done while the process
+    is quiet (``proxy.entry.keep_warm``): the next request's reservation then finds its
+    connection's backend awake and the connection known to work."""
+    found = _pools.get(asyncio.get_running_loop())
+    if found is not None:
+        await found.check()
+
+
 async def close_pool() -> None:
     found = _pools.pop(asyncio.get_running_loop(), None)
     if found is not None:

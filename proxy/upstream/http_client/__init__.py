@@ -25,8 +25,9 @@ from proxy.upstream.http_client.session import (
     UpstreamConnectError,
     UpstreamSession,
     close_upstream_sessions,
+    existing_upstream_session,
     upstream_session,
 )
 
 __all__ = ["UpstreamConnectError", "UpstreamResponse", "UpstreamSession",
-           "close_upstream_sessions", "upstream_session"]
+           "close_upstream_sessions", "existing_upstream_session", "upstream_session"]

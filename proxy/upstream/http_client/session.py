@@ -19,6 +19,9 @@ from proxy.upstream.http_client.response import UpstreamResponse
 USER_AGENT = "binom-router"
 
 _sessions: dict[asyncio.AbstractEventLoop, UpstreamSession] = {}
+# A connection opened ahead of a call (``UpstreamSession.warm``) that takes longer than this
+# is given up: the next call opens its own.
+_OPEN_AHEAD_TIMEOUT = aiohttp.ClientTimeout(sock_connect=10.0)
 _tls: list[ssl.SSLContext] = []
 
 
@@ -69,6 +72,8 @@ class UpstreamSession:
         self.idle: dict[Origin, list[Connection]] = {}
         self.sweep: asyncio.TimerHandle | None = None
         self.closed = False
+        self.last_call: dict[Origin, float] = {}  # when each origin was last called
+        self._warming: set[Origin] = set()
 
     async def post(self, url: URL, *, data: bytes, headers: Mapping[str, str],
                    timeout: aiohttp.ClientTimeout) -> UpstreamResponse:
@@ -102,7 +107,7 @@ class UpstreamSession:
 
     def _reusable(self, origin: Origin) -> Connection | None:
         idle = self.idle.get(origin)
-        now = time.monotonic()
+        now = self.last_call[origin] = time.monotonic()
         while idle:
             connection = idle.pop()
             if connection.usable(now):
@@ -131,6 +136,34 @@ class UpstreamSession:
             raise UpstreamConnectError(f"Cannot connect to host {host}:{port}: {error}") \
                 from error
         return connection
+
+    async def warm(self, within: float) -> None:
+        """Open a connection ahead of the next call to each origin called in the last
+        ``within`` seconds that has none with half its keep-alive left: after a quiet spell
+        longer than ``KEEPALIVE_SECONDS`` the next call would otherwise wait for a new
+        connection (a TCP handshake here, and TLS's too over the internet: tens of
+        milliseconds). Called about once a second while the process is quiet
+        (``proxy.entry.keep_warm``); a connection it cannot open is left to the next call,
+        which reports the failure as it always did."""
+        now = time.monotonic()
+        for origin in [o for o, at in self.last_call.items() if now - at >= within]:
+            del self.last_call[origin]
+        due = [origin for origin in self.last_call
+               if origin not in self._warming and not self._fresh(origin, now)]
+        await asyncio.gather(*(self._open_ahead(origin) for origin in due),
+                             return_exceptions=True)
+
+    def _fresh(self, origin: Origin, now: float) -> bool:
+        return any(connection.usable(now + wire.KEEPALIVE_SECONDS / 2)
+                   for connection in self.idle.get(origin, ()))
+
+    async def _open_ahead(self, origin: Origin) -> None:
+        self._warming.add(origin)
+        try:
+            connection = await self._connect(origin, _OPEN_AHEAD_TIMEOUT, None)
+        finally:
+            self._warming.discard(origin)
+        self.give_back(connection)
 
     def give_back(self, connection: Connection) -> None:
         if self.closed:
@@ -176,6 +209,12 @@ def _session_of(loop: asyncio.AbstractEventLoop) -> UpstreamSession:
     if session is None or session.closed:
         session = _sessions[loop] = UpstreamSession(loop)
     return session
+
+
+def existing_upstream_session() -> UpstreamSession | None:
+    """This event loop's client, if it made a call (None: there is nothing to keep warm)."""
+    session = _sessions.get(asyncio.get_running_loop())
+    return None if session is None or session.closed else session
 
 
 def upstream_session() -> UpstreamSession:
