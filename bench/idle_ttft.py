@@ -77,9 +77,10 @@ def parse_options(argv: list[str] | None = None) -> Options:
                              "twice the lookup cache's life)")
     parser.add_argument("--warmup", type=int, default=100)
     parser.add_argument("--floor", action="store_true",
-                        help="also time, each after its own idle spell, one Redis PING and "
-                             "one PostgreSQL SELECT 1 from this process: what waking a "
-                             "process that sat idle costs on this machine, whatever the code")
+                        help="also time, each after its own idle spell, one Redis PING, "
+                             "one PostgreSQL SELECT 1 and one INSERT (a commit, whose WAL "
+                             "reaches the disk) from this process: what waking a process "
+                             "that sat idle costs on this machine, whatever the code")
     parser.add_argument("--database-url", default=DEFAULT_DATABASE_URL,
                         help="dropped and recreated; its name must contain 'bench'")
     parser.add_argument("--redis-url", default="redis://127.0.0.1:6379/13",
@@ -104,10 +105,13 @@ async def measure(options: Options, direct: Any, routed: Any) -> dict[str, Run]:
         import redis
 
         runs["redis PING"], runs["postgres SELECT 1"] = Run(), Run()
+        runs["postgres INSERT (commit)"] = Run()
         database = psycopg.connect(options.database_url, autocommit=True)
         cache = redis.Redis.from_url(options.redis_url or "redis://127.0.0.1:6379/13")
         cache.ping()
         database.execute("SELECT 1")
+        # A commit waits for its WAL to reach the disk, as a request's reservation does.
+        database.execute("CREATE TABLE IF NOT EXISTS idle_probe (id bigserial PRIMARY KEY)")
     async with session_for(1) as session:
         for target in (direct, routed):
             await sequential(session, target, options.warmup, Run(), stream=True)
@@ -125,6 +129,9 @@ async def measure(options: Options, direct: Any, routed: Any) -> dict[str, Run]:
                 time.sleep(options.idle_seconds)
                 seconds = _timed(lambda: database.execute("SELECT 1").fetchone())
                 runs["postgres SELECT 1"].record(None, seconds, seconds)
+                time.sleep(options.idle_seconds)
+                seconds = _timed(lambda: database.execute("INSERT INTO idle_probe DEFAULT VALUES"))
+                runs["postgres INSERT (commit)"].record(None, seconds, seconds)
     return runs
 
 
@@ -178,7 +185,7 @@ def main(argv: list[str] | None = None) -> int:
             for label, k in (("TTFT p50 after idle", "ttft_p50_ms"),
                              ("TTFT p99 after idle", "ttft_p99_ms"),
                              ("TTFT max after idle", "ttft_max_ms"))]
-    for name in ("redis PING", "postgres SELECT 1"):
+    for name in ("redis PING", "postgres SELECT 1", "postgres INSERT (commit)"):
         if name in summary:
             rows.append((f"{name} after idle p50 / max", "",
                          f"{fmt(summary[name]['ttft_p50_ms'])} / "
