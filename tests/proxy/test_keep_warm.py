@@ -6,6 +6,7 @@ flow, nothing once it has been quiet for good, and the server's lifespan starts 
 from __future__ import annotations
 
 import asyncio
+import itertools
 import socket
 import time
 from typing import Any
@@ -54,20 +55,25 @@ def test_an_upstream_called_before_a_quiet_spell_gets_a_connection_opened_ahead(
 def test_a_connection_with_half_its_keepalive_left_is_not_replaced(short_keepalive):
     server = Server(keep_answering())
 
-    async def scenario() -> list[int]:
+    async def scenario() -> list[tuple[float, int]]:
         async with server as url:
             await post(url)
             seen = []
-            for _ in range(6):  # warmed every 0.1 s over 0.6 s: a new one each 0.2 s or so
+            for _ in range(6):  # warmed every 0.1 s or more
                 await upstream_session().warm(within=300)
-                seen.append(server.connections)
+                seen.append((time.monotonic(), server.connections))
                 await asyncio.sleep(PERIOD)
             return seen
 
     seen = run(scenario)
-    assert seen[0] == 1  # the call's own connection is fresh: nothing opened
-    assert seen[-1] - seen[0] <= 3  # never more than one per half keep-alive (0.2 s)
-    assert seen[-1] > seen[0]  # but renewed before it lapses
+    assert seen[0][1] == 1  # the call's own connection is fresh: nothing opened
+    steps = [(at, count - before) for (_, before), (at, count) in itertools.pairwise(seen)]
+    renewals = [at for at, opened in steps if opened]
+    assert renewals  # renewed before it lapses (0.5 s and more of warming)
+    # Never more than one per half keep-alive (0.2 s; a little less between the moments
+    # seen here and the connections' own), however late a busy machine runs the passes.
+    assert all(later - earlier > 0.15 for earlier, later in itertools.pairwise(renewals))
+    assert all(opened <= 1 for _, opened in steps)
 
 
 def test_an_upstream_not_called_within_the_window_is_left_alone(short_keepalive):
@@ -157,7 +163,7 @@ def test_a_quiet_touch_pings_redis_and_checks_each_idle_postgresql_connection(re
     assert statements == [("", "idle"), ("", "idle")]  # the check's empty statement
     # Touching is not using: the pool does not grow for it (psycopg_pool's own check made
     # it grow by one a pass, to its maximum).
-    assert size_after == size_before == 2
+    assert size_after == size_before  # 2 or 3: the pool may grow while both wait at first
 
 
 def _last_statements(pids: list[int]) -> list[tuple[str, str]]:

@@ -96,7 +96,7 @@ async def check_pool() -> None:
             return  # requests took the rest: they are awake
         try:
             async with found.connection() as conn:
-                await conn.execute("")
+                await conn.execute("", prepare=False)  # one round trip, nothing to prepare
         except (psycopg.OperationalError, PoolTimeout):
             continue  # a broken connection goes back closed, and the pool replaces it
 
