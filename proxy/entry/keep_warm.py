@@ -2,18 +2,19 @@
 
 A request after a quiet spell paid for more than its own work (``bench/idle_ttft.py``): its
 Redis script, its reservation in PostgreSQL and its upstream call each found the process
-behind them asleep (a PING to a Redis idle for 10 s took 1-8 ms, 0.3-0.5 ms when it was
-touched every second; an empty statement to an idle PostgreSQL backend 2-5 ms, 0.3-0.6),
-and the upstream's connection closed (the router reuses none idle past
-``KEEPALIVE_SECONDS``), so the call waited for a new one.
+behind them asleep (from a bare client on a busy machine, a PING to a Redis idle for 10 s
+took 1-8.5 ms, 0.3-0.5 ms when it was touched every second; an empty statement to an idle
+PostgreSQL backend 2-5 ms, 0.3-0.6), and the upstream's connection closed (the router
+reuses none idle past ``KEEPALIVE_SECONDS``), so the call waited for a new one.
 
-So each process that served a request in the last ``QUIET_FOR_GOOD_SECONDS`` touches, every
-``ROUTER_KEEP_WARM_MS`` with no upstream call meanwhile: its Redis connection (a PING), each
-idle connection of its PostgreSQL pool (an empty statement, psycopg_pool's check: a broken
-one is replaced before a request finds it) and, for each upstream it called, a connection
-opened ahead of the next call. Under traffic it does nothing (the requests keep everything
-warm); after five quiet minutes it stops touching anything, like the lookups' keeper.
-Each touch is what a request would do first anyway, and none is ever waited for by one.
+So each process that called an upstream in the last ``QUIET_FOR_GOOD_SECONDS`` touches,
+every ``ROUTER_KEEP_WARM_MS`` with no upstream call meanwhile: its Redis connection (a
+PING), each idle connection of its PostgreSQL pool (an empty statement: a broken one is
+replaced before a request finds it) and, for each upstream it called, a connection opened
+ahead of the next call. Under traffic it does nothing (the requests keep everything warm);
+after five quiet minutes it stops touching anything, like the lookups' keeper. Each touch
+is what a request would do first anyway, and no request ever waits for one. What it cannot
+keep warm is the machine itself (README, Performance: target 5).
 """
 
 from __future__ import annotations

@@ -70,10 +70,9 @@ from billing.services.hot_path.statements import (
 )
 from router_admin.settings_cache import setting
 
-__all__ = ["RETRY_DELAYS_S", "RETRY_WINDOW_S", "backoff", "batchers", "check_pool", "close_pools",
-           "conninfo",
-           "hold_discard", "hold_reserve", "hold_resolve", "holds_extend",
-           "reservations_idle", "spending_room", "wallet_available"]
+__all__ = ["RETRY_DELAYS_S", "RETRY_WINDOW_S", "backoff", "batchers", "check_pool",
+           "close_pools", "conninfo", "hold_discard", "hold_reserve", "hold_resolve",
+           "holds_extend", "reservations_idle", "spending_room", "wallet_available"]
 
 logger = logging.getLogger(__name__)
 
