@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from typing import Any
 
 from django.http import HttpResponse, StreamingHttpResponse
@@ -278,9 +278,12 @@ async def _events(call: Call, lease: Lease, upstream: UpstreamStream,
     status = UsageRecord.Status.CANCELLED  # until the stream is seen to the end
     replies: list[str] | None = [] if setting("ROUTER_LOG_CONTENT") else None
     call.first_token_at = time.monotonic()
+    # What the chunks already buffered render to goes out in one write: a chunk the
+    # upstream has sent is never held back for one it has not (each write is a system
+    # call, and an upstream under load, or a fast one, hands over several chunks at once).
+    ready: Callable[[], bool] = getattr(upstream, "ready", _never_ready)
+    pending: list[bytes] = list(render.opening())
     try:
-        for part in render.opening():
-            yield part
         chunk: dict[str, Any] | None = first
         while chunk is not None:
             last = chunk
@@ -293,35 +296,50 @@ async def _events(call: Call, lease: Lease, upstream: UpstreamStream,
                 if meter.meter_chunk(chunk):
                     if replies is not None:
                         replies += _texts(chunk)
-                    for part in render.chunk(chunk):
-                        yield part
+                    pending += render.chunk(chunk)
                 if meter.exhausted:
                     # Every choice ended, some at the cap: nothing more may go out.
+                    if pending:
+                        yield b"".join(pending)
+                        pending = []
                     await upstream.aclose()
                     break
             elif usage is None:
-                for part in render.aside(chunk):  # no choices, no usage: a filter result
-                    yield part
+                pending += render.aside(chunk)  # no choices, no usage: a filter result
+            if pending and (len(pending) >= _PARTS_PER_WRITE or not ready()):
+                yield b"".join(pending)
+                pending = []
             chunk = await anext(chunks, None)
         status = UsageRecord.Status.OK
         call.reply_text = "".join(replies or ())
         charged, verdict = await call.finish(reported, complete=not meter.exhausted,
                                              status=status)
-        for part in await render.closing(call, call.shown_usage(verdict, charged), charged,
-                                         last):
-            yield part
+        pending += await render.closing(call, call.shown_usage(verdict, charged), charged,
+                                        last)
+        if pending:
+            yield b"".join(pending)
+            pending = []
     except UpstreamError as exc:
         status = UsageRecord.Status.UPSTREAM_ERROR
         logger.warning("request %s: worker %s failed mid-stream: %s", call.request_id,
                        call.worker, exc)
         await lease.failed()
-        for part in render.failure(upstream_error("The upstream failed mid-stream.")):
-            yield part
+        pending += render.failure(upstream_error("The upstream failed mid-stream."))
+        yield b"".join(pending)
+        pending = []
     finally:
         call.reply_text = "".join(replies or ())
         # One shielded step: a cancellation arriving during any of it (the client's
         # disconnect, typically) must not skip what follows, least of all the charge.
         await money.shielded(_wrap_up(call, lease, upstream, reported, status))
+
+
+# At most this many events in one write, however many the upstream had buffered.
+_PARTS_PER_WRITE = 64
+
+
+def _never_ready() -> bool:
+    return False  # a stream that cannot tell: each chunk's events go out as they come
 
 
 async def _wrap_up(call: Call, lease: Lease, upstream: UpstreamStream, reported: object,

@@ -186,6 +186,56 @@ def test_a_stream_is_read_line_by_line_and_closing_it_drops_the_connection():
     assert closed
 
 
+def test_a_whole_data_line_buffered_is_told_from_a_partial_one():
+    # What the relay asks before it holds events back to send them together
+    # (proxy.relay.completion): the next event can be read without waiting.
+    pieces = (b"data: 1\n\n", b"event: x\n\nda", b"ta: 2\n\n")
+
+    async def scenario() -> list[bool]:
+        turns = [asyncio.Event() for _ in pieces]
+
+        async def handler(reader, writer, number):
+            await read_request(reader)
+            writer.write(b"HTTP/1.1 200 OK\r\nContent-Type: text/event-stream\r\n"
+                         b"Transfer-Encoding: chunked\r\n\r\n")
+            for turn, piece in zip(turns, pieces, strict=True):
+                await turn.wait()
+                writer.write(b"%x\r\n%s\r\n" % (len(piece), piece))
+                await writer.drain()
+            await turns[-1].wait()
+            writer.write(b"0\r\n\r\n")
+            await reader.read()
+
+        async def arrived(total: int) -> None:
+            while response.buffered < total:
+                await asyncio.sleep(0.005)
+
+        async with Server(handler) as url:
+            response = await upstream_session().post(url, data=b"{}", headers=JSON,
+                                                     timeout=TIMEOUT)
+            seen = [response.holds_data_line()]  # nothing buffered yet
+            turns[0].set()
+            await arrived(len(pieces[0]))
+            seen.append(response.holds_data_line())  # "data: 1" whole
+            assert await response.readline() == b"data: 1\n"
+            seen.append(response.holds_data_line())  # a blank line only
+            turns[1].set()
+            await arrived(1 + len(pieces[1]))
+            seen.append(response.holds_data_line())  # an event line, then "da"
+            turns[2].set()
+            await arrived(1 + len(pieces[1]) + len(pieces[2]))
+            seen.append(response.holds_data_line())  # "data: 2" whole after them
+            while not response.complete:
+                await asyncio.sleep(0.005)
+            assert [await response.readline() for _ in range(5)] == [
+                b"\n", b"event: x\n", b"\n", b"data: 2\n", b"\n"]
+            seen.append(response.holds_data_line())  # the body ended: nothing to wait for
+            response.close()
+            return seen
+
+    assert run(scenario) == [False, True, False, False, True, True]
+
+
 def stream_then(terminator_after: float | None) -> Handler:
     """Streams answered on one connection, one after the other: the events up to
     ``[DONE]``, then the chunked body's last chunk after ``terminator_after`` seconds (never,

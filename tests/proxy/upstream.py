@@ -83,6 +83,9 @@ class UpstreamBehaviour:
     # Seconds before the status line (both modes), and between stream chunks.
     first_byte_delay: float = 0.0
     chunk_delay: float = 0.0
+    # Stream: every event and [DONE] in one write, as an upstream whose chunks piled up
+    # in the socket before the reader came back.
+    one_write: bool = False
     # Stream: send this many chunks (the first is the role chunk), then close the
     # connection abruptly (no [DONE], no end of the chunked body). Not streamed: close the
     # connection without any response.
@@ -265,6 +268,12 @@ class UpstreamServer(RecordingServer):
             "x-request-id": f"req_{uuid.uuid4().hex}"})
         with self.counting_disconnects():
             await response.prepare(request)
+            if behaviour.one_write:
+                with self._lock:
+                    self.completed_streams += 1
+                await response.write(b"".join(map(_sse, events)) + b"data: [DONE]\n\n")
+                await response.write_eof()
+                return response
             for sent, event in enumerate(events):
                 if sent == behaviour.die_after_chunks:
                     drop_connection(request)

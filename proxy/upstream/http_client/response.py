@@ -168,6 +168,20 @@ class UpstreamResponse:
                 return self._take(len(self.chunks[0])) if self.chunks else b""
             await self._wait()
 
+    def holds_data_line(self) -> bool:
+        """Whether a whole Server-Sent Events ``data:`` line is buffered (or the body has
+        ended, or failed): reading the next event would not wait for the network."""
+        if self.complete or self.error is not None:
+            return True
+        chunks = self.chunks
+        if not chunks:
+            return False
+        buffered = chunks[0] if len(chunks) == 1 else b"".join(chunks)
+        # The buffer starts at a line's start (readline takes whole lines): a data line
+        # starts there or after a line break, and is whole once a line break follows it.
+        at = 0 if buffered.startswith(b"data:") else buffered.find(b"\ndata:")
+        return at >= 0 and buffered.find(b"\n", at + 1) >= 0
+
     def _take(self, size: int) -> bytes:
         first = self.chunks.popleft()
         if size < len(first):

@@ -76,6 +76,12 @@ class OpenAIStream:
         self._response = response
         self._target = target
 
+    def ready(self) -> bool:
+        """Whether the next chunk can be read without waiting for the upstream: every data
+        line of an OpenAI stream is a chunk (or ``[DONE]``, or an error), so a whole one
+        buffered is one ready (``proxy.relay.completion`` sends what is ready together)."""
+        return self._response.holds_data_line()
+
     async def aclose(self) -> None:
         # Closing (not releasing) drops the connection, which is how an upstream learns
         # that nobody is reading and stops generating; a stream read to its [DONE] was
