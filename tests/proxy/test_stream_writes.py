@@ -59,10 +59,14 @@ def test_chunks_the_upstream_sent_together_go_out_in_one_write(router, upstream,
     contents = [event for event in events if b'"content":"' in event]
     assert len(contents) >= 9  # the role chunk and every word
     assert events[-1] == b"data: [DONE]"
-    # The upstream's first chunk is read before the stream starts; the rest was buffered
-    # together: one write for everything (twelve before), at most two if the first read
-    # took the first chunk alone.
-    assert len(chunks) <= 2
+    # Up to the first word each chunk goes out at once (the role's, then the first word's:
+    # the first token is not kept waiting for the rest); the rest was buffered together,
+    # and goes in one write (thirteen writes in all before), two if the upstream's first
+    # read took only part of it.
+    assert 3 <= len(chunks) <= 4
+    assert [len(events_in([chunk])) for chunk in chunks[:2]] == [1, 1]
+    assert b'"role":"assistant"' in chunks[0][1]
+    assert b'"content":"One"' in chunks[1][1]
     wait_for_charges()
     assert UsageRecord.objects.get().status == UsageRecord.Status.OK
 
