@@ -312,9 +312,10 @@ async def _events(call: Call, lease: Lease, upstream: UpstreamStream,
                 pending += render.aside(chunk)  # no choices, no usage: a filter result
             if pending and (not first_out or len(pending) >= _PARTS_PER_WRITE
                             or not ready()):
-                first_out = first_out or meter.delivered > 0
                 yield b"".join(pending)
                 pending = []
+                # Asked once this went out (it may count the tail's tokens).
+                first_out = first_out or meter.delivered > 0
             chunk = await anext(chunks, None)
         status = UsageRecord.Status.OK
         call.reply_text = "".join(replies or ())
