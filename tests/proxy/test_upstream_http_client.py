@@ -192,13 +192,13 @@ def test_a_whole_data_line_buffered_is_told_from_a_partial_one():
     pieces = (b"data: 1\n\n", b"event: x\n\nda", b"ta: 2\n\n")
 
     async def scenario() -> list[bool]:
-        turns = [asyncio.Event() for _ in pieces]
+        turns = [asyncio.Event() for _ in range(len(pieces) + 1)]  # the last: the end
 
         async def handler(reader, writer, number):
             await read_request(reader)
             writer.write(b"HTTP/1.1 200 OK\r\nContent-Type: text/event-stream\r\n"
                          b"Transfer-Encoding: chunked\r\n\r\n")
-            for turn, piece in zip(turns, pieces, strict=True):
+            for turn, piece in zip(turns, pieces, strict=False):
                 await turn.wait()
                 writer.write(b"%x\r\n%s\r\n" % (len(piece), piece))
                 await writer.drain()
@@ -225,6 +225,7 @@ def test_a_whole_data_line_buffered_is_told_from_a_partial_one():
             turns[2].set()
             await arrived(1 + len(pieces[1]) + len(pieces[2]))
             seen.append(response.holds_data_line())  # "data: 2" whole after them
+            turns[3].set()
             while not response.complete:
                 await asyncio.sleep(0.005)
             assert [await response.readline() for _ in range(5)] == [

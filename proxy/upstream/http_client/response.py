@@ -21,6 +21,10 @@ from proxy.upstream.http_client.connection import READ_AHEAD_BYTES, Connection
 FINISH_GRACE_SECONDS = 2.0
 
 
+# How far ``holds_data_line`` looks for a whole data line.
+_LOOK_AHEAD_BYTES = 64 * 1024
+
+
 class UpstreamResponse:
     """An upstream's answer: its status and headers once they came, then its body."""
 
@@ -176,11 +180,20 @@ class UpstreamResponse:
         chunks = self.chunks
         if not chunks:
             return False
-        buffered = chunks[0] if len(chunks) == 1 else b"".join(chunks)
         # The buffer starts at a line's start (readline takes whole lines): a data line
         # starts there or after a line break, and is whole once a line break follows it.
-        at = 0 if buffered.startswith(b"data:") else buffered.find(b"\ndata:")
-        return at >= 0 and buffered.find(b"\n", at + 1) >= 0
+        # Read by read until that is settled, and not past _LOOK_AHEAD_BYTES: asked once per
+        # chunk relayed, a join of everything buffered would copy a long burst over and
+        # over. Unsure is safe: the events then go out as they come.
+        buffered = b""
+        for chunk in chunks:
+            buffered = chunk if not buffered else buffered + chunk
+            at = 0 if buffered.startswith(b"data:") else buffered.find(b"\ndata:")
+            if at >= 0 and buffered.find(b"\n", at + 1) >= 0:
+                return True
+            if len(buffered) > _LOOK_AHEAD_BYTES:
+                return False
+        return False
 
     def _take(self, size: int) -> bytes:
         first = self.chunks.popleft()
