@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator
 from typing import Any
 
 from django.http import HttpResponse, StreamingHttpResponse
@@ -284,7 +284,6 @@ async def _events(call: Call, lease: Lease, upstream: UpstreamStream,
     # chunks at once). Up to the first token each chunk goes out as soon as it is rendered:
     # joined with the rest of a stream buffered whole, the first token waited for all of it
     # to be metered and rendered (2 ms more to the first token in bench/ab_routers.py).
-    ready: Callable[[], bool] = getattr(upstream, "ready", _never_ready)
     first_out = False  # a token went out
     pending: list[bytes] = list(render.opening())
     try:
@@ -311,7 +310,7 @@ async def _events(call: Call, lease: Lease, upstream: UpstreamStream,
             elif usage is None:
                 pending += render.aside(chunk)  # no choices, no usage: a filter result
             if pending and (not first_out or len(pending) >= _PARTS_PER_WRITE
-                            or not ready()):
+                            or not upstream.ready()):
                 yield b"".join(pending)
                 pending = []
                 # Asked once this went out (it may count the tail's tokens).
@@ -343,10 +342,6 @@ async def _events(call: Call, lease: Lease, upstream: UpstreamStream,
 
 # At most this many events in one write, however many the upstream had buffered.
 _PARTS_PER_WRITE = 64
-
-
-def _never_ready() -> bool:
-    return False  # a stream that cannot tell: each chunk's events go out as they come
 
 
 async def _wrap_up(call: Call, lease: Lease, upstream: UpstreamStream, reported: object,

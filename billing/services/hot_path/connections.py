@@ -91,8 +91,8 @@ async def check_pool() -> None:
     found = _pools.get(asyncio.get_running_loop())
     if found is None:
         return
-    for _ in range(found.get_stats().get("pool_available", 0)):
-        if not found.get_stats().get("pool_available", 0):
+    for _ in range(found.get_stats()["pool_available"]):
+        if not found.get_stats()["pool_available"]:
             return  # requests took the rest: they are awake
         try:
             async with found.connection() as conn:

@@ -112,6 +112,11 @@ class UpstreamStream(Protocol):
 
     def __aiter__(self) -> AsyncIterator[dict[str, Any]]: ...
 
+    def ready(self) -> bool:
+        """Whether the next chunk can be read without waiting for the upstream (the relay
+        sends the events of chunks ready together); False where a stream cannot tell."""
+        ...
+
     async def aclose(self) -> None: ...
 
 

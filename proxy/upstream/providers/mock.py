@@ -132,6 +132,9 @@ class MockStream:
         self._body = body
         self._closed = False
 
+    def ready(self) -> bool:
+        return False  # its chunks are made as they are read
+
     async def aclose(self) -> None:
         self._closed = True
 

@@ -80,6 +80,9 @@ class NativeStream:
         self._target = target
         self._translator = translator
 
+    def ready(self) -> bool:
+        return False  # an event buffered may translate to no chunk: it cannot tell
+
     async def aclose(self) -> None:
         # Closing (not releasing) drops the connection: the upstream stops generating. A
         # stream read to its end was finished already and keeps its connection.

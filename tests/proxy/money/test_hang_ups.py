@@ -202,6 +202,9 @@ def test_a_disconnect_while_a_broken_stream_is_wrapped_up_does_not_skip_its_char
                 pass
 
         class Upstream:
+            def ready(self) -> bool:
+                return False
+
             async def aclose(self) -> None:
                 pass
 

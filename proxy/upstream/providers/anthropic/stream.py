@@ -125,6 +125,9 @@ class AnthropicStream:
         self._target = target
         self._translator = ChunkTranslator(model=model, include_usage=include_usage)
 
+    def ready(self) -> bool:
+        return False  # an event buffered may translate to no chunk: it cannot tell
+
     async def aclose(self) -> None:
         # Closing (not releasing) drops the connection, which is how an upstream learns
         # that nobody is reading and stops generating.
