@@ -12,6 +12,7 @@ from accounts.services import user_create
 from billing.models import ModelPrice
 from billing.services import price_set
 from tests.billing.stripe_fakes import SECRET_KEY, WEBHOOK_SECRET, FakeStripeApi
+from tests.collected_static import collected_static  # noqa: F401 - a shared fixture
 from tests.fake_dns import fake_dns  # noqa: F401 - a shared fixture
 from tests.live_router import live_router, mock_model, router  # noqa: F401 - shared fixtures
 from tests.repository_only import install as _read_only_inside_the_repository

@@ -5,10 +5,12 @@ counts behind; `make serve`'s web server starts with none."""
 from __future__ import annotations
 
 import json
+import shutil
 import subprocess
 import sys
 import time
 
+import brotli
 import httpx
 from prometheus_client.parser import text_string_to_metric_families
 
@@ -71,10 +73,13 @@ def test_two_processes_counts_are_summed_and_outlive_a_process_that_exits(
 
 
 def test_the_web_server_of_make_serve_starts_clean_and_adds_up_its_workers(
-    mock_model, make_key, tmp_path
+    mock_model, make_key, tmp_path, collected_static
 ):
     metrics, static = tmp_path / "metrics", tmp_path / "static"
     metrics.mkdir()
+    # The folder of the release before (the files' times kept): this release compresses
+    # only what changed.
+    shutil.copytree(collected_static, static)
     stale = metrics / "counter_999999.db"
     stale.write_bytes(b"left by an earlier run")
     _, secret = make_key()
@@ -84,7 +89,7 @@ def test_the_web_server_of_make_serve_starts_clean_and_adds_up_its_workers(
                                 PROMETHEUS_MULTIPROC_DIR=str(metrics), STATIC_ROOT=str(static),
                                 LOG_LEVEL="WARNING")
     # What `make serve` does first: migrate, and collect the static files under names that
-    # carry a hash of their content.
+    # carry a hash of their content, each stored compressed too.
     released = subprocess.run([sys.executable, "serve.py", "release"], env=env,
                               capture_output=True, text=True, timeout=120, check=False)
     assert released.returncode == 0, released.stdout + released.stderr
@@ -104,3 +109,4 @@ def test_the_web_server_of_make_serve_starts_clean_and_adds_up_its_workers(
         assert css.status_code == 200
         assert css.content == (static / hashed).read_bytes()
         assert "immutable" in css.headers.get("cache-control", "")
+        assert brotli.decompress((static / f"{hashed}.br").read_bytes()) == css.content
