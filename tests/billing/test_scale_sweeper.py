@@ -140,7 +140,7 @@ def _assert_budgets_match_their_pending_holds() -> None:
 def test_a_batched_sweep_moves_every_balance_and_budget_as_hold_by_hold_does(
     spenders, price
 ):
-    expired = _holds(spenders, price, 2_000, prefix="dead")
+    expired = _holds(spenders, price, 800, prefix="dead")  # three batches of 300
     live = _holds(spenders, price, 60, prefix="live", expired=False, seed=2)
     hold_settle(hold_id=expired[0], usage=UsageReport(prompt_tokens=10, completion_tokens=5))
     hold_void(hold_id=expired[1])
