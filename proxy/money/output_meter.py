@@ -26,12 +26,13 @@ TEXT_FIELDS = ("reasoning_content", "reasoning", "content", "refusal")
 class ChoiceOutput:
     """What one choice delivered so far."""
 
-    __slots__ = ("_counters", "cut", "finished")
+    __slots__ = ("_counters", "cut", "finished", "wrote")
 
     def __init__(self) -> None:
         self._counters: dict[Hashable, TextCounter] = {}
         self.cut = False  # passed the allowance: nothing more of it goes out
         self.finished = False  # the upstream finished it
+        self.wrote = False  # some of its output was let through
 
     @property
     def tokens(self) -> int:
@@ -49,6 +50,8 @@ class ChoiceOutput:
         kept = counter.add(text, limit=allowance - others, last=last)
         if len(kept) < len(text):
             self.cut = True
+        if kept:
+            self.wrote = True
         return kept
 
 
@@ -64,6 +67,11 @@ class OutputMeter:
     def delivered(self) -> int:
         """Output tokens passed on, all choices together."""
         return sum(choice.tokens for choice in self._choices.values())
+
+    @property
+    def any_output(self) -> bool:
+        """Whether any output was let through (``delivered > 0``, without counting)."""
+        return any(choice.wrote for choice in self._choices.values())
 
     @property
     def exhausted(self) -> bool:

@@ -278,12 +278,13 @@ async def _events(call: Call, lease: Lease, upstream: UpstreamStream,
     status = UsageRecord.Status.CANCELLED  # until the stream is seen to the end
     replies: list[str] | None = [] if setting("ROUTER_LOG_CONTENT") else None
     call.first_token_at = time.monotonic()
-    # After the first token, what the chunks already buffered render to goes out in one
-    # write: a chunk the upstream has sent is never held back for one it has not (each
-    # write is a system call, and an upstream under load, or a fast one, hands over several
-    # chunks at once). Up to the first token each chunk goes out as soon as it is rendered:
-    # joined with the rest of a stream buffered whole, the first token waited for all of it
-    # to be metered and rendered (2 ms more to the first token in bench/ab_routers.py).
+    # What the chunks already buffered render to goes out in one write: a chunk the
+    # upstream has sent is never held back for one it has not (each write is a system
+    # call, and an upstream under load, or a fast one, hands over several chunks at once).
+    # The first token is the exception: it goes out as soon as it is rendered, with what
+    # came before it (a role chunk, Anthropic's message_start), not with the rest of a
+    # stream buffered whole, for which it waited for all of it to be metered and rendered
+    # (2 ms more to the first token in bench/ab_routers.py).
     first_out = False  # a token went out
     pending: list[bytes] = list(render.opening())
     try:
@@ -309,12 +310,11 @@ async def _events(call: Call, lease: Lease, upstream: UpstreamStream,
                     break
             elif usage is None:
                 pending += render.aside(chunk)  # no choices, no usage: a filter result
-            if pending and (not first_out or len(pending) >= _PARTS_PER_WRITE
-                            or not upstream.ready()):
+            if pending and ((not first_out and meter.any_output)
+                            or len(pending) >= _PARTS_PER_WRITE or not upstream.ready()):
+                first_out = first_out or meter.any_output
                 yield b"".join(pending)
                 pending = []
-                # Asked once this went out (it may count the tail's tokens).
-                first_out = first_out or meter.delivered > 0
             chunk = await anext(chunks, None)
         status = UsageRecord.Status.OK
         call.reply_text = "".join(replies or ())

@@ -160,17 +160,30 @@ class UpstreamResponse:
 
     async def readline(self) -> bytes:
         while True:
-            if self.chunks:
-                first = self.chunks[0]
-                end = first.find(b"\n")
-                if end >= 0:
-                    return self._take(end + 1)
-                if len(self.chunks) > 1:
-                    self.chunks.appendleft(b"".join([self.chunks.popleft(), self.chunks.popleft()]))
-                    continue
-            if self.complete:
-                return self._take(len(self.chunks[0])) if self.chunks else b""
+            line = self.buffered_line()
+            if line is not None:
+                return line
             await self._wait()
+
+    def buffered_line(self) -> bytes | None:
+        """The next line (its line break included) if it is buffered whole, the rest of the
+        body once it has ended (``b""`` at its end); None if reading it would wait."""
+        chunks = self.chunks
+        while chunks:
+            first = chunks[0]
+            end = first.find(b"\n")
+            if end >= 0:
+                return self._take(end + 1)
+            if len(chunks) == 1:
+                break
+            chunks.appendleft(b"".join([chunks.popleft(), chunks.popleft()]))
+        if self.complete:
+            return self._take(len(chunks[0])) if chunks else b""
+        return None
+
+    async def more(self) -> None:
+        """Wait for more of the body (or its end); raises what broke it off."""
+        await self._wait()
 
     def holds_data_line(self) -> bool:
         """Whether a whole Server-Sent Events ``data:`` line is buffered (or the body has

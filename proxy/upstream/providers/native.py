@@ -8,15 +8,13 @@ mock answers the dialects it lists (embeddings) itself.
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Mapping
+from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any
-
-import aiohttp
 
 from proxy.upstream.http_client import UpstreamResponse
 from proxy.upstream.providers.base import UpstreamError, UpstreamTarget
 from proxy.upstream.providers.http import ErrorFrom, endpoint, post_json, read_json
-from proxy.upstream.providers.sse import DONE, sse_events
+from proxy.upstream.providers.sse import TranslatedStream
 
 if TYPE_CHECKING:
     from proxy.dialects.base import EventTranslator, NativeCodec
@@ -70,44 +68,18 @@ async def open_stream(call: Call, target: UpstreamTarget, codec: NativeCodec) ->
     return NativeStream(response, target, codec.translator(call, target))
 
 
-class NativeStream:
+class NativeStream(TranslatedStream):
     """An upstream's SSE in its own dialect, as internal chunks (each carrying the native
     events it came from)."""
 
     def __init__(self, response: UpstreamResponse, target: UpstreamTarget,
                  translator: EventTranslator) -> None:
-        self._response = response
-        self._target = target
+        super().__init__(response, target.worker_name)
         self._translator = translator
 
-    def ready(self) -> bool:
-        return False  # an event buffered may translate to no chunk: it cannot tell
+    def translate(self, event: dict[str, Any]) -> list[dict[str, Any]]:
+        return self._translator.feed(event)
 
-    async def aclose(self) -> None:
-        # Closing (not releasing) drops the connection: the upstream stops generating. A
-        # stream read to its end was finished already and keeps its connection.
-        self._response.close()
-
-    async def __aiter__(self) -> AsyncIterator[dict[str, Any]]:
-        worker = self._target.worker_name
-        translator = self._translator
-        ended = False  # read to its end: the connection may serve the next call
-        try:
-            async for event in sse_events(self._response, worker):
-                if event is DONE:
-                    ended = True
-                    return  # OpenAI's [DONE]
-                for chunk in translator.feed(event):
-                    yield chunk
-                if translator.done:
-                    ended = True
-                    return
-            raise UpstreamError(f"{worker} ended the stream early", retryable=False)
-        except (TimeoutError, aiohttp.ClientError) as exc:
-            raise UpstreamError(f"{worker} broke off the stream: {exc.__class__.__name__}",
-                                retryable=False) from None
-        finally:
-            if ended:
-                self._response.finish()
-            else:
-                self._response.close()
+    @property
+    def finished(self) -> bool:
+        return self._translator.done

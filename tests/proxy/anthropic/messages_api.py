@@ -67,6 +67,9 @@ class AnthropicBehaviour:
     # Seconds before the status line, and between stream events.
     first_byte_delay: float = 0.0
     chunk_delay: float = 0.0
+    # Stream: every event in one write, as a fast upstream (or one the router reads
+    # late) hands them over.
+    one_write: bool = False
     # Stream: send this many events, then drop the connection (no message_stop). Not
     # streamed: drop the connection without any response.
     die_after_events: int | None = None

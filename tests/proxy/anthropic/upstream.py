@@ -140,6 +140,10 @@ class AnthropicServer(RecordingServer):
                                                "Cache-Control": "no-cache"})
         with self.counting_disconnects():
             await response.prepare(request)
+            if behaviour.one_write:
+                await response.write(b"".join(_sse(event) for event in stream_events(answer)))
+                await response.write_eof()
+                return response
             for sent, event in enumerate(stream_events(answer)):
                 if sent == behaviour.die_after_events:
                     drop_connection(request)

@@ -10,10 +10,7 @@ from __future__ import annotations
 
 import time
 import uuid
-from collections.abc import AsyncIterator
 from typing import Any
-
-import aiohttp
 
 from proxy.upstream.http_client import UpstreamResponse
 from proxy.upstream.providers.anthropic.response import (
@@ -22,8 +19,8 @@ from proxy.upstream.providers.anthropic.response import (
     stream_error,
     usage_from,
 )
-from proxy.upstream.providers.base import UpstreamError, UpstreamTarget
-from proxy.upstream.providers.sse import DONE, sse_events
+from proxy.upstream.providers.base import UpstreamTarget
+from proxy.upstream.providers.sse import TranslatedStream
 
 Chunk = dict[str, Any]
 
@@ -118,39 +115,21 @@ class ChunkTranslator:
         return []  # thinking, signature and citation deltas
 
 
-class AnthropicStream:
+class AnthropicStream(TranslatedStream):
+    # Anthropic's streams end with message_stop; a [DONE] ends one early.
+    done_ends = False
+
     def __init__(self, response: UpstreamResponse, target: UpstreamTarget, *,
                  model: str, include_usage: bool) -> None:
-        self._response = response
-        self._target = target
+        super().__init__(response, target.worker_name)
         self._translator = ChunkTranslator(model=model, include_usage=include_usage)
 
-    def ready(self) -> bool:
-        return False  # an event buffered may translate to no chunk: it cannot tell
+    def translate(self, event: dict[str, Any]) -> list[Chunk]:
+        if event.get("type") == "error":
+            raise stream_error(event, worker=self._worker,
+                               before_output=not self._translator.started)
+        return self._translator.feed(event)
 
-    async def aclose(self) -> None:
-        # Closing (not releasing) drops the connection, which is how an upstream learns
-        # that nobody is reading and stops generating.
-        self._response.close()
-
-    async def __aiter__(self) -> AsyncIterator[Chunk]:
-        worker = self._target.worker_name
-        translator = self._translator
-        try:
-            async for event in sse_events(self._response, worker):
-                if event is DONE:
-                    break  # not Anthropic's: its streams end with message_stop
-                if event.get("type") == "error":
-                    raise stream_error(event, worker=worker,
-                                       before_output=not translator.started)
-                for chunk in translator.feed(event):
-                    yield chunk
-                if translator.done:
-                    return
-            # The body ended without message_stop: the upstream went away mid-answer.
-            raise UpstreamError(f"{worker} ended the stream early", retryable=False)
-        except (TimeoutError, aiohttp.ClientError) as exc:
-            raise UpstreamError(f"{worker} broke off the stream: {exc.__class__.__name__}",
-                                retryable=False) from None
-        finally:
-            self._response.close()
+    @property
+    def finished(self) -> bool:
+        return self._translator.done

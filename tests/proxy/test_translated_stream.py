@@ -1,0 +1,76 @@
+"""A translated stream (``proxy.upstream.providers.sse.TranslatedStream``: Anthropic's, and
+the native dialects') says a chunk is ready only when the events buffered make one: an
+event that makes none (a ``ping``) or a line not yet whole is no chunk, and a malformed
+event is raised in its turn, after the chunks before it."""
+
+from __future__ import annotations
+
+import asyncio
+
+import pytest
+
+from proxy.upstream.http_client import upstream_session
+from proxy.upstream.providers.anthropic.stream import AnthropicStream
+from proxy.upstream.providers.base import UpstreamError, UpstreamTarget
+from tests.proxy.test_upstream_http_client import JSON, TIMEOUT, Server, read_request, run
+
+START = (b'event: message_start\ndata: {"type":"message_start","message":{"id":"msg_1",'
+         b'"usage":{"input_tokens":3,"output_tokens":1}}}\n\n')
+PING = b'event: ping\ndata: {"type":"ping"}\n\n'
+DELTA = (b'event: content_block_delta\ndata: {"type":"content_block_delta","index":0,'
+         b'"delta":{"type":"text_delta","text":"Hi"}}\n\n')
+BROKEN = b"event: content_block_delta\ndata: {not json\n\n"
+
+
+def test_a_chunk_is_ready_only_when_the_events_buffered_make_one():
+    # The turns of the upstream: the message's start; a ping and half of a delta; the
+    # rest of the delta and a malformed event.
+    pieces = (START, PING + DELTA[:30], DELTA[30:] + BROKEN)
+
+    async def scenario() -> tuple[list[object], bool]:
+        turns = [asyncio.Event() for _ in pieces]
+
+        async def handler(reader, writer, number):
+            await read_request(reader)
+            writer.write(b"HTTP/1.1 200 OK\r\nContent-Type: text/event-stream\r\n"
+                         b"Transfer-Encoding: chunked\r\n\r\n")
+            for turn, piece in zip(turns, pieces, strict=True):
+                await turn.wait()
+                writer.write(b"%x\r\n%s\r\n" % (len(piece), piece))
+                await writer.drain()
+            await reader.read()
+
+        async def arrived(total: int) -> None:
+            while response.buffered < total:
+                await asyncio.sleep(0.005)
+
+        async with Server(handler) as url:
+            response = await upstream_session().post(url, data=b"{}", headers=JSON,
+                                                     timeout=TIMEOUT)
+            target = UpstreamTarget(worker_id=1, worker_name="w", kind="anthropic",
+                                    base_url=str(url))
+            stream = AnthropicStream(response, target, model="claude", include_usage=True)
+            chunks = aiter(stream)
+            seen: list[object] = [stream.ready()]  # nothing buffered
+            turns[0].set()
+            await arrived(len(pieces[0]))
+            seen.append(stream.ready())  # message_start: the role chunk
+            seen.append((await anext(chunks))["choices"][0]["delta"])
+            turns[1].set()
+            await arrived(len(pieces[1]))
+            seen.append(stream.ready())  # a ping (no chunk), a delta not yet whole
+            turns[2].set()
+            # Taken already: the ping, and the delta's event line.
+            taken = len(PING) + DELTA.index(b"\n") + 1
+            await arrived(len(pieces[1]) + len(pieces[2]) - taken)
+            seen.append(stream.ready())  # the delta whole
+            seen.append((await anext(chunks))["choices"][0]["delta"])
+            seen.append(stream.ready())  # the malformed event: its error is ready
+            with pytest.raises(UpstreamError, match="malformed"):
+                await anext(chunks)
+            return seen, response.connection.lost
+
+    seen, closed = run(scenario)
+    assert seen == [False, True, {"role": "assistant", "content": ""}, False, True,
+                    {"content": "Hi"}, True]
+    assert closed  # broken off: the connection is not used again
