@@ -2,7 +2,7 @@
 the machine's noise does not decide.
 
     .venv/bin/python bench/ab_routers.py --baseline /tmp/base [--rounds 12 --seconds 2]
-        [--restart-every 4]
+        [--restart-every 4] [--api chat|responses|messages]
 
 ``--baseline`` is a checkout of the build to compare against (``git worktree add /tmp/base
 <commit>``); the other build is this checkout. Both must share the database schema (the
@@ -12,7 +12,11 @@ production configuration of ``proxy_bench.py`` (Redis on, every key with an RPM 
 limit, the worker a max-in-flight; uvicorn with ``make serve``'s flags, one worker each),
 both routers pinned to CPU 0 and the upstream and the load generator to CPU 1. Only one
 router is loaded at a time, in alternating blocks (A B B A ...), so that both see the same
-machine within seconds of each other:
+machine within seconds of each other. ``--api`` picks what the load speaks: chat
+completions (the default), the Responses API (sent to the worker as chat completions, the
+upstream direct measured as chat completions), or Anthropic's Messages API (sent natively to
+an anthropic worker on the same upstream, the upstream direct measured on its
+``/v1/messages``):
 
 - concurrency 64: a closed loop of ``--seconds`` per block: requests/s and the router's CPU
   per request, and p99 over p50 of all the blocks' latencies pooled (a stall every few
@@ -45,9 +49,16 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from builds import Builds, add_build_options, prepare_builds, upstream_running
+from builds import (
+    Builds,
+    add_api_option,
+    add_build_options,
+    direct_target,
+    prepare_builds,
+    router_target,
+    upstream_running,
+)
 from harness import (
-    ROUTER_MODEL,
     TMP,
     Service,
     check_billing,
@@ -58,7 +69,7 @@ from harness import (
     stop_service,
     wait_ready,
 )
-from load import Run, Target, closed_loop, make_target, pct, sequential, session_for
+from load import Run, Target, closed_loop, pct, sequential, session_for
 from measure import Meter
 
 RUN_TIMEOUT_S = 1800
@@ -200,6 +211,7 @@ def main(argv: list[str] | None = None) -> int:
                              "row, per round (0: none)")
     parser.add_argument("--concurrency", type=int, default=64)
     add_build_options(parser)
+    add_api_option(parser)
     parser.add_argument("--out", type=Path, default=TMP / "ab_routers.json")
     options = parser.parse_args(argv)
 
@@ -247,12 +259,9 @@ def measure_with_fresh_routers(options: argparse.Namespace, builds: Builds, orde
         for name, router in routers.items():
             wait_ready(router, f"http://127.0.0.1:{ports[name]}/v1/models",
                        {"Authorization": f"Bearer {keys[0]}"})
-        targets = {"direct": make_target("direct",
-                                         f"http://127.0.0.1:{builds.upstream_port}/v1/chat/completions",
-                                         "upstream-model", [])}
+        targets = {"direct": direct_target(options.api, builds.upstream_port)}
         for name in ("baseline", "this build"):
-            targets[name] = make_target(
-                name, f"http://127.0.0.1:{ports[name]}/v1/chat/completions", ROUTER_MODEL, keys)
+            targets[name] = router_target(options.api, name, ports[name], keys)
         meters = {name: Meter(router.proc.pid, options.database_url)
                   for name, router in routers.items()}
         print(f"rounds {rounds.start + 1}-{rounds.stop} of {options.rounds}: baseline "

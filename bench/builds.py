@@ -12,16 +12,22 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from harness import (
+    ANTHROPIC_MODEL,
+    ANTHROPIC_UPSTREAM_MODEL,
+    ROUTER_MODEL,
+    UPSTREAM_MODEL,
     flush_redis_db,
     free_port,
     prepare_database,
     router_env,
     seed,
+    seed_anthropic,
     start_service,
     stop_service,
     upstream_argv,
     wait_ready,
 )
+from load import Target, make_messages_target, make_responses_target, make_target
 from proxy_bench import PRODUCTION
 
 DEFAULT_DATABASE_URL = "postgres://postgres@127.0.0.1:5432/binom_bench"
@@ -33,6 +39,34 @@ def add_build_options(parser: argparse.ArgumentParser) -> None:
                         help="a checkout of the build to compare against (a git worktree)")
     parser.add_argument("--redis-url", default=PRODUCTION["redis_url"])
     parser.add_argument("--database-url", default=DEFAULT_DATABASE_URL)
+
+
+# The APIs a load may speak (--api): the router's target, and the call the router makes of
+# the upstream for it (Responses reach an OpenAI-compatible worker as chat completions,
+# Messages an anthropic worker as they are).
+APIS = ("chat", "responses", "messages")
+
+
+def add_api_option(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--api", choices=APIS, default="chat",
+                        help="the API the load speaks: chat completions (the default), "
+                             "Responses, or Anthropic's Messages (to an anthropic worker)")
+
+
+def router_target(api: str, name: str, port: int, keys: list[str]) -> Target:
+    url = f"http://127.0.0.1:{port}/v1"
+    if api == "responses":
+        return make_responses_target(name, f"{url}/responses", ROUTER_MODEL, keys)
+    if api == "messages":
+        return make_messages_target(name, f"{url}/messages", ANTHROPIC_MODEL, keys)
+    return make_target(name, f"{url}/chat/completions", ROUTER_MODEL, keys)
+
+
+def direct_target(api: str, upstream_port: int) -> Target:
+    url = f"http://127.0.0.1:{upstream_port}/v1"
+    if api == "messages":
+        return make_messages_target("direct", f"{url}/messages", ANTHROPIC_UPSTREAM_MODEL, [])
+    return make_target("direct", f"{url}/chat/completions", UPSTREAM_MODEL, [])
 
 
 @dataclass(frozen=True)
@@ -56,6 +90,8 @@ def prepare_builds(parser: argparse.ArgumentParser, options: argparse.Namespace,
     flush_redis_db(options.redis_url)
     keys = seed(env, upstream_port, wallets, key_rpm=PRODUCTION["key_rpm"],
                 key_tpm=PRODUCTION["key_tpm"])
+    if getattr(options, "api", "chat") == "messages":
+        seed_anthropic(env, upstream_port)
     return Builds({"baseline": options.baseline.resolve(), "this build": THIS_BUILD}, env,
                   upstream_port, keys)
 

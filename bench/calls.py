@@ -28,32 +28,26 @@ import sys
 import time
 from pathlib import Path
 
-from builds import THIS_BUILD, Builds, prepare_builds, upstream_running
+from builds import (
+    THIS_BUILD,
+    Builds,
+    add_api_option,
+    prepare_builds,
+    router_target,
+    upstream_running,
+)
 from harness import (
-    ANTHROPIC_MODEL,
-    ROUTER_MODEL,
     TMP,
     check_billing,
     free_port,
-    seed_anthropic,
     start_wrapped_router,
     stop_service,
     wait_ready,
 )
 from instructions import PHASES, closed_count, phase
-from load import Run, Target, make_messages_target, make_responses_target, make_target
+from load import Run
 
 Row = tuple[str, float, float]  # function, calls per request, own microseconds per request
-
-# --api: how its target is made, its path under /v1, and the model it asks for.
-APIS = {"chat": (make_target, "chat/completions", ROUTER_MODEL),
-        "responses": (make_responses_target, "responses", ROUTER_MODEL),
-        "messages": (make_messages_target, "messages", ANTHROPIC_MODEL)}
-
-
-def api_target(name: str, port: int, keys: list[str], api: str) -> Target:
-    make, path, model = APIS[api]
-    return make(name, f"http://127.0.0.1:{port}/v1/{path}", model, keys)
 
 
 def label(key: tuple[str, int, str]) -> str:
@@ -93,7 +87,7 @@ def measure_build(name: str, tree: Path, builds: Builds, options: argparse.Names
     try:
         wait_ready(router, f"http://127.0.0.1:{port}/v1/models",
                    {"Authorization": f"Bearer {builds.keys[0]}"}, timeout=120)
-        target = api_target(name, port, builds.keys, options.api)
+        target = router_target(options.api, name, port, builds.keys)
         warm = Run()
         asyncio.run(closed_count(target, options.concurrency, options.warmup, warm))
         answered += warm.ok
@@ -161,15 +155,12 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--warmup", type=int, default=1000)
     parser.add_argument("--concurrency", type=int, default=64)
     parser.add_argument("--top", type=int, default=40)
-    parser.add_argument("--api", choices=sorted(APIS), default="chat",
-                        help="the API the load speaks")
+    add_api_option(parser)
     parser.add_argument("--keep", type=Path, default=None,
                         help="a folder to keep each phase's pstats file in (for pstats' "
                              "callers and callees)")
     options = parser.parse_args(argv)
     builds = prepare_builds(parser, options)
-    if options.api == "messages":
-        seed_anthropic(builds.env, builds.upstream_port)
     names = ["this build"] if options.baseline.resolve() == THIS_BUILD else list(builds.trees)
     profiles: dict[str, dict[str, list[Row]]] = {}
     answered = 0
