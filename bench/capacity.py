@@ -29,12 +29,11 @@ from pathlib import Path
 from typing import Any
 
 import aiohttp
+from builds import add_api_option, direct_target, router_target
 from harness import (
     DEFAULT_SERVER,
-    ROUTER_MODEL,
     SERVERS,
     TMP,
-    UPSTREAM_MODEL,
     Service,
     check_billing,
     flush_redis_db,
@@ -46,12 +45,13 @@ from harness import (
     router_env,
     run_async,
     seed,
+    seed_anthropic,
     start_service,
     stop_service,
     upstream_argv,
     wait_ready,
 )
-from load import Run, Target, diff, fmt, make_target, ratio, table, timed_stream
+from load import Run, Target, diff, fmt, ratio, table, timed_stream
 from measure import (
     peak_rss_bytes,
     process_tree,
@@ -98,6 +98,7 @@ def parse_options(argv: list[str] | None = None) -> Options:
                         help="dropped and recreated; its name must contain 'bench'")
     parser.add_argument("--redis-url", default="",
                         help="give the router Redis (this database is flushed at the start)")
+    add_api_option(parser)
     parser.add_argument("--out", type=Path, default=TMP / "capacity.json")
     args = parser.parse_args(argv)
     if args.streams < 1 or args.users < 1 or args.answer_seconds <= 0 or args.ramp < 0:
@@ -234,6 +235,8 @@ def main(argv: list[str] | None = None) -> int:
     if options.redis_url:
         flush_redis_db(options.redis_url)
     keys = seed(env, upstream_port, options.users, max_concurrency=2 * options.streams)
+    if options.api == "messages":
+        seed_anthropic(env, upstream_port, max_concurrency=2 * options.streams)
 
     services: list[Service] = []
     try:
@@ -251,10 +254,8 @@ def main(argv: list[str] | None = None) -> int:
               f"settings {settings}, worker max concurrency {2 * options.streams}, "
               f"Redis {'on' if options.redis_url else 'off'}; open files {files}",
               flush=True)
-        direct = make_target("direct", f"http://127.0.0.1:{upstream_port}/v1/chat/completions",
-                             UPSTREAM_MODEL, [])
-        routed = make_target("router", f"http://127.0.0.1:{router_port}/v1/chat/completions",
-                             ROUTER_MODEL, keys)
+        direct = direct_target(options.api, upstream_port)
+        routed = router_target(options.api, "router", router_port, keys)
         results = {}
         warmed = 0
         if options.warm:
