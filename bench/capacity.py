@@ -74,6 +74,7 @@ class Options:
     server: str
     database_url: str
     redis_url: str
+    api: str
     out: Path
 
 
