@@ -12,6 +12,9 @@ from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any
 
 from proxy.upstream.http_client import UpstreamResponse
+from proxy.upstream.providers import openai
+from proxy.upstream.providers.anthropic import anthropic_headers
+from proxy.upstream.providers.anthropic.response import error_from as anthropic_error_from
 from proxy.upstream.providers.base import UpstreamError, UpstreamTarget
 from proxy.upstream.providers.http import ErrorFrom, endpoint, post_json, read_json
 from proxy.upstream.providers.sse import TranslatedStream
@@ -24,14 +27,9 @@ if TYPE_CHECKING:
 def _kind_parts(target: UpstreamTarget) -> tuple[Mapping[str, str], ErrorFrom]:
     """The headers (key included) and error reading of the worker's kind."""
     if target.kind == "anthropic":
-        from proxy.upstream.providers.anthropic import AnthropicProvider
-        from proxy.upstream.providers.anthropic.response import error_from
-
         worker = target.worker_name
-        return (AnthropicProvider(target)._headers(),
-                lambda status, raw: error_from(status, raw, worker=worker))
-    from proxy.upstream.providers import openai
-
+        return (anthropic_headers(target),
+                lambda status, raw: anthropic_error_from(status, raw, worker=worker))
     return openai._headers(target), openai._error_from
 
 

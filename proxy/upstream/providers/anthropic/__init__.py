@@ -20,6 +20,19 @@ from proxy.upstream.providers.http import endpoint, post_json, read_json
 ANTHROPIC_VERSION = "2023-06-01"
 
 
+def anthropic_headers(target: UpstreamTarget) -> dict[str, str]:
+    """The headers of a call to ``target``, its key among them."""
+    # Decrypted once per call, kept nowhere (see the OpenAI provider). The extras first,
+    # so the router's own headers win over any that an old row might still hold.
+    headers = {**target.extra_headers, "Content-Type": "application/json",
+               "anthropic-version": ANTHROPIC_VERSION}
+    api_key = target.api_key
+    if api_key:
+        name, value = target.key_header(api_key)
+        headers[name] = value
+    return headers
+
+
 class AnthropicProvider:
     def __init__(self, target: UpstreamTarget) -> None:
         self.target = target
@@ -28,15 +41,7 @@ class AnthropicProvider:
         return str(endpoint(self.target.base_url, "/messages", self.target.api_version))
 
     def _headers(self) -> dict[str, str]:
-        # Decrypted once per call, kept nowhere (see the OpenAI provider). The extras first,
-        # so the router's own headers win over any that an old row might still hold.
-        headers = {**self.target.extra_headers, "Content-Type": "application/json",
-                   "anthropic-version": ANTHROPIC_VERSION}
-        api_key = self.target.api_key
-        if api_key:
-            name, value = self.target.key_header(api_key)
-            headers[name] = value
-        return headers
+        return anthropic_headers(self.target)
 
     async def _post(self, payload: dict[str, Any], *, total: float | None
                     ) -> UpstreamResponse:
