@@ -5,14 +5,19 @@ event is raised in its turn, after the chunks before it."""
 
 from __future__ import annotations
 
-import asyncio
-
 import pytest
 
 from proxy.upstream.http_client import upstream_session
 from proxy.upstream.providers.anthropic.stream import AnthropicStream
 from proxy.upstream.providers.base import UpstreamError, UpstreamTarget
-from tests.proxy.test_upstream_http_client import JSON, TIMEOUT, Server, read_request, run
+from tests.proxy.test_upstream_http_client import (
+    JSON,
+    TIMEOUT,
+    Server,
+    buffered,
+    run,
+    sse_in_turns,
+)
 
 START = (b'event: message_start\ndata: {"type":"message_start","message":{"id":"msg_1",'
          b'"usage":{"input_tokens":3,"output_tokens":1}}}\n\n')
@@ -28,21 +33,10 @@ def test_a_chunk_is_ready_only_when_the_events_buffered_make_one():
     pieces = (START, PING + DELTA[:30], DELTA[30:] + BROKEN)
 
     async def scenario() -> tuple[list[object], bool]:
-        turns = [asyncio.Event() for _ in pieces]
-
-        async def handler(reader, writer, number):
-            await read_request(reader)
-            writer.write(b"HTTP/1.1 200 OK\r\nContent-Type: text/event-stream\r\n"
-                         b"Transfer-Encoding: chunked\r\n\r\n")
-            for turn, piece in zip(turns, pieces, strict=True):
-                await turn.wait()
-                writer.write(b"%x\r\n%s\r\n" % (len(piece), piece))
-                await writer.drain()
-            await reader.read()
+        handler, turns = sse_in_turns(pieces)  # the last turn, the body's end, never comes
 
         async def arrived(total: int) -> None:
-            while response.buffered < total:
-                await asyncio.sleep(0.005)
+            await buffered(response, total)
 
         async with Server(handler) as url:
             response = await upstream_session().post(url, data=b"{}", headers=JSON,

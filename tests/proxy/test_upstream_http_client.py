@@ -186,29 +186,42 @@ def test_a_stream_is_read_line_by_line_and_closing_it_drops_the_connection():
     assert closed
 
 
+def sse_in_turns(pieces: tuple[bytes, ...]) -> tuple[Handler, list[asyncio.Event]]:
+    """A handler answering an event stream piece by piece, each piece once its turn is set;
+    the last turn (one more than the pieces) ends the body."""
+    turns = [asyncio.Event() for _ in range(len(pieces) + 1)]
+
+    async def handler(reader, writer, number):
+        await read_request(reader)
+        writer.write(b"HTTP/1.1 200 OK\r\nContent-Type: text/event-stream\r\n"
+                     b"Transfer-Encoding: chunked\r\n\r\n")
+        for turn, piece in zip(turns, pieces, strict=False):
+            await turn.wait()
+            writer.write(b"%x\r\n%s\r\n" % (len(piece), piece))
+            await writer.drain()
+        await turns[-1].wait()
+        writer.write(b"0\r\n\r\n")
+        await reader.read()
+
+    return handler, turns
+
+
+async def buffered(response: http_client.UpstreamResponse, total: int) -> None:
+    """Until ``total`` bytes of the body are buffered (not yet read)."""
+    while response.buffered < total:
+        await asyncio.sleep(0.005)
+
+
 def test_a_whole_data_line_buffered_is_told_from_a_partial_one():
     # What the relay asks before it holds events back to send them together
     # (proxy.relay.completion): the next event can be read without waiting.
     pieces = (b"data: 1\n\n", b"event: x\n\nda", b"ta: 2\n\n")
 
     async def scenario() -> list[bool]:
-        turns = [asyncio.Event() for _ in range(len(pieces) + 1)]  # the last: the end
-
-        async def handler(reader, writer, number):
-            await read_request(reader)
-            writer.write(b"HTTP/1.1 200 OK\r\nContent-Type: text/event-stream\r\n"
-                         b"Transfer-Encoding: chunked\r\n\r\n")
-            for turn, piece in zip(turns, pieces, strict=False):
-                await turn.wait()
-                writer.write(b"%x\r\n%s\r\n" % (len(piece), piece))
-                await writer.drain()
-            await turns[-1].wait()
-            writer.write(b"0\r\n\r\n")
-            await reader.read()
+        handler, turns = sse_in_turns(pieces)
 
         async def arrived(total: int) -> None:
-            while response.buffered < total:
-                await asyncio.sleep(0.005)
+            await buffered(response, total)
 
         async with Server(handler) as url:
             response = await upstream_session().post(url, data=b"{}", headers=JSON,

@@ -31,29 +31,20 @@ async def sse_events(response: UpstreamResponse,
     not JSON is the upstream's fault, past the point where another worker could take over.
     """
     while True:
-        # One event's data is one line in every dialect we read: readline is enough.
-        line = await response.readline()
-        if not line:
+        event = await next_event(response, worker)
+        if event is END:
             return
-        if not line.startswith(b"data:"):
-            continue
-        data = line[5:].strip()
-        if data == b"[DONE]":
-            yield DONE
+        yield event
+        if event is DONE:
             return
-        try:
-            event = orjson.loads(data)
-        except orjson.JSONDecodeError:
-            raise UpstreamError(f"{worker} sent a malformed event", retryable=False) from None
-        if isinstance(event, dict):
-            yield event
 
 
 def buffered_event(response: UpstreamResponse, worker: str) -> Event:
     """The next event if it can be read without waiting for the upstream: its JSON object,
     ``DONE`` or ``END``; ``PENDING`` if its line has not arrived whole (the lines skipped
-    on the way are gone, as ``sse_events`` would skip them)."""
+    on the way are gone, as they would be anyway)."""
     while True:
+        # One event's data is one line in every dialect we read: a line at a time is enough.
         line = response.buffered_line()
         if line is None:
             return PENDING
