@@ -7,7 +7,7 @@ from typing import Any
 from urllib.parse import urlencode
 
 from django.contrib import admin, messages
-from django.db import transaction
+from django.db import models, transaction
 from django.db.models import Exists, OuterRef, QuerySet
 from django.forms import ModelForm
 from django.http import HttpRequest
@@ -302,6 +302,9 @@ class BalanceAlertAdmin(admin.ModelAdmin):
     list_display = ("user", "threshold", "email", "webhook_url")
     search_fields = ("user__email",)
     autocomplete_fields = ("user",)
+    # A webhook typed without a scheme is https, as in the portal's form (and Django 6's
+    # default; Django 5 warns that http is assumed).
+    formfield_overrides = {models.URLField: {"assume_scheme": "https"}}
 
     @admin.display(description="Threshold (USD)", ordering="threshold_micros")
     def threshold(self, obj: BalanceAlert) -> str:
