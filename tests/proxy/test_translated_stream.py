@@ -10,6 +10,7 @@ import pytest
 from proxy.upstream.http_client import upstream_session
 from proxy.upstream.providers.anthropic.stream import AnthropicStream
 from proxy.upstream.providers.base import UpstreamError, UpstreamTarget
+from tests.proxy.test_cyclic_garbage import cycle_collector_findings
 from tests.proxy.test_upstream_http_client import (
     JSON,
     TIMEOUT,
@@ -64,7 +65,37 @@ def test_a_chunk_is_ready_only_when_the_events_buffered_make_one():
                 await anext(chunks)
             return seen, response.connection.lost
 
-    seen, closed = run(scenario)
+    with cycle_collector_findings() as found:
+        seen, closed = run(scenario)
     assert seen == [False, True, {"role": "assistant", "content": ""}, False, True,
                     {"content": "Hi"}, True]
     assert closed  # broken off: the connection is not used again
+    # The error was kept for its turn without the frames it was raised in, which hold the
+    # stream: nothing of the router's is left for the cycle collector.
+    assert found == [], " ".join(found)
+
+
+def test_an_error_read_ahead_and_never_raised_leaves_no_cycle():
+    # The relay stops reading (the client hung up, the cap was reached) after the error
+    # was read ahead: the stream is dropped still holding it.
+    async def scenario() -> bool:
+        handler, turns = sse_in_turns((START + BROKEN,))
+
+        async with Server(handler) as url:
+            response = await upstream_session().post(url, data=b"{}", headers=JSON,
+                                                     timeout=TIMEOUT)
+            target = UpstreamTarget(worker_id=1, worker_name="w", kind="anthropic",
+                                    base_url=str(url))
+            stream = AnthropicStream(response, target, model="claude", include_usage=True)
+            chunks = aiter(stream)
+            turns[0].set()
+            await buffered(response, len(START + BROKEN))
+            await anext(chunks)  # the role chunk
+            kept = stream.ready()  # the malformed event read ahead, its error kept
+            await chunks.aclose()
+            await stream.aclose()
+            return kept
+
+    with cycle_collector_findings() as found:
+        assert run(scenario)
+    assert found == [], " ".join(found)

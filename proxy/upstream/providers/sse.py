@@ -111,7 +111,7 @@ class TranslatedStream:
                     return False
                 self._take(event)
         except UpstreamError as error:  # a malformed event: raised in its turn
-            self._end = error
+            self._keep(error)
         return True
 
     async def aclose(self) -> None:
@@ -127,7 +127,7 @@ class TranslatedStream:
                     ended = True
                     return
                 if self._end is not None:
-                    raise self._end
+                    raise self._ended_by()
                 self._take(await next_event(self._response, self._worker))
         except (TimeoutError, aiohttp.ClientError) as exc:
             raise UpstreamError(f"{self._worker} broke off the stream: "
@@ -149,7 +149,21 @@ class TranslatedStream:
             try:
                 self._ahead.extend(self.translate(event))
             except UpstreamError as error:
-                self._end = error
+                self._keep(error)
                 return
             if self.finished:
                 self._end = True
+
+    def _keep(self, error: UpstreamError) -> None:
+        # Without the frames it was raised in, which hold this stream (a cycle for the
+        # garbage collector), nor the error it was raised from (a JSON error, suppressed,
+        # with frames of its own); it gets a traceback of its own when it is raised.
+        error.__context__ = error.__cause__ = None
+        self._end = error.with_traceback(None)
+
+    def _ended_by(self) -> UpstreamError:
+        """The error kept for its turn, let go of (raised from a local of ``__aiter__``,
+        the error's traceback would hold the frame that holds the error)."""
+        error, self._end = self._end, None
+        assert isinstance(error, UpstreamError)
+        return error
