@@ -105,8 +105,12 @@ def test_filters_stay_on_every_page(member_client, member, make_key, make_usage,
             record = make_usage(member, at=at, status="cancelled" if match else "ok")
             query = {"status": "cancelled"}
         else:
-            at = now - timedelta(days=2 if match else 5, minutes=n)
-            record = make_usage(member, at=at)
+            # From noon of their day back, a minute apart: all on that day whatever the
+            # time the test runs (counted back from now, those past midnight fell on the
+            # day before when it ran soon after midnight).
+            noon = (now - timedelta(days=2 if match else 5)).replace(
+                hour=12, minute=0, second=0, microsecond=0)
+            record = make_usage(member, at=noon - timedelta(minutes=n))
             day = (now - timedelta(days=2)).date().isoformat()
             query = {"since": day, "until": day}
         if match:
