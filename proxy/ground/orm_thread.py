@@ -29,10 +29,15 @@ def recycled(work: Callable[[], T]) -> T:
     closed after the call once it outlived ``CONN_MAX_AGE``."""
     try:
         return work()
-    except (OperationalError, InterfaceError):
+    except (OperationalError, InterfaceError) as error:
         if connection.in_atomic_block or (connection.connection is not None
                                           and connection.is_usable()):
             raise  # the statement failed, not the connection (or it cannot be replaced)
+        # Handled here: let go of its frames and of psycopg's error behind it. Django
+        # raises it from a frame that holds it, a cycle with every frame of the call (one
+        # for the garbage collector per dropped connection).
+        error.__cause__ = error.__context__ = None
+        error.with_traceback(None)
         connection.close()
         return work()
     finally:

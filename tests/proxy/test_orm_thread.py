@@ -7,7 +7,9 @@ import psycopg
 import pytest
 from django.db import OperationalError, connection
 
+from billing.selectors import price_current
 from proxy.ground.orm_thread import recycled
+from tests.proxy.test_cyclic_garbage import cycle_collector_findings
 
 
 def _select_one(calls: list[int]) -> int:
@@ -62,3 +64,21 @@ def test_a_working_connection_is_not_checked_again_before_the_next_call(settings
     assert connection.health_check_done
     recycled(lambda: _select_one(calls))
     assert connection.health_check_done
+
+
+@pytest.mark.django_db(transaction=True)
+def test_a_replaced_connection_leaves_nothing_for_the_cycle_collector():
+    # Django raises a dropped connection's error from a frame that holds it: a cycle with
+    # the frames of the call that found the connection broken (a lookup's, here), which
+    # appeared under load in the refusals' census (tests/proxy/test_cyclic_garbage.py).
+    assert recycled(lambda: price_current(model="no-such-model")) is None
+    dropped = connection.connection.info.backend_pid
+    db = connection.settings_dict
+    with psycopg.connect(dbname=db["NAME"], user=db["USER"], host=db["HOST"],
+                         port=db["PORT"] or None, autocommit=True) as other:
+        other.execute("SELECT pg_terminate_backend(%s)", [dropped])
+
+    with cycle_collector_findings() as found:
+        assert recycled(lambda: price_current(model="no-such-model")) is None
+    assert connection.connection.info.backend_pid != dropped
+    assert found == [], " ".join(found)
