@@ -36,8 +36,7 @@ def recycled(work: Callable[[], T]) -> T:
         # Handled here: let go of its frames and of psycopg's error behind it. Django
         # raises it from a frame that holds it, a cycle with every frame of the call (one
         # for the garbage collector per dropped connection).
-        error.__cause__ = error.__context__ = None
-        error.with_traceback(None)
+        error.__traceback__ = error.__cause__ = error.__context__ = None
         connection.close()
         return work()
     finally:

@@ -6,8 +6,9 @@ event is raised in its turn, after the chunks before it."""
 from __future__ import annotations
 
 import pytest
+from yarl import URL
 
-from proxy.upstream.http_client import upstream_session
+from proxy.upstream.http_client import UpstreamResponse, upstream_session
 from proxy.upstream.providers.anthropic.stream import AnthropicStream
 from proxy.upstream.providers.base import UpstreamError, UpstreamTarget
 from tests.proxy.test_cyclic_garbage import cycle_collector_findings
@@ -28,6 +29,13 @@ DELTA = (b'event: content_block_delta\ndata: {"type":"content_block_delta","inde
 BROKEN = b"event: content_block_delta\ndata: {not json\n\n"
 
 
+async def _open(url: URL) -> tuple[UpstreamResponse, AnthropicStream]:
+    """A chat stream from an Anthropic worker at ``url``, as the provider opens one."""
+    response = await upstream_session().post(url, data=b"{}", headers=JSON, timeout=TIMEOUT)
+    target = UpstreamTarget(worker_id=1, worker_name="w", kind="anthropic", base_url=str(url))
+    return response, AnthropicStream(response, target, model="claude", include_usage=True)
+
+
 def test_a_chunk_is_ready_only_when_the_events_buffered_make_one():
     # The turns of the upstream: the message's start; a ping and half of a delta; the
     # rest of the delta and a malformed event.
@@ -36,28 +44,21 @@ def test_a_chunk_is_ready_only_when_the_events_buffered_make_one():
     async def scenario() -> tuple[list[object], bool]:
         handler, turns = sse_in_turns(pieces)  # the last turn, the body's end, never comes
 
-        async def arrived(total: int) -> None:
-            await buffered(response, total)
-
         async with Server(handler) as url:
-            response = await upstream_session().post(url, data=b"{}", headers=JSON,
-                                                     timeout=TIMEOUT)
-            target = UpstreamTarget(worker_id=1, worker_name="w", kind="anthropic",
-                                    base_url=str(url))
-            stream = AnthropicStream(response, target, model="claude", include_usage=True)
+            response, stream = await _open(url)
             chunks = aiter(stream)
             seen: list[object] = [stream.ready()]  # nothing buffered
             turns[0].set()
-            await arrived(len(pieces[0]))
+            await buffered(response, len(pieces[0]))
             seen.append(stream.ready())  # message_start: the role chunk
             seen.append((await anext(chunks))["choices"][0]["delta"])
             turns[1].set()
-            await arrived(len(pieces[1]))
+            await buffered(response, len(pieces[1]))
             seen.append(stream.ready())  # a ping (no chunk), a delta not yet whole
             turns[2].set()
             # Taken already: the ping, and the delta's event line.
             taken = len(PING) + DELTA.index(b"\n") + 1
-            await arrived(len(pieces[1]) + len(pieces[2]) - taken)
+            await buffered(response, len(pieces[1]) + len(pieces[2]) - taken)
             seen.append(stream.ready())  # the delta whole
             seen.append((await anext(chunks))["choices"][0]["delta"])
             seen.append(stream.ready())  # the malformed event: its error is ready
@@ -82,11 +83,7 @@ def test_an_error_read_ahead_and_never_raised_leaves_no_cycle():
         handler, turns = sse_in_turns((START + BROKEN,))
 
         async with Server(handler) as url:
-            response = await upstream_session().post(url, data=b"{}", headers=JSON,
-                                                     timeout=TIMEOUT)
-            target = UpstreamTarget(worker_id=1, worker_name="w", kind="anthropic",
-                                    base_url=str(url))
-            stream = AnthropicStream(response, target, model="claude", include_usage=True)
+            response, stream = await _open(url)
             chunks = aiter(stream)
             turns[0].set()
             await buffered(response, len(START + BROKEN))

@@ -220,23 +220,20 @@ def test_a_whole_data_line_buffered_is_told_from_a_partial_one():
     async def scenario() -> list[bool]:
         handler, turns = sse_in_turns(pieces)
 
-        async def arrived(total: int) -> None:
-            await buffered(response, total)
-
         async with Server(handler) as url:
             response = await upstream_session().post(url, data=b"{}", headers=JSON,
                                                      timeout=TIMEOUT)
             seen = [response.holds_data_line()]  # nothing buffered yet
             turns[0].set()
-            await arrived(len(pieces[0]))
+            await buffered(response, len(pieces[0]))
             seen.append(response.holds_data_line())  # "data: 1" whole
             assert await response.readline() == b"data: 1\n"
             seen.append(response.holds_data_line())  # a blank line only
             turns[1].set()
-            await arrived(1 + len(pieces[1]))
+            await buffered(response, 1 + len(pieces[1]))
             seen.append(response.holds_data_line())  # an event line, then "da"
             turns[2].set()
-            await arrived(1 + len(pieces[1]) + len(pieces[2]))
+            await buffered(response, 1 + len(pieces[1]) + len(pieces[2]))
             seen.append(response.holds_data_line())  # "data: 2" whole after them
             turns[3].set()
             while not response.complete:
