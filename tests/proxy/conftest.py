@@ -2,6 +2,7 @@ from __future__ import annotations
 
 import itertools
 from collections.abc import Callable, Iterator
+from datetime import UTC, datetime
 
 import openai
 import pytest
@@ -13,6 +14,7 @@ from billing.services import price_set, wallet_credit
 from proxy.ground import shared_state
 from proxy.limits import reset_local_limits
 from proxy.models import Worker, WorkerModel
+from proxy.money import refusals
 from tests.live_router import LiveRouter, forget_shared_state
 from tests.proxy.upstream import UpstreamServer, upstream  # noqa: F401 - a fixture
 
@@ -26,6 +28,24 @@ def _fresh_lookups() -> Iterator[None]:
     forget_shared_state()
     yield
     forget_shared_state()
+
+
+@pytest.fixture
+def refusals_in_one_minute(monkeypatch) -> type[datetime]:
+    """Refusals are counted per key and minute: the test's refusals all fall in the minute it
+    started in however long they take (a test may move ``.minute`` on), or a run that crosses
+    a minute's turn counts them in two groups, as the router should, and a test expecting one
+    group fails (CI did, once)."""
+
+    class ThisMinute(datetime):
+        minute = datetime.now(UTC).replace(second=0, microsecond=0)
+
+        @classmethod
+        def now(cls, tz=None) -> datetime:
+            return cls.minute
+
+    monkeypatch.setattr(refusals, "datetime", ThisMinute)
+    return ThisMinute
 
 
 @pytest.fixture

@@ -57,7 +57,7 @@ def _refused(call) -> openai.APIStatusError:
 
 
 def test_a_request_the_limits_refuse_leaves_no_trace_of_the_hold_taken_beside_them(
-    openai_worker, make_key, client_for, router, discarded
+    openai_worker, make_key, client_for, router, discarded, refusals_in_one_minute
 ):
     user_id, secret = make_key()
     ApiKey.objects.filter(prefix=secret[:18]).update(rpm=1)

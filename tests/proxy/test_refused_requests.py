@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import threading
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 
 import openai
 import pytest
@@ -22,7 +22,7 @@ MESSAGES = [{"role": "user", "content": "Hello there"}]
 
 
 @pytest.fixture(autouse=True)
-def _refused_at_once(settings):
+def _refused_at_once(settings, refusals_in_one_minute):
     settings.ROUTER_RESERVE_WAIT_MS = 0  # a 402 at once, not after the holds in flight settle
 
 
@@ -95,6 +95,21 @@ def test_refusals_are_written_together_later_not_one_insert_each(
     assert not RefusedRequests.objects.exists()
     router.drain()  # ...and written in one statement when the process flushes (or stops).
     assert RefusedRequests.objects.get().count == 20
+
+
+def test_refusals_either_side_of_a_minute_turn_are_two_groups(
+    openai_worker, make_key, client_for, router, refusals_in_one_minute
+):
+    _, secret = make_key(credit_micros=10)
+    first = refusals_in_one_minute.minute
+    for turned in (False, True, False):
+        if turned:
+            refusals_in_one_minute.minute = first + timedelta(minutes=1)
+        with pytest.raises(openai.APIStatusError):
+            client_for(secret).chat.completions.create(model="test-model", messages=MESSAGES)
+    router.drain()
+    groups = RefusedRequests.objects.order_by("minute").values_list("minute", "count")
+    assert list(groups) == [(first, 1), (first + timedelta(minutes=1), 2)]
 
 
 @pytest.mark.django_db(transaction=True)
