@@ -8,7 +8,7 @@ from __future__ import annotations
 from typing import Any
 
 from django.contrib import admin
-from django.db.models import QuerySet
+from django.db.models import Q, QuerySet
 from django.http import HttpRequest
 
 # Vouchers and Stripe top-ups have their own module; importing it registers them.
@@ -16,6 +16,7 @@ from billing import admin_topups  # noqa: F401
 from billing.admin_base import ReadOnlyAdmin
 from billing.admin_keyset import KeysetAdminMixin
 from billing.admin_refunds import LedgerExportMixin, UsageRefundMixin
+from billing.admin_search import IndexedSearch, IndexedSearchMixin
 from billing.keyset import BY_ID
 from billing.models import (
     BAD_USAGE_REASONS,
@@ -26,6 +27,7 @@ from billing.models import (
     UsageRecord,
 )
 from billing.selectors import USAGE_FLAGGED
+from billing.services.refunds import refund_key
 from router_admin.admin_display import short_id, short_text, usd_cell, when
 
 
@@ -66,14 +68,17 @@ class FlaggedUsageFilter(admin.SimpleListFilter):
 
 
 @admin.register(LedgerEntry)
-class LedgerEntryAdmin(LedgerExportMixin, KeysetAdminMixin, ReadOnlyAdmin):
+class LedgerEntryAdmin(LedgerExportMixin, IndexedSearchMixin, KeysetAdminMixin, ReadOnlyAdmin):
     # What fits 1280 px: the id, who made it and the full memo are on the entry's page.
     list_display = ("created", "user", "kind", "amount_usd", "balance_after_usd",
                     "memo_short")
     list_filter = ("kind", "created_at")
     list_select_related = ("wallet__user", "wallet__organization", "created_by")
-    search_fields = ("wallet__user__email", "wallet__organization__name", "=idempotency_key",
-                     "=hold__id", "memo")
+    # A request's charge and refund, or any entry by its whole idempotency key (a Stripe
+    # payment's "stripe:pi_...", a voucher's "voucher:<id>"), through the key's unique index.
+    indexed_search = IndexedSearch(
+        request=lambda term: Q(idempotency_key__in=[term, f"charge:{term}", refund_key(term)]),
+        wallet="wallet_id")
     # The ledger only grows: paged by cursor on its primary key (or (wallet, -id) for one
     # wallet's), never counted.
     keyset_order = BY_ID
@@ -103,12 +108,14 @@ class LedgerEntryAdmin(LedgerExportMixin, KeysetAdminMixin, ReadOnlyAdmin):
 
 
 @admin.register(Hold)
-class HoldAdmin(KeysetAdminMixin, ReadOnlyAdmin):
+class HoldAdmin(IndexedSearchMixin, KeysetAdminMixin, ReadOnlyAdmin):
     list_display = ("short_id", "user", "model_short", "amount_usd", "charged_usd", "status",
                     "created")
     list_filter = ("status", PricedModelFilter, "created_at")
     list_select_related = ("wallet__user", "wallet__organization")
-    search_fields = ("=id", "wallet__user__email", "wallet__organization__name", "model")
+    # Not by key: a hold's key has no index (every hold is written on the request path).
+    indexed_search = IndexedSearch(request=lambda term: Q(id=term), wallet="wallet_id",
+                                   model="model")
     fields = ("id", "wallet", "api_key", "model", "price", "amount_usd", "charged_usd",
               "status", "created_at", "expires_at", "resolved_at")
     readonly_fields = ("amount_usd", "charged_usd", "created_at")
@@ -139,7 +146,7 @@ class HoldAdmin(KeysetAdminMixin, ReadOnlyAdmin):
 
 
 @admin.register(UsageRecord)
-class UsageRecordAdmin(UsageRefundMixin, KeysetAdminMixin, ReadOnlyAdmin):
+class UsageRecordAdmin(UsageRefundMixin, IndexedSearchMixin, KeysetAdminMixin, ReadOnlyAdmin):
     # What fits 1280 px; cache tokens, the source of the count and latency are on the
     # record's page, and source, reason and the flags are filters.
     list_display = ("created", "request", "user_short", "endpoint", "model_short", "tokens",
@@ -149,7 +156,9 @@ class UsageRecordAdmin(UsageRefundMixin, KeysetAdminMixin, ReadOnlyAdmin):
     list_filter = ("status", "endpoint", PricedModelFilter, "source", FlaggedUsageFilter,
                    "estimate_reason", "over_cap", "over_hold", "created_at")
     list_select_related = ("user",)
-    search_fields = ("=request_id", "user__email", "model")
+    indexed_search = IndexedSearch(request=lambda term: Q(request_id=term),
+                                   api_key="api_key_id", user="user_id",
+                                   organization="organization_id", model="model")
     fields = ("request_id", "user", "api_key", "endpoint", "model", "worker", "price",
               "prompt_tokens", "completion_tokens", "cached_tokens", "cache_write_tokens",
               "cost_usd", "upstream_cost_usd", "source", "estimate_reason",
@@ -187,7 +196,7 @@ class UsageRecordAdmin(UsageRefundMixin, KeysetAdminMixin, ReadOnlyAdmin):
 
 
 @admin.register(RefusedRequests)
-class RefusedRequestsAdmin(KeysetAdminMixin, ReadOnlyAdmin):
+class RefusedRequestsAdmin(IndexedSearchMixin, KeysetAdminMixin, ReadOnlyAdmin):
     """Requests refused for money or a limit, per key and minute: a user asking why their
     integration stopped is answered here."""
 
@@ -195,7 +204,7 @@ class RefusedRequestsAdmin(KeysetAdminMixin, ReadOnlyAdmin):
                     "reason", "count", "message_short")
     list_filter = ("status", "reason", "endpoint", "minute")
     list_select_related = ("user", "api_key")
-    search_fields = ("user__email", "=api_key__prefix", "model")
+    indexed_search = IndexedSearch(api_key="api_key_id", user="user_id", model="model")
     keyset_order = ("minute", "id")
 
     @admin.display(description="Minute (UTC)", ordering="minute")
