@@ -249,6 +249,10 @@ def run_scale(options: argparse.Namespace) -> dict[str, Any]:
     if options.seed_only:
         report["figures"] = []
         return report
+    if options.admin_only:
+        with plain_static():
+            report["figures"] = [figure.as_dict() for figure in _admin_pages(cast, options.runs)]
+        return report
     from scale_probes import ledger_days_build_figure, rollup_catch_up
 
     # Statements read the ledger days, usage figures the roll-ups up to their mark: both
@@ -316,11 +320,9 @@ def _sizes() -> dict[str, Any]:
 
 def _pages(cast: Any, runs: int) -> list[Any]:
     from django.test import Client
-    from scale_probes import admin_figures, portal_figures
+    from scale_probes import portal_figures
 
     from accounts.models import User
-    from accounts.services import user_create
-    from tests.staff import staff_sign_in
 
     # A page that crashes is reported in its row; its traceback would drown the output.
     logging.getLogger("django.request").setLevel(logging.CRITICAL)
@@ -331,10 +333,22 @@ def _pages(cast: Any, runs: int) -> list[Any]:
     for figure in portal_figures(client, cast, runs, log=_log):
         _log(f"  {_describe(figure)}")
         figures.append(figure)
+    return figures + _admin_pages(cast, runs)
+
+
+def _admin_pages(cast: Any, runs: int) -> list[Any]:
+    from django.test import Client
+    from scale_probes import admin_figures
+
+    from accounts.models import User
+    from accounts.services import user_create
+    from tests.staff import staff_sign_in
+
     staff = (User.objects.filter(email="scale-staff@example.com").first()
              or user_create(email="scale-staff@example.com", is_staff=True, is_superuser=True))
     client = staff_sign_in(Client(), staff)
     _log(f"admin pages ({runs} timed runs each)")
+    figures = []
     for figure in admin_figures(client, cast, runs):
         _log(f"  {_describe(figure)}")
         figures.append(figure)
@@ -508,6 +522,8 @@ def main() -> None:
     parser.add_argument("--seed-only", action="store_true",
                         help="seed (or check a reused seed) and stop: measure later with "
                              "--reuse, e.g. once the code to measure is in place")
+    parser.add_argument("--admin-only", action="store_true",
+                        help="only the admin pages and searches (e.g. on a --reuse'd seed)")
     parser.add_argument("--rounds", type=int, default=1,
                         help="with --scales: measure the scales in turn this many times "
                              "(1m, 10m, 1m, 10m...) and keep each figure's best round, so "
@@ -542,6 +558,7 @@ def main() -> None:
                     "--code", options.code,
                     *(["--reuse"] if options.reuse else []),
                     *(["--seed-only"] if options.seed_only else []),
+                    *(["--admin-only"] if options.admin_only else []),
                     *(["--keep-indexes"] if options.keep_indexes else [])]
             print(f"=== {records:,} records, round {round_number + 1} of {options.rounds}",
                   flush=True)

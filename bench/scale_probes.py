@@ -242,8 +242,44 @@ def admin_figures(client: Any, cast: Cast, runs: int) -> list[Figure]:
         ("admin usage roll-ups", "/admin/billing/usagerollup/"),
         ("admin wallet page (heavy)", f"/admin/billing/wallet/{cast.heavy_wallet_id}/change/"),
         ("admin user page (heavy)", f"/admin/accounts/user/{cast.heavy_user_id}/change/"),
+        *admin_searches(cast),
     ]
     return [time_get(client, name, "admin", url, runs) for name, url in pages]
+
+
+def admin_searches(cast: Cast) -> list[tuple[str, str]]:
+    """The big lists' search box, with what staff paste into it: the oldest request's id
+    (a search that walks the list newest first reads the whole table to find it), a key,
+    the heavy user's address and a light user's, the organization's name, a model."""
+    from urllib.parse import urlencode
+
+    from accounts.models import ApiKey, User
+    from billing.models import Hold, ModelPrice, UsageRecord
+    from organizations.models import Organization
+
+    oldest = (UsageRecord.objects.filter(user_id=cast.heavy_user_id).order_by("created_at")
+              .values_list("request_id", flat=True).first())
+    hold = Hold.objects.order_by("created_at").values_list("id", flat=True).first()
+    key = ApiKey.objects.get(pk=cast.heavy_key_ids[0]).prefix
+    heavy = User.objects.get(pk=cast.heavy_user_id).email
+    light = (User.objects.exclude(pk=cast.heavy_user_id).filter(is_staff=False)
+             .order_by("-pk").values_list("email", flat=True).first())
+    organization = Organization.objects.get(pk=cast.heavy_organization_id).name
+    model = ModelPrice.objects.order_by("model").values_list("model", flat=True).first()
+    searches = [
+        ("usagerecord", "a request id", oldest), ("usagerecord", "a key", key),
+        ("usagerecord", "the heavy user's address", heavy),
+        ("usagerecord", "a light user's address", light),
+        ("usagerecord", "an organization's name", organization),
+        ("usagerecord", "a model", model),
+        ("hold", "a request id", hold), ("hold", "the heavy user's address", heavy),
+        ("ledgerentry", "a request id", oldest),
+        ("ledgerentry", "the heavy user's address", heavy),
+        ("refusedrequests", "a key", key),
+    ]
+    return [(f"admin {table} search: {what}",
+             f"/admin/billing/{table}/?{urlencode({'q': term or ''})}")
+            for table, what, term in searches]
 
 
 # --------------------------------------------------------------------------- jobs
