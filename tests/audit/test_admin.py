@@ -59,8 +59,10 @@ def test_the_trail_is_filtered_by_object_type(admin_client, trail):
 def test_the_trail_is_filtered_by_date_and_drilled_down_by_month(admin_client, trail):
     january = _listed(admin_client, created_at__year="2024", created_at__month="1")
     assert january == {trail["old_key"].pk}
-    # The date filter's "Today": from the current day's first moment.
-    today = timezone.localtime().replace(hour=0, minute=0, second=0, microsecond=0)
+    # The date filter's "Today": from the first moment of the day the entries were written
+    # (the clock read again here, a midnight passed since would leave them on the day before).
+    today = timezone.localtime(trail["cli_worker"].created_at).replace(
+        hour=0, minute=0, second=0, microsecond=0)
     assert _listed(admin_client, created_at__gte=str(today)) == {
         trail["cli_worker"].pk, trail["staff_price"].pk}
 

@@ -14,6 +14,7 @@ from billing.errors import InvalidAmount, KeySpendCapReached
 from billing.models import Hold, KeyBudget
 from billing.services import (
     UsageReport,
+    budgets,
     hold_create,
     hold_settle,
     hold_void,
@@ -51,19 +52,23 @@ def test_a_lifetime_cap_refuses_what_would_pass_it_and_counts_what_was_spent(key
     assert KeyBudget.objects.get(api_key=key).pending_micros == 0
 
 
-def test_a_monthly_cap_starts_again_each_calendar_month(key, price):
+def test_a_monthly_cap_starts_again_each_calendar_month(key, price, monkeypatch):
+    # The month the budget counts is the one the test starts in: on the clock, a month's turn
+    # between the spending and the refusal expected of it would start the count again.
+    this_month = timezone.now().date().replace(day=1)
+    monkeypatch.setattr(budgets, "current_month", lambda: this_month)
     key_budget_set(api_key=key, lifetime_limit_micros=None, monthly_limit_micros=500)
     _hold(key, price, "a", 500)
     hold_settle(hold_id="a", usage=UsageReport(prompt_tokens=200, completion_tokens=150))
     with pytest.raises(KeySpendCapReached) as capped:
         _hold(key, price, "b", 1)
     assert capped.value.period == "monthly"
-    last_month = (timezone.now().date().replace(day=1) - timedelta(days=1)).replace(day=1)
+    last_month = (this_month - timedelta(days=1)).replace(day=1)
     KeyBudget.objects.filter(api_key=key).update(month=last_month)
     _hold(key, price, "c", 500)
     budget = KeyBudget.objects.get(api_key=key)
     assert (budget.month, budget.month_spent_micros, budget.spent_micros) == (
-        timezone.now().date().replace(day=1), 0, 500)
+        this_month, 0, 500)
 
 
 def test_the_database_refuses_a_budget_past_its_cap(key):

@@ -151,8 +151,11 @@ def test_another_users_cursor_shows_nothing_of_theirs(client, member, other, mak
 
 
 def test_the_refused_list_pages_by_cursor_too(member_client, member, refuse):
-    key = refuse(member)
+    # One clock read for every group: had the first group read its own, a minute's turn
+    # before ``now`` was read would put it in the minute of ``now - 1 minute``, merging the
+    # two (one group too few).
     now = timezone.now()
+    key = refuse(member, at=now)
     for n in range(1, PAGE_SIZE + 4):  # one group per minute
         refuse(member, key=key, at=now - timedelta(minutes=n))
 
