@@ -19,7 +19,7 @@ from billing.services import UsageReport, hold_create, hold_settle, wallet_credi
 from billing.services.refunds import usage_refund
 from billing.services.refusals import RefusalCount, refusals_record
 from organizations.services import organization_create, organization_key_create
-from tests.billing.test_keyset_explain import _index_conditions, _node_types
+from tests.billing.plans import index_conditions, node_types, plan_of_sql
 
 pytestmark = pytest.mark.django_db
 
@@ -137,11 +137,7 @@ def _page_plan(client, table: str, term: str) -> dict:
     name = MODELS[table]._meta.db_table
     (sql,) = [q["sql"] for q in queries.captured_queries
               if f'FROM "{name}"' in q["sql"] and "LIMIT" in q["sql"]]
-    with connection.cursor() as cursor:
-        cursor.execute("SET LOCAL enable_seqscan = off")
-        cursor.execute(f"EXPLAIN (FORMAT JSON) {sql}")
-        (document,) = cursor.fetchone()
-    return (json.loads(document) if isinstance(document, str) else document)[0]["Plan"]
+    return plan_of_sql(sql, off=("enable_seqscan",))
 
 
 @pytest.mark.skipif("connection.vendor != 'postgresql'",
@@ -163,9 +159,9 @@ def test_a_search_reads_its_table_through_the_index_of_what_it_names(admin_clien
     plan = _page_plan(admin_client, table, term)
     # The term's rows are where the scan starts (an index condition on the column), not a
     # filter on every row of an index read in the list's order.
-    assert [c for c in _index_conditions(plan) if f"{column} " in c or f"{column})" in c], (
+    assert [c for c in index_conditions(plan) if f"{column} " in c or f"{column})" in c], (
         json.dumps(plan, indent=1))
-    assert "Seq Scan" not in _node_types(plan)
+    assert "Seq Scan" not in node_types(plan)
 
 
 def test_terms_matching_many_users_or_organizations_are_read_as_subqueries(admin_client,

@@ -15,7 +15,7 @@ from django.urls import reverse
 from billing.admin import UsageRollupAdmin
 from billing.keyset import keyset_page
 from billing.models import UsageRollup
-from tests.billing.test_keyset_explain import _plan_of
+from tests.billing.plans import plan_of
 
 pytestmark = pytest.mark.django_db
 
@@ -103,11 +103,11 @@ def test_no_page_counts_dates_or_lists_distinct_values_of_the_table(admin_client
 def test_a_page_is_read_through_the_period_and_bucket_index(rollups):
     order = UsageRollupAdmin.keyset_order
 
-    plan = _plan_of(lambda: keyset_page(UsageRollup.objects.all(), order=order, size=25))
+    plan = plan_of(lambda: keyset_page(UsageRollup.objects.all(), order=order, size=25))
 
     # Read backwards from the newest bucket; ties on a bucket are sorted by id in passing
     # (an incremental sort), never the whole table.
     assert "billing_usa_period_75d56d_idx" in str(plan)
-    day = _plan_of(lambda: keyset_page(UsageRollup.objects.filter(period="day"), order=order,
+    day = plan_of(lambda: keyset_page(UsageRollup.objects.filter(period="day"), order=order,
                                        size=25))
     assert "billing_usa_period_75d56d_idx" in str(day)

@@ -8,12 +8,10 @@ what matters at ten million rows (bench/ shows the timings)."""
 from __future__ import annotations
 
 import json
-from collections.abc import Callable
 from datetime import timedelta
 
 import pytest
-from django.db import connection
-from django.test.utils import CaptureQueriesContext
+from django.db import connection  # noqa: F401 - the skipif condition reads it
 from django.utils import timezone
 
 from accounts.services import api_key_create
@@ -24,64 +22,13 @@ from billing.selectors.organization_usage import organization_usage_records
 from billing.selectors.wallet_check import wallet_check
 from billing.services import UsageReport, hold_create, hold_settle, wallet_credit
 from organizations.models import Organization
+from tests.billing.plans import index_conditions, index_names, node_types, plan_of, uses
 
 pytestmark = [
     pytest.mark.django_db,
     pytest.mark.skipif("connection.vendor != 'postgresql'",
                        reason="the plans of PostgreSQL are what is checked"),
 ]
-
-
-def _parent_indexes() -> dict[str, str]:
-    """Each partition's index and the index of the partitioned table it belongs to (0021
-    partitions usage records and holds by month; a plan names the partitions' indexes)."""
-    with connection.cursor() as cursor:
-        cursor.execute("""SELECT child.relname, parent.relname FROM pg_inherits i
-                          JOIN pg_class child ON child.oid = i.inhrelid
-                          JOIN pg_class parent ON parent.oid = i.inhparent
-                          WHERE child.relkind = 'i'""")
-        return dict(cursor.fetchall())
-
-
-def _index_names(plan: dict, parents: dict[str, str] | None = None) -> set[str]:
-    """The indexes ``plan`` reads, by the names the models give them."""
-    parents = _parent_indexes() if parents is None else parents
-    names = set()
-    if "Index Name" in plan:
-        name = plan["Index Name"]
-        while name in parents:
-            name = parents[name]
-        names.add(name)
-    for child in plan.get("Plans", []):
-        names |= _index_names(child, parents)
-    return names
-
-
-def _index_conditions(plan: dict) -> list[str]:
-    conditions = [plan["Index Cond"]] if "Index Cond" in plan else []
-    for child in plan.get("Plans", []):
-        conditions += _index_conditions(child)
-    return conditions
-
-
-def _node_types(plan: dict) -> set[str]:
-    types = {plan["Node Type"]}
-    for child in plan.get("Plans", []):
-        types |= _node_types(child)
-    return types
-
-
-def _plan_of(run: Callable[[], object]) -> dict:
-    """The plan of the last query ``run`` makes, as the code made it."""
-    with CaptureQueriesContext(connection) as queries:
-        run()
-    sql = queries.captured_queries[-1]["sql"]
-    with connection.cursor() as cursor:
-        for setting in ("enable_seqscan", "enable_bitmapscan", "enable_sort"):
-            cursor.execute(f"SET LOCAL {setting} = off")
-        cursor.execute(f"EXPLAIN (FORMAT JSON) {sql}")
-        (document,) = cursor.fetchone()
-    return (json.loads(document) if isinstance(document, str) else document)[0]["Plan"]
 
 
 @pytest.fixture
@@ -102,20 +49,15 @@ def usage(user, price, make_user):
             "at": now - timedelta(minutes=1)}
 
 
-def _uses(plan: dict, index: str) -> None:
-    assert index in _index_names(plan), json.dumps(plan, indent=1)
-    assert "Sort" not in _node_types(plan), json.dumps(plan, indent=1)
-
-
 def test_a_users_pages_read_the_user_index_first_and_deep(usage):
     records = usage_records_of(user=usage["user"])
     cursor = Cursor("next", (usage["at"], usage["records"][-1].pk))
 
-    _uses(_plan_of(lambda: keyset_page(records, size=25)), "billing_usage_user")
-    deep = _plan_of(lambda: keyset_page(records, cursor=cursor, size=25))
-    _uses(deep, "billing_usage_user")
+    uses(plan_of(lambda: keyset_page(records, size=25)), "billing_usage_user")
+    deep = plan_of(lambda: keyset_page(records, cursor=cursor, size=25))
+    uses(deep, "billing_usage_user")
     # The cursor is where the scan starts (an index condition), not a filter on every row.
-    conditions = [c for c in _index_conditions(deep) if "user_id" in c]
+    conditions = [c for c in index_conditions(deep) if "user_id" in c]
     assert conditions
     assert all("created_at <=" in c for c in conditions), conditions
 
@@ -124,8 +66,8 @@ def test_a_model_filter_reads_the_user_and_model_index(usage):
     records = usage_records_of(user=usage["user"], filters=UsageFilters(model="m1"))
     cursor = Cursor("next", (usage["at"], usage["records"][-1].pk))
 
-    _uses(_plan_of(lambda: keyset_page(records, size=25)), "billing_usage_user_model")
-    _uses(_plan_of(lambda: keyset_page(records, cursor=cursor, size=25)),
+    uses(plan_of(lambda: keyset_page(records, size=25)), "billing_usage_user_model")
+    uses(plan_of(lambda: keyset_page(records, cursor=cursor, size=25)),
           "billing_usage_user_model")
 
 
@@ -133,16 +75,16 @@ def test_a_key_filter_reads_the_key_index(usage):
     records = usage_records_of(user=usage["user"],
                                filters=UsageFilters(api_key_id=usage["key"].pk))
 
-    plan = _plan_of(lambda: keyset_page(records, size=25))
+    plan = plan_of(lambda: keyset_page(records, size=25))
 
-    assert _index_names(plan) & {"billing_usage_key", "billing_usage_user"}
-    assert "Sort" not in _node_types(plan)
+    assert index_names(plan) & {"billing_usage_key", "billing_usage_user"}
+    assert "Sort" not in node_types(plan)
 
 
 def test_an_organizations_page_reads_its_partial_index(usage):
     records = organization_usage_records(organization=usage["organization"])
 
-    _uses(_plan_of(lambda: keyset_page(records, size=25)), "billing_usage_org")
+    uses(plan_of(lambda: keyset_page(records, size=25)), "billing_usage_org")
 
 
 def test_the_admin_lists_read_their_time_indexes(usage, user, price):
@@ -152,16 +94,16 @@ def test_the_admin_lists_read_their_time_indexes(usage, user, price):
     hold_settle(hold_id="explain-hold", usage=UsageReport(prompt_tokens=1, completion_tokens=1))
     at = timezone.now()
 
-    _uses(_plan_of(lambda: keyset_page(UsageRecord.objects.all(), size=100,
+    uses(plan_of(lambda: keyset_page(UsageRecord.objects.all(), size=100,
                                        cursor=Cursor("next", (at, 10**9)))),
           "billing_usage_created")
-    _uses(_plan_of(lambda: keyset_page(Hold.objects.all(), size=100,
+    uses(plan_of(lambda: keyset_page(Hold.objects.all(), size=100,
                                        cursor=Cursor("next", (at, "zzz")))),
           "billing_hold_created")
-    _uses(_plan_of(lambda: keyset_page(RefusedRequests.objects.all(), size=100,
+    uses(plan_of(lambda: keyset_page(RefusedRequests.objects.all(), size=100,
                                        order=("minute", "id"))),
           "billing_refusal_minute")
-    _uses(_plan_of(lambda: keyset_page(LedgerEntry.objects.all(), size=100, order=BY_ID,
+    uses(plan_of(lambda: keyset_page(LedgerEntry.objects.all(), size=100, order=BY_ID,
                                        cursor=Cursor("next", (10**9,)))),
           "billing_ledgerentry_pkey")
 
@@ -172,8 +114,8 @@ def test_the_wallet_check_probes_the_latest_entry_and_the_pending_holds(user, pr
                 model=price.model)
     wallet_id = LedgerEntry.objects.get().wallet_id
 
-    plan = _plan_of(lambda: wallet_check(wallet_id=wallet_id))
+    plan = plan_of(lambda: wallet_check(wallet_id=wallet_id))
 
-    names = _index_names(plan)
+    names = index_names(plan)
     assert "billing_led_wallet__379ac1_idx" in names, json.dumps(plan, indent=1)
     assert wallet_check(wallet_id=wallet_id).consistent

@@ -14,7 +14,7 @@ from billing.selectors.wallets import wallet_credits_of
 from billing.services import wallet_credit
 from billing.services.ledger import ledger_post
 from billing.services.vouchers import voucher_batch_create, voucher_redeem
-from tests.billing.test_keyset_explain import _plan_of, _uses
+from tests.billing.plans import plan_of, uses
 
 pytestmark = pytest.mark.django_db
 
@@ -83,10 +83,10 @@ def test_a_user_without_a_wallet_has_no_credits(make_user):
 def test_the_credits_are_one_scan_of_the_partial_index_in_its_order(heavy):
     assert connection.vendor == "postgresql"
 
-    plan = _plan_of(lambda: wallet_credits_of(user=heavy, limit=50))
+    plan = plan_of(lambda: wallet_credits_of(user=heavy, limit=50))
 
     # The index's own order serves ORDER BY id DESC LIMIT 50: no sort, no charge read.
-    _uses(plan, "billing_ledger_wallet_credits")
+    uses(plan, "billing_ledger_wallet_credits")
 
 
 def test_a_heavy_users_receipts_are_their_paid_in_credits_newest_first(heavy):
@@ -104,7 +104,7 @@ def test_a_heavy_users_receipts_are_their_paid_in_credits_newest_first(heavy):
 def test_receipts_are_read_through_the_partial_index_not_the_whole_ledger(heavy):
     assert connection.vendor == "postgresql"
 
-    plan = _plan_of(lambda: list(receipt_entries_of(user=heavy)[:20]))
+    plan = plan_of(lambda: list(receipt_entries_of(user=heavy)[:20]))
 
     # With the wallet as a subquery PostgreSQL read the wallet's whole ledger index.
-    _uses(plan, "billing_ledger_wallet_credits")
+    uses(plan, "billing_ledger_wallet_credits")

@@ -26,7 +26,7 @@ from billing.selectors.organization_usage import (
 )
 from billing.selectors.usage import today_start
 from billing.services.rollups import usage_rollup
-from tests.billing.test_keyset_explain import _plan_of, _uses
+from tests.billing.plans import plan_of, uses
 from tests.portal.organizations.conftest import signed_in
 
 pytestmark = pytest.mark.django_db
@@ -163,7 +163,7 @@ def test_the_organization_ledger_page_reads_the_wallet_index_in_order(team):
     looked up each one's hold) to show 50; by the wallet's id it reads 50 in index order."""
     entries = organization_ledger_entries(organization=team.organization)
 
-    plan = _plan_of(lambda: list(entries[:50]))
+    plan = plan_of(lambda: list(entries[:50]))
 
-    _uses(plan, "billing_led_wallet__379ac1_idx")
+    uses(plan, "billing_led_wallet__379ac1_idx")
     assert [entry.memo for entry in entries] == ["opening credit"]
