@@ -59,8 +59,10 @@ class IndexedSearch:
         if single and term.startswith(KEY_PREFIX) and self.api_key is not None:
             keys = _few(ApiKey.objects.filter(prefix=key_prefix_of(term)).values("pk"))
             found |= Q(**{f"{self.api_key}__in": keys})
-        users = _few(_users(term)) if single else []
-        organizations = _few(Organization.objects.filter(name__icontains=term).values("pk"))
+        # Read only for a list that finds rows by them (no address has a space in it).
+        users = (_few(_users(term)) if single and (self.user or self.wallet) else [])
+        organizations = (_few(Organization.objects.filter(name__icontains=term).values("pk"))
+                         if self.organization or self.wallet else [])
         if self.user is not None:
             found |= Q(**{f"{self.user}__in": users})
         if self.organization is not None:
@@ -79,7 +81,8 @@ class IndexedSearch:
             ("an e-mail address or part of one", self.user or self.wallet),
             ("part of an organization's name", self.organization or self.wallet),
             ("a priced model's exact name", self.model)) if column is not None]
-        return "Search by " + ", ".join(kinds[:-1]) + " or " + kinds[-1] + "."
+        listed = kinds[0] if len(kinds) == 1 else ", ".join(kinds[:-1]) + " or " + kinds[-1]
+        return f"Search by {listed}."
 
 
 # Ids of users, organizations, keys and wallets read first and written into the big

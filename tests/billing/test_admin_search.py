@@ -14,6 +14,8 @@ from django.urls import reverse
 
 from accounts.services import api_key_create
 from audit.actors import Actor
+from billing import admin_search
+from billing.admin_search import IndexedSearch
 from billing.models import Hold, LedgerEntry, RefusedRequests, UsageRecord, Wallet
 from billing.services import UsageReport, hold_create, hold_settle, wallet_credit
 from billing.services.refunds import usage_refund
@@ -167,8 +169,6 @@ def test_a_search_reads_its_table_through_the_index_of_what_it_names(admin_clien
 def test_terms_matching_many_users_or_organizations_are_read_as_subqueries(admin_client,
                                                                           traffic,
                                                                           monkeypatch):
-    from billing import admin_search
-
     monkeypatch.setattr(admin_search, "FEW", 0)  # every lookup matches "many"
     assert _found(admin_client, "usagerecord", "Ann.Lee@example.com") == _usage(
         traffic, "ann-keyed", "ann-plain", "acme")
@@ -182,3 +182,9 @@ def test_odd_terms_find_nothing_or_everything_but_never_fail(admin_client, traff
     for table in MODELS:
         response = admin_client.get(reverse(f"admin:billing_{table}_changelist"), {"q": term})
         assert response.status_code == 200, (table, term)
+
+
+def test_the_help_text_names_what_a_list_finds():
+    assert IndexedSearch(model="model").help_text() == "Search by a priced model's exact name."
+    assert IndexedSearch(api_key="k", model="model").help_text() == (
+        "Search by an API key or its prefix or a priced model's exact name.")
