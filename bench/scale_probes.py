@@ -235,6 +235,7 @@ def admin_figures(client: Any, cast: Cast, runs: int) -> list[Figure]:
         ("admin usage records", "/admin/billing/usagerecord/"),
         ("admin ledger entries", "/admin/billing/ledgerentry/"),
         ("admin holds", "/admin/billing/hold/"),
+        ("admin holds: the expired", "/admin/billing/hold/?status__exact=expired"),
         ("admin wallets", "/admin/billing/wallet/"),
         ("admin users", "/admin/accounts/user/"),
         ("admin API keys", "/admin/accounts/apikey/"),

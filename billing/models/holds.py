@@ -39,6 +39,11 @@ class Hold(models.Model):
             # the settling UPDATE (which changes ``status``, a column of the index above, so
             # it is never a HOT update).
             models.Index(fields=["-created_at", "-id"], name="billing_hold_created"),
+            # The admin's "Expired" filter: holds the sweeper resolved are few, and read
+            # newest first through the index above the filter walked every hold (0.5 s at
+            # ten million). Written only for the holds that expire.
+            models.Index(fields=["-created_at", "-id"], condition=Q(status="expired"),
+                         name="billing_hold_expired"),
         ]
         constraints = [
             models.CheckConstraint(condition=Q(amount_micros__gt=0),

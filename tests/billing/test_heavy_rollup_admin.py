@@ -109,5 +109,5 @@ def test_a_page_is_read_through_the_period_and_bucket_index(rollups):
     # (an incremental sort), never the whole table.
     assert "billing_usa_period_75d56d_idx" in str(plan)
     day = plan_of(lambda: keyset_page(UsageRollup.objects.filter(period="day"), order=order,
-                                       size=25))
+                                      size=25))
     assert "billing_usa_period_75d56d_idx" in str(day)

@@ -68,7 +68,7 @@ def test_a_model_filter_reads_the_user_and_model_index(usage):
 
     uses(plan_of(lambda: keyset_page(records, size=25)), "billing_usage_user_model")
     uses(plan_of(lambda: keyset_page(records, cursor=cursor, size=25)),
-          "billing_usage_user_model")
+         "billing_usage_user_model")
 
 
 def test_a_key_filter_reads_the_key_index(usage):
@@ -95,17 +95,33 @@ def test_the_admin_lists_read_their_time_indexes(usage, user, price):
     at = timezone.now()
 
     uses(plan_of(lambda: keyset_page(UsageRecord.objects.all(), size=100,
-                                       cursor=Cursor("next", (at, 10**9)))),
-          "billing_usage_created")
+                                     cursor=Cursor("next", (at, 10**9)))),
+         "billing_usage_created")
     uses(plan_of(lambda: keyset_page(Hold.objects.all(), size=100,
-                                       cursor=Cursor("next", (at, "zzz")))),
-          "billing_hold_created")
+                                     cursor=Cursor("next", (at, "zzz")))),
+         "billing_hold_created")
     uses(plan_of(lambda: keyset_page(RefusedRequests.objects.all(), size=100,
-                                       order=("minute", "id"))),
-          "billing_refusal_minute")
+                                     order=("minute", "id"))),
+         "billing_refusal_minute")
     uses(plan_of(lambda: keyset_page(LedgerEntry.objects.all(), size=100, order=BY_ID,
-                                       cursor=Cursor("next", (10**9,)))),
-          "billing_ledgerentry_pkey")
+                                     cursor=Cursor("next", (10**9,)))),
+         "billing_ledgerentry_pkey")
+
+
+def test_the_admin_holds_filtered_to_the_expired_read_their_partial_index(user, price):
+    wallet_credit(user=user, amount_micros=1_000_000, idempotency_key="seed", memo="")
+    for n in range(3):
+        hold_create(user=user, hold_id=f"explain-{n}", amount_micros=1_000, price=price,
+                    model=price.model)
+    hold_settle(hold_id="explain-0", usage=UsageReport(prompt_tokens=1, completion_tokens=1))
+    Hold.objects.filter(pk="explain-1").update(status="expired", resolved_at=timezone.now())
+    expired = Hold.objects.filter(status="expired")
+
+    uses(plan_of(lambda: keyset_page(expired, size=100)), "billing_hold_expired")
+    at = timezone.now()
+    uses(plan_of(lambda: keyset_page(expired, size=100, cursor=Cursor("next", (at, "zzz")))),
+         "billing_hold_expired")
+    assert [hold.pk for hold in keyset_page(expired, size=100).object_list] == ["explain-1"]
 
 
 def test_the_wallet_check_probes_the_latest_entry_and_the_pending_holds(user, price):
