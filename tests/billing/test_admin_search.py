@@ -188,3 +188,13 @@ def test_the_help_text_names_what_a_list_finds():
     assert IndexedSearch(model="model").help_text() == "Search by a priced model's exact name."
     assert IndexedSearch(api_key="k", model="model").help_text() == (
         "Search by an API key or its prefix or a priced model's exact name.")
+
+
+def test_a_big_list_counts_only_its_page_and_says_so_once(admin_client, traffic):
+    # Django's "1 result (Show all)" beside the box would count this page as the results.
+    page = admin_client.get(reverse("admin:billing_usagerecord_changelist"),
+                            {"q": "req_bob"}).text
+    assert '<span class="small quiet">' not in page
+    assert "1 usage record on this page" in page
+    users = admin_client.get(reverse("admin:accounts_user_changelist"), {"q": "bob"}).text
+    assert '<span class="small quiet">1 result' in users
