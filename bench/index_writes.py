@@ -1,7 +1,7 @@
-"""What PostgreSQL writes for each billed request: WAL bytes and the time of the request
-path's own statements (a hold reserved, then settled: the hold, its usage record and its
-ledger charge), with the schema of this checkout and with the schema migrated back to
-``--baseline-migration``, in alternating rounds on one database server.
+"""What PostgreSQL does for each billed request: WAL bytes, the CPU of the backends that
+run the request path's own statements, and their time (a hold reserved, then settled: the
+hold, its usage record and its ledger charge), with the schema of this checkout and with the
+schema migrated back to ``--baseline-migration``, in alternating rounds on one server.
 
     .venv/bin/python bench/index_writes.py [--baseline-migration billing:0027] [--requests 2000]
 
@@ -74,22 +74,49 @@ async def billed(count: int, concurrency: int, tag: str, who: dict[str, int | st
     await asyncio.gather(*(client() for _ in range(concurrency)))
 
 
-def measure(count: int, concurrency: int, tag: str, who: dict[str, int | str]
-            ) -> tuple[float, float]:
-    """(WAL bytes, microseconds) per request."""
+def backend_pids(url: str) -> list[int]:
+    """The PostgreSQL backends of the request path's pool (every other one of the database
+    but the asking connection's)."""
+    import psycopg
+
+    with psycopg.connect(url, autocommit=True) as conn:
+        rows = conn.execute("SELECT pid FROM pg_stat_activity WHERE datname = current_database()"
+                            " AND pid <> pg_backend_pid() AND backend_type = 'client backend'"
+                            ).fetchall()
+    return [pid for (pid,) in rows]
+
+
+def cpu_ns(pids: list[int]) -> int:
+    """Time on a CPU of ``pids`` so far, in nanoseconds (/proc/<pid>/schedstat: the tick
+    counts of /proc/<pid>/stat are 10 ms, coarser than a run's whole database work)."""
+    total = 0
+    for pid in pids:
+        try:
+            total += int(Path(f"/proc/{pid}/schedstat").read_text().split()[0])
+        except (OSError, ValueError, IndexError):
+            continue
+    return total
+
+
+def measure(count: int, concurrency: int, tag: str, who: dict[str, int | str], url: str
+            ) -> tuple[float, float, float]:
+    """(WAL bytes, microseconds, PostgreSQL backends' CPU microseconds) per request."""
     from billing.services.hot_path import close_pools
 
-    async def run() -> float:
+    async def run() -> tuple[float, int]:
         await billed(50, concurrency, f"{tag}w", who)  # the pool's connections, warm
+        pids = await asyncio.to_thread(backend_pids, url)
+        cpu_before = cpu_ns(pids)
         started = time.perf_counter()
         await billed(count, concurrency, tag, who)
         elapsed = time.perf_counter() - started
+        cpu = cpu_ns(pids) - cpu_before
         await close_pools()
-        return elapsed
+        return elapsed, cpu
 
     before = wal_lsn()
-    elapsed = asyncio.run(run())
-    return (wal_lsn() - before) / count, elapsed / count * 1e6
+    elapsed, cpu = asyncio.run(run())
+    return (wal_lsn() - before) / count, elapsed / count * 1e6, cpu / count / 1000
 
 
 def migrate(target: str | None) -> None:
@@ -129,28 +156,30 @@ def main() -> None:
     migrate(None)
     who = cast()
     sides = {"before": options.baseline_migration, "after": None}
-    results: dict[tuple[str, int], list[tuple[float, float]]] = {}
+    results: dict[tuple[str, int], list[tuple[float, float, float]]] = {}
     for round_number in range(options.rounds):
         order = ("before", "after") if round_number % 2 == 0 else ("after", "before")
         for side in order:
             migrate(sides[side])
             for concurrency in (1, 64):
                 tag = f"{side}{round_number}c{concurrency}"
-                figures = measure(options.requests, concurrency, tag, who)
+                figures = measure(options.requests, concurrency, tag, who,
+                                  options.database_url)
                 results.setdefault((side, concurrency), []).append(figures)
                 print(f"round {round_number + 1} {side} c={concurrency}: "
-                      f"{figures[0]:,.0f} WAL bytes, {figures[1]:,.0f} us per request",
-                      flush=True)
+                      f"{figures[0]:,.0f} WAL bytes, {figures[1]:,.0f} us, PostgreSQL "
+                      f"{figures[2]:,.1f} us of CPU per request", flush=True)
     migrate(None)
     rows = []
     for concurrency in (1, 64):
         before = results[("before", concurrency)]
         after = results[("after", concurrency)]
-        for label, index, unit in (("WAL bytes", 0, ""), ("time", 1, " us")):
+        for label, index, unit in (("WAL bytes", 0, ""), ("time", 1, " us"),
+                                   ("PostgreSQL CPU", 2, " us")):
             b = statistics.median(f[index] for f in before)
             a = statistics.median(f[index] for f in after)
-            rows.append([f"{label} per request, c={concurrency}", f"{b:,.0f}{unit}",
-                         f"{a:,.0f}{unit}", f"{a / b:.3f}"])
+            rows.append([f"{label} per request, c={concurrency}", f"{b:,.1f}{unit}",
+                         f"{a:,.1f}{unit}", f"{a / b:.3f}"])
     print(f"\nschema at {options.baseline_migration} (before) and at this checkout's "
           f"(after), medians of {options.rounds} rounds of {options.requests:,} requests:")
     print(table(["", "before", "after", "after / before"], rows))
