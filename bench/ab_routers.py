@@ -5,12 +5,15 @@ the machine's noise does not decide.
         [--restart-every 4] [--api chat|responses|messages]
 
 ``--baseline`` is a checkout of the build to compare against (``git worktree add /tmp/base
-<commit>``); the other build is this checkout. Both must share the database schema (the
-bench database is migrated by this checkout). One run recreates the bench database, flushes
-the Redis database, starts the upstream (``fast_upstream.py``) and both routers in the
-production configuration of ``proxy_bench.py`` (Redis on, every key with an RPM and a TPM
-limit, the worker a max-in-flight; uvicorn with ``make serve``'s flags, one worker each),
-both routers pinned to CPU 0 and the upstream and the load generator to CPU 1. Only one
+<commit>``); the other build is this checkout. Both share the database schema (the bench
+database is migrated by this checkout), unless ``--baseline-migration APP:NAME`` gives the
+baseline a database of its own, migrated back to that migration: with ``--baseline`` a
+checkout of this very commit, only the schema differs (an index added or dropped). One run
+recreates the bench database, flushes the Redis database, starts the upstream
+(``fast_upstream.py``) and both routers in the production configuration of
+``proxy_bench.py`` (Redis on, every key with an RPM and a TPM limit, the worker a
+max-in-flight; uvicorn with ``make serve``'s flags, one worker each), both routers pinned
+to CPU 0 and the upstream and the load generator to CPU 1. Only one
 router is loaded at a time, in alternating blocks (A B B A ...), so that both see the same
 machine within seconds of each other. ``--api`` picks what the load speaks: chat
 completions (the default), the Responses API (sent to the worker as chat completions, the
@@ -46,6 +49,7 @@ import argparse
 import json
 import statistics
 import sys
+from collections import Counter
 from pathlib import Path
 from typing import Any
 
@@ -94,12 +98,13 @@ async def measure(options: argparse.Namespace, targets: dict[str, Target],
     # Every latency at concurrency 64, all blocks pooled: a stall of the router every few
     # seconds lands in some blocks only, so it shows in the pooled tail, not in the medians.
     pooled: dict[str, list[float]] = {name: [] for name in targets}
-    answered = 0
+    answered: Counter[str] = Counter()  # per build: each may bill in its own database
     async with session_for(options.concurrency) as session:
         for target in targets.values():  # warm-up: keys, prices, connections, code paths
             warm = Run()
             await closed_loop(session, target, options.concurrency, 2.0, warm)
-            answered += warm.ok if target.name != "direct" else 0
+            if target.name != "direct":
+                answered[target.name] += warm.ok
         for round_number in rounds:
             order = list(targets) if round_number % 2 == 0 else list(reversed(targets))
             for name in order:
@@ -121,7 +126,7 @@ async def measure(options: argparse.Namespace, targets: dict[str, Target],
                     if run.errors:
                         raise SystemExit(f"{name} {phase}: errors {dict(run.errors)}")
                     if name != "direct":
-                        answered += run.ok
+                        answered[name] += run.ok
                     blocks[phase][name].append(block_figures(run))
                     if phase == "c64":
                         pooled[name] += run.latencies
@@ -133,10 +138,11 @@ async def measure(options: argparse.Namespace, targets: dict[str, Target],
 
 
 async def interleaved(session: Any, targets: dict[str, Target], order: list[str], count: int,
-                      blocks: dict[str, dict[str, list[dict[str, float | None]]]]) -> int:
+                      blocks: dict[str, dict[str, list[dict[str, float | None]]]]
+                      ) -> Counter[str]:
     """``count`` turns of one request to each target in a row, then as many of streams;
-    the requests the routers answered."""
-    answered = 0
+    the requests each router answered."""
+    answered: Counter[str] = Counter()
     for phase, stream in (("c1 interleaved", False), ("stream interleaved", True)):
         runs = {name: Run() for name in targets}
         for turn in range(count):
@@ -146,7 +152,8 @@ async def interleaved(session: Any, targets: dict[str, Target], order: list[str]
             if run.errors:
                 raise SystemExit(f"{name} {phase}: errors {dict(run.errors)}")
             blocks[phase][name].append(block_figures(run))
-            answered += run.ok if name != "direct" else 0
+            if name != "direct":
+                answered[name] += run.ok
     return answered
 
 
@@ -212,13 +219,16 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--concurrency", type=int, default=64)
     add_build_options(parser)
     add_api_option(parser)
+    parser.add_argument("--baseline-migration", metavar="APP:NAME",
+                        help="the baseline's own database, migrated back to this migration "
+                             "(compare schemas: --baseline a checkout of this commit)")
     parser.add_argument("--out", type=Path, default=TMP / "ab_routers.json")
     options = parser.parse_args(argv)
 
     builds = prepare_builds(parser, options)
     blocks: dict[str, dict[str, list[dict[str, float | None]]]] = {}
     pooled: dict[str, list[float]] = {}
-    answered = 0
+    answered: Counter[str] = Counter()
     with upstream_running(builds):
         step = options.restart_every or options.rounds
         for first in range(0, options.rounds, step):
@@ -235,11 +245,14 @@ def main(argv: list[str] | None = None) -> int:
             for name, latencies in result["pooled"].items():
                 pooled.setdefault(name, []).extend(latencies)
             answered += result["answered"]
-    billing = check_billing(options.database_url, answered)
-    ok = billing.ok(answered)
     lines = report(blocks, pooled)
     print("\n".join(lines))
-    print(f"billing: {billing.describe(answered)}")
+    ok = True
+    for database, names in builds.by_database().items():
+        expected = sum(answered[name] for name in names)
+        billing = check_billing(database, expected)
+        ok = ok and billing.ok(expected)
+        print(f"billing ({', '.join(names)}): {billing.describe(expected)}")
     options.out.write_text(json.dumps({"blocks": blocks, "report": lines,
                                        "billing_ok": ok}, indent=1))
     return 0 if ok else 1
@@ -251,18 +264,19 @@ def measure_with_fresh_routers(options: argparse.Namespace, builds: Builds, orde
     two processes of one build differ by several per cent (memory layout, hash seeds), so a
     comparison that kept the same two processes for the whole run would measure their luck
     too."""
-    trees, keys = builds.trees, builds.keys
+    trees = builds.trees
     ports = {name: free_port() for name in order}
     routers = {name: start_router(name.replace(" ", "_"), trees[name], ports[name],
-                                  builds.env) for name in order}
+                                  builds.envs[name]) for name in order}
     try:
         for name, router in routers.items():
             wait_ready(router, f"http://127.0.0.1:{ports[name]}/v1/models",
-                       {"Authorization": f"Bearer {keys[0]}"})
+                       {"Authorization": f"Bearer {builds.keys_of[name][0]}"})
         targets = {"direct": direct_target(options.api, builds.upstream_port)}
         for name in ("baseline", "this build"):
-            targets[name] = router_target(options.api, name, ports[name], keys)
-        meters = {name: Meter(router.proc.pid, options.database_url)
+            targets[name] = router_target(options.api, name, ports[name],
+                                          builds.keys_of[name])
+        meters = {name: Meter(router.proc.pid, builds.databases[name])
                   for name, router in routers.items()}
         print(f"rounds {rounds.start + 1}-{rounds.stop} of {options.rounds}: baseline "
               f"{trees['baseline']} :{ports['baseline']}, this build {trees['this build']} "

@@ -18,6 +18,7 @@ from harness import (
     UPSTREAM_MODEL,
     flush_redis_db,
     free_port,
+    manage,
     prepare_database,
     router_env,
     seed,
@@ -75,6 +76,17 @@ class Builds:
     env: dict[str, str]  # the routers' environment
     upstream_port: int
     keys: list[str]  # API keys with the production limits, on one wallet
+    # Per build, where they differ (``--baseline-migration``: the baseline's own database).
+    databases: dict[str, str]
+    envs: dict[str, dict[str, str]]
+    keys_of: dict[str, list[str]]
+
+    def by_database(self) -> dict[str, list[str]]:
+        """Each database and the builds that bill in it."""
+        found: dict[str, list[str]] = {}
+        for name, url in self.databases.items():
+            found.setdefault(url, []).append(name)
+        return found
 
 
 def prepare_builds(parser: argparse.ArgumentParser, options: argparse.Namespace, *,
@@ -84,16 +96,30 @@ def prepare_builds(parser: argparse.ArgumentParser, options: argparse.Namespace,
     its wallet and one key (the load goes round them)."""
     if not (options.baseline / "manage.py").exists():
         parser.error(f"{options.baseline} is not a checkout of the router")
-    env = router_env(options.database_url, [], redis_url=options.redis_url)
     upstream_port = free_port()
-    prepare_database(options.database_url)
     flush_redis_db(options.redis_url)
-    keys = seed(env, upstream_port, wallets, key_rpm=PRODUCTION["key_rpm"],
-                key_tpm=PRODUCTION["key_tpm"])
-    if getattr(options, "api", "chat") == "messages":
-        seed_anthropic(env, upstream_port)
-    return Builds({"baseline": options.baseline.resolve(), "this build": THIS_BUILD}, env,
-                  upstream_port, keys)
+    migration = getattr(options, "baseline_migration", None)
+    databases = {"this build": options.database_url,
+                 "baseline": (f"{options.database_url}_baseline" if migration
+                              else options.database_url)}
+    seeded: dict[str, tuple[dict[str, str], list[str]]] = {}  # by database
+    for name, url in databases.items():
+        if url not in seeded:
+            env = router_env(url, [], redis_url=options.redis_url)
+            prepare_database(url)
+            keys = seed(env, upstream_port, wallets, key_rpm=PRODUCTION["key_rpm"],
+                        key_tpm=PRODUCTION["key_tpm"])
+            if getattr(options, "api", "chat") == "messages":
+                seed_anthropic(env, upstream_port)
+            if name == "baseline":
+                # Seeded at this checkout's schema, then taken back: only the schema differs.
+                manage(env, "migrate", *migration.split(":", 1), "--no-input")
+            seeded[url] = (env, keys)
+    envs = {name: seeded[url][0] for name, url in databases.items()}
+    keys_of = {name: seeded[url][1] for name, url in databases.items()}
+    this = "this build"
+    return Builds({"baseline": options.baseline.resolve(), this: THIS_BUILD}, envs[this],
+                  upstream_port, keys_of[this], databases, envs, keys_of)
 
 
 @contextmanager
