@@ -10,6 +10,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
+from urllib.parse import urlsplit, urlunsplit
 
 from harness import (
     ANTHROPIC_MODEL,
@@ -100,7 +101,7 @@ def prepare_builds(parser: argparse.ArgumentParser, options: argparse.Namespace,
     flush_redis_db(options.redis_url)
     migration = getattr(options, "baseline_migration", None)
     databases = {"this build": options.database_url,
-                 "baseline": (f"{options.database_url}_baseline" if migration
+                 "baseline": (_sibling(options.database_url, "_baseline") if migration
                               else options.database_url)}
     seeded: dict[str, tuple[dict[str, str], list[str]]] = {}  # by database
     for name, url in databases.items():
@@ -120,6 +121,12 @@ def prepare_builds(parser: argparse.ArgumentParser, options: argparse.Namespace,
     this = "this build"
     return Builds({"baseline": options.baseline.resolve(), this: THIS_BUILD}, envs[this],
                   upstream_port, keys_of[this], databases, envs, keys_of)
+
+
+def _sibling(url: str, suffix: str) -> str:
+    """The URL of the database named as ``url``'s with ``suffix`` added (same server)."""
+    parts = urlsplit(url)
+    return urlunsplit(parts._replace(path=parts.path + suffix))
 
 
 @contextmanager
