@@ -277,6 +277,9 @@ def admin_searches(cast: Cast) -> list[tuple[str, str]]:
         ("ledgerentry", "a request id", oldest),
         ("ledgerentry", "the heavy user's address", heavy),
         ("refusedrequests", "a key", key),
+        ("usagerollup", "a key", key), ("usagerollup", "a light user's address", light),
+        ("usagerollup", "an organization's name", organization),
+        ("usagerollup", "a model", model),
     ]
     return [(f"admin {table} search: {what}",
              f"/admin/billing/{table}/?{urlencode({'q': term or ''})}")

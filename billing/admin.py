@@ -24,6 +24,7 @@ from billing import admin_records, admin_topups  # noqa: F401
 from billing.admin_base import ReadOnlyAdmin
 from billing.admin_keyset import KeysetAdminMixin
 from billing.admin_refunds import WalletStatementMixin
+from billing.admin_search import IndexedSearch, IndexedSearchMixin
 from billing.errors import BillingError, IdempotencyConflict
 from billing.forms import WalletCreditForm
 from billing.models import (
@@ -275,20 +276,22 @@ class KeyBudgetAdmin(AuditedAdmin):
 
 
 @admin.register(UsageRollup)
-class UsageRollupAdmin(KeysetAdminMixin, ReadOnlyAdmin):
+class UsageRollupAdmin(IndexedSearchMixin, KeysetAdminMixin, ReadOnlyAdmin):
     """Usage per hour and per day, per user, key and model; written by the roll-up job.
 
     A row per bucket, user, key and model: millions of them, so the list is paged by cursor
     and never counted (billing.admin_keyset), in the order of the index
     (period, bucket_start): the hours, then the days, newest first. No date hierarchy (it
     reads the table's first and last dates and every distinct day) and no model filter (a
-    DISTINCT over the table): search by model instead. The period and date filters only add
-    conditions on that index."""
+    DISTINCT over the table): search by a model's exact name instead. The period and date
+    filters only add conditions on that index; the search reads the user's, the key's or
+    the organization's index (billing.admin_search)."""
 
     list_display = ("period", "bucket_start", "user", "api_key", "model", "requests",
                     "failed_requests", "prompt_tokens", "completion_tokens", "cost")
     list_filter = ("period", ("bucket_start", admin.DateFieldListFilter))
-    search_fields = ("user__email", "model", "api_key__prefix")
+    indexed_search = IndexedSearch(api_key="api_key_id", user="user_id",
+                                   organization="organization_id", model="model")
     list_select_related = ("user", "api_key")
     keyset_order = ("period", "bucket_start", "id")
 

@@ -49,6 +49,11 @@ class UsageRollup(models.Model):
             models.Index(fields=["organization", "period", "bucket_start"],
                          name="billing_rollup_org",
                          condition=models.Q(organization__isnull=False)),
+            # The admin's search by key (billing.admin_search): written by the roll-up job,
+            # never on the request path.
+            models.Index(fields=["api_key", "period", "bucket_start"],
+                         name="billing_rollup_key",
+                         condition=models.Q(api_key__isnull=False)),
         ]
 
     def __str__(self) -> str:

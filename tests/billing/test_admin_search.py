@@ -6,27 +6,37 @@ request id at a million usage records)."""
 from __future__ import annotations
 
 import json
+from datetime import timedelta
 
 import pytest
 from django.db import connection
 from django.test.utils import CaptureQueriesContext
 from django.urls import reverse
+from django.utils import timezone
 
 from accounts.services import api_key_create
 from audit.actors import Actor
 from billing import admin_search
 from billing.admin_search import IndexedSearch
-from billing.models import Hold, LedgerEntry, RefusedRequests, UsageRecord, Wallet
+from billing.models import (
+    Hold,
+    LedgerEntry,
+    RefusedRequests,
+    UsageRecord,
+    UsageRollup,
+    Wallet,
+)
 from billing.services import UsageReport, hold_create, hold_settle, wallet_credit
 from billing.services.refunds import usage_refund
 from billing.services.refusals import RefusalCount, refusals_record
+from billing.services.rollups import usage_rollup
 from organizations.services import organization_create, organization_key_create
 from tests.billing.plans import index_conditions, node_types, plan_of_sql
 
 pytestmark = pytest.mark.django_db
 
 MODELS = {"usagerecord": UsageRecord, "hold": Hold, "ledgerentry": LedgerEntry,
-          "refusedrequests": RefusedRequests}
+          "refusedrequests": RefusedRequests, "usagerollup": UsageRollup}
 
 
 @pytest.fixture
@@ -55,6 +65,8 @@ def traffic(make_user, price):
         made[name] = hold_settle(hold_id=request_id, usage=UsageReport(
             prompt_tokens=10, completion_tokens=5)).usage_record
     usage_refund(usage_record=made["ann-keyed"], reason="garbage", actor=Actor.cli())
+    now = timezone.now()
+    usage_rollup(since=now - timedelta(hours=2), until=now + timedelta(hours=1))
     minute = made["bob"].created_at.replace(second=0, microsecond=0)
     refusals_record(counts=[
         RefusalCount(user_id=who.pk, api_key_id=key.pk, minute=minute, status=402,
@@ -124,6 +136,21 @@ def test_refusals_by_key_address_and_model(admin_client, traffic):
     assert len(_found(admin_client, "refusedrequests", traffic["price"].model)) == 2
 
 
+def test_roll_ups_by_key_address_organization_and_model(admin_client, traffic):
+    def owners(term: str) -> list[tuple]:
+        rows = UsageRollup.objects.filter(pk__in=_found(admin_client, "usagerollup", term))
+        return sorted({(r.period, r.user.email, r.api_key_id, r.organization_id) for r in rows},
+                      key=str)
+
+    ann, bob, key = traffic["ann"], traffic["bob"], traffic["ann_key"]
+    # The key's rows (the hour's and the day's), not its owner's other rows.
+    assert owners(key.prefix) == [("day", ann.email, key.pk, None),
+                                  ("hour", ann.email, key.pk, None)]
+    assert {row[1] for row in owners("bob@elsewhere.org")} == {bob.email}
+    assert {row[3] for row in owners("Acme")} == {traffic["acme"].pk}
+    assert len(owners(traffic["price"].model)) == 2 * 4  # hour and day: 3 owners' keys + 1
+
+
 @pytest.mark.parametrize("table", list(MODELS))
 def test_each_list_says_what_its_search_finds(admin_client, traffic, table):
     page = admin_client.get(reverse(f"admin:billing_{table}_changelist")).text
@@ -154,6 +181,9 @@ def _page_plan(client, table: str, term: str) -> dict:
     ("ledgerentry", "req_bob", "idempotency_key"),
     ("ledgerentry", "bob@elsewhere.org", "wallet_id"),
     ("refusedrequests", "KEY", "api_key_id"),
+    ("usagerollup", "KEY", "api_key_id"),
+    ("usagerollup", "bob@elsewhere.org", "user_id"),
+    ("usagerollup", "Acme Research", "organization_id"),
 ])
 def test_a_search_reads_its_table_through_the_index_of_what_it_names(admin_client, traffic,
                                                                     table, term, column):
