@@ -1,5 +1,5 @@
 """The search box of the admin's big lists (usage records, holds, ledger entries, refused
-requests): each kind of term is looked up through an index.
+requests, usage roll-ups): each kind of term is looked up through an index.
 
 Django's admin search ORs ``UPPER(column) LIKE '%term%'`` (``= UPPER(term)`` for ``=``
 fields) over every search field, which no index serves. A list is read newest first, a
