@@ -13,8 +13,14 @@ from accounts.models import ApiKey, ManagementToken, User
 from accounts.tokens import token_digest, token_is_well_formed, token_prefix_of
 
 
+def users_with_email(*, email: str) -> QuerySet[User]:
+    """The user (none or one) whose address is ``email``, in any case: addresses are stored
+    normalised and lower-cased, so this reads the address's unique index."""
+    return User.objects.filter(email=User.objects.normalize_email(email.strip()).lower())
+
+
 def user_get_by_email(*, email: str) -> User:
-    user = User.objects.filter(email=User.objects.normalize_email(email.strip()).lower()).first()
+    user = users_with_email(email=email).first()
     if user is None:
         raise UserNotFound(f"No user has the email {email.strip()!r}.")
     return user

@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import os
 import statistics
 import sys
 import time
@@ -28,22 +27,12 @@ BENCH = Path(__file__).resolve().parent
 sys.path.insert(0, str(BENCH.parent))
 sys.path.insert(0, str(BENCH))
 
-from harness import FERNET_KEY, prepare_database  # noqa: E402
+from harness import prepare_database  # noqa: E402
 from load import table  # noqa: E402
+from proxy_bench import router_backend_pids  # noqa: E402
+from scale_bench import setup_django  # noqa: E402
 
 DEFAULT_URL = "postgres://postgres@127.0.0.1:5432/index_writes_bench"
-
-
-def setup_django(url: str) -> None:
-    os.environ["DATABASE_URL"] = url
-    os.environ.setdefault("DJANGO_SETTINGS_MODULE", "router_admin.settings")
-    os.environ["DEBUG"] = "0"
-    os.environ.setdefault("SECRET_KEY", "index-writes-bench")
-    os.environ.setdefault("ROUTER_ENCRYPTION_KEYS", FERNET_KEY)
-    os.environ.pop("REDIS_URL", None)
-    import django
-
-    django.setup()
 
 
 def wal_lsn() -> int:
@@ -74,18 +63,6 @@ async def billed(count: int, concurrency: int, tag: str, who: dict[str, int | st
     await asyncio.gather(*(client() for _ in range(concurrency)))
 
 
-def backend_pids(url: str) -> list[int]:
-    """The PostgreSQL backends of the request path's pool (every other one of the database
-    but the asking connection's)."""
-    import psycopg
-
-    with psycopg.connect(url, autocommit=True) as conn:
-        rows = conn.execute("SELECT pid FROM pg_stat_activity WHERE datname = current_database()"
-                            " AND pid <> pg_backend_pid() AND backend_type = 'client backend'"
-                            ).fetchall()
-    return [pid for (pid,) in rows]
-
-
 def cpu_ns(pids: list[int]) -> int:
     """Time on a CPU of ``pids`` so far, in nanoseconds (/proc/<pid>/schedstat: the tick
     counts of /proc/<pid>/stat are 10 ms, coarser than a run's whole database work)."""
@@ -105,7 +82,7 @@ def measure(count: int, concurrency: int, tag: str, who: dict[str, int | str], u
 
     async def run() -> tuple[float, int]:
         await billed(50, concurrency, f"{tag}w", who)  # the pool's connections, warm
-        pids = await asyncio.to_thread(backend_pids, url)
+        pids = await asyncio.to_thread(router_backend_pids, url)
         cpu_before = cpu_ns(pids)
         started = time.perf_counter()
         await billed(count, concurrency, tag, who)

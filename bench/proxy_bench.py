@@ -229,11 +229,13 @@ def probe_commits(database_url: str, count: int = 300) -> dict[str, float]:
 
 
 def router_backend_pids(database_url: str) -> list[int]:
-    """The PostgreSQL backends serving the bench database (the router's connections)."""
+    """The PostgreSQL backends serving the bench database (the router's connections; not
+    an autovacuum worker that happens to be in it)."""
     name = urlsplit(database_url).path.lstrip("/")
     with psycopg.connect(database_url, autocommit=True, connect_timeout=10) as conn:
         rows = conn.execute("SELECT pid FROM pg_stat_activity WHERE datname = %s "
-                            "AND pid <> pg_backend_pid()", (name,)).fetchall()
+                            "AND pid <> pg_backend_pid() AND backend_type = 'client backend'",
+                            (name,)).fetchall()
     return [int(r[0]) for r in rows]
 
 

@@ -11,7 +11,7 @@ table, tens of millions of rows. Here a term is read as what staff paste into th
   their id columns (exact, as ids are);
 - an API key (``sk-br-...``: its prefix, or the whole key, of which only the prefix is
   read): that key's rows;
-- an e-mail address: the rows of the user who signs in with it (case-insensitive, as
+- an e-mail address: the rows of the user who signs in with it (in any case, as at
   sign-in), or, for part of one, of every user whose address contains it;
 - part of an organization's name: that organization's rows;
 - the exact name of a priced model: that model's rows (the list's Model filter).
@@ -27,11 +27,11 @@ from collections.abc import Callable
 from dataclasses import dataclass
 
 from django.db.models import Q, QuerySet
-from django.db.models.functions import Lower
 from django.http import HttpRequest
 
 from accounts.keys import KEY_PREFIX, key_prefix_of
 from accounts.models import ApiKey, User
+from accounts.selectors import users_with_email
 from billing.models import ModelPrice, Wallet
 from organizations.models import Organization
 
@@ -100,9 +100,7 @@ def _few(ids: QuerySet) -> QuerySet | list[int]:
 
 def _users(term: str) -> QuerySet[User]:
     if "@" in term and not term.startswith("@"):
-        # A whole address: the case-insensitive unique index on it (as sign-in finds it).
-        return User.objects.annotate(email_lower=Lower("email")).filter(
-            email_lower=term.lower()).values("pk")
+        return users_with_email(email=term).values("pk")  # a whole address, in any case
     return User.objects.filter(email__icontains=term).values("pk")
 
 
