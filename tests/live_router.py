@@ -6,9 +6,12 @@ from __future__ import annotations
 
 import asyncio
 import socket
+import sys
 import threading
 import time
 from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
 
 import pytest
 import redis
@@ -61,6 +64,36 @@ class LiveRouter:
 
         wait_for_charges(timeout)
         asyncio.run_coroutine_threadsafe(wait_for_settlements(), self._loop).result(timeout)
+
+    @contextmanager
+    def loop_closed_generators(self) -> Iterator[list[str]]:
+        """The router's own async generators that its event loop had to close while the
+        block ran (by name): a generator dropped before its end is closed by the loop's
+        finalizer hook, with a task of its own and a wake-up of the loop from outside."""
+        found: list[str] = []
+        repository = str(Path(settings.BASE_DIR))
+
+        async def watch() -> sys._asyncgen_hooks:  # type: ignore[name-defined]
+            hooks = sys.get_asyncgen_hooks()  # the loop's, set in its own thread
+
+            def finalizer(generator):
+                code = generator.ag_code
+                if code.co_filename.startswith(repository) and "/tests/" not in \
+                        code.co_filename:
+                    found.append(code.co_qualname)
+                hooks.finalizer(generator)
+
+            sys.set_asyncgen_hooks(firstiter=hooks.firstiter, finalizer=finalizer)
+            return hooks
+
+        async def restore(hooks) -> None:
+            sys.set_asyncgen_hooks(*hooks)
+
+        hooks = asyncio.run_coroutine_threadsafe(watch(), self._loop).result(5)
+        try:
+            yield found
+        finally:
+            asyncio.run_coroutine_threadsafe(restore(hooks), self._loop).result(5)
 
     def start(self) -> LiveRouter:
         self._thread.start()

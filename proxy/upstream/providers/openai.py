@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import AsyncIterator
-from typing import Any
+from typing import Any, cast
 
 import aiohttp
 import orjson
@@ -12,7 +12,7 @@ from multidict import CIMultiDict, CIMultiDictProxy
 from proxy.upstream.http_client import UpstreamResponse
 from proxy.upstream.providers.base import UpstreamError, UpstreamTarget
 from proxy.upstream.providers.http import endpoint, post_json, read_json, retryable_status
-from proxy.upstream.providers.sse import DONE, sse_events
+from proxy.upstream.providers.sse import DONE, END, next_event
 
 
 def _error_from(status: int, raw: bytes) -> UpstreamError:
@@ -92,10 +92,14 @@ class OpenAIStream:
         worker = self._target.worker_name
         ended = False  # read to [DONE]: the connection may serve the next call
         try:
-            async for chunk in sse_events(self._response, worker):
+            # Events read one by one, not through a generator of generators: an inner one
+            # left at its last ``yield`` when [DONE] returns from here was closed by the
+            # event loop's finalizer hook, a task and a wake-up of the loop per stream.
+            while (chunk := await next_event(self._response, worker)) is not END:
                 if chunk is DONE:
                     ended = True
                     return
+                chunk = cast(dict[str, Any], chunk)  # next_event never says PENDING
                 if isinstance(chunk.get("error"), dict):
                     raise UpstreamError(f"{worker}: {chunk['error'].get('message')}",
                                         retryable=False, body=chunk)

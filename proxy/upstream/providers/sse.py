@@ -13,30 +13,12 @@ import orjson
 from proxy.upstream.http_client import UpstreamResponse
 from proxy.upstream.providers.base import UpstreamError
 
-DONE = None  # what ``sse_events`` yields for OpenAI's ``data: [DONE]``, its last
+DONE = None  # what ``next_event`` returns for OpenAI's ``data: [DONE]``, its last
 END = "end"  # what ``next_event`` returns once the body has ended
 PENDING = "pending"  # what ``buffered_event`` returns when no whole event is buffered
 
 Event = dict[str, Any] | None | str  # an event, DONE, END or PENDING
 Chunk = dict[str, Any]
-
-
-async def sse_events(response: UpstreamResponse,
-                     worker: str) -> AsyncIterator[dict[str, Any] | None]:
-    """The JSON objects of ``response``'s ``data:`` lines, in order, then ``DONE`` if the
-    stream says ``[DONE]``; it simply ends when the body does.
-
-    Event names (repeated in the JSON's ``type`` by every dialect that names them),
-    comments, keep-alives and the blank lines between events are skipped; a line that is
-    not JSON is the upstream's fault, past the point where another worker could take over.
-    """
-    while True:
-        event = await next_event(response, worker)
-        if event is END:
-            return
-        yield event
-        if event is DONE:
-            return
 
 
 def buffered_event(response: UpstreamResponse, worker: str) -> Event:
