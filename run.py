@@ -23,6 +23,8 @@ from collections.abc import Callable, Mapping
 from pathlib import Path
 from types import FrameType
 
+from serve import HTTP_PROTOCOL
+
 ROOT = Path(__file__).resolve().parent
 BIN = Path(sys.executable).parent
 POLL_SECONDS = 0.1
@@ -41,7 +43,7 @@ def processes(host: str, port: int, var: Path) -> dict[str, list[str]]:
     ``var``)."""
     return {
         "web": [str(BIN / "uvicorn"), "router_admin.asgi:application", "--host", host,
-                "--port", str(port)],
+                "--port", str(port), "--http", HTTP_PROTOCOL],
         # Quiet: no banner, so what is printed once everything is up stays the last thing
         # on screen; the pidfile says when the worker has started.
         "worker": [str(BIN / "celery"), "-A", "router_admin", "--quiet", "worker", "-B",

@@ -33,6 +33,8 @@ from typing import Any
 ROOT = Path(__file__).resolve().parent
 BIN = Path(sys.executable).parent
 APP = "router_admin.asgi:application"
+# uvicorn's httptools protocol, writing a response's head with its body (one write per answer)
+HTTP_PROTOCOL = "proxy.entry.http_protocol:HttpProtocol"
 # Chosen by bench/server_choice.py; the README says why.
 SERVER = "uvicorn"
 STATIC_URL_PATH = "/static"  # settings.STATIC_URL
@@ -111,8 +113,10 @@ def server_argv(server: str, *, host: str, port: int, workers: int,
         # under granian (router_admin/asgi.py); uvicorn's own layer did it a second time
         # on every request. No Server header: nothing to advertise, one header less to
         # check and write per response.
+        # Its HTTP protocol writes each response's head with its body (one system call,
+        # not two: proxy/entry/http_protocol.py).
         return [str(BIN / "uvicorn"), APP, "--host", host, "--port", str(port),
-                "--workers", str(workers), "--backlog", "4096",
+                "--workers", str(workers), "--backlog", "4096", "--http", HTTP_PROTOCOL,
                 "--limit-concurrency", str(max_in_flight), "--lifespan", "on",
                 "--no-proxy-headers", "--no-server-header",
                 "--no-access-log", "--log-level", log_level]

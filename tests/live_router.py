@@ -20,6 +20,8 @@ from django.conf import settings
 from django.db import connection
 from django.test import override_settings
 
+from serve import HTTP_PROTOCOL
+
 
 def wait_for_charges(timeout: float = 10) -> None:
     """Wait until no hold is pending, in whichever router process it was taken: a whole
@@ -39,7 +41,8 @@ class LiveRouter:
         self._sock.bind(("127.0.0.1", 0))
         self.port = self._sock.getsockname()[1]
         config = uvicorn.Config("router_admin.asgi:application", log_level="warning",
-                                lifespan="on", timeout_graceful_shutdown=2)
+                                lifespan="on", timeout_graceful_shutdown=2,
+                                http=HTTP_PROTOCOL)  # as serve.py runs it
         self._server = uvicorn.Server(config)
         self._thread = threading.Thread(target=self._run, name="live-router", daemon=True)
 

@@ -173,6 +173,9 @@ def response_headers(response: HttpResponseBase) -> Headers:
     return headers
 
 
+NO_BODY_STATUSES = frozenset({204, 304})  # answers that must not state a length (RFC 9110)
+
+
 async def send_response(response: HttpResponseBase, send: Any,
                         disconnect: _Disconnect | None = None) -> None:
     """Send a Django response as ASGI messages: the body in one message (the server frames
@@ -182,8 +185,14 @@ async def send_response(response: HttpResponseBase, send: Any,
     if not response.streaming:
         if disconnect is not None:
             disconnect.disarm()
+        content = response.content  # type: ignore[attr-defined]
+        if response.status_code not in NO_BODY_STATUSES and not response.has_header(
+                "Content-Length"):
+            # Said, so the server sends the body as it is, not in chunks the client must
+            # take apart (uvicorn chunks a body of no stated length).
+            start["headers"].append((b"Content-Length", b"%d" % len(content)))
         await send(start)
-        await send({"type": "http.response.body", "body": response.content})  # type: ignore[attr-defined]
+        await send({"type": "http.response.body", "body": content})
         return
     # The relay's events (proxy.relay.completion.EventStream) are closed whatever happens,
     # even before the first part was read: where a stream nobody read resolves its hold. An

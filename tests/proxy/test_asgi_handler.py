@@ -140,3 +140,27 @@ def test_forwarded_headers_are_believed_only_from_trusted_proxies():
     assert _client_after(["*"], "10.0.0.1", xff) == ("203.0.113.7", "http")
     assert _client_after(["127.0.0.1,10.0.0.2"], "127.0.0.1", xff) == ("203.0.113.7", "http")
     assert _client_after(["127.0.0.1"], "127.0.0.1", proto) == ("127.0.0.1", "http")
+
+
+def test_a_whole_answer_states_its_length_and_a_stream_does_not():
+    from django.http import HttpResponse, StreamingHttpResponse
+
+    from proxy.entry.asgi import send_response
+
+    async def sent(response) -> list[dict]:
+        messages: list[dict] = []
+
+        async def send(message: dict) -> None:
+            messages.append(message)
+
+        await send_response(response, send)
+        return messages
+
+    answer = asyncio.run(sent(HttpResponse(b'{"ok":true}', content_type="application/json")))
+    assert (b"Content-Length", b"11") in answer[0]["headers"]
+    assert answer[1]["body"] == b'{"ok":true}'
+    empty = asyncio.run(sent(HttpResponse(status=204)))
+    assert not any(name.lower() == b"content-length" for name, _ in empty[0]["headers"])
+    stream = asyncio.run(sent(StreamingHttpResponse(iter([b"a", b"b"]))))
+    assert not any(name.lower() == b"content-length" for name, _ in stream[0]["headers"])
+    assert [m.get("body") for m in stream[1:]] == [b"a", b"b", b""]

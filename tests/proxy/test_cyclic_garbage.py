@@ -13,6 +13,8 @@ from __future__ import annotations
 
 import asyncio
 import gc
+import socket
+import struct
 import types
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -20,9 +22,11 @@ from pathlib import Path
 
 import openai
 import pytest
+import uvicorn
 from django.conf import settings
 
 from accounts.models import ApiKey
+from proxy.entry.http_protocol import HttpProtocol
 from proxy.ground.redis_pipeline import PipelinedRedis
 from proxy.ground.shared_state import RedisScript
 from proxy.upstream.http_client import upstream_session
@@ -262,4 +266,38 @@ def test_streams_the_client_hangs_up_on_leave_nothing_of_the_routers_for_the_cyc
                                                     max_tokens=50, stream=True)
             next(iter(stream))
             stream.close()
+    assert found == []
+
+
+def test_a_connection_the_client_resets_leaves_nothing_for_the_cycle_collector():
+    # uvicorn keeps its keep-alive timer after a reset; once the timer fired, it and the
+    # protocol held each other (proxy.entry.http_protocol drops it).
+    async def answer(scope, receive, send) -> None:
+        await receive()
+        await send({"type": "http.response.start", "status": 200,
+                    "headers": [(b"content-length", b"2")]})
+        await send({"type": "http.response.body", "body": b"{}"})
+
+    async def scenario() -> None:
+        config = uvicorn.Config(answer, http=HttpProtocol, lifespan="off",
+                                log_level="warning", timeout_keep_alive=0.2)
+        server = uvicorn.Server(config)
+        sock = socket.socket()
+        sock.bind(("127.0.0.1", 0))
+        serving = asyncio.ensure_future(server.serve(sockets=[sock]))
+        while not server.started:
+            await asyncio.sleep(0.01)
+        reader, writer = await asyncio.open_connection(*sock.getsockname())
+        writer.write(b"GET / HTTP/1.1\r\nHost: x\r\n\r\n")
+        await writer.drain()
+        assert (await reader.readuntil(b"{}")).startswith(b"HTTP/1.1 200")
+        writer.get_extra_info("socket").setsockopt(  # a reset, not a clean close
+            socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+        writer.close()
+        await asyncio.sleep(0.5)  # past the keep-alive timeout: the timer fired
+        server.should_exit = True
+        await serving
+
+    with cycle_collector_findings() as found:
+        asyncio.run(scenario())
     assert found == []
