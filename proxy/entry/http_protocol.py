@@ -1,13 +1,16 @@
-"""uvicorn's HTTP/1.1 protocol (httptools), with each response's head written with its body.
+"""uvicorn's HTTP/1.1 protocol (httptools), with a whole answer's head written with its body.
 
 uvicorn writes a response's head (status line and headers) the moment the application
 starts the response, and its body when the application sends it: two system calls for
 every whole answer (strace of one request: ``write(head)`` then ``write(body)``), each
-waking the client, where one carries both. Here a cycle's head waits until the end of the
-loop's current turn: the body sent in the same turn (a whole answer, or a stream's first
-event when it is already buffered) goes out with it in one write; a body that is not ready
-yet leaves the head to go alone at the start of the next turn, before any I/O is handled,
-so nothing waits for it.
+waking the client, where one carries both. Here the head of an answer of stated length
+waits until the end of the loop's current turn: its body, sent in the same turn, goes out
+with it in one write; should it not come, the head goes alone at the start of the next
+turn, before any I/O is handled, so nothing waits for it.
+
+A stream's head (chunked) is written at once, as uvicorn does: joined with its first event
+it reached the client 2.5 % later (``bench/ab_routers.py``, time to first token,
+interleaved), the client no longer reading the head while the router rendered the event.
 
 ``serve.py`` runs uvicorn with ``--http proxy.entry.http_protocol:HttpProtocol``; the
 tests' live router does too. Under uvicorn's own ``httptools`` protocol (or granian) the
@@ -22,12 +25,14 @@ from typing import Any
 from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
 
 CONTINUE = b"HTTP/1.1 100 "  # the interim answer to ``Expect: 100-continue``: not a head
+LENGTH = b"\r\ncontent-length: "  # in the head of an answer of stated length (uvicorn's case)
 
 
 class HeadWithBody:
-    """A response cycle's view of its connection's transport: the cycle's first write (its
-    head; an interim ``100 Continue`` passes) is held until the next write, which takes it
-    along, or until the loop comes round."""
+    """A response cycle's view of its connection's transport: the cycle's first write that
+    is the head of an answer of stated length (an interim ``100 Continue`` and a stream's
+    head pass) is held until the next write, which takes it along, or until the loop
+    comes round."""
 
     __slots__ = ("_head", "_loop", "_transport", "_waiting")
 
@@ -42,12 +47,14 @@ class HeadWithBody:
         if head is not None:
             self._head = None
             self._transport.write(head + data)
-        elif self._waiting and not data.startswith(CONTINUE):
-            self._waiting = False
-            self._head = data
-            self._loop.call_soon(self.release)
-        else:
-            self._transport.write(data)
+            return
+        if self._waiting and not data.startswith(CONTINUE):
+            self._waiting = False  # this is the head
+            if LENGTH in data:
+                self._head = data
+                self._loop.call_soon(self.release)
+                return
+        self._transport.write(data)
 
     def release(self) -> None:
         """Write the held head, if it is still held (the body did not come in its turn)."""
