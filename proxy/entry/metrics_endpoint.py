@@ -17,7 +17,7 @@ from prometheus_client.registry import Collector
 
 from accounts.two_factor.policy import second_factor_passed
 from billing.models import Hold
-from proxy.ground.metrics import multiprocess_dir
+from proxy.ground.metrics import flush_metrics, multiprocess_dir
 from proxy.models import Worker
 from proxy.upstream.breaker import breaker_state
 
@@ -91,4 +91,5 @@ def _allowed(request: HttpRequest) -> bool:
 def metrics_view(request: HttpRequest) -> HttpResponse:
     if not _allowed(request):
         return HttpResponse("Forbidden\n", status=403, content_type="text/plain")
+    flush_metrics()  # this process's completions to the minute (the others' within FLUSH_S)
     return HttpResponse(generate_latest(_registry()), content_type=CONTENT_TYPE_LATEST)
