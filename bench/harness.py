@@ -11,6 +11,7 @@ plain name from the ``bench`` folder; the load itself is in ``load.py``.
 from __future__ import annotations
 
 import asyncio
+import atexit
 import base64
 import contextlib
 import hashlib
@@ -150,13 +151,29 @@ def redis_summary(url: str, prefix: str = BENCH_REDIS_PREFIX) -> dict[str, Any]:
             "key_window_tokens": tokens}
 
 
+def metrics_dir() -> str:
+    """A folder of this bench run for the routers' Prometheus files, emptied and removed
+    when the run ends."""
+    if not _metrics_dirs:
+        folder = tempfile.mkdtemp(prefix="bench-metrics-")
+        atexit.register(shutil.rmtree, folder, ignore_errors=True)
+        _metrics_dirs.append(folder)
+    return _metrics_dirs[0]
+
+
+_metrics_dirs: list[str] = []
+
+
 def router_env(database_url: str, extra: list[str], *, redis_url: str = "") -> dict[str, str]:
     env = {k: v for k, v in os.environ.items()
            if k not in {"REDIS_URL", "DJANGO_SETTINGS_MODULE", "PROMETHEUS_MULTIPROC_DIR"}}
     env.update(DATABASE_URL=database_url, SECRET_KEY="bench-secret",
                ROUTER_ENCRYPTION_KEYS=FERNET_KEY, DEBUG="0",
                ROUTER_REDIS_PREFIX=BENCH_REDIS_PREFIX,
-               ALLOWED_HOSTS="127.0.0.1,localhost", PYTHONUNBUFFERED="1")
+               ALLOWED_HOSTS="127.0.0.1,localhost", PYTHONUNBUFFERED="1",
+               # As `make serve` runs the web server (serve.py web): every process keeps
+               # its metrics in files there, which costs each request more than memory.
+               PROMETHEUS_MULTIPROC_DIR=metrics_dir())
     if redis_url:
         env["REDIS_URL"] = redis_url
     env.update(item.split("=", 1) for item in extra)
