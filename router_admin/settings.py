@@ -358,7 +358,9 @@ ROUTER_RESPONSES_RETENTION_DAYS = env_int("ROUTER_RESPONSES_RETENTION_DAYS", 30,
 LOGGING = {
     "version": 1,
     "disable_existing_loggers": False,
-    "handlers": {"console": {"class": "logging.StreamHandler"}},
+    # A StreamHandler on stderr, writing what the event loop logs in one turn together
+    # (the access lines of a batch of settled requests: one write, not one per line).
+    "handlers": {"console": {"class": "router_admin.log_output.LoopTurnStreamHandler"}},
     "root": {"handlers": ["console"], "level": env_str("LOG_LEVEL", "INFO")},
     "loggers": {
         # Django gives its loggers a console handler of their own with DEBUG on; they reach
