@@ -5,8 +5,8 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import os
 import time
-import uuid
 from collections.abc import Awaitable, Callable
 
 from asgiref.sync import markcoroutinefunction
@@ -39,7 +39,9 @@ def dialect_error_response(path: str, error: ApiError) -> HttpResponseBase:
 
 
 def new_request_id() -> str:
-    return f"req_{uuid.uuid4().hex}"
+    # 128 random bits, as a UUID4's hex (less its 6 fixed bits): uuid.uuid4() took 3.7 us a
+    # request, most of it building the UUID object around the same os.urandom(16).
+    return "req_" + os.urandom(16).hex()
 
 
 class RequestIdMiddleware:
