@@ -14,6 +14,7 @@ import asyncio
 import atexit
 import base64
 import contextlib
+import functools
 import hashlib
 import os
 import resource
@@ -151,17 +152,13 @@ def redis_summary(url: str, prefix: str = BENCH_REDIS_PREFIX) -> dict[str, Any]:
             "key_window_tokens": tokens}
 
 
+@functools.cache
 def metrics_dir() -> str:
-    """A folder of this bench run for the routers' Prometheus files, emptied and removed
-    when the run ends."""
-    if not _metrics_dirs:
-        folder = tempfile.mkdtemp(prefix="bench-metrics-")
-        atexit.register(shutil.rmtree, folder, ignore_errors=True)
-        _metrics_dirs.append(folder)
-    return _metrics_dirs[0]
-
-
-_metrics_dirs: list[str] = []
+    """A folder of this bench run for the routers' Prometheus files, removed when the run
+    ends."""
+    folder = tempfile.mkdtemp(prefix="bench-metrics-")
+    atexit.register(shutil.rmtree, folder, ignore_errors=True)
+    return folder
 
 
 def router_env(database_url: str, extra: list[str], *, redis_url: str = "") -> dict[str, str]:

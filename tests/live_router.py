@@ -12,6 +12,7 @@ import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
+from typing import Any
 
 import pytest
 import redis
@@ -21,6 +22,13 @@ from django.db import connection
 from django.test import override_settings
 
 from serve import HTTP_PROTOCOL
+
+
+def router_code(filename: str) -> bool:
+    """Whether ``filename`` is the router's own code: in the repository, not a test's nor
+    the virtualenv's."""
+    return filename.startswith(str(Path(settings.BASE_DIR))) and not any(
+        part in filename for part in ("/tests/", "/site-packages/"))
 
 
 def wait_for_charges(timeout: float = 10) -> None:
@@ -74,22 +82,19 @@ class LiveRouter:
         block ran (by name): a generator dropped before its end is closed by the loop's
         finalizer hook, with a task of its own and a wake-up of the loop from outside."""
         found: list[str] = []
-        repository = str(Path(settings.BASE_DIR))
 
-        async def watch() -> sys._asyncgen_hooks:  # type: ignore[name-defined]
+        async def watch() -> Any:
             hooks = sys.get_asyncgen_hooks()  # the loop's, set in its own thread
 
-            def finalizer(generator):
-                code = generator.ag_code
-                if code.co_filename.startswith(repository) and "/tests/" not in \
-                        code.co_filename:
-                    found.append(code.co_qualname)
+            def finalizer(generator: Any) -> None:
+                if router_code(generator.ag_code.co_filename):
+                    found.append(generator.ag_code.co_qualname)
                 hooks.finalizer(generator)
 
             sys.set_asyncgen_hooks(firstiter=hooks.firstiter, finalizer=finalizer)
             return hooks
 
-        async def restore(hooks) -> None:
+        async def restore(hooks: Any) -> None:
             sys.set_asyncgen_hooks(*hooks)
 
         hooks = asyncio.run_coroutine_threadsafe(watch(), self._loop).result(5)

@@ -18,7 +18,6 @@ import struct
 import types
 from collections.abc import Iterator
 from contextlib import contextmanager
-from pathlib import Path
 
 import openai
 import pytest
@@ -30,7 +29,7 @@ from proxy.entry.http_protocol import HttpProtocol
 from proxy.ground.redis_pipeline import PipelinedRedis
 from proxy.ground.shared_state import RedisScript
 from proxy.upstream.http_client import upstream_session
-from tests.live_router import LiveRouter, wait_for_charges
+from tests.live_router import LiveRouter, router_code, wait_for_charges
 from tests.proxy.test_upstream_http_client import (
     JSON,
     TIMEOUT,
@@ -44,7 +43,6 @@ from tests.proxy.test_upstream_http_client import (
 
 ROUTER_PACKAGES = ("proxy.", "billing.", "accounts.", "organizations.", "router_admin.",
                    "httptools.")
-REPOSITORY = str(Path(settings.BASE_DIR))
 MESSAGES = [{"role": "user", "content": "Hello there"}]
 
 
@@ -60,9 +58,8 @@ def _router_object(obj: object) -> str | None:
     if isinstance(obj, types.MethodType):
         return _router_object(obj.__self__)
     code = getattr(obj, "cr_code", None) or getattr(obj, "f_code", None)
-    if code is not None and code.co_filename.startswith(REPOSITORY) and not any(
-            part in code.co_filename for part in ("/tests/", "/site-packages/")):
-        return code.co_qualname  # the router's own file (not a test's, nor the virtualenv's)
+    if code is not None and router_code(code.co_filename):
+        return code.co_qualname
     return None
 
 
