@@ -30,8 +30,8 @@ def recycled(work: Callable[[], T]) -> T:
     try:
         return work()
     except (OperationalError, InterfaceError) as error:
-        if connection.in_atomic_block or (connection.connection is not None
-                                          and connection.is_usable()):
+        dropped = _connection_lost(error) or not _usable()
+        if connection.in_atomic_block or not dropped:
             raise  # the statement failed, not the connection (or it cannot be replaced)
         # Handled here: let go of its frames and of psycopg's error behind it. Django
         # raises it from a frame that holds it, a cycle with every frame of the call (one
@@ -42,6 +42,18 @@ def recycled(work: Callable[[], T]) -> T:
     finally:
         if connection.close_at is not None and time.monotonic() >= connection.close_at:
             connection.close()
+
+
+def _usable() -> bool:
+    return connection.connection is not None and connection.is_usable()
+
+
+def _connection_lost(error: Exception) -> bool:
+    """Whether PostgreSQL said the connection is gone (SQLSTATE class 08, or 57P: the
+    server shut the session down). Work in a transaction that met it is rolled back by
+    Django, which leaves the connection looking usable: the error says it was not."""
+    state = getattr(error.__cause__, "sqlstate", None) or ""
+    return state.startswith(("08", "57P"))
 
 
 async def in_orm_thread(work: Callable[[], T]) -> T:
