@@ -389,3 +389,18 @@ RESOLVE_MANY_AT_SQL = RESOLVE_MANY_SQL.replace(
 DISCARD_AT_SQL = DISCARD_SQL.replace(
     _ONE_HOLD, "     WHERE id = %(hold_id)s AND created_at = %(created_at)s"
                " AND status = 'pending'\n")
+
+# The PostgreSQL type of each named parameter of these statements (``wire.Statement``
+# prepares them with it): one name, one type, in every statement.
+PARAMETER_TYPES = {
+    **dict.fromkeys(("amount", "api_key_id", "cached_tokens", "cache_write_tokens",
+                     "completion_tokens", "cost", "latency_ms", "price_id", "prompt_tokens",
+                     "ttft_ms", "upstream_cost", "wallet_id"), "int8"),
+    **dict.fromkeys(("endpoint", "estimate_reason", "hold_id", "items", "model", "source",
+                     "status", "usage_status", "worker"), "text"),
+    **dict.fromkeys(("created_at", "created_max", "created_min", "created_since",
+                     "expires_at"), "timestamptz"),
+    "hold_ids": "text[]",
+    "month": "date",
+    "over_cap": "bool",
+}
