@@ -37,7 +37,7 @@ from proxy.ground.api_request import ApiRequest
 from proxy.ground.errors import invalid_host, request_too_large, route_not_found
 from proxy.ground.hosts import host_allowed, host_of
 from proxy.ground.metrics import refusal_observed
-from proxy.ground.responses import error_response, header_pairs
+from proxy.ground.responses import LastPart, error_response, header_pairs
 from router_admin.settings_cache import setting
 
 logger = logging.getLogger("django.request")
@@ -201,10 +201,25 @@ async def send_response(response: HttpResponseBase, send: Any,
     parts = getattr(response, "events", None) or (
         response.streaming_content if response.is_async  # type: ignore[attr-defined]
         else aiter(response))
+    ended = False
     async with aclosing(parts) as content:
         await send(start)
         async for part in content:
+            if ended:
+                # Nothing may follow the body's end; a source that marks its last part
+                # yields none (tests/proxy/test_stream_ends.py).
+                logger.error("a stream yielded a part after its last: dropped")
+                continue
+            if type(part) is LastPart:
+                # The body ends with it; the source's own end (its wrap-up) still runs.
+                ended = True
+                if disconnect is not None:
+                    disconnect.disarm()
+                await send({"type": "http.response.body", "body": part, "more_body": False})
+                continue
             await send({"type": "http.response.body", "body": part, "more_body": True})
+    if ended:
+        return
     if disconnect is not None:
         disconnect.disarm()
     await send({"type": "http.response.body", "body": b"", "more_body": False})

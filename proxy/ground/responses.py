@@ -1,4 +1,5 @@
-"""The /v1 API's JSON answers: a body, or an error in OpenAI's shape with its headers."""
+"""The /v1 API's answers: a JSON body, an error in OpenAI's shape with its headers, and the
+mark of a stream's last part."""
 
 from __future__ import annotations
 
@@ -12,6 +13,19 @@ from django.http.response import HttpResponseBase
 from proxy.ground.errors import ApiError
 
 JSON = "application/json"
+
+
+class LastPart(bytes):
+    """The last part of a streamed body: the server ends the body with it, in the same
+    write (``proxy.entry.asgi.send_response``), however long its source still takes to
+    finish (a stream's settlement and its slot's release, a Redis round trip or more).
+
+    Ended after that wait, in a write of its own, the body's end reached the client a
+    round trip to Redis or more after the stream's last event: a client that reads a body
+    to its end (the async Python SDK, httpx, curl, a proxy in front of the router) waited
+    that long before it could use its connection again."""
+
+    __slots__ = ()
 
 
 def json_response(body: dict[str, Any], *, status: int = 200) -> HttpResponse:

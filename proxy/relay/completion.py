@@ -30,7 +30,7 @@ from proxy.ground.errors import (
     upstream_error,
 )
 from proxy.ground.metrics import UPSTREAM_ERRORS
-from proxy.ground.responses import json_response, set_own_headers
+from proxy.ground.responses import LastPart, json_response, set_own_headers
 from proxy.money import Verdict
 from proxy.relay.admission import admit_and_hold
 from proxy.relay.call import Call
@@ -323,7 +323,7 @@ async def _events(call: Call, lease: Lease, upstream: UpstreamStream,
         pending += await render.closing(call, call.shown_usage(verdict, charged), charged,
                                         last)
         if pending:
-            yield b"".join(pending)
+            yield LastPart(b"".join(pending))
             pending = []
     except UpstreamError as exc:
         status = UsageRecord.Status.UPSTREAM_ERROR
@@ -331,7 +331,7 @@ async def _events(call: Call, lease: Lease, upstream: UpstreamStream,
                        call.worker, exc)
         await lease.failed()
         pending += render.failure(upstream_error("The upstream failed mid-stream."))
-        yield b"".join(pending)
+        yield LastPart(b"".join(pending))
         pending = []
     finally:
         call.reply_text = "".join(replies or ())
