@@ -168,8 +168,8 @@ class Call:
 
     async def finish(self, reported: object, *, complete: bool, status: str
                      ) -> tuple[int, Verdict]:
-        """Charge what the request used, and wait for it (a stream's end, a request given
-        up); returns what was charged and the verdict behind it."""
+        """Charge what the request used, and wait for it (a stream that did not end as it
+        should, a request given up); returns what was charged and the verdict behind it."""
         self.resolving = True
         return await money.shielded(self._finish(reported, complete, status))
 
@@ -192,9 +192,10 @@ class Call:
         return self.report(self._own_counts(UsageRecord.EstimateReason.SETTLE_ERROR), status)
 
     async def finish_after_answer(self, verdict: Verdict, lease: Lease) -> int:
-        """For an answer sent whole: its charge is known from its verdict, so the answer goes
-        to the client while the charge is written (in the background, retried if the
-        database fails; the hold keeps the money reserved until then). The worker's slot,
+        """For an answer sent whole, or a stream that ended as it should: its charge is known
+        from its verdict, so the answer (a stream's closing events) goes to the client while
+        the charge is written (in the background, retried if the database fails; the hold
+        keeps the money reserved until then). The worker's slot,
         the token counters and the concurrency slot are settled first, so the client's
         next request sees them. Returns what the charge will be."""
         self.resolving = True

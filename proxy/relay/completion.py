@@ -318,8 +318,10 @@ async def _events(call: Call, lease: Lease, upstream: UpstreamStream,
             chunk = await anext(chunks, None)
         status = UsageRecord.Status.OK
         call.reply_text = "".join(replies or ())
-        charged, verdict = await call.finish(reported, complete=not meter.exhausted,
-                                             status=status)
+        # Its charge is known from its verdict, as a whole answer's: the closing events
+        # (usage and cost, [DONE]) go while the charge is written, not after its commit.
+        verdict = call.verdict(reported, complete=not meter.exhausted)
+        charged = await call.finish_after_answer(verdict, lease)
         pending += await render.closing(call, call.shown_usage(verdict, charged), charged,
                                         last)
         if pending:

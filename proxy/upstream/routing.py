@@ -72,6 +72,7 @@ class Lease:
     async def succeeded(self) -> None:
         if not self.breaker_clean:
             await breaker_success(self.target.worker_id)
+            self.breaker_clean = True  # told once: a second success has nothing to reset
 
     async def failed(self) -> None:
         await breaker_failure(self.target.worker_id)

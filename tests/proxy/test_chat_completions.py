@@ -8,6 +8,7 @@ import orjson
 import pytest
 
 from billing.models import Hold, LedgerEntry, UsageRecord, Wallet
+from tests.live_router import wait_for_charges
 from tests.openai_schema import validate
 from tests.proxy.upstream import DEFAULT_REPLY, plan_completion
 
@@ -83,6 +84,7 @@ def test_a_streamed_answer_is_relayed_chunk_by_chunk_and_charged_from_upstream_u
         assert usage_chunks == []
     # Forced upstream whatever the client asked, so the charge is the upstream's count.
     assert upstream.bodies[-1]["stream_options"] == {"include_usage": True}
+    wait_for_charges()  # the stream's end goes while its charge is written
     record = UsageRecord.objects.get()
     assert (record.cost_micros, record.source) == (cost, "provider")
     assert record.ttft_ms is not None

@@ -11,6 +11,7 @@ import pytest
 
 from billing.models import Hold, LedgerEntry, UsageRecord, Wallet
 from billing.services.sweeper import holds_sweep
+from tests.live_router import wait_for_charges
 
 MESSAGES = [{"role": "user", "content": "Say something long."}]
 HOLD_TTL = 3.0
@@ -47,6 +48,9 @@ def test_a_stream_longer_than_the_hold_ttl_is_charged_in_full_despite_the_sweepe
             stream_options={"include_usage": True})
         chunks = list(stream)
         took = time.monotonic() - started
+        # The stream's end goes while its charge is written: the sweeper runs on until it
+        # is.
+        wait_for_charges()
     finally:
         stop.set()
         sweeper.join()

@@ -11,8 +11,12 @@ from typing import Any
 
 import httpx
 import openai
+import orjson
+import psycopg
 from django.http import StreamingHttpResponse
 
+from billing.models import Hold, UsageRecord, Wallet
+from billing.services.hot_path.connections import conninfo
 from proxy.entry.asgi import send_response
 from proxy.ground.responses import LastPart
 
@@ -166,3 +170,36 @@ def test_the_async_sdk_reads_streams_to_their_end_on_one_connection(
     assert len(texts) == 10
     assert all(texts)
     assert len(connects) == 1
+
+
+def test_a_streams_closing_events_go_while_its_charge_is_written(
+        openai_worker, upstream, make_key, router) -> None:
+    """As a whole answer's: its charge is known from its verdict, so neither its usage
+    chunk (with the cost) nor ``[DONE]`` waits for the charge's commit. Here the charge
+    cannot commit (another transaction holds the usage records' table) until the stream
+    has been read to its end; then it lands, exactly as the stream said."""
+    user_id, secret = make_key()
+    body = {"model": "test-model", "messages": MESSAGES, "max_tokens": 20, "stream": True,
+            "stream_options": {"include_usage": True}}
+    with psycopg.connect(conninfo(), autocommit=False) as blocker:
+        blocker.execute("LOCK TABLE billing_usagerecord IN EXCLUSIVE MODE")  # reads pass
+        try:
+            with httpx.stream("POST", f"{router.base_url}/chat/completions", json=body,
+                              headers={"Authorization": f"Bearer {secret}"},
+                              timeout=5) as response:
+                lines = list(response.iter_lines())
+            holds = list(Hold.objects.filter(wallet__user_id=user_id)
+                         .values_list("status", flat=True))
+        finally:
+            blocker.rollback()
+    router.drain()
+
+    assert lines[-2:] == ["data: [DONE]", ""]
+    usage = orjson.loads(lines[-4].removeprefix("data: "))["usage"]
+    assert holds == ["pending"]  # the stream ended before its charge was written
+    record = UsageRecord.objects.get(user_id=user_id)
+    assert record.cost_micros == round(usage["cost"] * 1e6) > 0
+    assert record.completion_tokens == usage["completion_tokens"]
+    wallet = Wallet.objects.get(user_id=user_id)
+    assert (wallet.posted_micros, wallet.pending_micros) == (
+        1_000_000 - record.cost_micros, 0)

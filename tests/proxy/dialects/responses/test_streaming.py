@@ -60,6 +60,7 @@ def test_a_streamed_text_answer_sends_openais_event_sequence_and_its_charge(
     assert (final["usage"]["input_tokens"], final["usage"]["output_tokens"]) == (
         expected.prompt_tokens, expected.completion_tokens)
     assert round(final["usage"]["cost"] * 1_000_000) == cost
+    router.drain()  # the stream's end goes while its charge is written
     record = UsageRecord.objects.get()
     assert (record.endpoint, record.source, record.cost_micros) == ("responses", "provider",
                                                                      cost)
