@@ -45,12 +45,14 @@ class ChargePlan:
 class Refused(Exception):
     """A request its money cannot cover now: ``error`` is the 402 to answer, and
     ``held_micros`` what requests in flight hold against the limit that refused it (once
-    they settle, there may be room)."""
+    they settle, there may be room). ``room_now``: the limit, read back after the refusal,
+    had room for it by then (a hold in flight settled in between)."""
 
-    def __init__(self, error: ApiError, held_micros: int) -> None:
+    def __init__(self, error: ApiError, held_micros: int, *, room_now: bool = False) -> None:
         super().__init__(error.message)
         self.error = error
         self.held_micros = held_micros
+        self.room_now = room_now
 
 
 def worst_case(price: ModelPrice, prompt_tokens: int, cap: int, n: int,
@@ -80,7 +82,7 @@ def refusal(limit: str, needed: int, room: int, held: int, *,
         message = cap_message(limit, needed, room)
     error = insufficient_quota(message)
     error.reason = limit
-    return Refused(error, held)
+    return Refused(error, held, room_now=room >= needed)
 
 
 def client_cap(chat: ChatRequest, price: ModelPrice) -> int | None:

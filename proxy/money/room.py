@@ -51,7 +51,14 @@ class RoomWait:
         if self._deadline is None:
             self._deadline = loop.time() + settings.ROUTER_RESERVE_WAIT_MS / 1000
         remaining = self._deadline - loop.time()
-        if refused.held_micros <= 0 or remaining <= 0:
+        if remaining <= 0:
+            raise refused.error from None
+        if refused.room_now:
+            # The hold that stood in the way settled between the refusal and the balance
+            # read back for its message (which would have said there was enough): try
+            # again now. Each such try lost the room to a request that took it.
+            return
+        if refused.held_micros <= 0:
             raise refused.error from None
         waiter = loop.create_future()
         waiters = _waiting.setdefault(loop, {}).setdefault(self.wallet_id, set())

@@ -1,6 +1,6 @@
-"""A whole answer goes to the client while its charge is written: the charge is what the
-answer reported, it always lands, and a client calling one request after another is never
-refused for the hold of its own previous answer."""
+"""A whole answer (and a stream's end) goes to the client while its charge is written: the
+charge is what the answer reported, it always lands, and a client calling one request
+after another is never refused for the hold of its own previous answer."""
 
 from __future__ import annotations
 
@@ -43,12 +43,14 @@ def test_the_charge_written_after_the_answer_is_the_one_it_reported(
     assert (wallet.posted_micros, wallet.pending_micros) == (1_000_000 - reported, 0)
 
 
+@pytest.mark.parametrize("stream", [False, True], ids=["answers", "streams"])
 def test_calls_one_after_another_use_the_whole_balance_without_a_spurious_refusal(
-    openai_worker, upstream, make_key, client_for, router
+    openai_worker, upstream, make_key, client_for, router, stream
 ):
     """Funded for exactly three answers, given that each charges less than it holds: the
     third fits only once the second's charge is written, which happens while (or just
-    after) the client reads the second answer. It must still be served; the fourth not."""
+    after) the client reads the second answer (a stream's end, likewise). It must still be
+    served; the fourth not."""
     body = {"model": "test-model", "messages": MESSAGES, "max_tokens": 100}
     hold = estimate_request_prompt_tokens(body) + 2 * allowance(100)
     answer = plan_completion({**body, "model": "gpt-4o-mini"}, upstream.behaviour.reply)
@@ -59,7 +61,10 @@ def test_calls_one_after_another_use_the_whole_balance_without_a_spurious_refusa
     outcomes = []
     for _ in range(4):
         try:
-            client.chat.completions.create(**body)
+            if stream:
+                list(client.chat.completions.create(**body, stream=True))
+            else:
+                client.chat.completions.create(**body)
             outcomes.append(200)
         except openai.APIStatusError as refused:
             outcomes.append(refused.status_code)
