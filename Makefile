@@ -17,8 +17,10 @@ TEST_ENV := DATABASE_URL=$(TEST_DATABASE_URL) REDIS_URL=$(TEST_REDIS_URL) \
 # What running needs (`make run`, `make serve`): the project and its dependencies.
 install: $(VENV)/.installed
 # The test tools too (pyproject's `dev` extra: pytest, hypothesis, Playwright, the OpenAI
-# SDK, ruff...), for `make test` only.
-install-dev: $(VENV)/.installed-dev
+# SDK, ruff...), for `make test` only; and with npm, the official Node SDKs the tests drive
+# (tests/node, from its lock file).
+NODE_SDKS := tests/node/node_modules/.installed
+install-dev: $(VENV)/.installed-dev $(NODE_SDKS)
 
 $(VENV)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -29,6 +31,12 @@ $(VENV)/.installed: pyproject.toml
 $(VENV)/.installed-dev: $(VENV)/.installed
 	$(BIN)/pip install -q -e '.[dev]'
 	touch $@
+
+# Without npm the Node SDK tests are skipped (tests/proxy/test_node_sdk.py says why).
+$(NODE_SDKS): tests/node/package.json tests/node/package-lock.json
+	@if command -v npm >/dev/null 2>&1; then \
+		npm ci --prefix tests/node --no-audit --no-fund --loglevel=error && touch $@; \
+	else echo "no npm: the Node SDK tests will be skipped"; fi
 
 # Seeds the demo, then the web server and beside it a Celery worker with beat (the sweeper,
 # roll-ups, alerts, probes); the demo key and a curl line come last, once both are up.

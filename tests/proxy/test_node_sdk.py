@@ -1,0 +1,84 @@
+"""The official OpenAI Node SDK (``tests/node``, installed by ``make install-dev`` with npm)
+against a live router: what it parses out of a whole answer and a stream, and the error
+classes it maps our errors to. Skipped without Node.js and npm (CI has both)."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from billing.models import UsageRecord, Wallet
+from tests.live_router import wait_for_charges
+from tests.openai_schema import validate
+from tests.proxy.upstream import DEFAULT_REPLY, plan_completion
+
+NODE_DIR = Path(__file__).resolve().parents[1] / "node"
+
+pytestmark = pytest.mark.skipif(
+    shutil.which("node") is None or not (NODE_DIR / "node_modules" / "openai").is_dir(),
+    reason="no Node.js, or its SDKs not installed: `make install-dev` runs `npm ci` in "
+           "tests/node when npm is there (CI has it, so these tests run there)")
+
+
+def node_calls(router, env: dict[str, str]) -> dict[str, Any]:
+    done = subprocess.run(
+        ["node", str(NODE_DIR / "openai_calls.mjs")], capture_output=True, text=True,
+        timeout=60, env={**os.environ, "BASE_URL": router.base_url, **env}, check=False)
+    assert done.returncode == 0, done.stderr
+    return json.loads(done.stdout)
+
+
+def test_the_node_sdk_reads_answers_streams_and_errors_as_openais(
+        openai_worker, upstream, make_key, router) -> None:
+    user_id, secret = make_key()
+    _, poor = make_key(credit_micros=0)
+
+    out = node_calls(router, {"API_KEY": secret, "POOR_KEY": poor, "MODEL": "test-model"})
+
+    expected = plan_completion({"model": "gpt-4o-mini", "max_tokens": 50, "messages": [
+        {"role": "user", "content": "Hello from Node"}]}, DEFAULT_REPLY)
+    answer = out["answer"]
+    assert answer["content"] == expected.text
+    assert answer["model"] == "test-model"
+    assert answer["finish_reason"] in ("stop", "length")
+    validate(answer["usage"], "CompletionUsage")
+    assert answer["usage"]["completion_tokens"] == expected.completion_tokens
+
+    stream = out["stream"]
+    assert stream["text"] == expected.text
+    assert stream["usage_chunks"] == 1
+    assert stream["usage"]["completion_tokens"] == expected.completion_tokens
+    assert stream["objects"] == ["chat.completion.chunk"]
+    assert stream["ids"] == 1
+    assert stream["finish_reasons"] == [answer["finish_reason"]]
+    assert "test-model" in out["models"]
+
+    assert out["unauthorized"] == {"class": "AuthenticationError", "status": 401,
+                                   "code": "invalid_api_key",
+                                   "type": "invalid_request_error", "param": None}
+    assert out["not_found"]["class"] == "NotFoundError"
+    assert out["not_found"]["code"] == "model_not_found"
+    assert out["bad_request"]["class"] == "BadRequestError"
+    assert out["bad_request"]["param"] == "temperature"
+    for refused in (out["no_funds"], out["no_funds_stream"]):
+        assert refused["status"] == 402
+        assert refused["code"] == "insufficient_quota"
+
+    # What the SDK was shown is what was charged: the answer's header and usage, the
+    # stream's usage chunk (its cost in micro-USD, as the router adds it).
+    wait_for_charges()
+    records = {r.request_id: r for r in UsageRecord.objects.filter(user_id=user_id)}
+    assert len(records) == 2
+    assert records[answer["request_id"]].cost_micros == int(answer["cost_header"])
+    assert round(answer["usage"]["cost"] * 1e6) == int(answer["cost_header"])
+    streamed = next(r for rid, r in records.items() if rid != answer["request_id"])
+    assert streamed.cost_micros == round(stream["usage"]["cost"] * 1e6)
+    wallet = Wallet.objects.get(user_id=user_id)
+    assert (wallet.posted_micros, wallet.pending_micros) == (
+        1_000_000 - sum(r.cost_micros for r in records.values()), 0)
