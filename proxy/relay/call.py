@@ -195,9 +195,9 @@ class Call:
         """For an answer sent whole, or a stream that ended as it should: its charge is known
         from its verdict, so the answer (a stream's closing events) goes to the client while
         the charge is written (in the background, retried if the database fails; the hold
-        keeps the money reserved until then). The worker's slot,
-        the token counters and the concurrency slot are settled first, so the client's
-        next request sees them. Returns what the charge will be."""
+        keeps the money reserved until then). The worker's slot, the token counters and the
+        concurrency slot are settled first, so the client's next request sees them.
+        Returns what the charge will be."""
         self.resolving = True
         usage = self.report(verdict, Status.OK)
         try:
