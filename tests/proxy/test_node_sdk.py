@@ -1,6 +1,7 @@
-"""The official OpenAI Node SDK (``tests/node``, installed by ``make install-dev`` with npm)
-against a live router: what it parses out of a whole answer and a stream, and the error
-classes it maps our errors to. Skipped without Node.js and npm (CI has both)."""
+"""The official Node SDKs, OpenAI's and Anthropic's (``tests/node``, installed by ``make
+install-dev`` with npm), against a live router: what they parse out of a whole answer and a
+stream, and the error classes they map our errors to. Skipped without Node.js and npm (CI
+has both)."""
 
 from __future__ import annotations
 
@@ -26,10 +27,10 @@ pytestmark = pytest.mark.skipif(
            "tests/node when npm is there (CI has it, so these tests run there)")
 
 
-def node_calls(router, env: dict[str, str]) -> dict[str, Any]:
+def node_calls(script: str, env: dict[str, str]) -> dict[str, Any]:
     done = subprocess.run(
-        ["node", str(NODE_DIR / "openai_calls.mjs")], capture_output=True, text=True,
-        timeout=60, env={**os.environ, "BASE_URL": router.base_url, **env}, check=False)
+        ["node", str(NODE_DIR / script)], capture_output=True, text=True, timeout=60,
+        env={**os.environ, **env}, check=False)
     assert done.returncode == 0, done.stderr
     return json.loads(done.stdout)
 
@@ -39,7 +40,8 @@ def test_the_node_sdk_reads_answers_streams_and_errors_as_openais(
     user_id, secret = make_key()
     _, poor = make_key(credit_micros=0)
 
-    out = node_calls(router, {"API_KEY": secret, "POOR_KEY": poor, "MODEL": "test-model"})
+    out = node_calls("openai_calls.mjs", {"BASE_URL": router.base_url, "API_KEY": secret,
+                                          "POOR_KEY": poor, "MODEL": "test-model"})
 
     expected = plan_completion({"model": "gpt-4o-mini", "max_tokens": 50, "messages": [
         {"role": "user", "content": "Hello from Node"}]}, DEFAULT_REPLY)
@@ -79,6 +81,41 @@ def test_the_node_sdk_reads_answers_streams_and_errors_as_openais(
     assert round(answer["usage"]["cost"] * 1e6) == int(answer["cost_header"])
     streamed = next(r for rid, r in records.items() if rid != answer["request_id"])
     assert streamed.cost_micros == round(stream["usage"]["cost"] * 1e6)
+    wallet = Wallet.objects.get(user_id=user_id)
+    assert (wallet.posted_micros, wallet.pending_micros) == (
+        1_000_000 - sum(r.cost_micros for r in records.values()), 0)
+
+
+def test_the_anthropic_node_sdk_reads_messages_and_their_streams(
+        openai_worker, upstream, make_key, router) -> None:
+    """Through an OpenAI worker: the Messages dialect translated both ways."""
+    user_id, secret = make_key()
+    _, poor = make_key(credit_micros=0)
+
+    out = node_calls("anthropic_calls.mjs", {"BASE_URL": router.url, "API_KEY": secret,
+                                             "POOR_KEY": poor, "MODEL": "test-model"})
+
+    message, stream = out["message"], out["stream"]
+    assert (message["type"], message["role"], message["model"], message["stop_reason"]) == (
+        "message", "assistant", "test-model", "end_turn")
+    assert message["text"] == DEFAULT_REPLY
+    assert stream["text"] == DEFAULT_REPLY
+    assert stream["stop_reason"] == "end_turn"
+    assert (stream["first"], stream["last"]) == ("message_start", "message_stop")
+    assert stream["deltas"] >= 1
+    assert stream["usage"]["output_tokens"] == message["usage"]["output_tokens"] > 0
+    assert out["unauthorized"] == {"class": "AuthenticationError", "status": 401,
+                                   "type": "authentication_error"}
+    assert out["not_found"]["class"] == "NotFoundError"
+    assert out["not_found"]["type"] == "not_found_error"
+    assert out["no_funds"] == {"class": "PaymentRequiredError", "status": 402,
+                               "type": "billing_error"}
+
+    wait_for_charges()
+    records = {r.request_id: r for r in UsageRecord.objects.filter(user_id=user_id)}
+    assert len(records) == 2
+    assert {r.endpoint for r in records.values()} == {"messages"}
+    assert records[message["request_id"]].cost_micros == int(message["cost_header"])
     wallet = Wallet.objects.get(user_id=user_id)
     assert (wallet.posted_micros, wallet.pending_micros) == (
         1_000_000 - sum(r.cost_micros for r in records.values()), 0)
