@@ -4,21 +4,16 @@
 // prints one JSON object.
 import Anthropic from "@anthropic-ai/sdk";
 
+import { caught } from "./caught.mjs";
+
 const { BASE_URL, API_KEY, POOR_KEY, MODEL } = process.env;
 const messages = [{ role: "user", content: "Hello from Node" }];
-// The test upstream answers only the version its adapter was written against.
 const client = (apiKey) => new Anthropic({ baseURL: BASE_URL, apiKey, maxRetries: 0,
-  timeout: 20000, defaultHeaders: { "anthropic-version": "2023-06-01" } });
+  timeout: 20000 });
 
-async function failure(call) {
-  try {
-    await call();
-    return null;
-  } catch (error) {
-    return { class: error.constructor.name, status: error.status ?? null,
-             type: error.error?.error?.type ?? null };
-  }
-}
+const failure = (call) => caught(call, (error) => ({
+  class: error.constructor.name, status: error.status ?? null,
+  type: error.error?.error?.type ?? null }));
 
 const out = {};
 const { data: message, response } = await client(API_KEY).messages

@@ -3,19 +3,15 @@
 // API_KEY, POOR_KEY (a key whose wallet is empty) and MODEL; prints one JSON object.
 import OpenAI from "openai";
 
+import { caught } from "./caught.mjs";
+
 const { BASE_URL, API_KEY, POOR_KEY, MODEL } = process.env;
 const messages = [{ role: "user", content: "Hello from Node" }];
 const client = (apiKey) => new OpenAI({ baseURL: BASE_URL, apiKey, maxRetries: 0, timeout: 20000 });
 
-async function failure(call) {
-  try {
-    await call();
-    return null;
-  } catch (error) {
-    return { class: error.constructor.name, status: error.status ?? null,
-             code: error.code ?? null, type: error.type ?? null, param: error.param ?? null };
-  }
-}
+const failure = (call) => caught(call, (error) => ({
+  class: error.constructor.name, status: error.status ?? null, code: error.code ?? null,
+  type: error.type ?? null, param: error.param ?? null }));
 
 const out = {};
 const { data: answer, response } = await client(API_KEY).chat.completions

@@ -27,21 +27,32 @@ pytestmark = pytest.mark.skipif(
            "tests/node when npm is there (CI has it, so these tests run there)")
 
 
-def node_calls(script: str, env: dict[str, str]) -> dict[str, Any]:
+def node_calls(script: str, base_url: str, make_key) -> tuple[int, dict[str, Any]]:
+    """Run ``script`` with a funded key and an empty one: (the funded user, its output)."""
+    user_id, secret = make_key()
+    _, poor = make_key(credit_micros=0)
     done = subprocess.run(
         ["node", str(NODE_DIR / script)], capture_output=True, text=True, timeout=60,
-        env={**os.environ, **env}, check=False)
+        env={**os.environ, "BASE_URL": base_url, "API_KEY": secret, "POOR_KEY": poor,
+             "MODEL": "test-model"}, check=False)
     assert done.returncode == 0, done.stderr
-    return json.loads(done.stdout)
+    return user_id, json.loads(done.stdout)
+
+
+def charged(user_id: int, count: int) -> dict[str, UsageRecord]:
+    """The user's usage records by request id, once written; the wallet agrees with them."""
+    wait_for_charges()
+    records = {r.request_id: r for r in UsageRecord.objects.filter(user_id=user_id)}
+    assert len(records) == count
+    wallet = Wallet.objects.get(user_id=user_id)
+    assert (wallet.posted_micros, wallet.pending_micros) == (
+        1_000_000 - sum(r.cost_micros for r in records.values()), 0)
+    return records
 
 
 def test_the_node_sdk_reads_answers_streams_and_errors_as_openais(
         openai_worker, upstream, make_key, router) -> None:
-    user_id, secret = make_key()
-    _, poor = make_key(credit_micros=0)
-
-    out = node_calls("openai_calls.mjs", {"BASE_URL": router.base_url, "API_KEY": secret,
-                                          "POOR_KEY": poor, "MODEL": "test-model"})
+    user_id, out = node_calls("openai_calls.mjs", router.base_url, make_key)
 
     expected = plan_completion({"model": "gpt-4o-mini", "max_tokens": 50, "messages": [
         {"role": "user", "content": "Hello from Node"}]}, DEFAULT_REPLY)
@@ -74,26 +85,17 @@ def test_the_node_sdk_reads_answers_streams_and_errors_as_openais(
 
     # What the SDK was shown is what was charged: the answer's header and usage, the
     # stream's usage chunk (its cost in micro-USD, as the router adds it).
-    wait_for_charges()
-    records = {r.request_id: r for r in UsageRecord.objects.filter(user_id=user_id)}
-    assert len(records) == 2
+    records = charged(user_id, 2)
     assert records[answer["request_id"]].cost_micros == int(answer["cost_header"])
     assert round(answer["usage"]["cost"] * 1e6) == int(answer["cost_header"])
     streamed = next(r for rid, r in records.items() if rid != answer["request_id"])
     assert streamed.cost_micros == round(stream["usage"]["cost"] * 1e6)
-    wallet = Wallet.objects.get(user_id=user_id)
-    assert (wallet.posted_micros, wallet.pending_micros) == (
-        1_000_000 - sum(r.cost_micros for r in records.values()), 0)
 
 
 def test_the_anthropic_node_sdk_reads_messages_and_their_streams(
         openai_worker, upstream, make_key, router) -> None:
     """Through an OpenAI worker: the Messages dialect translated both ways."""
-    user_id, secret = make_key()
-    _, poor = make_key(credit_micros=0)
-
-    out = node_calls("anthropic_calls.mjs", {"BASE_URL": router.url, "API_KEY": secret,
-                                             "POOR_KEY": poor, "MODEL": "test-model"})
+    user_id, out = node_calls("anthropic_calls.mjs", router.url, make_key)
 
     message, stream = out["message"], out["stream"]
     assert (message["type"], message["role"], message["model"], message["stop_reason"]) == (
@@ -111,11 +113,6 @@ def test_the_anthropic_node_sdk_reads_messages_and_their_streams(
     assert out["no_funds"] == {"class": "PaymentRequiredError", "status": 402,
                                "type": "billing_error"}
 
-    wait_for_charges()
-    records = {r.request_id: r for r in UsageRecord.objects.filter(user_id=user_id)}
-    assert len(records) == 2
+    records = charged(user_id, 2)
     assert {r.endpoint for r in records.values()} == {"messages"}
     assert records[message["request_id"]].cost_micros == int(message["cost_header"])
-    wallet = Wallet.objects.get(user_id=user_id)
-    assert (wallet.posted_micros, wallet.pending_micros) == (
-        1_000_000 - sum(r.cost_micros for r in records.values()), 0)
