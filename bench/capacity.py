@@ -12,7 +12,8 @@ how many were in flight at the peak, time to first token and to the end both way
 router's peak resident memory; then checks that every stream the router answered was
 billed exactly. The settings are chosen so that the run is about capacity: the worker takes
 every stream, a request would wait long for a slot rather than be refused, and the
-database pool is sized for bursts (all printed).
+database pool is sized for bursts (all printed). ``--profile OUT.pstats`` profiles the
+router through its phase (``profiled_router.py``), to see where a stream's CPU goes.
 """
 
 from __future__ import annotations
@@ -22,6 +23,7 @@ import asyncio
 import contextlib
 import json
 import os
+import signal
 import sys
 import time
 from dataclasses import dataclass, field
@@ -76,6 +78,7 @@ class Options:
     redis_url: str
     api: str
     out: Path
+    profile: Path | None = None
 
 
 def parse_options(argv: list[str] | None = None) -> Options:
@@ -101,6 +104,10 @@ def parse_options(argv: list[str] | None = None) -> Options:
                         help="give the router Redis (this database is flushed at the start)")
     add_api_option(parser)
     parser.add_argument("--out", type=Path, default=TMP / "capacity.json")
+    parser.add_argument("--profile", type=Path, metavar="PSTATS",
+                        help="run the router under profiled_router.py and write cProfile's "
+                             "statistics of its phase (the streams through it) to PSTATS; "
+                             "its CPU figures then include the profiler's cost")
     args = parser.parse_args(argv)
     if args.streams < 1 or args.users < 1 or args.answer_seconds <= 0 or args.ramp < 0:
         parser.error("streams, users and answer seconds must be positive")
@@ -214,6 +221,20 @@ def print_report(report: dict[str, Any]) -> None:
     print(f"errors: {sum(errors.values())}" + (f" {errors}" if errors else ""))
 
 
+def _profile_written(router: Service, path: Path, timeout: float = 30) -> None:
+    """Stop the router's profiler and wait for its statistics (profiled_router.py writes
+    them whole, under their final name, when asked with SIGUSR2)."""
+    before = path.stat().st_mtime if path.exists() else None
+    router.proc.send_signal(signal.SIGUSR2)
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if path.exists() and path.stat().st_mtime != before:
+            print(f"profile of the router's phase written to {path}", flush=True)
+            return
+        time.sleep(0.1)
+    raise SystemExit(f"the router's profile did not come within {timeout:.0f} s")
+
+
 def main(argv: list[str] | None = None) -> int:
     options = parse_options(argv)
     files = raise_open_files_limit()
@@ -244,7 +265,11 @@ def main(argv: list[str] | None = None) -> int:
         upstream = start_service("upstream", upstream_argv(
             upstream_port, answer_seconds=options.answer_seconds), env)
         services.append(upstream)
-        router = start_service("router", router_argv(options.server, router_port, 1), env)
+        argv = router_argv(options.server, router_port, 1)
+        if options.profile:
+            argv = [sys.executable, str(Path(__file__).parent / "profiled_router.py"),
+                    str(options.profile), *argv]
+        router = start_service("router", argv, env)
         services.append(router)
         wait_ready(upstream, f"http://127.0.0.1:{upstream_port}/v1/models", {})
         wait_ready(router, f"http://127.0.0.1:{router_port}/v1/models",
@@ -269,8 +294,12 @@ def main(argv: list[str] | None = None) -> int:
         for target in (direct, routed):
             print(f"{target.name}: {options.streams} streams over {options.ramp:g} s, each "
                   f"{options.answer_seconds:g} s ...", flush=True)
+            if options.profile and target is routed:
+                router.proc.send_signal(signal.SIGUSR1)
             results[target.name] = run_async(phase(options, target, router_pids),
                                              options.answer_seconds + options.ramp + 300)
+        if options.profile:
+            _profile_written(router, options.profile)
         peak = sum(peak_rss_bytes(pid) for pid in router_pids)
         billing = check_billing(options.database_url, results["router"].run.ok + warmed)
         warnings = router.warnings()
