@@ -18,8 +18,8 @@ TEST_ENV := DATABASE_URL=$(TEST_DATABASE_URL) REDIS_URL=$(TEST_REDIS_URL) \
 install: $(VENV)/.installed
 # The test tools too (pyproject's `dev` extra: pytest, hypothesis, Playwright, the OpenAI
 # SDK, ruff...), for `make test` only; and with npm, the official Node SDKs the tests drive
-# (tests/node, from its lock file).
-NODE_SDKS := tests/node/node_modules/.installed
+# (tests/node's lock file), installed beside them in $(VENV)/node, out of the repository's tree.
+NODE_SDKS := $(VENV)/node/.installed
 install-dev: $(VENV)/.installed-dev $(NODE_SDKS)
 
 $(VENV)/.installed: pyproject.toml
@@ -33,9 +33,10 @@ $(VENV)/.installed-dev: $(VENV)/.installed
 	touch $@
 
 # Without npm the Node SDK tests are skipped (tests/proxy/test_node_sdk.py says why).
-$(NODE_SDKS): tests/node/package.json tests/node/package-lock.json
+$(NODE_SDKS): tests/node/package.json tests/node/package-lock.json $(VENV)/.installed
 	@if command -v npm >/dev/null 2>&1; then \
-		npm ci --prefix tests/node --no-audit --no-fund --loglevel=error && touch $@; \
+		mkdir -p $(VENV)/node && cp tests/node/package.json tests/node/package-lock.json $(VENV)/node/ && \
+		npm ci --prefix $(VENV)/node --no-audit --no-fund --loglevel=error && touch $@; \
 	else echo "no npm: the Node SDK tests will be skipped"; fi
 
 # Seeds the demo, then the web server and beside it a Celery worker with beat (the sweeper,

@@ -2,9 +2,9 @@
 // stream through the SDK's own helper (its events and final message), and the errors it
 // maps to its classes. Reads BASE_URL (the router's root), API_KEY, POOR_KEY and MODEL;
 // prints one JSON object.
-import Anthropic from "@anthropic-ai/sdk";
+import { caught, sdk } from "./common.mjs";
 
-import { caught } from "./caught.mjs";
+const Anthropic = sdk("@anthropic-ai/sdk");
 
 const { BASE_URL, API_KEY, POOR_KEY, MODEL } = process.env;
 const messages = [{ role: "user", content: "Hello from Node" }];

@@ -1,9 +1,9 @@
 // The official OpenAI Node SDK against a router: a whole answer, a stream read to its end
 // (text, usage, its events), and the errors the SDK maps to its classes. Reads BASE_URL,
 // API_KEY, POOR_KEY (a key whose wallet is empty) and MODEL; prints one JSON object.
-import OpenAI from "openai";
+import { caught, sdk } from "./common.mjs";
 
-import { caught } from "./caught.mjs";
+const OpenAI = sdk("openai");
 
 const { BASE_URL, API_KEY, POOR_KEY, MODEL } = process.env;
 const messages = [{ role: "user", content: "Hello from Node" }];

@@ -1,7 +1,7 @@
-"""The official Node SDKs, OpenAI's and Anthropic's (``tests/node``, installed by ``make
-install-dev`` with npm), against a live router: what they parse out of a whole answer and a
-stream, and the error classes they map our errors to. Skipped without Node.js and npm (CI
-has both)."""
+"""The official Node SDKs, OpenAI's and Anthropic's (``tests/node``'s lock file, installed
+into ``.venv/node`` by ``make install-dev`` with npm), against a live router: what they
+parse out of a whole answer and a stream, and the error classes they map our errors to.
+Skipped without Node.js and npm (CI has both)."""
 
 from __future__ import annotations
 
@@ -9,6 +9,7 @@ import json
 import os
 import shutil
 import subprocess
+import sys
 from pathlib import Path
 from typing import Any
 
@@ -20,11 +21,13 @@ from tests.openai_schema import validate
 from tests.proxy.upstream import DEFAULT_REPLY, plan_completion
 
 NODE_DIR = Path(__file__).resolve().parents[1] / "node"
+# Where `make install-dev` installs the SDKs: in the virtualenv running the tests.
+NODE_SDKS = Path(sys.prefix) / "node"
 
 pytestmark = pytest.mark.skipif(
-    shutil.which("node") is None or not (NODE_DIR / "node_modules" / "openai").is_dir(),
-    reason="no Node.js, or its SDKs not installed: `make install-dev` runs `npm ci` in "
-           "tests/node when npm is there (CI has it, so these tests run there)")
+    shutil.which("node") is None or not (NODE_SDKS / "node_modules" / "openai").is_dir(),
+    reason="no Node.js, or its SDKs not installed: `make install-dev` runs `npm ci` into "
+           ".venv/node when npm is there (CI has it, so these tests run there)")
 
 
 def node_calls(script: str, base_url: str, make_key) -> tuple[int, dict[str, Any]]:
@@ -33,8 +36,8 @@ def node_calls(script: str, base_url: str, make_key) -> tuple[int, dict[str, Any
     _, poor = make_key(credit_micros=0)
     done = subprocess.run(
         ["node", str(NODE_DIR / script)], capture_output=True, text=True, timeout=60,
-        env={**os.environ, "BASE_URL": base_url, "API_KEY": secret, "POOR_KEY": poor,
-             "MODEL": "test-model"}, check=False)
+        env={**os.environ, "NODE_SDKS": str(NODE_SDKS), "BASE_URL": base_url,
+             "API_KEY": secret, "POOR_KEY": poor, "MODEL": "test-model"}, check=False)
     assert done.returncode == 0, done.stderr
     return user_id, json.loads(done.stdout)
 
