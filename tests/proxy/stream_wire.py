@@ -10,18 +10,40 @@ from collections.abc import Mapping
 import orjson
 
 
-def http_chunks(base_url: str, path: str, headers: Mapping[str, str],
-                body: dict) -> list[tuple[float, bytes]]:
-    """The router's answer to ``POST {path}`` as the HTTP chunks it was written in, each
-    with when it came (seconds after the request went out)."""
+def _request(base_url: str, path: str, headers: Mapping[str, str],
+             body: dict) -> tuple[tuple[str, int], bytes]:
+    """Where to send ``POST {path}`` with ``body`` as JSON, and its bytes."""
     host, port = base_url.split("//")[1].split("/")[0].split(":")
     payload = orjson.dumps(body)
     lines = [f"POST {path} HTTP/1.1", f"Host: {host}:{port}",
              "Content-Type: application/json", f"Content-Length: {len(payload)}",
              "Connection: close", *(f"{name}: {value}" for name, value in headers.items())]
-    request = ("\r\n".join(lines) + "\r\n\r\n").encode() + payload
+    return (host, int(port)), ("\r\n".join(lines) + "\r\n\r\n").encode() + payload
+
+
+def http_reads(base_url: str, path: str, headers: Mapping[str, str],
+               body: dict) -> list[bytes]:
+    """The router's answer to ``POST {path}``, head and chunked body, as the socket's reads
+    took it, up to the body's end: on loopback, one write of the router's arrives in one
+    read."""
+    address, request = _request(base_url, path, headers, body)
+    reads: list[bytes] = []
+    with socket.create_connection(address, timeout=10) as sock:
+        sock.sendall(request)
+        while not b"".join(reads).endswith(b"\r\n0\r\n\r\n"):
+            data = sock.recv(65536)
+            assert data, "the router closed the connection before the body's end"
+            reads.append(data)
+    return reads
+
+
+def http_chunks(base_url: str, path: str, headers: Mapping[str, str],
+                body: dict) -> list[tuple[float, bytes]]:
+    """The router's answer to ``POST {path}`` as the HTTP chunks it was written in, each
+    with when it came (seconds after the request went out)."""
+    address, request = _request(base_url, path, headers, body)
     chunks: list[tuple[float, bytes]] = []
-    with socket.create_connection((host, int(port)), timeout=10) as sock:
+    with socket.create_connection(address, timeout=10) as sock:
         started = time.monotonic()
         sock.sendall(request)
         reader = sock.makefile("rb")

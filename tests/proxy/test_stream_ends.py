@@ -5,7 +5,6 @@ a client and the end of the body it reads to (the async SDK, httpx, curl, a prox
 from __future__ import annotations
 
 import asyncio
-import socket
 from collections.abc import AsyncIterator
 from typing import Any
 
@@ -19,6 +18,7 @@ from billing.models import Hold, UsageRecord, Wallet
 from billing.services.hot_path.connections import conninfo
 from proxy.entry.asgi import send_response
 from proxy.ground.responses import LastPart
+from tests.proxy.stream_wire import http_reads
 
 MESSAGES = [{"role": "user", "content": "Hello there"}]
 
@@ -111,31 +111,15 @@ def test_a_stream_without_a_marked_last_part_still_ends() -> None:
         (b"data: 1\n\n", True), (b"", False)]
 
 
-def _raw_stream(router, secret: str, body: bytes) -> list[bytes]:
-    """The router's answer to a streamed request, as the reads of a raw socket took it."""
-    host, port = router.url.removeprefix("http://").split(":")
-    with socket.create_connection((host, int(port)), timeout=10) as conn:
-        conn.sendall(b"POST /v1/chat/completions HTTP/1.1\r\nHost: " + host.encode()
-                     + b"\r\nAuthorization: Bearer " + secret.encode()
-                     + b"\r\nContent-Type: application/json\r\nContent-Length: "
-                     + str(len(body)).encode() + b"\r\n\r\n" + body)
-        reads: list[bytes] = []
-        while not b"".join(reads).endswith(b"\r\n0\r\n\r\n"):
-            data = conn.recv(65536)
-            assert data, "the router closed the connection before the body's end"
-            reads.append(data)
-    return reads
-
-
 def test_a_relayed_streams_last_event_and_the_bodys_end_arrive_together(
         openai_worker, upstream, make_key, router) -> None:
     _, secret = make_key()
-    body = httpx.Request("POST", "/", json={
-        "model": "test-model", "messages": MESSAGES, "max_tokens": 20, "stream": True,
-        "stream_options": {"include_usage": True}}).content
+    body = {"model": "test-model", "messages": MESSAGES, "max_tokens": 20, "stream": True,
+            "stream_options": {"include_usage": True}}
 
     for _ in range(5):
-        reads = _raw_stream(router, secret, body)
+        reads = http_reads(router.base_url, "/v1/chat/completions",
+                           {"Authorization": f"Bearer {secret}"}, body)
         # The read that brought [DONE] brought the end of the body with it (it left the
         # router in one write; on loopback one write arrives in one read).
         assert reads[-1].endswith(b"data: [DONE]\n\n\r\n0\r\n\r\n")

@@ -10,8 +10,8 @@ from __future__ import annotations
 
 import asyncio
 import itertools
-from collections.abc import Iterator
-from typing import Any
+from collections.abc import Callable, Iterator
+from typing import Any, TypeVar
 
 import psycopg
 from django.conf import settings
@@ -22,6 +22,8 @@ from psycopg_pool import AsyncConnectionPool, PoolTimeout
 from billing.errors import DatabaseUnavailable
 from billing.services.hot_path import wire
 from billing.services.hot_path.statements import PARAMETER_TYPES
+
+T = TypeVar("T")
 
 # How long the pool tries to replace a connection it lost before it gives up on it.
 # psycopg_pool's default is 5 minutes, with pauses that double from 1 s: after an outage of
@@ -143,16 +145,22 @@ def _statement(sql: str) -> wire.Statement:
     return found
 
 
-async def _fetch(connections: AsyncConnectionPool, sql: str, params: dict[str, object],
-                 rows: bool) -> Any:
+async def _run(connections: AsyncConnectionPool, sql: str, params: dict[str, object],
+               read: Callable[[Any, Any], T]) -> T:
+    """``read(connection, result)`` of ``sql`` run on a connection of the pool."""
     statement = _statement(sql)
     # getconn/putconn, not connection(): its context commits (nothing, in autocommit)
     # through the connection's lock and keeps usage statistics, a tenth of a statement.
     conn = await connections.getconn()
     try:
-        found = wire.rows(conn, await wire.run(conn, statement, params))
+        return read(conn, await wire.run(conn, statement, params))
     finally:
         await connections.putconn(conn)
+
+
+async def _fetch(connections: AsyncConnectionPool, sql: str, params: dict[str, object],
+                 rows: bool) -> Any:
+    found = await _run(connections, sql, params, wire.rows)
     if rows:
         return found
     return found[0] if found else None
@@ -161,14 +169,9 @@ async def _fetch(connections: AsyncConnectionPool, sql: str, params: dict[str, o
 async def execute(sql: str, params: dict[str, object]) -> int:
     """Run one statement; the number of rows it changed. Raises DatabaseUnavailable as
     ``fetch`` does (without its second try: nothing on the request path waits for this)."""
-    statement = _statement(sql)
     connections = await pool()
     try:
-        conn = await connections.getconn()
-        try:
-            return wire.changed(await wire.run(conn, statement, params))
-        finally:
-            await connections.putconn(conn)
+        return await _run(connections, sql, params, lambda _, result: wire.changed(result))
     except psycopg.OperationalError as error:
         raise DatabaseUnavailable(str(error)) from error
 
