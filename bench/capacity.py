@@ -9,8 +9,9 @@ up) and the router (one worker process, full billing on PostgreSQL), then opens
 ``--streams`` streams over ``--ramp`` seconds, so that all of them are in flight together:
 first straight to the upstream (the baseline), then through the router. It prints errors,
 how many were in flight at the peak, time to first token and to the end both ways, and the
-router's peak resident memory; then checks that every stream the router answered was
-billed exactly. The settings are chosen so that the run is about capacity: the worker takes
+router's peak resident memory, and the router's CPU per stream: in all, and until every
+stream had its first token (the starts, when the answers take longer than the burst); then
+checks that every stream the router answered was billed exactly. The settings are chosen so that the run is about capacity: the worker takes
 every stream, a request would wait long for a slot rather than be refused, and the
 database pool is sized for bursts (all printed). ``--profile OUT.pstats`` profiles the
 router through its phase (``profiled_router.py``), to see where a stream's CPU goes.
@@ -123,6 +124,12 @@ class Phase:
     peak_in_flight: int = 0
     wall: float = 0.0
     router_cpu: float = 0.0  # CPU seconds of the router process(es) during the phase
+    first_tokens: int = 0  # streams that got their first token
+    # CPU seconds of the router process(es) from the phase's start until every stream had
+    # its first token: the streams' starts (their rest comes ``--answer-seconds`` later),
+    # which issue 19's target 6 bounds per stream; None if some stream never got one.
+    router_cpu_starts: float | None = None
+    ended_before: int = 0  # streams that ended before then (their ends are in that CPU)
     rss_samples: list[int] = field(default_factory=list)
 
 
@@ -146,12 +153,17 @@ async def phase(options: Options, target: Target, router_pids: list[int]) -> Pha
     start, cpu = time.perf_counter(), tree_cpu_seconds(router_pids)
 
     def first_token() -> None:
+        result.first_tokens += 1
+        if result.first_tokens == options.streams:
+            result.router_cpu_starts = tree_cpu_seconds(router_pids) - cpu
         result.in_flight += 1
         result.peak_in_flight = max(result.peak_in_flight, result.in_flight)
 
     async def one(i: int) -> None:
         await asyncio.sleep(options.ramp * i / options.streams)
         error, seconds, ttft = await timed_stream(session, target, first_token)
+        if result.router_cpu_starts is None:
+            result.ended_before += 1
         if ttft is not None:
             result.in_flight -= 1
         result.run.record(error, seconds, ttft)
@@ -188,6 +200,9 @@ def summary(result: Phase) -> dict[str, Any]:
     return result.run.summary() | {
         "peak_in_flight": result.peak_in_flight, "wall_s": round(result.wall, 2),
         "router_cpu_s": round(result.router_cpu, 2),
+        "router_cpu_starts_s": (None if result.router_cpu_starts is None
+                                else round(result.router_cpu_starts, 3)),
+        "ended_before_starts_done": result.ended_before,
         "rss_peak_sampled_mib": max(result.rss_samples, default=0) / MIB}
 
 
@@ -213,6 +228,12 @@ def print_report(report: dict[str, Any]) -> None:
     print(f"\nrouter CPU {r['router_cpu_s']:.1f} s over the {r['wall_s']:.0f} s of its phase "
           f"({1000 * r['router_cpu_s'] / max(1, r['ok'] + sum(r['errors'].values())):.2f} ms "
           f"per stream)")
+    starts = r["router_cpu_starts_s"]
+    if starts is not None:
+        print(f"  of which until every stream had its first token (the starts): {starts:.2f} s "
+              f"({1000 * starts / max(1, r['ok']):.2f} ms per stream start"
+              + (f"; {r['ended_before_starts_done']} streams had ended by then, their ends "
+                 "included" if r["ended_before_starts_done"] else "") + ")")
     print(f"router peak RSS {memory['peak_mib']:.0f} MiB (VmHWM; idle before the load "
           f"{memory['idle_mib']:.0f} MiB: {memory['per_stream_kib']:.0f} KiB per stream in "
           f"flight)")
