@@ -8,7 +8,10 @@ limits, the worker a max-in-flight; uvicorn with ``make serve``'s flags, one wor
 pinned to CPU 0), each under ``gc_watch.py``, which logs every pass of the collector. Each
 round loads each build in turn (A B, then B A) with a closed loop at ``--concurrency`` for
 ``--seconds`` without a break: a pause every few seconds would fall between the one-second
-blocks of ``ab_routers.py`` or in a block of its own, and the medians never show it. For
+blocks of ``ab_routers.py`` or in a block of its own, and the medians never show it. Each
+window is measured in the steady state: the same load runs ``--settle-seconds`` before it,
+unmeasured (the clients' connections to the build idle through the other's window were
+dropped, and reopening 64 at once made the window's first half second its tail). For
 each build: requests/s, latency p50, p99 and the longest, and the collector's passes that
 took over ``--pause-ms`` within the loaded windows (how many, the longest, and the objects
 they freed per request: what the requests left in reference cycles). Every request is
@@ -48,7 +51,8 @@ watch_passes(lambda at, generation, ms, freed: _client_passes.append((at, ms)))
 
 async def load(builds: Builds, ports: dict[str, int], options: argparse.Namespace
                ) -> tuple[dict[str, list[Window]], int]:
-    """Each build's loaded windows, and the requests answered in the warm-up."""
+    """Each build's loaded windows, and the requests answered outside them (the warm-up
+    and the unmeasured seconds before each window)."""
     targets = {name: make_target(name, f"http://127.0.0.1:{port}/v1/chat/completions",
                                  ROUTER_MODEL, builds.keys) for name, port in ports.items()}
     windows: dict[str, list[Window]] = {name: [] for name in targets}
@@ -61,6 +65,13 @@ async def load(builds: Builds, ports: dict[str, int], options: argparse.Namespac
         for round_number in range(options.rounds):
             order = list(targets) if round_number % 2 == 0 else list(reversed(targets))
             for name in order:
+                # Unmeasured: the clients' connections to this build, idle through the other
+                # build's window, were dropped (aiohttp after 4 s, uvicorn after 5 s), and 64
+                # new ones at once made the first half second of the window its tail.
+                settle = Run()
+                await closed_loop(session, targets[name], options.concurrency,
+                                  options.settle_seconds, settle)
+                warmed += settle.ok  # billed like any other
                 run = Run()
                 started = time.monotonic()
                 await closed_loop(session, targets[name], options.concurrency,
@@ -102,6 +113,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--seconds", type=float, default=10.0,
                         help="seconds of unbroken load per build and round")
     parser.add_argument("--concurrency", type=int, default=64)
+    parser.add_argument("--settle-seconds", type=float, default=1.0,
+                        help="the same load, unmeasured, before each window (0: none)")
     parser.add_argument("--wallets", type=int, default=1,
                         help="users with a wallet and a key each, the requests going round them")
     parser.add_argument("--pause-ms", type=float, default=5.0,
