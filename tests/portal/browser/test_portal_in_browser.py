@@ -7,6 +7,7 @@ from __future__ import annotations
 import csv
 import io
 import time
+from datetime import UTC, datetime, timedelta
 
 import openai
 import pytest
@@ -22,6 +23,10 @@ from tests.portal.conftest import PASSWORD
 pytestmark = [needs_chromium, pytest.mark.django_db(transaction=True)]
 
 EMAIL = "browser.user@example.com"
+# Longer than this test takes (about 20 s here) with room for a slow machine: it must not
+# straddle a UTC midnight, or its requests would fall on two days of the dashboard's and
+# the usage charts' "today".
+TEST_SPAN = timedelta(minutes=3)
 
 
 @pytest.fixture
@@ -60,8 +65,25 @@ def _refusal_within(client: openai.OpenAI, *, seconds: float) -> openai.Authenti
     pytest.fail(f"the revoked key was still accepted after {seconds} s")
 
 
+def _clear_of_midnight(span: timedelta, now: datetime | None = None) -> float:
+    """Seconds to wait so that ``span`` from then on lies within one UTC day: 0 unless the
+    next midnight comes sooner than that, then until just past it."""
+    now = now or datetime.now(UTC)
+    midnight = (now + timedelta(days=1)).replace(hour=0, minute=0, second=0, microsecond=0)
+    return 0.0 if midnight - now > span else (midnight - now).total_seconds() + 1.0
+
+
+def test_the_wait_for_midnight_is_only_near_it() -> None:
+    noon = datetime(2026, 12, 7, 12, tzinfo=UTC)
+    assert _clear_of_midnight(TEST_SPAN, noon) == 0.0
+    before = datetime(2026, 12, 7, 23, 58, 30, tzinfo=UTC)
+    assert _clear_of_midnight(TEST_SPAN, before) == 91.0
+    assert _clear_of_midnight(TEST_SPAN, datetime(2026, 12, 8, tzinfo=UTC)) == 0.0
+
+
 def test_sign_up_top_up_create_a_key_call_the_api_see_usage_and_revoke(
         mock_model: None, voucher_code: str, page: Page, site: LiveRouter) -> None:
+    time.sleep(_clear_of_midnight(TEST_SPAN))
     # Sign up: straight to an empty dashboard.
     page.goto("/signup/")
     page.get_by_label("Email").fill(EMAIL)
