@@ -8,13 +8,15 @@ One run recreates a bench database, starts the local upstream with every answer 
 up) and the router (one worker process, full billing on PostgreSQL), then opens
 ``--streams`` streams over ``--ramp`` seconds, so that all of them are in flight together:
 first straight to the upstream (the baseline), then through the router. It prints errors,
-how many were in flight at the peak, time to first token and to the end both ways, and the
-router's peak resident memory, and the router's CPU per stream: in all, and until every
-stream had its first token (the starts, when the answers take longer than the burst); then
-checks that every stream the router answered was billed exactly. The settings are chosen so that the run is about capacity: the worker takes
-every stream, a request would wait long for a slot rather than be refused, and the
-database pool is sized for bursts (all printed). ``--profile OUT.pstats`` profiles the
-router through its phase (``profiled_router.py``), to see where a stream's CPU goes.
+how many were in flight at the peak, time to first token and to the end both ways, the
+router's peak resident memory and its CPU per stream: in all, and until every stream had
+its first token (the starts, when the answers take longer than the burst); then checks
+that every stream the router answered was billed exactly. The settings are chosen so that
+the run is about capacity: the worker takes every stream, a request would wait long for a
+slot rather than be refused, and the database pool is sized for bursts (all printed).
+``--profile OUT.pstats`` profiles the router through its phase (``profiled_router.py``),
+to see where a stream's CPU goes; with ``--profile-starts``, only until every stream had
+its first token.
 """
 
 from __future__ import annotations
@@ -27,6 +29,7 @@ import os
 import signal
 import sys
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -80,6 +83,7 @@ class Options:
     api: str
     out: Path
     profile: Path | None = None
+    profile_starts: bool = False
 
 
 def parse_options(argv: list[str] | None = None) -> Options:
@@ -109,9 +113,14 @@ def parse_options(argv: list[str] | None = None) -> Options:
                         help="run the router under profiled_router.py and write cProfile's "
                              "statistics of its phase (the streams through it) to PSTATS; "
                              "its CPU figures then include the profiler's cost")
+    parser.add_argument("--profile-starts", action="store_true",
+                        help="with --profile: stop profiling once every stream has its "
+                             "first token (the streams' starts only)")
     args = parser.parse_args(argv)
     if args.streams < 1 or args.users < 1 or args.answer_seconds <= 0 or args.ramp < 0:
         parser.error("streams, users and answer seconds must be positive")
+    if args.profile_starts and args.profile is None:
+        parser.error("--profile-starts needs --profile")
     return Options(**vars(args))
 
 
@@ -146,7 +155,10 @@ async def warm_up(options: Options, target: Target) -> Run:
     return run
 
 
-async def phase(options: Options, target: Target, router_pids: list[int]) -> Phase:
+async def phase(options: Options, target: Target, router_pids: list[int],
+                on_starts: Callable[[], None] | None = None) -> Phase:
+    """Open the streams and wait for their ends; ``on_starts`` is called once every stream
+    has its first token."""
     result = Phase()
     timeout = aiohttp.ClientTimeout(total=options.answer_seconds + 120)
     connector = aiohttp.TCPConnector(limit=0, limit_per_host=0)
@@ -156,6 +168,8 @@ async def phase(options: Options, target: Target, router_pids: list[int]) -> Pha
         result.first_tokens += 1
         if result.first_tokens == options.streams:
             result.router_cpu_starts = tree_cpu_seconds(router_pids) - cpu
+            if on_starts is not None:
+                on_starts()
         result.in_flight += 1
         result.peak_in_flight = max(result.peak_in_flight, result.in_flight)
 
@@ -242,11 +256,13 @@ def print_report(report: dict[str, Any]) -> None:
     print(f"errors: {sum(errors.values())}" + (f" {errors}" if errors else ""))
 
 
-def _profile_written(router: Service, path: Path, timeout: float = 30) -> None:
-    """Stop the router's profiler and wait for its statistics (profiled_router.py writes
-    them whole, under their final name, when asked with SIGUSR2)."""
-    before = path.stat().st_mtime if path.exists() else None
-    router.proc.send_signal(signal.SIGUSR2)
+def _profile_written(router: Service, path: Path, before: float | None, *, stop: bool,
+                     timeout: float = 30) -> None:
+    """Stop the router's profiler (unless already asked: ``stop`` False) and wait for its
+    statistics (profiled_router.py writes them whole, under their final name, when asked
+    with SIGUSR2), newer than ``before`` (the file's time before the phase, or None)."""
+    if stop:
+        router.proc.send_signal(signal.SIGUSR2)
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         if path.exists() and path.stat().st_mtime != before:
@@ -305,6 +321,7 @@ def main(argv: list[str] | None = None) -> int:
         routed = router_target(options.api, "router", router_port, keys)
         results = {}
         warmed = 0
+        profile_before: float | None = None
         if options.warm:
             print(f"warm-up: one stream per key ({options.users}) ...", flush=True)
             warm = run_async(warm_up(options, routed), options.answer_seconds + 300)
@@ -315,12 +332,19 @@ def main(argv: list[str] | None = None) -> int:
         for target in (direct, routed):
             print(f"{target.name}: {options.streams} streams over {options.ramp:g} s, each "
                   f"{options.answer_seconds:g} s ...", flush=True)
+            on_starts = None
             if options.profile and target is routed:
+                profile_before = (options.profile.stat().st_mtime
+                                  if options.profile.exists() else None)
                 router.proc.send_signal(signal.SIGUSR1)
-            results[target.name] = run_async(phase(options, target, router_pids),
+                if options.profile_starts:
+                    def on_starts() -> None:
+                        router.proc.send_signal(signal.SIGUSR2)
+            results[target.name] = run_async(phase(options, target, router_pids, on_starts),
                                              options.answer_seconds + options.ramp + 300)
         if options.profile:
-            _profile_written(router, options.profile)
+            _profile_written(router, options.profile, profile_before,
+                             stop=not options.profile_starts)
         peak = sum(peak_rss_bytes(pid) for pid in router_pids)
         billing = check_billing(options.database_url, results["router"].run.ok + warmed)
         warnings = router.warnings()
