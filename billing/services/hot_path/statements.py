@@ -19,11 +19,20 @@ order of their running balance in time too, so a monthly statement's opening and
 balances chain even for a charge that began before midnight and committed after a top-up.
 
 Lock order, everywhere: hold rows, then wallet rows (by id when there are several), then
-key budget rows, then member budget rows. The ``*_MANY`` statements lock their wallets
-with an ordered ``FOR NO KEY UPDATE`` first, so two of them sharing wallets (two
-processes, two instances) queue instead of deadlocking; a budget row belongs to one
-wallet's key (a member budget, to one organization's wallet), so its lock is only ever
-taken under that wallet's.
+budget rows. The ``*_MANY`` statements lock their wallets with an ordered ``FOR NO KEY
+UPDATE`` first, so two of them sharing wallets (two processes, two instances) queue
+instead of deadlocking; a budget row belongs to one wallet's key (a member budget, to one
+organization's wallet), so its lock is only ever taken under that wallet's. PostgreSQL
+runs a statement's data-modifying ``WITH`` parts in an order of its own (the ones the
+final ``SELECT`` does not read, last part first), keeping only the order their reads of
+each other impose: so every budget update reads the ``wallet`` part, which makes it wait
+for the wallets' locks.
+
+A settle writes its usage records before it locks any wallet (the wallet's lock reads
+them): they are its largest part (a row and eight index entries each), and every
+reservation of a wallet waits while a settle holds it. At concurrency 64 on 64 wallets a
+settle of about forty requests took 12 ms at the median, and the reservations behind it
+queued for its wallets.
 
 Holds and usage records are partitioned by month of ``created_at`` on PostgreSQL (billing
 migration 0021). A hold's ``created_at`` is therefore chosen by the router, not ``now()``:
@@ -142,13 +151,33 @@ WITH hold AS (
            resolved_at = now()
      WHERE id = %(hold_id)s AND status = 'pending'
  RETURNING id, wallet_id, amount_micros, charged_micros, api_key_id, price_id, model
+), usage AS (
+    INSERT INTO billing_usagerecord (request_id, user_id, organization_id, api_key_id, model,
+                                     worker,
+                                     prompt_tokens, completion_tokens, cached_tokens,
+                                     cache_write_tokens, endpoint,
+                                     cost_micros, upstream_cost_micros, price_id, source,
+                                     estimate_reason, over_cap, over_hold, status, latency_ms,
+                                     ttft_ms, created_at)
+    SELECT hold.id, coalesce(k.user_id, owner.user_id), owner.organization_id,
+           hold.api_key_id, hold.model, %(worker)s,
+           %(prompt_tokens)s, %(completion_tokens)s, %(cached_tokens)s,
+           %(cache_write_tokens)s, %(endpoint)s,
+           hold.charged_micros, %(upstream_cost)s::bigint, hold.price_id, %(source)s,
+           %(estimate_reason)s, %(over_cap)s,
+           %(cost)s > hold.amount_micros, %(usage_status)s, %(latency_ms)s, %(ttft_ms)s, now()
+      FROM hold JOIN billing_wallet AS owner ON owner.id = hold.wallet_id  -- not locked
+      LEFT JOIN accounts_apikey AS k ON k.id = hold.api_key_id
+ RETURNING 1
 ), wallet AS (
+    -- The usage record is written before the wallet is locked (see the module's
+    -- docstring): this reads it, so it is in first.
     UPDATE billing_wallet AS w
        SET pending_micros = w.pending_micros - hold.amount_micros,
            posted_micros = w.posted_micros - hold.charged_micros,
            updated_at = now()
       FROM hold
-     WHERE w.id = hold.wallet_id
+     WHERE w.id = hold.wallet_id AND (SELECT count(*) FROM usage) >= 0
  RETURNING w.id, w.user_id, w.organization_id, w.posted_micros
 ), entry AS (
     INSERT INTO billing_ledgerentry (wallet_id, kind, amount_micros, balance_after_micros,
@@ -165,7 +194,7 @@ WITH hold AS (
            month_spent_micros = CASE WHEN b.month = %(month)s THEN b.month_spent_micros
                                      ELSE 0 END + hold.charged_micros,
            month = %(month)s
-      FROM hold
+      FROM hold JOIN wallet ON wallet.id = hold.wallet_id  -- the lock order
      WHERE b.api_key_id = hold.api_key_id
 ), member AS (
     UPDATE billing_memberbudget AS m
@@ -174,24 +203,9 @@ WITH hold AS (
            month_spent_micros = CASE WHEN m.month = %(month)s THEN m.month_spent_micros
                                      ELSE 0 END + hold.charged_micros,
            month = %(month)s
-      FROM hold JOIN accounts_apikey AS k ON k.id = hold.api_key_id
+      FROM hold JOIN wallet ON wallet.id = hold.wallet_id  -- the lock order
+      JOIN accounts_apikey AS k ON k.id = hold.api_key_id
      WHERE NOT k.service AND m.organization_id = k.organization_id AND m.user_id = k.user_id
-), usage AS (
-    INSERT INTO billing_usagerecord (request_id, user_id, organization_id, api_key_id, model,
-                                     worker,
-                                     prompt_tokens, completion_tokens, cached_tokens,
-                                     cache_write_tokens, endpoint,
-                                     cost_micros, upstream_cost_micros, price_id, source,
-                                     estimate_reason, over_cap, over_hold, status, latency_ms,
-                                     ttft_ms, created_at)
-    SELECT hold.id, coalesce(k.user_id, wallet.user_id), wallet.organization_id,
-           hold.api_key_id, hold.model, %(worker)s,
-           %(prompt_tokens)s, %(completion_tokens)s, %(cached_tokens)s,
-           %(cache_write_tokens)s, %(endpoint)s,
-           hold.charged_micros, %(upstream_cost)s::bigint, hold.price_id, %(source)s,
-           %(estimate_reason)s, %(over_cap)s,
-           %(cost)s > hold.amount_micros, %(usage_status)s, %(latency_ms)s, %(ttft_ms)s, now()
-      FROM hold CROSS JOIN wallet LEFT JOIN accounts_apikey AS k ON k.id = hold.api_key_id
 )
 SELECT charged_micros FROM hold
 """
@@ -215,12 +229,36 @@ WITH item AS (
      WHERE h.id = item.hold_id AND h.status = 'pending'
  RETURNING h.id, h.wallet_id, h.amount_micros, h.charged_micros, h.api_key_id, h.price_id,
            h.model, item.ord
+), usage AS (
+    INSERT INTO billing_usagerecord (request_id, user_id, organization_id, api_key_id, model,
+                                     worker,
+                                     prompt_tokens, completion_tokens, cached_tokens,
+                                     cache_write_tokens, endpoint,
+                                     cost_micros, upstream_cost_micros, price_id, source,
+                                     estimate_reason, over_cap, over_hold, status, latency_ms,
+                                     ttft_ms, created_at)
+    SELECT hold.id, coalesce(k.user_id, owner.user_id), owner.organization_id,
+           hold.api_key_id, hold.model, item.worker,
+           item.prompt_tokens, item.completion_tokens, item.cached_tokens,
+           item.cache_write_tokens, item.endpoint,
+           hold.charged_micros, item.upstream_cost_micros, hold.price_id, item.source,
+           item.estimate_reason,
+           item.over_cap, item.cost > hold.amount_micros, item.usage_status,
+           item.latency_ms, item.ttft_ms, now()
+      FROM hold JOIN item ON item.ord = hold.ord
+      JOIN billing_wallet AS owner ON owner.id = hold.wallet_id  -- not locked: who owns it
+      LEFT JOIN accounts_apikey AS k ON k.id = hold.api_key_id
+     ORDER BY hold.ord
+ RETURNING 1
 ), moved AS (
     SELECT wallet_id, sum(amount_micros) AS held, sum(charged_micros) AS charged
       FROM hold GROUP BY wallet_id
 ), locked AS (
+    -- The usage records are written before any wallet is locked (see the module's
+    -- docstring): this reads them, so they are all in first.
     SELECT w.id FROM billing_wallet AS w
      WHERE w.id IN (SELECT wallet_id FROM moved)
+       AND (SELECT count(*) FROM usage) >= 0
      ORDER BY w.id FOR NO KEY UPDATE
 ), wallet AS (
     UPDATE billing_wallet AS w
@@ -249,8 +287,10 @@ WITH item AS (
            month_spent_micros = CASE WHEN b.month = %(month)s THEN b.month_spent_micros
                                      ELSE 0 END + k.charged,
            month = %(month)s
-      FROM (SELECT api_key_id, sum(amount_micros) AS held, sum(charged_micros) AS charged
-              FROM hold GROUP BY api_key_id) AS k
+      FROM (SELECT hold.api_key_id, sum(hold.amount_micros) AS held,
+                   sum(hold.charged_micros) AS charged
+              FROM hold JOIN wallet ON wallet.id = hold.wallet_id  -- the lock order
+             GROUP BY hold.api_key_id) AS k
      WHERE b.api_key_id = k.api_key_id
 ), member AS (
     UPDATE billing_memberbudget AS m
@@ -261,29 +301,11 @@ WITH item AS (
            month = %(month)s
       FROM (SELECT k.organization_id, k.user_id, sum(hold.amount_micros) AS held,
                    sum(hold.charged_micros) AS charged
-              FROM hold JOIN accounts_apikey AS k ON k.id = hold.api_key_id
+              FROM hold JOIN wallet ON wallet.id = hold.wallet_id  -- the lock order
+              JOIN accounts_apikey AS k ON k.id = hold.api_key_id
              WHERE NOT k.service AND k.organization_id IS NOT NULL
              GROUP BY k.organization_id, k.user_id) AS t
      WHERE m.organization_id = t.organization_id AND m.user_id = t.user_id
-), usage AS (
-    INSERT INTO billing_usagerecord (request_id, user_id, organization_id, api_key_id, model,
-                                     worker,
-                                     prompt_tokens, completion_tokens, cached_tokens,
-                                     cache_write_tokens, endpoint,
-                                     cost_micros, upstream_cost_micros, price_id, source,
-                                     estimate_reason, over_cap, over_hold, status, latency_ms,
-                                     ttft_ms, created_at)
-    SELECT hold.id, coalesce(k.user_id, wallet.user_id), wallet.organization_id,
-           hold.api_key_id, hold.model, item.worker,
-           item.prompt_tokens, item.completion_tokens, item.cached_tokens,
-           item.cache_write_tokens, item.endpoint,
-           hold.charged_micros, item.upstream_cost_micros, hold.price_id, item.source,
-           item.estimate_reason,
-           item.over_cap, item.cost > hold.amount_micros, item.usage_status,
-           item.latency_ms, item.ttft_ms, now()
-      FROM hold JOIN item ON item.ord = hold.ord JOIN wallet ON wallet.id = hold.wallet_id
-      LEFT JOIN accounts_apikey AS k ON k.id = hold.api_key_id
-     ORDER BY hold.ord
 )
 SELECT ord, charged_micros FROM hold
 """
@@ -301,13 +323,14 @@ WITH hold AS (
        SET pending_micros = w.pending_micros - hold.amount_micros, updated_at = now()
       FROM hold
      WHERE w.id = hold.wallet_id
+ RETURNING w.id
 ), budget AS (
     UPDATE billing_keybudget AS b
        SET pending_micros = b.pending_micros - hold.amount_micros,
            month_spent_micros = CASE WHEN b.month = %(month)s THEN b.month_spent_micros
                                      ELSE 0 END,
            month = %(month)s
-      FROM hold
+      FROM hold JOIN wallet ON wallet.id = hold.wallet_id  -- the lock order
      WHERE b.api_key_id = hold.api_key_id
 ), member AS (
     UPDATE billing_memberbudget AS m
@@ -315,7 +338,8 @@ WITH hold AS (
            month_spent_micros = CASE WHEN m.month = %(month)s THEN m.month_spent_micros
                                      ELSE 0 END,
            month = %(month)s
-      FROM hold JOIN accounts_apikey AS k ON k.id = hold.api_key_id
+      FROM hold JOIN wallet ON wallet.id = hold.wallet_id  -- the lock order
+      JOIN accounts_apikey AS k ON k.id = hold.api_key_id
      WHERE NOT k.service AND m.organization_id = k.organization_id AND m.user_id = k.user_id
 )
 SELECT count(*) FROM hold
