@@ -33,7 +33,8 @@ an anthropic worker on the same upstream, the upstream direct measured on its
   the machine does drifts within a block of a hundred requests, and only the order of one
   turn separates the three here (the order alternates). On this machine, blocks gave
   0.92 and 0.94 for a change that took a round trip out of each request. For streams, both
-  the first token and the end of the body (what a client reading to the end waits for).
+  the first token and the end of the body (what a client reading to the end waits for);
+  and the requests' p90 and p99 added, over every round's requests pooled.
 
 Both routers are started afresh every ``--restart-every`` rounds (4): two processes of the
 same build, kept for a whole run, differed by 8 % in CPU per request and 15 % in added
@@ -77,6 +78,9 @@ from harness import (
 from load import Run, Target, closed_loop, pct, sequential, session_for
 from measure import Meter
 
+# Latencies pooled over every block: phase ("c64", "c1 interleaved") -> build -> seconds.
+Pooled = dict[str, dict[str, list[float]]]
+
 RUN_TIMEOUT_S = 1800
 
 
@@ -98,7 +102,9 @@ async def measure(options: argparse.Namespace, targets: dict[str, Target],
         for phase in ("c64", "c1", "stream", "c1 interleaved", "stream interleaved")}
     # Every latency at concurrency 64, all blocks pooled: a stall of the router every few
     # seconds lands in some blocks only, so it shows in the pooled tail, not in the medians.
-    pooled: dict[str, list[float]] = {name: [] for name in targets}
+    # The interleaved requests one by one too: a block of 200 has no p99 of its own.
+    pooled: Pooled = {phase: {name: [] for name in targets}
+                      for phase in ("c64", "c1 interleaved")}
     answered: Counter[str] = Counter()  # per build: each may bill in its own database
     async with session_for(options.concurrency) as session:
         for target in targets.values():  # warm-up: keys, prices, connections, code paths
@@ -130,19 +136,19 @@ async def measure(options: argparse.Namespace, targets: dict[str, Target],
                         answered[name] += run.ok
                     blocks[phase][name].append(block_figures(run))
                     if phase == "c64":
-                        pooled[name] += run.latencies
+                        pooled["c64"][name] += run.latencies
             if options.interleaved:
                 answered += await interleaved(session, targets, order, options.interleaved,
-                                              blocks)
+                                              blocks, pooled["c1 interleaved"])
             print(f"round {round_number + 1}/{options.rounds} done", flush=True)
     return {"blocks": blocks, "pooled": pooled, "answered": answered}
 
 
 async def interleaved(session: Any, targets: dict[str, Target], order: list[str], count: int,
-                      blocks: dict[str, dict[str, list[dict[str, float | None]]]]
-                      ) -> Counter[str]:
+                      blocks: dict[str, dict[str, list[dict[str, float | None]]]],
+                      pooled: dict[str, list[float]]) -> Counter[str]:
     """``count`` turns of one request to each target in a row, then as many of streams;
-    the requests each router answered."""
+    the requests each router answered. The requests' latencies are added to ``pooled``."""
     answered: Counter[str] = Counter()
     for phase, stream in (("c1 interleaved", False), ("stream interleaved", True)):
         runs = {name: Run() for name in targets}
@@ -153,6 +159,8 @@ async def interleaved(session: Any, targets: dict[str, Target], order: list[str]
             if run.errors:
                 raise SystemExit(f"{name} {phase}: errors {dict(run.errors)}")
             blocks[phase][name].append(block_figures(run))
+            if not stream:
+                pooled[name] += run.latencies
             if name != "direct":
                 answered[name] += run.ok
     return answered
@@ -164,7 +172,7 @@ def median(values: list[float | None]) -> float | None:
 
 
 def report(blocks: dict[str, dict[str, list[dict[str, float | None]]]],
-           pooled: dict[str, list[float]]) -> list[str]:
+           pooled: Pooled) -> list[str]:
     rows = []
 
     def line(label: str, phase: str, key: str, *, added: bool = False) -> None:
@@ -183,7 +191,7 @@ def report(blocks: dict[str, dict[str, list[dict[str, float | None]]]],
 
     line("c=64 requests/s", "c64", "rps")
     line("c=64 router CPU per request (us)", "c64", "cpu_us")
-    tails = {name: (pct(pooled.get(name, []), 50), pct(pooled.get(name, []), 99))
+    tails = {name: (pct(pooled["c64"].get(name, []), 50), pct(pooled["c64"].get(name, []), 99))
              for name in ("baseline", "this build")}
     if all(p50 and p99 for p50, p99 in tails.values()):
         (a50, a99), (b50, b99) = tails["baseline"], tails["this build"]
@@ -203,6 +211,14 @@ def report(blocks: dict[str, dict[str, list[dict[str, float | None]]]],
         # To the body's end, as a client reading it to the end waits for (its last event
         # and the end of the chunked body).
         line("interleaved: stream end added p50", "stream interleaved", "p50_ms", added=True)
+        one_by_one = pooled["c1 interleaved"]
+        for q in (90, 99):
+            values = {name: pct(one_by_one.get(name, []), q)
+                      for name in ("direct", "baseline", "this build")}
+            if all(values.values()):
+                a, b = (values[name] - values["direct"] for name in ("baseline", "this build"))
+                rows.append(f"{f'interleaved: c=1 added p{q}, pooled':<34} {a:>10.2f} {b:>10.2f}"
+                            f"   {b / a:>6.3f}   direct p{q} {values['direct']:.2f} ms")
     header = f"{'median of the blocks':<34} {'baseline':>10} {'this build':>10}   {'ratio':>6}   " \
              "middle half of the per-round ratios"
     return [header, *rows]
@@ -231,7 +247,7 @@ def main(argv: list[str] | None = None) -> int:
 
     builds = prepare_builds(parser, options)
     blocks: dict[str, dict[str, list[dict[str, float | None]]]] = {}
-    pooled: dict[str, list[float]] = {}
+    pooled: Pooled = {}
     answered: Counter[str] = Counter()
     with upstream_running(builds):
         step = options.restart_every or options.rounds
@@ -246,8 +262,9 @@ def main(argv: list[str] | None = None) -> int:
             for phase, per_target in result["blocks"].items():
                 for name, figures in per_target.items():
                     blocks.setdefault(phase, {}).setdefault(name, []).extend(figures)
-            for name, latencies in result["pooled"].items():
-                pooled.setdefault(name, []).extend(latencies)
+            for phase, per_target in result["pooled"].items():
+                for name, latencies in per_target.items():
+                    pooled.setdefault(phase, {}).setdefault(name, []).extend(latencies)
             answered += result["answered"]
     lines = report(blocks, pooled)
     print("\n".join(lines))
