@@ -26,6 +26,7 @@ an anthropic worker on the same upstream, the upstream direct measured on its
   seconds lands in some blocks only);
 - concurrency 1: ``--sequential`` requests per block: latency p50, and what the router adds
   to the upstream's own (measured in blocks of its own, between), and its CPU per request;
+  the p90 and p99 added, over all blocks pooled;
 - streams: ``--sequential`` streamed requests per block: time to first token p50, and the
   router's CPU per stream, start to end;
 - interleaved (``--interleaved``, 0 to skip): as many requests and as many streams one by
@@ -78,7 +79,8 @@ from harness import (
 from load import Run, Target, closed_loop, pct, sequential, session_for
 from measure import Meter
 
-# Latencies pooled over every block: phase ("c64", "c1 interleaved") -> build -> seconds.
+# Latencies pooled over every block: phase ("c64", "c1", "c1 interleaved") -> build ->
+# seconds.
 Pooled = dict[str, dict[str, list[float]]]
 
 RUN_TIMEOUT_S = 1800
@@ -104,7 +106,7 @@ async def measure(options: argparse.Namespace, targets: dict[str, Target],
     # seconds lands in some blocks only, so it shows in the pooled tail, not in the medians.
     # The interleaved requests one by one too: a block of 200 has no p99 of its own.
     pooled: Pooled = {phase: {name: [] for name in targets}
-                      for phase in ("c64", "c1 interleaved")}
+                      for phase in ("c64", "c1", "c1 interleaved")}
     answered: Counter[str] = Counter()  # per build: each may bill in its own database
     async with session_for(options.concurrency) as session:
         for target in targets.values():  # warm-up: keys, prices, connections, code paths
@@ -135,8 +137,8 @@ async def measure(options: argparse.Namespace, targets: dict[str, Target],
                     if name != "direct":
                         answered[name] += run.ok
                     blocks[phase][name].append(block_figures(run))
-                    if phase == "c64":
-                        pooled["c64"][name] += run.latencies
+                    if phase != "stream":
+                        pooled[phase][name] += run.latencies
             if options.interleaved:
                 answered += await interleaved(session, targets, order, options.interleaved,
                                               blocks, pooled["c1 interleaved"])
@@ -171,6 +173,18 @@ def median(values: list[float | None]) -> float | None:
     return statistics.median(present) if present else None
 
 
+def tail_lines(rows: list[str], latencies: dict[str, list[float]], label: str) -> None:
+    """p90 and p99 of each build's requests one by one, pooled, less the upstream's own at
+    the same percentile (as ``proxy_bench.py`` gives what the router adds to p99)."""
+    for q in (90, 99):
+        values = {name: pct(latencies.get(name, []), q)
+                  for name in ("direct", "baseline", "this build")}
+        if all(values.values()):
+            a, b = (values[name] - values["direct"] for name in ("baseline", "this build"))
+            rows.append(f"{label.format(q=q):<34} {a:>10.2f} {b:>10.2f}   {b / a:>6.3f}   "
+                        f"direct p{q} {values['direct']:.2f} ms")
+
+
 def report(blocks: dict[str, dict[str, list[dict[str, float | None]]]],
            pooled: Pooled) -> list[str]:
     rows = []
@@ -201,6 +215,7 @@ def report(blocks: dict[str, dict[str, list[dict[str, float | None]]]],
     line("c=1 latency p50 (ms)", "c1", "p50_ms")
     line("c=1 added p50 (ms)", "c1", "p50_ms", added=True)
     line("c=1 router CPU per request (us)", "c1", "cpu_us")
+    tail_lines(rows, pooled["c1"], "c=1 added p{q}, blocks pooled")
     line("stream TTFT p50 (ms)", "stream", "ttft_p50_ms")
     line("stream TTFT added p50 (ms)", "stream", "ttft_p50_ms", added=True)
     line("stream router CPU per stream (us)", "stream", "cpu_us")
@@ -211,14 +226,7 @@ def report(blocks: dict[str, dict[str, list[dict[str, float | None]]]],
         # To the body's end, as a client reading it to the end waits for (its last event
         # and the end of the chunked body).
         line("interleaved: stream end added p50", "stream interleaved", "p50_ms", added=True)
-        one_by_one = pooled["c1 interleaved"]
-        for q in (90, 99):
-            values = {name: pct(one_by_one.get(name, []), q)
-                      for name in ("direct", "baseline", "this build")}
-            if all(values.values()):
-                a, b = (values[name] - values["direct"] for name in ("baseline", "this build"))
-                rows.append(f"{f'interleaved: c=1 added p{q}, pooled':<34} {a:>10.2f} {b:>10.2f}"
-                            f"   {b / a:>6.3f}   direct p{q} {values['direct']:.2f} ms")
+        tail_lines(rows, pooled["c1 interleaved"], "interleaved: c=1 added p{q}, pooled")
     header = f"{'median of the blocks':<34} {'baseline':>10} {'this build':>10}   {'ratio':>6}   " \
              "middle half of the per-round ratios"
     return [header, *rows]
