@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import asyncio
 import threading
-from collections.abc import Iterator
 from datetime import timedelta
 from typing import Any
 
@@ -39,18 +38,9 @@ from billing.services.hot_path import (
     wallet_available,
 )
 from billing.services.hot_path.connections import pool
-from tests.loop_thread import LoopThread
 from tests.wallet_ids import wallet_id_of
 
 pytestmark = pytest.mark.django_db(transaction=True)
-
-
-@pytest.fixture(scope="module")
-def loop(django_db_setup, django_db_blocker) -> Iterator[LoopThread]:
-    loop = LoopThread()
-    yield loop
-    with django_db_blocker.unblock():
-        loop.close()
 
 
 @pytest.fixture(autouse=True, params=["batched", "alone"])

@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import Iterator
 from concurrent.futures import Future
 from datetime import timedelta
 from typing import Any
@@ -35,14 +34,6 @@ from tests.loop_thread import LoopThread
 from tests.wallet_ids import wallet_id_of
 
 pytestmark = pytest.mark.django_db(transaction=True)
-
-
-@pytest.fixture(scope="module")
-def loop(django_db_setup, django_db_blocker) -> Iterator[LoopThread]:
-    loop = LoopThread()
-    yield loop
-    with django_db_blocker.unblock():
-        loop.close()
 
 
 @pytest.fixture

@@ -26,17 +26,8 @@ from organizations.services import (
     organization_key_create,
 )
 from tests.concurrency import run_concurrently
-from tests.loop_thread import LoopThread
 
 pytestmark = pytest.mark.django_db(transaction=True)
-
-
-@pytest.fixture(scope="module")
-def loop(django_db_setup, django_db_blocker) -> Iterator[LoopThread]:
-    loop = LoopThread()
-    yield loop
-    with django_db_blocker.unblock():
-        loop.close()
 
 
 @pytest.fixture(autouse=True)

@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import asyncio
 import re
-from collections.abc import Iterator
 from datetime import timedelta
 from typing import Any
 
@@ -21,7 +20,6 @@ from billing.services.hot_path import hold_reserve, hold_resolve, hold_times
 from billing.services.hot_path.statements import RESOLVE_AT_SQL, RESOLVE_SQL
 from billing.services.partitions import month_start
 from tests.concurrency import run_concurrently
-from tests.loop_thread import LoopThread
 from tests.wallet_ids import wallet_id_of
 
 pytestmark = [
@@ -29,14 +27,6 @@ pytestmark = [
                        reason="partitions exist on PostgreSQL only"),
     pytest.mark.django_db(transaction=True),
 ]
-
-
-@pytest.fixture(scope="module")
-def loop(django_db_setup, django_db_blocker) -> Iterator[LoopThread]:
-    loop = LoopThread()
-    yield loop
-    with django_db_blocker.unblock():
-        loop.close()
 
 
 @pytest.fixture(params=["batched", "alone"])

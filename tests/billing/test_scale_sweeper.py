@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import random
 from collections import defaultdict
-from collections.abc import Iterator
 from dataclasses import dataclass
 from datetime import date, timedelta
 from typing import Any
@@ -30,7 +29,6 @@ from organizations.services import (
     organization_key_create,
 )
 from tests.concurrency import run_concurrently
-from tests.loop_thread import LoopThread
 
 pytestmark = pytest.mark.skipif("connection.vendor != 'postgresql'",
                                 reason="the batched sweep is PostgreSQL's")
@@ -166,14 +164,6 @@ def test_a_batched_sweep_moves_every_balance_and_budget_as_hold_by_hold_does(
     assert set(resolved.values_list("status", "charged_micros")) == {("expired", 0)}
     assert not resolved.filter(resolved_at__isnull=True).exists()
     assert holds_sweep().expired == []
-
-
-@pytest.fixture(scope="module")
-def loop(django_db_setup, django_db_blocker) -> Iterator[LoopThread]:
-    loop = LoopThread()
-    yield loop
-    with django_db_blocker.unblock():
-        loop.close()
 
 
 @pytest.mark.django_db(transaction=True)
