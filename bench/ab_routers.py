@@ -104,7 +104,8 @@ async def measure(options: argparse.Namespace, targets: dict[str, Target],
         for phase in ("c64", "c1", "stream", "c1 interleaved", "stream interleaved")}
     # Every latency at concurrency 64, all blocks pooled: a stall of the router every few
     # seconds lands in some blocks only, so it shows in the pooled tail, not in the medians.
-    # The interleaved requests one by one too: a block of 200 has no p99 of its own.
+    # And the requests one by one, in blocks and interleaved: a block of a hundred or two
+    # has no p99 of its own.
     pooled: Pooled = {phase: {name: [] for name in targets}
                       for phase in ("c64", "c1", "c1 interleaved")}
     answered: Counter[str] = Counter()  # per build: each may bill in its own database
