@@ -36,6 +36,7 @@ from typing import Any
 
 import aiohttp
 from builds import add_api_option, direct_target, router_target
+from gc_watch import read_passes
 from harness import (
     DEFAULT_SERVER,
     SERVERS,
@@ -67,6 +68,8 @@ from measure import (
 DEFAULT_DATABASE_URL = "postgres://postgres@127.0.0.1:5432/binom_bench"
 MIB = 1024 * 1024
 
+
+GC_LOG = TMP / "capacity-gc.jsonl"  # the router's collector passes (gc_watch.py)
 
 @dataclass(frozen=True)
 class Options:
@@ -139,6 +142,10 @@ class Phase:
     # which issue 19's target 6 bounds per stream; None if some stream never got one.
     router_cpu_starts: float | None = None
     ended_before: int = 0  # streams that ended before then (their ends are in that CPU)
+    # time.monotonic() at the phase's start, when every stream had its first token, its end
+    started_at: float = 0.0
+    starts_done_at: float | None = None
+    ended_at: float = 0.0
     rss_samples: list[int] = field(default_factory=list)
 
 
@@ -163,11 +170,13 @@ async def phase(options: Options, target: Target, router_pids: list[int],
     timeout = aiohttp.ClientTimeout(total=options.answer_seconds + 120)
     connector = aiohttp.TCPConnector(limit=0, limit_per_host=0)
     start, cpu = time.perf_counter(), tree_cpu_seconds(router_pids)
+    result.started_at = time.monotonic()
 
     def first_token() -> None:
         result.first_tokens += 1
         if result.first_tokens == options.streams:
             result.router_cpu_starts = tree_cpu_seconds(router_pids) - cpu
+            result.starts_done_at = time.monotonic()
             if on_starts is not None:
                 on_starts()
         result.in_flight += 1
@@ -196,6 +205,7 @@ async def phase(options: Options, target: Target, router_pids: list[int],
         done.set()
         await sampler
     result.wall = time.perf_counter() - start
+    result.ended_at = time.monotonic()
     result.router_cpu = tree_cpu_seconds(router_pids) - cpu
     return result
 
@@ -208,6 +218,17 @@ def _rss(pid: int) -> int:
     except OSError:
         pass
     return 0
+
+
+def collector(result: Phase) -> dict[str, Any]:
+    """The router's cycle-collector passes in its phase, and until every stream had its
+    first token (``gc_watch.py``'s log)."""
+    passes = [p for p in read_passes(GC_LOG) if result.started_at <= p["at"] <= result.ended_at]
+    done = result.starts_done_at
+    starts = [p for p in passes if done is not None and p["at"] <= done]
+    return {"passes": len(passes), "ms": round(sum(p["ms"] for p in passes), 1),
+            "longest_ms": max((p["ms"] for p in passes), default=0.0),
+            "passes_in_starts": len(starts), "ms_in_starts": round(sum(p["ms"] for p in starts), 1)}
 
 
 def summary(result: Phase) -> dict[str, Any]:
@@ -239,6 +260,11 @@ def print_report(report: dict[str, Any]) -> None:
     print()
     print(table(("", "direct", "router", "router vs direct"), rows))
     memory = report["router_memory"]
+    gc = report.get("router_collector")
+    if gc is not None:
+        print(f"router's cycle collector: {gc['passes']} passes in its phase, {gc['ms']:.0f} ms "
+              f"in all (the longest {gc['longest_ms']:.0f} ms); {gc['passes_in_starts']} "
+              f"({gc['ms_in_starts']:.0f} ms) before every stream had its first token")
     print(f"\nrouter CPU {r['router_cpu_s']:.1f} s over the {r['wall_s']:.0f} s of its phase "
           f"({1000 * r['router_cpu_s'] / max(1, r['ok'] + sum(r['errors'].values())):.2f} ms "
           f"per stream)")
@@ -306,6 +332,10 @@ def main(argv: list[str] | None = None) -> int:
         if options.profile:
             argv = [sys.executable, str(Path(__file__).parent / "profiled_router.py"),
                     str(options.profile), *argv]
+        else:  # every pass of its cycle collector logged (a pass stops every stream)
+            GC_LOG.unlink(missing_ok=True)
+            argv = [sys.executable, str(Path(__file__).parent / "gc_watch.py"), str(GC_LOG),
+                    *argv]
         router = start_service("router", argv, env)
         services.append(router)
         wait_ready(upstream, f"http://127.0.0.1:{upstream_port}/v1/models", {})
@@ -359,6 +389,7 @@ def main(argv: list[str] | None = None) -> int:
         "direct": summary(results["direct"]), "router": summary(results["router"]),
         "router_memory": {"idle_mib": idle / MIB, "peak_mib": peak / MIB,
                           "per_stream_kib": (peak - idle) / 1024 / options.streams},
+        "router_collector": None if options.profile else collector(results["router"]),
         "billing": vars(billing) | {"expected": results["router"].run.ok + warmed},
         "environment": {"cpus": os.cpu_count(), "git": git_state(),
                         "python": sys.version.split()[0], "router_log_warnings": warnings},

@@ -17,6 +17,7 @@ import runpy
 import sys
 import time
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any
 
 
@@ -33,6 +34,11 @@ def watch_passes(on_pass: Callable[[float, int, float, int], None]) -> None:
         on_pass(time.monotonic(), info["generation"], took * 1000, info["collected"])
 
     gc.callbacks.append(watch)
+
+
+def read_passes(log: Path) -> list[dict[str, float]]:
+    """The passes ``main`` wrote to ``log``: at, generation, ms, freed."""
+    return [json.loads(line) for line in log.read_text().splitlines() if line]
 
 
 def main() -> None:

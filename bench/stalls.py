@@ -29,7 +29,7 @@ import time
 from pathlib import Path
 
 from builds import Builds, add_build_options, prepare_builds, upstream_running
-from gc_watch import watch_passes
+from gc_watch import read_passes, watch_passes
 from harness import (
     ROUTER_MODEL,
     TMP,
@@ -85,8 +85,8 @@ async def load(builds: Builds, ports: dict[str, int], options: argparse.Namespac
 
 def passes_within(log: Path, windows: list[Window]) -> list[dict[str, float]]:
     """The collector's passes that ended inside one of ``windows``."""
-    passes = [json.loads(line) for line in log.read_text().splitlines() if line]
-    return [p for p in passes if any(start <= p["at"] <= end for start, end, _ in windows)]
+    return [p for p in read_passes(log)
+            if any(start <= p["at"] <= end for start, end, _ in windows)]
 
 
 def figures(windows: list[Window], passes: list[dict[str, float]], pause_ms: float
