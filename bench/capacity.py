@@ -9,8 +9,9 @@ up) and the router (one worker process, full billing on PostgreSQL), then opens
 ``--streams`` streams over ``--ramp`` seconds, so that all of them are in flight together:
 first straight to the upstream (the baseline), then through the router. It prints errors,
 how many were in flight at the peak, time to first token and to the end both ways, the
-router's peak resident memory and its CPU per stream: in all, and until every stream had
-its first token (the starts, when the answers take longer than the burst); then checks
+router's peak resident memory, its CPU per stream (in all, and until every stream had its
+first token: the starts, when the answers take longer than the burst) and its cycle
+collector's passes (``gc_watch.py``); then checks
 that every stream the router answered was billed exactly. The settings are chosen so that
 the run is about capacity: the worker takes every stream, a request would wait long for a
 slot rather than be refused, and the database pool is sized for bursts (all printed).
