@@ -25,7 +25,6 @@ import pstats
 import shutil
 import signal
 import sys
-import time
 from pathlib import Path
 
 from builds import (
@@ -46,6 +45,7 @@ from harness import (
 )
 from instructions import PHASES, closed_count, phase
 from load import Run
+from profiled_router import stats_written
 
 Row = tuple[str, float, float]  # function, calls per request, own microseconds per request
 
@@ -63,11 +63,7 @@ def collect(pid: int, out: Path, requests: int, keep: Path | None) -> list[Row]:
     """Stop the profiler and read what it saw, per request."""
     out.unlink(missing_ok=True)
     os.kill(pid, signal.SIGUSR2)
-    deadline = time.monotonic() + 60
-    while not out.exists():
-        if time.monotonic() > deadline:
-            raise SystemExit("the router wrote no profile")
-        time.sleep(0.1)
+    stats_written(out)
     if keep is not None:
         keep.parent.mkdir(parents=True, exist_ok=True)
         shutil.copyfile(out, keep)

@@ -11,10 +11,10 @@ first straight to the upstream (the baseline), then through the router. It print
 how many were in flight at the peak, time to first token and to the end both ways, the
 router's peak resident memory, its CPU per stream (in all, and until every stream had its
 first token: the starts, when the answers take longer than the burst) and its cycle
-collector's passes (``gc_watch.py``); then checks
-that every stream the router answered was billed exactly. The settings are chosen so that
-the run is about capacity: the worker takes every stream, a request would wait long for a
-slot rather than be refused, and the database pool is sized for bursts (all printed).
+collector's passes (``gc_watch.py``); then checks that every stream the router answered
+was billed exactly. The settings are chosen so that the run is about capacity: the worker
+takes every stream, a request would wait long for a slot rather than be refused, and the
+database pool is sized for bursts (all printed).
 ``--profile OUT.pstats`` profiles the router through its phase (``profiled_router.py``),
 to see where a stream's CPU goes; with ``--profile-starts``, only until every stream had
 its first token.
@@ -65,12 +65,12 @@ from measure import (
     process_tree,
     tree_cpu_seconds,
 )
+from profiled_router import stats_written
 
 DEFAULT_DATABASE_URL = "postgres://postgres@127.0.0.1:5432/binom_bench"
 MIB = 1024 * 1024
-
-
 GC_LOG = TMP / "capacity-gc.jsonl"  # the router's collector passes (gc_watch.py)
+
 
 @dataclass(frozen=True)
 class Options:
@@ -283,22 +283,6 @@ def print_report(report: dict[str, Any]) -> None:
     print(f"errors: {sum(errors.values())}" + (f" {errors}" if errors else ""))
 
 
-def _profile_written(router: Service, path: Path, before: float | None, *, stop: bool,
-                     timeout: float = 30) -> None:
-    """Stop the router's profiler (unless already asked: ``stop`` False) and wait for its
-    statistics (profiled_router.py writes them whole, under their final name, when asked
-    with SIGUSR2), newer than ``before`` (the file's time before the phase, or None)."""
-    if stop:
-        router.proc.send_signal(signal.SIGUSR2)
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if path.exists() and path.stat().st_mtime != before:
-            print(f"profile of the router's phase written to {path}", flush=True)
-            return
-        time.sleep(0.1)
-    raise SystemExit(f"the router's profile did not come within {timeout:.0f} s")
-
-
 def main(argv: list[str] | None = None) -> int:
     options = parse_options(argv)
     files = raise_open_files_limit()
@@ -352,7 +336,6 @@ def main(argv: list[str] | None = None) -> int:
         routed = router_target(options.api, "router", router_port, keys)
         results = {}
         warmed = 0
-        profile_before: float | None = None
         if options.warm:
             print(f"warm-up: one stream per key ({options.users}) ...", flush=True)
             warm = run_async(warm_up(options, routed), options.answer_seconds + 300)
@@ -365,8 +348,7 @@ def main(argv: list[str] | None = None) -> int:
                   f"{options.answer_seconds:g} s ...", flush=True)
             on_starts = None
             if options.profile and target is routed:
-                profile_before = (options.profile.stat().st_mtime
-                                  if options.profile.exists() else None)
+                options.profile.unlink(missing_ok=True)  # what the stop writes, whole
                 router.proc.send_signal(signal.SIGUSR1)
                 if options.profile_starts:
                     def on_starts() -> None:
@@ -374,8 +356,10 @@ def main(argv: list[str] | None = None) -> int:
             results[target.name] = run_async(phase(options, target, router_pids, on_starts),
                                              options.answer_seconds + options.ramp + 300)
         if options.profile:
-            _profile_written(router, options.profile, profile_before,
-                             stop=not options.profile_starts)
+            if not options.profile_starts:  # else asked once every stream had begun
+                router.proc.send_signal(signal.SIGUSR2)
+            stats_written(options.profile)
+            print(f"profile of the router's phase written to {options.profile}", flush=True)
         peak = sum(peak_rss_bytes(pid) for pid in router_pids)
         billing = check_billing(options.database_url, results["router"].run.ok + warmed)
         warnings = router.warnings()

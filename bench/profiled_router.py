@@ -12,6 +12,8 @@ import os
 import runpy
 import signal
 import sys
+import time
+from pathlib import Path
 
 
 def main() -> None:
@@ -33,6 +35,16 @@ def main() -> None:
     signal.signal(signal.SIGUSR2, stop)
     sys.argv = argv
     runpy.run_path(argv[0], run_name="__main__")
+
+
+def stats_written(out: Path, timeout: float = 60) -> None:
+    """Wait for the statistics a stop (SIGUSR2) writes to ``out``, which the caller removed
+    before asking: the file appears whole, under its final name."""
+    deadline = time.monotonic() + timeout
+    while not out.exists():
+        if time.monotonic() > deadline:
+            raise SystemExit(f"the router wrote no profile to {out} within {timeout:.0f} s")
+        time.sleep(0.1)
 
 
 if __name__ == "__main__":
