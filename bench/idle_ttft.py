@@ -12,6 +12,14 @@ as ``proxy_bench.py`` by default), warms both up, then ``--samples`` times: wait
 ``--idle-seconds`` with nothing sent, then one stream straight to the upstream and one
 through the router, alternating which goes first. It prints time to first token both ways
 (p50, p99, max) and what the router adds, and checks the billing as the other benchmarks do.
+
+It also prints the CPU each stream cost the router (and the upstream, for its direct
+streams), from the scheduler's account of each process, over the stream as the client sees
+it: after an idle spell, and warm (``--warm-samples`` streams one after the other, after
+the warm-up). Work that runs slower on a machine that sat idle shows here as more CPU for
+the same request, where a wait for another process would not. ``--floor`` measures the
+same for a fixed piece of Python work in the bench itself (``cold_probe``). The report
+keeps every sample in order, so a drift over the run shows.
 The client opens a new connection when the server closed the idle one (uvicorn closes
 keep-alive connections after 5 s), for both targets alike: as a real client would.
 """
@@ -21,12 +29,14 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import statistics
 import sys
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from cold_probe import Workload
 from harness import (
     DEFAULT_SERVER,
     ROUTER_MODEL,
@@ -49,6 +59,7 @@ from harness import (
     wait_ready,
 )
 from load import Run, fmt, make_target, pct, sequential, session_for, table, timed_stream
+from measure import process_cpu_ns, process_tree
 
 DEFAULT_DATABASE_URL = "postgres://postgres@127.0.0.1:5432/idle_bench"
 # The production key limits of proxy_bench.py: checked and counted on every request, far
@@ -62,6 +73,7 @@ class Options:
     samples: int
     idle_seconds: float
     warmup: int
+    warm_samples: int
     floor: bool
     database_url: str
     redis_url: str
@@ -76,6 +88,9 @@ def parse_options(argv: list[str] | None = None) -> Options:
                         help="nothing is sent for this long before each sample (default 10, "
                              "twice the lookup cache's life)")
     parser.add_argument("--warmup", type=int, default=100)
+    parser.add_argument("--warm-samples", type=int, default=20,
+                        help="streams per target after the warm-up, one after the other: "
+                             "the CPU per stream of a warm process, to compare")
     parser.add_argument("--floor", action="store_true",
                         help="also time, each after its own idle spell, one Redis PING, "
                              "one PostgreSQL SELECT 1 and one INSERT (a commit, whose WAL "
@@ -98,8 +113,36 @@ def _timed(call: Any) -> float:
     return time.perf_counter() - start
 
 
-async def measure(options: Options, direct: Any, routed: Any) -> dict[str, Run]:
+@dataclass
+class Cpu:
+    """CPU per stream in microseconds, of the process(es) that served it: warm, and after
+    an idle spell."""
+
+    pids: list[int]
+    warm: list[float] = field(default_factory=list)
+    idle: list[float] = field(default_factory=list)
+
+    def used_ns(self) -> int:
+        return sum(process_cpu_ns(pid) for pid in self.pids)
+
+
+async def _costed(session: Any, target: Any, cpu: Cpu, into: list[float]
+                  ) -> tuple[str | None, float, float | None]:
+    """One stream, and the CPU it cost ``cpu``'s processes appended to ``into`` (us): from
+    its request to its end as the client read it (the charge written after it is not in
+    it, unless a charge of the streams before fell in that time)."""
+    before = cpu.used_ns()
+    outcome = await timed_stream(session, target)
+    into.append((cpu.used_ns() - before) / 1000)
+    return outcome
+
+
+async def measure(options: Options, direct: Any, routed: Any, cpus: dict[str, Cpu]
+                  ) -> dict[str, Run]:
+    """``cpus``: the router's and the upstream's processes, whose CPU per stream (each for
+    the streams sent to it) is recorded."""
     runs = {"direct": Run(), "router": Run()}
+    serving = {"direct": cpus["upstream"], "router": cpus["router"]}
     if options.floor:
         import psycopg
         import redis
@@ -112,16 +155,23 @@ async def measure(options: Options, direct: Any, routed: Any) -> dict[str, Run]:
         database.execute("SELECT 1")
         # A commit waits for its WAL to reach the disk, as a request's reservation does.
         database.execute("CREATE TABLE IF NOT EXISTS idle_probe (id bigserial PRIMARY KEY)")
+        work = Workload()
+        cpus["python work"].warm.extend(work.cpu_us() for _ in range(options.warm_samples))
     async with session_for(1) as session:
         for target in (direct, routed):
             await sequential(session, target, options.warmup, Run(), stream=True)
+        for _ in range(options.warm_samples):
+            for target in (direct, routed):
+                await _costed(session, target, serving[target.name],
+                              serving[target.name].warm)
         for i in range(options.samples):
             print(f"  sample {i + 1}/{options.samples}: idle {options.idle_seconds:g} s ...",
                   flush=True)
             time.sleep(options.idle_seconds)  # nothing runs on this loop meanwhile
             pair = (direct, routed) if i % 2 == 0 else (routed, direct)
             for target in pair:
-                runs[target.name].record(*await timed_stream(session, target))
+                runs[target.name].record(*await _costed(session, target, serving[target.name],
+                                                        serving[target.name].idle))
             if options.floor:
                 time.sleep(options.idle_seconds)
                 seconds = _timed(cache.ping)
@@ -132,6 +182,8 @@ async def measure(options: Options, direct: Any, routed: Any) -> dict[str, Run]:
                 time.sleep(options.idle_seconds)
                 seconds = _timed(lambda: database.execute("INSERT INTO idle_probe DEFAULT VALUES"))
                 runs["postgres INSERT (commit)"].record(None, seconds, seconds)
+                time.sleep(options.idle_seconds)
+                cpus["python work"].idle.append(work.cpu_us())
     return runs
 
 
@@ -165,8 +217,11 @@ def main(argv: list[str] | None = None) -> int:
         print(f"{options.samples} samples, each after {options.idle_seconds:g} s idle; "
               f"Redis {'on' if options.redis_url else 'off'}", flush=True)
         timeout = options.samples * (options.idle_seconds + 30) + 300
-        runs = run_async(measure(options, direct, routed), timeout)
-        served = runs["router"].ok + options.warmup
+        cpus = {"router": Cpu(process_tree(router.proc.pid)),
+                "upstream": Cpu(process_tree(upstream.proc.pid)),
+                "python work": Cpu([])}  # the bench's own (--floor): cold_probe.Workload
+        runs = run_async(measure(options, direct, routed, cpus), timeout)
+        served = runs["router"].ok + options.warmup + options.warm_samples
         billing = check_billing(options.database_url, served)
         warnings = router.warnings()
     finally:
@@ -190,12 +245,22 @@ def main(argv: list[str] | None = None) -> int:
             rows.append((f"{name} after idle p50 / max", "",
                          f"{fmt(summary[name]['ttft_p50_ms'])} / "
                          f"{fmt(summary[name]['ttft_max_ms'])}", ""))
+    cpu_rows, cpu_summary = _cpu_rows(cpus)
+    rows += cpu_rows
     print()
     print(table(("", "direct", "router", "added"), rows))
+    by_sample = [round(1000 * (b - a), 2) for a, b in zip(d, r, strict=False)]
+    print("\nadded by sample, in order (ms): " + " ".join(f"{v:.2f}" for v in by_sample))
+    for name, figures in cpu_summary.items():
+        unit = "run" if name == "python work" else "stream"
+        print(f"{name} CPU per {unit} after idle / warm (p50): {fmt(figures['ratio'], '', 2)}")
     met = "met" if added_p99 <= TARGET_ADDED_P99_MS else "not met"
     print(f"\nadded p99 {added_p99:.2f} ms: target <= {TARGET_ADDED_P99_MS:g} ms, {met}")
     print(f"billing: {billing.describe(served)}")
     report = {"options": {k: str(v) for k, v in vars(options).items()}, "summary": summary,
+              "ttft_by_sample_ms": {name: [round(1000 * t, 3) for t in runs[name].ttfts]
+                                    for name in ("direct", "router")},
+              "added_by_sample_ms": by_sample, "cpu_us_per_stream": cpu_summary,
               "added_p99_ms": added_p99, "added_sorted_ms": added,
               "billing": vars(billing) | {"expected": served},
               "environment": {"git": git_state(), "loadavg": os.getloadavg(),
@@ -204,6 +269,36 @@ def main(argv: list[str] | None = None) -> int:
     print(f"results written to {options.out}")
     healthy = billing.ok(served) and not runs["router"].errors and not runs["direct"].errors
     return 0 if healthy else 1
+
+
+def _cpu_rows(cpus: dict[str, Cpu]) -> tuple[list[tuple[str, str, str, str]], dict[str, Any]]:
+    """Table rows of CPU per stream (the upstream's for direct streams, the router's for
+    its own), and the figures for the report."""
+    summary: dict[str, Any] = {}
+    for name, cpu in cpus.items():
+        if not cpu.warm:
+            continue  # the python work, without --floor
+        warm, idle = _median(cpu.warm), _median(cpu.idle)
+        summary[name] = {"warm_p50": warm, "idle_p50": idle,
+                         "idle_max": max(cpu.idle, default=None),
+                         "ratio": idle / warm if warm and idle is not None else None,
+                         "warm": [round(v, 1) for v in cpu.warm],
+                         "idle": [round(v, 1) for v in cpu.idle]}
+    up, router = summary["upstream"], summary["router"]
+    rows = [(label, fmt(up[key], "us", 0), fmt(router[key], "us", 0), "")
+            for label, key in (("CPU per stream warm p50", "warm_p50"),
+                               ("CPU per stream after idle p50", "idle_p50"),
+                               ("CPU per stream after idle max", "idle_max"))]
+    work = summary.get("python work")
+    if work is not None:
+        rows.append(("python work in the bench: CPU warm / after idle p50", "",
+                     f"{fmt(work['warm_p50'], 'us', 0)} / {fmt(work['idle_p50'], 'us', 0)}",
+                     ""))
+    return rows, summary
+
+
+def _median(values: list[float]) -> float | None:
+    return statistics.median(values) if values else None
 
 
 if __name__ == "__main__":
