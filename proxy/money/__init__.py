@@ -11,6 +11,7 @@ from proxy.money.plan import ChargePlan, Refused, capped_plan, plan_charge
 from proxy.money.refusals import flush_refusals, note_refusal
 from proxy.money.reservations import (
     discard_hold,
+    hold_durable,
     plan_waiting,
     reserve,
     reserve_once,
@@ -49,6 +50,7 @@ __all__ = [
     "check_usage",
     "discard_hold",
     "flush_refusals",
+    "hold_durable",
     "hold_keeper",
     "in_background",
     "note_refusal",

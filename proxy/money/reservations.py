@@ -7,6 +7,7 @@ from datetime import UTC, datetime, timedelta
 from billing.errors import InsufficientFunds, KeySpendCapReached
 from billing.models import ModelPrice
 from billing.services.hot_path import (
+    hold_committed,
     hold_discard,
     hold_reserve,
     reservations_idle,
@@ -68,6 +69,13 @@ def reserving_alone() -> bool:
     return reservations_idle()
 
 
+async def hold_durable(request_id: str) -> None:
+    """Return once the request's hold is on the disk; raise DatabaseUnavailable (a 503)
+    if it never got there. Awaited before any of the answer goes to the client: the hold
+    is reserved before its commit is done, while the upstream starts on the request."""
+    await hold_committed(hold_id=request_id)
+
+
 async def discard_hold(request_id: str) -> None:
     """Give back the hold of a request refused before it used it (by the limits, asked
     beside the reservation): deleted, no usage record, as for one refused before its hold."""
@@ -80,7 +88,8 @@ async def _take(request_id: str, caller: Caller, chat: ChatRequest, price: Model
     await hold_reserve(
         wallet_id=caller.wallet_id, hold_id=request_id, amount_micros=plan.amount_micros,
         price_id=price.pk, model=chat.model, api_key_id=caller.api_key_id,
-        expires_at=datetime.now(UTC) + timedelta(seconds=setting("ROUTER_HOLD_TTL_SECONDS")))
+        expires_at=datetime.now(UTC) + timedelta(seconds=setting("ROUTER_HOLD_TTL_SECONDS")),
+        committed=False)  # the answer waits for the commit instead (hold_durable)
     hold_keeper().add(request_id)
 
 

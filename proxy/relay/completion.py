@@ -1,10 +1,11 @@
 """Relay one request, whatever its dialect: pick a worker, call it, charge what it used.
 
-Both paths keep to the design's protocol: the hold exists before the upstream is called;
+Both paths keep to the design's protocol: the hold is taken before the upstream is called;
 no transaction is open while it runs; the hold is settled or voided in a ``finally`` that a
-client disconnect cannot skip. A whole answer goes to the client while its charge is
-written (the charge is known from its usage, and the hold covers it until then); a
-stream's usage chunk and ``[DONE]`` follow its settlement.
+client disconnect cannot skip. The upstream is called while the hold's commit reaches the
+disk, and nothing of the answer goes out before it has (``_on_disk``). A whole answer goes
+to the client while its charge is written (the charge is known from its usage, and the
+hold covers it until then); a stream's usage chunk and ``[DONE]`` follow its settlement.
 """
 
 from __future__ import annotations
@@ -168,8 +169,22 @@ async def _complete(call: Call, candidates: Candidates) -> HttpResponse:
         except BaseException:
             await money.shielded(lease.release())
             raise
+        await _on_disk(call, lease)
         return await _answer(call, answer, lease)
     raise await _failed(call, failure)
+
+
+async def _on_disk(call: Call, lease: Lease, upstream: UpstreamStream | None = None) -> None:
+    """Wait, before the first byte of the answer, until the request's hold is on the disk
+    (it was taken before its commit was done, and the upstream called meanwhile); if it
+    never got there, stop the upstream, free the worker, and answer 503 instead."""
+    try:
+        await money.hold_durable(call.request_id)
+    except BaseException:
+        if upstream is not None:
+            await money.shielded(upstream.aclose())
+        await money.shielded(lease.release())
+        raise
 
 
 async def _answer(call: Call, answer: dict[str, Any], lease: Lease) -> HttpResponse:
@@ -212,6 +227,7 @@ async def _stream(call: Call, candidates: Candidates) -> StreamingHttpResponse:
         except BaseException:
             await money.shielded(lease.release())
             raise
+        await _on_disk(call, lease, upstream)
         try:
             await lease.succeeded()
         except BaseException:

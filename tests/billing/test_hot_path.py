@@ -30,14 +30,12 @@ from billing.services import (
 from billing.services.holds import hold_discard as hold_discard_orm
 from billing.services.holds import holds_extend as holds_extend_orm
 from billing.services.hot_path import (
-    close_pools,
     hold_discard,
     hold_reserve,
     hold_resolve,
     holds_extend,
     wallet_available,
 )
-from billing.services.hot_path.connections import pool
 from tests.wallet_ids import wallet_id_of
 
 pytestmark = pytest.mark.django_db(transaction=True)
@@ -221,19 +219,3 @@ def test_a_discarded_hold_is_gone_with_its_money_back_and_nothing_written(loop, 
     budget = KeyBudget.objects.get(api_key=key)
     assert (budget.pending_micros, budget.spent_micros) == (0, 3)
     assert wallet_audit(wallet_id=wallet.pk).consistent
-
-
-def test_a_reservation_does_not_turn_off_durable_commits_for_what_follows(loop, user, price,
-                                                                         settings):
-    """The reservation commits without waiting for the disk; the setting is its own
-    transaction's, so the settle that follows on the same connection waits as it must."""
-    loop.run(close_pools())  # a pool of one connection: the next statement shares it
-    settings.ROUTER_DB_POOL_SIZE = 1
-    wallet_credit(user=user, amount_micros=10_000, idempotency_key="f", memo="")
-
-    async def reserve_then_look() -> str:
-        await _reserve(user, price, "h", 100)
-        async with (await pool()).connection() as conn:
-            return (await (await conn.execute("SHOW synchronous_commit")).fetchone())[0]
-
-    assert loop.run(reserve_then_look()) == "on"

@@ -20,6 +20,7 @@ from billing.services import hot_path, wallet_credit
 from billing.services.hot_path import backoff, close_pools, hold_reserve
 from billing.services.hot_path.connections import fetch, pool
 from billing.services.hot_path.statements import (
+    RESERVE_BUSY_SQL,
     RESERVE_MANY_SQL,
     RESERVE_SQL,
     RESOLVE_AT_SQL,
@@ -50,14 +51,17 @@ def _reserve(user_id: int, price: Any, hold_id: str) -> Any:
 def lost_answers(monkeypatch) -> dict[str, Any]:
     """Reservations commit, then their connection dies before the answer comes back; the
     database then refuses ``resolves_refused`` resolutions before it answers again."""
-    real = hot_path.fetch
+    real, real_before_commit = hot_path.fetch, hot_path.fetch_before_commit
     seen: dict[str, Any] = {"reserves": 0, "resolves_refused": 2}
 
-    async def fetch(sql: str, params: dict[str, object], *, rows: bool = False) -> Any:
-        if sql in (RESERVE_SQL, RESERVE_MANY_SQL):
+    async def fetch_before_commit(sql: str, params: dict[str, object], **kwargs: Any) -> Any:
+        if sql in (RESERVE_SQL, RESERVE_BUSY_SQL, RESERVE_MANY_SQL):
             seen["reserves"] += 1
-            await real(sql, params, rows=rows)
+            await (await real_before_commit(sql, params, **kwargs))[1]  # committed
             raise DatabaseUnavailable("the server closed the connection unexpectedly")
+        return await real_before_commit(sql, params, **kwargs)
+
+    async def fetch(sql: str, params: dict[str, object], *, rows: bool = False) -> Any:
         if (sql in (RESOLVE_SQL, RESOLVE_MANY_SQL, RESOLVE_AT_SQL, RESOLVE_MANY_AT_SQL)
                 and seen["resolves_refused"]):
             seen["resolves_refused"] -= 1
@@ -65,6 +69,7 @@ def lost_answers(monkeypatch) -> dict[str, Any]:
         return await real(sql, params, rows=rows)
 
     monkeypatch.setattr(hot_path, "fetch", fetch)
+    monkeypatch.setattr(hot_path, "fetch_before_commit", fetch_before_commit)
     monkeypatch.setattr(hot_path, "RETRY_DELAYS_S", (0.01,))
     return seen
 

@@ -40,7 +40,7 @@ from billing.services.holds import (
 )
 from billing.services.holds import hold_discard as hold_discard_orm
 from billing.services.holds import holds_extend as holds_extend_orm
-from billing.services.hot_path import hold_times
+from billing.services.hot_path import hold_commits, hold_times
 from billing.services.hot_path.batches import ALONE, Alone, Batcher
 from billing.services.hot_path.connections import (
     RETRY_DELAYS_S,
@@ -51,6 +51,7 @@ from billing.services.hot_path.connections import (
     conninfo,
     execute,
     fetch,
+    fetch_before_commit,
 )
 from billing.services.hot_path.connections import on_postgresql as _on_postgresql
 from billing.services.hot_path.statements import (
@@ -59,6 +60,7 @@ from billing.services.hot_path.statements import (
     DISCARD_SQL,
     EXTEND_SQL,
     MEMBER_BUDGET_SQL,
+    RESERVE_BUSY_SQL,
     RESERVE_MANY_SQL,
     RESERVE_SQL,
     RESOLVE_AT_SQL,
@@ -71,8 +73,9 @@ from billing.services.hot_path.statements import (
 from router_admin.settings_cache import setting
 
 __all__ = ["RETRY_DELAYS_S", "RETRY_WINDOW_S", "backoff", "batchers", "check_pool",
-           "close_pools", "conninfo", "hold_discard", "hold_reserve", "hold_resolve",
-           "holds_extend", "reservations_idle", "spending_room", "wallet_available"]
+           "close_pools", "conninfo", "hold_committed", "hold_discard", "hold_reserve",
+           "hold_resolve", "holds_extend", "reservations_idle", "spending_room",
+           "wallet_available"]
 
 logger = logging.getLogger(__name__)
 
@@ -114,8 +117,9 @@ async def _reserve_many(items: list[_Reservation]
             return [refusal]
         return [True]
     try:
-        rows = await fetch(RESERVE_MANY_SQL, {"items": orjson.dumps(items).decode(),
-                                              "month": current_month()}, rows=True)
+        rows, commit = await fetch_before_commit(
+            RESERVE_MANY_SQL, {"items": orjson.dumps(items).decode(), "month": current_month()},
+            rows=True, then_durable=True)
     except DatabaseUnavailable as error:
         # Each alone would wait for the database again. The statement may have committed
         # before its connection died: its holds are released once the database is back.
@@ -123,6 +127,8 @@ async def _reserve_many(items: list[_Reservation]
             _release(item.hold_id, item.created_at)
         return [DatabaseUnavailable(str(error)) for _ in items]
     taken = {row[0] for row in rows}
+    for hold_id in taken:
+        hold_commits.taking(hold_id, commit)
     return [True if item.hold_id in taken else ALONE for item in items]
 
 
@@ -243,10 +249,16 @@ async def _wallet_balances(wallet_id: int) -> tuple[int, int]:
 
 async def hold_reserve(
     *, wallet_id: int, hold_id: str, amount_micros: int, price_id: int, model: str,
-    api_key_id: int | None, expires_at: datetime,
+    api_key_id: int | None, expires_at: datetime, committed: bool = True,
 ) -> None:
     """Reserve ``amount_micros`` for request ``hold_id``, or raise InsufficientFunds (or
     KeySpendCapReached).
+
+    ``committed`` (the default): return once the hold is on the disk, as a transaction
+    would. False: return as soon as the statement has granted it, its commit on its way
+    (the request path calls its upstream meanwhile); ``hold_committed`` then waits for
+    the commit, and must be awaited before anything is done for the client that counts
+    on the hold (its answer). Until then no other transaction sees the hold.
 
     A caller cancelled (its client gone) while the reservation is being made leaves no
     hold behind: a batched reservation is dropped if it was not sent yet, and released
@@ -259,9 +271,21 @@ async def hold_reserve(
     """
     reservation = _Reservation(hold_id, wallet_id, amount_micros, price_id, model, api_key_id,
                                expires_at, datetime.now(UTC))  # USE_TZ is on
+    await _reserve(reservation)
+    hold_times.remember(hold_id, reservation.created_at)
+    if committed:
+        try:
+            await hold_commits.durable(hold_id)
+        except BaseException:
+            # Not taken, or its caller went away: either way nobody will use the hold (if
+            # its commit happened after all, its connection lost on the way).
+            _release(hold_id, reservation.created_at)
+            raise
+
+
+async def _reserve(reservation: _Reservation) -> None:
     if (_on_postgresql() and _batching()
             and await batchers()[0].submit(reservation) is not ALONE):
-        hold_times.remember(hold_id, reservation.created_at)
         return
     work = asyncio.ensure_future(_reserve_alone(**vars(reservation)) if _on_postgresql()
                                  else sync_to_async(_hold_create_orm, thread_sensitive=False)(
@@ -269,10 +293,17 @@ async def hold_reserve(
     try:
         await asyncio.shield(work)
     except asyncio.CancelledError:
-        work.add_done_callback(lambda done: _release_if_taken(done, hold_id,
+        work.add_done_callback(lambda done: _release_if_taken(done, reservation.hold_id,
                                                               reservation.created_at))
         raise
-    hold_times.remember(hold_id, reservation.created_at)
+
+
+async def hold_committed(*, hold_id: str) -> None:
+    """Return once the reservation of ``hold_id`` is on the disk (at once if it is, or
+    was not made by this process); raise DatabaseUnavailable if its commit failed. Nothing
+    of a request's answer may reach its client before: PostgreSQL crashing meanwhile would
+    forget a hold whose answer was given (``hold_commits``)."""
+    await hold_commits.durable(hold_id)
 
 
 def _release_abandoned(item: _Reservation, taken: bool | Alone) -> None:
@@ -335,12 +366,15 @@ async def _reserve_alone(
     *, wallet_id: int, hold_id: str, amount_micros: int, price_id: int, model: str,
     api_key_id: int | None, expires_at: datetime, created_at: datetime,
 ) -> None:
+    # While other reservations commit, this one must not hold its wallet's row through its
+    # wait for the disk (statements' docstring); in a quiet process it may.
+    busy = hold_commits.in_flight() > 0
     try:
-        row = await fetch(RESERVE_SQL, {
+        row, commit = await fetch_before_commit(RESERVE_BUSY_SQL if busy else RESERVE_SQL, {
             "wallet_id": wallet_id, "hold_id": hold_id, "amount": amount_micros,
             "price_id": price_id, "model": model, "api_key_id": api_key_id,
             "expires_at": expires_at, "created_at": created_at, "month": current_month(),
-        })
+        }, then_durable=busy)
     except psycopg.errors.CheckViolation as violation:
         constraint = violation.diag.constraint_name or ""
         if constraint.startswith("billing_keybudget"):
@@ -365,6 +399,7 @@ async def _reserve_alone(
         available, held = await _wallet_balances(wallet_id)
         raise InsufficientFunds(needed_micros=amount_micros, available_micros=available,
                                 held_micros=held)
+    hold_commits.taking(hold_id, commit)
 
 
 def _is_hold_key(constraint: str) -> bool:
@@ -416,6 +451,7 @@ async def hold_resolve(*, hold_id: str, usage: UsageReport, cost_micros: int | N
         outcome = await sync_to_async(_resolve_orm, thread_sensitive=False)(
             hold_id, usage, cost_micros)
         return None if outcome.already_resolved else outcome.charged_micros
+    await hold_commits.settled(hold_id)  # until it commits, the hold is nowhere to find
     created_at = hold_times.recall(hold_id)
     charged = ALONE
     if _batching():
@@ -451,6 +487,7 @@ async def _discard(hold_id: str) -> None:
     if not _on_postgresql():
         await sync_to_async(hold_discard_orm, thread_sensitive=False)(hold_id=hold_id)
         return
+    await hold_commits.settled(hold_id)
     created_at = hold_times.recall(hold_id)
     await fetch(DISCARD_SQL if created_at is None else DISCARD_AT_SQL, {
         "hold_id": hold_id, "created_at": created_at, "month": current_month()})

@@ -21,7 +21,7 @@ from psycopg_pool import AsyncConnectionPool, PoolTimeout
 
 from billing.errors import DatabaseUnavailable
 from billing.services.hot_path import wire
-from billing.services.hot_path.statements import PARAMETER_TYPES
+from billing.services.hot_path.statements import DURABLE_SQL, PARAMETER_TYPES
 
 T = TypeVar("T")
 
@@ -107,7 +107,11 @@ async def check_pool() -> None:
 
 
 async def close_pool() -> None:
-    found = _pools.pop(asyncio.get_running_loop(), None)
+    loop = asyncio.get_running_loop()
+    # Commits still on their way hold their connections: they finish first.
+    while mine := [task for task in _committing if task.get_loop() is loop]:
+        await asyncio.gather(*mine, return_exceptions=True)
+    found = _pools.pop(loop, None)
     if found is not None:
         await found.close()
 
@@ -164,6 +168,66 @@ async def _fetch(connections: AsyncConnectionPool, sql: str, params: dict[str, o
     if rows:
         return found
     return found[0] if found else None
+
+
+async def fetch_before_commit(sql: str, params: dict[str, object], *, rows: bool = False,
+                              then_durable: bool = False) -> tuple[Any, asyncio.Future[None]]:
+    """``fetch``, answered as soon as the statement has run, before its commit is done; and
+    its commit, a future done once the statement committed and its commit reached the
+    disk, which fails with DatabaseUnavailable when the commit did not happen or may not
+    have (its connection was lost). ``then_durable``: the statement commits without waiting
+    for the disk, and ``DURABLE_SQL``, sent behind it in the same round trip, is what the
+    future waits for. Until its commit, no other transaction sees what the statement
+    wrote."""
+    connections = await pool()
+    try:
+        return await _fetch_before_commit(connections, sql, params, rows, then_durable)
+    except PoolTimeout as error:
+        raise DatabaseUnavailable(str(error)) from error
+    except psycopg.OperationalError:
+        await connections.check()  # as fetch does: every statement here is safe to repeat
+    try:
+        return await _fetch_before_commit(connections, sql, params, rows, then_durable)
+    except psycopg.OperationalError as error:
+        raise DatabaseUnavailable(str(error)) from error
+
+
+# Commits on their way (fetch_before_commit), each holding its connection until it is done.
+_committing: set[asyncio.Task[None]] = set()
+
+
+async def _fetch_before_commit(connections: AsyncConnectionPool, sql: str,
+                               params: dict[str, object], rows: bool, then_durable: bool
+                               ) -> tuple[Any, asyncio.Future[None]]:
+    statement = _statement(sql)
+    then = _statement(DURABLE_SQL) if then_durable else None
+    conn = await connections.getconn()
+    try:
+        found = wire.rows(conn, await wire.run_before_commit(conn, statement, params, then))
+    except BaseException:
+        await connections.putconn(conn)
+        raise
+    commit = asyncio.ensure_future(_committed(connections, conn))
+    _committing.add(commit)
+    commit.add_done_callback(_commit_done)
+    return (found if rows else found[0] if found else None), commit
+
+
+async def _committed(connections: AsyncConnectionPool, conn: Any) -> None:
+    try:
+        await wire.committed(conn)
+    except psycopg.Error as error:
+        # Refused at its commit (a deferred constraint), or its connection lost on the way:
+        # either way nobody may count on what the statement wrote.
+        raise DatabaseUnavailable(f"the commit failed: {error}") from error
+    finally:
+        await connections.putconn(conn)
+
+
+def _commit_done(task: asyncio.Task[None]) -> None:
+    _committing.discard(task)
+    if not task.cancelled():
+        task.exception()  # its failure is read by whoever waits for it, if anyone does
 
 
 async def execute(sql: str, params: dict[str, object]) -> int:

@@ -5,13 +5,28 @@ reference): a hold is taken only while ``posted - pending >= amount``; a settle 
 hold that is still pending; the hold, the wallet, the ledger entry, the key's budget and the
 usage record change together or not at all.
 
-A reservation commits without waiting for its WAL to reach the disk (``synchronous_commit``
-off for its own transaction only, set by the statement): that wait was half of its time,
-and the wallet row stayed locked through it. Nothing is lost that a crash would not lose
-anyway: whatever depends on a reservation (its settle or void, the sweeper's resolution)
-commits synchronously later, which flushes the WAL up to and past it. PostgreSQL crashing
-in between can only forget the hold of a request that was in flight; that request is then
-not charged (its settle finds no hold), and no balance is ever overstated.
+A request's answer never goes out before its hold is on the disk (PostgreSQL crashing
+before would forget the hold of an answer already given, never to be charged), yet the
+request does not wait for the disk before calling its upstream: a reservation's rows come
+back before its commit is done (``connections.fetch_before_commit``), the request calls
+its upstream meanwhile, and only its answer waits for the commit (``hold_commits``).
+
+- A group of reservations (``RESERVE_MANY_SQL``), or one on its own while others are
+  committing (``RESERVE_BUSY_SQL``), commits without waiting for the disk
+  (``synchronous_commit`` off for its own transaction only), and ``DURABLE_SQL`` follows
+  it in the same round trip: a transaction of its own that writes a WAL record and
+  commits waiting for the disk, which flushes the WAL up to and past the reservation's
+  commit without holding any lock. Waiting for the disk inside the reservation's
+  transaction kept its wallets' rows locked through it: at concurrency 64 on one wallet,
+  8-10 % fewer requests/s (``bench/stalls.py``).
+- A reservation on its own in a quiet process (``RESERVE_SQL``) commits waiting for the
+  disk, as every other statement here does: nobody is waiting for its wallet's row, and
+  the statement behind it would cost a quiet request more (8 % more added latency at
+  concurrency 1 in ``bench/ab_routers.py``).
+
+(Until 2026-12, reservations committed without waiting for the disk and nothing waited
+for that: PostgreSQL crashing in the fraction of a second after could forget the hold of
+a request whose answer then went out uncharged.)
 
 A charge's ledger entry is stamped with ``clock_timestamp()``, when it is written under its
 wallet's lock, not ``now()`` (its transaction's start): a wallet's entries then follow the
@@ -85,7 +100,7 @@ WITH wallet AS (
      WHERE k.id = %(api_key_id)s AND NOT k.service
        AND m.organization_id = k.organization_id AND m.user_id = k.user_id
 )
-SELECT count(*), set_config('synchronous_commit', 'off', true) FROM hold
+SELECT count(*) FROM hold
 """
 
 # Many reservations: each wallet is asked once for the sum of its requests' holds, and
@@ -345,6 +360,12 @@ WITH hold AS (
 SELECT count(*) FROM hold
 """
 
+# RESERVE_SQL committing without waiting for the disk, while other reservations commit (see
+# the module's docstring): DURABLE_SQL follows it.
+RESERVE_BUSY_SQL = RESERVE_SQL.replace(
+    "SELECT count(*) FROM hold",
+    "SELECT count(*), set_config('synchronous_commit', 'off', true) FROM hold")
+
 # ``created_since``: the oldest of the holds' creation times, when all are known (NULL
 # otherwise), so that older months are not probed.
 EXTEND_SQL = """
@@ -416,6 +437,14 @@ DISCARD_AT_SQL = DISCARD_SQL.replace(
 
 # The PostgreSQL type of each named parameter of these statements (``wire.Statement``
 # prepares them with it): one name, one type, in every statement.
+# After a group of reservations, which committed without waiting for the disk (see the
+# module's docstring): a transaction of its own
+# that writes a WAL record (a logical decoding message, which nothing reads unless a
+# logical replication slot asks for messages) and so waits at its commit for the WAL to
+# reach the disk, up to and past the statement's commit. A transaction that only took an
+# id writes no WAL before its commit record and would not wait.
+DURABLE_SQL = "SELECT pg_logical_emit_message(true, 'binom_router', 'durable')"
+
 PARAMETER_TYPES = {
     **dict.fromkeys(("amount", "api_key_id", "cached_tokens", "cache_write_tokens",
                      "completion_tokens", "cost", "latency_ms", "price_id", "prompt_tokens",

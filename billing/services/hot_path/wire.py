@@ -25,6 +25,7 @@ known in advance, run on every request; this module does for them only what they
 
 from __future__ import annotations
 
+import contextlib
 import itertools
 import re
 from collections.abc import Callable, Mapping
@@ -41,6 +42,7 @@ _names = itertools.count(1)
 _TUPLES_OK = pq.ExecStatus.TUPLES_OK
 _COMMAND_OK = pq.ExecStatus.COMMAND_OK
 _FATAL_ERROR = pq.ExecStatus.FATAL_ERROR
+_PIPELINE_SYNC = pq.ExecStatus.PIPELINE_SYNC
 _TEXT = pq.Format.TEXT
 _INVALID_OID = 0  # what psycopg asks a loader of for a type it does not know
 
@@ -137,10 +139,11 @@ _READ: dict[int, Callable[[bytes], Any]] = {
 class _Wire:
     """What one connection was given: its prepared statements and the loaders it uses."""
 
-    __slots__ = ("loaders", "prepared")
+    __slots__ = ("loaders", "prepared", "syncs_owed")
 
     def __init__(self) -> None:
         self.prepared: set[bytes] = set()
+        self.syncs_owed = 0  # commits run_before_commit sent that committed has not read
         self.loaders: dict[int, Callable[[bytes], Any]] = dict(_READ)
 
     def loader(self, conn: psycopg.AsyncConnection[Any], oid: int) -> Callable[[bytes], Any]:
@@ -161,16 +164,89 @@ async def run(conn: psycopg.AsyncConnection[Any], statement: Statement,
               params: Mapping[str, object]) -> pq.abc.PGresult:
     """Run ``statement`` on ``conn`` (in autocommit: its own transaction); its result."""
     values = statement.values(params)  # a bad value fails before anything is sent
+    await _prepared(conn, statement)
+    pgconn = conn.pgconn
+    pgconn.send_query_prepared(statement.name, values)
+    return _result(await conn.wait(generators.execute(pgconn)))
+
+
+async def run_before_commit(conn: psycopg.AsyncConnection[Any], statement: Statement,
+                            params: Mapping[str, object], then: Statement | None = None
+                            ) -> pq.abc.PGresult:
+    """Run ``statement`` on ``conn`` as its own transaction, and return its result as soon
+    as it has run, before its commit is done; ``committed(conn)`` then waits for the
+    commit and must be awaited before ``conn`` is used again. ``then`` (a statement without
+    parameters) runs behind it in the same round trip, as a transaction of its own, and
+    ``committed`` waits for it too.
+
+    Sent in libpq's pipeline mode as the statement, a Flush and a Sync (then ``then`` and a
+    Sync): PostgreSQL sends the statement's rows at the Flush, commits the implicit
+    transaction at the Sync and says so. A statement that fails raises here, its
+    transaction rolled back.
+    """
+    values = statement.values(params)
+    await _prepared(conn, statement)
+    if then is not None:
+        await _prepared(conn, then)
+    pgconn = conn.pgconn
+    pgconn.enter_pipeline_mode()
+    try:
+        pgconn.send_query_prepared(statement.name, values)
+        pgconn.send_flush_request()
+        pgconn.pipeline_sync()
+        if then is not None:
+            pgconn.send_query_prepared(then.name, [])
+            pgconn.pipeline_sync()
+        _wires[conn].syncs_owed = 1 if then is None else 2
+        await conn.wait(generators.send(pgconn))
+        results = await conn.wait(generators.fetch_many(pgconn))
+    except BaseException:
+        _abandon(pgconn)
+        raise
+    if any(result.status == _FATAL_ERROR for result in results):
+        with contextlib.suppress(psycopg.Error):
+            await committed(conn)  # nothing to commit: the Sync only ends the failed one
+    return _result(results)  # raises the statement's error, if it failed
+
+
+async def committed(conn: psycopg.AsyncConnection[Any]) -> None:
+    """Wait for the commits of what ``run_before_commit`` sent; raises the first error
+    they failed with (a deferred constraint, a lost connection)."""
+    pgconn = conn.pgconn
+    wire = _wires[conn]
+    failed: pq.abc.PGresult | None = None
+    try:
+        while wire.syncs_owed:
+            results = await conn.wait(generators.fetch_many(pgconn))
+            if results and results[-1].status == _PIPELINE_SYNC:
+                wire.syncs_owed -= 1
+                continue
+            failed = failed or next(
+                (result for result in results if result.status == _FATAL_ERROR), None)
+        pgconn.exit_pipeline_mode()
+    except BaseException:
+        _abandon(pgconn)
+        raise
+    if failed is not None:
+        raise errors.error_from_result(failed, encoding="utf-8")
+
+
+def _abandon(pgconn: pq.abc.PGconn) -> None:
+    """Close a connection left half-way through a pipeline (its caller was cancelled, or it
+    broke): in no state to run anything else, the pool replaces it."""
+    pgconn.finish()
+
+
+async def _prepared(conn: psycopg.AsyncConnection[Any], statement: Statement) -> None:
+    """Prepare ``statement`` on ``conn`` on its first use there."""
     wire = _wires.get(conn)
     if wire is None:
         wire = _wires[conn] = _Wire()
-    pgconn = conn.pgconn
     if statement.name not in wire.prepared:
+        pgconn = conn.pgconn
         pgconn.send_prepare(statement.name, statement.text, param_types=statement.types)
         _result(await conn.wait(generators.execute(pgconn)))
         wire.prepared.add(statement.name)
-    pgconn.send_query_prepared(statement.name, values)
-    return _result(await conn.wait(generators.execute(pgconn)))
 
 
 def _result(results: list[pq.abc.PGresult]) -> pq.abc.PGresult:
