@@ -28,7 +28,7 @@ from __future__ import annotations
 import contextlib
 import itertools
 import re
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Generator, Mapping
 from datetime import date, datetime
 from typing import Any
 from weakref import WeakKeyDictionary
@@ -198,8 +198,9 @@ async def run_before_commit(conn: psycopg.AsyncConnection[Any], statement: State
             pgconn.send_query_prepared(then.name, [])
             pgconn.pipeline_sync()
         _wires[conn].syncs_owed = 1 if then is None else 2
-        await conn.wait(generators.send(pgconn))
-        results = await conn.wait(generators.fetch_many(pgconn))
+        # Sent, and the statement's results read up to the end of its own (libpq's NULL),
+        # in one wait: the commit's come later, to ``committed``.
+        results = await conn.wait(generators.execute(pgconn))
     except BaseException:
         _abandon(pgconn)
         raise
@@ -214,21 +215,30 @@ async def committed(conn: psycopg.AsyncConnection[Any]) -> None:
     they failed with (a deferred constraint, a lost connection)."""
     pgconn = conn.pgconn
     wire = _wires[conn]
-    failed: pq.abc.PGresult | None = None
     try:
-        while wire.syncs_owed:
-            results = await conn.wait(generators.fetch_many(pgconn))
-            if results and results[-1].status == _PIPELINE_SYNC:
-                wire.syncs_owed -= 1
-                continue
-            failed = failed or next(
-                (result for result in results if result.status == _FATAL_ERROR), None)
+        failed = await conn.wait(_synced(pgconn, wire))
         pgconn.exit_pipeline_mode()
     except BaseException:
         _abandon(pgconn)
         raise
     if failed is not None:
         raise errors.error_from_result(failed, encoding="utf-8")
+
+
+def _synced(pgconn: pq.abc.PGconn, wire: _Wire
+            ) -> Generator[Any, Any, pq.abc.PGresult | None]:
+    """Read results until every Sync owed has answered (in one wait on the connection);
+    the first error among them, if any."""
+    failed: pq.abc.PGresult | None = None
+    while wire.syncs_owed:
+        result = yield from generators.fetch(pgconn)
+        if result is None:
+            continue  # the end of one statement's results
+        if result.status == _PIPELINE_SYNC:
+            wire.syncs_owed -= 1
+        elif result.status == _FATAL_ERROR and failed is None:
+            failed = result
+    return failed
 
 
 def _abandon(pgconn: pq.abc.PGconn) -> None:
