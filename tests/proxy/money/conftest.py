@@ -4,6 +4,7 @@ every request's money must pass."""
 from __future__ import annotations
 
 from collections.abc import Iterator
+from typing import Any
 
 import pytest
 
@@ -32,6 +33,20 @@ def liar_worker(liar: LyingUpstream, model_price: ModelPrice) -> Worker:
     WorkerModel.objects.create(worker=worker, model="test-model", upstream_model="gpt-liar")
     clear_all_caches()
     return worker
+
+
+def answer_text(client: Any, *, stream: bool, max_tokens: int = 100) -> str:
+    """The text of one answer to MESSAGES from ``test-model``, whole or streamed, through
+    the official client."""
+    if not stream:
+        return client.chat.completions.create(
+            model="test-model", messages=MESSAGES,
+            max_tokens=max_tokens).choices[0].message.content
+    return "".join(chunk.choices[0].delta.content or ""
+                   for chunk in client.chat.completions.create(
+                       model="test-model", messages=MESSAGES, max_tokens=max_tokens,
+                       stream=True)
+                   if chunk.choices)
 
 
 def set_cap_field(worker: Worker, cap_field: str) -> None:

@@ -14,22 +14,12 @@ import pytest
 from billing.models import Hold, UsageRecord, Wallet
 from billing.selectors import wallet_audit
 from tests.live_router import wait_for_charges
-from tests.proxy.money.conftest import MESSAGES, settled
+from tests.proxy.money.conftest import answer_text, settled
 from tests.reservation_commits import REFUSE, SLEEP, at_reservation_commit
 
 COMMIT_SECONDS = 0.6
 
 pytestmark = pytest.mark.usefixtures("liar_worker")
-
-
-def _ask(client: openai.OpenAI, *, stream: bool) -> str:
-    if not stream:
-        return client.chat.completions.create(model="test-model", messages=MESSAGES,
-                                              max_tokens=50).choices[0].message.content
-    return "".join(chunk.choices[0].delta.content or ""
-                   for chunk in client.chat.completions.create(
-                       model="test-model", messages=MESSAGES, max_tokens=50, stream=True)
-                   if chunk.choices)
 
 
 @pytest.mark.parametrize("stream", [False, True], ids=["whole", "streamed"])
@@ -49,7 +39,7 @@ def test_the_upstream_works_while_the_hold_commits_and_the_answer_waits_for_the_
     with at_reservation_commit(SLEEP.format(seconds=COMMIT_SECONDS)):
         started = time.monotonic()
         watcher.start()
-        text = _ask(client_for(secret), stream=stream)
+        text = answer_text(client_for(secret), stream=stream, max_tokens=50)
         answered = time.monotonic()
         done.set()
         watcher.join()
@@ -73,7 +63,7 @@ def test_an_answer_whose_hold_never_reached_the_disk_is_not_given(
     left held."""
     user_id, secret = make_key()
     with at_reservation_commit(REFUSE), pytest.raises(openai.APIStatusError) as refused:
-        _ask(client_for(secret), stream=stream)
+        answer_text(client_for(secret), stream=stream, max_tokens=50)
     assert refused.value.status_code == 503
     assert refused.value.body["type"] == "service_unavailable"  # OpenAI's error shape
     wait_for_charges(timeout=5)
@@ -83,5 +73,5 @@ def test_an_answer_whose_hold_never_reached_the_disk_is_not_given(
     assert (wallet.posted_micros, wallet.pending_micros) == (1_000_000, 0)
     assert wallet_audit(wallet_id=wallet.pk).consistent
     # The router still works: the next request, with the database willing, is answered.
-    assert _ask(client_for(secret), stream=stream)
+    assert answer_text(client_for(secret), stream=stream, max_tokens=50)
     settled()

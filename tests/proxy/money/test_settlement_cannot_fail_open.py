@@ -19,7 +19,7 @@ from proxy.ground.tokens import count_text_tokens, exact_prompt_tokens
 from proxy.money import Verdict, hold_keeper, settlement, wait_for_settlements
 from proxy.relay import call as call_module
 from tests.loop_thread import LoopThread
-from tests.proxy.money.conftest import MESSAGES, settled
+from tests.proxy.money.conftest import MESSAGES, answer_text, settled
 from tests.wallet_ids import wallet_id_of
 
 PROMPT = exact_prompt_tokens(MESSAGES)
@@ -27,16 +27,6 @@ PROMPT = exact_prompt_tokens(MESSAGES)
 
 def _failures(fallback: str) -> float:
     return SETTLE_FAILURES.labels(fallback)._value.get()
-
-
-def _answer(client, *, stream: bool) -> str:
-    if not stream:
-        return client.chat.completions.create(model="test-model", messages=MESSAGES,
-                                              max_tokens=100).choices[0].message.content
-    return "".join(chunk.choices[0].delta.content or ""
-                   for chunk in client.chat.completions.create(
-                       model="test-model", messages=MESSAGES, max_tokens=100, stream=True)
-                   if chunk.choices)
 
 
 @pytest.mark.parametrize("stream", [False, True], ids=["whole", "streamed"])
@@ -49,7 +39,7 @@ def test_usage_the_database_refuses_is_charged_as_the_routers_own_count(
                         lambda **_: Verdict(PROMPT, 10**12, 0, "", None))
     before = _failures("charge")
     _, secret = make_key()
-    text = _answer(client_for(secret), stream=stream)
+    text = answer_text(client_for(secret), stream=stream)
     record = settled()
     assert (record.prompt_tokens, record.completion_tokens) == (
         PROMPT, count_text_tokens(text))
@@ -67,7 +57,7 @@ def test_a_bug_while_checking_usage_still_charges_the_output_delivered(
 
     monkeypatch.setattr(call_module, "check_usage", broken)
     _, secret = make_key()
-    text = _answer(client_for(secret), stream=stream)
+    text = answer_text(client_for(secret), stream=stream)
     record = settled()
     assert record.completion_tokens == count_text_tokens(text) > 0
     assert (record.source, record.estimate_reason) == ("estimated", "settle_error")
