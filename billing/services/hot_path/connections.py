@@ -203,13 +203,15 @@ async def _fetch_before_commit(connections: AsyncConnectionPool, sql: str,
     then = _statement(DURABLE_SQL) if then_durable else None
     conn = await connections.getconn()
     try:
-        found = wire.rows(conn, await wire.run_before_commit(conn, statement, params, then))
+        result = await wire.run_before_commit(conn, statement, params, then)
     except BaseException:
-        await connections.putconn(conn)
+        await connections.putconn(conn)  # closed if the pipeline was left half-way
         raise
+    # From here the connection is the commit's, which gives it back when it is done.
     commit = asyncio.ensure_future(_committed(connections, conn))
     _committing.add(commit)
     commit.add_done_callback(_commit_done)
+    found = wire.rows(conn, result)
     return (found if rows else found[0] if found else None), commit
 
 
