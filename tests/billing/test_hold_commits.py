@@ -223,8 +223,7 @@ def test_a_group_of_reservations_is_on_the_disk_when_its_answers_may_go(
     it); the transaction sent behind it (``DURABLE_SQL``) is what its answers wait for:
     made slow here, the group's holds are visible to others while ``hold_committed``
     still waits."""
-    if not settings.ROUTER_DB_BATCHING:
-        pytest.skip("groups are a batching matter")
+    settings.ROUTER_DB_BATCHING = True  # groups are a batching matter, whichever path
     _funded(user)
     monkeypatch.setattr(connections, "DURABLE_SQL",
                         f"SELECT pg_sleep({COMMIT_SECONDS}), {statements.DURABLE_SQL[7:]}")
