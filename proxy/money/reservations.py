@@ -69,11 +69,10 @@ def reserving_alone() -> bool:
     return reservations_idle()
 
 
-async def hold_durable(request_id: str) -> None:
-    """Return once the request's hold is on the disk; raise DatabaseUnavailable (a 503)
-    if it never got there. Awaited before any of the answer goes to the client: the hold
-    is reserved before its commit is done, while the upstream starts on the request."""
-    await hold_committed(hold_id=request_id)
+# Awaited before any of the answer goes to the client, with the request's id (its hold's):
+# the hold is reserved before its commit is done, while the upstream starts on the request.
+# DatabaseUnavailable (a 503) if it never reached the disk.
+hold_durable = hold_committed
 
 
 async def discard_hold(request_id: str) -> None:

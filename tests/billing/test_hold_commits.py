@@ -53,6 +53,14 @@ def refused_commits() -> Iterator[None]:
         yield
 
 
+@pytest.fixture
+def slow_durable(monkeypatch) -> None:
+    """DURABLE_SQL, behind a reservation that commits without waiting for the disk, takes
+    COMMIT_SECONDS."""
+    monkeypatch.setattr(connections, "DURABLE_SQL",
+                        f"SELECT pg_sleep({COMMIT_SECONDS}), {statements.DURABLE_SQL[7:]}")
+
+
 def _reserve(user, price, hold_id: str, *, committed: bool = False):
     """The request path's reservation (``committed=False``): it answers before its commit."""
     return hold_reserve(wallet_id=wallet_id_of(user.pk), hold_id=hold_id, amount_micros=1_000,
@@ -89,6 +97,15 @@ def test_a_reservation_answers_before_its_commit_and_the_answer_waits_for_the_co
     assert Hold.objects.get(pk="h").status == "pending"
     assert hold_commits.in_flight() == 0  # a commit that succeeded is forgotten
     loop.run(hold_resolve(hold_id="h", usage=_usage(), cost_micros=None))
+
+
+async def _visible_within(hold_id: str, seconds: float) -> bool:
+    """Whether another connection sees the hold within ``seconds``."""
+    deadline = time.monotonic() + seconds
+    while time.monotonic() < deadline:
+        if await asyncio.to_thread(_hold_exists, hold_id):
+            return True
+    return False
 
 
 def _hold_exists(hold_id: str) -> bool:
@@ -217,7 +234,7 @@ def test_a_reservation_asked_as_a_transaction_whose_commit_fails_raises_and_leav
 
 
 def test_a_group_of_reservations_is_on_the_disk_when_its_answers_may_go(
-    loop, user, price, monkeypatch, settings
+    loop, user, price, slow_durable, settings
 ):
     """A group commits without waiting for the disk (its wallets' rows are not held through
     it); the transaction sent behind it (``DURABLE_SQL``) is what its answers wait for:
@@ -225,18 +242,13 @@ def test_a_group_of_reservations_is_on_the_disk_when_its_answers_may_go(
     still waits."""
     settings.ROUTER_DB_BATCHING = True  # groups are a batching matter, whichever path
     _funded(user)
-    monkeypatch.setattr(connections, "DURABLE_SQL",
-                        f"SELECT pg_sleep({COMMIT_SECONDS}), {statements.DURABLE_SQL[7:]}")
 
     async def reserve() -> tuple[bool, float]:
         started = time.monotonic()
         # The first goes alone (nothing else in the database); the rest queue behind it
         # and go as one group.
         await asyncio.gather(*(_reserve(user, price, f"h{i}") for i in range(4)))
-        deadline = time.monotonic() + COMMIT_SECONDS / 2
-        seen = False
-        while not seen and time.monotonic() < deadline:
-            seen = await asyncio.to_thread(_hold_exists, "h3")
+        seen = await _visible_within("h3", COMMIT_SECONDS / 2)
         await hold_committed(hold_id="h3")
         return seen, time.monotonic() - started
 
@@ -250,14 +262,12 @@ def test_a_group_of_reservations_is_on_the_disk_when_its_answers_may_go(
 
 
 def test_a_reservation_alone_while_others_commit_is_made_durable_by_the_statement_behind_it(
-    loop, user, price, monkeypatch
+    loop, user, price, slow_durable
 ):
     """Alone, but with another reservation's commit still on its way, a reservation does
     not hold its wallet's row through its wait for the disk: it commits at once (visible to
     others) and ``DURABLE_SQL``, made slow here, is what its answer waits for."""
     _funded(user)
-    monkeypatch.setattr(connections, "DURABLE_SQL",
-                        f"SELECT pg_sleep({COMMIT_SECONDS}), {statements.DURABLE_SQL[7:]}")
 
     async def reserve() -> tuple[bool, float]:
         other: asyncio.Future[None] = asyncio.get_running_loop().create_future()
@@ -265,10 +275,7 @@ def test_a_reservation_alone_while_others_commit_is_made_durable_by_the_statemen
         started = time.monotonic()
         try:
             await _reserve(user, price, "h")
-            deadline = time.monotonic() + COMMIT_SECONDS / 2
-            seen = False
-            while not seen and time.monotonic() < deadline:
-                seen = await asyncio.to_thread(_hold_exists, "h")
+            seen = await _visible_within("h", COMMIT_SECONDS / 2)
             await hold_committed(hold_id="h")
         finally:
             other.set_result(None)

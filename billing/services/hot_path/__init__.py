@@ -298,12 +298,9 @@ async def _reserve(reservation: _Reservation) -> None:
         raise
 
 
-async def hold_committed(*, hold_id: str) -> None:
-    """Return once the reservation of ``hold_id`` is on the disk (at once if it is, or
-    was not made by this process); raise DatabaseUnavailable if its commit failed. Nothing
-    of a request's answer may reach its client before: PostgreSQL crashing meanwhile would
-    forget a hold whose answer was given (``hold_commits``)."""
-    await hold_commits.durable(hold_id)
+# Awaited before any of a request's answer reaches its client (hold_commits.durable): called
+# as it is, on every request, not through one more coroutine.
+hold_committed = hold_commits.durable
 
 
 def _release_abandoned(item: _Reservation, taken: bool | Alone) -> None:

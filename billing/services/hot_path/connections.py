@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import itertools
-from collections.abc import Callable, Iterator
+from collections.abc import Awaitable, Callable, Iterator
 from typing import Any, TypeVar
 
 import psycopg
@@ -119,9 +119,15 @@ async def close_pool() -> None:
 async def fetch(sql: str, params: dict[str, object], *, rows: bool = False) -> Any:
     """The first row (``rows``: all rows) of one statement, as its own transaction; raises
     DatabaseUnavailable when the database cannot be reached."""
+    return await _twice(lambda connections: _fetch(connections, sql, params, rows))
+
+
+async def _twice(attempt: Callable[[AsyncConnectionPool], Awaitable[T]]) -> T:
+    """``attempt`` on this loop's pool, once more on a live connection if its connection
+    had died; raises DatabaseUnavailable when the database cannot be reached."""
     connections = await pool()
     try:
-        return await _fetch(connections, sql, params, rows)
+        return await attempt(connections)
     except PoolTimeout as error:
         # No connection in ROUTER_DB_WAIT_MS: a second wait would only double the client's.
         raise DatabaseUnavailable(str(error)) from error
@@ -133,7 +139,7 @@ async def fetch(sql: str, params: dict[str, object], *, rows: bool = False) -> A
         # done), and a repeated resolve finds its holds no longer pending.
         await connections.check()
     try:
-        return await _fetch(connections, sql, params, rows)
+        return await attempt(connections)
     except psycopg.OperationalError as error:
         raise DatabaseUnavailable(str(error)) from error
 
@@ -164,7 +170,10 @@ async def _run(connections: AsyncConnectionPool, sql: str, params: dict[str, obj
 
 async def _fetch(connections: AsyncConnectionPool, sql: str, params: dict[str, object],
                  rows: bool) -> Any:
-    found = await _run(connections, sql, params, wire.rows)
+    return _first_or_all(await _run(connections, sql, params, wire.rows), rows)
+
+
+def _first_or_all(found: list[tuple[Any, ...]], rows: bool) -> Any:
     if rows:
         return found
     return found[0] if found else None
@@ -179,17 +188,8 @@ async def fetch_before_commit(sql: str, params: dict[str, object], *, rows: bool
     for the disk, and ``DURABLE_SQL``, sent behind it in the same round trip, is what the
     future waits for. Until its commit, no other transaction sees what the statement
     wrote."""
-    connections = await pool()
-    try:
-        return await _fetch_before_commit(connections, sql, params, rows, then_durable)
-    except PoolTimeout as error:
-        raise DatabaseUnavailable(str(error)) from error
-    except psycopg.OperationalError:
-        await connections.check()  # as fetch does: every statement here is safe to repeat
-    try:
-        return await _fetch_before_commit(connections, sql, params, rows, then_durable)
-    except psycopg.OperationalError as error:
-        raise DatabaseUnavailable(str(error)) from error
+    return await _twice(lambda connections: _fetch_before_commit(connections, sql, params,
+                                                                 rows, then_durable))
 
 
 # Commits on their way (fetch_before_commit), each holding its connection until it is done.
@@ -211,8 +211,7 @@ async def _fetch_before_commit(connections: AsyncConnectionPool, sql: str,
     commit = asyncio.ensure_future(_committed(connections, conn))
     _committing.add(commit)
     commit.add_done_callback(_commit_done)
-    found = wire.rows(conn, result)
-    return (found if rows else found[0] if found else None), commit
+    return _first_or_all(wire.rows(conn, result), rows), commit
 
 
 async def _committed(connections: AsyncConnectionPool, conn: Any) -> None:

@@ -45,8 +45,10 @@ def _forget_if_committed(hold_id: str, commit: asyncio.Future[None]) -> None:
 
 
 async def durable(hold_id: str) -> None:
-    """Return once the hold's reservation is on the disk; raise DatabaseUnavailable if its
-    commit failed (the hold may not exist)."""
+    """Return once the hold's reservation is on the disk (at once if it is, or was not made
+    by this process); raise DatabaseUnavailable if its commit failed (the hold may not
+    exist). Nothing of a request's answer may reach its client before: PostgreSQL crashing
+    meanwhile would forget a hold whose answer was given."""
     commit = _pending.get(hold_id)
     if commit is None:
         return
