@@ -37,6 +37,7 @@ from urllib.parse import urlsplit, urlunsplit
 
 import psycopg
 from psycopg import sql
+from wal import ready_segments
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))  # serve.py, beside manage.py
 from serve import SERVER, server_argv
@@ -105,6 +106,7 @@ def prepare_database(url: str) -> None:
         conn.execute(sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(
             sql.Identifier(name)))
         conn.execute(sql.SQL("CREATE DATABASE {}").format(sql.Identifier(name)))
+        print(ready_segments(conn), flush=True)
 
 
 def flush_redis_db(url: str) -> None:

@@ -26,8 +26,11 @@ import asyncio
 import json
 import sys
 import time
+from dataclasses import dataclass
 from pathlib import Path
 
+import aiohttp
+import psycopg
 from builds import Builds, add_build_options, prepare_builds, upstream_running
 from gc_watch import read_passes, watch_passes
 from harness import (
@@ -39,9 +42,20 @@ from harness import (
     stop_service,
     wait_ready,
 )
-from load import Run, closed_loop, make_target, pct, session_for
+from load import Run, Target, closed_loop, make_target, pct, session_for
+from wal import segment_bytes, wal_mark, written_between
 
-Window = tuple[float, float, Run]  # monotonic start and end of a loaded spell, and its run
+
+@dataclass(frozen=True)
+class Window:
+    """One loaded spell of one build: its monotonic start and end, its run, and what it
+    wrote to PostgreSQL's log (a new segment's creation stops every commit: ``wal.py``)."""
+
+    start: float
+    end: float
+    run: Run
+    wal: dict[str, int]
+
 
 # This process's own collector passes (the load generator's: it stalls all 64 clients at
 # once, and the latencies they measure, as the router's would): when each ended, its length.
@@ -57,43 +71,57 @@ async def load(builds: Builds, ports: dict[str, int], options: argparse.Namespac
                                  ROUTER_MODEL, builds.keys) for name, port in ports.items()}
     windows: dict[str, list[Window]] = {name: [] for name in targets}
     warmed = 0
-    async with session_for(options.concurrency) as session:
-        for target in targets.values():  # warm-up: caches, connections, code paths
-            warm = Run()
-            await closed_loop(session, target, options.concurrency, 3.0, warm)
-            warmed += warm.ok
-        for round_number in range(options.rounds):
-            order = list(targets) if round_number % 2 == 0 else list(reversed(targets))
-            for name in order:
-                # Unmeasured: the clients' connections to this build, idle through the other
-                # build's window, were dropped (aiohttp after 4 s, uvicorn after 5 s), and 64
-                # new ones at once made the first half second of the window its tail.
-                settle = Run()
-                await closed_loop(session, targets[name], options.concurrency,
-                                  options.settle_seconds, settle)
-                warmed += settle.ok  # billed like any other
-                run = Run()
-                started = time.monotonic()
-                await closed_loop(session, targets[name], options.concurrency,
-                                  options.seconds, run)
-                if run.errors:
-                    raise SystemExit(f"{name}: errors {dict(run.errors)}")
-                windows[name].append((started, time.monotonic(), run))
-            print(f"round {round_number + 1}/{options.rounds} done", flush=True)
+    with psycopg.connect(options.database_url, autocommit=True) as db:
+        segment = segment_bytes(db)
+        async with session_for(options.concurrency) as session:
+            warmed = await _load_windows(session, targets, windows, options, db, segment)
     return windows, warmed
+
+
+async def _load_windows(session: aiohttp.ClientSession, targets: dict[str, Target],
+                        windows: dict[str, list[Window]], options: argparse.Namespace,
+                        db: psycopg.Connection, segment: int) -> int:
+    """Fill ``windows`` round by round; the requests answered outside them."""
+    warmed = 0
+    for target in targets.values():  # warm-up: caches, connections, code paths
+        warm = Run()
+        await closed_loop(session, target, options.concurrency, 3.0, warm)
+        warmed += warm.ok
+    for round_number in range(options.rounds):
+        order = list(targets) if round_number % 2 == 0 else list(reversed(targets))
+        for name in order:
+            # Unmeasured: the clients' connections to this build, idle through the other
+            # build's window, were dropped (aiohttp after 4 s, uvicorn after 5 s), and 64
+            # new ones at once made the first half second of the window its tail.
+            settle = Run()
+            await closed_loop(session, targets[name], options.concurrency,
+                              options.settle_seconds, settle)
+            warmed += settle.ok  # billed like any other
+            run = Run()
+            before = wal_mark(db)
+            started = time.monotonic()
+            await closed_loop(session, targets[name], options.concurrency,
+                              options.seconds, run)
+            ended = time.monotonic()
+            if run.errors:
+                raise SystemExit(f"{name}: errors {dict(run.errors)}")
+            wal = written_between(before, wal_mark(db), segment)
+            windows[name].append(Window(started, ended, run, wal))
+        print(f"round {round_number + 1}/{options.rounds} done", flush=True)
+    return warmed
 
 
 def passes_within(log: Path, windows: list[Window]) -> list[dict[str, float]]:
     """The collector's passes that ended inside one of ``windows``."""
     return [p for p in read_passes(log)
-            if any(start <= p["at"] <= end for start, end, _ in windows)]
+            if any(w.start <= p["at"] <= w.end for w in windows)]
 
 
 def figures(windows: list[Window], passes: list[dict[str, float]], pause_ms: float
             ) -> dict[str, float | None]:
-    latencies = [latency for _, _, run in windows for latency in run.latencies]
-    ok = sum(run.ok for _, _, run in windows)
-    seconds = sum(end - start for start, end, _ in windows)
+    latencies = [latency for w in windows for latency in w.run.latencies]
+    ok = sum(w.run.ok for w in windows)
+    seconds = sum(w.end - w.start for w in windows)
     long = [p for p in passes if p["ms"] > pause_ms]
     p50, p99 = pct(latencies, 50), pct(latencies, 99)
     return {"requests/s": ok / seconds, "p50 ms": p50, "p99 ms": p99,
@@ -104,7 +132,10 @@ def figures(windows: list[Window], passes: list[dict[str, float]], pause_ms: flo
             "objects freed per request": sum(p["freed"] for p in passes) / ok if ok else None,
             f"load generator passes > {pause_ms:g} ms": float(sum(
                 1 for at, ms in _client_passes if ms > pause_ms
-                and any(start <= at <= end for start, end, _ in windows)))}
+                and any(w.start <= at <= w.end for w in windows))),
+            "WAL bytes per request": sum(w.wal["bytes"] for w in windows) / ok if ok else None,
+            "WAL segments crossed": float(sum(w.wal["segments crossed"] for w in windows)),
+            "WAL segment files added": float(sum(w.wal["segments created"] for w in windows))}
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -143,7 +174,7 @@ def main(argv: list[str] | None = None) -> int:
     for name in names:
         results[name] = figures(windows[name], passes_within(logs[name], windows[name]),
                                 options.pause_ms)
-    answered = warmed + sum(run.ok for runs in windows.values() for *_, run in runs)
+    answered = warmed + sum(w.run.ok for runs in windows.values() for w in runs)
     billing = check_billing(options.database_url, answered)
     lines = [f"{'':<30} {'baseline':>10} {'this build':>10}"]
     for key in results["baseline"]:
