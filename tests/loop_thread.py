@@ -30,5 +30,8 @@ class LoopThread:
 
     def close(self) -> None:
         self.run(close_pools())
+        # And that thread's connection, which ORM calls from this loop opened: left open,
+        # it kept the test database from being dropped at the end of the session.
+        self.run(sync_to_async(connections.close_all)())
         self.loop.call_soon_threadsafe(self.loop.stop)
         self.thread.join(5)
