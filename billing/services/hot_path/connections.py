@@ -22,6 +22,7 @@ from psycopg_pool import AsyncConnectionPool, PoolTimeout
 from billing.errors import DatabaseUnavailable
 from billing.services.hot_path import wire
 from billing.services.hot_path.statements import DURABLE_SQL, PARAMETER_TYPES
+from billing.session_settings import DURABLE_COMMITS_SQL
 
 T = TypeVar("T")
 
@@ -75,11 +76,18 @@ async def pool() -> AsyncConnectionPool:
             # These few statements run on every request: ``wire`` prepares each on its
             # first use per connection, and writes its strings in UTF-8.
             kwargs={"autocommit": True, "client_encoding": "UTF8"}, name="billing-hot-path",
+            configure=_session,
             timeout=settings.ROUTER_DB_WAIT_MS / 1000, reconnect_timeout=RECONNECT_GIVE_UP_S,
         )
         _pools[loop] = found
         await found.open()
     return found
+
+
+async def _session(conn: psycopg.AsyncConnection[Any]) -> None:
+    """A new connection's session: commits that wait for the disk, whatever the server's
+    default (``billing.session_settings``)."""
+    await conn.execute(DURABLE_COMMITS_SQL)
 
 
 async def check_pool() -> None:
