@@ -22,7 +22,7 @@ from psycopg_pool import AsyncConnectionPool, PoolTimeout
 from billing.errors import DatabaseUnavailable
 from billing.services.hot_path import wire
 from billing.services.hot_path.statements import DURABLE_SQL, PARAMETER_TYPES
-from billing.session_settings import DURABLE_COMMITS_SQL
+from billing.session_settings import SESSION_SQL
 
 T = TypeVar("T")
 
@@ -85,9 +85,9 @@ async def pool() -> AsyncConnectionPool:
 
 
 async def _session(conn: psycopg.AsyncConnection[Any]) -> None:
-    """A new connection's session: commits that wait for the disk, whatever the server's
-    default (``billing.session_settings``)."""
-    await conn.execute(DURABLE_COMMITS_SQL)
+    """A new connection's session: commits that wait for the disk and transactions that
+    read committed, whatever the server's defaults (``billing.session_settings``)."""
+    await conn.execute(SESSION_SQL)
 
 
 async def check_pool() -> None:

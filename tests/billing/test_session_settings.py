@@ -1,16 +1,12 @@
-"""The router's commits wait for the disk whatever the server says.
-
-Money is only as safe as its commit: a hold whose answer went out, or a charge, must not be
-forgotten by a crash of PostgreSQL. A server, database or role set to ``synchronous_commit
-= off`` (a common tuning for write-heavy work) would make every such commit return before
-it is on the disk, and the request path's wait for its hold's commit (``hold_commits``)
-would wait for nothing. So the router's connections, the request path's pool and Django's
-alike, raise ``off`` to ``local`` (on this server's disk, not waiting for standbys, which
-``off`` did not ask for either) and leave every stronger setting as it is.
+"""The router's sessions on PostgreSQL are what its money needs, whatever the server's
+defaults (``billing.session_settings``): commits that wait for the disk, and transactions
+that read committed. A DBA's ``ALTER DATABASE ... SET`` stands in for a server, database or
+role default here; it applies to the connections opened after it.
 """
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Callable, Iterator
 from datetime import timedelta
 
@@ -18,6 +14,7 @@ import pytest
 from django.db import connection, connections
 from django.utils import timezone
 
+from billing.errors import InsufficientFunds
 from billing.services import UsageReport, wallet_credit
 from billing.services.hot_path import connections as hot_path_connections
 from billing.services.hot_path import hold_committed, hold_reserve, hold_resolve
@@ -28,19 +25,21 @@ pytestmark = pytest.mark.django_db(transaction=True)
 
 
 @pytest.fixture
-def database_default() -> Iterator[Callable[[str], None]]:
-    """Set this test database's ``synchronous_commit`` default, as a DBA would (``ALTER
-    DATABASE``): it applies to the connections opened after. Reset afterwards."""
+def database_default() -> Iterator[Callable[[str, str], None]]:
+    """Set one of this test database's defaults, as a DBA would. Reset afterwards."""
     name = connection.settings_dict["NAME"]
+    changed: list[str] = []
 
-    def set_default(value: str) -> None:
+    def set_default(setting: str, value: str) -> None:
         with connection.cursor() as cursor:
-            cursor.execute(f'ALTER DATABASE "{name}" SET synchronous_commit = {value}')
+            cursor.execute(f"ALTER DATABASE \"{name}\" SET {setting} = '{value}'")
+        changed.append(setting)
         connections.close_all()  # the next connection opens with the database's default
 
     yield set_default
     with connection.cursor() as cursor:
-        cursor.execute(f'ALTER DATABASE "{name}" RESET synchronous_commit')
+        for setting in changed:
+            cursor.execute(f'ALTER DATABASE "{name}" RESET {setting}')
     connections.close_all()
 
 
@@ -53,9 +52,9 @@ def fresh_loop() -> Iterator[LoopThread]:
     loop.close()
 
 
-def _setting() -> str:
+def _setting(name: str = "synchronous_commit") -> str:
     with connection.cursor() as cursor:
-        cursor.execute("SELECT current_setting('synchronous_commit')")
+        cursor.execute("SELECT current_setting(%s)", [name])
         return cursor.fetchone()[0]
 
 
@@ -65,18 +64,17 @@ def _wal(position: str) -> int:
         return int(cursor.fetchone()[0])
 
 
-async def _pool_setting() -> str:
+async def _pool_setting(name: str = "synchronous_commit") -> str:
     pool = await hot_path_connections.pool()
     async with pool.connection() as conn:
-        row = await (await conn.execute("SELECT current_setting('synchronous_commit')")
-                     ).fetchone()
+        row = await (await conn.execute("SELECT current_setting(%s)", [name])).fetchone()
         return row[0]
 
 
 def test_a_database_set_to_off_still_gets_the_routers_commits_on_the_disk(
     database_default, fresh_loop, user, price
 ):
-    database_default("off")
+    database_default("synchronous_commit", "off")
     # Django's connections (top-ups, the admin's credits, the sweeper, the ORM path)...
     assert _setting() == "local"
     before = _wal("pg_current_wal_insert_lsn")
@@ -104,6 +102,35 @@ def test_any_setting_that_waits_for_the_disk_is_left_as_it_is(
 ):
     """A server that waits for its standbys too (``on``, ``remote_*``) keeps doing so for
     the router's commits: nothing is lowered."""
-    database_default(stronger)
+    database_default("synchronous_commit", stronger)
     assert _setting() == stronger
     assert fresh_loop.run(_pool_setting()) == stronger
+
+
+def _reserve(user, price, hold_id: str, amount: int):
+    return hold_reserve(wallet_id=wallet_id_of(user.pk), hold_id=hold_id, amount_micros=amount,
+                        price_id=price.pk, model=price.model, api_key_id=None,
+                        expires_at=timezone.now() + timedelta(minutes=5))
+
+
+@pytest.mark.parametrize("batching", [True, False])
+@pytest.mark.parametrize("level", ["repeatable read", "serializable"])
+def test_a_database_isolated_more_strictly_still_reserves_concurrently_as_it_should(
+    database_default, fresh_loop, user, price, settings, level, batching
+):
+    """Under those defaults, reservations at once on one wallet failed as serialization
+    errors (503) where the wallet could have covered them; read committed lets exactly as
+    many through as the wallet covers, and refuses the rest as 402."""
+    settings.ROUTER_DB_BATCHING = batching
+    wallet_credit(user=user, amount_micros=33 * 3_000, idempotency_key="f", memo="")
+    database_default("default_transaction_isolation", level)
+    assert _setting("default_transaction_isolation") == "read committed"
+    assert fresh_loop.run(_pool_setting("default_transaction_isolation")) == "read committed"
+
+    async def at_once() -> list[object]:
+        return await asyncio.gather(*(_reserve(user, price, f"r{i}", 3_000) for i in range(60)),
+                                    return_exceptions=True)
+
+    results = fresh_loop.run(at_once())
+    assert sum(result is None for result in results) == 33
+    assert all(isinstance(result, InsufficientFunds) for result in results if result is not None)
