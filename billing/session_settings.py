@@ -16,8 +16,8 @@ server's defaults: commits that wait for the disk, and transactions that read co
   ``UPDATE`` of a wallet that another has just moved waits for it and checks the balance
   again on the new row. Under a ``default_transaction_isolation`` of ``repeatable read``
   or ``serializable`` it fails instead ("could not serialize access due to concurrent
-  update"): 33 of 60 reservations at once on one wallet covering 33 were answered 503,
-  and only 27 went through.
+  update"): of 60 reservations at once on a wallet covering 33, 27 went through and the
+  other 33 were answered 503, none of them 402.
 
 Behind pgbouncer in transaction mode a session's settings do not follow its client: set
 them on the server for the router's role there (``ALTER ROLE ... SET``).
