@@ -21,6 +21,7 @@ from proxy.money.room import RoomWait
 from proxy.money.settlement import (
     SETTLE_RETRY_DELAYS_S,
     charge_for,
+    giving_up_within,
     hold_keeper,
     settle,
     stop_keeper,
@@ -31,9 +32,11 @@ from proxy.money.usage_check import Verdict, allowance, check_usage, tolerance
 
 async def wait_for_settlements() -> None:
     """Let every settlement in flight finish, then stop the hold keeper (tests; graceful
-    shutdown: nothing is running by then)."""
+    shutdown: nothing is running by then). A charge still waiting for the database tries
+    for a minute more at most (``SHUTDOWN_RETRY_S``), not for its hold's whole life."""
     await flush_refusals()
-    await settlements_in_flight()
+    async with giving_up_within():
+        await settlements_in_flight()
     stop_keeper()
 
 

@@ -1,9 +1,12 @@
 """Resolving a request's hold: settle (charge what it used) or void (charge nothing).
 
 Settlement cannot fail open. It runs in its own task, so a client hanging up cannot stop it
-halfway. A database that is unavailable is tried again until it is back (for up to
-``SETTLE_RETRY_WINDOW_S``), in the background when someone waits for the settlement (a
-stream's last chunk, an error answer): they are not kept waiting for the database. Any
+halfway. A database that is unavailable is tried again until it is back, for as long as
+the hold lives (``charge_retry_seconds``: a database away for longer than a minute, a
+failover say, still gets the charges of the answers given meanwhile), in the background
+when someone waits for the settlement (a stream's last chunk, an error answer): they are
+not kept waiting for the database. A process shutting down tries for a minute more at
+most (``giving_up_within``). Any
 other error (a number the database refuses, a bug) falls back to charging the router's own
 count of what the request used, and if even that fails, to releasing the hold: either way
 the hold is resolved by its own request at once, the error is logged with the request id
@@ -14,10 +17,12 @@ through every retry) leaves a hold for the sweeper.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
-from collections.abc import Callable, Iterator
+from collections.abc import AsyncIterator, Callable, Iterator
 
 import psycopg
+from django.conf import settings
 from django.db import InterfaceError, OperationalError
 
 from billing.errors import DatabaseUnavailable
@@ -33,10 +38,43 @@ from proxy.money.room import room_freed
 logger = logging.getLogger("proxy.charging")
 
 # Pauses between tries of a settlement while the database is unavailable (the last one
-# repeated), for SETTLE_RETRY_WINDOW_S in all; past that, the sweeper releases the hold when
-# it expires.
+# repeated), for charge_retry_seconds() in all; past that, the sweeper releases the hold.
 SETTLE_RETRY_DELAYS_S = RETRY_DELAYS_S
-SETTLE_RETRY_WINDOW_S = RETRY_WINDOW_S
+
+# How long a process shutting down still tries the charges waiting for the database
+# (``giving_up_within``).
+SHUTDOWN_RETRY_S = RETRY_WINDOW_S
+# Per event loop: when a process shutting down stops trying.
+_give_up_at: dict[asyncio.AbstractEventLoop, float] = {}
+
+
+def charge_retry_seconds() -> float:
+    """How long a charge keeps trying while the database is unavailable: as long as its
+    hold lives. Until 2026-12 it gave up after a minute, and the answers of a failover
+    that took longer were never charged: the sweeper released their holds. Past the
+    hold's life that is still what happens (the hold keeper cannot extend holds while the
+    database is away), and trying longer would only find the hold released."""
+    return max(RETRY_WINDOW_S, float(settings.ROUTER_HOLD_TTL_SECONDS))
+
+
+@contextlib.asynccontextmanager
+async def giving_up_within(seconds: float | None = None) -> AsyncIterator[None]:
+    """While inside (a process shutting down), charges still waiting for the database give
+    up ``seconds`` (``SHUTDOWN_RETRY_S``) from now at the latest: a process manager would
+    kill a process that waited for the hold's whole life. Afterwards they get their whole
+    time again."""
+    loop = asyncio.get_running_loop()
+    _give_up_at[loop] = loop.time() + (SHUTDOWN_RETRY_S if seconds is None else seconds)
+    try:
+        yield
+    finally:
+        _give_up_at.pop(loop, None)
+
+
+def _past_giving_up(pause: float) -> bool:
+    loop = asyncio.get_running_loop()
+    deadline = _give_up_at.get(loop)
+    return deadline is not None and loop.time() + pause > deadline
 # Errors that say the database could not be reached, not that it refused the statement.
 UNREACHABLE = (DatabaseUnavailable, psycopg.OperationalError, psycopg.InterfaceError,
                OperationalError, InterfaceError)
@@ -148,9 +186,10 @@ def _left_for_the_sweeper(request_id: str) -> int:
 async def _written(request_id: str, usage: UsageReport, cost: int | None,
                    deferred: bool) -> int:
     """Resolve the hold (void when ``cost`` is None). ``deferred`` (nobody waits): trying
-    again while the database is unavailable, for up to SETTLE_RETRY_WINDOW_S; otherwise
-    once. A try that committed before its connection died leaves the hold resolved: the
-    next one then changes nothing (and this reports 0)."""
+    again while the database is unavailable, for up to ``charge_retry_seconds()`` (less
+    when the process is shutting down); otherwise once. A try that committed before its
+    connection died leaves the hold resolved: the next one then changes nothing (and this
+    reports 0)."""
     pauses: Iterator[float] | None = None  # made at the first failure, not per request
     while True:
         try:
@@ -160,9 +199,9 @@ async def _written(request_id: str, usage: UsageReport, cost: int | None,
         except UNREACHABLE as error:
             if not deferred:
                 raise
-            pauses = pauses or backoff(SETTLE_RETRY_DELAYS_S, SETTLE_RETRY_WINDOW_S)
+            pauses = pauses or backoff(SETTLE_RETRY_DELAYS_S, charge_retry_seconds())
             pause = next(pauses, None)
-            if pause is None:
+            if pause is None or _past_giving_up(pause):
                 raise
             # No traceback: while the database is away, this comes every few seconds for
             # every answer waiting for its charge.

@@ -4,6 +4,8 @@ after another is never refused for the hold of its own previous answer."""
 
 from __future__ import annotations
 
+import asyncio
+import logging
 import threading
 import time
 from datetime import timedelta
@@ -18,6 +20,7 @@ from django.utils import timezone
 from billing.models import Hold, LedgerEntry, UsageRecord, Wallet
 from billing.services import UsageReport, wallet_credit
 from billing.services.hot_path import hold_reserve
+from proxy import money
 from proxy.ground.tokens import estimate_request_prompt_tokens
 from proxy.money import allowance, settlement
 from tests.live_router import wait_for_charges
@@ -147,3 +150,99 @@ def test_a_paused_redis_holds_back_neither_the_answer_nor_its_charge(
     assert redis_admin.zcard(worker_slots) == 0
     # The pause was an answer late, not a Redis down: the limits stay shared.
     assert "Redis is not answering" not in caplog.text
+
+
+def _database_away_for(seconds: float, real):
+    """``hold_resolve`` as a database that cannot be reached for ``seconds`` from the first
+    try (``seconds`` None: never again) answers it; the tries it saw."""
+    tries: list[float] = []
+
+    async def away(**kwargs: object) -> int | None:
+        tries.append(time.monotonic())
+        if seconds is None or tries[-1] - tries[0] < seconds:
+            raise psycopg.OperationalError("the connection was lost")
+        return await real(**kwargs)
+
+    return away, tries
+
+
+def _reserve_in(loop: LoopThread, user, price, hold_id: str) -> None:
+    loop.run(hold_reserve(wallet_id=wallet_id_of(user.pk), hold_id=hold_id, amount_micros=210,
+                          price_id=price.pk, model=price.model, api_key_id=None,
+                          expires_at=timezone.now() + timedelta(minutes=5)))
+
+
+def _settle_in(loop: LoopThread, user, price, hold_id: str) -> int:
+    usage = UsageReport(prompt_tokens=10, completion_tokens=20, worker="w")
+    return loop.run(settlement.settle(request_id=hold_id, wallet_id=wallet_id_of(user.pk),
+                                      price=price, usage=usage, fallback=lambda: usage,
+                                      deferred=True))
+
+
+@pytest.mark.django_db(transaction=True)
+def test_a_charge_keeps_trying_past_a_minute_for_as_long_as_its_hold_lives(
+    user, price, monkeypatch, settings
+):
+    """A failover longer than a minute: the charges of the answers given meanwhile land
+    once the database is back (until 2026-12 they gave up after a minute, and the sweeper
+    released their holds uncharged). Here the minute is 0.1 s and the hold's life 5 s."""
+    wallet_credit(user=user, amount_micros=10_000, idempotency_key="f", memo="")
+    away, tries = _database_away_for(0.4, settlement.hold_resolve)
+    monkeypatch.setattr(settlement, "hold_resolve", away)
+    monkeypatch.setattr(settlement, "SETTLE_RETRY_DELAYS_S", (0.05,))
+    monkeypatch.setattr(settlement, "RETRY_WINDOW_S", 0.1)
+    settings.ROUTER_HOLD_TTL_SECONDS = 5
+    assert settlement.charge_retry_seconds() == 5
+    loop = LoopThread()
+    try:
+        _reserve_in(loop, user, price, "late")
+        assert _settle_in(loop, user, price, "late") == 50
+    finally:
+        loop.close()
+    assert tries[-1] - tries[0] >= 0.4
+    assert UsageRecord.objects.get(request_id="late").cost_micros == 50
+    wallet = Wallet.objects.get(user=user)
+    assert (wallet.posted_micros, wallet.pending_micros) == (10_000 - 50, 0)
+
+
+@pytest.mark.django_db(transaction=True)
+def test_a_process_shutting_down_gives_up_on_a_charge_after_its_minute_not_its_holds_life(
+    user, price, monkeypatch, settings, caplog
+):
+    """Shutting down with the database away, a process tries its charges for a minute more
+    (0.3 s here), not for the holds' whole life (30 s here): its process manager would
+    kill it first. The hold is left for the sweeper, and the loop's later charges get
+    their whole time again."""
+    wallet_credit(user=user, amount_micros=10_000, idempotency_key="f", memo="")
+    real = settlement.hold_resolve
+    away, _ = _database_away_for(None, real)
+    monkeypatch.setattr(settlement, "hold_resolve", away)
+    monkeypatch.setattr(settlement, "SETTLE_RETRY_DELAYS_S", (0.05,))
+    monkeypatch.setattr(settlement, "SHUTDOWN_RETRY_S", 0.3)
+    settings.ROUTER_HOLD_TTL_SECONDS = 30
+    loop = LoopThread()
+    try:
+        _reserve_in(loop, user, price, "stuck")
+
+        async def answered_then_shut_down() -> float:
+            usage = UsageReport(prompt_tokens=10, completion_tokens=20, worker="w")
+            money.in_background(settlement.settle(
+                request_id="stuck", wallet_id=wallet_id_of(user.pk), price=price,
+                usage=usage, fallback=lambda: usage, deferred=True))
+            await asyncio.sleep(0.2)  # trying, while the database is away
+            started = time.monotonic()
+            await money.wait_for_settlements()
+            return time.monotonic() - started
+
+        with caplog.at_level(logging.ERROR, logger="proxy.charging"):
+            waited = loop.run(answered_then_shut_down())
+        assert 0.25 <= waited < 5
+        assert "request stuck: the database stayed unreachable" in caplog.text
+        assert Hold.objects.get(pk="stuck").status == "pending"
+        # The same loop afterwards: a charge tries for its hold's life again.
+        away_briefly, _ = _database_away_for(0.5, real)
+        monkeypatch.setattr(settlement, "hold_resolve", away_briefly)
+        _reserve_in(loop, user, price, "later")
+        assert _settle_in(loop, user, price, "later") == 50
+    finally:
+        loop.close()
