@@ -75,6 +75,8 @@ def _past_giving_up(pause: float) -> bool:
     loop = asyncio.get_running_loop()
     deadline = _give_up_at.get(loop)
     return deadline is not None and loop.time() + pause > deadline
+
+
 # Errors that say the database could not be reached, not that it refused the statement.
 UNREACHABLE = (DatabaseUnavailable, psycopg.OperationalError, psycopg.InterfaceError,
                OperationalError, InterfaceError)
