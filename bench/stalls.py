@@ -135,7 +135,7 @@ def figures(windows: list[Window], passes: list[dict[str, float]], pause_ms: flo
                 and any(w.start <= at <= w.end for w in windows))),
             "WAL bytes per request": sum(w.wal["bytes"] for w in windows) / ok if ok else None,
             "WAL segments crossed": float(sum(w.wal["segments crossed"] for w in windows)),
-            "WAL segment files added": float(sum(w.wal["segments created"] for w in windows))}
+            "WAL segment files added": float(sum(w.wal["segment files added"] for w in windows))}
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -81,4 +81,4 @@ def written_between(start: WalMark, end: WalMark, segment: int) -> dict[str, int
     created rather than reused (the stalls)."""
     return {"bytes": end.lsn - start.lsn,
             "segments crossed": end.lsn // segment - start.lsn // segment,
-            "segments created": max(0, end.files - start.files)}
+            "segment files added": max(0, end.files - start.files)}

@@ -5,13 +5,16 @@ only when it is plausible) and settle (resolve the hold, whatever fails)."""
 
 from __future__ import annotations
 
+# Awaited with the request's id before any of its answer goes out: its hold is reserved
+# before its commit is done (the upstream starts meanwhile); DatabaseUnavailable (a 503) if
+# the commit never reached the disk.
+from billing.services.hot_path import hold_committed
 from proxy.money.background import in_background, settlements_in_flight, shielded
 from proxy.money.output_meter import OutputMeter
 from proxy.money.plan import ChargePlan, Refused, capped_plan, plan_charge
 from proxy.money.refusals import flush_refusals, note_refusal
 from proxy.money.reservations import (
     discard_hold,
-    hold_durable,
     plan_waiting,
     reserve,
     reserve_once,
@@ -53,7 +56,7 @@ __all__ = [
     "check_usage",
     "discard_hold",
     "flush_refusals",
-    "hold_durable",
+    "hold_committed",
     "hold_keeper",
     "in_background",
     "note_refusal",

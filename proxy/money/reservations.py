@@ -7,7 +7,6 @@ from datetime import UTC, datetime, timedelta
 from billing.errors import InsufficientFunds, KeySpendCapReached
 from billing.models import ModelPrice
 from billing.services.hot_path import (
-    hold_committed,
     hold_discard,
     hold_reserve,
     reservations_idle,
@@ -69,12 +68,6 @@ def reserving_alone() -> bool:
     return reservations_idle()
 
 
-# Awaited before any of the answer goes to the client, with the request's id (its hold's):
-# the hold is reserved before its commit is done, while the upstream starts on the request.
-# DatabaseUnavailable (a 503) if it never reached the disk.
-hold_durable = hold_committed
-
-
 async def discard_hold(request_id: str) -> None:
     """Give back the hold of a request refused before it used it (by the limits, asked
     beside the reservation): deleted, no usage record, as for one refused before its hold."""
@@ -88,7 +81,7 @@ async def _take(request_id: str, caller: Caller, chat: ChatRequest, price: Model
         wallet_id=caller.wallet_id, hold_id=request_id, amount_micros=plan.amount_micros,
         price_id=price.pk, model=chat.model, api_key_id=caller.api_key_id,
         expires_at=datetime.now(UTC) + timedelta(seconds=setting("ROUTER_HOLD_TTL_SECONDS")),
-        committed=False)  # the answer waits for the commit instead (hold_durable)
+        committed=False)  # the answer waits for the commit instead (hold_committed)
     hold_keeper().add(request_id)
 
 

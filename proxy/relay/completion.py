@@ -179,7 +179,7 @@ async def _on_disk(call: Call, lease: Lease, upstream: UpstreamStream | None = N
     (it was taken before its commit was done, and the upstream called meanwhile); if it
     never got there, stop the upstream, free the worker, and answer 503 instead."""
     try:
-        await money.hold_durable(call.request_id)
+        await money.hold_committed(call.request_id)
     except BaseException:
         if upstream is not None:
             await money.shielded(upstream.aclose())

@@ -435,16 +435,16 @@ DISCARD_AT_SQL = DISCARD_SQL.replace(
     _ONE_HOLD, "     WHERE id = %(hold_id)s AND created_at = %(created_at)s"
                " AND status = 'pending'\n")
 
-# The PostgreSQL type of each named parameter of these statements (``wire.Statement``
-# prepares them with it): one name, one type, in every statement.
-# After a group of reservations, which committed without waiting for the disk (see the
-# module's docstring): a transaction of its own
-# that writes a WAL record (a logical decoding message, which nothing reads unless a
-# logical replication slot asks for messages) and so waits at its commit for the WAL to
-# reach the disk, up to and past the statement's commit. A transaction that only took an
-# id writes no WAL before its commit record and would not wait.
+# After a reservation that committed without waiting for the disk (see the module's
+# docstring): a transaction of its own that writes a WAL record (a logical decoding
+# message, which nothing reads unless a logical replication slot asks for messages) and so
+# waits at its commit for the WAL to reach the disk, up to and past the reservation's
+# commit. A transaction that only took an id writes no WAL before its commit record and
+# would not wait.
 DURABLE_SQL = "SELECT pg_logical_emit_message(true, 'binom_router', 'durable')"
 
+# The PostgreSQL type of each named parameter of these statements (``wire.Statement``
+# prepares them with it): one name, one type, in every statement.
 PARAMETER_TYPES = {
     **dict.fromkeys(("amount", "api_key_id", "cached_tokens", "cache_write_tokens",
                      "completion_tokens", "cost", "latency_ms", "price_id", "prompt_tokens",
