@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import psycopg
+from django.db import InterfaceError, OperationalError
+
 from billing.money import format_usd
 
 
@@ -113,6 +116,12 @@ class DatabaseUnavailable(Exception):
     about the request, and trying again once the database is back may well succeed. A
     statement that failed this way may still have committed: callers make sure it is undone
     or done again, never done twice."""
+
+
+# Errors that say the database could not be reached, not that it refused the statement: the
+# hot path's own, psycopg's, and Django's (the ORM's connections).
+UNREACHABLE = (DatabaseUnavailable, psycopg.OperationalError, psycopg.InterfaceError,
+               OperationalError, InterfaceError)
 
 
 class InvalidAutoTopUp(BillingError):

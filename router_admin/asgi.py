@@ -26,6 +26,11 @@ from proxy.ground.metrics import process_exiting  # noqa: E402
 from proxy.ground.shared_state import close_redis_clients  # noqa: E402
 from proxy.ground.tokens import preload  # noqa: E402
 from proxy.money import wait_for_settlements  # noqa: E402
+from proxy.money.spool import (  # noqa: E402
+    charge_spool,
+    start_spool_replay,
+    stop_spool_replay,
+)
 from proxy.upstream.http_client import close_upstream_sessions  # noqa: E402
 from router_admin.server_log import server_access_log_filter_install  # noqa: E402
 
@@ -66,11 +71,16 @@ async def _lifespan(receive: Any, send: Any) -> None:
             await asyncio.to_thread(preload)
             _settle_the_heap()
             start_keep_warm()
+            # Charges that processes gone before this one could not write (spool).
+            start_spool_replay()
             await send({"type": "lifespan.startup.complete"})
         elif message["type"] == "lifespan.shutdown":
             # The server has drained its requests; let their settlements reach the database
             # before the process goes, so no hold waits for the sweeper.
             await wait_for_settlements()
+            await stop_spool_replay()
+            # What is still unwritten stays on the disk for the next process.
+            charge_spool().close()
             await stop_keep_warm()
             await stop_cache_keepers()
             await close_upstream_sessions()

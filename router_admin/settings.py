@@ -345,6 +345,11 @@ ROUTER_LOG_CONTENT = env_bool("ROUTER_LOG_CONTENT", False)
 
 # Billing: how long a request's hold may stay pending before the sweeper resolves it.
 ROUTER_HOLD_TTL_SECONDS = env_int("ROUTER_HOLD_TTL_SECONDS", 900, minimum=30)
+# Where a router process keeps, on local disk, the charges it could not write while the
+# database was away, for itself or the next process on this machine (proxy.money.spool).
+# Empty: off (a process that stops takes them with it, and the sweeper releases the holds).
+ROUTER_CHARGE_SPOOL_DIR = env_str("ROUTER_CHARGE_SPOOL_DIR",
+                                  str(BASE_DIR / "var" / "charge-spool"))
 
 # Usage records and holds older than this many whole months (besides the current one) are
 # dropped, a monthly partition at a time, once the roll-ups cover them (PostgreSQL; see

@@ -59,6 +59,17 @@ def _quiet_routers_are_not_kept_warm():
 
 
 @pytest.fixture(scope="session", autouse=True)
+def _charge_spools_of_this_session(tmp_path_factory):
+    # Charges that a test's database outage leaves unwritten are spooled (proxy.money.spool)
+    # here, not in the checkout's var/, where a router started later would replay them.
+    directory = str(tmp_path_factory.mktemp("charge-spool"))
+    with override_settings(ROUTER_CHARGE_SPOOL_DIR=directory), \
+            pytest.MonkeyPatch.context() as patch:
+        patch.setenv("ROUTER_CHARGE_SPOOL_DIR", directory)
+        yield
+
+
+@pytest.fixture(scope="session", autouse=True)
 def _processes_tests_start_share_this_redis_namespace():
     # The routers, Celery workers and commands that tests start are pointed at the test
     # database, whose name would give them another Redis prefix than this process's (named

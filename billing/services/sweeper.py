@@ -1,7 +1,9 @@
 """Holds nobody settled, and wallets that disagree with their ledger.
 
 A request settles its own hold; one whose process died before that (a crash, a kill, a
-deploy that did not drain) leaves the hold pending, its money unavailable. A settle writes
+deploy that did not drain) leaves the hold pending, its money unavailable, unless its
+resolution was waiting for the database (then the next router process writes it from the
+dead one's spool: ``proxy.money.spool``). A settle writes
 its usage record in the same transaction that resolves the hold, so a hold still pending
 has no usage to charge: the sweeper expires every hold past ``expires_at`` and releases
 its money. Holds are claimed with ``FOR UPDATE SKIP LOCKED``, so any number of sweepers may

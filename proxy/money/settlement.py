@@ -10,8 +10,11 @@ most (``giving_up_within``). Any
 other error (a number the database refuses, a bug) falls back to charging the router's own
 count of what the request used, and if even that fails, to releasing the hold: either way
 the hold is resolved by its own request at once, the error is logged with the request id
-and counted in ``router_settle_failures``. Only a dead process (or a database unavailable
-through every retry) leaves a hold for the sweeper.
+and counted in ``router_settle_failures``. A resolution still waiting for the database is
+kept on local disk from its first failed try (``spool``), so a process that stops or dies
+meanwhile leaves it to the next one. Only a process that dies before that first try (or a
+database away past the hold's life, once the sweeper has released it) leaves a hold for
+the sweeper.
 """
 
 from __future__ import annotations
@@ -21,19 +24,24 @@ import contextlib
 import logging
 from collections.abc import AsyncIterator, Callable, Iterator
 
-import psycopg
 from django.conf import settings
-from django.db import InterfaceError, OperationalError
 
-from billing.errors import DatabaseUnavailable
+from billing.errors import UNREACHABLE
 from billing.models import ModelPrice, UsageRecord
 from billing.services import UsageReport
-from billing.services.hot_path import RETRY_DELAYS_S, RETRY_WINDOW_S, backoff, hold_resolve
+from billing.services.hot_path import (
+    RETRY_DELAYS_S,
+    RETRY_WINDOW_S,
+    backoff,
+    hold_resolve,
+    hold_times,
+)
 from proxy.ground.metrics import SETTLE_FAILURES
 from proxy.money.background import in_background
 from proxy.money.keeper import HoldKeeper
 from proxy.money.plan import ChargePlan
 from proxy.money.room import room_freed
+from proxy.money.spool import Resolution, charge_spool
 
 logger = logging.getLogger("proxy.charging")
 
@@ -76,10 +84,6 @@ def _past_giving_up(pause: float) -> bool:
     deadline = _give_up_at.get(loop)
     return deadline is not None and loop.time() + pause > deadline
 
-
-# Errors that say the database could not be reached, not that it refused the statement.
-UNREACHABLE = (DatabaseUnavailable, psycopg.OperationalError, psycopg.InterfaceError,
-               OperationalError, InterfaceError)
 
 _keepers: dict[asyncio.AbstractEventLoop, HoldKeeper] = {}
 
@@ -180,8 +184,13 @@ def _released(usage: UsageReport) -> UsageReport:
 
 def _left_for_the_sweeper(request_id: str) -> int:
     SETTLE_FAILURES.labels("database").inc()
-    logger.error("request %s: the database stayed unreachable; its hold is left for the "
-                 "sweeper", request_id)
+    spool = charge_spool()
+    if spool.holds(request_id):
+        logger.error("request %s: the database stayed unreachable; its resolution stays "
+                     "in %s, for a later try or the next process", request_id, spool.path)
+    else:
+        logger.error("request %s: the database stayed unreachable; its hold is left for "
+                     "the sweeper", request_id)
     return 0
 
 
@@ -193,6 +202,7 @@ async def _written(request_id: str, usage: UsageReport, cost: int | None,
     connection died leaves the hold resolved: the next one then changes nothing (and this
     reports 0)."""
     pauses: Iterator[float] | None = None  # made at the first failure, not per request
+    spooled = False
     while True:
         try:
             charged = await hold_resolve(hold_id=request_id, usage=usage, cost_micros=cost,
@@ -201,15 +211,25 @@ async def _written(request_id: str, usage: UsageReport, cost: int | None,
         except UNREACHABLE as error:
             if not deferred:
                 raise
-            pauses = pauses or backoff(SETTLE_RETRY_DELAYS_S, charge_retry_seconds())
+            if pauses is None:
+                # On local disk from the first failure, not the last: a process killed
+                # while it tries (a deploy that did not wait, out of memory) leaves the
+                # resolution to the next process (``spool``).
+                spooled = charge_spool().add(
+                    Resolution(request_id, cost, usage, hold_times.recall(request_id)))
+                pauses = backoff(SETTLE_RETRY_DELAYS_S, charge_retry_seconds())
             pause = next(pauses, None)
             if pause is None or _past_giving_up(pause):
+                if spooled:
+                    charge_spool().gave_up(request_id)
                 raise
             # No traceback: while the database is away, this comes every few seconds for
             # every answer waiting for its charge.
             logger.warning("request %s: writing its charge failed (%s); trying again in "
                            "%.2f s", request_id, error, pause)
             await asyncio.sleep(pause)
+    if spooled:
+        charge_spool().landed(request_id)
     if charged is None:
         logger.warning("request %s was resolved by someone else before it settled",
                        request_id)
