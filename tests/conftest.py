@@ -11,6 +11,7 @@ from accounts.models import User
 from accounts.services import user_create
 from billing.models import ModelPrice
 from billing.services import price_set
+from proxy.money.spool import charge_spool
 from tests.billing.stripe_fakes import SECRET_KEY, WEBHOOK_SECRET, FakeStripeApi
 from tests.collected_static import collected_static  # noqa: F401 - a shared fixture
 from tests.fake_dns import fake_dns  # noqa: F401 - a shared fixture
@@ -67,6 +68,14 @@ def _charge_spools_of_this_session(tmp_path_factory):
             pytest.MonkeyPatch.context() as patch:
         patch.setenv("ROUTER_CHARGE_SPOOL_DIR", directory)
         yield
+
+
+@pytest.fixture(autouse=True)
+def _charge_spool_closed_after_each_test() -> Iterator[None]:
+    # A test that leaves a charge unwritten (a database kept away) leaves this process's
+    # spool file open: the next test's lines go to a file of its own.
+    yield
+    charge_spool().close()
 
 
 @pytest.fixture(scope="session", autouse=True)

@@ -114,11 +114,13 @@ class ChargeSpool:
             return False
         with self._lock:
             try:
+                line = resolution.line()
                 if self._fd is None:
                     self._open(directory)
                 assert self._fd is not None
-                os.write(self._fd, resolution.line())  # O_APPEND: one line, whole
-            except OSError:
+                os.write(self._fd, line)  # O_APPEND: one line, whole
+            except Exception:
+                # Never the charge's own failure: its tries go on in memory as before.
                 logger.exception("request %s: its resolution could not be spooled to %s",
                                  resolution.hold_id, directory)
                 return False

@@ -43,8 +43,7 @@ def loop():
 @pytest.fixture
 def spool_dir(settings, tmp_path) -> Path:
     settings.ROUTER_CHARGE_SPOOL_DIR = str(tmp_path / "spool")
-    yield tmp_path / "spool"
-    charge_spool().close()  # a test that failed half-way leaves nothing open
+    return tmp_path / "spool"
 
 
 @pytest.fixture
@@ -271,3 +270,23 @@ def test_an_operator_replays_a_spool_copied_from_a_machine_that_died(
                        "resolved, 0 refused or unreadable (logged)."]
     assert _files(copied) == []
     assert UsageRecord.objects.get(request_id="copied").cost_micros == COST
+
+
+def test_a_spool_that_cannot_be_written_costs_the_charge_nothing(
+    loop, settings, funded, price, monkeypatch, tmp_path, caplog
+):
+    blocked = tmp_path / "a-file"
+    blocked.write_text("not a folder")
+    settings.ROUTER_CHARGE_SPOOL_DIR = str(blocked / "spool")
+    _reserve(loop, funded, price, "unspooled")
+    monkeypatch.setattr(settlement, "hold_resolve",
+                        _database_away(until=time.monotonic() + 0.2))
+    monkeypatch.setattr(settlement, "SETTLE_RETRY_DELAYS_S", (0.05,))
+
+    charged = loop.run(settlement.settle(
+        request_id="unspooled", wallet_id=wallet_id_of(funded.pk), price=price, usage=USAGE,
+        fallback=lambda: USAGE, deferred=True))
+
+    assert charged == COST
+    assert "its resolution could not be spooled" in caplog.text
+    assert UsageRecord.objects.get(request_id="unspooled").estimate_reason == ""
