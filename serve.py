@@ -43,6 +43,11 @@ STATIC_URL_PATH = "/static"  # settings.STATIC_URL
 # An LLM stream lasts seconds to minutes, so thousands are in flight on an idle CPU; what
 # may run is decided by the router's own limits (keys, users, worker slots), not here.
 DEFAULT_MAX_IN_FLIGHT = 10_000
+# Seconds a web worker told to stop (SIGTERM) lets its requests finish; then it cuts those
+# still running (a long stream), charges what each delivered, and exits. Keep it a few
+# seconds under the process manager's own grace (Kubernetes 30 s, `docker stop` 10 s),
+# after which it kills: a killed process never charges the streams it was relaying.
+DEFAULT_SHUTDOWN_GRACE_SECONDS = 25
 REQUIRED = ("DATABASE_URL", "REDIS_URL", "SECRET_KEY", "ROUTER_ENCRYPTION_KEYS",
             "ALLOWED_HOSTS")
 # Any constant: the key of the advisory lock under which one `release` at a time migrates.
@@ -69,7 +74,7 @@ def problems(environ: Mapping[str, str]) -> list[str]:
                      "default is for `make run`")
     if environ.get("DEBUG", "").strip().lower() in ("1", "true", "yes", "on"):
         found.append("DEBUG must be off")
-    for name in ("WEB_CONCURRENCY", "WEB_MAX_IN_FLIGHT", "PORT"):
+    for name in ("WEB_CONCURRENCY", "WEB_MAX_IN_FLIGHT", "WEB_SHUTDOWN_GRACE_SECONDS", "PORT"):
         value = environ.get(name, "").strip()
         if value and not (value.isdigit() and int(value) >= 1):
             found.append(f"{name}={value!r} is not a whole number of 1 or more")
@@ -92,7 +97,8 @@ def web_concurrency(environ: Mapping[str, str]) -> int:
 
 def server_argv(server: str, *, host: str, port: int, workers: int,
                 log_level: str = "warning", max_in_flight: int = DEFAULT_MAX_IN_FLIGHT,
-                static_root: Path | None = None) -> list[str]:
+                static_root: Path | None = None,
+                shutdown_grace: int = DEFAULT_SHUTDOWN_GRACE_SECONDS) -> list[str]:
     """The ASGI server's command line (bench/ measures the router under exactly this)."""
     if server == "granian":
         # X-Forwarded-For/-Proto: see FORWARDED_ALLOW_IPS in router_admin/asgi.py.
@@ -118,6 +124,7 @@ def server_argv(server: str, *, host: str, port: int, workers: int,
         return [str(BIN / "uvicorn"), APP, "--host", host, "--port", str(port),
                 "--workers", str(workers), "--backlog", "4096", "--http", HTTP_PROTOCOL,
                 "--limit-concurrency", str(max_in_flight), "--lifespan", "on",
+                "--timeout-graceful-shutdown", str(shutdown_grace),
                 "--no-proxy-headers", "--no-server-header",
                 "--no-access-log", "--log-level", log_level]
     raise ValueError(f"unknown ASGI server {server!r}")
@@ -136,7 +143,9 @@ def web(environ: Mapping[str, str]) -> tuple[list[str], dict[str, str]]:
                        log_level=environ.get("LOG_LEVEL", "info").lower(),
                        max_in_flight=int(environ.get("WEB_MAX_IN_FLIGHT")
                                          or DEFAULT_MAX_IN_FLIGHT),
-                       static_root=static_root(environ))
+                       static_root=static_root(environ),
+                       shutdown_grace=int(environ.get("WEB_SHUTDOWN_GRACE_SECONDS", "").strip()
+                                          or DEFAULT_SHUTDOWN_GRACE_SECONDS))
     return argv, env
 
 

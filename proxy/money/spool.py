@@ -19,10 +19,10 @@ resolved; while the database is still away it stays for the next try.
 
 What this does not cover, as the README says: a machine that loses its disk, or the spool
 of a process replayed only after its holds' life (``ROUTER_HOLD_TTL_SECONDS``) was over,
-once the sweeper has released them; and a process killed in the moment between an answer
-and its charge's first try, while the database is reachable (the charge is then written a
-few milliseconds after the answer, and nothing was spooled). Nothing is written here while
-the database answers: the request path pays nothing for it.
+once the sweeper has released them; and a process killed between an answer and its
+charge's first try (which comes within ``ROUTER_SETTLE_LINGER_MS``, 20 ms, of the answer):
+nothing was spooled yet. Nothing is written here while the database answers: the request
+path pays nothing for it.
 """
 
 from __future__ import annotations

@@ -54,6 +54,16 @@ def test_the_web_server_runs_one_worker_process_per_core_unless_told():
     assert Path(command.split()[0]).exists()
 
 
+def test_the_web_server_cuts_what_still_runs_after_its_shutdown_grace():
+    assert "--timeout-graceful-shutdown 25 " in _dry_run("web")
+    assert "--timeout-graceful-shutdown 8 " in _dry_run("web", WEB_SHUTDOWN_GRACE_SECONDS="8")
+    refused = subprocess.run([sys.executable, "serve.py", "web", "--dry-run"], cwd=ROOT,
+                             env=production_env(WEB_SHUTDOWN_GRACE_SECONDS="soon"),
+                             capture_output=True, text=True, timeout=60, check=False)
+    assert refused.returncode == 2
+    assert "WEB_SHUTDOWN_GRACE_SECONDS='soon' is not a whole number" in refused.stderr
+
+
 def test_granian_would_send_the_collected_static_files_once_there_are_any(tmp_path):
     # uvicorn (make serve's server) leaves them to WhiteNoise; granian, the other server
     # bench/ measures, sends them itself from Rust.
