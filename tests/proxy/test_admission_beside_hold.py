@@ -4,6 +4,7 @@ taken for a request the limits refuse must leave nothing behind."""
 
 from __future__ import annotations
 
+import asyncio
 import signal
 import threading
 from collections.abc import Iterator
@@ -176,3 +177,29 @@ def test_the_memory_of_refused_callers_stays_bounded(monkeypatch):
     admission._refused_at.update({(4, 4): now, (1, 1): now})
     assert not admission._refused_lately(callers[4])
     assert admission._refused_at == {}
+
+
+def test_the_admission_beside_the_hold_starts_a_turn_after_the_reservation():
+    """The script is asked once the reservation's statement has gone (the next turn of
+    the loop); an admission dropped before that turn is never asked at all."""
+    asked: list[str] = []
+
+    async def admit(name: str) -> str:
+        asked.append(name)
+        return name
+
+    async def main() -> tuple[list[str], bool, list[str], bool, str]:
+        soon = admission._StartedSoon(admit("kept"))  # type: ignore[arg-type]
+        dropped = admission._StartedSoon(admit("dropped"))  # type: ignore[arg-type]
+        before = list(asked)
+        was_started = dropped.drop()
+        await asyncio.sleep(0)  # the next turn starts it, the one after runs it
+        await asyncio.sleep(0)
+        after = list(asked)
+        return before, was_started, after, soon.drop(), await soon.task()
+
+    before, dropped_had_started, after, kept_had_started, result = asyncio.run(main())
+    assert before == []  # nothing asked in the turn that set them up
+    assert after == ["kept"]  # on its own, without being waited for
+    assert (dropped_had_started, kept_had_started, result) == (False, True, "kept")
+    assert asked == ["kept"]
