@@ -75,8 +75,9 @@ async def admit_and_hold(request_id: str, caller: Caller, chat: ChatRequest,
     scopes = caller.limit_scopes()
     beside = (limits_asks_redis(scopes) and money.reserving_alone()
               and not _refused_lately(caller))
-    # Beside the hold, the script is written as soon as the admission's task runs (with
-    # the loop turn's other writes it often came back after the reservation's rows).
+    # Beside the hold, the script is written as soon as the admission's task runs, a turn
+    # after the reservation's statement went (``_StartedSoon``); written with the loop
+    # turn's other writes instead, it often came back after the reservation's rows.
     admitting = limits_admit(scopes=scopes, request_id=request_id, tokens=plan.limit_tokens,
                              slot=candidates.first_slot(), at_once=beside)
     held = False
@@ -121,7 +122,7 @@ class _StartedSoon:
             self._task = asyncio.ensure_future(self._coro)
         return self._task
 
-    def drop(self) -> bool:
+    def drop_unless_started(self) -> bool:
         """Never start it, if it has not started (nothing was asked of Redis); whether it
         had."""
         if self._task is not None:
@@ -141,7 +142,7 @@ async def _admitted_beside_hold(admitting: _StartedSoon, request_id: str,
     except BaseException:
         # No hold was left (a reservation whose caller went away is released by the hot
         # path); the admission, if it started, may have taken slots.
-        if admitting.drop():
+        if admitting.drop_unless_started():
             await money.shielded(_release_when_admitted(admitting.task(), request_id))
         raise
     try:

@@ -192,11 +192,11 @@ def test_the_admission_beside_the_hold_starts_a_turn_after_the_reservation():
         soon = admission._StartedSoon(admit("kept"))  # type: ignore[arg-type]
         dropped = admission._StartedSoon(admit("dropped"))  # type: ignore[arg-type]
         before = list(asked)
-        was_started = dropped.drop()
+        was_started = dropped.drop_unless_started()
         await asyncio.sleep(0)  # the next turn starts it, the one after runs it
         await asyncio.sleep(0)
         after = list(asked)
-        return before, was_started, after, soon.drop(), await soon.task()
+        return before, was_started, after, soon.drop_unless_started(), await soon.task()
 
     before, dropped_had_started, after, kept_had_started, result = asyncio.run(main())
     assert before == []  # nothing asked in the turn that set them up
