@@ -157,7 +157,7 @@ async def _resolve(request_id: str, wallet_id: int, price: ModelPrice | None,
                 return await _written(request_id, attempt, cost, deferred)
             except UNREACHABLE:
                 if deferred:
-                    return _left_for_the_sweeper(request_id)
+                    return _charge_given_up(request_id)
                 # Someone waits for this (a stream's last chunk, an error answer), and the
                 # database may be away for a while: the tries go on where nobody waits, and
                 # the caller is told the charge they will write (the statement caps it at
@@ -182,7 +182,7 @@ def _released(usage: UsageReport) -> UsageReport:
                        ttft_ms=usage.ttft_ms)
 
 
-def _left_for_the_sweeper(request_id: str) -> int:
+def _charge_given_up(request_id: str) -> int:
     SETTLE_FAILURES.labels("database").inc()
     spool = charge_spool()
     if spool.holds(request_id):

@@ -282,7 +282,7 @@ def _claimed(path: Path) -> Iterator[list[bytes] | None]:
         except BlockingIOError:
             yield None
             return
-        with os.fdopen(os.dup(fd), "rb") as file:
+        with open(fd, "rb", closefd=False) as file:  # the locked file, even if unlinked since
             lines = [line for line in file.read().splitlines() if line.strip()]
         yield lines
     finally:

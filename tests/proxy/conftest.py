@@ -16,6 +16,7 @@ from proxy.limits import reset_local_limits
 from proxy.models import Worker, WorkerModel
 from proxy.money import refusals
 from tests.live_router import LiveRouter, forget_shared_state
+from tests.proxy.own_cluster import cluster  # noqa: F401 - a fixture
 from tests.proxy.upstream import UpstreamServer, upstream  # noqa: F401 - a fixture
 
 _ids = itertools.count(1)

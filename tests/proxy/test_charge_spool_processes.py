@@ -19,11 +19,10 @@ import openai
 import psycopg
 import pytest
 
-from tests.proxy.own_cluster import CLUSTER_MARKS, books, cluster, router, router_env, seed
+from tests.proxy.own_cluster import CLUSTER_MARKS, books, router, router_env, seed
 from tests.proxy.upstream import UpstreamServer
 
 pytestmark = CLUSTER_MARKS
-__all__ = ["cluster"]  # the fixture, used by name
 
 MESSAGES = [{"role": "user", "content": "Say hi."}]
 # The upstream takes this long to answer the request under test: the database is stopped

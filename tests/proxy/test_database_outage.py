@@ -21,11 +21,10 @@ import httpx
 import orjson
 import psycopg
 
-from tests.proxy.own_cluster import CLUSTER_MARKS, books, cluster, router, router_env, seed
+from tests.proxy.own_cluster import CLUSTER_MARKS, books, router, router_env, seed
 from tests.proxy.upstream import UpstreamServer
 
 pytestmark = CLUSTER_MARKS
-__all__ = ["cluster"]  # the fixture, used by name
 
 CLIENTS = 4  # each with its own key and wallet; the last one streams
 LOAD_S = 15.0
