@@ -350,6 +350,10 @@ ROUTER_HOLD_TTL_SECONDS = env_int("ROUTER_HOLD_TTL_SECONDS", 900, minimum=30)
 # Empty: off (a process that stops takes them with it, and the sweeper releases the holds).
 ROUTER_CHARGE_SPOOL_DIR = env_str("ROUTER_CHARGE_SPOOL_DIR",
                                   str(BASE_DIR / "var" / "charge-spool"))
+# How often a running stream's progress (what it would be charged if cut there) goes to that
+# spool, so that a process killed mid-stream still charges what it delivered, up to this
+# long before the kill (proxy.money.checkpoints). 0: off (the sweeper releases such holds).
+ROUTER_STREAM_CHECKPOINT_MS = env_int("ROUTER_STREAM_CHECKPOINT_MS", 2000, minimum=0)
 
 # Usage records and holds older than this many whole months (besides the current one) are
 # dropped, a monthly partition at a time, once the roll-ups cover them (PostgreSQL; see

@@ -10,6 +10,7 @@ from __future__ import annotations
 # the commit never reached the disk.
 from billing.services.hot_path import hold_committed
 from proxy.money.background import in_background, settlements_in_flight, shielded
+from proxy.money.checkpoints import checkpoint_of, stop_checkpoints, stream_checkpoints
 from proxy.money.output_meter import OutputMeter
 from proxy.money.plan import ChargePlan, Refused, capped_plan, plan_charge
 from proxy.money.refusals import flush_refusals, note_refusal
@@ -30,6 +31,7 @@ from proxy.money.settlement import (
     stop_keeper,
     void,
 )
+from proxy.money.spool import Resolution
 from proxy.money.usage_check import Verdict, allowance, check_usage, tolerance
 
 
@@ -41,6 +43,7 @@ async def wait_for_settlements() -> None:
     async with giving_up_within():
         await settlements_in_flight()
     stop_keeper()
+    stop_checkpoints()
 
 
 __all__ = [
@@ -48,12 +51,14 @@ __all__ = [
     "ChargePlan",
     "OutputMeter",
     "Refused",
+    "Resolution",
     "RoomWait",
     "Verdict",
     "allowance",
     "capped_plan",
     "charge_for",
     "check_usage",
+    "checkpoint_of",
     "discard_hold",
     "flush_refusals",
     "hold_committed",
@@ -67,6 +72,7 @@ __all__ = [
     "reserving_alone",
     "settle",
     "shielded",
+    "stream_checkpoints",
     "tolerance",
     "void",
     "wait_for_settlements",

@@ -62,6 +62,7 @@ class OutputMeter:
         self._choices: dict[int, ChoiceOutput] = {}
         self.over_cap = False  # output was cut at the allowance, or unpaid choices dropped
         self._cut = False
+        self.chunks = 0  # stream chunks metered: whether there is more since a checkpoint
 
     @property
     def delivered(self) -> int:
@@ -94,6 +95,7 @@ class OutputMeter:
     def meter_chunk(self, chunk: dict[str, Any]) -> bool:
         """Count a stream chunk's choices and cut what passes the allowance; False when none
         of its choices is left to send."""
+        self.chunks += 1
         kept = []
         for choice in chunk.get("choices") or ():
             output = self._metered(choice, "delta", whole=False)

@@ -12,9 +12,10 @@ count of what the request used, and if even that fails, to releasing the hold: e
 the hold is resolved by its own request at once, the error is logged with the request id
 and counted in ``router_settle_failures``. A resolution still waiting for the database is
 kept on local disk from its first failed try (``spool``), so a process that stops or dies
-meanwhile leaves it to the next one. Only a process that dies before that first try (or a
-database away past the hold's life, once the sweeper has released it) leaves a hold for
-the sweeper.
+meanwhile leaves it to the next one, as a running stream's checkpoints leave what it had
+delivered (``checkpoints``). Only a process that dies before that first try, or before a
+stream's first checkpoint (or a database away past the hold's life, once the sweeper has
+released it), leaves a hold for the sweeper.
 """
 
 from __future__ import annotations
@@ -228,7 +229,7 @@ async def _written(request_id: str, usage: UsageReport, cost: int | None,
             logger.warning("request %s: writing its charge failed (%s); trying again in "
                            "%.2f s", request_id, error, pause)
             await asyncio.sleep(pause)
-    if spooled:
+    if spooled or charge_spool().holds(request_id):  # its line, or a stream's checkpoints
         charge_spool().landed(request_id)
     if charged is None:
         logger.warning("request %s was resolved by someone else before it settled",

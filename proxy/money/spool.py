@@ -17,19 +17,25 @@ resolved meanwhile changes nothing, so a line replayed twice, or after its own p
 retry landed, charges once. A file is deleted once every line in it was written or found
 resolved; while the database is still away it stays for the next try.
 
+Running streams write their checkpoints here too (``checkpoints``): what each would be
+charged if cut there, every ``ROUTER_STREAM_CHECKPOINT_MS``. A hold's last line is the one
+replayed, so a stream's charge (spooled after its checkpoints) wins over them, and its lines
+are forgotten once its own settlement is written. A file that grows with lines since
+replaced is written afresh with each hold's last line (``_compact``).
+
 What this does not cover, as the README says: a machine that loses its disk, or the spool
 of a process replayed only after its holds' life (``ROUTER_HOLD_TTL_SECONDS``) was over,
-once the sweeper has released them; and a process killed between an answer and its
-charge's first try (which comes within ``ROUTER_SETTLE_LINGER_MS``, 20 ms, of the answer):
-nothing was spooled yet. Nothing is written here while the database answers: the request
-path pays nothing for it.
+once the sweeper has released them; a process killed between a whole answer and its
+charge's first try (which comes within ``ROUTER_SETTLE_LINGER_MS``, 20 ms, of the answer),
+or before a stream's first checkpoint: nothing was spooled yet; and a stream's output since
+its last checkpoint. Nothing is written here for a whole answer while the database answers:
+the request path pays nothing for it.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
-import dataclasses
 import fcntl
 import logging
 import os
@@ -53,6 +59,10 @@ PREFIX = "charges-"
 SUFFIX = ".jsonl"
 # How often a running process looks for the spool files of processes that are gone.
 REPLAY_EVERY_S = 30.0
+# A file is written afresh, with only each waiting hold's last line, once it holds more
+# than this many bytes beyond LINE_ROOM per waiting hold.
+COMPACT_AT = 1 << 20
+LINE_ROOM = 4096
 
 
 @dataclass(frozen=True)
@@ -66,9 +76,10 @@ class Resolution:
     created_at: datetime | None = None  # the hold's, when known: its partition
 
     def line(self) -> bytes:
+        # orjson writes the usage's dataclass as its fields (what asdict would, faster:
+        # a running stream's checkpoints write one every period).
         return orjson.dumps({"hold_id": self.hold_id, "cost_micros": self.cost_micros,
-                             "created_at": self.created_at,
-                             "usage": dataclasses.asdict(self.usage)}) + b"\n"
+                             "created_at": self.created_at, "usage": self.usage}) + b"\n"
 
     @classmethod
     def parse(cls, line: bytes) -> Resolution:
@@ -98,6 +109,7 @@ class ChargeSpool:
         # the hold's life) are tried again by the replayer while this process lives.
         self._waiting: dict[str, Resolution] = {}
         self._given_up: set[str] = set()
+        self._written = 0  # bytes in the file: rewritten with only its last lines when big
 
     @property
     def path(self) -> Path | None:
@@ -109,22 +121,31 @@ class ChargeSpool:
     def add(self, resolution: Resolution) -> bool:
         """Keep ``resolution`` until ``landed``; whether it was kept (False: spooling is
         off, or the file could not be written, which is logged)."""
+        return self.add_many([resolution])
+
+    def add_many(self, resolutions: list[Resolution]) -> bool:
+        """``add`` for each, in one write; a hold's line replaces any it had here before
+        (a stream's checkpoints, then its charge: the last line of a hold counts)."""
         directory = spool_directory()
-        if directory is None:
+        if directory is None or not resolutions:
             return False
         with self._lock:
             try:
-                line = resolution.line()
+                lines = b"".join(resolution.line() for resolution in resolutions)
                 if self._fd is None:
                     self._open(directory)
+                elif self._written > COMPACT_AT + LINE_ROOM * len(self._waiting):
+                    self._compact(directory)
                 assert self._fd is not None
-                os.write(self._fd, line)  # O_APPEND: one line, whole
+                os.write(self._fd, lines)  # O_APPEND: whole lines
+                self._written += len(lines)
             except Exception:
                 # Never the charge's own failure: its tries go on in memory as before.
                 logger.exception("request %s: its resolution could not be spooled to %s",
-                                 resolution.hold_id, directory)
+                                 ", ".join(r.hold_id for r in resolutions[:5]), directory)
                 return False
-            self._waiting[resolution.hold_id] = resolution
+            for resolution in resolutions:
+                self._waiting[resolution.hold_id] = resolution
             return True
 
     def gave_up(self, hold_id: str) -> None:
@@ -161,7 +182,25 @@ class ChargeSpool:
         path = directory / f"{PREFIX}{os.getpid()}-{secrets.token_hex(4)}{SUFFIX}"
         fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_APPEND | os.O_CLOEXEC, 0o600)
         fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)  # a new name: nobody else holds it
-        self._fd, self._path = fd, path
+        self._fd, self._path, self._written = fd, path, 0
+
+    def _compact(self, directory: Path) -> None:
+        """A file that grew with lines since replaced (a long stream's checkpoints) is
+        written afresh with each waiting hold's last line, and the old one emptied before
+        its lock goes: a replayer that opened it meanwhile reads nothing from it."""
+        old_fd, old_path = self._fd, self._path
+        assert old_fd is not None
+        assert old_path is not None
+        self._open(directory)
+        assert self._fd is not None
+        lines = b"".join(resolution.line() for resolution in self._waiting.values())
+        os.write(self._fd, lines)
+        self._written = len(lines)
+        try:
+            os.ftruncate(old_fd, 0)
+            old_path.unlink(missing_ok=True)
+        finally:
+            os.close(old_fd)
 
     def _close(self, *, keep: bool) -> None:
         fd, path = self._fd, self._path
@@ -220,8 +259,8 @@ async def replay_orphaned_spools(directory: Path | None = None) -> ReplayResult:
             if lines is None:
                 continue  # its process lives (or another replayer has it)
             try:
-                for number, line in enumerate(lines, start=1):
-                    await _replay_line(path, number, line, result)
+                for resolution in _last_per_hold(path, lines, result):
+                    await _replay(resolution, result)
             except UNREACHABLE as error:
                 logger.warning("the spool %s waits for the database (%s)", path.name, error)
                 result.left += 1
@@ -233,16 +272,23 @@ async def replay_orphaned_spools(directory: Path | None = None) -> ReplayResult:
     return result
 
 
-async def _replay_line(path: Path, number: int, line: bytes, result: ReplayResult) -> None:
-    try:
-        resolution = Resolution.parse(line)
-    except (ValueError, TypeError, KeyError):
-        # A line cut short by the kill that left the file, or not ours: nothing to charge.
-        logger.error("spool %s, line %d: not a resolution: %r", path.name, number,
-                     line[:200])
-        result.failed += 1
-        return
-    await _replay(resolution, result)
+def _last_per_hold(path: Path, lines: list[bytes], result: ReplayResult
+                   ) -> list[Resolution]:
+    """Each hold's last line: a stream's checkpoints come before its charge, and each says
+    more than the one before it."""
+    last: dict[str, Resolution] = {}
+    for number, line in enumerate(lines, start=1):
+        try:
+            resolution = Resolution.parse(line)
+        except (ValueError, TypeError, KeyError):
+            # A line cut short by the kill that left the file, or not ours: nothing to charge.
+            logger.error("spool %s, line %d: not a resolution: %r", path.name, number,
+                         line[:200])
+            result.failed += 1
+            continue
+        last.pop(resolution.hold_id, None)
+        last[resolution.hold_id] = resolution
+    return list(last.values())
 
 
 async def _replay(resolution: Resolution, result: ReplayResult) -> None:

@@ -55,9 +55,11 @@ class Call:
     reply_text: str = ""  # what the client received, for the log only when content is on
     upstream_called: bool = False  # an upstream has started working on it
     resolving: bool = False  # its settlement (or void) has started
+    reported: object = None  # a stream's last usage from the upstream, for its checkpoints
     meter: OutputMeter = field(init=False)
     request_id: str = field(init=False)
     _own_prompt: int | None = field(default=None, init=False)
+    _checkpointed: int = field(default=0, init=False)  # chunks at its last checkpoint
 
     def __post_init__(self) -> None:
         self.meter = OutputMeter(allowance=self.plan.allowance, n=self.chat.n)
@@ -148,6 +150,17 @@ class Call:
             worker=self.worker, latency_ms=self.elapsed_ms(now),
             ttft_ms=self.elapsed_ms(self.first_token_at), endpoint=self.dialect.endpoint,
             upstream_cost_micros=self.upstream_cost(verdict))
+
+    def checkpoint(self) -> money.Resolution | None:
+        """A running stream's charge if it were cut now (``money.stream_checkpoints``), as a
+        stream its client left is charged; None when it delivered nothing since the last."""
+        metered = self.meter.chunks
+        if self.resolving or metered == self._checkpointed:
+            return None  # (counting what it delivered costs more than this, per stream)
+        self._checkpointed = metered
+        usage = self.report(self.verdict(self.reported, complete=False), Status.CANCELLED)
+        return money.checkpoint_of(self.request_id, price=self.price, plan=self.plan,
+                                   usage=usage)
 
     def shown_usage(self, verdict: Verdict, charged: int) -> dict[str, Any]:
         """The usage the client is shown: exactly what it was charged for, with the

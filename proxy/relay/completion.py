@@ -236,6 +236,8 @@ async def _stream(call: Call, candidates: Candidates) -> StreamingHttpResponse:
             await money.shielded(_wrap_up(call, lease, upstream, None,
                                              UsageRecord.Status.CANCELLED))
             raise
+        # From its first byte on, what it delivered is charged even if this process dies.
+        money.stream_checkpoints().watch(call.request_id, call)
         return EventStream(Relay(call, lease, upstream, chunks, first))
     raise await _failed(call, failure)
 
@@ -311,7 +313,7 @@ async def _events(call: Call, lease: Lease, upstream: UpstreamStream,
             # counts, and the client gets the router's own usage chunk at the end.
             usage = chunk.pop("usage", None)
             if usage is not None:
-                reported = usage
+                reported = call.reported = usage
             if chunk.get("choices"):
                 if meter.meter_chunk(chunk):
                     if replies is not None:
