@@ -71,7 +71,7 @@ def test_a_stream_whose_process_is_killed_is_charged_up_to_its_last_checkpoint(
 
         reader = threading.Thread(target=read)
         reader.start()
-        _until("30 words delivered", lambda: len(received) >= 30)
+        _until("40 words delivered", lambda: len(received) >= 40)
         first.process.kill()
         first.process.wait(10)
         reader.join(30)
@@ -81,8 +81,8 @@ def test_a_stream_whose_process_is_killed_is_charged_up_to_its_last_checkpoint(
     assert hold.status == "pending"  # nothing charged it before it died
     last = [line for line in _checkpoints(spool) if line["hold_id"] == hold.id][-1]
     # About a checkpoint period behind what the client received (4 words at 50 ms each),
-    # with room for the timer's lateness on a loaded machine.
-    assert delivered - 10 <= last["usage"]["completion_tokens"]
+    # with room for the timer's lateness on a loaded machine (a second in all).
+    assert delivered - 20 <= last["usage"]["completion_tokens"]
     assert last["usage"]["completion_tokens"] <= delivered + 1  # one in flight, at most
 
     with router_processes(1, env, [sys.executable, "serve.py", "web"]):
