@@ -7,10 +7,12 @@ import os
 import socket
 import subprocess
 import sys
+import threading
 import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
+from typing import Any
 
 from django.db import connection
 
@@ -93,3 +95,52 @@ def router_processes(count: int, env: dict[str, str], argv: Sequence[str] | None
             cursor.execute("SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE "
                            "datname = current_database() AND application_name = %s",
                            [APPLICATION_NAME])
+
+
+def serve_web_env(**extra: str) -> dict[str, str]:
+    """``env_for_test_database`` for ``make serve``'s web server (``SERVE_WEB``): one worker
+    on 127.0.0.1, with production mode's required secrets."""
+    from tests.router_admin.production import production_env
+
+    secrets = {k: v for k, v in production_env().items()
+               if k in ("SECRET_KEY", "ROUTER_ENCRYPTION_KEYS", "EMAIL_HOST")}
+    return env_for_test_database(**secrets, WEB_CONCURRENCY="1", HOST="127.0.0.1",
+                                 LOG_LEVEL="WARNING", **extra)
+
+
+SERVE_WEB = [sys.executable, "serve.py", "web"]
+
+
+class StreamReader(threading.Thread):
+    """A stream read through the official OpenAI client in a thread of its own: the words
+    received so far, and how it ended (an error when the router was stopped under it)."""
+
+    def __init__(self, client: Any, body: dict[str, Any]) -> None:
+        super().__init__(daemon=True)
+        self.client, self.body = client, body
+        self.received: list[str] = []
+        self.error: BaseException | None = None
+        self.ended_at: float | None = None
+
+    def run(self) -> None:
+        import openai
+
+        try:
+            for chunk in self.client.chat.completions.create(**self.body, stream=True):
+                if chunk.choices and chunk.choices[0].delta.content:
+                    self.received.append(chunk.choices[0].delta.content)
+        except (openai.APIError, openai.APIConnectionError) as error:
+            self.error = error
+        self.ended_at = time.monotonic()
+
+
+def until(what: str, check: Callable[[], Any], seconds: float = 15) -> Any:
+    """``check()``'s first true value, asked every 50 ms; the test fails after ``seconds``."""
+    import pytest
+
+    deadline = time.monotonic() + seconds
+    while not (found := check()):
+        if time.monotonic() > deadline:
+            pytest.fail(f"not within {seconds} s: {what}")
+        time.sleep(0.05)
+    return found

@@ -17,10 +17,10 @@ from typing import Any
 
 import openai
 import psycopg
-import pytest
 
 from tests.proxy.own_cluster import CLUSTER_MARKS, books, router, router_env, seed
 from tests.proxy.upstream import UpstreamServer
+from tests.router_processes import until
 
 pytestmark = CLUSTER_MARKS
 
@@ -34,17 +34,6 @@ def _pending_hold(database_url: str) -> str | None:
     with psycopg.connect(database_url, connect_timeout=5) as conn:
         row = conn.execute("SELECT id FROM billing_hold WHERE status = 'pending'").fetchone()
     return None if row is None else str(row[0])
-
-
-def _until(what: str, check: Any, seconds: float = 15) -> Any:
-    deadline = time.monotonic() + seconds
-    while True:
-        found = check()
-        if found:
-            return found
-        if time.monotonic() > deadline:
-            pytest.fail(f"not within {seconds} s: {what}")
-        time.sleep(0.05)
 
 
 def _spooled_lines(directory: Path) -> list[str]:
@@ -78,7 +67,7 @@ def test_an_answer_whose_charge_waited_for_the_database_is_charged_after_its_pro
                                    timeout=30)
             client.chat.completions.create(model="test-model", messages=MESSAGES,
                                            max_tokens=20)  # lookups and connections warm
-            _until("the warm-up charged", lambda: _pending_hold(database_url) is None)
+            until("the warm-up charged", lambda: _pending_hold(database_url) is None)
             upstream.configure(first_byte_delay=ANSWER_DELAY_S)
 
             def call() -> None:
@@ -90,7 +79,7 @@ def test_an_answer_whose_charge_waited_for_the_database_is_charged_after_its_pro
 
             caller = threading.Thread(target=call)
             caller.start()
-            hold_id = _until("the hold committed", lambda: _pending_hold(database_url))
+            hold_id = until("the hold committed", lambda: _pending_hold(database_url))
             time.sleep(0.3)  # its commit acknowledged to the router, not only visible
             cluster.stop("fast")
             caller.join(30)
@@ -98,7 +87,7 @@ def test_an_answer_whose_charge_waited_for_the_database_is_charged_after_its_pro
             assert answered["request_id"] == hold_id
             assert answered["cost"] > 0
             assert answered["text"]
-            (line,) = _until("the charge spooled", lambda: _spooled_lines(spool))
+            (line,) = until("the charge spooled", lambda: _spooled_lines(spool))
             assert hold_id in line
             first.process.kill()  # SIGKILL: no shutdown, no retries left in memory
             first.process.wait(10)
@@ -107,9 +96,9 @@ def test_an_answer_whose_charge_waited_for_the_database_is_charged_after_its_pro
         cluster.start()
         with router(env, log_path):
             # The next process replays the spool at its start.
-            _until("the charge written by the next process",
+            until("the charge written by the next process",
                    lambda: _charged(database_url, hold_id))
-            _until("the spool file deleted", lambda: not _spooled_lines(spool))
+            until("the spool file deleted", lambda: not _spooled_lines(spool))
     holds, charges, usage, wallets_match = books(database_url)
     assert holds[hold_id] == ("posted", answered["cost"])
     assert charges[hold_id] == [answered["cost"]]

@@ -13,18 +13,14 @@ from __future__ import annotations
 import contextlib
 import signal
 import subprocess
-import sys
-import threading
 import time
-from typing import Any
 
 import openai
 import pytest
 
 from billing.models import Hold, UsageRecord, Wallet
 from tests.proxy.upstream import UpstreamServer, plan_completion
-from tests.router_admin.production import production_env
-from tests.router_processes import env_for_test_database, router_processes
+from tests.router_processes import SERVE_WEB, StreamReader, router_processes, serve_web_env, until
 
 # The process manager's own grace, after which it kills: longer than the router's.
 MANAGER_GRACE_S = 8.0
@@ -44,32 +40,12 @@ def test_a_deploy_cuts_a_long_stream_after_its_grace_and_charges_what_it_deliver
     openai_worker, slow_stream, make_key, transactional_db
 ):
     user_id, secret = make_key()
-    secrets = {k: v for k, v in production_env().items()
-               if k in ("SECRET_KEY", "ROUTER_ENCRYPTION_KEYS", "EMAIL_HOST")}
-    env = env_for_test_database(**secrets, WEB_CONCURRENCY="1", HOST="127.0.0.1",
-                                LOG_LEVEL="WARNING",
-                                WEB_SHUTDOWN_GRACE_SECONDS=str(ROUTER_GRACE_S))
-    received: list[str] = []
-    ended: dict[str, Any] = {}
-    with router_processes(1, env, [sys.executable, "serve.py", "web"]) as (router,):
-        client = openai.OpenAI(base_url=router.base_url, api_key=secret, max_retries=0,
-                               timeout=60)
-
-        def read() -> None:
-            try:
-                for chunk in client.chat.completions.create(**BODY, stream=True):
-                    if chunk.choices and chunk.choices[0].delta.content:
-                        received.append(chunk.choices[0].delta.content)
-            except (openai.APIError, openai.APIConnectionError) as error:
-                ended["error"] = error
-            ended["at"] = time.monotonic()
-
-        reader = threading.Thread(target=read)
+    env = serve_web_env(WEB_SHUTDOWN_GRACE_SECONDS=str(ROUTER_GRACE_S))
+    with router_processes(1, env, SERVE_WEB) as (router,):
+        reader = StreamReader(openai.OpenAI(base_url=router.base_url, api_key=secret,
+                                            max_retries=0, timeout=60), BODY)
         reader.start()
-        deadline = time.monotonic() + 20
-        while len(received) < 10 and time.monotonic() < deadline:
-            time.sleep(0.02)
-        assert len(received) >= 10, "the stream did not start"
+        until("the stream started", lambda: len(reader.received) >= 10, seconds=20)
         term_at = time.monotonic()
         router.process.send_signal(signal.SIGTERM)  # a deploy
         with contextlib.suppress(subprocess.TimeoutExpired):
@@ -79,8 +55,9 @@ def test_a_deploy_cuts_a_long_stream_after_its_grace_and_charges_what_it_deliver
             router.process.kill()  # the process manager's grace is over
         reader.join(30)
     assert exited, f"still running {MANAGER_GRACE_S} s after SIGTERM: killed"
-    assert ended["at"] - term_at < MANAGER_GRACE_S
-    delivered = len(received)
+    assert reader.ended_at is not None
+    assert reader.ended_at - term_at < MANAGER_GRACE_S
+    delivered = len(reader.received)
     assert delivered < 400  # cut short, not run to its end
     hold = Hold.objects.get()
     record = UsageRecord.objects.get(request_id=hold.id)

@@ -8,20 +8,15 @@ so the process took it with it, and the sweeper released the hold uncharged.
 
 from __future__ import annotations
 
-import sys
-import threading
-import time
 from pathlib import Path
 from typing import Any
 
 import openai
 import orjson
-import pytest
 
 from billing.models import Hold, LedgerEntry, UsageRecord, Wallet
 from tests.proxy.upstream import UpstreamServer, plan_completion
-from tests.router_admin.production import production_env
-from tests.router_processes import env_for_test_database, router_processes
+from tests.router_processes import SERVE_WEB, StreamReader, router_processes, serve_web_env, until
 
 CHECKPOINT_MS = 200
 BODY = {"model": "test-model", "messages": [{"role": "user", "content": "Tell me a story."}],
@@ -35,15 +30,6 @@ def _checkpoints(directory: Path) -> list[dict[str, Any]]:
             for line in path.read_bytes().splitlines() if line.strip()]
 
 
-def _until(what: str, check: Any, seconds: float = 15) -> Any:
-    deadline = time.monotonic() + seconds
-    while not (found := check()):
-        if time.monotonic() > deadline:
-            pytest.fail(f"not within {seconds} s: {what}")
-        time.sleep(0.05)
-    return found
-
-
 def test_a_stream_whose_process_is_killed_is_charged_up_to_its_last_checkpoint(
     openai_worker, upstream: UpstreamServer, make_key, transactional_db, tmp_path
 ):
@@ -51,31 +37,17 @@ def test_a_stream_whose_process_is_killed_is_charged_up_to_its_last_checkpoint(
     upstream.configure(reply=" ".join(["word"] * 400), chunk_delay=0.05)
     user_id, secret = make_key()
     spool = tmp_path / "spool"
-    secrets = {k: v for k, v in production_env().items()
-               if k in ("SECRET_KEY", "ROUTER_ENCRYPTION_KEYS", "EMAIL_HOST")}
-    env = env_for_test_database(**secrets, WEB_CONCURRENCY="1", HOST="127.0.0.1",
-                                LOG_LEVEL="WARNING", ROUTER_CHARGE_SPOOL_DIR=str(spool),
-                                ROUTER_STREAM_CHECKPOINT_MS=str(CHECKPOINT_MS))
-    received: list[str] = []
-    with router_processes(1, env, [sys.executable, "serve.py", "web"]) as (first,):
-        client = openai.OpenAI(base_url=first.base_url, api_key=secret, max_retries=0,
-                               timeout=60)
-
-        def read() -> None:
-            try:
-                for chunk in client.chat.completions.create(**BODY, stream=True):
-                    if chunk.choices and chunk.choices[0].delta.content:
-                        received.append(chunk.choices[0].delta.content)
-            except (openai.APIError, openai.APIConnectionError):
-                pass  # cut by the kill
-
-        reader = threading.Thread(target=read)
+    env = serve_web_env(ROUTER_CHARGE_SPOOL_DIR=str(spool),
+                        ROUTER_STREAM_CHECKPOINT_MS=str(CHECKPOINT_MS))
+    with router_processes(1, env, SERVE_WEB) as (first,):
+        reader = StreamReader(openai.OpenAI(base_url=first.base_url, api_key=secret,
+                                            max_retries=0, timeout=60), BODY)
         reader.start()
-        _until("40 words delivered", lambda: len(received) >= 40)
+        until("40 words delivered", lambda: len(reader.received) >= 40)
         first.process.kill()
         first.process.wait(10)
         reader.join(30)
-    delivered = len(received)
+    delivered = len(reader.received)
     assert delivered < 400
     hold = Hold.objects.get()
     assert hold.status == "pending"  # nothing charged it before it died
@@ -85,11 +57,11 @@ def test_a_stream_whose_process_is_killed_is_charged_up_to_its_last_checkpoint(
     assert delivered - 20 <= last["usage"]["completion_tokens"]
     assert last["usage"]["completion_tokens"] <= delivered + 1  # one in flight, at most
 
-    with router_processes(1, env, [sys.executable, "serve.py", "web"]):
+    with router_processes(1, env, SERVE_WEB):
         # The next process replays the dead one's spool at its start.
-        _until("the stream charged by the next process",
-               lambda: UsageRecord.objects.filter(request_id=hold.id).exists())
-        _until("the spool file deleted", lambda: not list(spool.glob("charges-*.jsonl")))
+        until("the stream charged by the next process",
+              lambda: UsageRecord.objects.filter(request_id=hold.id).exists())
+        until("the spool file deleted", lambda: not list(spool.glob("charges-*.jsonl")))
     record = UsageRecord.objects.get(request_id=hold.id)
     prompt = plan_completion({**BODY, "model": "gpt-4o-mini"}, "x").prompt_tokens
     assert record.completion_tokens == last["usage"]["completion_tokens"]

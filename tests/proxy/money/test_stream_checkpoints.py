@@ -6,7 +6,6 @@ process mid-stream."""
 from __future__ import annotations
 
 import threading
-import time
 from datetime import datetime, timedelta
 from pathlib import Path
 
@@ -22,6 +21,7 @@ from proxy.money.spool import Resolution, charge_spool, replay_orphaned_spools
 from tests.live_router import wait_for_charges
 from tests.loop_thread import LoopThread
 from tests.proxy.upstream import UpstreamServer
+from tests.router_processes import until
 from tests.wallet_ids import wallet_id_of
 
 BODY = {"model": "test-model", "messages": [{"role": "user", "content": "Tell me a story."}],
@@ -41,15 +41,6 @@ def _lines(directory: Path) -> list[dict]:
             for line in path.read_bytes().splitlines() if line.strip()]
 
 
-def _until(what: str, check, seconds: float = 10):
-    deadline = time.monotonic() + seconds
-    while not (found := check()):
-        if time.monotonic() > deadline:
-            pytest.fail(f"not within {seconds} s: {what}")
-        time.sleep(0.02)
-    return found
-
-
 def test_a_running_stream_spools_what_it_delivered_and_its_lines_go_once_it_is_charged(
     openai_worker, upstream: UpstreamServer, make_key, client_for, spool_dir, settings
 ):
@@ -64,7 +55,7 @@ def test_a_running_stream_spools_what_it_delivered_and_its_lines_go_once_it_is_c
             if chunk.choices and chunk.choices[0].delta.content:
                 received.append(chunk.choices[0].delta.content)
                 if len(received) == 20:  # half-way: what the spool says by now
-                    checkpoints.extend(_until("a checkpoint",
+                    checkpoints.extend(until("a checkpoint",
                                               lambda: _lines(spool_dir), seconds=5))
 
     reader = threading.Thread(target=read)
@@ -85,7 +76,7 @@ def test_a_running_stream_spools_what_it_delivered_and_its_lines_go_once_it_is_c
     record = UsageRecord.objects.get(request_id=hold.id)
     assert (record.status, record.completion_tokens) == ("ok", 40)
     # Charged by its own settlement: the lines are forgotten and the file is gone.
-    _until("the spool file gone", lambda: not list(spool_dir.glob("charges-*.jsonl")))
+    until("the spool file gone", lambda: not list(spool_dir.glob("charges-*.jsonl")))
     wallet = Wallet.objects.get(user_id=user_id)
     assert wallet.pending_micros == 0
     assert wallet.posted_micros == 1_000_000 - record.cost_micros
