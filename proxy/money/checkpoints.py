@@ -2,8 +2,9 @@
 that dies mid-stream still charges it.
 
 A stream's charge is written when it ends. A process killed before that (out of memory, a
-process manager's SIGKILL, a machine's power) took the charge with it, and the sweeper later
-released the hold uncharged: output delivered and never paid for. So every
+process manager's SIGKILL) took the charge with it, and the sweeper later released the hold
+uncharged: output delivered and never paid for. (A machine that loses its power loses the
+spool's last lines with it, which are not synced: the sweeper's case, as before.) So every
 ``ROUTER_STREAM_CHECKPOINT_MS`` each stream that delivered more since its last checkpoint
 appends what it would be charged if it were cut there (its prompt and the output it
 delivered, as a stream the client left is charged) to the process's spool file
