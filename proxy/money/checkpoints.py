@@ -25,10 +25,9 @@ from typing import Protocol
 
 from billing.models import ModelPrice
 from billing.services import UsageReport
-from billing.services.hot_path import hold_times
 from proxy.money.plan import ChargePlan
 from proxy.money.settlement import charge_for
-from proxy.money.spool import Resolution, charge_spool
+from proxy.money.spool import Resolution, charge_spool, spooling
 from router_admin.settings_cache import setting
 
 logger = logging.getLogger("proxy.charging")
@@ -54,7 +53,7 @@ class StreamCheckpoints:
         self.task: asyncio.Task[None] | None = None
 
     def watch(self, hold_id: str, stream: Checkpointed) -> None:
-        if not setting("ROUTER_STREAM_CHECKPOINT_MS") or not setting("ROUTER_CHARGE_SPOOL_DIR"):
+        if not setting("ROUTER_STREAM_CHECKPOINT_MS") or not spooling():
             return
         self.running[hold_id] = stream
         if self.task is None or self.task.done():
@@ -95,8 +94,7 @@ class StreamCheckpoints:
 def checkpoint_of(hold_id: str, *, price: ModelPrice, plan: ChargePlan,
                   usage: UsageReport) -> Resolution:
     """The line that charges ``usage`` (at most the hold) if the stream's process dies."""
-    return Resolution(hold_id, charge_for(price=price, plan=plan, usage=usage), usage,
-                      hold_times.recall(hold_id))
+    return Resolution.of(hold_id, charge_for(price=price, plan=plan, usage=usage), usage)
 
 
 _checkpoints: dict[asyncio.AbstractEventLoop, StreamCheckpoints] = {}

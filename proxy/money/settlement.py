@@ -35,7 +35,6 @@ from billing.services.hot_path import (
     RETRY_WINDOW_S,
     backoff,
     hold_resolve,
-    hold_times,
 )
 from proxy.ground.metrics import SETTLE_FAILURES
 from proxy.money.background import in_background
@@ -217,7 +216,7 @@ async def _written(request_id: str, usage: UsageReport, cost: int | None,
                 # while it tries (a deploy that did not wait, out of memory) leaves the
                 # resolution to the next process (``spool``).
                 spooled = charge_spool().add(
-                    Resolution(request_id, cost, usage, hold_times.recall(request_id)))
+                    Resolution.of(request_id, cost, usage))
                 pauses = backoff(SETTLE_RETRY_DELAYS_S, charge_retry_seconds())
             pause = next(pauses, None)
             if pause is None or _past_giving_up(pause):

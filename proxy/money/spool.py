@@ -82,6 +82,11 @@ class Resolution:
                              "created_at": self.created_at, "usage": self.usage}) + b"\n"
 
     @classmethod
+    def of(cls, hold_id: str, cost_micros: int | None, usage: UsageReport) -> Resolution:
+        """The resolution of a hold this process reserved, naming its partition."""
+        return cls(hold_id, cost_micros, usage, hold_times.recall(hold_id))
+
+    @classmethod
     def parse(cls, line: bytes) -> Resolution:
         data = orjson.loads(line)
         created_at = data.get("created_at")
@@ -90,10 +95,15 @@ class Resolution:
                    created_at=datetime.fromisoformat(created_at) if created_at else None)
 
 
+def spooling() -> bool:
+    """Whether resolutions are spooled (``ROUTER_CHARGE_SPOOL_DIR`` is not empty), without
+    building its path (asked once per stream)."""
+    return bool(setting("ROUTER_CHARGE_SPOOL_DIR"))
+
+
 def spool_directory() -> Path | None:
-    """Where spool files live; None when ``ROUTER_CHARGE_SPOOL_DIR`` is empty (off)."""
-    directory = setting("ROUTER_CHARGE_SPOOL_DIR")
-    return Path(directory) if directory else None
+    """Where spool files live; None when spooling is off."""
+    return Path(setting("ROUTER_CHARGE_SPOOL_DIR")) if spooling() else None
 
 
 class ChargeSpool:
