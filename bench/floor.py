@@ -21,8 +21,9 @@ Each round sends ``--interleaved`` turns of one request to every target in a row
 order alternates), then as many streams: the machine's drift falls on all alike. Each
 target's p50 less the upstream's own in the same round is what it adds (the median over
 the rounds), its p99 added is over every round's requests pooled, and its CPU per request
-and per stream is read from the scheduler. The router's requests are checked to be billed
-exactly at the end.
+and per stream is read from the scheduler, with how often it went to sleep waiting (each
+sleep is a wake-up, and on this machine a process runs slower for a while after one). The
+router's requests are checked to be billed exactly at the end.
 
 A floor is what no build of the router can go below with the stages it needs, whatever its
 own code does: the router must hold money in the database before it calls the upstream
@@ -66,7 +67,7 @@ from harness import (
     wait_ready,
 )
 from load import Run, Target, make_target, pct, sequential, session_for
-from measure import process_cpu_ns, process_tree
+from measure import process_cpu_ns, process_tree, sleeps
 from proxy_bench import PRODUCTION
 
 from serve import APP
@@ -109,7 +110,8 @@ async def measure(options: argparse.Namespace, targets: dict[str, Target],
     """Per target and round: p50 latency and time to first token (ms), CPU per request and
     per stream (us); every request's latency pooled; the router's answered count."""
     rounds: dict[str, dict[str, list[float]]] = {
-        name: {"p50": [], "ttft": [], "cpu": [], "stream_cpu": []} for name in targets}
+        name: {"p50": [], "ttft": [], "cpu": [], "stream_cpu": [], "sleeps": [],
+               "stream_sleeps": []} for name in targets}
     pooled: dict[str, list[float]] = {name: [] for name in targets}
     answered = 0
     async with session_for(1) as session:
@@ -122,9 +124,11 @@ async def measure(options: argparse.Namespace, targets: dict[str, Target],
                 answered += warm.ok if target.name == ROUTER else 0
         for round_number in range(options.rounds):
             order = list(targets) if round_number % 2 == 0 else list(reversed(targets))
-            for stream, figure, cpu in ((False, "p50", "cpu"), (True, "ttft", "stream_cpu")):
+            for stream, figure, cpu, slept in ((False, "p50", "cpu", "sleeps"),
+                                               (True, "ttft", "stream_cpu", "stream_sleeps")):
                 runs = {name: Run() for name in targets}
                 before = {name: cpu_ns(p) for name, p in pids.items()}
+                asleep = {name: sum(map(sleeps, p)) for name, p in pids.items()}
                 for turn in range(options.interleaved):
                     for name in order if turn % 2 == 0 else reversed(order):
                         await sequential(session, targets[name], 1, runs[name], stream=stream)
@@ -136,6 +140,8 @@ async def measure(options: argparse.Namespace, targets: dict[str, Target],
                     if name in pids:
                         used = cpu_ns(pids[name]) - before[name]
                         rounds[name][cpu].append(used / 1000 / run.ok)
+                        rounds[name][slept].append(
+                            (sum(map(sleeps, pids[name])) - asleep[name]) / run.ok)
                     if not stream:
                         pooled[name] += run.latencies
                 answered += runs[ROUTER].ok
@@ -153,7 +159,7 @@ def report(rounds: dict[str, dict[str, list[float]]], pooled: dict[str, list[flo
     lines = [f"upstream direct: p50 {statistics.median(rounds[DIRECT]['p50']):.2f} ms, "
              f"first token p50 {statistics.median(rounds[DIRECT]['ttft']):.2f} ms",
              "| target | added p50 | added p99 | first token added p50 | CPU per request | "
-             "CPU per stream |", "|---|---|---|---|---|---|"]
+             "CPU per stream | sleeps per request / stream |", "|---|---|---|---|---|---|---|"]
     for name in rounds:
         if name == DIRECT:
             continue
@@ -161,7 +167,9 @@ def report(rounds: dict[str, dict[str, list[float]]], pooled: dict[str, list[flo
             f"| {name} | {added(name, 'p50'):.2f} ms | "
             f"{(pct(pooled[name], 99) or 0.0) - direct_p99:.2f} ms | "
             f"{added(name, 'ttft'):.2f} ms | {statistics.median(rounds[name]['cpu']):,.0f} us | "
-            f"{statistics.median(rounds[name]['stream_cpu']):,.0f} us |")
+            f"{statistics.median(rounds[name]['stream_cpu']):,.0f} us | "
+            f"{statistics.median(rounds[name]['sleeps']):.1f} / "
+            f"{statistics.median(rounds[name]['stream_sleeps']):.1f} |")
     floor = list(FLOORS)[-1]
     lines.append(f"the router over the last floor: {added(ROUTER, 'p50') - added(floor, 'p50'):.2f}"
                  f" ms added at p50, {added(ROUTER, 'ttft') - added(floor, 'ttft'):.2f} ms to "

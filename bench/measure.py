@@ -57,6 +57,22 @@ def process_cpu_ns(pid: int) -> int:
     return total
 
 
+def sleeps(pid: int) -> int:
+    """How many times the process's threads have gone to sleep of their own accord
+    (``voluntary_ctxt_switches``): for an event loop, each wait for the network that found
+    nothing ready, and so each wake-up after it."""
+    total = 0
+    try:
+        for task in Path(f"/proc/{pid}/task").iterdir():
+            with contextlib.suppress(OSError, StopIteration):  # a thread that ended
+                status = (task / "status").read_text().splitlines()
+                total += int(next(line for line in status
+                                  if line.startswith("voluntary_ctxt_switches")).split()[1])
+    except OSError:
+        return 0
+    return total
+
+
 def tree_cpu_seconds(pids: list[int]) -> float:
     return sum(process_cpu_seconds(p) for p in pids)
 
