@@ -17,7 +17,9 @@ takes every stream, a request would wait long for a slot rather than be refused,
 database pool is sized for bursts (all printed).
 ``--profile OUT.pstats`` profiles the router through its phase (``profiled_router.py``),
 to see where a stream's CPU goes; with ``--profile-starts``, only until every stream had
-its first token.
+its first token. ``--floor`` puts ``floor_app.py``'s relay (``floor.py``) where the
+router was, nothing billed: what the server and the upstream client alone add to the
+same streams, in runs alternated with the router's.
 """
 
 from __future__ import annotations
@@ -37,6 +39,7 @@ from typing import Any
 
 import aiohttp
 from builds import add_api_option, direct_target, router_target
+from floor import floor_argv, floor_env
 from gc_watch import read_passes
 from harness import (
     DEFAULT_SERVER,
@@ -88,6 +91,7 @@ class Options:
     out: Path
     profile: Path | None = None
     profile_starts: bool = False
+    floor: bool = False
 
 
 def parse_options(argv: list[str] | None = None) -> Options:
@@ -120,7 +124,13 @@ def parse_options(argv: list[str] | None = None) -> Options:
     parser.add_argument("--profile-starts", action="store_true",
                         help="with --profile: stop profiling once every stream has its "
                              "first token (the streams' starts only)")
+    parser.add_argument("--floor", action="store_true",
+                        help="instead of the router, floor_app.py's relay (floor.py): the "
+                             "least the router's server and upstream client add, nothing "
+                             "billed")
     args = parser.parse_args(argv)
+    if args.floor and (args.api != "chat" or args.server != "uvicorn"):
+        parser.error("--floor relays chat completions, under uvicorn")
     if args.streams < 1 or args.users < 1 or args.answer_seconds <= 0 or args.ramp < 0:
         parser.error("streams, users and answer seconds must be positive")
     if args.profile_starts and args.profile is None:
@@ -314,6 +324,9 @@ def main(argv: list[str] | None = None) -> int:
             upstream_port, answer_seconds=options.answer_seconds), env)
         services.append(upstream)
         argv = router_argv(options.server, router_port, 1)
+        server_env = env
+        if options.floor:
+            argv, server_env = floor_argv(router_port), floor_env(env, "", upstream_port)
         if options.profile:
             argv = [sys.executable, str(Path(__file__).parent / "profiled_router.py"),
                     str(options.profile), *argv]
@@ -321,13 +334,16 @@ def main(argv: list[str] | None = None) -> int:
             GC_LOG.unlink(missing_ok=True)
             argv = [sys.executable, str(Path(__file__).parent / "gc_watch.py"), str(GC_LOG),
                     *argv]
-        router = start_service("router", argv, env)
+        router = start_service("floor" if options.floor else "router", argv, server_env)
         services.append(router)
         wait_ready(upstream, f"http://127.0.0.1:{upstream_port}/v1/models", {})
         wait_ready(router, f"http://127.0.0.1:{router_port}/v1/models",
                    {"Authorization": f"Bearer {keys[0]}"})
         router_pids = process_tree(router.proc.pid)
         idle = sum(_rss(pid) for pid in router_pids)
+        if options.floor:
+            print("in the router's place (its figures below): floor_app.py's relay, "
+                  "nothing billed", flush=True)
         print(f"router :{router_port} ({options.server}, 1 worker, pid {router.proc.pid}); "
               f"settings {settings}, worker max concurrency {2 * options.streams}, "
               f"Redis {'on' if options.redis_url else 'off'}; open files {files}",
@@ -361,7 +377,9 @@ def main(argv: list[str] | None = None) -> int:
             stats_written(options.profile)
             print(f"profile of the router's phase written to {options.profile}", flush=True)
         peak = sum(peak_rss_bytes(pid) for pid in router_pids)
-        billing = check_billing(options.database_url, results["router"].run.ok + warmed)
+        # The floor bills nothing: nothing may be found billed either.
+        billed = 0 if options.floor else results["router"].run.ok + warmed
+        billing = check_billing(options.database_url, billed)
         warnings = router.warnings()
     finally:
         for service in reversed(services):
@@ -375,17 +393,17 @@ def main(argv: list[str] | None = None) -> int:
         "router_memory": {"idle_mib": idle / MIB, "peak_mib": peak / MIB,
                           "per_stream_kib": (peak - idle) / 1024 / options.streams},
         "router_collector": None if options.profile else collector(results["router"]),
-        "billing": vars(billing) | {"expected": results["router"].run.ok + warmed},
+        "billing": vars(billing) | {"expected": billed},
         "environment": {"cpus": os.cpu_count(), "git": git_state(),
                         "python": sys.version.split()[0], "router_log_warnings": warnings},
     }
     print_report(report)
-    print(f"billing: {billing.describe(results['router'].run.ok + warmed)}")
+    print(f"billing: {billing.describe(billed)}")
     if warnings:
         print(f"router log: {warnings} warning/error lines, see {router.log_path}")
     options.out.write_text(json.dumps(report, indent=2, default=str))
     print(f"\nresults written to {options.out}")
-    healthy = (billing.ok(results["router"].run.ok + warmed)
+    healthy = (billing.ok(billed)
                and not results["router"].run.errors and not results["direct"].run.errors)
     return 0 if healthy else 1
 

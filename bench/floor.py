@@ -89,15 +89,26 @@ def start_servers(env: dict[str, str], upstream_port: int) -> tuple[dict[str, Se
     services[ROUTER] = start_service("router", router_argv("uvicorn", ports[ROUTER], 1), env,
                                      cpu=0)
     for name, stages in FLOORS.items():
-        ports[name] = port = free_port()
-        argv = router_argv("uvicorn", port, 1)
-        argv[argv.index(APP)] = "floor_app:app"
-        floor_env = {**env, "FLOOR_STAGES": stages, "FLOOR_UPSTREAM_MODEL": UPSTREAM_MODEL,
-                     "FLOOR_UPSTREAM": f"http://127.0.0.1:{upstream_port}/v1/chat/completions",
-                     "PYTHONPATH": f"{ROOT}:{ROOT / 'bench'}"}
+        ports[name] = free_port()
         services[name] = start_service(name.replace(":", "").replace(" ", "_").replace(
-            "+", "plus"), argv, floor_env, cpu=0)
+            "+", "plus"), floor_argv(ports[name]), floor_env(env, stages, upstream_port),
+            cpu=0)
     return services, ports
+
+
+def floor_argv(port: int) -> list[str]:
+    """``floor_app.py`` under the router's server with its flags (``make serve``'s), one
+    process."""
+    argv = router_argv("uvicorn", port, 1)
+    argv[argv.index(APP)] = "floor_app:app"
+    return argv
+
+
+def floor_env(env: dict[str, str], stages: str, upstream_port: int) -> dict[str, str]:
+    """The router's environment (its database and Redis) with the floor's own settings."""
+    return {**env, "FLOOR_STAGES": stages, "FLOOR_UPSTREAM_MODEL": UPSTREAM_MODEL,
+            "FLOOR_UPSTREAM": f"http://127.0.0.1:{upstream_port}/v1/chat/completions",
+            "PYTHONPATH": f"{ROOT}:{ROOT / 'bench'}"}
 
 
 def cpu_ns(pids: list[int]) -> int:

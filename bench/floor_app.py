@@ -27,6 +27,7 @@ floor with the stages it needs.
 from __future__ import annotations
 
 import asyncio
+import gc
 import os
 from typing import Any
 
@@ -41,6 +42,9 @@ from proxy.upstream.http_client import UpstreamSession
 STAGES = frozenset(filter(None, os.environ.get("FLOOR_STAGES", "").split(",")))
 UPSTREAM = URL(os.environ.get("FLOOR_UPSTREAM", "http://127.0.0.1:1/v1/chat/completions"))
 UPSTREAM_MODEL = os.environ.get("FLOOR_UPSTREAM_MODEL", "upstream-model")
+# As the router's process (router_admin/asgi.py, GC_YOUNG_THRESHOLD): what was loaded at the
+# start frozen out of the cycle collector's sight, which then runs every 200,000 objects.
+GC_YOUNG_THRESHOLD = 200_000
 TIMEOUT = aiohttp.ClientTimeout(total=60, sock_connect=5, sock_read=60)
 HOLD_MICROS = 1_000
 
@@ -163,6 +167,10 @@ async def lifespan(receive: Any, send: Any) -> None:
     while True:
         message = await receive()
         if message["type"] == "lifespan.startup":
+            gc.collect()
+            gc.freeze()
+            _, older, oldest = gc.get_threshold()
+            gc.set_threshold(GC_YOUNG_THRESHOLD, older, oldest)
             floor = Floor()
             await floor.start()
             app_state["floor"] = floor
