@@ -129,8 +129,8 @@ def parse_options(argv: list[str] | None = None) -> Options:
                              "least the router's server and upstream client add, nothing "
                              "billed")
     args = parser.parse_args(argv)
-    if args.floor and (args.api != "chat" or args.server != "uvicorn"):
-        parser.error("--floor relays chat completions, under uvicorn")
+    if args.floor and args.api != "chat":
+        parser.error("--floor relays chat completions only")
     if args.streams < 1 or args.users < 1 or args.answer_seconds <= 0 or args.ramp < 0:
         parser.error("streams, users and answer seconds must be positive")
     if args.profile_starts and args.profile is None:
@@ -326,7 +326,8 @@ def main(argv: list[str] | None = None) -> int:
         argv = router_argv(options.server, router_port, 1)
         server_env = env
         if options.floor:
-            argv, server_env = floor_argv(router_port), floor_env(env, "", upstream_port)
+            argv = floor_argv(router_port, options.server)
+            server_env = floor_env(env, "", upstream_port)
         if options.profile:
             argv = [sys.executable, str(Path(__file__).parent / "profiled_router.py"),
                     str(options.profile), *argv]

@@ -96,10 +96,10 @@ def start_servers(env: dict[str, str], upstream_port: int) -> tuple[dict[str, Se
     return services, ports
 
 
-def floor_argv(port: int) -> list[str]:
+def floor_argv(port: int, server: str = "uvicorn") -> list[str]:
     """``floor_app.py`` under the router's server with its flags (``make serve``'s), one
     process."""
-    argv = router_argv("uvicorn", port, 1)
+    argv = router_argv(server, port, 1)
     argv[argv.index(APP)] = "floor_app:app"
     return argv
 
