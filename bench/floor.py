@@ -1,7 +1,7 @@
 """What bounds issue 19's targets 1 and 2 on this machine: the router beside the least a
 gateway on its stack can do (``floor_app.py``), in one run.
 
-    .venv/bin/python bench/floor.py [--rounds 6] [--interleaved 300]
+    .venv/bin/python bench/floor.py [--rounds 8] [--interleaved 500]
 
 One run recreates the bench database (seeded as ``ab_routers.py`` seeds it: Redis on, the
 key carrying an RPM and a TPM limit), starts the upstream (``fast_upstream.py``) on CPU 1
@@ -190,8 +190,8 @@ def report(rounds: dict[str, dict[str, list[float]]], pooled: dict[str, list[flo
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--rounds", type=int, default=6)
-    parser.add_argument("--interleaved", type=int, default=300,
+    parser.add_argument("--rounds", type=int, default=8)
+    parser.add_argument("--interleaved", type=int, default=500,
                         help="turns of one request (then one stream) to every target, per "
                              "round")
     parser.add_argument("--warmup", type=int, default=200,

@@ -92,6 +92,7 @@ class Floor:
         self.redis: PipelinedRedis | None = None
         self.script = ""
         self.unsettled: list[int] = []  # holds answered and not yet charged
+        self.charging: set[asyncio.Task[None]] = set()  # kept: the loop holds tasks weakly
 
     async def start(self) -> None:
         if "pg" in STAGES:
@@ -134,7 +135,9 @@ class Floor:
 
     def _charge_soon(self) -> None:
         ids, self.unsettled = self.unsettled, []
-        asyncio.get_running_loop().create_task(self._charge(ids))
+        task = asyncio.get_running_loop().create_task(self._charge(ids))
+        self.charging.add(task)
+        task.add_done_callback(self.charging.discard)
 
     async def _charge(self, ids: list[int]) -> None:
         assert self.database is not None
@@ -180,7 +183,6 @@ async def lifespan(receive: Any, send: Any) -> None:
                 await floor.stop()
             await send({"type": "lifespan.shutdown.complete"})
             return
-
 
 
 async def relay(floor: Floor, receive: Any, send: Any) -> None:
