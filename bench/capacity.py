@@ -92,6 +92,7 @@ class Options:
     profile: Path | None = None
     profile_starts: bool = False
     floor: bool = False
+    workers: int = 1
 
 
 def parse_options(argv: list[str] | None = None) -> Options:
@@ -111,6 +112,9 @@ def parse_options(argv: list[str] | None = None) -> Options:
                         help="skip the warm-up (one stream per key before the phases), so "
                              "the streams also pay for the router's first lookup of each key")
     parser.add_argument("--server", choices=SERVERS, default=DEFAULT_SERVER)
+    parser.add_argument("--workers", type=int, default=1,
+                        help="the server's processes (default 1; `make serve` runs one per "
+                             "core)")
     parser.add_argument("--database-url", default=DEFAULT_DATABASE_URL,
                         help="dropped and recreated; its name must contain 'bench'")
     parser.add_argument("--redis-url", default="",
@@ -131,7 +135,8 @@ def parse_options(argv: list[str] | None = None) -> Options:
     args = parser.parse_args(argv)
     if args.floor and args.api != "chat":
         parser.error("--floor relays chat completions only")
-    if args.streams < 1 or args.users < 1 or args.answer_seconds <= 0 or args.ramp < 0:
+    if (args.streams < 1 or args.users < 1 or args.workers < 1 or args.answer_seconds <= 0
+            or args.ramp < 0):
         parser.error("streams, users and answer seconds must be positive")
     if args.profile_starts and args.profile is None:
         parser.error("--profile-starts needs --profile")
@@ -323,10 +328,10 @@ def main(argv: list[str] | None = None) -> int:
         upstream = start_service("upstream", upstream_argv(
             upstream_port, answer_seconds=options.answer_seconds), env)
         services.append(upstream)
-        argv = router_argv(options.server, router_port, 1)
+        argv = router_argv(options.server, router_port, options.workers)
         server_env = env
         if options.floor:
-            argv = floor_argv(router_port, options.server)
+            argv = floor_argv(router_port, options.server, options.workers)
             server_env = floor_env(env, "", upstream_port)
         if options.profile:
             argv = [sys.executable, str(Path(__file__).parent / "profiled_router.py"),
@@ -345,7 +350,8 @@ def main(argv: list[str] | None = None) -> int:
         if options.floor:
             print("in the router's place (its figures below): floor_app.py's relay, "
                   "nothing billed", flush=True)
-        print(f"router :{router_port} ({options.server}, 1 worker, pid {router.proc.pid}); "
+        print(f"router :{router_port} ({options.server}, {options.workers} worker(s), pid "
+              f"{router.proc.pid}); "
               f"settings {settings}, worker max concurrency {2 * options.streams}, "
               f"Redis {'on' if options.redis_url else 'off'}; open files {files}",
               flush=True)

@@ -96,10 +96,9 @@ def start_servers(env: dict[str, str], upstream_port: int) -> tuple[dict[str, Se
     return services, ports
 
 
-def floor_argv(port: int, server: str = "uvicorn") -> list[str]:
-    """``floor_app.py`` under the router's server with its flags (``make serve``'s), one
-    process."""
-    argv = router_argv(server, port, 1)
+def floor_argv(port: int, server: str = "uvicorn", workers: int = 1) -> list[str]:
+    """``floor_app.py`` under the router's server with its flags (``make serve``'s)."""
+    argv = router_argv(server, port, workers)
     argv[argv.index(APP)] = "floor_app:app"
     return argv
 
