@@ -259,6 +259,7 @@ def summary(result: Phase) -> dict[str, Any]:
 
 def print_report(report: dict[str, Any]) -> None:
     d, r = report["direct"], report["router"]
+    name = report["measured"]  # the router, or the floor in its place (``--floor``)
     rows = [
         ("streams answered / errors", f"{d['ok']} / {sum(d['errors'].values())}",
          f"{r['ok']} / {sum(r['errors'].values())}", fmt(ratio(r["ok"], d["ok"]), "", 3)),
@@ -274,14 +275,14 @@ def print_report(report: dict[str, Any]) -> None:
          f"+{fmt(diff(r['p99_ms'], d['p99_ms']))}"),
     ]
     print()
-    print(table(("", "direct", "router", "router vs direct"), rows))
+    print(table(("", "direct", name, f"{name} vs direct"), rows))
     memory = report["router_memory"]
     gc = report.get("router_collector")
     if gc is not None:
-        print(f"router's cycle collector: {gc['passes']} passes in its phase, {gc['ms']:.0f} ms "
+        print(f"{name}'s cycle collector: {gc['passes']} passes in its phase, {gc['ms']:.0f} ms "
               f"in all (the longest {gc['longest_ms']:.0f} ms); {gc['passes_in_starts']} "
               f"({gc['ms_in_starts']:.0f} ms) before every stream had its first token")
-    print(f"\nrouter CPU {r['router_cpu_s']:.1f} s over the {r['wall_s']:.0f} s of its phase "
+    print(f"\n{name} CPU {r['router_cpu_s']:.1f} s over the {r['wall_s']:.0f} s of its phase "
           f"({1000 * r['router_cpu_s'] / max(1, r['ok'] + sum(r['errors'].values())):.2f} ms "
           f"per stream)")
     starts = r["router_cpu_starts_s"]
@@ -290,11 +291,11 @@ def print_report(report: dict[str, Any]) -> None:
               f"({1000 * starts / max(1, r['ok']):.2f} ms per stream start"
               + (f"; {r['ended_before_starts_done']} streams had ended by then, their ends "
                  "included" if r["ended_before_starts_done"] else "") + ")")
-    print(f"router peak RSS {memory['peak_mib']:.0f} MiB (VmHWM; idle before the load "
+    print(f"{name} peak RSS {memory['peak_mib']:.0f} MiB (VmHWM; idle before the load "
           f"{memory['idle_mib']:.0f} MiB: {memory['per_stream_kib']:.0f} KiB per stream in "
           f"flight)")
     errors = {**{f"direct: {k}": v for k, v in d["errors"].items()},
-              **{f"router: {k}": v for k, v in r["errors"].items()}}
+              **{f"{name}: {k}": v for k, v in r["errors"].items()}}
     print(f"errors: {sum(errors.values())}" + (f" {errors}" if errors else ""))
 
 
@@ -348,8 +349,7 @@ def main(argv: list[str] | None = None) -> int:
         router_pids = process_tree(router.proc.pid)
         idle = sum(_rss(pid) for pid in router_pids)
         if options.floor:
-            print("in the router's place (its figures below): floor_app.py's relay, "
-                  "nothing billed", flush=True)
+            print("in the router's place: floor_app.py's relay, nothing billed", flush=True)
         print(f"router :{router_port} ({options.server}, {options.workers} worker(s), pid "
               f"{router.proc.pid}); "
               f"settings {settings}, worker max concurrency {2 * options.streams}, "
@@ -396,6 +396,7 @@ def main(argv: list[str] | None = None) -> int:
         "options": {k: str(v) for k, v in vars(options).items()},
         "settings": settings | {"worker_max_concurrency": 2 * options.streams,
                                 "open_files": files},
+        "measured": "floor" if options.floor else "router",
         "direct": summary(results["direct"]), "router": summary(results["router"]),
         "router_memory": {"idle_mib": idle / MIB, "peak_mib": peak / MIB,
                           "per_stream_kib": (peak - idle) / 1024 / options.streams},
