@@ -6,7 +6,7 @@ gateway on its stack can do (``floor_app.py``), in one run.
 One run recreates the bench database (seeded as ``ab_routers.py`` seeds it: Redis on, the
 key carrying an RPM and a TPM limit), starts the upstream (``fast_upstream.py``) on CPU 1
 with the load generator, and on CPU 0, each under uvicorn with ``make serve``'s flags and
-one process: the router, and three floors, each the one before with one more stage:
+one process: the router, and four floors, each the one before with one more stage:
 
 - ``relay``: the request's JSON read and its model rewritten, the upstream called through
   the router's own HTTP client, its answer's JSON read and written back (a stream relayed
